@@ -1,0 +1,24 @@
+//! Regente's domain: the words the rest of the code speaks, with their rules.
+//!
+//! Layout:
+//! - [`ids`]: the 16-hex-digit identifiers of every object.
+//! - [`status`]: execution statuses and which of them are final.
+//! - [`variables`]: variable names, types and typed values, and how a run's
+//!   variables are resolved against a robot's declarations.
+//! - [`manifest`]: `robot.toml`, parsed and validated.
+//!
+//! Nothing here does IO or depends on a runtime; every fallible constructor is a
+//! `parse` returning an error that names what is wrong.
+
+pub mod ids;
+pub mod manifest;
+pub mod status;
+pub mod variables;
+
+pub use ids::is_valid_id;
+pub use manifest::{ManifestError, RobotManifest};
+pub use status::ExecutionStatus;
+pub use variables::{
+    resolve_variables, RequestVariable, ResolvedVariables, TypedValue, VariableDeclaration,
+    VariableError, VariableName, VariableType,
+};
