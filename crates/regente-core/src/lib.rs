@@ -6,17 +6,20 @@
 //! - [`variables`]: variable names, types and typed values, and how a run's
 //!   variables are resolved against a robot's declarations.
 //! - [`manifest`]: `robot.toml`, parsed and validated.
+//! - [`role`]: what a user may do.
 //!
 //! Nothing here does IO or depends on a runtime; every fallible constructor is a
 //! `parse` returning an error that names what is wrong.
 
 pub mod ids;
 pub mod manifest;
+pub mod role;
 pub mod status;
 pub mod variables;
 
 pub use ids::is_valid_id;
 pub use manifest::{ManifestError, RobotManifest};
+pub use role::Role;
 pub use status::ExecutionStatus;
 pub use variables::{
     resolve_variables, RequestVariable, ResolvedVariables, TypedValue, VariableDeclaration,

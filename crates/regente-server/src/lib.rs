@@ -1,1 +1,17 @@
-//! placeholder
+//! Regente's server: the Integration API, the admin API and, later, the hub that
+//! runtimes connect to.
+//!
+//! Layout (requests flow api -> service -> store):
+//! - [`config`]: [`ServerConfig`], filled by the binary from flags and environment.
+//! - [`startup`]: [`Server::build`] (bind, open the store, bootstrap) and [`Server::run`].
+//! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
+//! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
+//!   free of HTTP types.
+
+pub mod api;
+pub mod config;
+pub mod service;
+pub mod startup;
+
+pub use config::{LoginLimits, ServerConfig};
+pub use startup::Server;

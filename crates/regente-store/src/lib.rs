@@ -1,1 +1,257 @@
-//! placeholder
+//! Regente's storage: the [`Store`] trait and its backends. This crate is the only
+//! place with SQL; the server reaches the database through `Arc<dyn Store>` alone.
+//!
+//! Layout:
+//! - `lib.rs`: the trait, the records it speaks in, [`Error`] and [`open`].
+//! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer connection).
+//!
+//! Every method that reads or changes something owned by an organisation takes the
+//! organisation's id and filters on it, so a caller cannot reach another
+//! organisation's rows by guessing ids.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use regente_core::{ExecutionStatus, Role};
+use serde_json::Value;
+
+pub mod sqlite;
+
+/// Milliseconds since the Unix epoch, the unit of every stored time.
+pub type Millis = i64;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("not found")]
+    NotFound,
+    /// A uniqueness rule was broken; the text names what was duplicated.
+    #[error("{0} already exists")]
+    Conflict(&'static str),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Organization {
+    pub id: String,
+    pub name: String,
+    /// The organisation created at bootstrap; its admins may create others.
+    pub is_root: bool,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct User {
+    pub id: String,
+    pub organization_id: String,
+    pub username: String,
+    pub password_hash: String,
+    pub role: Role,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runtime {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub slots: u32,
+    pub last_seen: Option<Millis>,
+    pub created_at: Millis,
+}
+
+/// A new runtime; only the hash of its key is stored.
+#[derive(Debug, Clone)]
+pub struct NewRuntime {
+    pub runtime: Runtime,
+    pub key_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Robot {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub created_at: Millis,
+    /// Oldest first.
+    pub versions: Vec<RobotVersion>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct RobotVersion {
+    pub version: u32,
+    pub sha256: String,
+    /// The `robot.toml` text as uploaded.
+    pub manifest: String,
+    pub size: u64,
+    pub created_at: Millis,
+}
+
+/// A package to store as the next version of the robot its manifest names.
+#[derive(Debug, Clone)]
+pub struct NewRobotVersion {
+    pub organization_id: String,
+    /// Used when the robot does not exist yet.
+    pub new_robot_id: String,
+    pub name: String,
+    pub sha256: String,
+    pub manifest: String,
+    pub package: Vec<u8>,
+    pub created_at: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub id: String,
+    pub organization_id: String,
+    pub runtime_id: String,
+    pub robot_id: String,
+    pub robot_version: u32,
+    /// `{"NAME": typed value}`.
+    pub variables: Value,
+    pub status: ExecutionStatus,
+    pub progress: f64,
+    /// Submission time; never changes.
+    pub init: Millis,
+    pub started: Option<Millis>,
+    pub end: Option<Millis>,
+    pub return_value: Option<Value>,
+    /// Why it ended, in words, when it has.
+    pub end_reason: Option<String>,
+    pub exit_code: Option<i32>,
+    pub submitted_by: Option<String>,
+    pub canceled_by: Option<String>,
+    /// Queue order; larger is newer.
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub id: String,
+    pub organization_id: String,
+    pub runtime_id: String,
+    pub robot_id: String,
+    pub robot_version: u32,
+    pub variables: Value,
+    pub init: Millis,
+    pub submitted_by: String,
+}
+
+/// An `Idempotency-Key` to honour while enqueuing.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub user_id: String,
+    pub key: String,
+    /// Identifies the request (runtime, robot, variables), so that a key reused
+    /// for another request is refused instead of silently answering a wrong id.
+    pub fingerprint: String,
+    /// Keys recorded before this time have expired and are replaced.
+    pub expired_before: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    Created,
+    /// The idempotency key had already queued this execution.
+    Existing(String),
+    /// The idempotency key was used for a different request.
+    KeyReused,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub seq: i64,
+    pub time: Millis,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was PENDENT and is now CANCELED.
+    Canceled,
+    /// It is RUNNING; stopping it is the runtime's part.
+    Running,
+    AlreadyEnded(ExecutionStatus),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub status: Option<ExecutionStatus>,
+    pub robot_id: Option<String>,
+    pub runtime_id: Option<String>,
+    /// Submitted at or after.
+    pub from: Option<Millis>,
+    /// Submitted before.
+    pub to: Option<Millis>,
+    /// Only executions older (smaller `seq`) than this: the page cursor.
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    // Organisations and users.
+    async fn root_organization(&self) -> Result<Option<Organization>>;
+    async fn get_organization(&self, id: &str) -> Result<Organization>;
+    /// Creates an organisation with its first admin, atomically.
+    async fn create_organization(&self, organization: &Organization, admin: &User) -> Result<()>;
+    async fn count_users(&self) -> Result<u64>;
+    async fn create_user(&self, user: &User) -> Result<()>;
+    async fn find_user_by_username(&self, username: &str) -> Result<Option<User>>;
+    async fn get_user(&self, id: &str) -> Result<User>;
+    async fn list_users(&self, organization_id: &str) -> Result<Vec<User>>;
+    async fn delete_user(&self, organization_id: &str, id: &str) -> Result<()>;
+
+    // Runtimes.
+    async fn create_runtime(&self, runtime: &NewRuntime) -> Result<()>;
+    async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime>;
+    async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>>;
+    async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>>;
+    async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()>;
+
+    // Robots.
+    /// Stores a package as version 1 of a new robot, or as the next version of the
+    /// robot of that name in the organisation. Returns the robot's id and version.
+    async fn add_robot_version(&self, new: &NewRobotVersion) -> Result<(String, u32)>;
+    async fn get_robot(&self, organization_id: &str, id: &str) -> Result<Robot>;
+    async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>>;
+    async fn robot_package(
+        &self,
+        organization_id: &str,
+        robot_id: &str,
+        version: u32,
+    ) -> Result<Vec<u8>>;
+
+    // Executions.
+    /// Queues an execution; it is on disk when this returns.
+    async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued>;
+    async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution>;
+    async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>>;
+    async fn list_executions(
+        &self,
+        organization_id: &str,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>>;
+    /// How many PENDENT executions are ahead of this one on its runtime.
+    async fn queue_position(&self, execution: &Execution) -> Result<u64>;
+    /// Cancels a PENDENT execution; says what it found otherwise.
+    async fn cancel(
+        &self,
+        organization_id: &str,
+        id: &str,
+        canceled_by: &str,
+        now: Millis,
+    ) -> Result<CancelOutcome>;
+}
+
+/// Opens the store a URL names (`sqlite://path`), creating and migrating it.
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else {
+        anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH")
+    }
+}

@@ -1,1 +1,130 @@
-fn main() {}
+//! `regente`: one binary for the server and, later, the runtime agent and the CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use regente_server::{LoginLimits, Server, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+#[derive(Parser)]
+#[command(
+    name = "regente",
+    version,
+    about = "Regente, a self-hosted RPA orchestrator"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the orchestrator server.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, env = "REGENTE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the embedded database and the token signing secret.
+    #[arg(long, env = "REGENTE_DATA_DIR", default_value = "./regente-data")]
+    data_dir: PathBuf,
+    /// Database URL; default: a SQLite file in the data directory.
+    #[arg(long, env = "REGENTE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Username of the first admin, created when the store has no user.
+    #[arg(long, env = "REGENTE_ADMIN_USER", default_value = "admin")]
+    admin_user: String,
+    /// Password of the first admin; generated and printed once when absent.
+    #[arg(long, env = "REGENTE_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Token signing secret (at least 32 bytes); default: generated into the data directory.
+    #[arg(long, env = "REGENTE_JWT_SECRET", hide_env_values = true)]
+    jwt_secret: Option<String>,
+    /// Largest robot package accepted, in bytes.
+    #[arg(long, env = "REGENTE_MAX_PACKAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
+    max_package_bytes: usize,
+    /// Failed logins per username allowed in 15 minutes before answers turn to 429.
+    #[arg(long, env = "REGENTE_LOGIN_FAILURES_PER_USER", default_value_t = 10)]
+    login_failures_per_user: u32,
+    /// Failed logins per client address allowed in 15 minutes before answers turn to 429.
+    #[arg(
+        long,
+        env = "REGENTE_LOGIN_FAILURES_PER_ADDRESS",
+        default_value_t = 100
+    )]
+    login_failures_per_address: u32,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_env("REGENTE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+        }
+    });
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let mut config = ServerConfig::new(args.data_dir);
+    config.listen = args.listen;
+    config.database_url = args.database_url;
+    config.admin_username = args.admin_user;
+    config.admin_password = args.admin_password;
+    config.jwt_secret = args.jwt_secret;
+    config.max_package_bytes = args.max_package_bytes;
+    config.login_limits = LoginLimits {
+        per_username: args.login_failures_per_user,
+        per_address: args.login_failures_per_address,
+        ..LoginLimits::default()
+    };
+    let admin_username = config.admin_username.clone();
+    let server = Server::build(config).await?;
+    if let Some(password) = server.generated_admin_password() {
+        // Printed once, on the terminal only: it is never logged or stored in clear.
+        println!("first admin created: username {admin_username:?}, password {password:?} (shown only now)");
+    }
+    println!("regente listening on http://{}", server.local_addr());
+    server.run(shutdown_signal()).await
+}
+
+/// Completes on SIGINT or SIGTERM.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut terminate =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+                .expect("installing a SIGTERM handler");
+        tokio::select! {
+            _ = interrupt => {}
+            _ = terminate.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = interrupt.await;
+}

@@ -1,0 +1,137 @@
+//! Every error answer has the Integration API's Spring-style shape:
+//! `{"timestamp","status","error","message","path"}`.
+//!
+//! Handlers return [`ApiError`], which records its status and message in the
+//! response; [`shape_errors`], a middleware around every route, writes the body
+//! with the request's path. Answers that axum makes itself (unknown routes, bodies
+//! over the limit, wrong methods) get the same shape there.
+
+use axum::body::{to_bytes, Body};
+use axum::extract::Request;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use tracing::error;
+
+use crate::service::{self, now_millis};
+
+/// A service error on its way to becoming an HTTP answer.
+#[derive(Debug)]
+pub struct ApiError(pub service::Error);
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl<E: Into<service::Error>> From<E> for ApiError {
+    fn from(error: E) -> ApiError {
+        ApiError(error.into())
+    }
+}
+
+impl ApiError {
+    pub fn invalid(message: impl Into<String>) -> ApiError {
+        ApiError(service::Error::Invalid(message.into()))
+    }
+
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError(service::Error::NotFound(message.into()))
+    }
+}
+
+/// Status and message, carried from the handler to [`shape_errors`].
+#[derive(Clone)]
+struct ErrorMessage(String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        use service::Error::*;
+        let status = match &self.0 {
+            Invalid(_) => StatusCode::BAD_REQUEST,
+            Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Forbidden(_) => StatusCode::FORBIDDEN,
+            NotFound(_) => StatusCode::NOT_FOUND,
+            Conflict(_) => StatusCode::CONFLICT,
+            TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = match self.0 {
+            Internal(cause) => {
+                error!(error = format!("{cause:#}"), "internal error");
+                "internal error: the server could not complete the request".to_owned()
+            }
+            other => other.to_string(),
+        };
+        let mut response = status.into_response();
+        response.extensions_mut().insert(ErrorMessage(message));
+        response
+    }
+}
+
+/// The error body, as the Integration API shows it.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// Epoch milliseconds.
+    pub timestamp: i64,
+    pub status: u16,
+    /// The status's reason phrase, e.g. `Not Found`.
+    pub error: String,
+    /// What is wrong, in words.
+    pub message: String,
+    /// The request's path.
+    pub path: String,
+}
+
+/// Longest body text of an axum-made answer kept as the message.
+const MAX_FOREIGN_MESSAGE: usize = 1024;
+
+pub async fn shape_errors(request: Request, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !status.is_client_error() && !status.is_server_error() {
+        return response;
+    }
+    let message = match response.extensions().get::<ErrorMessage>() {
+        Some(ErrorMessage(message)) => message.clone(),
+        None => foreign_message(response).await,
+    };
+    let body = ErrorBody {
+        timestamp: now_millis(),
+        status: status.as_u16(),
+        error: status.canonical_reason().unwrap_or("Error").to_owned(),
+        message,
+        path,
+    };
+    let mut shaped = (status, axum::Json(body)).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        shaped
+            .headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    shaped
+}
+
+/// The message for an answer axum made itself.
+async fn foreign_message(response: Response) -> String {
+    let status = response.status();
+    match status {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            "the request body is larger than this route accepts".into()
+        }
+        StatusCode::METHOD_NOT_ALLOWED => "this method is not allowed on this path".into(),
+        StatusCode::NOT_FOUND => "no such route".into(),
+        _ => {
+            let bytes = to_bytes(Body::new(response.into_body()), MAX_FOREIGN_MESSAGE * 4)
+                .await
+                .unwrap_or_default();
+            let text = String::from_utf8_lossy(&bytes);
+            let text: String = text.chars().take(MAX_FOREIGN_MESSAGE).collect();
+            if text.trim().is_empty() {
+                status.canonical_reason().unwrap_or("error").to_lowercase()
+            } else {
+                text
+            }
+        }
+    }
+}

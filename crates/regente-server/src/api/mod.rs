@@ -1,0 +1,92 @@
+//! The HTTP API. Each route group owns its router; [`router`] merges them under
+//! the error-shaping middleware and the body limits.
+//!
+//! - [`auth`]: the two login routes of the Integration API.
+//! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
+//! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`error`]: the JSON error shape; [`extract`]: who is calling.
+
+pub mod admin;
+pub mod auth;
+pub mod error;
+pub mod extract;
+pub mod integration;
+
+use std::sync::Arc;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+
+use crate::service::Context;
+use error::{ApiError, ApiResult};
+
+pub fn router(ctx: Arc<Context>) -> Router {
+    Router::new()
+        .merge(auth::router())
+        .merge(integration::router())
+        .merge(admin::router(ctx.config.max_package_bytes))
+        .route("/healthz", get(healthz))
+        .route("/api/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::not_found("no such route") })
+        .layer(DefaultBodyLimit::max(ctx.config.max_body_bytes))
+        .layer(axum::middleware::from_fn(error::shape_errors))
+        .with_state(ctx)
+}
+
+/// Parses a JSON body; on failure says what was wrong and the shape expected.
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> ApiResult<T> {
+    serde_json::from_slice(body).map_err(|e| {
+        let why = if body.iter().all(u8::is_ascii_whitespace) {
+            "the body is empty".to_owned()
+        } else {
+            format!("the body does not fit ({e})")
+        };
+        ApiError::invalid(format!("{why}; expected {expected}"))
+    })
+}
+
+async fn healthz() -> &'static str {
+    "ok"
+}
+
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Regente", description = "The RoboEasy Orchestrator Integration API and Regente's admin API."),
+    paths(
+        auth::login_v1, auth::login_v2,
+        integration::run_v1, integration::run_v1_defaults, integration::run_v2,
+        integration::result, integration::cancel,
+        admin::create_user, admin::list_users, admin::delete_user,
+        admin::create_runtime, admin::list_runtimes,
+        admin::upload_robot, admin::list_robots, admin::get_robot,
+        admin::list_executions, admin::get_execution,
+        admin::create_organization,
+    ),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT")
+                    .build(),
+            ),
+        );
+    }
+}

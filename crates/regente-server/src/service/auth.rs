@@ -1,0 +1,316 @@
+//! Passwords, tokens and the throttling of failed logins.
+//!
+//! Passwords are argon2id hashes (19 MiB, 2 passes, 1 lane: OWASP's floor), computed
+//! on the blocking pool behind a semaphore so that a login storm can neither starve
+//! the async workers nor exhaust memory. Tokens are HS512 JWTs with the algorithm
+//! pinned; every request re-reads the user, so deleting a user ends its tokens at
+//! once although they were issued for 30 days.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use argon2::Argon2;
+use base64::Engine as _;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
+
+use super::{now_millis, Caller, Context, Error, Result};
+use crate::config::LoginLimits;
+
+const MIN_PASSWORD_LEN: usize = 8;
+const MAX_PASSWORD_LEN: usize = 1024;
+
+pub struct Auth {
+    encoding_key: EncodingKey,
+    decoding_key: DecodingKey,
+    validation: Validation,
+    token_lifetime: Duration,
+    /// Bounds concurrent argon2 computations (each holds 19 MiB).
+    hashing: Arc<Semaphore>,
+    failures: Mutex<FailedLogins>,
+    limits: LoginLimits,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Claims {
+    sub: String,
+    /// The user's id: a user deleted and created again under the same name does
+    /// not inherit the old user's tokens.
+    uid: String,
+    /// The role, in the form the original product's tokens carry.
+    iss: String,
+    iat: i64,
+    exp: i64,
+}
+
+impl Auth {
+    pub fn new(secret: &[u8], token_lifetime: Duration, limits: LoginLimits) -> Auth {
+        let mut validation = Validation::new(Algorithm::HS512);
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        validation.leeway = 5;
+        validation.validate_exp = true;
+        let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
+        Auth {
+            encoding_key: EncodingKey::from_secret(secret),
+            decoding_key: DecodingKey::from_secret(secret),
+            validation,
+            token_lifetime,
+            hashing: Arc::new(Semaphore::new(permits)),
+            failures: Mutex::new(FailedLogins::default()),
+            limits,
+        }
+    }
+
+    pub fn token_lifetime(&self) -> Duration {
+        self.token_lifetime
+    }
+
+    fn issue(&self, user: &regente_store::User) -> Result<String> {
+        let now = now_millis() / 1000;
+        let claims = Claims {
+            sub: user.username.clone(),
+            uid: user.id.clone(),
+            iss: format!("ROLE_{}", user.role.as_str().to_ascii_uppercase()),
+            iat: now,
+            exp: now + self.token_lifetime.as_secs() as i64,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS512), &claims, &self.encoding_key)
+            .map_err(|e| Error::Internal(anyhow::anyhow!("cannot sign a token: {e}")))
+    }
+
+    /// Hashes a password with argon2id off the async workers.
+    pub async fn hash_password(&self, password: &str) -> Result<String> {
+        let password = password.to_owned();
+        self.blocking(move || {
+            let salt = SaltString::generate(&mut rand::rngs::OsRng);
+            Argon2::default()
+                .hash_password(password.as_bytes(), &salt)
+                .map(|hash| hash.to_string())
+                .map_err(|e| Error::Internal(anyhow::anyhow!("cannot hash a password: {e}")))
+        })
+        .await
+    }
+
+    async fn verify_password(&self, password: Vec<u8>, hash: Option<String>) -> Result<bool> {
+        self.blocking(move || {
+            // Unknown users are checked against a fixed hash so that the answer
+            // takes as long as for a known user and does not reveal who exists.
+            let hash = hash.unwrap_or_else(|| dummy_hash().to_owned());
+            let parsed = PasswordHash::new(&hash).map_err(|e| {
+                Error::Internal(anyhow::anyhow!("stored password hash is invalid: {e}"))
+            })?;
+            Ok(Argon2::default()
+                .verify_password(&password, &parsed)
+                .is_ok())
+        })
+        .await
+    }
+
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let _permit = self
+            .hashing
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| Error::Internal(e.into()))?;
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("password hashing failed: {e}")))?
+    }
+}
+
+fn dummy_hash() -> &'static str {
+    static HASH: OnceLock<String> = OnceLock::new();
+    HASH.get_or_init(|| {
+        let salt = SaltString::generate(&mut rand::rngs::OsRng);
+        Argon2::default()
+            .hash_password(b"no user has this password", &salt)
+            .expect("argon2 hashes a constant")
+            .to_string()
+    })
+}
+
+/// Checks a new password's length; the only rule that helps more than it annoys.
+pub fn check_new_password(password: &str) -> Result<()> {
+    let chars = password.chars().count();
+    if chars < MIN_PASSWORD_LEN || password.len() > MAX_PASSWORD_LEN {
+        return Err(Error::Invalid(format!(
+            "password must have at least {MIN_PASSWORD_LEN} characters and at most {MAX_PASSWORD_LEN} bytes"
+        )));
+    }
+    Ok(())
+}
+
+/// A successful login: the token and how long it lives.
+pub struct Login {
+    pub token: String,
+    pub expires_in: Duration,
+}
+
+/// Logs a user in with the password as the Integration API sends it: base64.
+pub async fn login(
+    ctx: &Context,
+    username: &str,
+    password_base64: &str,
+    client: IpAddr,
+) -> Result<Login> {
+    let auth = &ctx.auth;
+    if let Some(wait) = auth.throttled(username, client) {
+        return Err(Error::TooManyRequests(format!(
+            "too many failed logins for this user or address: try again in {} seconds",
+            wait.as_secs().max(1)
+        )));
+    }
+    let password = decode_base64(password_base64).ok_or_else(|| {
+        Error::Invalid("password must be base64-encoded, as the Integration API specifies".into())
+    })?;
+    let user = ctx.store.find_user_by_username(username).await?;
+    let matches = auth
+        .verify_password(password, user.as_ref().map(|u| u.password_hash.clone()))
+        .await?;
+    match user {
+        Some(user) if matches => {
+            auth.record_success(username);
+            Ok(Login {
+                token: auth.issue(&user)?,
+                expires_in: auth.token_lifetime,
+            })
+        }
+        _ => {
+            auth.record_failure(username, client);
+            Err(Error::Unauthorized("bad username or password".into()))
+        }
+    }
+}
+
+fn decode_base64(text: &str) -> Option<Vec<u8>> {
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let text = text.trim();
+    [STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD]
+        .iter()
+        .find_map(|engine| engine.decode(text).ok())
+}
+
+/// Establishes the caller from an `Authorization` header value.
+pub async fn authenticate(ctx: &Context, authorization: Option<&str>) -> Result<Caller> {
+    let header = authorization.ok_or_else(|| {
+        Error::Unauthorized("missing Authorization header: send \"Authorization: Bearer <token>\" with the token from the login".into())
+    })?;
+    let token = header
+        .split_once(' ')
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
+        .filter(|token| !token.is_empty())
+        .ok_or_else(|| {
+            Error::Unauthorized("the Authorization header must be \"Bearer <token>\"".into())
+        })?;
+    let claims =
+        jsonwebtoken::decode::<Claims>(token, &ctx.auth.decoding_key, &ctx.auth.validation)
+            .map_err(|e| {
+                let why = match e.kind() {
+                    jsonwebtoken::errors::ErrorKind::ExpiredSignature => "the token has expired",
+                    jsonwebtoken::errors::ErrorKind::InvalidSignature => {
+                        "the token's signature is invalid"
+                    }
+                    jsonwebtoken::errors::ErrorKind::InvalidAlgorithm => {
+                        "the token's algorithm is not HS512"
+                    }
+                    _ => "the token is malformed",
+                };
+                Error::Unauthorized(format!("{why}: log in again"))
+            })?
+            .claims;
+    let gone = || Error::Unauthorized("the token's user no longer exists: log in again".into());
+    let user = match ctx.store.get_user(&claims.uid).await {
+        Ok(user) => user,
+        Err(regente_store::Error::NotFound) => return Err(gone()),
+        Err(e) => return Err(e.into()),
+    };
+    if user.username != claims.sub {
+        return Err(gone());
+    }
+    Ok(Caller {
+        user_id: user.id,
+        username: user.username,
+        organization_id: user.organization_id,
+        role: user.role,
+    })
+}
+
+/// Failed logins per username and per client address, in fixed windows.
+#[derive(Default)]
+struct FailedLogins {
+    by_username: HashMap<String, Window>,
+    by_address: HashMap<IpAddr, Window>,
+}
+
+#[derive(Clone, Copy)]
+struct Window {
+    started: Instant,
+    failures: u32,
+}
+
+/// Entries are pruned when a map grows past this, so that a flood of distinct
+/// usernames cannot grow memory without bound.
+const MAX_TRACKED: usize = 100_000;
+
+impl Auth {
+    fn throttled(&self, username: &str, client: IpAddr) -> Option<Duration> {
+        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.limits.window;
+        let over = |entry: Option<&Window>, limit: u32| {
+            entry
+                .filter(|w| w.started.elapsed() < window && w.failures >= limit)
+                .map(|w| window.saturating_sub(w.started.elapsed()))
+        };
+        over(failures.by_username.get(username), self.limits.per_username)
+            .or_else(|| over(failures.by_address.get(&client), self.limits.per_address))
+    }
+
+    fn record_failure(&self, username: &str, client: IpAddr) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let window = self.limits.window;
+        let bump = |entry: &mut Window| {
+            if entry.started.elapsed() >= window {
+                *entry = Window {
+                    started: Instant::now(),
+                    failures: 0,
+                };
+            }
+            entry.failures += 1;
+        };
+        let fresh = || Window {
+            started: Instant::now(),
+            failures: 0,
+        };
+        if failures.by_username.len() >= MAX_TRACKED {
+            failures
+                .by_username
+                .retain(|_, w| w.started.elapsed() < window);
+        }
+        if failures.by_address.len() >= MAX_TRACKED {
+            failures
+                .by_address
+                .retain(|_, w| w.started.elapsed() < window);
+        }
+        bump(
+            failures
+                .by_username
+                .entry(username.to_owned())
+                .or_insert_with(fresh),
+        );
+        bump(failures.by_address.entry(client).or_insert_with(fresh));
+    }
+
+    fn record_success(&self, username: &str) {
+        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        failures.by_username.remove(username);
+    }
+}

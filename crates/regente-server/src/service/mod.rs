@@ -1,0 +1,98 @@
+//! Use cases: what the server does, independent of HTTP. Handlers in `api/` call
+//! these; these call the [`Store`](regente_store::Store). No axum type appears here.
+
+pub mod auth;
+pub mod organizations;
+pub mod robots;
+pub mod runs;
+pub mod runtimes;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use regente_store::{Millis, Store};
+
+use crate::config::ServerConfig;
+use auth::Auth;
+
+/// Everything a use case needs, shared by all requests.
+pub struct Context {
+    pub store: Arc<dyn Store>,
+    pub auth: Auth,
+    pub config: ServerConfig,
+}
+
+/// Who is calling, as established from a valid token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub user_id: String,
+    pub username: String,
+    pub organization_id: String,
+    pub role: regente_core::Role,
+}
+
+/// What went wrong, in words a caller can act on. The API turns each variant into
+/// its HTTP status; `Internal` keeps its cause for the server log only.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Unauthorized(String),
+    #[error("{0}")]
+    Forbidden(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    TooLarge(String),
+    #[error("{0}")]
+    TooManyRequests(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<regente_store::Error> for Error {
+    fn from(error: regente_store::Error) -> Error {
+        match error {
+            regente_store::Error::NotFound => Error::NotFound("not found".into()),
+            regente_store::Error::Conflict(what) => {
+                Error::Conflict(format!("{what} already exists"))
+            }
+            regente_store::Error::Other(cause) => Error::Internal(cause),
+        }
+    }
+}
+
+/// Turns a store "not found" into a message naming what was looked for.
+pub(crate) fn or_not_found<T>(
+    result: regente_store::Result<T>,
+    what: impl FnOnce() -> String,
+) -> Result<T> {
+    match result {
+        Err(regente_store::Error::NotFound) => Err(Error::NotFound(what())),
+        other => other.map_err(Error::from),
+    }
+}
+
+pub fn now_millis() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|elapsed| elapsed.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+/// A fresh object id: 64 random bits as 16 lowercase hex digits.
+pub fn new_id() -> String {
+    regente_core::ids::format_id(rand::random())
+}
+
+/// A random string of `len` characters from `[A-Za-z0-9]`.
+pub fn random_alphanumeric(len: usize) -> String {
+    use rand::distributions::{Alphanumeric, DistString};
+    Alphanumeric.sample_string(&mut rand::rngs::OsRng, len)
+}

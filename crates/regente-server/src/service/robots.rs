@@ -1,0 +1,70 @@
+//! Robots and their versions, uploaded as zip packages.
+
+use regente_package::{InspectedPackage, Limits, PackageError};
+use regente_store::{NewRobotVersion, Robot};
+use tracing::info;
+
+use super::{new_id, now_millis, or_not_found, Caller, Context, Error, Result};
+
+pub struct Uploaded {
+    pub robot_id: String,
+    pub name: String,
+    pub version: u32,
+    pub sha256: String,
+}
+
+/// Checks a package (manifest, paths, links, sizes) and stores it as the next
+/// version of the robot its manifest names.
+pub async fn upload(ctx: &Context, caller: &Caller, package: Vec<u8>) -> Result<Uploaded> {
+    let limits = Limits {
+        max_package_bytes: ctx.config.max_package_bytes as u64,
+        ..Limits::default()
+    };
+    // Inflating every entry to check it is CPU work: keep it off the async workers.
+    let (inspected, package) = tokio::task::spawn_blocking(move || {
+        let inspected = regente_package::inspect(&package, &limits);
+        (inspected, package)
+    })
+    .await
+    .map_err(|e| Error::Internal(anyhow::anyhow!("package inspection failed: {e}")))?;
+    let InspectedPackage {
+        manifest,
+        manifest_text,
+        sha256,
+        ..
+    } = inspected.map_err(|e| match e {
+        PackageError::TooLarge(why) => Error::TooLarge(why),
+        PackageError::Io(e) => Error::Internal(e.into()),
+        other => Error::Invalid(other.to_string()),
+    })?;
+    let (robot_id, version) = ctx
+        .store
+        .add_robot_version(&NewRobotVersion {
+            organization_id: caller.organization_id.clone(),
+            new_robot_id: new_id(),
+            name: manifest.name.clone(),
+            sha256: sha256.clone(),
+            manifest: manifest_text,
+            package,
+            created_at: now_millis(),
+        })
+        .await?;
+    info!(robot = %robot_id, version, "robot version uploaded");
+    Ok(Uploaded {
+        robot_id,
+        name: manifest.name,
+        version,
+        sha256,
+    })
+}
+
+pub async fn list(ctx: &Context, caller: &Caller) -> Result<Vec<Robot>> {
+    Ok(ctx.store.list_robots(&caller.organization_id).await?)
+}
+
+pub async fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<Robot> {
+    or_not_found(
+        ctx.store.get_robot(&caller.organization_id, id).await,
+        || format!("robot {id} not found"),
+    )
+}

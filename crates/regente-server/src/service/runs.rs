@@ -1,0 +1,191 @@
+//! Executions: queue a run, read its result, cancel it, list them.
+
+use regente_core::{
+    is_valid_id, resolve_variables, ExecutionStatus, RequestVariable, RobotManifest,
+};
+use regente_store::{
+    CancelOutcome, Enqueued, Execution, ExecutionFilter, IdempotencyKey, LogLine, NewExecution,
+};
+use sha2::{Digest, Sha256};
+
+use super::{new_id, now_millis, or_not_found, Caller, Context, Error, Result};
+
+/// How long an `Idempotency-Key` keeps answering the same execution.
+const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
+const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+
+pub struct RunRequest<'a> {
+    pub runtime_id: &'a str,
+    pub robot_id: &'a str,
+    pub variables: Vec<RequestVariable>,
+    pub idempotency_key: Option<&'a str>,
+}
+
+fn runtime_not_found(id: &str) -> Error {
+    Error::NotFound(format!("runtime {id} not found"))
+}
+
+/// Queues a run of the robot's newest version; returns the execution id once it
+/// is on disk.
+pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) -> Result<String> {
+    let RunRequest {
+        runtime_id,
+        robot_id,
+        variables,
+        idempotency_key,
+    } = request;
+    if !is_valid_id(runtime_id) {
+        return Err(runtime_not_found(runtime_id));
+    }
+    if !is_valid_id(robot_id) {
+        return Err(Error::NotFound(format!("robot {robot_id} not found")));
+    }
+    or_not_found(
+        ctx.store
+            .get_runtime(&caller.organization_id, runtime_id)
+            .await,
+        || format!("runtime {runtime_id} not found"),
+    )?;
+    let robot = super::robots::get(ctx, caller, robot_id).await?;
+    let latest = robot
+        .versions
+        .last()
+        .ok_or_else(|| Error::Internal(anyhow::anyhow!("robot {robot_id} has no version")))?;
+    let manifest = RobotManifest::parse(&latest.manifest).map_err(|e| {
+        Error::Internal(anyhow::anyhow!("stored manifest of robot {robot_id}: {e}"))
+    })?;
+    let resolved = resolve_variables(&manifest.variables, &variables)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let variables = resolved.to_json();
+    let key = idempotency_key
+        .map(|key| {
+            let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable {
+                return Err(Error::Invalid(format!(
+                    "Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
+                )));
+            }
+            let mut fingerprint = Sha256::new();
+            for part in [runtime_id, robot_id, &variables.to_string()] {
+                fingerprint.update(part.as_bytes());
+                fingerprint.update([0]);
+            }
+            Ok(IdempotencyKey {
+                user_id: caller.user_id.clone(),
+                key: key.to_owned(),
+                fingerprint: hex::encode(fingerprint.finalize()),
+                expired_before: now_millis() - IDEMPOTENCY_WINDOW_MS,
+            })
+        })
+        .transpose()?;
+    let execution = NewExecution {
+        id: new_id(),
+        organization_id: caller.organization_id.clone(),
+        runtime_id: runtime_id.to_owned(),
+        robot_id: robot_id.to_owned(),
+        robot_version: latest.version,
+        variables,
+        init: now_millis(),
+        submitted_by: caller.user_id.clone(),
+    };
+    match ctx.store.enqueue(&execution, key.as_ref()).await? {
+        Enqueued::Created => Ok(execution.id),
+        Enqueued::Existing(id) => Ok(id),
+        Enqueued::KeyReused => Err(Error::Conflict(
+            "this Idempotency-Key was already used for a different run request".into(),
+        )),
+    }
+}
+
+/// Finds an execution of the caller's organisation on the given runtime.
+pub async fn get(
+    ctx: &Context,
+    caller: &Caller,
+    runtime_id: &str,
+    execution_id: &str,
+) -> Result<Execution> {
+    let not_found = || {
+        Error::NotFound(format!(
+            "execution {execution_id} not found on runtime {runtime_id}"
+        ))
+    };
+    if !is_valid_id(execution_id) || !is_valid_id(runtime_id) {
+        return Err(not_found());
+    }
+    let execution = match ctx
+        .store
+        .get_execution(&caller.organization_id, execution_id)
+        .await
+    {
+        Err(regente_store::Error::NotFound) => return Err(not_found()),
+        other => other?,
+    };
+    if execution.runtime_id != runtime_id {
+        return Err(not_found());
+    }
+    Ok(execution)
+}
+
+/// Finds an execution of the caller's organisation by id alone (admin API).
+pub async fn get_any(ctx: &Context, caller: &Caller, execution_id: &str) -> Result<Execution> {
+    let not_found = || format!("execution {execution_id} not found");
+    if !is_valid_id(execution_id) {
+        return Err(Error::NotFound(not_found()));
+    }
+    or_not_found(
+        ctx.store
+            .get_execution(&caller.organization_id, execution_id)
+            .await,
+        not_found,
+    )
+}
+
+pub async fn logs(ctx: &Context, caller: &Caller, execution: &Execution) -> Result<Vec<LogLine>> {
+    Ok(ctx
+        .store
+        .execution_logs(&caller.organization_id, &execution.id)
+        .await?)
+}
+
+pub async fn queue_position(ctx: &Context, execution: &Execution) -> Result<Option<u64>> {
+    if execution.status != ExecutionStatus::Pendent {
+        return Ok(None);
+    }
+    Ok(Some(ctx.store.queue_position(execution).await?))
+}
+
+/// Cancels an execution: a PENDENT one never runs; an ended one is a conflict.
+pub async fn cancel(
+    ctx: &Context,
+    caller: &Caller,
+    runtime_id: &str,
+    execution_id: &str,
+) -> Result<()> {
+    let execution = get(ctx, caller, runtime_id, execution_id).await?;
+    let outcome = ctx
+        .store
+        .cancel(
+            &caller.organization_id,
+            &execution.id,
+            &caller.user_id,
+            now_millis(),
+        )
+        .await?;
+    match outcome {
+        CancelOutcome::Canceled | CancelOutcome::Running => Ok(()),
+        CancelOutcome::AlreadyEnded(status) => Err(Error::Conflict(format!(
+            "execution {execution_id} has already ended with status {status}: there is nothing to cancel"
+        ))),
+    }
+}
+
+pub async fn list(
+    ctx: &Context,
+    caller: &Caller,
+    filter: &ExecutionFilter,
+) -> Result<Vec<Execution>> {
+    Ok(ctx
+        .store
+        .list_executions(&caller.organization_id, filter)
+        .await?)
+}

@@ -1,0 +1,80 @@
+//! Users of an organisation.
+
+use regente_core::Role;
+use regente_store::User;
+
+use super::{
+    auth::check_new_password, new_id, now_millis, or_not_found, Caller, Context, Error, Result,
+};
+
+const MAX_USERNAME_LEN: usize = 254;
+
+/// Checks a username: non-empty, bounded, no control characters or surrounding spaces.
+pub fn check_username(username: &str) -> Result<()> {
+    let ok = !username.is_empty()
+        && username.len() <= MAX_USERNAME_LEN
+        && username.trim() == username
+        && !username.chars().any(char::is_control);
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Invalid(format!(
+            "username must have 1 to {MAX_USERNAME_LEN} bytes, with no control characters or surrounding spaces"
+        )))
+    }
+}
+
+/// Builds a user with a freshly hashed password, checking name and password.
+pub async fn new_user(
+    ctx: &Context,
+    organization_id: &str,
+    username: &str,
+    password: &str,
+    role: Role,
+) -> Result<User> {
+    check_username(username)?;
+    check_new_password(password)?;
+    Ok(User {
+        id: new_id(),
+        organization_id: organization_id.to_owned(),
+        username: username.to_owned(),
+        password_hash: ctx.auth.hash_password(password).await?,
+        role,
+        created_at: now_millis(),
+    })
+}
+
+pub async fn create(
+    ctx: &Context,
+    caller: &Caller,
+    username: &str,
+    password: &str,
+    role: &str,
+) -> Result<User> {
+    let role = Role::parse(role).ok_or_else(|| {
+        Error::Invalid(format!(
+            "role {role:?} is unknown: use \"admin\" or \"integration\""
+        ))
+    })?;
+    let user = new_user(ctx, &caller.organization_id, username, password, role).await?;
+    match ctx.store.create_user(&user).await {
+        Err(regente_store::Error::Conflict(_)) => Err(Error::Conflict(format!(
+            "a user named {username:?} already exists"
+        ))),
+        other => other.map(|()| user).map_err(Error::from),
+    }
+}
+
+pub async fn list(ctx: &Context, caller: &Caller) -> Result<Vec<User>> {
+    Ok(ctx.store.list_users(&caller.organization_id).await?)
+}
+
+pub async fn delete(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
+    if id == caller.user_id {
+        return Err(Error::Conflict("you cannot delete your own user".into()));
+    }
+    or_not_found(
+        ctx.store.delete_user(&caller.organization_id, id).await,
+        || format!("user {id} not found"),
+    )
+}

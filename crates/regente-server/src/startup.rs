@@ -1,0 +1,126 @@
+//! Build, then run: [`Server::build`] binds the listener (port 0 is fine), opens
+//! and migrates the store and bootstraps the first admin; [`Server::run`] serves
+//! until the shutdown future completes.
+
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
+use tokio::net::TcpListener;
+use tracing::info;
+
+use crate::config::ServerConfig;
+use crate::service::{self, auth::Auth, Context};
+
+pub struct Server {
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    /// The first admin's generated password, when one was generated.
+    generated_admin_password: Option<String>,
+}
+
+impl Server {
+    pub async fn build(config: ServerConfig) -> anyhow::Result<Server> {
+        create_private_dir(&config.data_dir)?;
+        let secret = jwt_secret(&config)?;
+        let store = regente_store::open(&config.database_url()).await?;
+        let auth = Auth::new(&secret, config.token_lifetime, config.login_limits.clone());
+        let listener = TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let ctx = Arc::new(Context {
+            store,
+            auth,
+            config,
+        });
+        let generated_admin_password = service::organizations::bootstrap(&ctx)
+            .await
+            .context("cannot create the first admin")?;
+        Ok(Server {
+            listener,
+            ctx,
+            generated_admin_password,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn generated_admin_password(&self) -> Option<&str> {
+        self.generated_admin_password.as_deref()
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        let app = crate::api::router(self.ctx.clone());
+        info!(%addr, "listening");
+        // Small answers must not wait on Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .context("the server failed")?;
+        info!("stopped");
+        Ok(())
+    }
+}
+
+fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder
+        .create(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))
+}
+
+/// The token signing secret: from the configuration, or kept in the data dir
+/// (generated at first start, 64 random bytes, readable by the owner only).
+fn jwt_secret(config: &ServerConfig) -> anyhow::Result<Vec<u8>> {
+    if let Some(secret) = &config.jwt_secret {
+        anyhow::ensure!(
+            secret.len() >= 32,
+            "REGENTE_JWT_SECRET must have at least 32 bytes"
+        );
+        return Ok(secret.as_bytes().to_vec());
+    }
+    let path = config.data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => {
+            let secret = hex::decode(text.trim())
+                .with_context(|| format!("{} is not hex", path.display()))?;
+            anyhow::ensure!(secret.len() >= 32, "{} is too short", path.display());
+            return Ok(secret);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
+    let mut secret = [0u8; 64];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let mut file = options
+        .open(&path)
+        .with_context(|| format!("cannot create {}", path.display()))?;
+    file.write_all(hex::encode(secret).as_bytes())?;
+    file.sync_all()?;
+    Ok(secret.to_vec())
+}

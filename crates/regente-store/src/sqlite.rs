@@ -1,0 +1,677 @@
+//! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a
+//! committed transaction survives a process crash and a power loss.
+//!
+//! All writes go through a pool of exactly one connection: SQLite has one writer
+//! at a time anyway, and queueing writers in the pool instead of in SQLite's busy
+//! handler means no `database is locked` errors under bursts. Reads use a separate
+//! pool of read-only connections, which WAL lets run beside the writer.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use regente_core::{ExecutionStatus, Role};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, Row, Sqlite};
+
+use crate::{
+    CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, IdempotencyKey, LogLine, Millis,
+    NewExecution, NewRobotVersion, NewRuntime, Organization, Result, Robot, RobotVersion, Runtime,
+    Store, User,
+};
+
+const READ_CONNECTIONS: u32 = 4;
+
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and applies the migrations.
+    pub async fn open(url: &str) -> anyhow::Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(30));
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .after_connect(|conn, _| Box::pin(check_durability(conn)))
+            .connect_with(options.clone())
+            .await
+            .with_context(|| format!("cannot open the database {url:?}"))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .context("cannot apply the database migrations")?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .after_connect(|conn, _| Box::pin(check_durability(conn)))
+            .connect_with(options.read_only(true))
+            .await
+            .with_context(|| format!("cannot open the database {url:?} for reading"))?;
+        Ok(SqliteStore { writer, reader })
+    }
+}
+
+/// The pragmas are per connection: check each one, so that no pooled connection
+/// ever acknowledges a write that is not yet durable.
+async fn check_durability(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<()> {
+    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
+        .fetch_one(&mut *conn)
+        .await?;
+    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
+        .fetch_one(&mut *conn)
+        .await?;
+    // 2 is FULL, 3 is EXTRA: both sync the WAL on every commit.
+    if synchronous < 2 || !journal_mode.eq_ignore_ascii_case("wal") {
+        return Err(sqlx::Error::Configuration(
+            format!("SQLite connection is not durable: synchronous={synchronous}, journal_mode={journal_mode}")
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+fn other(error: sqlx::Error) -> Error {
+    Error::Other(error.into())
+}
+
+/// Maps a unique-constraint violation to [`Error::Conflict`] naming `what`.
+fn conflict_as(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
+    move |error| match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what),
+        _ => other(error),
+    }
+}
+
+fn role_of(text: &str) -> Result<Role> {
+    Role::parse(text)
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("stored role {text:?} is unknown")))
+}
+
+fn user_from(row: &SqliteRow) -> Result<User> {
+    Ok(User {
+        id: row.try_get("id").map_err(other)?,
+        organization_id: row.try_get("organization_id").map_err(other)?,
+        username: row.try_get("username").map_err(other)?,
+        password_hash: row.try_get("password_hash").map_err(other)?,
+        role: role_of(row.try_get("role").map_err(other)?)?,
+        created_at: row.try_get("created_at").map_err(other)?,
+    })
+}
+
+fn organization_from(row: &SqliteRow) -> Result<Organization> {
+    Ok(Organization {
+        id: row.try_get("id").map_err(other)?,
+        name: row.try_get("name").map_err(other)?,
+        is_root: row.try_get("is_root").map_err(other)?,
+        created_at: row.try_get("created_at").map_err(other)?,
+    })
+}
+
+fn runtime_from(row: &SqliteRow) -> Result<Runtime> {
+    Ok(Runtime {
+        id: row.try_get("id").map_err(other)?,
+        organization_id: row.try_get("organization_id").map_err(other)?,
+        name: row.try_get("name").map_err(other)?,
+        slots: row.try_get::<i64, _>("slots").map_err(other)? as u32,
+        last_seen: row.try_get("last_seen").map_err(other)?,
+        created_at: row.try_get("created_at").map_err(other)?,
+    })
+}
+
+fn robot_version_from(row: &SqliteRow) -> Result<RobotVersion> {
+    Ok(RobotVersion {
+        version: row.try_get::<i64, _>("version").map_err(other)? as u32,
+        sha256: row.try_get("sha256").map_err(other)?,
+        manifest: row.try_get("manifest").map_err(other)?,
+        size: row.try_get::<i64, _>("size").map_err(other)? as u64,
+        created_at: row.try_get("created_at").map_err(other)?,
+    })
+}
+
+fn json_column(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value>> {
+    let text: Option<String> = row.try_get(column).map_err(other)?;
+    text.map(|text| {
+        serde_json::from_str(&text)
+            .map_err(|e| Error::Other(anyhow::anyhow!("stored {column} is not JSON: {e}")))
+    })
+    .transpose()
+}
+
+fn execution_from(row: &SqliteRow) -> Result<Execution> {
+    let status: String = row.try_get("status").map_err(other)?;
+    Ok(Execution {
+        id: row.try_get("id").map_err(other)?,
+        organization_id: row.try_get("organization_id").map_err(other)?,
+        runtime_id: row.try_get("runtime_id").map_err(other)?,
+        robot_id: row.try_get("robot_id").map_err(other)?,
+        robot_version: row.try_get::<i64, _>("robot_version").map_err(other)? as u32,
+        variables: json_column(row, "variables")?.unwrap_or_default(),
+        status: ExecutionStatus::parse(&status)
+            .ok_or_else(|| Error::Other(anyhow::anyhow!("stored status {status:?} is unknown")))?,
+        progress: row.try_get("progress").map_err(other)?,
+        init: row.try_get("init").map_err(other)?,
+        started: row.try_get("started").map_err(other)?,
+        end: row.try_get("end").map_err(other)?,
+        return_value: json_column(row, "return_value")?,
+        end_reason: row.try_get("end_reason").map_err(other)?,
+        exit_code: row.try_get("exit_code").map_err(other)?,
+        submitted_by: row.try_get("submitted_by").map_err(other)?,
+        canceled_by: row.try_get("canceled_by").map_err(other)?,
+        seq: row.try_get("seq").map_err(other)?,
+    })
+}
+
+const EXECUTION_COLUMNS: &str = "seq, id, organization_id, runtime_id, robot_id, robot_version, \
+     variables, status, progress, init, started, \"end\", return_value, end_reason, exit_code, \
+     submitted_by, canceled_by";
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn root_organization(&self) -> Result<Option<Organization>> {
+        let row = sqlx::query("SELECT * FROM organizations WHERE is_root = 1")
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(other)?;
+        row.as_ref().map(organization_from).transpose()
+    }
+
+    async fn get_organization(&self, id: &str) -> Result<Organization> {
+        let row = sqlx::query("SELECT * FROM organizations WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(other)?;
+        row.as_ref()
+            .map(organization_from)
+            .transpose()?
+            .ok_or(Error::NotFound)
+    }
+
+    async fn create_organization(&self, organization: &Organization, admin: &User) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(other)?;
+        sqlx::query(
+            "INSERT INTO organizations (id, name, is_root, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(&organization.id)
+        .bind(&organization.name)
+        .bind(organization.is_root)
+        .bind(organization.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict_as("an organization with this name"))?;
+        insert_user(&mut tx, admin).await?;
+        tx.commit().await.map_err(other)
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.reader)
+            .await
+            .map_err(other)?;
+        Ok(count as u64)
+    }
+
+    async fn create_user(&self, user: &User) -> Result<()> {
+        let mut tx = self.writer.begin().await.map_err(other)?;
+        insert_user(&mut tx, user).await?;
+        tx.commit().await.map_err(other)
+    }
+
+    async fn find_user_by_username(&self, username: &str) -> Result<Option<User>> {
+        let row = sqlx::query("SELECT * FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(other)?;
+        row.as_ref().map(user_from).transpose()
+    }
+
+    async fn get_user(&self, id: &str) -> Result<User> {
+        let row = sqlx::query("SELECT * FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(other)?;
+        row.as_ref()
+            .map(user_from)
+            .transpose()?
+            .ok_or(Error::NotFound)
+    }
+
+    async fn list_users(&self, organization_id: &str) -> Result<Vec<User>> {
+        let rows =
+            sqlx::query("SELECT * FROM users WHERE organization_id = ? ORDER BY created_at, id")
+                .bind(organization_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(other)?;
+        rows.iter().map(user_from).collect()
+    }
+
+    async fn delete_user(&self, organization_id: &str, id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM users WHERE organization_id = ? AND id = ?")
+            .bind(organization_id)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(other)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn create_runtime(&self, new: &NewRuntime) -> Result<()> {
+        let runtime = &new.runtime;
+        sqlx::query(
+            "INSERT INTO runtimes (id, organization_id, name, key_hash, slots, last_seen, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&runtime.id)
+        .bind(&runtime.organization_id)
+        .bind(&runtime.name)
+        .bind(&new.key_hash)
+        .bind(runtime.slots as i64)
+        .bind(runtime.last_seen)
+        .bind(runtime.created_at)
+        .execute(&self.writer)
+        .await
+        .map_err(conflict_as("a runtime with this id or key"))?;
+        Ok(())
+    }
+
+    async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime> {
+        let row = sqlx::query("SELECT * FROM runtimes WHERE organization_id = ? AND id = ?")
+            .bind(organization_id)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(other)?;
+        row.as_ref()
+            .map(runtime_from)
+            .transpose()?
+            .ok_or(Error::NotFound)
+    }
+
+    async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>> {
+        let row = sqlx::query("SELECT * FROM runtimes WHERE key_hash = ?")
+            .bind(key_hash)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(other)?;
+        row.as_ref().map(runtime_from).transpose()
+    }
+
+    async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>> {
+        let rows =
+            sqlx::query("SELECT * FROM runtimes WHERE organization_id = ? ORDER BY created_at, id")
+                .bind(organization_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(other)?;
+        rows.iter().map(runtime_from).collect()
+    }
+
+    async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()> {
+        sqlx::query("UPDATE runtimes SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ?")
+            .bind(seen)
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(other)?;
+        Ok(())
+    }
+
+    async fn add_robot_version(&self, new: &NewRobotVersion) -> Result<(String, u32)> {
+        let mut tx = self.writer.begin().await.map_err(other)?;
+        let existing: Option<String> =
+            sqlx::query_scalar("SELECT id FROM robots WHERE organization_id = ? AND name = ?")
+                .bind(&new.organization_id)
+                .bind(&new.name)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(other)?;
+        let robot_id = match existing {
+            Some(id) => id,
+            None => {
+                sqlx::query(
+                    "INSERT INTO robots (id, organization_id, name, created_at) VALUES (?, ?, ?, ?)",
+                )
+                .bind(&new.new_robot_id)
+                .bind(&new.organization_id)
+                .bind(&new.name)
+                .bind(new.created_at)
+                .execute(&mut *tx)
+                .await
+                .map_err(conflict_as("a robot with this id"))?;
+                new.new_robot_id.clone()
+            }
+        };
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM robot_versions WHERE robot_id = ?",
+        )
+        .bind(&robot_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(other)?;
+        sqlx::query(
+            "INSERT INTO robot_versions \
+             (robot_id, version, organization_id, sha256, manifest, size, package, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&robot_id)
+        .bind(version)
+        .bind(&new.organization_id)
+        .bind(&new.sha256)
+        .bind(&new.manifest)
+        .bind(new.package.len() as i64)
+        .bind(&new.package)
+        .bind(new.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(other)?;
+        tx.commit().await.map_err(other)?;
+        Ok((robot_id, version as u32))
+    }
+
+    async fn get_robot(&self, organization_id: &str, id: &str) -> Result<Robot> {
+        let row = sqlx::query("SELECT * FROM robots WHERE organization_id = ? AND id = ?")
+            .bind(organization_id)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(other)?
+            .ok_or(Error::NotFound)?;
+        let versions = sqlx::query(
+            "SELECT version, sha256, manifest, size, created_at FROM robot_versions \
+             WHERE organization_id = ? AND robot_id = ? ORDER BY version",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(other)?;
+        Ok(Robot {
+            id: row.try_get("id").map_err(other)?,
+            organization_id: row.try_get("organization_id").map_err(other)?,
+            name: row.try_get("name").map_err(other)?,
+            created_at: row.try_get("created_at").map_err(other)?,
+            versions: versions
+                .iter()
+                .map(robot_version_from)
+                .collect::<Result<_>>()?,
+        })
+    }
+
+    async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {
+        let rows =
+            sqlx::query("SELECT * FROM robots WHERE organization_id = ? ORDER BY created_at, id")
+                .bind(organization_id)
+                .fetch_all(&self.reader)
+                .await
+                .map_err(other)?;
+        let version_rows = sqlx::query(
+            "SELECT robot_id, version, sha256, manifest, size, created_at FROM robot_versions \
+             WHERE organization_id = ? ORDER BY robot_id, version",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(other)?;
+        let mut robots = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id").map_err(other)?;
+            let mut versions = Vec::new();
+            for version_row in &version_rows {
+                if version_row.try_get::<&str, _>("robot_id").map_err(other)? == id {
+                    versions.push(robot_version_from(version_row)?);
+                }
+            }
+            robots.push(Robot {
+                organization_id: row.try_get("organization_id").map_err(other)?,
+                name: row.try_get("name").map_err(other)?,
+                created_at: row.try_get("created_at").map_err(other)?,
+                id,
+                versions,
+            });
+        }
+        Ok(robots)
+    }
+
+    async fn robot_package(
+        &self,
+        organization_id: &str,
+        robot_id: &str,
+        version: u32,
+    ) -> Result<Vec<u8>> {
+        sqlx::query_scalar(
+            "SELECT package FROM robot_versions WHERE organization_id = ? AND robot_id = ? AND version = ?",
+        )
+        .bind(organization_id)
+        .bind(robot_id)
+        .bind(version as i64)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(other)?
+        .ok_or(Error::NotFound)
+    }
+
+    async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued> {
+        let mut tx = self.writer.begin().await.map_err(other)?;
+        if let Some(key) = key {
+            let earlier = sqlx::query(
+                "SELECT fingerprint, execution_id, created_at FROM idempotency_keys \
+                 WHERE user_id = ? AND key = ?",
+            )
+            .bind(&key.user_id)
+            .bind(&key.key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(other)?;
+            if let Some(earlier) = earlier {
+                let created_at: Millis = earlier.try_get("created_at").map_err(other)?;
+                if created_at >= key.expired_before {
+                    let fingerprint: String = earlier.try_get("fingerprint").map_err(other)?;
+                    return Ok(if fingerprint == key.fingerprint {
+                        Enqueued::Existing(earlier.try_get("execution_id").map_err(other)?)
+                    } else {
+                        Enqueued::KeyReused
+                    });
+                }
+                sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ? AND key = ?")
+                    .bind(&key.user_id)
+                    .bind(&key.key)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(other)?;
+            }
+        }
+        sqlx::query(
+            "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
+             variables, status, progress, init, submitted_by) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+        )
+        .bind(&new.id)
+        .bind(&new.organization_id)
+        .bind(&new.runtime_id)
+        .bind(&new.robot_id)
+        .bind(new.robot_version as i64)
+        .bind(new.variables.to_string())
+        .bind(ExecutionStatus::Pendent.as_str())
+        .bind(new.init)
+        .bind(&new.submitted_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict_as("an execution with this id"))?;
+        if let Some(key) = key {
+            sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(&key.user_id)
+            .bind(&key.key)
+            .bind(&key.fingerprint)
+            .bind(&new.id)
+            .bind(new.init)
+            .execute(&mut *tx)
+            .await
+            .map_err(other)?;
+        }
+        tx.commit().await.map_err(other)?;
+        Ok(Enqueued::Created)
+    }
+
+    async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution> {
+        let row = sqlx::query(&format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = ? AND id = ?"
+        ))
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(other)?;
+        row.as_ref()
+            .map(execution_from)
+            .transpose()?
+            .ok_or(Error::NotFound)
+    }
+
+    async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT seq, time, level, message FROM execution_logs \
+             WHERE organization_id = ? AND execution_id = ? ORDER BY seq",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_all(&self.reader)
+        .await
+        .map_err(other)?;
+        rows.iter()
+            .map(|row| {
+                Ok(LogLine {
+                    seq: row.try_get("seq").map_err(other)?,
+                    time: row.try_get("time").map_err(other)?,
+                    level: row.try_get("level").map_err(other)?,
+                    message: row.try_get("message").map_err(other)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn list_executions(
+        &self,
+        organization_id: &str,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>> {
+        let mut query: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = "
+        ));
+        query.push_bind(organization_id);
+        if let Some(status) = filter.status {
+            query.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(robot_id) = &filter.robot_id {
+            query.push(" AND robot_id = ").push_bind(robot_id);
+        }
+        if let Some(runtime_id) = &filter.runtime_id {
+            query.push(" AND runtime_id = ").push_bind(runtime_id);
+        }
+        if let Some(from) = filter.from {
+            query.push(" AND init >= ").push_bind(from);
+        }
+        if let Some(to) = filter.to {
+            query.push(" AND init < ").push_bind(to);
+        }
+        if let Some(before) = filter.before_seq {
+            query.push(" AND seq < ").push_bind(before);
+        }
+        query
+            .push(" ORDER BY seq DESC LIMIT ")
+            .push_bind(filter.limit as i64);
+        let rows = query.build().fetch_all(&self.reader).await.map_err(other)?;
+        rows.iter().map(execution_from).collect()
+    }
+
+    async fn queue_position(&self, execution: &Execution) -> Result<u64> {
+        let ahead: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM executions WHERE runtime_id = ? AND status = 'PENDENT' AND seq < ?",
+        )
+        .bind(&execution.runtime_id)
+        .bind(execution.seq)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(other)?;
+        Ok(ahead as u64)
+    }
+
+    async fn cancel(
+        &self,
+        organization_id: &str,
+        id: &str,
+        canceled_by: &str,
+        now: Millis,
+    ) -> Result<CancelOutcome> {
+        let mut tx = self.writer.begin().await.map_err(other)?;
+        let status: String = sqlx::query_scalar(
+            "SELECT status FROM executions WHERE organization_id = ? AND id = ?",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(other)?
+        .ok_or(Error::NotFound)?;
+        let outcome = match ExecutionStatus::parse(&status) {
+            Some(ExecutionStatus::Pendent) => {
+                sqlx::query(
+                    "UPDATE executions SET status = 'CANCELED', \"end\" = ?, canceled_by = ?, \
+                     end_reason = 'canceled before it started' WHERE organization_id = ? AND id = ?",
+                )
+                .bind(now)
+                .bind(canceled_by)
+                .bind(organization_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(other)?;
+                CancelOutcome::Canceled
+            }
+            Some(ExecutionStatus::Running) => CancelOutcome::Running,
+            Some(ended) => CancelOutcome::AlreadyEnded(ended),
+            None => {
+                return Err(Error::Other(anyhow::anyhow!(
+                    "stored status {status:?} is unknown"
+                )))
+            }
+        };
+        tx.commit().await.map_err(other)?;
+        Ok(outcome)
+    }
+}
+
+async fn insert_user(tx: &mut sqlx::SqliteConnection, user: &User) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, organization_id, username, password_hash, role, created_at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&user.id)
+    .bind(&user.organization_id)
+    .bind(&user.username)
+    .bind(&user.password_hash)
+    .bind(user.role.as_str())
+    .bind(user.created_at)
+    .execute(tx)
+    .await
+    .map_err(conflict_as("a user with this username"))?;
+    Ok(())
+}
