@@ -1,15 +1,17 @@
-//! Regente's server: the Integration API, the admin API and, later, the hub that
-//! runtimes connect to.
+//! Regente's server: the Integration API, the admin API and the hub that
+//! runtime agents connect to.
 //!
 //! Layout (requests flow api -> service -> store):
 //! - [`config`]: [`ServerConfig`], filled by the binary from flags and environment.
 //! - [`startup`]: [`Server::build`] (bind, open the store, bootstrap) and [`Server::run`].
 //! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
+//! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
 //! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
 //!   free of HTTP types.
 
 pub mod api;
 pub mod config;
+pub mod hub;
 pub mod service;
 pub mod startup;
 

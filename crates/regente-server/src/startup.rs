@@ -14,6 +14,7 @@ use tokio::net::TcpListener;
 use tracing::info;
 
 use crate::config::ServerConfig;
+use crate::hub::{self, Hub};
 use crate::service::{self, auth::Auth, Context};
 
 pub struct Server {
@@ -36,6 +37,7 @@ impl Server {
             store,
             auth,
             config,
+            hub: Hub::new(service::now_millis()),
         });
         let generated_admin_password = service::organizations::bootstrap(&ctx)
             .await
@@ -63,6 +65,7 @@ impl Server {
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let app = crate::api::router(self.ctx.clone());
+        let sweeper = tokio::spawn(hub::sweeper::run(self.ctx.clone()));
         info!(%addr, "listening");
         // Small answers must not wait on Nagle's algorithm.
         let listener = self.listener.tap_io(|tcp| {
@@ -75,6 +78,7 @@ impl Server {
         .with_graceful_shutdown(shutdown)
         .await
         .context("the server failed")?;
+        sweeper.abort();
         info!("stopped");
         Ok(())
     }

@@ -137,6 +137,8 @@ pub struct NewExecution {
     pub variables: Value,
     pub init: Millis,
     pub submitted_by: String,
+    /// 1 + the robot's `retries`.
+    pub max_attempts: u32,
 }
 
 /// An `Idempotency-Key` to honour while enqueuing.
@@ -170,11 +172,84 @@ pub struct LogLine {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CancelOutcome {
-    /// It was PENDENT and is now CANCELED.
-    Canceled,
-    /// It is RUNNING; stopping it is the runtime's part.
-    Running,
+    /// It was PENDENT and is now CANCELED; `lease` is the hand-out to revoke, if
+    /// it had been handed to its runtime already.
+    Canceled {
+        lease: Option<String>,
+    },
+    /// It is RUNNING: marked for cancellation; the runtime must stop it.
+    Running {
+        lease: String,
+    },
     AlreadyEnded(ExecutionStatus),
+}
+
+/// An execution handed to a runtime under a new lease.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claimed {
+    pub execution_id: String,
+    pub lease: String,
+    pub robot_id: String,
+    pub robot_version: u32,
+    pub sha256: String,
+    pub manifest: String,
+    pub variables: Value,
+    /// Sequence number the attempt's first event takes.
+    pub first_seq: u64,
+}
+
+/// A live lease: an execution handed to a runtime and not ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Lease {
+    pub execution_id: String,
+    pub lease: String,
+    pub runtime_id: String,
+    /// PENDENT (handed out, not started) or RUNNING.
+    pub status: ExecutionStatus,
+    pub cancel_requested: bool,
+}
+
+/// One numbered report from a runtime about an execution.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventRecord {
+    pub seq: u64,
+    pub time: Millis,
+    pub change: Change,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    Log {
+        level: String,
+        message: String,
+    },
+    /// Clamped to 0..=100 when stored.
+    Progress(f64),
+    Return(Value),
+    Ended {
+        status: ExecutionStatus,
+        exit_code: Option<i32>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventsOutcome {
+    /// Every event up to `acked` is stored (earlier copies were skipped).
+    Stored { acked: u64, ended: bool },
+    /// The lease is not the execution's current one: nothing was written.
+    Revoked,
+}
+
+/// What happened to an execution whose runtime was lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LostOutcome {
+    /// Back in the queue: it had not started, or the robot allows retries.
+    Requeued,
+    /// Ended (ERROR, or CANCELED when a cancel was pending).
+    Ended(ExecutionStatus),
+    /// The lease had already changed: nothing to do.
+    Stale,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -237,7 +312,7 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<Execution>>;
     /// How many PENDENT executions are ahead of this one on its runtime.
     async fn queue_position(&self, execution: &Execution) -> Result<u64>;
-    /// Cancels a PENDENT execution; says what it found otherwise.
+    /// Cancels a PENDENT execution, or marks a RUNNING one for cancellation.
     async fn cancel(
         &self,
         organization_id: &str,
@@ -245,6 +320,50 @@ pub trait Store: Send + Sync + 'static {
         canceled_by: &str,
         now: Millis,
     ) -> Result<CancelOutcome>;
+
+    // The runtime protocol.
+    /// Hands the runtime's oldest PENDENT execution that is not handed out yet
+    /// under `lease`.
+    async fn claim_next(&self, runtime_id: &str, lease: &str) -> Result<Option<Claimed>>;
+    /// Marks a handed-out execution RUNNING; false when the lease has ended (for
+    /// example canceled), in which case the robot must not start.
+    async fn start(
+        &self,
+        runtime_id: &str,
+        execution_id: &str,
+        lease: &str,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Stores a runtime's events for an execution, each once and in order.
+    async fn record_events(
+        &self,
+        runtime_id: &str,
+        execution_id: &str,
+        lease: &str,
+        events: &[EventRecord],
+    ) -> Result<EventsOutcome>;
+    /// The runtime's live leases.
+    async fn leases_of_runtime(&self, runtime_id: &str) -> Result<Vec<Lease>>;
+    /// The status under `lease`, or `None` when it is not the execution's lease.
+    async fn lease_status(
+        &self,
+        execution_id: &str,
+        lease: &str,
+    ) -> Result<Option<ExecutionStatus>>;
+    /// Live leases of runtimes not seen since `seen_before`.
+    async fn leases_seen_before(&self, seen_before: Millis) -> Result<Vec<Lease>>;
+    /// Ends a lease whose runtime was lost or gave it up. When `started` is false
+    /// the robot certainly never ran, so the execution goes back to the queue;
+    /// otherwise it is queued again only if the robot allows retries, else ended
+    /// with `reason` logged.
+    async fn end_lease(
+        &self,
+        execution_id: &str,
+        lease: &str,
+        started: bool,
+        reason: &str,
+        now: Millis,
+    ) -> Result<LostOutcome>;
 }
 
 /// Opens the store a URL names (`sqlite://path`), creating and migrating it.

@@ -19,9 +19,9 @@ use sqlx::sqlite::{
 use sqlx::{QueryBuilder, Row, Sqlite};
 
 use crate::{
-    CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, IdempotencyKey, LogLine, Millis,
-    NewExecution, NewRobotVersion, NewRuntime, Organization, Result, Robot, RobotVersion, Runtime,
-    Store, User,
+    CancelOutcome, Change, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
+    ExecutionFilter, IdempotencyKey, Lease, LogLine, LostOutcome, Millis, NewExecution,
+    NewRobotVersion, NewRuntime, Organization, Result, Robot, RobotVersion, Runtime, Store, User,
 };
 
 const READ_CONNECTIONS: u32 = 4;
@@ -139,6 +139,22 @@ fn robot_version_from(row: &SqliteRow) -> Result<RobotVersion> {
     })
 }
 
+fn status_of(row: &SqliteRow) -> Result<ExecutionStatus> {
+    let status: String = row.try_get("status").map_err(other)?;
+    ExecutionStatus::parse(&status)
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("stored status {status:?} is unknown")))
+}
+
+fn lease_from(row: &SqliteRow) -> Result<Lease> {
+    Ok(Lease {
+        execution_id: row.try_get("id").map_err(other)?,
+        lease: row.try_get("lease").map_err(other)?,
+        runtime_id: row.try_get("runtime_id").map_err(other)?,
+        status: status_of(row)?,
+        cancel_requested: row.try_get("cancel_requested").map_err(other)?,
+    })
+}
+
 fn json_column(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value>> {
     let text: Option<String> = row.try_get(column).map_err(other)?;
     text.map(|text| {
@@ -149,7 +165,6 @@ fn json_column(row: &SqliteRow, column: &str) -> Result<Option<serde_json::Value
 }
 
 fn execution_from(row: &SqliteRow) -> Result<Execution> {
-    let status: String = row.try_get("status").map_err(other)?;
     Ok(Execution {
         id: row.try_get("id").map_err(other)?,
         organization_id: row.try_get("organization_id").map_err(other)?,
@@ -157,8 +172,7 @@ fn execution_from(row: &SqliteRow) -> Result<Execution> {
         robot_id: row.try_get("robot_id").map_err(other)?,
         robot_version: row.try_get::<i64, _>("robot_version").map_err(other)? as u32,
         variables: json_column(row, "variables")?.unwrap_or_default(),
-        status: ExecutionStatus::parse(&status)
-            .ok_or_else(|| Error::Other(anyhow::anyhow!("stored status {status:?} is unknown")))?,
+        status: status_of(row)?,
         progress: row.try_get("progress").map_err(other)?,
         init: row.try_get("init").map_err(other)?,
         started: row.try_get("started").map_err(other)?,
@@ -499,7 +513,8 @@ impl Store for SqliteStore {
         }
         sqlx::query(
             "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
-             variables, status, progress, init, submitted_by) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?)",
+             variables, status, progress, init, submitted_by, max_attempts) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
         )
         .bind(&new.id)
         .bind(&new.organization_id)
@@ -510,6 +525,7 @@ impl Store for SqliteStore {
         .bind(ExecutionStatus::Pendent.as_str())
         .bind(new.init)
         .bind(&new.submitted_by)
+        .bind(new.max_attempts as i64)
         .execute(&mut *tx)
         .await
         .map_err(conflict_as("an execution with this id"))?;
@@ -622,8 +638,8 @@ impl Store for SqliteStore {
         now: Millis,
     ) -> Result<CancelOutcome> {
         let mut tx = self.writer.begin().await.map_err(other)?;
-        let status: String = sqlx::query_scalar(
-            "SELECT status FROM executions WHERE organization_id = ? AND id = ?",
+        let row = sqlx::query(
+            "SELECT status, lease FROM executions WHERE organization_id = ? AND id = ?",
         )
         .bind(organization_id)
         .bind(id)
@@ -631,11 +647,13 @@ impl Store for SqliteStore {
         .await
         .map_err(other)?
         .ok_or(Error::NotFound)?;
-        let outcome = match ExecutionStatus::parse(&status) {
-            Some(ExecutionStatus::Pendent) => {
+        let lease: Option<String> = row.try_get("lease").map_err(other)?;
+        let outcome = match status_of(&row)? {
+            ExecutionStatus::Pendent => {
                 sqlx::query(
                     "UPDATE executions SET status = 'CANCELED', \"end\" = ?, canceled_by = ?, \
-                     end_reason = 'canceled before it started' WHERE organization_id = ? AND id = ?",
+                     end_reason = 'canceled before it started', lease = NULL \
+                     WHERE organization_id = ? AND id = ?",
                 )
                 .bind(now)
                 .bind(canceled_by)
@@ -644,18 +662,339 @@ impl Store for SqliteStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(other)?;
-                CancelOutcome::Canceled
+                CancelOutcome::Canceled { lease }
             }
-            Some(ExecutionStatus::Running) => CancelOutcome::Running,
-            Some(ended) => CancelOutcome::AlreadyEnded(ended),
-            None => {
-                return Err(Error::Other(anyhow::anyhow!(
-                    "stored status {status:?} is unknown"
-                )))
+            ExecutionStatus::Running => {
+                sqlx::query(
+                    "UPDATE executions SET cancel_requested = 1, canceled_by = COALESCE(canceled_by, ?) \
+                     WHERE organization_id = ? AND id = ?",
+                )
+                .bind(canceled_by)
+                .bind(organization_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(other)?;
+                CancelOutcome::Running {
+                    lease: lease.unwrap_or_default(),
+                }
             }
+            ended => CancelOutcome::AlreadyEnded(ended),
         };
         tx.commit().await.map_err(other)?;
         Ok(outcome)
+    }
+
+    async fn claim_next(&self, runtime_id: &str, lease: &str) -> Result<Option<Claimed>> {
+        let row = sqlx::query(
+            "UPDATE executions SET lease = ?, attempt = attempt + 1 \
+             WHERE seq = (SELECT seq FROM executions \
+                          WHERE runtime_id = ? AND status = 'PENDENT' AND lease IS NULL \
+                          ORDER BY seq LIMIT 1) \
+             RETURNING id, robot_id, robot_version, variables, last_event_seq",
+        )
+        .bind(lease)
+        .bind(runtime_id)
+        .fetch_optional(&self.writer)
+        .await
+        .map_err(other)?;
+        let Some(row) = row else { return Ok(None) };
+        let robot_id: String = row.try_get("robot_id").map_err(other)?;
+        let robot_version: i64 = row.try_get("robot_version").map_err(other)?;
+        let version = sqlx::query(
+            "SELECT sha256, manifest FROM robot_versions WHERE robot_id = ? AND version = ?",
+        )
+        .bind(&robot_id)
+        .bind(robot_version)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(other)?;
+        Ok(Some(Claimed {
+            execution_id: row.try_get("id").map_err(other)?,
+            lease: lease.to_owned(),
+            robot_id,
+            robot_version: robot_version as u32,
+            sha256: version.try_get("sha256").map_err(other)?,
+            manifest: version.try_get("manifest").map_err(other)?,
+            variables: json_column(&row, "variables")?.unwrap_or_default(),
+            first_seq: row.try_get::<i64, _>("last_event_seq").map_err(other)? as u64 + 1,
+        }))
+    }
+
+    async fn start(
+        &self,
+        runtime_id: &str,
+        execution_id: &str,
+        lease: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE executions SET status = 'RUNNING', started = ? \
+             WHERE id = ? AND runtime_id = ? AND lease = ? AND status = 'PENDENT'",
+        )
+        .bind(now)
+        .bind(execution_id)
+        .bind(runtime_id)
+        .bind(lease)
+        .execute(&self.writer)
+        .await
+        .map_err(other)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn record_events(
+        &self,
+        runtime_id: &str,
+        execution_id: &str,
+        lease: &str,
+        events: &[EventRecord],
+    ) -> Result<EventsOutcome> {
+        let mut tx = self.writer.begin().await.map_err(other)?;
+        let row = sqlx::query(
+            "SELECT organization_id, status, progress, return_value, last_event_seq, init \
+             FROM executions WHERE id = ? AND runtime_id = ? AND lease = ?",
+        )
+        .bind(execution_id)
+        .bind(runtime_id)
+        .bind(lease)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(other)?;
+        let Some(row) = row else {
+            return Ok(EventsOutcome::Revoked);
+        };
+        let organization_id: String = row.try_get("organization_id").map_err(other)?;
+        let mut status = status_of(&row)?;
+        let mut progress: f64 = row.try_get("progress").map_err(other)?;
+        let mut return_value: Option<String> = row.try_get("return_value").map_err(other)?;
+        let init: Millis = row.try_get("init").map_err(other)?;
+        let mut last = row.try_get::<i64, _>("last_event_seq").map_err(other)? as u64;
+        let mut ending: Option<(Millis, Option<i32>, String)> = None;
+        for event in events {
+            if event.seq <= last {
+                continue; // Sent again after a reconnect: stored already.
+            }
+            if event.seq != last + 1 || status.is_ended() {
+                break; // A gap: the agent sends the rest again after a reconnect.
+            }
+            match &event.change {
+                Change::Log { level, message } => {
+                    sqlx::query(
+                        "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) \
+                         VALUES (?, ?, ?, ?, ?, ?)",
+                    )
+                    .bind(execution_id)
+                    .bind(event.seq as i64)
+                    .bind(&organization_id)
+                    .bind(event.time)
+                    .bind(level)
+                    .bind(message)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(other)?;
+                }
+                Change::Progress(value) => progress = clamp_progress(*value),
+                Change::Return(value) => return_value = Some(value.to_string()),
+                Change::Ended {
+                    status: end_status,
+                    exit_code,
+                    reason,
+                } => {
+                    status = *end_status;
+                    if status == ExecutionStatus::Finished {
+                        progress = 100.0;
+                    }
+                    ending = Some((event.time.max(init), *exit_code, reason.clone()));
+                }
+            }
+            last = event.seq;
+        }
+        let ended = ending.is_some();
+        match ending {
+            Some((end, exit_code, reason)) => sqlx::query(
+                "UPDATE executions SET status = ?, progress = ?, return_value = ?, last_event_seq = ?, \
+                 \"end\" = ?, exit_code = ?, end_reason = ? WHERE id = ?",
+            )
+            .bind(status.as_str())
+            .bind(progress)
+            .bind(return_value)
+            .bind(last as i64)
+            .bind(end)
+            .bind(exit_code)
+            .bind(reason)
+            .bind(execution_id),
+            None => sqlx::query(
+                "UPDATE executions SET progress = ?, return_value = ?, last_event_seq = ? WHERE id = ?",
+            )
+            .bind(progress)
+            .bind(return_value)
+            .bind(last as i64)
+            .bind(execution_id),
+        }
+        .execute(&mut *tx)
+        .await
+        .map_err(other)?;
+        tx.commit().await.map_err(other)?;
+        Ok(EventsOutcome::Stored { acked: last, ended })
+    }
+
+    async fn leases_of_runtime(&self, runtime_id: &str) -> Result<Vec<Lease>> {
+        let rows = sqlx::query(
+            "SELECT id, lease, runtime_id, status, cancel_requested FROM executions \
+             WHERE runtime_id = ? AND status IN ('PENDENT', 'RUNNING') AND lease IS NOT NULL ORDER BY seq",
+        )
+        .bind(runtime_id)
+        .fetch_all(&self.writer)
+        .await
+        .map_err(other)?;
+        rows.iter().map(lease_from).collect()
+    }
+
+    async fn lease_status(
+        &self,
+        execution_id: &str,
+        lease: &str,
+    ) -> Result<Option<ExecutionStatus>> {
+        let row = sqlx::query("SELECT status FROM executions WHERE id = ? AND lease = ?")
+            .bind(execution_id)
+            .bind(lease)
+            .fetch_optional(&self.writer)
+            .await
+            .map_err(other)?;
+        row.as_ref().map(status_of).transpose()
+    }
+
+    async fn leases_seen_before(&self, seen_before: Millis) -> Result<Vec<Lease>> {
+        let rows = sqlx::query(
+            "SELECT e.id, e.lease, e.runtime_id, e.status, e.cancel_requested FROM executions e \
+             JOIN runtimes r ON r.id = e.runtime_id \
+             WHERE e.status IN ('PENDENT', 'RUNNING') AND e.lease IS NOT NULL \
+             AND COALESCE(r.last_seen, 0) < ? ORDER BY e.seq",
+        )
+        .bind(seen_before)
+        .fetch_all(&self.writer)
+        .await
+        .map_err(other)?;
+        rows.iter().map(lease_from).collect()
+    }
+
+    async fn end_lease(
+        &self,
+        execution_id: &str,
+        lease: &str,
+        started: bool,
+        reason: &str,
+        now: Millis,
+    ) -> Result<LostOutcome> {
+        let mut tx = self.writer.begin().await.map_err(other)?;
+        let row = sqlx::query(
+            "SELECT organization_id, status, attempt, max_attempts, last_event_seq, cancel_requested \
+             FROM executions WHERE id = ? AND lease = ? AND status IN ('PENDENT', 'RUNNING')",
+        )
+        .bind(execution_id)
+        .bind(lease)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(other)?;
+        let Some(row) = row else {
+            return Ok(LostOutcome::Stale);
+        };
+        let organization_id: String = row.try_get("organization_id").map_err(other)?;
+        let attempt: i64 = row.try_get("attempt").map_err(other)?;
+        let max_attempts: i64 = row.try_get("max_attempts").map_err(other)?;
+        let cancel_requested: bool = row.try_get("cancel_requested").map_err(other)?;
+        let seq: i64 = row.try_get::<i64, _>("last_event_seq").map_err(other)? + 1;
+        let (outcome, level, message) = match status_of(&row)? {
+            // Never started: nothing ran, so it can safely wait for a runtime again,
+            // without using up an attempt.
+            status if status == ExecutionStatus::Pendent || !started => {
+                sqlx::query(
+                    "UPDATE executions SET status = 'PENDENT', lease = NULL, started = NULL, \
+                     attempt = MAX(attempt - 1, 0) WHERE id = ?",
+                )
+                .bind(execution_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(other)?;
+                tx.commit().await.map_err(other)?;
+                return Ok(LostOutcome::Requeued);
+            }
+            _ if cancel_requested => {
+                sqlx::query(
+                    "UPDATE executions SET status = 'CANCELED', \"end\" = ?, end_reason = ?, lease = NULL, \
+                     last_event_seq = ? WHERE id = ?",
+                )
+                .bind(now)
+                .bind(format!("canceled; {reason}"))
+                .bind(seq)
+                .bind(execution_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(other)?;
+                (
+                    LostOutcome::Ended(ExecutionStatus::Canceled),
+                    "WARN",
+                    format!("canceled; {reason}"),
+                )
+            }
+            _ if attempt < max_attempts => {
+                sqlx::query(
+                    "UPDATE executions SET status = 'PENDENT', lease = NULL, started = NULL, progress = 0, \
+                     last_event_seq = ? WHERE id = ?",
+                )
+                .bind(seq)
+                .bind(execution_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(other)?;
+                let message = format!(
+                    "{reason}; the robot allows retries, so it is queued again (attempt {} of {max_attempts})",
+                    attempt + 1
+                );
+                (LostOutcome::Requeued, "WARN", message)
+            }
+            _ => {
+                sqlx::query(
+                    "UPDATE executions SET status = 'ERROR', \"end\" = ?, end_reason = ?, lease = NULL, \
+                     last_event_seq = ? WHERE id = ?",
+                )
+                .bind(now)
+                .bind(reason)
+                .bind(seq)
+                .bind(execution_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(other)?;
+                (
+                    LostOutcome::Ended(ExecutionStatus::Error),
+                    "ERROR",
+                    reason.to_owned(),
+                )
+            }
+        };
+        sqlx::query(
+            "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) \
+             VALUES (?, ?, ?, ?, ?, ?)",
+        )
+        .bind(execution_id)
+        .bind(seq)
+        .bind(&organization_id)
+        .bind(now)
+        .bind(level)
+        .bind(message)
+        .execute(&mut *tx)
+        .await
+        .map_err(other)?;
+        tx.commit().await.map_err(other)?;
+        Ok(outcome)
+    }
+}
+
+fn clamp_progress(value: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.clamp(0.0, 100.0)
     }
 }
 

@@ -1,8 +1,10 @@
-//! `regente`: one binary for the server and, later, the runtime agent and the CLI.
+//! `regente`: one binary for the server, the runtime agent and the CLI.
 
+use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 use regente_server::{LoginLimits, Server, ServerConfig};
@@ -23,6 +25,36 @@ struct Cli {
 enum Command {
     /// Run the orchestrator server.
     Serve(ServeArgs),
+    /// Run a runtime agent: connect to a server and run the robots it hands out.
+    Runtime(RuntimeArgs),
+    /// The guard process between the agent and one robot (internal).
+    #[command(name = "__guard", hide = true)]
+    Guard {
+        agent_pid: i32,
+        #[arg(last = true, required = true)]
+        command: Vec<OsString>,
+    },
+}
+
+#[derive(Args)]
+struct RuntimeArgs {
+    /// Server base URL, e.g. http://127.0.0.1:8080; repeat (or separate with commas) for several servers.
+    #[arg(
+        long = "server",
+        env = "REGENTE_SERVER",
+        value_delimiter = ',',
+        required = true
+    )]
+    servers: Vec<String>,
+    /// The runtime's key, as shown when the runtime was created.
+    #[arg(long, env = "REGENTE_RUNTIME_KEY", hide_env_values = true)]
+    key: String,
+    /// Directory for the journal of unacknowledged events and the package cache.
+    #[arg(long, env = "REGENTE_WORK_DIR", default_value = "./regente-runtime")]
+    work_dir: PathBuf,
+    /// Robots run at once.
+    #[arg(long, env = "REGENTE_SLOTS", default_value_t = 1)]
+    slots: u32,
 }
 
 #[derive(Args)]
@@ -58,10 +90,18 @@ struct ServeArgs {
         default_value_t = 100
     )]
     login_failures_per_address: u32,
+    /// Seconds without word from a runtime before it is offline and its running executions are lost.
+    #[arg(long, env = "REGENTE_RUNTIME_TIMEOUT_SECONDS", default_value_t = 30.0)]
+    runtime_timeout_seconds: f64,
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The guard stays tiny: no logging, no async runtime.
+    if let Command::Guard { agent_pid, command } = &cli.command {
+        let code = regente_runtime::guard::run(*agent_pid, command);
+        return ExitCode::from(code.clamp(0, 255) as u8);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("REGENTE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
@@ -78,6 +118,8 @@ fn main() -> ExitCode {
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Runtime(args) => runtime_agent(args).await,
+            Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }
     });
     match outcome {
@@ -102,6 +144,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         per_address: args.login_failures_per_address,
         ..LoginLimits::default()
     };
+    anyhow::ensure!(
+        args.runtime_timeout_seconds.is_finite() && args.runtime_timeout_seconds >= 0.5,
+        "--runtime-timeout-seconds must be at least 0.5"
+    );
+    config.runtime_timeout = Duration::from_secs_f64(args.runtime_timeout_seconds);
     let admin_username = config.admin_username.clone();
     let server = Server::build(config).await?;
     if let Some(password) = server.generated_admin_password() {
@@ -110,6 +157,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("regente listening on http://{}", server.local_addr());
     server.run(shutdown_signal()).await
+}
+
+async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
+    let config = regente_runtime::AgentConfig {
+        servers: args.servers,
+        key: args.key,
+        work_dir: args.work_dir,
+        slots: args.slots,
+        guard: std::env::current_exe().ok(),
+    };
+    regente_runtime::run(config, shutdown_signal()).await
 }
 
 /// Completes on SIGINT or SIGTERM.

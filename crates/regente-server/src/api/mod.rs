@@ -4,6 +4,7 @@
 //! - [`auth`]: the two login routes of the Integration API.
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
 
 pub mod admin;
@@ -11,6 +12,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod integration;
+pub mod runtime;
 
 use std::sync::Arc;
 
@@ -29,6 +31,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(auth::router())
         .merge(integration::router())
         .merge(admin::router(ctx.config.max_package_bytes))
+        .merge(runtime::router())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
         .fallback(|| async { ApiError::not_found("no such route") })

@@ -14,6 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use regente_store::{Millis, Store};
 
 use crate::config::ServerConfig;
+use crate::hub::Hub;
 use auth::Auth;
 
 /// Everything a use case needs, shared by all requests.
@@ -21,6 +22,7 @@ pub struct Context {
     pub store: Arc<dyn Store>,
     pub auth: Auth,
     pub config: ServerConfig,
+    pub hub: Hub,
 }
 
 /// Who is calling, as established from a valid token.

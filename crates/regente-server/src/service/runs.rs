@@ -87,9 +87,13 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
         variables,
         init: now_millis(),
         submitted_by: caller.user_id.clone(),
+        max_attempts: manifest.retries + 1,
     };
     match ctx.store.enqueue(&execution, key.as_ref()).await? {
-        Enqueued::Created => Ok(execution.id),
+        Enqueued::Created => {
+            ctx.hub.wake(runtime_id);
+            Ok(execution.id)
+        }
         Enqueued::Existing(id) => Ok(id),
         Enqueued::KeyReused => Err(Error::Conflict(
             "this Idempotency-Key was already used for a different run request".into(),
@@ -172,7 +176,16 @@ pub async fn cancel(
         )
         .await?;
     match outcome {
-        CancelOutcome::Canceled | CancelOutcome::Running => Ok(()),
+        CancelOutcome::Canceled { lease: None } => Ok(()),
+        CancelOutcome::Canceled { lease: Some(lease) } => {
+            ctx.hub
+                .revoke(&execution.runtime_id, &execution.id, &lease, "canceled before it started");
+            Ok(())
+        }
+        CancelOutcome::Running { lease } => {
+            ctx.hub.cancel(&execution.runtime_id, &execution.id, &lease);
+            Ok(())
+        }
         CancelOutcome::AlreadyEnded(status) => Err(Error::Conflict(format!(
             "execution {execution_id} has already ended with status {status}: there is nothing to cancel"
         ))),

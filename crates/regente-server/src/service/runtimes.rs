@@ -55,10 +55,12 @@ pub async fn list(ctx: &Context, caller: &Caller) -> Result<Vec<Runtime>> {
     Ok(ctx.store.list_runtimes(&caller.organization_id).await?)
 }
 
-/// Whether a runtime counts as online: heard from within the runtime timeout.
+/// Whether a runtime counts as online: connected here, or heard from within the
+/// runtime timeout (by any server sharing the store).
 pub fn is_online(ctx: &Context, runtime: &Runtime) -> bool {
     let timeout = ctx.config.runtime_timeout.as_millis() as i64;
-    runtime
-        .last_seen
-        .is_some_and(|seen| now_millis() - seen < timeout)
+    ctx.hub.is_connected(&runtime.id)
+        || runtime
+            .last_seen
+            .is_some_and(|seen| now_millis() - seen < timeout)
 }

@@ -67,9 +67,18 @@ CREATE TABLE executions (
     end_reason       TEXT,
     exit_code        INTEGER,
     submitted_by     TEXT,
-    canceled_by      TEXT
+    canceled_by      TEXT,
+    -- The current hand-out to a runtime: reports under any other lease are refused.
+    lease            TEXT,
+    attempt          INTEGER NOT NULL DEFAULT 0,
+    -- 1 + the robot's `retries`: how many times a lost run may start.
+    max_attempts     INTEGER NOT NULL DEFAULT 1,
+    -- The last agent event stored; events are applied once, in order.
+    last_event_seq   INTEGER NOT NULL DEFAULT 0,
+    cancel_requested INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX executions_queue ON executions (runtime_id, status, seq);
+CREATE INDEX executions_leased ON executions (runtime_id, status) WHERE lease IS NOT NULL;
 CREATE INDEX executions_by_organization ON executions (organization_id, seq);
 
 CREATE TABLE execution_logs (

@@ -1,0 +1,230 @@
+//! The runtime protocol: every message the agent and the server exchange, in one
+//! place shared by both ends.
+//!
+//! The agent dials `GET /api/runtime/connect` (a WebSocket upgrade, with
+//! `Authorization: Bearer <runtime key>`). Each text frame holds one JSON message,
+//! tagged by `"type"`. The agent speaks first with [`AgentMessage::Hello`], which
+//! carries [`PROTOCOL_VERSION`]; the server answers [`ServerMessage::Welcome`] or
+//! closes the socket with a reason when the versions differ.
+//!
+//! An execution reaches the agent as an [`Assignment`] under a *lease*: a token that
+//! names this one hand-out. The agent asks to start it ([`AgentMessage::Start`]) and
+//! spawns the robot only after [`ServerMessage::Started`]; everything it reports
+//! afterwards is an [`Event`] numbered from the assignment's `first_seq`, kept on
+//! disk until the server acknowledges it ([`ServerMessage::Ack`], cumulative), and
+//! sent again after a reconnect. Reports under a lease the server has ended are
+//! answered with [`ServerMessage::Revoked`] and never written.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Bumped on every incompatible change to the messages below.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Path of the WebSocket endpoint.
+pub const CONNECT_PATH: &str = "/api/runtime/connect";
+
+/// Path of a robot package download: `/api/runtime/packages/{robot_id}/{version}`.
+pub fn package_path(robot_id: &str, version: u32) -> String {
+    format!("/api/runtime/packages/{robot_id}/{version}")
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// First message of every connection.
+    Hello {
+        protocol: u32,
+        agent_version: String,
+        /// Robots the agent runs at once.
+        slots: u32,
+        /// Leases the agent still holds: robots running or ended with events not
+        /// yet acknowledged, from before this connection (or before a restart).
+        held: Vec<HeldLease>,
+    },
+    /// Asks to start an assigned execution; the robot is spawned only on [`ServerMessage::Started`].
+    Start {
+        execution_id: String,
+        lease: String,
+    },
+    /// Events of one execution, in order.
+    Events {
+        execution_id: String,
+        lease: String,
+        events: Vec<Event>,
+    },
+    Heartbeat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldLease {
+    pub execution_id: String,
+    pub lease: String,
+    /// Whether the robot was spawned. A lease held but never spawned certainly
+    /// never ran, so the server may hand the execution out again.
+    pub spawned: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerMessage {
+    Welcome {
+        protocol: u32,
+        runtime_id: String,
+        /// How often the agent sends a heartbeat.
+        heartbeat_ms: u64,
+    },
+    Assign(Assignment),
+    /// The start is granted: spawn the robot now.
+    Started {
+        execution_id: String,
+        lease: String,
+    },
+    /// Every event up to and including `seq` is stored.
+    Ack {
+        execution_id: String,
+        lease: String,
+        seq: u64,
+    },
+    /// Stop the robot: the execution was canceled. The agent answers with an
+    /// `ended` event of status CANCELED.
+    Cancel {
+        execution_id: String,
+        lease: String,
+    },
+    /// The lease has ended on the server (canceled before start, runtime declared
+    /// lost, reassigned): stop the robot if it runs and drop its events.
+    Revoked {
+        execution_id: String,
+        lease: String,
+        reason: String,
+    },
+    Heartbeat,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub execution_id: String,
+    pub lease: String,
+    pub robot_id: String,
+    pub robot_version: u32,
+    /// Lowercase hex SHA-256 of the package zip.
+    pub sha256: String,
+    /// The `robot.toml` text of that version.
+    pub manifest: String,
+    /// `{"NAME": typed value}`.
+    pub variables: Value,
+    /// Sequence number of this attempt's first event.
+    pub first_seq: u64,
+}
+
+/// One numbered thing that happened to an execution on the agent.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub seq: u64,
+    /// Epoch milliseconds on the agent.
+    pub time: i64,
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    Log {
+        level: LogLevel,
+        message: String,
+    },
+    Progress {
+        value: f64,
+    },
+    Return {
+        value: Value,
+    },
+    /// The last event of an attempt.
+    Ended {
+        status: EndStatus,
+        exit_code: Option<i32>,
+        reason: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum LogLevel {
+    Info,
+    Warn,
+    Error,
+}
+
+impl LogLevel {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Info => "INFO",
+            LogLevel::Warn => "WARN",
+            LogLevel::Error => "ERROR",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum EndStatus {
+    Finished,
+    Error,
+    Canceled,
+}
+
+impl EndStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EndStatus::Finished => "FINISHED",
+            EndStatus::Error => "ERROR",
+            EndStatus::Canceled => "CANCELED",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    #[test]
+    fn messages_have_a_stable_json_form() {
+        let event = Event {
+            seq: 3,
+            time: 10,
+            kind: EventKind::Log {
+                level: LogLevel::Warn,
+                message: "hi".into(),
+            },
+        };
+        assert_eq!(
+            serde_json::to_value(&event).unwrap(),
+            json!({"seq": 3, "time": 10, "kind": "log", "level": "WARN", "message": "hi"})
+        );
+        let hello = AgentMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: "0.1.0".into(),
+            slots: 2,
+            held: vec![],
+        };
+        let text = serde_json::to_string(&hello).unwrap();
+        assert!(
+            text.starts_with(r#"{"type":"hello","protocol":1"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<AgentMessage>(&text).unwrap(), hello);
+        let ack = ServerMessage::Ack {
+            execution_id: "e".into(),
+            lease: "l".into(),
+            seq: 9,
+        };
+        assert_eq!(
+            serde_json::to_value(&ack).unwrap(),
+            json!({"type": "ack", "execution_id": "e", "lease": "l", "seq": 9})
+        );
+    }
+}

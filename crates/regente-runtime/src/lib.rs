@@ -1,0 +1,22 @@
+//! Regente's runtime agent: connects to the server, runs robot packages as
+//! processes, streams what they say, and survives crashes and network drops
+//! without losing or repeating anything.
+//!
+//! Layout:
+//! - [`agent`]: the agent's state and main loop: assignments, starts, events, acks.
+//! - [`connection`]: the WebSocket to the server, heartbeats, reconnects.
+//! - [`executor`]: one robot process: spawn, output, timeout, kill.
+//! - [`robot_output`]: what a robot's output lines mean (the robot protocol).
+//! - [`journal`]: unacknowledged events on disk, read back after a restart.
+//! - [`packages`]: download, check and cache robot packages.
+//! - [`guard`]: the small process that ties a robot's process tree to the agent's life.
+
+pub mod agent;
+pub mod connection;
+pub mod executor;
+pub mod guard;
+pub mod journal;
+pub mod packages;
+pub mod robot_output;
+
+pub use agent::{run, AgentConfig};

@@ -1,0 +1,85 @@
+//! Routes for runtime agents, authenticated by the runtime's key instead of a
+//! user token: the WebSocket they connect to and the package downloads.
+
+use std::sync::Arc;
+
+use axum::extract::{FromRequestParts, Path, State, WebSocketUpgrade};
+use axum::http::{header, request::Parts};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use regente_store::Runtime;
+
+use super::error::{ApiError, ApiResult};
+use crate::hub::session;
+use crate::service::{self, runtimes, Context};
+
+/// Largest message an agent may send: a batch of log lines.
+const MAX_AGENT_MESSAGE: usize = 16 * 1024 * 1024;
+
+pub fn router() -> Router<Arc<Context>> {
+    Router::new()
+        .route(regente_proto::CONNECT_PATH, get(connect))
+        .route("/api/runtime/packages/{robot_id}/{version}", get(package))
+}
+
+/// The runtime whose key the request carries.
+pub struct RuntimeCaller(pub Runtime);
+
+impl FromRequestParts<Arc<Context>> for RuntimeCaller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, ctx: &Arc<Context>) -> Result<Self, ApiError> {
+        let unauthorized = || {
+            ApiError(service::Error::Unauthorized(
+                "runtime routes need \"Authorization: Bearer <runtime key>\" with a valid key"
+                    .into(),
+            ))
+        };
+        let key = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, key)| key.trim())
+            .ok_or_else(unauthorized)?;
+        let runtime = ctx
+            .store
+            .find_runtime_by_key_hash(&runtimes::hash_key(key))
+            .await?
+            .ok_or_else(unauthorized)?;
+        Ok(RuntimeCaller(runtime))
+    }
+}
+
+async fn connect(
+    RuntimeCaller(runtime): RuntimeCaller,
+    State(ctx): State<Arc<Context>>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    upgrade
+        .max_message_size(MAX_AGENT_MESSAGE)
+        .on_upgrade(move |socket| session::serve(ctx, runtime, socket))
+}
+
+async fn package(
+    RuntimeCaller(runtime): RuntimeCaller,
+    State(ctx): State<Arc<Context>>,
+    Path((robot_id, version)): Path<(String, String)>,
+) -> ApiResult<impl IntoResponse> {
+    let not_found = || ApiError::not_found(format!("robot {robot_id} version {version} not found"));
+    let version: u32 = version.parse().map_err(|_| not_found())?;
+    if !regente_core::is_valid_id(&robot_id) {
+        return Err(not_found());
+    }
+    match ctx
+        .store
+        .robot_package(&runtime.organization_id, &robot_id, version)
+        .await
+    {
+        Ok(bytes) => Ok(([(header::CONTENT_TYPE, "application/zip")], bytes)),
+        Err(regente_store::Error::NotFound) => Err(not_found()),
+        Err(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,123 @@
+//! The hub: runtimes connected to this server, and the work pushed to them.
+//!
+//! - `mod.rs`: [`Hub`], the registry of connected runtimes; services tell it when
+//!   a runtime has new work ([`Hub::wake`]) or an execution must stop.
+//! - [`session`]: one task per connected agent, speaking `regente-proto`.
+//! - [`sweeper`]: ends the leases of runtimes that stopped answering.
+//!
+//! Dispatch is push: a queued run wakes its runtime's session at once, which
+//! claims work from the store while it has free slots.
+
+pub mod session;
+pub mod sweeper;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+
+use regente_store::Millis;
+use tokio::sync::mpsc;
+
+/// What the rest of the server asks of a runtime's session.
+#[derive(Debug)]
+pub enum Command {
+    /// New work may be queued: claim while slots are free.
+    Wake,
+    /// Stop a running robot: it was canceled.
+    Cancel { execution_id: String, lease: String },
+    /// The lease ended on the server: tell the agent to drop it.
+    Revoke {
+        execution_id: String,
+        lease: String,
+        reason: String,
+    },
+    /// Another connection of the same runtime took over.
+    Replaced,
+}
+
+struct Registered {
+    connection: u64,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+pub struct Hub {
+    sessions: Mutex<HashMap<String, Registered>>,
+    next_connection: AtomicU64,
+    /// When this server started: runtimes get one timeout from then to reconnect
+    /// before their executions count as lost.
+    pub started_at: Millis,
+}
+
+impl Hub {
+    pub fn new(started_at: Millis) -> Hub {
+        Hub {
+            sessions: Mutex::new(HashMap::new()),
+            next_connection: AtomicU64::new(1),
+            started_at,
+        }
+    }
+
+    fn send(&self, runtime_id: &str, command: Command) {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(session) = sessions.get(runtime_id) {
+            let _ = session.commands.send(command);
+        }
+    }
+
+    pub fn wake(&self, runtime_id: &str) {
+        self.send(runtime_id, Command::Wake);
+    }
+
+    pub fn cancel(&self, runtime_id: &str, execution_id: &str, lease: &str) {
+        self.send(
+            runtime_id,
+            Command::Cancel {
+                execution_id: execution_id.to_owned(),
+                lease: lease.to_owned(),
+            },
+        );
+    }
+
+    pub fn revoke(&self, runtime_id: &str, execution_id: &str, lease: &str, reason: &str) {
+        self.send(
+            runtime_id,
+            Command::Revoke {
+                execution_id: execution_id.to_owned(),
+                lease: lease.to_owned(),
+                reason: reason.to_owned(),
+            },
+        );
+    }
+
+    pub fn is_connected(&self, runtime_id: &str) -> bool {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        sessions.contains_key(runtime_id)
+    }
+
+    /// Registers a new session of a runtime, replacing any earlier one.
+    fn register(&self, runtime_id: &str) -> (u64, mpsc::UnboundedReceiver<Command>) {
+        let connection = self.next_connection.fetch_add(1, Ordering::Relaxed);
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(earlier) = sessions.insert(
+            runtime_id.to_owned(),
+            Registered {
+                connection,
+                commands,
+            },
+        ) {
+            let _ = earlier.commands.send(Command::Replaced);
+        }
+        (connection, receiver)
+    }
+
+    fn unregister(&self, runtime_id: &str, connection: u64) {
+        let mut sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if sessions
+            .get(runtime_id)
+            .is_some_and(|s| s.connection == connection)
+        {
+            sessions.remove(runtime_id);
+        }
+    }
+}

@@ -1,0 +1,379 @@
+//! One connected runtime agent: the server's side of `regente-proto`.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use regente_core::ExecutionStatus;
+use regente_proto::{AgentMessage, EventKind, HeldLease, ServerMessage, PROTOCOL_VERSION};
+use regente_store::{Change, EventRecord, EventsOutcome, Runtime};
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use super::Command;
+use crate::service::{new_id, now_millis, Context};
+
+/// How long an agent has to say hello after connecting.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a session ended, for the log.
+type Closed = Result<&'static str, anyhow::Error>;
+
+struct Session {
+    ctx: Arc<Context>,
+    runtime: Runtime,
+    socket: WebSocket,
+    slots: usize,
+    /// Executions handed to the agent and not ended.
+    busy: HashSet<String>,
+}
+
+/// Serves one agent connection until it closes.
+pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
+    let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
+        Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<AgentMessage>(&text).ok(),
+        _ => None,
+    };
+    let Some(AgentMessage::Hello {
+        protocol,
+        slots,
+        held,
+        agent_version,
+    }) = hello
+    else {
+        close(&mut socket, "expected a hello message first").await;
+        return;
+    };
+    if protocol != PROTOCOL_VERSION {
+        let reason = format!(
+            "protocol version {protocol} is not supported: this server speaks version {PROTOCOL_VERSION}"
+        );
+        warn!(runtime = %runtime.id, %agent_version, "{reason}");
+        close(&mut socket, &reason).await;
+        return;
+    }
+    let (connection, commands) = ctx.hub.register(&runtime.id);
+    info!(runtime = %runtime.id, %agent_version, slots, "runtime connected");
+    let runtime_id = runtime.id.clone();
+    let mut session = Session {
+        ctx: ctx.clone(),
+        runtime,
+        socket,
+        slots: slots.clamp(1, 1024) as usize,
+        busy: HashSet::new(),
+    };
+    let closed = session.run(held, commands).await;
+    ctx.hub.unregister(&runtime_id, connection);
+    match closed {
+        Ok(why) => info!(runtime = %runtime_id, why, "runtime disconnected"),
+        Err(e) => warn!(runtime = %runtime_id, error = format!("{e:#}"), "runtime session failed"),
+    }
+    // A runtime that left may have freed the queue for nobody, but its pending
+    // work stays queued until it (or another connection of it) comes back.
+}
+
+async fn close(socket: &mut WebSocket, reason: &str) {
+    let frame = CloseFrame {
+        code: axum::extract::ws::close_code::POLICY,
+        reason: reason.chars().take(120).collect::<String>().into(),
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+impl Session {
+    async fn run(
+        &mut self,
+        held: Vec<HeldLease>,
+        mut commands: mpsc::UnboundedReceiver<Command>,
+    ) -> Closed {
+        let now = now_millis();
+        self.ctx.store.touch_runtime(&self.runtime.id, now).await?;
+        let heartbeat = self.ctx.config.runtime_timeout / 6;
+        self.send(&ServerMessage::Welcome {
+            protocol: PROTOCOL_VERSION,
+            runtime_id: self.runtime.id.clone(),
+            heartbeat_ms: heartbeat.as_millis() as u64,
+        })
+        .await?;
+        self.reconcile(held).await?;
+        self.dispatch().await?;
+        let mut tick = tokio::time::interval(heartbeat);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_heard = Instant::now();
+        let mut heard_since_tick = true;
+        loop {
+            tokio::select! {
+                message = self.socket.recv() => {
+                    let text = match message {
+                        None | Some(Ok(Message::Close(_))) => return Ok("the agent closed the connection"),
+                        Some(Err(e)) => return Err(e.into()),
+                        Some(Ok(Message::Text(text))) => text,
+                        Some(Ok(_)) => continue,
+                    };
+                    last_heard = Instant::now();
+                    heard_since_tick = true;
+                    match serde_json::from_str::<AgentMessage>(&text) {
+                        Ok(message) => self.handle(message).await?,
+                        Err(e) => warn!(runtime = %self.runtime.id, error = %e, "unreadable agent message ignored"),
+                    }
+                }
+                command = commands.recv() => match command {
+                    None | Some(Command::Replaced) => {
+                        close(&mut self.socket, "another connection of this runtime took over").await;
+                        return Ok("replaced by a newer connection");
+                    }
+                    Some(command) => self.command(command).await?,
+                },
+                _ = tick.tick() => {
+                    if last_heard.elapsed() > self.ctx.config.runtime_timeout {
+                        close(&mut self.socket, "no heartbeat").await;
+                        return Ok("no heartbeat within the runtime timeout");
+                    }
+                    if heard_since_tick {
+                        self.ctx.store.touch_runtime(&self.runtime.id, now_millis()).await?;
+                        heard_since_tick = false;
+                    }
+                    self.send(&ServerMessage::Heartbeat).await?;
+                }
+            }
+        }
+    }
+
+    async fn send(&mut self, message: &ServerMessage) -> anyhow::Result<()> {
+        let text = serde_json::to_string(message)?;
+        self.socket.send(Message::Text(text.into())).await?;
+        Ok(())
+    }
+
+    /// Settles what the agent holds against what the store says it holds, after
+    /// a reconnect or an agent restart.
+    async fn reconcile(&mut self, held: Vec<HeldLease>) -> anyhow::Result<()> {
+        let store = self.ctx.store.clone();
+        let now = now_millis();
+        let leases = store.leases_of_runtime(&self.runtime.id).await?;
+        for lease in &leases {
+            let holding = held
+                .iter()
+                .find(|h| h.execution_id == lease.execution_id && h.lease == lease.lease);
+            match (lease.status, holding) {
+                (ExecutionStatus::Running, Some(h)) if h.spawned => {
+                    self.busy.insert(lease.execution_id.clone());
+                    if lease.cancel_requested {
+                        self.send(&ServerMessage::Cancel {
+                            execution_id: lease.execution_id.clone(),
+                            lease: lease.lease.clone(),
+                        })
+                        .await?;
+                    }
+                }
+                (status, holding) => {
+                    // Handed out but never spawned (the agent says so, or it never
+                    // asked to start), or spawned and forgotten by the agent.
+                    let started = status == ExecutionStatus::Running && holding.is_none();
+                    let reason = "the runtime no longer holds this execution: its agent restarted without it";
+                    store
+                        .end_lease(&lease.execution_id, &lease.lease, started, reason, now)
+                        .await?;
+                    if holding.is_some() {
+                        self.revoke(
+                            &lease.execution_id,
+                            &lease.lease,
+                            "handed out again after a reconnect",
+                        )
+                        .await?;
+                    }
+                }
+            }
+        }
+        for h in &held {
+            let known = leases
+                .iter()
+                .any(|l| l.execution_id == h.execution_id && l.lease == h.lease);
+            if known {
+                continue;
+            }
+            // An ended execution under the same lease: the agent resends its last
+            // events and gets them acknowledged. Any other lease is over.
+            if store
+                .lease_status(&h.execution_id, &h.lease)
+                .await?
+                .is_none()
+            {
+                self.revoke(
+                    &h.execution_id,
+                    &h.lease,
+                    "the server ended this lease while the runtime was away",
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn revoke(
+        &mut self,
+        execution_id: &str,
+        lease: &str,
+        reason: &str,
+    ) -> anyhow::Result<()> {
+        self.busy.remove(execution_id);
+        self.send(&ServerMessage::Revoked {
+            execution_id: execution_id.to_owned(),
+            lease: lease.to_owned(),
+            reason: reason.to_owned(),
+        })
+        .await
+    }
+
+    /// Hands out queued executions while slots are free.
+    async fn dispatch(&mut self) -> anyhow::Result<()> {
+        while self.busy.len() < self.slots {
+            let lease = new_id();
+            let Some(claimed) = self.ctx.store.claim_next(&self.runtime.id, &lease).await? else {
+                break;
+            };
+            debug!(execution = %claimed.execution_id, runtime = %self.runtime.id, "assigned");
+            self.busy.insert(claimed.execution_id.clone());
+            self.send(&ServerMessage::Assign(regente_proto::Assignment {
+                execution_id: claimed.execution_id,
+                lease: claimed.lease,
+                robot_id: claimed.robot_id,
+                robot_version: claimed.robot_version,
+                sha256: claimed.sha256,
+                manifest: claimed.manifest,
+                variables: claimed.variables,
+                first_seq: claimed.first_seq,
+            }))
+            .await?;
+        }
+        Ok(())
+    }
+
+    async fn command(&mut self, command: Command) -> anyhow::Result<()> {
+        match command {
+            Command::Wake => self.dispatch().await,
+            Command::Cancel {
+                execution_id,
+                lease,
+            } => {
+                self.send(&ServerMessage::Cancel {
+                    execution_id,
+                    lease,
+                })
+                .await
+            }
+            Command::Revoke {
+                execution_id,
+                lease,
+                reason,
+            } => {
+                self.revoke(&execution_id, &lease, &reason).await?;
+                self.dispatch().await
+            }
+            Command::Replaced => Ok(()),
+        }
+    }
+
+    async fn handle(&mut self, message: AgentMessage) -> anyhow::Result<()> {
+        let store = self.ctx.store.clone();
+        match message {
+            AgentMessage::Hello { .. } => {
+                warn!(runtime = %self.runtime.id, "second hello ignored");
+            }
+            AgentMessage::Heartbeat => {}
+            AgentMessage::Start {
+                execution_id,
+                lease,
+            } => {
+                if store
+                    .start(&self.runtime.id, &execution_id, &lease, now_millis())
+                    .await?
+                {
+                    self.send(&ServerMessage::Started {
+                        execution_id,
+                        lease,
+                    })
+                    .await?;
+                } else {
+                    warn!(execution = %execution_id, runtime = %self.runtime.id, "start refused: the lease has ended");
+                    self.revoke(
+                        &execution_id,
+                        &lease,
+                        "the execution was canceled or handed out again before it started",
+                    )
+                    .await?;
+                    self.dispatch().await?;
+                }
+            }
+            AgentMessage::Events {
+                execution_id,
+                lease,
+                events,
+            } => {
+                let records: Vec<EventRecord> = events.into_iter().map(record_of).collect();
+                match store
+                    .record_events(&self.runtime.id, &execution_id, &lease, &records)
+                    .await?
+                {
+                    EventsOutcome::Stored { acked, ended } => {
+                        self.send(&ServerMessage::Ack {
+                            execution_id: execution_id.clone(),
+                            lease,
+                            seq: acked,
+                        })
+                        .await?;
+                        if ended {
+                            self.busy.remove(&execution_id);
+                            self.dispatch().await?;
+                        }
+                    }
+                    EventsOutcome::Revoked => {
+                        // Recorded, never written: a stale agent must not change an
+                        // execution whose lease has ended.
+                        warn!(
+                            execution = %execution_id,
+                            runtime = %self.runtime.id,
+                            lease = %lease,
+                            n_events = records.len(),
+                            "events refused: the lease has ended"
+                        );
+                        self.revoke(&execution_id, &lease, "this lease has ended")
+                            .await?;
+                        self.dispatch().await?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn record_of(event: regente_proto::Event) -> EventRecord {
+    let change = match event.kind {
+        EventKind::Log { level, message } => Change::Log {
+            level: level.as_str().to_owned(),
+            message,
+        },
+        EventKind::Progress { value } => Change::Progress(value),
+        EventKind::Return { value } => Change::Return(value),
+        EventKind::Ended {
+            status,
+            exit_code,
+            reason,
+        } => Change::Ended {
+            status: match status {
+                regente_proto::EndStatus::Finished => ExecutionStatus::Finished,
+                regente_proto::EndStatus::Error => ExecutionStatus::Error,
+                regente_proto::EndStatus::Canceled => ExecutionStatus::Canceled,
+            },
+            exit_code,
+            reason,
+        },
+    };
+    EventRecord {
+        seq: event.seq,
+        time: event.time,
+        change,
+    }
+}

@@ -1,0 +1,52 @@
+//! Ends the leases of runtimes that stopped answering: an execution never stays
+//! RUNNING for long after its runtime died.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use regente_core::ExecutionStatus;
+use regente_store::LostOutcome;
+use tracing::{error, warn};
+
+use crate::service::{now_millis, Context};
+
+pub async fn run(ctx: Arc<Context>) {
+    let timeout = ctx.config.runtime_timeout;
+    let period = (timeout / 10).max(Duration::from_millis(100));
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = sweep(&ctx, timeout).await {
+            error!(error = format!("{e:#}"), "cannot check for lost runtimes");
+        }
+    }
+}
+
+async fn sweep(ctx: &Context, timeout: Duration) -> anyhow::Result<()> {
+    let now = now_millis();
+    let timeout_ms = timeout.as_millis() as i64;
+    // After a restart, runtimes get a full timeout to reconnect.
+    if now - ctx.hub.started_at < timeout_ms {
+        return Ok(());
+    }
+    for lease in ctx.store.leases_seen_before(now - timeout_ms).await? {
+        if ctx.hub.is_connected(&lease.runtime_id) {
+            continue;
+        }
+        let reason = format!(
+            "runtime lost: no word from runtime {} for {} s",
+            lease.runtime_id,
+            timeout.as_secs_f64()
+        );
+        let started = lease.status == ExecutionStatus::Running;
+        let outcome = ctx
+            .store
+            .end_lease(&lease.execution_id, &lease.lease, started, &reason, now)
+            .await?;
+        if outcome != LostOutcome::Stale {
+            warn!(execution = %lease.execution_id, runtime = %lease.runtime_id, ?outcome, "runtime lost");
+        }
+    }
+    Ok(())
+}
