@@ -103,6 +103,10 @@ impl VariableType {
                 .map_err(|e| format!("the text is not a JSON document: {e}"))?,
             (VariableType::Json, _) => value.clone(),
         };
+        // Environment variables cannot hold NUL, and robots read values from there.
+        if matches!(&typed, Value::String(text) if text.contains('\0')) {
+            return Err("text must not contain NUL characters".into());
+        }
         Ok(TypedValue(typed))
     }
 }
@@ -378,6 +382,7 @@ mod tests {
             (VariableType::Boolean, json!("yes")),
             (VariableType::Boolean, json!(1)),
             (VariableType::Json, json!("{not json")),
+            (VariableType::Text, json!("a\u{0}b")),
         ] {
             assert!(kind.coerce(&value).is_err(), "{kind} {value}");
         }

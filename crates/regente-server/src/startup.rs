@@ -55,6 +55,11 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
+    /// The shared state, for in-process callers such as `regente up`.
+    pub fn context(&self) -> Arc<Context> {
+        self.ctx.clone()
+    }
+
     pub fn generated_admin_password(&self) -> Option<&str> {
         self.generated_admin_password.as_deref()
     }

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+
+mod examples;
+mod up;
 use regente_server::{LoginLimits, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -27,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run a runtime agent: connect to a server and run the robots it hands out.
     Runtime(RuntimeArgs),
+    /// Run everything on this machine for a first try: a server, a local runtime and the example robots.
+    Up(UpArgs),
     /// The guard process between the agent and one robot (internal).
     #[command(name = "__guard", hide = true)]
     Guard {
@@ -34,6 +39,25 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
+}
+
+#[derive(Args)]
+struct UpArgs {
+    /// Address to listen on.
+    #[arg(long, env = "REGENTE_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Directory for the database, the secret and the local runtime's work.
+    #[arg(long, env = "REGENTE_DATA_DIR", default_value = "./regente-data")]
+    data_dir: PathBuf,
+    /// Username of the first admin.
+    #[arg(long, env = "REGENTE_ADMIN_USER", default_value = "admin")]
+    admin_user: String,
+    /// Password of the first admin; generated and printed once when absent.
+    #[arg(long, env = "REGENTE_ADMIN_PASSWORD", hide_env_values = true)]
+    admin_password: Option<String>,
+    /// Robots the local runtime runs at once.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
 }
 
 #[derive(Args)]
@@ -119,6 +143,16 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::Runtime(args) => runtime_agent(args).await,
+            Command::Up(args) => {
+                let options = up::UpOptions {
+                    listen: args.listen,
+                    data_dir: args.data_dir,
+                    admin_username: args.admin_user,
+                    admin_password: args.admin_password,
+                    slots: args.slots.max(1),
+                };
+                up::up(options, shutdown_signal()).await
+            }
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }
     });

@@ -69,7 +69,8 @@ impl Auth {
         self.token_lifetime
     }
 
-    fn issue(&self, user: &regente_store::User) -> Result<String> {
+    /// Signs a token for a user, as a successful login does.
+    pub fn issue(&self, user: &regente_store::User) -> Result<String> {
         let now = now_millis() / 1000;
         let claims = Claims {
             sub: user.username.clone(),
