@@ -1,6 +1,6 @@
 //! One connected runtime agent: the server's side of `regente-proto`.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,7 +26,13 @@ struct Session {
     socket: WebSocket,
     slots: usize,
     /// Executions handed to the agent and not ended.
-    busy: HashSet<String>,
+    busy: HashMap<String, Handed>,
+}
+
+struct Handed {
+    lease: String,
+    /// Whether the server granted the start (the robot may be running).
+    started: bool,
 }
 
 /// Serves one agent connection until it closes.
@@ -61,10 +67,23 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
         runtime,
         socket,
         slots: slots.clamp(1, 1024) as usize,
-        busy: HashSet::new(),
+        busy: HashMap::new(),
     };
     let closed = session.run(held, commands).await;
     ctx.hub.unregister(&runtime_id, connection);
+    // Hand-outs this connection made that never started go back to the queue
+    // now: the agent will not ask to start them over a dead connection.
+    for (execution_id, handed) in session.busy.iter().filter(|(_, h)| !h.started) {
+        let reason = "the runtime disconnected before starting it";
+        let released = ctx
+            .store
+            .end_lease(execution_id, &handed.lease, false, reason, now_millis())
+            .await;
+        if let Err(e) = released {
+            warn!(execution = %execution_id, error = format!("{e:#}"), "cannot release an unstarted lease");
+        }
+    }
+    ctx.hub.wake(&runtime_id);
     match closed {
         Ok(why) => info!(runtime = %runtime_id, why, "runtime disconnected"),
         Err(e) => warn!(runtime = %runtime_id, error = format!("{e:#}"), "runtime session failed"),
@@ -158,7 +177,13 @@ impl Session {
                 .find(|h| h.execution_id == lease.execution_id && h.lease == lease.lease);
             match (lease.status, holding) {
                 (ExecutionStatus::Running, Some(h)) if h.spawned => {
-                    self.busy.insert(lease.execution_id.clone());
+                    self.busy.insert(
+                        lease.execution_id.clone(),
+                        Handed {
+                            lease: lease.lease.clone(),
+                            started: true,
+                        },
+                    );
                     if lease.cancel_requested {
                         self.send(&ServerMessage::Cancel {
                             execution_id: lease.execution_id.clone(),
@@ -234,7 +259,13 @@ impl Session {
                 break;
             };
             debug!(execution = %claimed.execution_id, runtime = %self.runtime.id, "assigned");
-            self.busy.insert(claimed.execution_id.clone());
+            self.busy.insert(
+                claimed.execution_id.clone(),
+                Handed {
+                    lease: claimed.lease.clone(),
+                    started: false,
+                },
+            );
             self.send(&ServerMessage::Assign(regente_proto::Assignment {
                 execution_id: claimed.execution_id,
                 lease: claimed.lease,
@@ -290,6 +321,13 @@ impl Session {
                     .start(&self.runtime.id, &execution_id, &lease, now_millis())
                     .await?
                 {
+                    self.busy.insert(
+                        execution_id.clone(),
+                        Handed {
+                            lease: lease.clone(),
+                            started: true,
+                        },
+                    );
                     self.send(&ServerMessage::Started {
                         execution_id,
                         lease,
