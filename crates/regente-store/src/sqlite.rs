@@ -17,6 +17,7 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, Row, Sqlite};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::{
     CancelOutcome, Change, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
@@ -29,7 +30,18 @@ const READ_CONNECTIONS: u32 = 4;
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    /// Runs submitted concurrently are committed together (see [`commit_enqueues`]).
+    enqueuer: mpsc::Sender<EnqueueJob>,
 }
+
+struct EnqueueJob {
+    new: NewExecution,
+    key: Option<IdempotencyKey>,
+    reply: oneshot::Sender<Result<Enqueued>>,
+}
+
+/// Most runs committed by one transaction.
+const MAX_ENQUEUE_BATCH: usize = 1024;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and applies the migrations.
@@ -58,8 +70,129 @@ impl SqliteStore {
             .connect_with(options.read_only(true))
             .await
             .with_context(|| format!("cannot open the database {url:?} for reading"))?;
-        Ok(SqliteStore { writer, reader })
+        let (enqueuer, jobs) = mpsc::channel(MAX_ENQUEUE_BATCH * 4);
+        tokio::spawn(commit_enqueues(writer.clone(), jobs));
+        Ok(SqliteStore {
+            writer,
+            reader,
+            enqueuer,
+        })
     }
+}
+
+/// Group commit: the runs waiting while one transaction commits go into the next,
+/// each under its own savepoint, so one fsync acknowledges them all. Nobody is
+/// answered before the commit that holds their run has returned.
+async fn commit_enqueues(writer: SqlitePool, mut jobs: mpsc::Receiver<EnqueueJob>) {
+    let mut batch = Vec::with_capacity(MAX_ENQUEUE_BATCH);
+    while jobs.recv_many(&mut batch, MAX_ENQUEUE_BATCH).await > 0 {
+        match enqueue_batch(&writer, &batch).await {
+            Ok(outcomes) => {
+                for (job, outcome) in batch.drain(..).zip(outcomes) {
+                    let _ = job.reply.send(outcome);
+                }
+            }
+            Err(e) => {
+                let message = format!("{e:#}");
+                for job in batch.drain(..) {
+                    let _ = job.reply.send(Err(Error::Other(anyhow::anyhow!(
+                        "cannot queue the run: {message}"
+                    ))));
+                }
+            }
+        }
+    }
+}
+
+async fn enqueue_batch(
+    writer: &SqlitePool,
+    batch: &[EnqueueJob],
+) -> anyhow::Result<Vec<Result<Enqueued>>> {
+    let mut tx = writer.begin().await?;
+    let mut outcomes = Vec::with_capacity(batch.len());
+    for job in batch {
+        sqlx::query("SAVEPOINT run").execute(&mut *tx).await?;
+        let outcome = enqueue_one(&mut tx, &job.new, job.key.as_ref()).await;
+        if outcome.is_err() {
+            sqlx::query("ROLLBACK TO SAVEPOINT run")
+                .execute(&mut *tx)
+                .await?;
+        }
+        sqlx::query("RELEASE SAVEPOINT run")
+            .execute(&mut *tx)
+            .await?;
+        outcomes.push(outcome);
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+async fn enqueue_one(
+    tx: &mut sqlx::SqliteConnection,
+    new: &NewExecution,
+    key: Option<&IdempotencyKey>,
+) -> Result<Enqueued> {
+    if let Some(key) = key {
+        let earlier = sqlx::query(
+            "SELECT fingerprint, execution_id, created_at FROM idempotency_keys \
+             WHERE user_id = ? AND key = ?",
+        )
+        .bind(&key.user_id)
+        .bind(&key.key)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(other)?;
+        if let Some(earlier) = earlier {
+            let created_at: Millis = earlier.try_get("created_at").map_err(other)?;
+            if created_at >= key.expired_before {
+                let fingerprint: String = earlier.try_get("fingerprint").map_err(other)?;
+                return Ok(if fingerprint == key.fingerprint {
+                    Enqueued::Existing(earlier.try_get("execution_id").map_err(other)?)
+                } else {
+                    Enqueued::KeyReused
+                });
+            }
+            sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ? AND key = ?")
+                .bind(&key.user_id)
+                .bind(&key.key)
+                .execute(&mut *tx)
+                .await
+                .map_err(other)?;
+        }
+    }
+    sqlx::query(
+        "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
+         variables, status, progress, init, submitted_by, max_attempts) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
+    )
+    .bind(&new.id)
+    .bind(&new.organization_id)
+    .bind(&new.runtime_id)
+    .bind(&new.robot_id)
+    .bind(new.robot_version as i64)
+    .bind(new.variables.to_string())
+    .bind(ExecutionStatus::Pendent.as_str())
+    .bind(new.init)
+    .bind(&new.submitted_by)
+    .bind(new.max_attempts as i64)
+    .execute(&mut *tx)
+    .await
+    .map_err(conflict_as("an execution with this id"))?;
+    if let Some(key) = key {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&key.user_id)
+        .bind(&key.key)
+        .bind(&key.fingerprint)
+        .bind(&new.id)
+        .bind(new.init)
+        .execute(&mut *tx)
+        .await
+        .map_err(other)?;
+    }
+    Ok(Enqueued::Created)
 }
 
 /// The pragmas are per connection: check each one, so that no pooled connection
@@ -482,69 +615,19 @@ impl Store for SqliteStore {
     }
 
     async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued> {
-        let mut tx = self.writer.begin().await.map_err(other)?;
-        if let Some(key) = key {
-            let earlier = sqlx::query(
-                "SELECT fingerprint, execution_id, created_at FROM idempotency_keys \
-                 WHERE user_id = ? AND key = ?",
-            )
-            .bind(&key.user_id)
-            .bind(&key.key)
-            .fetch_optional(&mut *tx)
+        let (reply, answer) = oneshot::channel();
+        let job = EnqueueJob {
+            new: new.clone(),
+            key: key.cloned(),
+            reply,
+        };
+        self.enqueuer
+            .send(job)
             .await
-            .map_err(other)?;
-            if let Some(earlier) = earlier {
-                let created_at: Millis = earlier.try_get("created_at").map_err(other)?;
-                if created_at >= key.expired_before {
-                    let fingerprint: String = earlier.try_get("fingerprint").map_err(other)?;
-                    return Ok(if fingerprint == key.fingerprint {
-                        Enqueued::Existing(earlier.try_get("execution_id").map_err(other)?)
-                    } else {
-                        Enqueued::KeyReused
-                    });
-                }
-                sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ? AND key = ?")
-                    .bind(&key.user_id)
-                    .bind(&key.key)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(other)?;
-            }
-        }
-        sqlx::query(
-            "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
-             variables, status, progress, init, submitted_by, max_attempts) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-        )
-        .bind(&new.id)
-        .bind(&new.organization_id)
-        .bind(&new.runtime_id)
-        .bind(&new.robot_id)
-        .bind(new.robot_version as i64)
-        .bind(new.variables.to_string())
-        .bind(ExecutionStatus::Pendent.as_str())
-        .bind(new.init)
-        .bind(&new.submitted_by)
-        .bind(new.max_attempts as i64)
-        .execute(&mut *tx)
-        .await
-        .map_err(conflict_as("an execution with this id"))?;
-        if let Some(key) = key {
-            sqlx::query(
-                "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
-                 VALUES (?, ?, ?, ?, ?)",
-            )
-            .bind(&key.user_id)
-            .bind(&key.key)
-            .bind(&key.fingerprint)
-            .bind(&new.id)
-            .bind(new.init)
-            .execute(&mut *tx)
+            .map_err(|_| Error::Other(anyhow::anyhow!("the store is closed")))?;
+        answer
             .await
-            .map_err(other)?;
-        }
-        tx.commit().await.map_err(other)?;
-        Ok(Enqueued::Created)
+            .map_err(|_| Error::Other(anyhow::anyhow!("the store dropped a queued run")))?
     }
 
     async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution> {
