@@ -93,7 +93,9 @@ async fn connect_once(
         })
         .map_err(|_| anyhow::anyhow!("the agent stopped"))?;
     let mut heartbeat = DEFAULT_HEARTBEAT;
-    let mut tick = tokio::time::interval(heartbeat);
+    // The first tick one period from now, not at once: the hello must be the
+    // first message on the connection, or the server closes it.
+    let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
     let mut last_heard = Instant::now();
     loop {
         tokio::select! {
@@ -114,7 +116,7 @@ async fn connect_once(
                 };
                 if let ServerMessage::Welcome { heartbeat_ms, .. } = &message {
                     heartbeat = Duration::from_millis((*heartbeat_ms).max(50));
-                    tick = tokio::time::interval(heartbeat);
+                    tick = tokio::time::interval_at(tokio::time::Instant::now() + heartbeat, heartbeat);
                 }
                 if inbound.send(Inbound::Message(message)).is_err() {
                     return Ok("the agent stopped");

@@ -71,6 +71,7 @@ impl Server {
         let addr = self.local_addr();
         let app = crate::api::router(self.ctx.clone());
         let sweeper = tokio::spawn(hub::sweeper::run(self.ctx.clone()));
+        let notices = tokio::spawn(hub::notices::run(self.ctx.clone()));
         info!(%addr, "listening");
         // Small answers must not wait on Nagle's algorithm.
         let listener = self.listener.tap_io(|tcp| {
@@ -84,6 +85,7 @@ impl Server {
         .await
         .context("the server failed")?;
         sweeper.abort();
+        notices.abort();
         info!("stopped");
         Ok(())
     }

@@ -4,6 +4,7 @@
 //! Layout:
 //! - `lib.rs`: the trait, the records it speaks in, [`Error`] and [`open`].
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer connection).
+//! - [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED` claims).
 //!
 //! Every method that reads or changes something owned by an organisation takes the
 //! organisation's id and filters on it, so a caller cannot reach another
@@ -14,7 +15,9 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use regente_core::{ExecutionStatus, Role};
 use serde_json::Value;
+use tokio::sync::broadcast;
 
+pub mod postgres;
 pub mod sqlite;
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.
@@ -364,13 +367,58 @@ pub trait Store: Send + Sync + 'static {
         reason: &str,
         now: Millis,
     ) -> Result<LostOutcome>;
+
+    // Several servers on one store.
+    /// Notices published by any server sharing this store (this one included);
+    /// `None` when the store cannot be shared, as an embedded one.
+    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        None
+    }
+    /// Tells every server sharing the store; a no-op when it cannot be shared.
+    async fn publish(&self, _notice: &Notice) -> Result<()> {
+        Ok(())
+    }
+    /// Whether this server should do the once-per-cluster duties (the
+    /// lost-runtime check) now: always for an unshared store; on a shared one,
+    /// only the server holding the store's leader lock.
+    async fn lead(&self) -> Result<bool> {
+        Ok(true)
+    }
 }
 
-/// Opens the store a URL names (`sqlite://path`), creating and migrating it.
+/// What one server tells the others sharing its store.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notice {
+    /// A runtime may have new work: its session should claim.
+    Work { runtime_id: String },
+    /// Stop a running execution: it was canceled.
+    Cancel {
+        runtime_id: String,
+        execution_id: String,
+        lease: String,
+    },
+    /// A lease ended before its robot started.
+    Revoke {
+        runtime_id: String,
+        execution_id: String,
+        lease: String,
+        reason: String,
+    },
+    /// Notices may have been missed (a listener reconnected): look again.
+    Resync,
+}
+
+/// Opens the store a URL names (`sqlite://PATH`, or `postgres://...` /
+/// `postgresql://...`), creating and migrating it.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn Store>> {
     if url.starts_with("sqlite:") {
         Ok(Arc::new(sqlite::SqliteStore::open(url).await?))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PostgresStore::open(url).await?))
     } else {
-        anyhow::bail!("unsupported database URL {url:?}: use sqlite://PATH")
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        anyhow::bail!(
+            "unsupported database URL scheme {scheme:?}: use sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE"
+        )
     }
 }

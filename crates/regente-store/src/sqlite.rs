@@ -988,20 +988,8 @@ impl Store for SqliteStore {
         let cancel_requested: bool = row.try_get("cancel_requested").map_err(other)?;
         let seq: i64 = row.try_get::<i64, _>("last_event_seq").map_err(other)? + 1;
         let (outcome, level, message) = match status_of(&row)? {
-            // Never started: nothing ran, so it can safely wait for a runtime again,
-            // without using up an attempt.
-            status if status == ExecutionStatus::Pendent || !started => {
-                sqlx::query(
-                    "UPDATE executions SET status = 'PENDENT', lease = NULL, started = NULL, \
-                     attempt = MAX(attempt - 1, 0) WHERE id = ?",
-                )
-                .bind(execution_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                tx.commit().await.map_err(other)?;
-                return Ok(LostOutcome::Requeued);
-            }
+            // A cancel is final: a run canceled while RUNNING never starts again,
+            // even when its runtime says it never spawned it.
             _ if cancel_requested => {
                 sqlx::query(
                     "UPDATE executions SET status = 'CANCELED', \"end\" = ?, end_reason = ?, lease = NULL, \
@@ -1019,6 +1007,20 @@ impl Store for SqliteStore {
                     "WARN",
                     format!("canceled; {reason}"),
                 )
+            }
+            // Never started: nothing ran, so it can safely wait for a runtime again,
+            // without using up an attempt.
+            status if status == ExecutionStatus::Pendent || !started => {
+                sqlx::query(
+                    "UPDATE executions SET status = 'PENDENT', lease = NULL, started = NULL, \
+                     attempt = MAX(attempt - 1, 0) WHERE id = ?",
+                )
+                .bind(execution_id)
+                .execute(&mut *tx)
+                .await
+                .map_err(other)?;
+                tx.commit().await.map_err(other)?;
+                return Ok(LostOutcome::Requeued);
             }
             _ if attempt < max_attempts => {
                 sqlx::query(

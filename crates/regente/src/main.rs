@@ -185,12 +185,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.runtime_timeout = Duration::from_secs_f64(args.runtime_timeout_seconds);
     let admin_username = config.admin_username.clone();
     let server = Server::build(config).await?;
+    let shutdown = shutdown_signal();
     if let Some(password) = server.generated_admin_password() {
         // Printed once, on the terminal only: it is never logged or stored in clear.
         println!("first admin created: username {admin_username:?}, password {password:?} (shown only now)");
     }
     println!("regente listening on http://{}", server.local_addr());
-    server.run(shutdown_signal()).await
+    server.run(shutdown).await
 }
 
 async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
@@ -205,19 +206,27 @@ async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
     regente_runtime::run(config, shutdown_signal()).await
 }
 
-/// Completes on SIGINT or SIGTERM.
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
+/// Completes on SIGINT or SIGTERM. The handlers are installed by the call
+/// itself, not when the future is first polled: a signal that arrives between
+/// the two (e.g. right after the listening line) still stops the process
+/// cleanly instead of killing it.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     #[cfg(unix)]
     {
-        let mut terminate =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                .expect("installing a SIGTERM handler");
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut interrupt = signal(SignalKind::interrupt()).expect("installing a SIGINT handler");
+        let mut terminate = signal(SignalKind::terminate()).expect("installing a SIGTERM handler");
+        async move {
+            tokio::select! {
+                _ = interrupt.recv() => {}
+                _ = terminate.recv() => {}
+            }
         }
     }
     #[cfg(not(unix))]
-    let _ = interrupt.await;
+    {
+        async {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -4,10 +4,12 @@
 //!   a runtime has new work ([`Hub::wake`]) or an execution must stop.
 //! - [`session`]: one task per connected agent, speaking `regente-proto`.
 //! - [`sweeper`]: ends the leases of runtimes that stopped answering.
+//! - [`notices`]: relays what other servers sharing the store announce.
 //!
 //! Dispatch is push: a queued run wakes its runtime's session at once, which
 //! claims work from the store while it has free slots.
 
+pub mod notices;
 pub mod session;
 pub mod sweeper;
 
@@ -15,7 +17,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
-use regente_store::Millis;
+use regente_store::{Millis, Notice};
 use tokio::sync::mpsc;
 
 /// What the rest of the server asks of a runtime's session.
@@ -66,6 +68,33 @@ impl Hub {
 
     pub fn wake(&self, runtime_id: &str) {
         self.send(runtime_id, Command::Wake);
+    }
+
+    /// Wakes every session here: after missed notices, and as a slow safety net.
+    pub fn wake_all(&self) {
+        let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        for session in sessions.values() {
+            let _ = session.commands.send(Command::Wake);
+        }
+    }
+
+    /// Acts on a notice for runtimes connected here (others ignore it).
+    pub fn apply(&self, notice: &Notice) {
+        match notice {
+            Notice::Work { runtime_id } => self.wake(runtime_id),
+            Notice::Cancel {
+                runtime_id,
+                execution_id,
+                lease,
+            } => self.cancel(runtime_id, execution_id, lease),
+            Notice::Revoke {
+                runtime_id,
+                execution_id,
+                lease,
+                reason,
+            } => self.revoke(runtime_id, execution_id, lease, reason),
+            Notice::Resync => self.wake_all(),
+        }
     }
 
     pub fn cancel(&self, runtime_id: &str, execution_id: &str, lease: &str) {

@@ -30,6 +30,10 @@ async fn sweep(ctx: &Context, timeout: Duration) -> anyhow::Result<()> {
     if now - ctx.hub.started_at < timeout_ms {
         return Ok(());
     }
+    // With several servers on one store, one of them checks for everybody.
+    if !ctx.store.lead().await? {
+        return Ok(());
+    }
     for lease in ctx.store.leases_seen_before(now - timeout_ms).await? {
         if ctx.hub.is_connected(&lease.runtime_id) {
             continue;

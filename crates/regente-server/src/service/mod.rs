@@ -11,7 +11,7 @@ pub mod users;
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use regente_store::{Millis, Store};
+use regente_store::{Millis, Notice, Store};
 
 use crate::config::ServerConfig;
 use crate::hub::Hub;
@@ -78,6 +78,19 @@ pub(crate) fn or_not_found<T>(
     match result {
         Err(regente_store::Error::NotFound) => Err(Error::NotFound(what())),
         other => other.map_err(Error::from),
+    }
+}
+
+/// Tells the session of the runtime concerned, on this server at once and on the
+/// others sharing the store through it.
+pub(crate) async fn announce(ctx: &Context, notice: Notice) {
+    ctx.hub.apply(&notice);
+    if let Err(e) = ctx.store.publish(&notice).await {
+        tracing::warn!(
+            error = format!("{e:#}"),
+            ?notice,
+            "cannot tell the other servers"
+        );
     }
 }
 

@@ -5,6 +5,7 @@ use regente_core::{
 };
 use regente_store::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, IdempotencyKey, LogLine, NewExecution,
+    Notice,
 };
 use sha2::{Digest, Sha256};
 
@@ -91,7 +92,8 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
     };
     match ctx.store.enqueue(&execution, key.as_ref()).await? {
         Enqueued::Created => {
-            ctx.hub.wake(runtime_id);
+            let runtime_id = runtime_id.to_owned();
+            super::announce(ctx, Notice::Work { runtime_id }).await;
             Ok(execution.id)
         }
         Enqueued::Existing(id) => Ok(id),
@@ -178,12 +180,22 @@ pub async fn cancel(
     match outcome {
         CancelOutcome::Canceled { lease: None } => Ok(()),
         CancelOutcome::Canceled { lease: Some(lease) } => {
-            ctx.hub
-                .revoke(&execution.runtime_id, &execution.id, &lease, "canceled before it started");
+            let notice = Notice::Revoke {
+                runtime_id: execution.runtime_id,
+                execution_id: execution.id,
+                lease,
+                reason: "canceled before it started".into(),
+            };
+            super::announce(ctx, notice).await;
             Ok(())
         }
         CancelOutcome::Running { lease } => {
-            ctx.hub.cancel(&execution.runtime_id, &execution.id, &lease);
+            let notice = Notice::Cancel {
+                runtime_id: execution.runtime_id,
+                execution_id: execution.id,
+                lease,
+            };
+            super::announce(ctx, notice).await;
             Ok(())
         }
         CancelOutcome::AlreadyEnded(status) => Err(Error::Conflict(format!(

@@ -1,0 +1,31 @@
+//! Relays the notices of other servers sharing the store to the sessions here,
+//! so that a run accepted by one server reaches a runtime connected to another at
+//! once. Notices can be missed (a listener reconnecting), so every session is
+//! also woken now and then to claim whatever waits.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::broadcast::error::RecvError;
+
+use crate::service::Context;
+
+/// How often sessions look at the queue without being told, on a shared store.
+const SAFETY_NET: Duration = Duration::from_secs(5);
+
+pub async fn run(ctx: Arc<Context>) {
+    let Some(mut notices) = ctx.store.notices() else {
+        return; // An unshared store: every change comes through this server.
+    };
+    let mut tick = tokio::time::interval(SAFETY_NET);
+    loop {
+        tokio::select! {
+            notice = notices.recv() => match notice {
+                Ok(notice) => ctx.hub.apply(&notice),
+                Err(RecvError::Lagged(_)) => ctx.hub.wake_all(),
+                Err(RecvError::Closed) => return,
+            },
+            _ = tick.tick() => ctx.hub.wake_all(),
+        }
+    }
+}
