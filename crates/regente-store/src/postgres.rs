@@ -22,13 +22,18 @@ use std::time::Duration;
 use anyhow::Context as _;
 use async_trait::async_trait;
 use regente_core::{ExecutionStatus, Role};
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use serde_json::json;
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::Connection as _;
 use sqlx::{Postgres, QueryBuilder, Row};
+use tokio::sync::broadcast;
+use tracing::warn;
 
 use crate::{
     CancelOutcome, Change, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
     ExecutionFilter, IdempotencyKey, Lease, LogLine, LostOutcome, Millis, NewExecution,
-    NewRobotVersion, NewRuntime, Organization, Result, Robot, RobotVersion, Runtime, Store, User,
+    NewRobotVersion, NewRuntime, Notice, Organization, Result, Robot, RobotVersion, Runtime, Store,
+    User,
 };
 
 /// Connections per server. Several servers share one database: keep the sum
@@ -37,7 +42,23 @@ const CONNECTIONS: u32 = 10;
 
 pub struct PostgresStore {
     pool: PgPool,
+    /// Notices of every server on this database, relayed from LISTEN.
+    notices: broadcast::Sender<Notice>,
+    listener: tokio::task::JoinHandle<()>,
+    /// The session holding the leader lock, while this server holds it.
+    leader: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
 }
+
+impl Drop for PostgresStore {
+    fn drop(&mut self) {
+        self.listener.abort();
+    }
+}
+
+/// The LISTEN/NOTIFY channel servers announce work, cancels and revocations on.
+const NOTICE_CHANNEL: &str = "regente_notices";
+/// The advisory lock whose holder runs the once-per-cluster duties.
+const LEADER_LOCK: i64 = 0x5245_4745_4e54_4501;
 
 impl PostgresStore {
     /// Connects to the database at `url` (`postgres://` or `postgresql://`) and
@@ -57,8 +78,96 @@ impl PostgresStore {
             .run(&pool)
             .await
             .context("cannot apply the database migrations")?;
-        Ok(PostgresStore { pool })
+        let (notices, _) = broadcast::channel(4096);
+        let listener = tokio::spawn(relay_notices(pool.clone(), notices.clone()));
+        Ok(PostgresStore {
+            pool,
+            notices,
+            listener,
+            leader: tokio::sync::Mutex::new(None),
+        })
     }
+}
+
+/// Listens for notices and relays them. NOTIFY reaches only sessions listening at
+/// commit time and is never replayed, so every (re)start of the listener is
+/// followed by a `Resync`, which makes each session look at the queue again.
+async fn relay_notices(pool: PgPool, notices: broadcast::Sender<Notice>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(NOTICE_CHANNEL).await {
+                Ok(()) => {
+                    let _ = notices.send(Notice::Resync);
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(notification)) => {
+                                if let Some(notice) = decode_notice(notification.payload()) {
+                                    let _ = notices.send(notice);
+                                }
+                            }
+                            // The connection was lost; the next call reconnects.
+                            Ok(None) => {
+                                let _ = notices.send(Notice::Resync);
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "lost the notice listener");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot listen for notices"),
+            },
+            Err(e) => warn!(error = %e, "cannot connect the notice listener"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn encode_notice(notice: &Notice) -> String {
+    let value = match notice {
+        Notice::Work { runtime_id } => json!({"kind": "work", "runtime_id": runtime_id}),
+        Notice::Cancel {
+            runtime_id,
+            execution_id,
+            lease,
+        } => {
+            json!({"kind": "cancel", "runtime_id": runtime_id, "execution_id": execution_id, "lease": lease})
+        }
+        Notice::Revoke {
+            runtime_id,
+            execution_id,
+            lease,
+            reason,
+        } => {
+            json!({"kind": "revoke", "runtime_id": runtime_id, "execution_id": execution_id, "lease": lease, "reason": reason})
+        }
+        Notice::Resync => json!({"kind": "resync"}),
+    };
+    value.to_string()
+}
+
+fn decode_notice(payload: &str) -> Option<Notice> {
+    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    Some(match value.get("kind")?.as_str()? {
+        "work" => Notice::Work {
+            runtime_id: field("runtime_id")?,
+        },
+        "cancel" => Notice::Cancel {
+            runtime_id: field("runtime_id")?,
+            execution_id: field("execution_id")?,
+            lease: field("lease")?,
+        },
+        "revoke" => Notice::Revoke {
+            runtime_id: field("runtime_id")?,
+            execution_id: field("execution_id")?,
+            lease: field("lease")?,
+            reason: field("reason")?,
+        },
+        "resync" => Notice::Resync,
+        _ => return None,
+    })
 }
 
 /// The URL without its password, for messages.
@@ -215,6 +324,44 @@ const IDEMPOTENCY_ATTEMPTS: usize = 5;
 
 #[async_trait]
 impl Store for PostgresStore {
+    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        Some(self.notices.subscribe())
+    }
+
+    async fn publish(&self, notice: &Notice) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTICE_CHANNEL)
+            .bind(encode_notice(notice))
+            .execute(&self.pool)
+            .await
+            .map_err(other)?;
+        Ok(())
+    }
+
+    /// The leader holds a session-level advisory lock on a connection of its own;
+    /// if that session dies, PostgreSQL releases the lock and another server
+    /// takes over at its next check.
+    async fn lead(&self) -> Result<bool> {
+        let mut leader = self.leader.lock().await;
+        if let Some(session) = leader.as_mut() {
+            if session.ping().await.is_ok() {
+                return Ok(true);
+            }
+            *leader = None;
+        }
+        let mut session = self.pool.acquire().await.map_err(other)?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut *session)
+            .await
+            .map_err(other)?;
+        if locked {
+            // Out of the pool: the lock lives as long as this session.
+            *leader = Some(session.detach());
+        }
+        Ok(locked)
+    }
+
     async fn root_organization(&self) -> Result<Option<Organization>> {
         let row =
             sqlx::query("SELECT * FROM organizations WHERE is_root ORDER BY created_at LIMIT 1")

@@ -17,8 +17,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use regente_core::{ExecutionStatus, Role};
 use regente_store::{
     CancelOutcome, Change, Enqueued, Error, EventRecord, EventsOutcome, Execution, ExecutionFilter,
-    IdempotencyKey, LostOutcome, Millis, NewExecution, NewRobotVersion, NewRuntime, Organization,
-    Robot, Runtime, Store, User,
+    IdempotencyKey, LostOutcome, Millis, NewExecution, NewRobotVersion, NewRuntime, Notice,
+    Organization, Robot, Runtime, Store, User,
 };
 use serde_json::json;
 use sqlx::{Connection, Executor, PgConnection};
@@ -88,6 +88,7 @@ conformance! {
     ],
     url: [
         reopened_and_shared_by_two_servers,
+        notices_and_leadership_across_servers,
     ],
 }
 
@@ -2127,4 +2128,54 @@ async fn reopened_and_shared_by_two_servers(store: Arc<dyn Store>, url: String) 
     }
     assert_eq!(all.len(), ids.len(), "each run handed out once");
     assert_eq!(all.into_iter().collect::<HashSet<_>>(), ids);
+}
+
+/// Servers sharing a database hear each other's notices, and exactly one of them
+/// leads at a time, the next taking over when the leader goes. An embedded store
+/// is never shared: no notices, and its one server always leads.
+async fn notices_and_leadership_across_servers(store: Arc<dyn Store>, url: String) {
+    let other = regente_store::open(&url)
+        .await
+        .expect("open the database again");
+    let Some(mut heard) = other.notices() else {
+        assert!(store.notices().is_none());
+        assert!(store.lead().await.unwrap());
+        store.publish(&Notice::Resync).await.unwrap();
+        return;
+    };
+    let notice = Notice::Cancel {
+        runtime_id: "0123456789abcdef".into(),
+        execution_id: "fedcba9876543210".into(),
+        lease: "lease \"quoted\" ção".into(),
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    // The listener may start after the first publish: publish until heard.
+    'heard: loop {
+        store.publish(&notice).await.unwrap();
+        while let Ok(Ok(received)) =
+            tokio::time::timeout(std::time::Duration::from_millis(200), heard.recv()).await
+        {
+            if received == notice {
+                break 'heard;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the notice never arrived"
+        );
+    }
+    assert!(store.lead().await.unwrap(), "the first to ask leads");
+    assert!(store.lead().await.unwrap(), "and keeps leading");
+    assert!(!other.lead().await.unwrap(), "only one leads");
+    drop(store);
+    loop {
+        if other.lead().await.unwrap() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline + std::time::Duration::from_secs(10),
+            "nobody took over when the leader went"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
