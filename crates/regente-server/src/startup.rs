@@ -27,8 +27,8 @@ pub struct Server {
 impl Server {
     pub async fn build(config: ServerConfig) -> anyhow::Result<Server> {
         create_private_dir(&config.data_dir)?;
-        let secret = jwt_secret(&config)?;
         let store = regente_store::open(&config.database_url()).await?;
+        let secret = jwt_secret(&config, store.as_ref()).await?;
         let auth = Auth::new(&secret, config.token_lifetime, config.login_limits.clone());
         let listener = TcpListener::bind(config.listen)
             .await
@@ -101,15 +101,25 @@ fn create_private_dir(dir: &Path) -> anyhow::Result<()> {
         .with_context(|| format!("cannot create the data directory {}", dir.display()))
 }
 
-/// The token signing secret: from the configuration, or kept in the data dir
-/// (generated at first start, 64 random bytes, readable by the owner only).
-fn jwt_secret(config: &ServerConfig) -> anyhow::Result<Vec<u8>> {
+/// The token signing secret: from the configuration; else, on a store shared by
+/// several servers, kept in the store so that they all accept each other's
+/// tokens; else kept in the data dir (generated at first start, 64 random bytes,
+/// readable by the owner only).
+async fn jwt_secret(
+    config: &ServerConfig,
+    store: &dyn regente_store::Store,
+) -> anyhow::Result<Vec<u8>> {
     if let Some(secret) = &config.jwt_secret {
         anyhow::ensure!(
             secret.len() >= 32,
             "REGENTE_JWT_SECRET must have at least 32 bytes"
         );
         return Ok(secret.as_bytes().to_vec());
+    }
+    let mut candidate = [0u8; 64];
+    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut candidate);
+    if let Some(shared) = store.shared_secret(&candidate).await? {
+        return Ok(shared);
     }
     let path = config.data_dir.join("jwt-secret");
     match std::fs::read_to_string(&path) {
@@ -122,8 +132,7 @@ fn jwt_secret(config: &ServerConfig) -> anyhow::Result<Vec<u8>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
     }
-    let mut secret = [0u8; 64];
-    rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut secret);
+    let secret = candidate;
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]

@@ -378,6 +378,12 @@ pub trait Store: Send + Sync + 'static {
     async fn publish(&self, _notice: &Notice) -> Result<()> {
         Ok(())
     }
+    /// The token signing secret every server sharing the store uses: the first
+    /// server's `candidate` is kept and answered to all. `None` for a store that
+    /// cannot be shared; the server then keeps its secret in its data directory.
+    async fn shared_secret(&self, _candidate: &[u8]) -> Result<Option<Vec<u8>>> {
+        Ok(None)
+    }
     /// Whether this server should do the once-per-cluster duties (the
     /// lost-runtime check) now: always for an unshared store; on a shared one,
     /// only the server holding the store's leader lock.

@@ -338,6 +338,22 @@ impl Store for PostgresStore {
         Ok(())
     }
 
+    async fn shared_secret(&self, candidate: &[u8]) -> Result<Option<Vec<u8>>> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ('jwt_secret', $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(candidate)
+        .execute(&self.pool)
+        .await
+        .map_err(other)?;
+        let secret: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'jwt_secret'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(other)?;
+        Ok(Some(secret))
+    }
+
     /// The leader holds a session-level advisory lock on a connection of its own;
     /// if that session dies, PostgreSQL releases the lock and another server
     /// takes over at its next check.

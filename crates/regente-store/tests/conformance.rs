@@ -88,7 +88,7 @@ conformance! {
     ],
     url: [
         reopened_and_shared_by_two_servers,
-        notices_and_leadership_across_servers,
+        notices_secret_and_leadership_across_servers,
     ],
 }
 
@@ -2130,19 +2130,28 @@ async fn reopened_and_shared_by_two_servers(store: Arc<dyn Store>, url: String) 
     assert_eq!(all.into_iter().collect::<HashSet<_>>(), ids);
 }
 
-/// Servers sharing a database hear each other's notices, and exactly one of them
+/// Servers sharing a database share the token secret, hear each other's notices, and exactly one of them
 /// leads at a time, the next taking over when the leader goes. An embedded store
 /// is never shared: no notices, and its one server always leads.
-async fn notices_and_leadership_across_servers(store: Arc<dyn Store>, url: String) {
+async fn notices_secret_and_leadership_across_servers(store: Arc<dyn Store>, url: String) {
     let other = regente_store::open(&url)
         .await
         .expect("open the database again");
+    // The first server's secret is everybody's.
+    let first = store.shared_secret(b"first server's secret").await.unwrap();
+    let second = other
+        .shared_secret(b"second server's secret")
+        .await
+        .unwrap();
+    assert_eq!(first, second);
     let Some(mut heard) = other.notices() else {
+        assert_eq!(first, None, "an unshared store keeps no secret");
         assert!(store.notices().is_none());
         assert!(store.lead().await.unwrap());
         store.publish(&Notice::Resync).await.unwrap();
         return;
     };
+    assert_eq!(first.as_deref(), Some(&b"first server's secret"[..]));
     let notice = Notice::Cancel {
         runtime_id: "0123456789abcdef".into(),
         execution_id: "fedcba9876543210".into(),
