@@ -11,7 +11,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
-use tracing::info;
+use tracing::{info, warn};
+
+/// How long in-flight requests may take to finish once a stop is requested.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 use crate::config::ServerConfig;
 use crate::hub::{self, Hub};
@@ -77,13 +80,28 @@ impl Server {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(
+        let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
+        let serving = axum::serve(
             listener,
             app.into_make_service_with_connect_info::<SocketAddr>(),
         )
-        .with_graceful_shutdown(shutdown)
-        .await
-        .context("the server failed")?;
+        .with_graceful_shutdown(async move {
+            shutdown.await;
+            let _ = stopping.send(());
+        });
+        // In-flight requests get a grace period; a client stuck mid-request must
+        // not hold the shutdown forever.
+        let grace_over = async {
+            if stop_requested.await.is_ok() {
+                tokio::time::sleep(SHUTDOWN_GRACE).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            served = serving => served.context("the server failed")?,
+            _ = grace_over => warn!("requests still open {SHUTDOWN_GRACE:?} after the stop signal were cut"),
+        }
         sweeper.abort();
         notices.abort();
         info!("stopped");

@@ -17,6 +17,7 @@ use regente_core::{ExecutionStatus, Role};
 use serde_json::Value;
 use tokio::sync::broadcast;
 
+pub mod copy;
 pub mod postgres;
 pub mod sqlite;
 

@@ -32,6 +32,9 @@ enum Command {
     Runtime(RuntimeArgs),
     /// Run everything on this machine for a first try: a server, a local runtime and the example robots.
     Up(UpArgs),
+    /// Manage the store: the database of users, runtimes, robots and executions.
+    #[command(subcommand)]
+    Store(StoreCommand),
     /// The guard process between the agent and one robot (internal).
     #[command(name = "__guard", hide = true)]
     Guard {
@@ -39,6 +42,32 @@ enum Command {
         #[arg(last = true, required = true)]
         command: Vec<OsString>,
     },
+}
+
+#[derive(Subcommand)]
+enum StoreCommand {
+    /// Copy a whole store, history included, into an empty one (e.g. from SQLite to PostgreSQL).
+    ///
+    /// Stop the servers using the source first: what they write during the copy is
+    /// not copied. The source is read in one snapshot and left unchanged, except
+    /// that a store written by an older Regente is first migrated to the current
+    /// schema. The target is created and migrated if needed; it must hold no row at
+    /// all, and it is written in one transaction, so a failed copy leaves it empty.
+    /// Users with their password hashes, runtimes (their keys keep working), robots
+    /// with their packages, executions, logs and idempotency keys are copied as they
+    /// are. Tokens signed by the old server are accepted by the new ones only if they
+    /// use the same signing secret (--jwt-secret); otherwise users log in again.
+    Copy(StoreCopyArgs),
+}
+
+#[derive(Args)]
+struct StoreCopyArgs {
+    /// The store to copy, e.g. sqlite://./regente-data/regente.db.
+    #[arg(long, value_name = "URL")]
+    from: String,
+    /// The empty store to copy into, e.g. postgres://USER:PASSWORD@HOST:5432/regente.
+    #[arg(long, value_name = "URL")]
+    to: String,
 }
 
 #[derive(Args)]
@@ -131,6 +160,7 @@ fn main() -> ExitCode {
             EnvFilter::try_from_env("REGENTE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -153,6 +183,7 @@ fn main() -> ExitCode {
                 };
                 up::up(options, shutdown_signal()).await
             }
+            Command::Store(StoreCommand::Copy(args)) => store_copy(args).await,
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }
     });
@@ -192,6 +223,15 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     println!("regente listening on http://{}", server.local_addr());
     server.run(shutdown).await
+}
+
+async fn store_copy(args: StoreCopyArgs) -> anyhow::Result<()> {
+    let report = regente_store::copy::copy(&args.from, &args.to).await?;
+    if report.source_migrated {
+        println!("the source was migrated to the current schema first");
+    }
+    println!("store copied; rows per table:\n{report}");
+    Ok(())
 }
 
 async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {

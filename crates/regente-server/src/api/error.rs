@@ -92,6 +92,8 @@ pub async fn shape_errors(request: Request, next: Next) -> Response {
     if !status.is_client_error() && !status.is_server_error() {
         return response;
     }
+    // A 405 must say which methods the path takes (RFC 9110, 15.5.6).
+    let allow = response.headers().get(header::ALLOW).cloned();
     let message = match response.extensions().get::<ErrorMessage>() {
         Some(ErrorMessage(message)) => message.clone(),
         None => foreign_message(response).await,
@@ -104,6 +106,9 @@ pub async fn shape_errors(request: Request, next: Next) -> Response {
         path,
     };
     let mut shaped = (status, axum::Json(body)).into_response();
+    if let Some(allow) = allow {
+        shaped.headers_mut().insert(header::ALLOW, allow);
+    }
     if status == StatusCode::UNAUTHORIZED {
         shaped
             .headers_mut()

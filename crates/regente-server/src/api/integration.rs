@@ -22,7 +22,7 @@ pub fn router() -> Router<Arc<Context>> {
     Router::new()
         .route(
             "/api/integration/v1/run/{runtime_id}/{robot_id}",
-            get(run_v1_defaults).post(run_v1),
+            get(run_v1_defaults).post(run_v1).head(refuse_head),
         )
         .route(
             "/api/integration/v2/run/{runtime_id}/{robot_id}",
@@ -36,6 +36,15 @@ pub fn router() -> Router<Arc<Context>> {
             "/api/integration/v1/delete/{runtime_id}/{execution_id}",
             delete(cancel),
         )
+}
+
+/// HEAD on the GET run route would queue a run as GET does; HEAD must be safe
+/// (link checkers and monitors send it), so it is refused.
+async fn refuse_head() -> impl IntoResponse {
+    (
+        [(header::ALLOW, "GET,POST")],
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+    )
 }
 
 const RUN_BODY_SHAPE: &str = r#"{"variables": [{"name": "CNPJ", "type": "text", "value": "..."}]} (or "variables" as one such object, or no body for the defaults)"#;

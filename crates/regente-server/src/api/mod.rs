@@ -91,10 +91,16 @@ pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> Ap
     })
 }
 
+/// Answers `ok` while the server runs.
+#[utoipa::path(get, path = "/healthz", tag = "server",
+    responses((status = 200, description = "`ok`", body = String, content_type = "text/plain")))]
 async fn healthz() -> &'static str {
     "ok"
 }
 
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "server",
+    responses((status = 200, description = "The OpenAPI document of every route", content_type = "application/json")))]
 async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     Json(ApiDoc::openapi())
 }
@@ -111,6 +117,8 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,
+        runtime::connect, runtime::package,
+        healthz, openapi,
     ),
     modifiers(&BearerAuth)
 )]
@@ -129,6 +137,10 @@ impl Modify for BearerAuth {
                     .bearer_format("JWT")
                     .build(),
             ),
+        );
+        components.add_security_scheme(
+            "runtime_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
         );
     }
 }

@@ -10,7 +10,7 @@ use axum::routing::get;
 use axum::Router;
 use regente_store::Runtime;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::hub::session;
 use crate::service::{self, runtimes, Context};
 
@@ -53,7 +53,14 @@ impl FromRequestParts<Arc<Context>> for RuntimeCaller {
     }
 }
 
-async fn connect(
+/// The WebSocket a runtime agent keeps open (see `regente-proto`).
+#[utoipa::path(get, path = "/api/runtime/connect", tag = "runtime",
+    responses(
+        (status = 101, description = "Switched to the agent WebSocket protocol"),
+        (status = 400, description = "Not a WebSocket upgrade", body = ErrorBody),
+        (status = 401, description = "No or bad runtime key", body = ErrorBody),
+    ), security(("runtime_key" = [])))]
+pub(crate) async fn connect(
     RuntimeCaller(runtime): RuntimeCaller,
     State(ctx): State<Arc<Context>>,
     upgrade: WebSocketUpgrade,
@@ -63,7 +70,15 @@ async fn connect(
         .on_upgrade(move |socket| session::serve(ctx, runtime, socket))
 }
 
-async fn package(
+/// A robot version's package, for a runtime of the robot's organisation.
+#[utoipa::path(get, path = "/api/runtime/packages/{robot_id}/{version}", tag = "runtime",
+    params(("robot_id" = String, Path), ("version" = u32, Path)),
+    responses(
+        (status = 200, description = "The package as uploaded", body = Vec<u8>, content_type = "application/zip"),
+        (status = 401, description = "No or bad runtime key", body = ErrorBody),
+        (status = 404, description = "Unknown robot or version", body = ErrorBody),
+    ), security(("runtime_key" = [])))]
+pub(crate) async fn package(
     RuntimeCaller(runtime): RuntimeCaller,
     State(ctx): State<Arc<Context>>,
     Path((robot_id, version)): Path<(String, String)>,

@@ -301,12 +301,16 @@ impl Auth {
                 .by_address
                 .retain(|_, w| w.started.elapsed() < window);
         }
-        bump(
-            failures
-                .by_username
-                .entry(username.to_owned())
-                .or_insert_with(fresh),
-        );
+        // A name longer than any user's cannot be guessed right: keeping it
+        // would only let a caller fill memory with names up to the body limit.
+        if username.len() <= super::users::MAX_USERNAME_LEN {
+            bump(
+                failures
+                    .by_username
+                    .entry(username.to_owned())
+                    .or_insert_with(fresh),
+            );
+        }
         bump(failures.by_address.entry(client).or_insert_with(fresh));
     }
 

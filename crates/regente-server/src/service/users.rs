@@ -7,7 +7,7 @@ use super::{
     auth::check_new_password, new_id, now_millis, or_not_found, Caller, Context, Error, Result,
 };
 
-const MAX_USERNAME_LEN: usize = 254;
+pub(crate) const MAX_USERNAME_LEN: usize = 254;
 
 /// Checks a username: non-empty, bounded, no control characters or surrounding spaces.
 pub fn check_username(username: &str) -> Result<()> {

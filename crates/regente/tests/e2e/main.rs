@@ -1,0 +1,11 @@
+//! End-to-end tests: each test starts the real `regente` binary on a random
+//! port with a temporary data directory and talks to it over HTTP.
+
+mod admin_api;
+mod auth;
+mod fuzz;
+mod integration_api;
+mod isolation;
+mod restart;
+mod support;
+mod up;
