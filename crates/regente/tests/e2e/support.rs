@@ -84,6 +84,8 @@ pub struct TestServer {
     /// `http://127.0.0.1:PORT`
     pub base: String,
     data_dir: TempDir,
+    /// On the PostgreSQL backend, the database made for this server.
+    database: Option<TestDatabase>,
     env: Vec<(String, String)>,
     client: Client,
     admin_token: Mutex<Option<String>>,
@@ -121,6 +123,7 @@ impl TestServer {
         let mut server = TestServer {
             process: None,
             base: String::new(),
+            database: TestDatabase::create(),
             data_dir,
             env: vars,
             client,
@@ -146,6 +149,9 @@ impl TestServer {
         }
         for (name, value) in &self.env {
             command.env(name, value);
+        }
+        if let Some(database) = &self.database {
+            command.arg("--database-url").arg(&database.url);
         }
         let mut child = command.spawn().expect("the regente binary starts");
         let stdout = Arc::new(Mutex::new(String::new()));
@@ -450,7 +456,75 @@ impl Drop for TestServer {
                 let _ = process.child.wait();
             }
         }
+        if let Some(database) = self.database.take() {
+            database.drop_database();
+        }
     }
+}
+
+/// Whether the suite runs on PostgreSQL: `REGENTE_E2E_DATABASE=postgres`, with
+/// `REGENTE_TEST_PG_URL` naming a server and a role that may create databases.
+pub fn on_postgres() -> bool {
+    match std::env::var("REGENTE_E2E_DATABASE").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Ok("") | Err(_) => false,
+        Ok(other) => panic!("REGENTE_E2E_DATABASE={other:?}: use sqlite or postgres"),
+    }
+}
+
+/// A PostgreSQL database of one test server, dropped with it.
+struct TestDatabase {
+    server: String,
+    name: String,
+    url: String,
+}
+
+impl TestDatabase {
+    fn create() -> Option<TestDatabase> {
+        if !on_postgres() {
+            return None;
+        }
+        let server = std::env::var("REGENTE_TEST_PG_URL")
+            .expect("REGENTE_E2E_DATABASE=postgres needs REGENTE_TEST_PG_URL");
+        let suffix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!("regente_e2e_{}_{suffix}", std::process::id());
+        postgres_admin(&server, &format!("CREATE DATABASE {name}"));
+        let (base, query) = match server.split_once('?') {
+            Some((base, query)) => (base, format!("?{query}")),
+            None => (server.as_str(), String::new()),
+        };
+        let (authority, _) = base.rsplit_once('/').expect("a postgres://HOST/DB URL");
+        let url = format!("{authority}/{name}{query}");
+        Some(TestDatabase { server, name, url })
+    }
+
+    fn drop_database(self) {
+        postgres_admin(
+            &self.server,
+            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
+        );
+    }
+}
+
+fn postgres_admin(server: &str, statement: &str) {
+    use sqlx::{Connection as _, Executor as _};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a runtime for the database setup");
+    runtime.block_on(async {
+        let mut admin = sqlx::PgConnection::connect(server)
+            .await
+            .expect("connect to REGENTE_TEST_PG_URL");
+        admin
+            .execute(statement)
+            .await
+            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        let _ = admin.close().await;
+    });
 }
 
 /// Sends a signal with the `kill` command and waits for the exit, polling
