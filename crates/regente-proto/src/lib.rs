@@ -147,6 +147,12 @@ pub enum EventKind {
         exit_code: Option<i32>,
         reason: String,
     },
+    /// Also a last event: the robot died with an earlier process of the agent.
+    /// The server ends the attempt as it ends one of a lost runtime: queued
+    /// again if the robot allows retries, else ERROR with `reason` logged.
+    Lost {
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

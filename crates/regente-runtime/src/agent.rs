@@ -150,7 +150,7 @@ impl Agent {
             let ended = recovered
                 .events
                 .iter()
-                .any(|e| matches!(e.kind, EventKind::Ended { .. }));
+                .any(|e| matches!(e.kind, EventKind::Ended { .. } | EventKind::Lost { .. }));
             let execution_id = assignment.execution_id.clone();
             let mut held = Held {
                 assignment,
@@ -163,20 +163,10 @@ impl Agent {
                 stop: None,
             };
             if held.spawned && !held.ended {
-                let why = "the runtime agent stopped while the robot was running; the robot was stopped with it".to_owned();
-                let events = [
-                    log(LogLevel::Error, why.clone()),
-                    EventKind::Ended {
-                        status: EndStatus::Error,
-                        exit_code: None,
-                        reason: why,
-                    },
-                ];
-                for kind in events {
-                    let event = held.number(kind);
-                    held.journal.append_events(std::slice::from_ref(&event))?;
-                    held.unacked.push(event);
-                }
+                let reason = "the runtime agent stopped while the robot was running; the robot was stopped with it".to_owned();
+                let event = held.number(EventKind::Lost { reason });
+                held.journal.append_events(std::slice::from_ref(&event))?;
+                held.unacked.push(event);
                 held.ended = true;
             }
             info!(execution = %execution_id, spawned = held.spawned, "recovered from the journal");
@@ -434,7 +424,10 @@ impl Agent {
             if held.ended {
                 continue;
             }
-            if matches!(report.kind, EventKind::Ended { .. }) {
+            if matches!(
+                report.kind,
+                EventKind::Ended { .. } | EventKind::Lost { .. }
+            ) {
                 held.ended = true;
                 held.stop = None;
             }

@@ -10,11 +10,13 @@
 //! - [`journal`]: unacknowledged events on disk, read back after a restart.
 //! - [`packages`]: download, check and cache robot packages.
 //! - [`guard`]: the small process that ties a robot's process tree to the agent's life.
+//! - [`hardening`]: keeps the runtime key out of robots' reach.
 
 pub mod agent;
 pub mod connection;
 pub mod executor;
 pub mod guard;
+pub mod hardening;
 pub mod journal;
 pub mod packages;
 pub mod robot_output;

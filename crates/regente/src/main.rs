@@ -99,9 +99,19 @@ struct RuntimeArgs {
         required = true
     )]
     servers: Vec<String>,
-    /// The runtime's key, as shown when the runtime was created.
-    #[arg(long, env = "REGENTE_RUNTIME_KEY", hide_env_values = true)]
-    key: String,
+    /// The runtime's key, as shown when the runtime was created. Prefer the
+    /// environment variable or --key-file: arguments are visible to every local user.
+    #[arg(
+        long,
+        env = "REGENTE_RUNTIME_KEY",
+        hide_env_values = true,
+        required_unless_present = "key_file",
+        conflicts_with = "key_file"
+    )]
+    key: Option<String>,
+    /// A file holding the runtime's key.
+    #[arg(long, env = "REGENTE_RUNTIME_KEY_FILE")]
+    key_file: Option<PathBuf>,
     /// Directory for the journal of unacknowledged events and the package cache.
     #[arg(long, env = "REGENTE_WORK_DIR", default_value = "./regente-runtime")]
     work_dir: PathBuf,
@@ -150,6 +160,10 @@ struct ServeArgs {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Runtime(_) = &cli.command {
+        // Read already; hidden before any thread starts.
+        regente_runtime::hardening::hide_key();
+    }
     // The guard stays tiny: no logging, no async runtime.
     if let Command::Guard { agent_pid, command } = &cli.command {
         let code = regente_runtime::guard::run(*agent_pid, command);
@@ -236,9 +250,19 @@ async fn store_copy(args: StoreCopyArgs) -> anyhow::Result<()> {
 
 async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
     anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
+    let key = match (args.key, args.key_file) {
+        (Some(key), _) => key,
+        (None, Some(path)) => std::fs::read_to_string(&path)
+            .map_err(|e| anyhow::anyhow!("cannot read the key file {}: {e}", path.display()))?
+            .trim()
+            .to_owned(),
+        (None, None) => {
+            anyhow::bail!("give the runtime key with --key, REGENTE_RUNTIME_KEY or --key-file")
+        }
+    };
     let config = regente_runtime::AgentConfig {
         servers: args.servers,
-        key: args.key,
+        key,
         work_dir: args.work_dir,
         slots: args.slots,
         guard: std::env::current_exe().ok(),

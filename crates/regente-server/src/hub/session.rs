@@ -59,6 +59,10 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
         close(&mut socket, &reason).await;
         return;
     }
+    // Seen before registered: the lost-runtime check skips a runtime that is either.
+    if let Err(e) = ctx.store.touch_runtime(&runtime.id, now_millis()).await {
+        warn!(runtime = %runtime.id, error = format!("{e:#}"), "cannot record a runtime's visit");
+    }
     let (connection, commands) = ctx.hub.register(&runtime.id);
     info!(runtime = %runtime.id, %agent_version, slots, "runtime connected");
     let runtime_id = runtime.id.clone();
@@ -106,8 +110,6 @@ impl Session {
         held: Vec<HeldLease>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) -> Closed {
-        let now = now_millis();
-        self.ctx.store.touch_runtime(&self.runtime.id, now).await?;
         let heartbeat = self.ctx.config.runtime_timeout / 6;
         self.send(&ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
@@ -349,12 +351,33 @@ impl Session {
                 lease,
                 events,
             } => {
-                let records: Vec<EventRecord> = events.into_iter().map(record_of).collect();
+                // A `lost` event ends the batch: what precedes it is stored as
+                // usual, and the attempt is then ended the way a lost runtime's is.
+                let mut events = events;
+                let lost = events
+                    .iter()
+                    .position(|e| matches!(e.kind, EventKind::Lost { .. }))
+                    .map(|at| events.drain(at..).next().expect("the lost event"));
+                let records: Vec<EventRecord> = events.into_iter().filter_map(record_of).collect();
                 match store
                     .record_events(&self.runtime.id, &execution_id, &lease, &records)
                     .await?
                 {
-                    EventsOutcome::Stored { acked, ended } => {
+                    EventsOutcome::Stored {
+                        mut acked,
+                        mut ended,
+                    } => {
+                        if let Some(lost) = lost.filter(|l| !ended && l.seq == acked + 1) {
+                            let EventKind::Lost { reason } = lost.kind else {
+                                unreachable!()
+                            };
+                            let outcome = store
+                                .end_lease(&execution_id, &lease, true, &reason, now_millis())
+                                .await?;
+                            info!(execution = %execution_id, ?outcome, "the agent lost its robot");
+                            acked = lost.seq;
+                            ended = true;
+                        }
                         self.send(&ServerMessage::Ack {
                             execution_id: execution_id.clone(),
                             lease,
@@ -387,7 +410,8 @@ impl Session {
     }
 }
 
-fn record_of(event: regente_proto::Event) -> EventRecord {
+/// The store's form of an event; `None` for `lost`, which is no change of its own.
+fn record_of(event: regente_proto::Event) -> Option<EventRecord> {
     let change = match event.kind {
         EventKind::Log { level, message } => Change::Log {
             level: level.as_str().to_owned(),
@@ -408,10 +432,11 @@ fn record_of(event: regente_proto::Event) -> EventRecord {
             exit_code,
             reason,
         },
+        EventKind::Lost { .. } => return None,
     };
-    EventRecord {
+    Some(EventRecord {
         seq: event.seq,
         time: event.time,
         change,
-    }
+    })
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use regente_core::ExecutionStatus;
-use regente_store::LostOutcome;
+use regente_store::{LostOutcome, Millis};
 use tracing::{error, warn};
 
 use crate::service::{now_millis, Context};
@@ -15,19 +15,33 @@ pub async fn run(ctx: Arc<Context>) {
     let period = (timeout / 10).max(Duration::from_millis(100));
     let mut tick = tokio::time::interval(period);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Runtimes get a full timeout to reconnect from here on.
+    let mut grace_from = ctx.hub.started_at;
+    let mut last_sweep = now_millis();
     loop {
         tick.tick().await;
-        if let Err(e) = sweep(&ctx, timeout).await {
+        let now = now_millis();
+        // A server that was not running (stopped by SIGSTOP, a VM pause, a long
+        // stall) heard nobody meanwhile: that says nothing about its runtimes, so
+        // they get a fresh grace period, as after a restart.
+        if now - last_sweep > 3 * period.as_millis() as i64 {
+            warn!(
+                stalled_ms = now - last_sweep,
+                "the server was stalled; runtimes get a new grace period"
+            );
+            grace_from = now;
+        }
+        last_sweep = now;
+        if let Err(e) = sweep(&ctx, timeout, grace_from).await {
             error!(error = format!("{e:#}"), "cannot check for lost runtimes");
         }
     }
 }
 
-async fn sweep(ctx: &Context, timeout: Duration) -> anyhow::Result<()> {
+async fn sweep(ctx: &Context, timeout: Duration, grace_from: Millis) -> anyhow::Result<()> {
     let now = now_millis();
     let timeout_ms = timeout.as_millis() as i64;
-    // After a restart, runtimes get a full timeout to reconnect.
-    if now - ctx.hub.started_at < timeout_ms {
+    if now - grace_from < timeout_ms {
         return Ok(());
     }
     // With several servers on one store, one of them checks for everybody.

@@ -2,6 +2,9 @@
 //! port with a temporary data directory and talks to it over HTTP.
 
 mod admin_api;
+mod agent_faults;
+mod agent_runs;
+mod agent_support;
 mod auth;
 mod fuzz;
 mod integration_api;
