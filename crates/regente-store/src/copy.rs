@@ -39,6 +39,8 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteSynchronous};
 use sqlx::{Connection as _, Executor as _};
 use tracing::info;
 
+use crate::rows::redact;
+
 /// Rows read and written per statement.
 const PAGE_ROWS: usize = 500;
 /// Bytes of package per page of `robot_versions` (at least one row per page).
@@ -941,21 +943,6 @@ async fn copy_table(source: &mut Conn, target: &mut Conn, table: &Table) -> anyh
         }
     }
     Ok(copied)
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return format!("{url:?}");
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) if credentials.contains(':') => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("\"{scheme}://{user}:***@{host}{path}\"")
-        }
-        _ => format!("{url:?}"),
-    }
 }
 
 #[cfg(test)]

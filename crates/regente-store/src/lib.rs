@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 
 pub mod copy;
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 /// Milliseconds since the Unix epoch, the unit of every stored time.

@@ -15,25 +15,28 @@
 //! wedge its execution. JSON is stored as its serialised text, which escapes NUL.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
-use regente_core::{ExecutionStatus, Role};
+use regente_core::ExecutionStatus;
 use serde_json::json;
-use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPool, PgPoolOptions};
 use sqlx::Connection as _;
 use sqlx::{Postgres, QueryBuilder, Row};
 use tokio::sync::broadcast;
 use tracing::warn;
 
+use crate::rows::{
+    self, clamp_progress, conflict_as, execution_from, json_column, lease_from, log_line_from,
+    organization_from, other, redact, robot_from, robot_version_from, robots_from, runtime_from,
+    status_of, user_from, EXECUTION_COLUMNS,
+};
 use crate::{
     CancelOutcome, Change, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
     ExecutionFilter, IdempotencyKey, Lease, LogLine, LostOutcome, Millis, NewExecution,
-    NewRobotVersion, NewRuntime, Notice, Organization, Result, Robot, RobotVersion, Runtime, Store,
-    User,
+    NewRobotVersion, NewRuntime, Notice, Organization, Result, Robot, Runtime, Store, User,
 };
 
 /// Connections per server. Several servers share one database: keep the sum
@@ -170,21 +173,6 @@ fn decode_notice(payload: &str) -> Option<Notice> {
     })
 }
 
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return format!("{url:?}");
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) if credentials.contains(':') => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("\"{scheme}://{user}:***@{host}{path}\"")
-        }
-        _ => format!("{url:?}"),
-    }
-}
-
 /// An acknowledged write must survive a crash of the database server: commits
 /// wait for the WAL to be flushed unless the operator turned that off, which this
 /// session then turns back on.
@@ -200,18 +188,6 @@ async fn check_durability(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
     Ok(())
 }
 
-fn other(error: sqlx::Error) -> Error {
-    Error::Other(error.into())
-}
-
-/// Maps a unique-constraint violation to [`Error::Conflict`] naming `what`.
-fn conflict_as(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |error| match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what),
-        _ => other(error),
-    }
-}
-
 /// Text a runtime sent, made storable: PostgreSQL refuses NUL in text.
 fn storable(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {
@@ -220,103 +196,6 @@ fn storable(text: &str) -> Cow<'_, str> {
         Cow::Borrowed(text)
     }
 }
-
-fn role_of(text: &str) -> Result<Role> {
-    Role::parse(text)
-        .ok_or_else(|| Error::Other(anyhow::anyhow!("stored role {text:?} is unknown")))
-}
-
-fn user_from(row: &PgRow) -> Result<User> {
-    Ok(User {
-        id: row.try_get("id").map_err(other)?,
-        organization_id: row.try_get("organization_id").map_err(other)?,
-        username: row.try_get("username").map_err(other)?,
-        password_hash: row.try_get("password_hash").map_err(other)?,
-        role: role_of(row.try_get("role").map_err(other)?)?,
-        created_at: row.try_get("created_at").map_err(other)?,
-    })
-}
-
-fn organization_from(row: &PgRow) -> Result<Organization> {
-    Ok(Organization {
-        id: row.try_get("id").map_err(other)?,
-        name: row.try_get("name").map_err(other)?,
-        is_root: row.try_get("is_root").map_err(other)?,
-        created_at: row.try_get("created_at").map_err(other)?,
-    })
-}
-
-fn runtime_from(row: &PgRow) -> Result<Runtime> {
-    Ok(Runtime {
-        id: row.try_get("id").map_err(other)?,
-        organization_id: row.try_get("organization_id").map_err(other)?,
-        name: row.try_get("name").map_err(other)?,
-        slots: row.try_get::<i64, _>("slots").map_err(other)? as u32,
-        last_seen: row.try_get("last_seen").map_err(other)?,
-        created_at: row.try_get("created_at").map_err(other)?,
-    })
-}
-
-fn robot_version_from(row: &PgRow) -> Result<RobotVersion> {
-    Ok(RobotVersion {
-        version: row.try_get::<i64, _>("version").map_err(other)? as u32,
-        sha256: row.try_get("sha256").map_err(other)?,
-        manifest: row.try_get("manifest").map_err(other)?,
-        size: row.try_get::<i64, _>("size").map_err(other)? as u64,
-        created_at: row.try_get("created_at").map_err(other)?,
-    })
-}
-
-fn status_of(row: &PgRow) -> Result<ExecutionStatus> {
-    let status: String = row.try_get("status").map_err(other)?;
-    ExecutionStatus::parse(&status)
-        .ok_or_else(|| Error::Other(anyhow::anyhow!("stored status {status:?} is unknown")))
-}
-
-fn lease_from(row: &PgRow) -> Result<Lease> {
-    Ok(Lease {
-        execution_id: row.try_get("id").map_err(other)?,
-        lease: row.try_get("lease").map_err(other)?,
-        runtime_id: row.try_get("runtime_id").map_err(other)?,
-        status: status_of(row)?,
-        cancel_requested: row.try_get("cancel_requested").map_err(other)?,
-    })
-}
-
-fn json_column(row: &PgRow, column: &str) -> Result<Option<serde_json::Value>> {
-    let text: Option<String> = row.try_get(column).map_err(other)?;
-    text.map(|text| {
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Other(anyhow::anyhow!("stored {column} is not JSON: {e}")))
-    })
-    .transpose()
-}
-
-fn execution_from(row: &PgRow) -> Result<Execution> {
-    Ok(Execution {
-        id: row.try_get("id").map_err(other)?,
-        organization_id: row.try_get("organization_id").map_err(other)?,
-        runtime_id: row.try_get("runtime_id").map_err(other)?,
-        robot_id: row.try_get("robot_id").map_err(other)?,
-        robot_version: row.try_get::<i64, _>("robot_version").map_err(other)? as u32,
-        variables: json_column(row, "variables")?.unwrap_or_default(),
-        status: status_of(row)?,
-        progress: row.try_get("progress").map_err(other)?,
-        init: row.try_get("init").map_err(other)?,
-        started: row.try_get("started").map_err(other)?,
-        end: row.try_get("end").map_err(other)?,
-        return_value: json_column(row, "return_value")?,
-        end_reason: row.try_get("end_reason").map_err(other)?,
-        exit_code: row.try_get("exit_code").map_err(other)?,
-        submitted_by: row.try_get("submitted_by").map_err(other)?,
-        canceled_by: row.try_get("canceled_by").map_err(other)?,
-        seq: row.try_get("seq").map_err(other)?,
-    })
-}
-
-const EXECUTION_COLUMNS: &str = "seq, id, organization_id, runtime_id, robot_id, robot_version, \
-     variables, status, progress, init, started, \"end\", return_value, end_reason, exit_code, \
-     submitted_by, canceled_by";
 
 /// How often an enqueue retries when the idempotency key it found vanished
 /// between two statements (replaced by a concurrent request after it expired).
@@ -379,24 +258,24 @@ impl Store for PostgresStore {
     }
 
     async fn root_organization(&self) -> Result<Option<Organization>> {
-        let row =
-            sqlx::query("SELECT * FROM organizations WHERE is_root ORDER BY created_at LIMIT 1")
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(other)?;
-        row.as_ref().map(organization_from).transpose()
+        rows::fetch_optional(
+            &self.pool,
+            "SELECT * FROM organizations WHERE is_root ORDER BY created_at LIMIT 1",
+            rows::NO_ARGS,
+            organization_from,
+        )
+        .await
     }
 
     async fn get_organization(&self, id: &str) -> Result<Organization> {
-        let row = sqlx::query("SELECT * FROM organizations WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(other)?;
-        row.as_ref()
-            .map(organization_from)
-            .transpose()?
-            .ok_or(Error::NotFound)
+        rows::fetch_optional(
+            &self.pool,
+            "SELECT * FROM organizations WHERE id = $1",
+            &[id],
+            organization_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
     }
 
     async fn create_organization(&self, organization: &Organization, admin: &User) -> Result<()> {
@@ -429,34 +308,34 @@ impl Store for PostgresStore {
     }
 
     async fn find_user_by_username(&self, username: &str) -> Result<Option<User>> {
-        let row = sqlx::query("SELECT * FROM users WHERE username = $1")
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(other)?;
-        row.as_ref().map(user_from).transpose()
+        rows::fetch_optional(
+            &self.pool,
+            "SELECT * FROM users WHERE username = $1",
+            &[username],
+            user_from,
+        )
+        .await
     }
 
     async fn get_user(&self, id: &str) -> Result<User> {
-        let row = sqlx::query("SELECT * FROM users WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(other)?;
-        row.as_ref()
-            .map(user_from)
-            .transpose()?
-            .ok_or(Error::NotFound)
+        rows::fetch_optional(
+            &self.pool,
+            "SELECT * FROM users WHERE id = $1",
+            &[id],
+            user_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
     }
 
     async fn list_users(&self, organization_id: &str) -> Result<Vec<User>> {
-        let rows =
-            sqlx::query("SELECT * FROM users WHERE organization_id = $1 ORDER BY created_at, id")
-                .bind(organization_id)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(other)?;
-        rows.iter().map(user_from).collect()
+        rows::fetch_all(
+            &self.pool,
+            "SELECT * FROM users WHERE organization_id = $1 ORDER BY created_at, id",
+            &[organization_id],
+            user_from,
+        )
+        .await
     }
 
     async fn delete_user(&self, organization_id: &str, id: &str) -> Result<()> {
@@ -492,36 +371,34 @@ impl Store for PostgresStore {
     }
 
     async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime> {
-        let row = sqlx::query("SELECT * FROM runtimes WHERE organization_id = $1 AND id = $2")
-            .bind(organization_id)
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(other)?;
-        row.as_ref()
-            .map(runtime_from)
-            .transpose()?
-            .ok_or(Error::NotFound)
+        rows::fetch_optional(
+            &self.pool,
+            "SELECT * FROM runtimes WHERE organization_id = $1 AND id = $2",
+            &[organization_id, id],
+            runtime_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
     }
 
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>> {
-        let row = sqlx::query("SELECT * FROM runtimes WHERE key_hash = $1")
-            .bind(key_hash)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(other)?;
-        row.as_ref().map(runtime_from).transpose()
+        rows::fetch_optional(
+            &self.pool,
+            "SELECT * FROM runtimes WHERE key_hash = $1",
+            &[key_hash],
+            runtime_from,
+        )
+        .await
     }
 
     async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>> {
-        let rows = sqlx::query(
+        rows::fetch_all(
+            &self.pool,
             "SELECT * FROM runtimes WHERE organization_id = $1 ORDER BY created_at, id",
+            &[organization_id],
+            runtime_from,
         )
-        .bind(organization_id)
-        .fetch_all(&self.pool)
         .await
-        .map_err(other)?;
-        rows.iter().map(runtime_from).collect()
     }
 
     async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()> {
@@ -607,16 +484,11 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(other)?;
-        Ok(Robot {
-            id: row.try_get("id").map_err(other)?,
-            organization_id: row.try_get("organization_id").map_err(other)?,
-            name: row.try_get("name").map_err(other)?,
-            created_at: row.try_get("created_at").map_err(other)?,
-            versions: versions
-                .iter()
-                .map(robot_version_from)
-                .collect::<Result<_>>()?,
-        })
+        let versions = versions
+            .iter()
+            .map(robot_version_from)
+            .collect::<Result<_>>()?;
+        robot_from(&row, versions)
     }
 
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {
@@ -634,26 +506,7 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(other)?;
-        let mut versions: HashMap<String, Vec<RobotVersion>> = HashMap::new();
-        for row in &version_rows {
-            let robot_id: String = row.try_get("robot_id").map_err(other)?;
-            versions
-                .entry(robot_id)
-                .or_default()
-                .push(robot_version_from(row)?);
-        }
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id").map_err(other)?;
-                Ok(Robot {
-                    organization_id: row.try_get("organization_id").map_err(other)?,
-                    name: row.try_get("name").map_err(other)?,
-                    created_at: row.try_get("created_at").map_err(other)?,
-                    versions: versions.remove(&id).unwrap_or_default(),
-                    id,
-                })
-            })
-            .collect()
+        robots_from(&rows, &version_rows)
     }
 
     async fn robot_package(
@@ -736,40 +589,27 @@ impl Store for PostgresStore {
     }
 
     async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution> {
-        let row = sqlx::query(&format!(
-            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = $1 AND id = $2"
-        ))
-        .bind(organization_id)
-        .bind(id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(other)?;
-        row.as_ref()
-            .map(execution_from)
-            .transpose()?
-            .ok_or(Error::NotFound)
+        rows::fetch_optional(
+            &self.pool,
+            &format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = $1 AND id = $2"
+            ),
+            &[organization_id, id],
+            execution_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
     }
 
     async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>> {
-        let rows = sqlx::query(
+        rows::fetch_all(
+            &self.pool,
             "SELECT seq, time, level, message FROM execution_logs \
              WHERE organization_id = $1 AND execution_id = $2 ORDER BY seq",
+            &[organization_id, id],
+            log_line_from,
         )
-        .bind(organization_id)
-        .bind(id)
-        .fetch_all(&self.pool)
         .await
-        .map_err(other)?;
-        rows.iter()
-            .map(|row| {
-                Ok(LogLine {
-                    seq: row.try_get("seq").map_err(other)?,
-                    time: row.try_get("time").map_err(other)?,
-                    level: row.try_get("level").map_err(other)?,
-                    message: row.try_get("message").map_err(other)?,
-                })
-            })
-            .collect()
     }
 
     async fn list_executions(
@@ -777,31 +617,8 @@ impl Store for PostgresStore {
         organization_id: &str,
         filter: &ExecutionFilter,
     ) -> Result<Vec<Execution>> {
-        let mut query: QueryBuilder<Postgres> = QueryBuilder::new(format!(
-            "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = "
-        ));
-        query.push_bind(organization_id);
-        if let Some(status) = filter.status {
-            query.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(robot_id) = &filter.robot_id {
-            query.push(" AND robot_id = ").push_bind(robot_id);
-        }
-        if let Some(runtime_id) = &filter.runtime_id {
-            query.push(" AND runtime_id = ").push_bind(runtime_id);
-        }
-        if let Some(from) = filter.from {
-            query.push(" AND init >= ").push_bind(from);
-        }
-        if let Some(to) = filter.to {
-            query.push(" AND init < ").push_bind(to);
-        }
-        if let Some(before) = filter.before_seq {
-            query.push(" AND seq < ").push_bind(before);
-        }
-        query
-            .push(" ORDER BY seq DESC LIMIT ")
-            .push_bind(filter.limit as i64);
+        let mut query: QueryBuilder<Postgres> =
+            rows::list_executions_query(organization_id, filter);
         let rows = query.build().fetch_all(&self.pool).await.map_err(other)?;
         rows.iter().map(execution_from).collect()
     }
@@ -1069,16 +886,15 @@ impl Store for PostgresStore {
     }
 
     async fn leases_of_runtime(&self, runtime_id: &str) -> Result<Vec<Lease>> {
-        let rows = sqlx::query(
+        rows::fetch_all(
+            &self.pool,
             "SELECT id, lease, runtime_id, status, cancel_requested FROM executions \
              WHERE runtime_id = $1 AND status IN ('PENDENT', 'RUNNING') AND lease IS NOT NULL \
              ORDER BY seq",
+            &[runtime_id],
+            lease_from,
         )
-        .bind(runtime_id)
-        .fetch_all(&self.pool)
         .await
-        .map_err(other)?;
-        rows.iter().map(lease_from).collect()
     }
 
     async fn lease_status(
@@ -1086,27 +902,26 @@ impl Store for PostgresStore {
         execution_id: &str,
         lease: &str,
     ) -> Result<Option<ExecutionStatus>> {
-        let row = sqlx::query("SELECT status FROM executions WHERE id = $1 AND lease = $2")
-            .bind(execution_id)
-            .bind(lease)
-            .fetch_optional(&self.pool)
-            .await
-            .map_err(other)?;
-        row.as_ref().map(status_of).transpose()
+        rows::fetch_optional(
+            &self.pool,
+            "SELECT status FROM executions WHERE id = $1 AND lease = $2",
+            &[execution_id, lease],
+            status_of,
+        )
+        .await
     }
 
     async fn leases_seen_before(&self, seen_before: Millis) -> Result<Vec<Lease>> {
-        let rows = sqlx::query(
+        rows::fetch_all(
+            &self.pool,
             "SELECT e.id, e.lease, e.runtime_id, e.status, e.cancel_requested FROM executions e \
              JOIN runtimes r ON r.id = e.runtime_id \
              WHERE e.status IN ('PENDENT', 'RUNNING') AND e.lease IS NOT NULL \
              AND COALESCE(r.last_seen, 0) < $1 ORDER BY e.seq",
+            &[seen_before],
+            lease_from,
         )
-        .bind(seen_before)
-        .fetch_all(&self.pool)
         .await
-        .map_err(other)?;
-        rows.iter().map(lease_from).collect()
     }
 
     async fn end_lease(
@@ -1224,14 +1039,6 @@ impl Store for PostgresStore {
         .map_err(other)?;
         tx.commit().await.map_err(other)?;
         Ok(outcome)
-    }
-}
-
-fn clamp_progress(value: f64) -> f64 {
-    if value.is_nan() {
-        0.0
-    } else {
-        value.clamp(0.0, 100.0)
     }
 }
 
