@@ -19,6 +19,13 @@ pub fn run(agent_pid: i32, command: &[OsString]) -> i32 {
             libc::kill(0, libc::SIGKILL);
         }
     }
+    // Killing "our group" is only right when the group is ours alone: the agent
+    // starts the guard as a group leader. Started any other way (by hand from a
+    // shell), it refuses rather than kill its caller's group.
+    if unsafe { libc::getpgrp() != libc::getpid() } {
+        eprintln!("regente __guard must lead its own process group; it is started by the runtime agent");
+        return 125;
+    }
     unsafe {
         for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             libc::signal(signal, kill_group as *const () as libc::sighandler_t);

@@ -67,6 +67,10 @@ pub(crate) async fn connect(
 ) -> Response {
     upgrade
         .max_message_size(MAX_AGENT_MESSAGE)
+        // Small buffers that grow on demand: a thousand idle runtimes must not
+        // hold 128 KiB each.
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(4 * 1024)
         .on_upgrade(move |socket| session::serve(ctx, runtime, socket))
 }
 
