@@ -30,6 +30,8 @@ use crate::{
 };
 
 const READ_CONNECTIONS: u32 = 4;
+/// Log lines per INSERT: 6 values each, well under SQLite's 32,766 variables.
+const LOG_LINES_PER_INSERT: usize = 1000;
 
 pub struct SqliteStore {
     writer: SqlitePool,
@@ -689,6 +691,7 @@ impl Store for SqliteStore {
         let init: Millis = row.try_get("init").map_err(other)?;
         let mut last = row.try_get::<i64, _>("last_event_seq").map_err(other)? as u64;
         let mut ending: Option<(Millis, Option<i32>, String)> = None;
+        let mut lines: Vec<(&EventRecord, &str, &str)> = Vec::new();
         for event in events {
             if event.seq <= last {
                 continue; // Sent again after a reconnect: stored already.
@@ -697,21 +700,7 @@ impl Store for SqliteStore {
                 break; // A gap: the agent sends the rest again after a reconnect.
             }
             match &event.change {
-                Change::Log { level, message } => {
-                    sqlx::query(
-                        "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) \
-                         VALUES (?, ?, ?, ?, ?, ?)",
-                    )
-                    .bind(execution_id)
-                    .bind(event.seq as i64)
-                    .bind(&organization_id)
-                    .bind(event.time)
-                    .bind(level)
-                    .bind(message)
-                    .execute(&mut *tx)
-                    .await
-                    .map_err(other)?;
-                }
+                Change::Log { level, message } => lines.push((event, level, message)),
                 Change::Progress(value) => progress = clamp_progress(*value),
                 Change::Return(value) => return_value = Some(value.to_string()),
                 Change::Ended {
@@ -727,6 +716,21 @@ impl Store for SqliteStore {
                 }
             }
             last = event.seq;
+        }
+        // Many lines per statement: one statement per line costs a round trip each.
+        for chunk in lines.chunks(LOG_LINES_PER_INSERT) {
+            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
+                "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) ",
+            );
+            insert.push_values(chunk, |mut row, (event, level, message)| {
+                row.push_bind(execution_id)
+                    .push_bind(event.seq as i64)
+                    .push_bind(&organization_id)
+                    .push_bind(event.time)
+                    .push_bind(*level)
+                    .push_bind(*message);
+            });
+            insert.build().execute(&mut *tx).await.map_err(other)?;
         }
         let ended = ending.is_some();
         match ending {
