@@ -23,7 +23,9 @@ pub fn run(agent_pid: i32, command: &[OsString]) -> i32 {
     // starts the guard as a group leader. Started any other way (by hand from a
     // shell), it refuses rather than kill its caller's group.
     if unsafe { libc::getpgrp() != libc::getpid() } {
-        eprintln!("regente __guard must lead its own process group; it is started by the runtime agent");
+        eprintln!(
+            "regente __guard must lead its own process group; it is started by the runtime agent"
+        );
         return 125;
     }
     unsafe {
