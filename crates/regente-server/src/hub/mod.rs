@@ -25,6 +25,9 @@ use tokio::sync::mpsc;
 pub enum Command {
     /// New work may be queued: claim while slots are free.
     Wake,
+    /// Notices may have been missed: claim, and send again the cancels that
+    /// wait for robots running here.
+    Resync,
     /// Stop a running robot: it was canceled.
     Cancel { execution_id: String, lease: String },
     /// The lease ended on the server: tell the agent to drop it.
@@ -70,11 +73,12 @@ impl Hub {
         self.send(runtime_id, Command::Wake);
     }
 
-    /// Wakes every session here: after missed notices, and as a slow safety net.
-    pub fn wake_all(&self) {
+    /// Resynchronises every session here: after missed notices, and as a slow
+    /// safety net.
+    pub fn resync_all(&self) {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         for session in sessions.values() {
-            let _ = session.commands.send(Command::Wake);
+            let _ = session.commands.send(Command::Resync);
         }
     }
 
@@ -93,7 +97,7 @@ impl Hub {
                 lease,
                 reason,
             } => self.revoke(runtime_id, execution_id, lease, reason),
-            Notice::Resync => self.wake_all(),
+            Notice::Resync => self.resync_all(),
         }
     }
 

@@ -1,7 +1,8 @@
 //! Relays the notices of other servers sharing the store to the sessions here,
 //! so that a run accepted by one server reaches a runtime connected to another at
 //! once. Notices can be missed (a listener reconnecting), so every session is
-//! also woken now and then to claim whatever waits.
+//! also resynchronised now and then: it claims whatever waits and sends again
+//! the cancels pending for robots it runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,10 +23,10 @@ pub async fn run(ctx: Arc<Context>) {
         tokio::select! {
             notice = notices.recv() => match notice {
                 Ok(notice) => ctx.hub.apply(&notice),
-                Err(RecvError::Lagged(_)) => ctx.hub.wake_all(),
+                Err(RecvError::Lagged(_)) => ctx.hub.resync_all(),
                 Err(RecvError::Closed) => return,
             },
-            _ = tick.tick() => ctx.hub.wake_all(),
+            _ = tick.tick() => ctx.hub.resync_all(),
         }
     }
 }

@@ -286,6 +286,23 @@ impl Session {
     async fn command(&mut self, command: Command) -> anyhow::Result<()> {
         match command {
             Command::Wake => self.dispatch().await,
+            Command::Resync => {
+                let leases = self.ctx.store.leases_of_runtime(&self.runtime.id).await?;
+                for lease in leases.into_iter().filter(|l| l.cancel_requested) {
+                    let running_here = self
+                        .busy
+                        .get(&lease.execution_id)
+                        .is_some_and(|h| h.started && h.lease == lease.lease);
+                    if running_here {
+                        self.send(&ServerMessage::Cancel {
+                            execution_id: lease.execution_id,
+                            lease: lease.lease,
+                        })
+                        .await?;
+                    }
+                }
+                self.dispatch().await
+            }
             Command::Cancel {
                 execution_id,
                 lease,

@@ -70,10 +70,10 @@ pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Option<String>> {
         .or_else(|| generated.clone())
         .unwrap_or_default();
     let username = &ctx.config.admin_username;
-    match ctx.store.root_organization().await? {
+    let created = match ctx.store.root_organization().await? {
         Some(root) => {
             let admin = users::new_user(ctx, &root.id, username, &password, Role::Admin).await?;
-            ctx.store.create_user(&admin).await?;
+            ctx.store.create_user(&admin).await
         }
         None => {
             let root = Organization {
@@ -83,9 +83,19 @@ pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Option<String>> {
                 created_at: now_millis(),
             };
             let admin = users::new_user(ctx, &root.id, username, &password, Role::Admin).await?;
-            ctx.store.create_organization(&root, &admin).await?;
+            ctx.store.create_organization(&root, &admin).await
         }
+    };
+    match created {
+        Ok(()) => {
+            info!(username = %username, "first admin created");
+            Ok(generated)
+        }
+        // Servers starting together on one empty database: another one won.
+        Err(regente_store::Error::Conflict(_)) if ctx.store.count_users().await? > 0 => {
+            info!("the first admin was created by another server");
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
     }
-    info!(username = %username, "first admin created");
-    Ok(generated)
 }

@@ -598,6 +598,8 @@ pub struct ServerProcess {
     env: Vec<(String, String)>,
     pub base: String,
     earlier_stderr: String,
+    /// The same database as the server taken over, on the PostgreSQL backend.
+    database_url: Option<String>,
 }
 
 impl ServerProcess {
@@ -613,6 +615,7 @@ impl ServerProcess {
         vars.extend(env.iter().map(|(n, v)| (n.to_string(), v.to_string())));
         let mut process = ServerProcess {
             process: None,
+            database_url: server.database_url(),
             data_dir: server.data_dir(),
             env: vars,
             base: String::new(),
@@ -628,6 +631,9 @@ impl ServerProcess {
         command
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(&self.data_dir);
+        if let Some(url) = &self.database_url {
+            command.arg("--database-url").arg(url);
+        }
         for (name, value) in &self.env {
             command.env(name, value);
         }

@@ -9,6 +9,7 @@ mod auth;
 mod fuzz;
 mod integration_api;
 mod isolation;
+mod replicas;
 mod restart;
 mod support;
 mod up;

@@ -196,6 +196,11 @@ impl TestServer {
         self.process = Some(process);
     }
 
+    /// The `--database-url` the server runs with, on the PostgreSQL backend.
+    pub fn database_url(&self) -> Option<String> {
+        self.database.as_ref().map(|database| database.url.clone())
+    }
+
     pub fn data_dir(&self) -> std::path::PathBuf {
         self.data_dir.path().join("data")
     }
