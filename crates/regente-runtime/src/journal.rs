@@ -42,27 +42,32 @@ impl Journal {
             .write(true)
             .open(&path)?;
         let mut journal = Journal { path, file };
-        journal.append(&[Entry::Assignment(assignment.clone())])?;
+        // Not synced: an assignment lost in a crash was never started, and the
+        // server hands it out again. The sync of the spawn mark covers it.
+        journal.append(&[Entry::Assignment(assignment.clone())], false)?;
         Ok(journal)
     }
 
     pub fn mark_spawned(&mut self) -> std::io::Result<()> {
-        self.append(&[Entry::Spawned])
+        self.append(&[Entry::Spawned], true)
     }
 
     pub fn append_events(&mut self, events: &[Event]) -> std::io::Result<()> {
         let entries: Vec<Entry> = events.iter().cloned().map(Entry::Event).collect();
-        self.append(&entries)
+        self.append(&entries, true)
     }
 
-    fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
+    fn append(&mut self, entries: &[Entry], sync: bool) -> std::io::Result<()> {
         let mut buffer = Vec::new();
         for entry in entries {
             serde_json::to_writer(&mut buffer, entry)?;
             buffer.push(b'\n');
         }
         self.file.write_all(&buffer)?;
-        self.file.sync_data()
+        if sync {
+            self.file.sync_data()?;
+        }
+        Ok(())
     }
 
     /// Removes the journal once the server has stored everything in it.
