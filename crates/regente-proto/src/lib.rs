@@ -36,7 +36,8 @@ pub enum AgentMessage {
     Hello {
         protocol: u32,
         agent_version: String,
-        /// Robots the agent runs at once.
+        /// Robots the agent runs at once; 0 leaves it to the runtime's setting
+        /// on the server.
         slots: u32,
         /// Leases the agent still holds: robots running or ended with events not
         /// yet acknowledged, from before this connection (or before a restart).

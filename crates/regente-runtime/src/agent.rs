@@ -37,6 +37,7 @@ pub struct AgentConfig {
     pub servers: Vec<String>,
     pub key: String,
     pub work_dir: PathBuf,
+    /// Robots run at once; 0 leaves it to the runtime's setting on the server.
     pub slots: u32,
     /// The `regente` executable, used as each robot's guard process.
     pub guard: Option<PathBuf>,

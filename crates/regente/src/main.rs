@@ -115,9 +115,9 @@ struct RuntimeArgs {
     /// Directory for the journal of unacknowledged events and the package cache.
     #[arg(long, env = "REGENTE_WORK_DIR", default_value = "./regente-runtime")]
     work_dir: PathBuf,
-    /// Robots run at once.
-    #[arg(long, env = "REGENTE_SLOTS", default_value_t = 1)]
-    slots: u32,
+    /// Robots run at once; default: the slots set for the runtime on the server (1 unless changed).
+    #[arg(long, env = "REGENTE_SLOTS")]
+    slots: Option<u32>,
 }
 
 #[derive(Args)]
@@ -249,7 +249,7 @@ async fn store_copy(args: StoreCopyArgs) -> anyhow::Result<()> {
 }
 
 async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(args.slots >= 1, "--slots must be at least 1");
+    anyhow::ensure!(args.slots != Some(0), "--slots must be at least 1");
     let key = match (args.key, args.key_file) {
         (Some(key), _) => key,
         (None, Some(path)) => std::fs::read_to_string(&path)
@@ -264,7 +264,7 @@ async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
         servers: args.servers,
         key,
         work_dir: args.work_dir,
-        slots: args.slots,
+        slots: args.slots.unwrap_or(0),
         guard: std::env::current_exe().ok(),
     };
     regente_runtime::run(config, shutdown_signal()).await

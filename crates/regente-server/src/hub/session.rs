@@ -66,11 +66,15 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
     let (connection, commands) = ctx.hub.register(&runtime.id);
     info!(runtime = %runtime.id, %agent_version, slots, "runtime connected");
     let runtime_id = runtime.id.clone();
+    let runtime_slots = runtime.slots.max(1) as usize;
     let mut session = Session {
         ctx: ctx.clone(),
         runtime,
         socket,
-        slots: slots.clamp(1, 1024) as usize,
+        slots: match slots {
+            0 => runtime_slots,
+            asked => asked.clamp(1, 1024) as usize,
+        },
         busy: HashMap::new(),
     };
     let closed = session.run(held, commands).await;

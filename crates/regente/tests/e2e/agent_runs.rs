@@ -845,3 +845,45 @@ fn an_agent_is_welcomed_on_its_first_connection() {
         );
     }
 }
+
+#[test]
+fn an_agent_without_slots_runs_as_many_robots_as_its_runtime_is_set_for() {
+    let server = TestServer::start();
+    let admin = server.admin_token();
+    let runtime = server
+        .req("POST", "/api/admin/runtimes")
+        .auth(&admin)
+        .json(&json!({"name": "two-slots", "slots": 2}))
+        .send()
+        .expect(201)
+        .json();
+    let (runtime_id, key) = (
+        runtime["id"].as_str().unwrap().to_owned(),
+        runtime["key"].as_str().unwrap().to_owned(),
+    );
+    // Each robot waits until two robots have started: with one slot, the first
+    // would wait alone and fail.
+    let robot = upload_shell_robot(
+        &server,
+        &admin,
+        "pair",
+        "touch \"$REGENTE_VAR_DIR/$REGENTE_EXECUTION_ID\"\ni=0\nwhile [ \"$(ls \"$REGENTE_VAR_DIR\" | wc -l)\" -lt 2 ]; do\n  i=$((i + 1)); [ \"$i\" -gt 300 ] && exit 7\n  sleep 0.05\ndone\n",
+        "",
+    );
+    let out = scratch();
+    let vars = text_vars(&[("DIR", &path_text(out.path()))]);
+    let first = server.queue(&admin, &runtime_id, &robot, Some(&vars));
+    let second = server.queue(&admin, &runtime_id, &robot, Some(&vars));
+    let _agent = TestAgent::start(&server, &key, 0);
+    for id in [&first, &second] {
+        let result = wait_for_status(
+            &server,
+            &admin,
+            &runtime_id,
+            id,
+            ENDED,
+            Duration::from_secs(60),
+        );
+        assert_eq!(result["status"], "FINISHED", "{result}");
+    }
+}

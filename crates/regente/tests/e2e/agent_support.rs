@@ -459,9 +459,11 @@ impl TestAgent {
             .arg("--server")
             .arg(self.options.urls.join(","))
             .arg("--work-dir")
-            .arg(&self.work_dir)
-            .arg("--slots")
-            .arg(self.options.slots.to_string());
+            .arg(&self.work_dir);
+        // 0: no --slots, so the runtime's setting on the server decides.
+        if self.options.slots > 0 {
+            command.arg("--slots").arg(self.options.slots.to_string());
+        }
         if self.options.key_in_env {
             command.env("REGENTE_RUNTIME_KEY", &self.options.key);
         } else {
