@@ -20,7 +20,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
 use reqwest::Method;
@@ -39,60 +39,6 @@ const LISTENING: &str = "regente listening on http://";
 
 // ---------------------------------------------------------------------------
 // One PostgreSQL database for several replicas
-
-/// A database made for one test, dropped at the end (after the replicas).
-struct SharedDatabase {
-    server: String,
-    name: String,
-    url: String,
-}
-
-impl SharedDatabase {
-    fn create() -> SharedDatabase {
-        let server = std::env::var("REGENTE_TEST_PG_URL")
-            .expect("REGENTE_E2E_DATABASE=postgres needs REGENTE_TEST_PG_URL");
-        let suffix = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos();
-        let name = format!("regente_e2e_replicas_{}_{suffix}", std::process::id());
-        pg_admin(&server, &format!("CREATE DATABASE {name}"));
-        let (base, query) = match server.split_once('?') {
-            Some((base, query)) => (base, format!("?{query}")),
-            None => (server.as_str(), String::new()),
-        };
-        let (authority, _) = base.rsplit_once('/').expect("a postgres://HOST/DB URL");
-        let url = format!("{authority}/{name}{query}");
-        SharedDatabase { server, name, url }
-    }
-}
-
-impl Drop for SharedDatabase {
-    fn drop(&mut self) {
-        pg_admin(
-            &self.server,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
-    }
-}
-
-fn pg_admin(server: &str, statement: &str) {
-    use sqlx::{Connection as _, Executor as _};
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("a runtime for the database setup");
-    runtime.block_on(async {
-        let mut admin = sqlx::PgConnection::connect(server)
-            .await
-            .expect("connect to REGENTE_TEST_PG_URL");
-        admin
-            .execute(statement)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
-        let _ = admin.close().await;
-    });
-}
 
 // ---------------------------------------------------------------------------
 // A replica: `regente serve --database-url ...` with a data directory of its own
@@ -270,14 +216,14 @@ fn drain(
 struct Cluster {
     a: Replica,
     b: Replica,
-    _db: SharedDatabase,
+    _db: TestDatabase,
 }
 
 impl Cluster {
     /// A first, then B: the first admin is created by whichever replica starts
     /// first, and the signing secret by whichever stores it first.
     fn start(runtime_timeout_seconds: &str) -> Cluster {
-        let db = SharedDatabase::create();
+        let db = TestDatabase::named("regente_e2e_replicas");
         let env = [("REGENTE_RUNTIME_TIMEOUT_SECONDS", runtime_timeout_seconds)];
         let a = Replica::start("A", &db.url, &env);
         let b = Replica::start("B", &db.url, &env);
@@ -1068,7 +1014,7 @@ fn replicas_started_together_on_an_empty_database_all_come_up() {
     // copy`) starts every replica at once: all find no user, and the README
     // promises that "the first admin is created by whichever replica starts
     // first". The others must come up too, with the same admin and secret.
-    let db = SharedDatabase::create();
+    let db = TestDatabase::named("regente_e2e_replicas");
     let env = [("REGENTE_RUNTIME_TIMEOUT_SECONDS", "30")];
     let mut a = Replica::spawn("A", &db.url, &env);
     let mut b = Replica::spawn("B", &db.url, &env);

@@ -461,9 +461,8 @@ impl Drop for TestServer {
                 let _ = process.child.wait();
             }
         }
-        if let Some(database) = self.database.take() {
-            database.drop_database();
-        }
+        // After the server: the database goes once nobody uses it.
+        drop(self.database.take());
     }
 }
 
@@ -477,59 +476,64 @@ pub fn on_postgres() -> bool {
     }
 }
 
-/// A PostgreSQL database of one test server, dropped with it.
-struct TestDatabase {
+/// A PostgreSQL database made for one test, dropped when this is dropped.
+pub struct TestDatabase {
     server: String,
     name: String,
-    url: String,
+    /// The URL a server takes as `--database-url`.
+    pub url: String,
 }
 
 impl TestDatabase {
+    /// A database for a test server, when the suite runs on PostgreSQL.
     fn create() -> Option<TestDatabase> {
-        if !on_postgres() {
-            return None;
-        }
+        on_postgres().then(|| TestDatabase::named("regente_e2e"))
+    }
+
+    /// A fresh database on the server `REGENTE_TEST_PG_URL` names.
+    pub fn named(prefix: &str) -> TestDatabase {
         let server = std::env::var("REGENTE_TEST_PG_URL")
             .expect("REGENTE_E2E_DATABASE=postgres needs REGENTE_TEST_PG_URL");
         let suffix = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap()
             .as_nanos();
-        let name = format!("regente_e2e_{}_{suffix}", std::process::id());
-        postgres_admin(&server, &format!("CREATE DATABASE {name}"));
+        let name = format!("{prefix}_{}_{suffix}", std::process::id());
+        let create = format!("CREATE DATABASE {name}");
+        postgres_admin(&server, &create).unwrap_or_else(|e| panic!("{create}: {e}"));
         let (base, query) = match server.split_once('?') {
             Some((base, query)) => (base, format!("?{query}")),
             None => (server.as_str(), String::new()),
         };
         let (authority, _) = base.rsplit_once('/').expect("a postgres://HOST/DB URL");
         let url = format!("{authority}/{name}{query}");
-        Some(TestDatabase { server, name, url })
-    }
-
-    fn drop_database(self) {
-        postgres_admin(
-            &self.server,
-            &format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name),
-        );
+        TestDatabase { server, name, url }
     }
 }
 
-fn postgres_admin(server: &str, statement: &str) {
+impl Drop for TestDatabase {
+    /// Best effort: PostgreSQL may refuse while a session it cannot end (such as
+    /// autovacuum's) is on the database; a throwaway test cluster keeps it then.
+    fn drop(&mut self) {
+        let drop = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        if let Err(e) = postgres_admin(&self.server, &drop) {
+            eprintln!("{drop}: {e}");
+        }
+    }
+}
+
+fn postgres_admin(server: &str, statement: &str) -> Result<(), sqlx::Error> {
     use sqlx::{Connection as _, Executor as _};
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("a runtime for the database setup");
     runtime.block_on(async {
-        let mut admin = sqlx::PgConnection::connect(server)
-            .await
-            .expect("connect to REGENTE_TEST_PG_URL");
-        admin
-            .execute(statement)
-            .await
-            .unwrap_or_else(|e| panic!("{statement}: {e}"));
+        let mut admin = sqlx::PgConnection::connect(server).await?;
+        let executed = admin.execute(statement).await.map(|_| ());
         let _ = admin.close().await;
-    });
+        executed
+    })
 }
 
 /// Sends a signal with the `kill` command and waits for the exit, polling
