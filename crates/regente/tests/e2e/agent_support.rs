@@ -8,19 +8,17 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::io::{BufRead, BufReader, Read};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::support::{robot_zip, TestServer, ADMIN_PASSWORD, ADMIN_USER, JWT_SECRET};
+use crate::support::{drain, robot_zip, TestServer, ADMIN_PASSWORD, ADMIN_USER, JWT_SECRET};
 
 /// How often the polling helpers look again.
 const POLL: Duration = Duration::from_millis(50);
@@ -306,31 +304,6 @@ fn wait_exit(child: &mut Child, timeout: Duration) -> Option<ExitStatus> {
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Copies a pipe into a buffer (and its lines into a channel) until it closes.
-fn drain(
-    pipe: impl Read + Send + 'static,
-    buffer: Arc<Mutex<String>>,
-    lines: Option<mpsc::Sender<String>>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line).into_owned();
-                    buffer.lock().unwrap().push_str(&text);
-                    if let Some(lines) = &lines {
-                        let _ = lines.send(text);
-                    }
-                }
-            }
-        }
-    })
 }
 
 /// A child process with its output drained into buffers.

@@ -14,12 +14,10 @@
 //! Nothing here sleeps to synchronise: every wait polls with a deadline.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use reqwest::blocking::Client;
@@ -184,31 +182,6 @@ impl Drop for Replica {
             let _ = child.wait();
         }
     }
-}
-
-/// Copies a pipe into a buffer (and its lines into a channel) until it closes.
-fn drain(
-    pipe: impl Read + Send + 'static,
-    buffer: Arc<Mutex<String>>,
-    lines: Option<mpsc::Sender<String>>,
-) -> JoinHandle<()> {
-    std::thread::spawn(move || {
-        let mut reader = BufReader::new(pipe);
-        let mut line = Vec::new();
-        loop {
-            line.clear();
-            match reader.read_until(b'\n', &mut line) {
-                Ok(0) | Err(_) => return,
-                Ok(_) => {
-                    let text = String::from_utf8_lossy(&line).into_owned();
-                    buffer.lock().unwrap().push_str(&text);
-                    if let Some(lines) = &lines {
-                        let _ = lines.send(text);
-                    }
-                }
-            }
-        }
-    })
 }
 
 /// Two replicas on one fresh database. Fields drop in order: the replicas

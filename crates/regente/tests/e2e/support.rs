@@ -559,7 +559,7 @@ fn terminate(child: &mut Child, signal: &str) -> Option<ExitStatus> {
 }
 
 /// Copies a pipe into a buffer (and its lines into a channel) until it closes.
-fn drain(
+pub fn drain(
     pipe: impl Read + Send + 'static,
     buffer: Arc<Mutex<String>>,
     lines: Option<mpsc::Sender<String>>,
