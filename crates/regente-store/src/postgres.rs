@@ -29,12 +29,13 @@ use tokio::sync::broadcast;
 use tracing::warn;
 
 use crate::rows::{
-    self, clamp_progress, conflict_as, execution_from, json_column, lease_from, log_line_from,
-    organization_from, other, redact, robot_from, robot_version_from, robots_from, runtime_from,
-    status_of, user_from, EXECUTION_COLUMNS,
+    self, apply_events, conflict_as, event_target_from, execution_from, json_column, lease_from,
+    live_lease_from, log_line_from, organization_from, other, plan_lease_end, redact, robot_from,
+    robot_id_and_version_from, robot_version_from, robots_with_versions, runtime_from, status_of,
+    user_from, EXECUTION_COLUMNS, LIVE_LEASE_COLUMNS,
 };
 use crate::{
-    CancelOutcome, Change, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
+    CancelOutcome, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
     ExecutionFilter, IdempotencyKey, Lease, LogLine, LostOutcome, Millis, NewExecution,
     NewRobotVersion, NewRuntime, Notice, Organization, Result, Robot, Runtime, Store, User,
 };
@@ -506,7 +507,15 @@ impl Store for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(other)?;
-        robots_from(&rows, &version_rows)
+        let robots = rows
+            .iter()
+            .map(|row| robot_from(row, Vec::new()))
+            .collect::<Result<_>>()?;
+        let versions = version_rows
+            .iter()
+            .map(robot_id_and_version_from)
+            .collect::<Result<_>>()?;
+        Ok(robots_with_versions(robots, versions))
     }
 
     async fn robot_package(
@@ -786,59 +795,25 @@ impl Store for PostgresStore {
             return Ok(EventsOutcome::Revoked);
         };
         let organization_id: String = row.try_get("organization_id").map_err(other)?;
-        let mut status = status_of(&row)?;
-        let mut progress: f64 = row.try_get("progress").map_err(other)?;
-        let mut return_value: Option<String> = row.try_get("return_value").map_err(other)?;
-        let init: Millis = row.try_get("init").map_err(other)?;
-        let first = row.try_get::<i64, _>("last_event_seq").map_err(other)? as u64;
-        let mut last = first;
-        let mut ending: Option<(Millis, Option<i32>, String)> = None;
-        let mut log_seqs: Vec<i64> = Vec::new();
-        let mut log_times: Vec<i64> = Vec::new();
-        let mut log_levels: Vec<String> = Vec::new();
-        let mut log_messages: Vec<String> = Vec::new();
-        for event in events {
-            if event.seq <= last {
-                continue; // Sent again after a reconnect: stored already.
-            }
-            if event.seq != last + 1 || status.is_ended() {
-                break; // A gap: the agent sends the rest again after a reconnect.
-            }
-            match &event.change {
-                Change::Log { level, message } => {
-                    log_seqs.push(event.seq as i64);
-                    log_times.push(event.time);
-                    log_levels.push(storable(level).into_owned());
-                    log_messages.push(storable(message).into_owned());
-                }
-                Change::Progress(value) => progress = clamp_progress(*value),
-                Change::Return(value) => return_value = Some(value.to_string()),
-                Change::Ended {
-                    status: end_status,
-                    exit_code,
-                    reason,
-                } => {
-                    status = *end_status;
-                    if status == ExecutionStatus::Finished {
-                        progress = 100.0;
-                    }
-                    ending = Some((
-                        event.time.max(init),
-                        *exit_code,
-                        storable(reason).into_owned(),
-                    ));
-                }
-            }
-            last = event.seq;
-        }
-        if last == first {
+        let before = event_target_from(&row)?;
+        let first = before.last_event_seq;
+        let applied = apply_events(before, events);
+        if !applied.changed(first) {
             // Nothing new: acknowledge without writing.
             return Ok(EventsOutcome::Stored {
-                acked: last,
+                acked: first,
                 ended: false,
             });
         }
-        if !log_seqs.is_empty() {
+        if !applied.lines.is_empty() {
+            let (mut log_seqs, mut log_times, mut log_levels, mut log_messages) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (event, level, message) in &applied.lines {
+                log_seqs.push(event.seq as i64);
+                log_times.push(event.time);
+                log_levels.push(storable(level).into_owned());
+                log_messages.push(storable(message).into_owned());
+            }
             sqlx::query(
                 "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) \
                  SELECT $1, line.seq, $2, line.time, line.level, line.message \
@@ -855,6 +830,16 @@ impl Store for PostgresStore {
             .await
             .map_err(other)?;
         }
+        let target = &applied.target;
+        let (status, progress, return_value, last) = (
+            target.status,
+            target.progress,
+            &target.return_value,
+            target.last_event_seq,
+        );
+        let ending = applied
+            .ending
+            .map(|(end, exit_code, reason)| (end, exit_code, storable(reason).into_owned()));
         let ended = ending.is_some();
         match ending {
             Some((end, exit_code, reason)) => sqlx::query(
@@ -935,11 +920,10 @@ impl Store for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Locked: two servers ending the same lease (or a report racing the end)
         // are ordered, and the second one finds it Stale.
-        let row = sqlx::query(
-            "SELECT organization_id, status, attempt, max_attempts, last_event_seq, cancel_requested \
-             FROM executions WHERE id = $1 AND lease = $2 AND status IN ('PENDENT', 'RUNNING') \
-             FOR UPDATE",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {LIVE_LEASE_COLUMNS} FROM executions \
+             WHERE id = $1 AND lease = $2 AND status IN ('PENDENT', 'RUNNING') FOR UPDATE"
+        ))
         .bind(execution_id)
         .bind(lease)
         .fetch_optional(&mut *tx)
@@ -948,97 +932,40 @@ impl Store for PostgresStore {
         let Some(row) = row else {
             return Ok(LostOutcome::Stale);
         };
-        let reason = storable(reason);
-        let organization_id: String = row.try_get("organization_id").map_err(other)?;
-        let attempt: i64 = row.try_get("attempt").map_err(other)?;
-        let max_attempts: i64 = row.try_get("max_attempts").map_err(other)?;
-        let cancel_requested: bool = row.try_get("cancel_requested").map_err(other)?;
-        let seq: i64 = row.try_get::<i64, _>("last_event_seq").map_err(other)? + 1;
-        let (outcome, level, message) = match status_of(&row)? {
-            // A cancel is final, even for a run that never started.
-            _ if cancel_requested => {
-                let message = format!("canceled; {reason}");
-                sqlx::query(
-                    "UPDATE executions SET status = 'CANCELED', \"end\" = $1, end_reason = $2, \
-                     lease = NULL, last_event_seq = $3 WHERE id = $4",
-                )
-                .bind(now)
-                .bind(&message)
-                .bind(seq)
-                .bind(execution_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                (
-                    LostOutcome::Ended(ExecutionStatus::Canceled),
-                    "WARN",
-                    message,
-                )
-            }
-            // Never started: nothing ran, so it can safely wait for a runtime again,
-            // without using up an attempt.
-            status if status == ExecutionStatus::Pendent || !started => {
-                sqlx::query(
-                    "UPDATE executions SET status = 'PENDENT', lease = NULL, started = NULL, \
-                     attempt = GREATEST(attempt - 1, 0) WHERE id = $1",
-                )
-                .bind(execution_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                tx.commit().await.map_err(other)?;
-                return Ok(LostOutcome::Requeued);
-            }
-            _ if attempt < max_attempts => {
-                sqlx::query(
-                    "UPDATE executions SET status = 'PENDENT', lease = NULL, started = NULL, \
-                     progress = 0, last_event_seq = $1 WHERE id = $2",
-                )
-                .bind(seq)
-                .bind(execution_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                let message = format!(
-                    "{reason}; the robot allows retries, so it is queued again (attempt {} of {max_attempts})",
-                    attempt + 1
-                );
-                (LostOutcome::Requeued, "WARN", message)
-            }
-            _ => {
-                sqlx::query(
-                    "UPDATE executions SET status = 'ERROR', \"end\" = $1, end_reason = $2, \
-                     lease = NULL, last_event_seq = $3 WHERE id = $4",
-                )
-                .bind(now)
-                .bind(reason.as_ref())
-                .bind(seq)
-                .bind(execution_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                (
-                    LostOutcome::Ended(ExecutionStatus::Error),
-                    "ERROR",
-                    reason.into_owned(),
-                )
-            }
-        };
+        let live = live_lease_from(&row)?;
+        let end = plan_lease_end(&live, started, &storable(reason), now);
         sqlx::query(
-            "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "UPDATE executions SET status = $1, lease = NULL, \"end\" = $2, end_reason = $3, \
+             started = CASE WHEN $1 = 'PENDENT' THEN NULL ELSE started END, \
+             attempt = $4, progress = $5, last_event_seq = $6 WHERE id = $7",
         )
+        .bind(end.status.as_str())
+        .bind(end.end)
+        .bind(&end.end_reason)
+        .bind(end.attempt)
+        .bind(end.progress)
+        .bind(end.last_event_seq)
         .bind(execution_id)
-        .bind(seq)
-        .bind(&organization_id)
-        .bind(now)
-        .bind(level)
-        .bind(message)
         .execute(&mut *tx)
         .await
         .map_err(other)?;
+        if let Some((level, message)) = &end.log {
+            sqlx::query(
+                "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(execution_id)
+            .bind(end.last_event_seq)
+            .bind(&live.organization_id)
+            .bind(now)
+            .bind(level)
+            .bind(message)
+            .execute(&mut *tx)
+            .await
+            .map_err(other)?;
+        }
         tx.commit().await.map_err(other)?;
-        Ok(outcome)
+        Ok(end.outcome)
     }
 }
 

@@ -15,8 +15,8 @@ use sqlx::{
 };
 
 use crate::{
-    Error, Execution, ExecutionFilter, Lease, LogLine, Millis, Organization, Result, Robot,
-    RobotVersion, Runtime, User,
+    Change, Error, EventRecord, Execution, ExecutionFilter, Lease, LogLine, LostOutcome, Millis,
+    Organization, Result, Robot, RobotVersion, Runtime, User,
 };
 
 pub(crate) fn other(error: sqlx::Error) -> Error {
@@ -198,22 +198,28 @@ pub(crate) fn robot_from(row: &impl RecordRow, versions: Vec<RobotVersion>) -> R
     })
 }
 
-/// Robots from their rows and the rows of all their versions (which name their
-/// `robot_id`, in version order), in the order of `rows`.
-pub(crate) fn robots_from<R: RecordRow>(rows: &[R], version_rows: &[R]) -> Result<Vec<Robot>> {
-    let mut versions: HashMap<String, Vec<RobotVersion>> = HashMap::new();
-    for row in version_rows {
-        versions
-            .entry(row.text("robot_id")?)
-            .or_default()
-            .push(robot_version_from(row)?);
+/// The robots, in their order, each given its versions from `versions`
+/// (`(robot_id, version)` pairs in version order).
+pub(crate) fn robots_with_versions(
+    robots: Vec<Robot>,
+    versions: Vec<(String, RobotVersion)>,
+) -> Vec<Robot> {
+    let mut by_robot: HashMap<String, Vec<RobotVersion>> = HashMap::new();
+    for (robot_id, version) in versions {
+        by_robot.entry(robot_id).or_default().push(version);
     }
-    rows.iter()
-        .map(|row| {
-            let id = row.text("id")?;
-            robot_from(row, versions.remove(&id).unwrap_or_default())
+    robots
+        .into_iter()
+        .map(|mut robot| {
+            robot.versions = by_robot.remove(&robot.id).unwrap_or_default();
+            robot
         })
         .collect()
+}
+
+/// A robot version with the id of its robot, from a row that has `robot_id`.
+pub(crate) fn robot_id_and_version_from(row: &impl RecordRow) -> Result<(String, RobotVersion)> {
+    Ok((row.text("robot_id")?, robot_version_from(row)?))
 }
 
 pub(crate) fn lease_from(row: &impl RecordRow) -> Result<Lease> {
@@ -262,6 +268,42 @@ pub(crate) fn execution_from(row: &impl RecordRow) -> Result<Execution> {
     })
 }
 
+/// A value [`execution_conditions`] compares with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum FilterValue<'a> {
+    Text(&'a str),
+    Int(i64),
+}
+
+/// The conditions of an organisation's executions matching `filter`: each is
+/// `column operator` awaiting one value, joined with `AND`. Each backend writes
+/// its own placeholders.
+pub(crate) fn execution_conditions<'a>(
+    organization_id: &'a str,
+    filter: &'a ExecutionFilter,
+) -> Vec<(&'static str, FilterValue<'a>)> {
+    let mut conditions = vec![("organization_id =", FilterValue::Text(organization_id))];
+    if let Some(status) = filter.status {
+        conditions.push(("status =", FilterValue::Text(status.as_str())));
+    }
+    if let Some(robot_id) = &filter.robot_id {
+        conditions.push(("robot_id =", FilterValue::Text(robot_id)));
+    }
+    if let Some(runtime_id) = &filter.runtime_id {
+        conditions.push(("runtime_id =", FilterValue::Text(runtime_id)));
+    }
+    if let Some(from) = filter.from {
+        conditions.push(("init >=", FilterValue::Int(from)));
+    }
+    if let Some(to) = filter.to {
+        conditions.push(("init <", FilterValue::Int(to)));
+    }
+    if let Some(before) = filter.before_seq {
+        conditions.push(("seq <", FilterValue::Int(before)));
+    }
+    conditions
+}
+
 /// `SELECT` of an organisation's executions matching `filter`, newest first; the
 /// builder writes each backend's placeholders.
 pub(crate) fn list_executions_query<'a, DB>(
@@ -274,34 +316,208 @@ where
     &'a str: Encode<'a, DB> + Type<DB>,
     Millis: Encode<'a, DB> + Type<DB>,
 {
-    let mut query = QueryBuilder::new(format!(
-        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = "
-    ));
-    query.push_bind(organization_id);
-    if let Some(status) = filter.status {
-        query.push(" AND status = ").push_bind(status.as_str());
-    }
-    if let Some(robot_id) = &filter.robot_id {
-        query.push(" AND robot_id = ").push_bind(robot_id.as_str());
-    }
-    if let Some(runtime_id) = &filter.runtime_id {
-        query
-            .push(" AND runtime_id = ")
-            .push_bind(runtime_id.as_str());
-    }
-    if let Some(from) = filter.from {
-        query.push(" AND init >= ").push_bind(from);
-    }
-    if let Some(to) = filter.to {
-        query.push(" AND init < ").push_bind(to);
-    }
-    if let Some(before) = filter.before_seq {
-        query.push(" AND seq < ").push_bind(before);
+    let mut query = QueryBuilder::new(format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE "));
+    for (index, (condition, value)) in execution_conditions(organization_id, filter)
+        .into_iter()
+        .enumerate()
+    {
+        if index > 0 {
+            query.push(" AND ");
+        }
+        query.push(condition).push(" ");
+        match value {
+            FilterValue::Text(text) => query.push_bind(text),
+            FilterValue::Int(number) => query.push_bind(number),
+        };
     }
     query
         .push(" ORDER BY seq DESC LIMIT ")
         .push_bind(filter.limit as i64);
     query
+}
+
+/// What an execution's row says before a batch of events is applied.
+#[derive(Debug, Clone)]
+pub(crate) struct EventTarget {
+    pub status: ExecutionStatus,
+    pub progress: f64,
+    /// JSON text.
+    pub return_value: Option<String>,
+    pub last_event_seq: u64,
+    pub init: Millis,
+}
+
+/// A batch of events applied to an [`EventTarget`]: what to write.
+#[derive(Debug)]
+pub(crate) struct AppliedEvents<'e> {
+    /// The new state; `last_event_seq` is the last event applied.
+    pub target: EventTarget,
+    /// The log lines to insert: (event, level, message).
+    pub lines: Vec<(&'e EventRecord, &'e str, &'e str)>,
+    /// When the batch ends the execution: (end time, exit code, reason).
+    pub ending: Option<(Millis, Option<i32>, &'e str)>,
+}
+
+impl AppliedEvents<'_> {
+    /// Whether any event was new: otherwise nothing needs writing.
+    pub fn changed(&self, before: u64) -> bool {
+        self.target.last_event_seq != before
+    }
+}
+
+/// Applies the events in order, each once: copies already applied (sent again
+/// after a reconnect) are skipped, and a gap or an event after the end stops
+/// the batch (the agent sends the rest again).
+pub(crate) fn apply_events(mut target: EventTarget, events: &[EventRecord]) -> AppliedEvents<'_> {
+    let mut lines = Vec::new();
+    let mut ending = None;
+    for event in events {
+        if event.seq <= target.last_event_seq {
+            continue;
+        }
+        if event.seq != target.last_event_seq + 1 || target.status.is_ended() {
+            break;
+        }
+        match &event.change {
+            Change::Log { level, message } => lines.push((event, level.as_str(), message.as_str())),
+            Change::Progress(value) => target.progress = clamp_progress(*value),
+            Change::Return(value) => target.return_value = Some(value.to_string()),
+            Change::Ended {
+                status,
+                exit_code,
+                reason,
+            } => {
+                target.status = *status;
+                if target.status == ExecutionStatus::Finished {
+                    target.progress = 100.0;
+                }
+                ending = Some((event.time.max(target.init), *exit_code, reason.as_str()));
+            }
+        }
+        target.last_event_seq = event.seq;
+    }
+    AppliedEvents {
+        target,
+        lines,
+        ending,
+    }
+}
+
+/// The state [`apply_events`] starts from, read from a row with the columns
+/// `status, progress, return_value, last_event_seq, init`.
+pub(crate) fn event_target_from(row: &impl RecordRow) -> Result<EventTarget> {
+    Ok(EventTarget {
+        status: status_of(row)?,
+        progress: row.real("progress")?,
+        return_value: row.text_opt("return_value")?,
+        last_event_seq: row.int("last_event_seq")? as u64,
+        init: row.int("init")?,
+    })
+}
+
+/// The columns [`live_lease_from`] reads.
+pub(crate) const LIVE_LEASE_COLUMNS: &str =
+    "organization_id, status, attempt, max_attempts, last_event_seq, cancel_requested, progress";
+
+/// An execution under a live lease, as [`plan_lease_end`] needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveLease {
+    pub organization_id: String,
+    pub status: ExecutionStatus,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub last_event_seq: i64,
+    pub cancel_requested: bool,
+    pub progress: f64,
+}
+
+pub(crate) fn live_lease_from(row: &impl RecordRow) -> Result<LiveLease> {
+    Ok(LiveLease {
+        organization_id: row.text("organization_id")?,
+        status: status_of(row)?,
+        attempt: row.int("attempt")?,
+        max_attempts: row.int("max_attempts")?,
+        last_event_seq: row.int("last_event_seq")?,
+        cancel_requested: row.flag("cancel_requested")?,
+        progress: row.real("progress")?,
+    })
+}
+
+/// What ending a lease writes: the execution's new values (`started` is cleared
+/// when it goes back to PENDENT) and the line to log, numbered
+/// `last_event_seq`.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseEnd {
+    pub outcome: LostOutcome,
+    pub status: ExecutionStatus,
+    pub end: Option<Millis>,
+    pub end_reason: Option<String>,
+    pub attempt: i64,
+    pub progress: f64,
+    pub last_event_seq: i64,
+    pub log: Option<(&'static str, String)>,
+}
+
+/// Decides how a lease whose runtime was lost or gave it up ends. When the robot
+/// certainly never ran (`started` false, or still PENDENT), the execution waits
+/// for a runtime again without using up an attempt; otherwise it is queued again
+/// only if attempts remain, else ended with `reason`. A cancel is final.
+pub(crate) fn plan_lease_end(
+    live: &LiveLease,
+    started: bool,
+    reason: &str,
+    now: Millis,
+) -> LeaseEnd {
+    let seq = live.last_event_seq + 1;
+    let ended = |status, message: String, level| LeaseEnd {
+        outcome: LostOutcome::Ended(status),
+        status,
+        end: Some(now),
+        end_reason: Some(message.clone()),
+        attempt: live.attempt,
+        progress: live.progress,
+        last_event_seq: seq,
+        log: Some((level, message)),
+    };
+    if live.cancel_requested {
+        // A run canceled while RUNNING never starts again, even when its runtime
+        // says it never spawned it.
+        return ended(
+            ExecutionStatus::Canceled,
+            format!("canceled; {reason}"),
+            "WARN",
+        );
+    }
+    if live.status == ExecutionStatus::Pendent || !started {
+        return LeaseEnd {
+            outcome: LostOutcome::Requeued,
+            status: ExecutionStatus::Pendent,
+            end: None,
+            end_reason: None,
+            attempt: (live.attempt - 1).max(0),
+            progress: live.progress,
+            last_event_seq: live.last_event_seq,
+            log: None,
+        };
+    }
+    if live.attempt < live.max_attempts {
+        let message = format!(
+            "{reason}; the robot allows retries, so it is queued again (attempt {} of {})",
+            live.attempt + 1,
+            live.max_attempts
+        );
+        return LeaseEnd {
+            outcome: LostOutcome::Requeued,
+            status: ExecutionStatus::Pendent,
+            end: None,
+            end_reason: None,
+            attempt: live.attempt,
+            progress: 0.0,
+            last_event_seq: seq,
+            log: Some(("WARN", message)),
+        };
+    }
+    ended(ExecutionStatus::Error, reason.to_owned(), "ERROR")
 }
 
 /// A reported progress as stored: within 0..=100, NaN as 0.

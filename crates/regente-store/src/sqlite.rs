@@ -1,53 +1,62 @@
 //! The embedded store: one SQLite file in WAL mode with `synchronous=FULL`, so a
 //! committed transaction survives a process crash and a power loss.
 //!
-//! All writes go through a pool of exactly one connection: SQLite has one writer
-//! at a time anyway, and queueing writers in the pool instead of in SQLite's busy
-//! handler means no `database is locked` errors under bursts. Reads use a separate
-//! pool of read-only connections, which WAL lets run beside the writer.
+//! SQLite is driven through rusqlite, synchronously, without a thread hop per
+//! statement:
+//! - **Writes** go to one writer thread that owns the only writing connection
+//!   (SQLite has one writer at a time anyway). It takes every write waiting for it
+//!   into one transaction, each under its own savepoint, and commits them with
+//!   one fsync (group commit). Nobody is answered before the commit holding their
+//!   write has returned, so an answer means the write is on disk.
+//! - **Reads** use a small pool of read-only connections, which WAL lets run
+//!   beside the writer. A read bounded to a few rows runs on the calling task's
+//!   thread: it costs microseconds, less than handing it to another thread. A read
+//!   that can be long (lists, packages, a long log) runs on a blocking thread.
+//!
+//! The schema is migrated by sqlx's migrator at open, as it always has been, so
+//! data directories of every version upgrade in place.
 
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::Context as _;
 use async_trait::async_trait;
 use regente_core::ExecutionStatus;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
-use sqlx::{QueryBuilder, Row, Sqlite};
-use tokio::sync::{mpsc, oneshot};
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection, OpenFlags, OptionalExtension, Params};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::oneshot;
 
 use crate::rows::{
-    self, clamp_progress, conflict_as, execution_from, json_column, lease_from, log_line_from,
-    organization_from, other, robot_from, robot_version_from, robots_from, runtime_from, status_of,
-    user_from, EXECUTION_COLUMNS,
+    apply_events, event_target_from, execution_conditions, execution_from, lease_from,
+    live_lease_from, log_line_from, organization_from, plan_lease_end, robot_from,
+    robot_id_and_version_from, robot_version_from, robots_with_versions, runtime_from, status_of,
+    user_from, FilterValue, RecordRow, EXECUTION_COLUMNS, LIVE_LEASE_COLUMNS,
 };
 use crate::{
-    CancelOutcome, Change, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
+    CancelOutcome, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
     ExecutionFilter, IdempotencyKey, Lease, LogLine, LostOutcome, Millis, NewExecution,
     NewRobotVersion, NewRuntime, Organization, Result, Robot, Runtime, Store, User,
 };
 
-const READ_CONNECTIONS: u32 = 4;
-/// Log lines per INSERT: 6 values each, well under SQLite's 32,766 variables.
-const LOG_LINES_PER_INSERT: usize = 1000;
+/// Most writes committed by one transaction.
+const MAX_WRITE_BATCH: usize = 1024;
+/// Idle read connections kept open; more are opened when needed.
+const MAX_IDLE_READERS: usize = 8;
+/// Log lines read on the caller's thread; a longer log continues on a blocking
+/// thread.
+const INLINE_LOG_LINES: usize = 1000;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
 
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
-    /// Runs submitted concurrently are committed together (see [`commit_enqueues`]).
-    enqueuer: mpsc::Sender<EnqueueJob>,
+    writer: mpsc::Sender<Box<dyn WriteJob>>,
+    readers: Arc<Readers>,
 }
-
-struct EnqueueJob {
-    new: NewExecution,
-    key: Option<IdempotencyKey>,
-    reply: oneshot::Sender<Result<Enqueued>>,
-}
-
-/// Most runs committed by one transaction.
-const MAX_ENQUEUE_BATCH: usize = 1024;
 
 impl SqliteStore {
     /// Opens (creating if needed) the database at `url` and applies the migrations.
@@ -58,417 +67,938 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
-            .busy_timeout(Duration::from_secs(30));
-        let writer = SqlitePoolOptions::new()
+            .busy_timeout(BUSY_TIMEOUT);
+        let path = options.get_filename().to_owned();
+        // A pool of one connection, used for the migrations only and closed.
+        let migrator = SqlitePoolOptions::new()
             .max_connections(1)
-            .min_connections(1)
-            .after_connect(|conn, _| Box::pin(check_durability(conn)))
-            .connect_with(options.clone())
+            .connect_with(options)
             .await
             .with_context(|| format!("cannot open the database {url:?}"))?;
         sqlx::migrate!("./migrations/sqlite")
-            .run(&writer)
+            .run(&migrator)
             .await
             .context("cannot apply the database migrations")?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(READ_CONNECTIONS)
-            .after_connect(|conn, _| Box::pin(check_durability(conn)))
-            .connect_with(options.read_only(true))
-            .await
-            .with_context(|| format!("cannot open the database {url:?} for reading"))?;
-        let (enqueuer, jobs) = mpsc::channel(MAX_ENQUEUE_BATCH * 4);
-        tokio::spawn(commit_enqueues(writer.clone(), jobs));
+        migrator.close().await;
+
+        let writer = open_connection(&path, false)
+            .with_context(|| format!("cannot open the database {url:?} for writing"))?;
+        let readers = Arc::new(Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+        });
+        // Fail at open, not at the first read, when reading is impossible.
+        readers
+            .with(|_| Ok(()))
+            .map_err(|e| anyhow::anyhow!("cannot open the database {url:?} for reading: {e}"))?;
+        let (jobs, queue) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer, queue))
+            .context("cannot start the SQLite writer thread")?;
         Ok(SqliteStore {
-            writer,
-            reader,
-            enqueuer,
+            writer: jobs,
+            readers,
         })
     }
+
+    /// Runs `work` in the writer's next transaction; answers once it is committed.
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Box::new(PendingWrite {
+                work: Some(work),
+                outcome: None,
+                reply,
+            }))
+            .map_err(|_| store_closed())?;
+        answer.await.map_err(|_| store_closed())?
+    }
+
+    /// Runs a read that may be long on a blocking thread.
+    async fn read_blocking<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(read))
+            .await
+            .map_err(|e| Error::Other(anyhow::anyhow!("a database read failed: {e}")))?
+    }
 }
 
-/// Group commit: the runs waiting while one transaction commits go into the next,
-/// each under its own savepoint, so one fsync acknowledges them all. Nobody is
-/// answered before the commit that holds their run has returned.
-async fn commit_enqueues(writer: SqlitePool, mut jobs: mpsc::Receiver<EnqueueJob>) {
-    let mut batch = Vec::with_capacity(MAX_ENQUEUE_BATCH);
-    while jobs.recv_many(&mut batch, MAX_ENQUEUE_BATCH).await > 0 {
-        match enqueue_batch(&writer, &batch).await {
-            Ok(outcomes) => {
-                for (job, outcome) in batch.drain(..).zip(outcomes) {
-                    let _ = job.reply.send(outcome);
-                }
+fn store_closed() -> Error {
+    Error::Other(anyhow::anyhow!("the store is closed"))
+}
+
+fn open_connection(path: &Path, read_only: bool) -> anyhow::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    check_durability(&conn)?;
+    Ok(conn)
+}
+
+/// The pragmas are per connection: check each one, so that no connection ever
+/// acknowledges a write that is not yet durable.
+fn check_durability(conn: &Connection) -> anyhow::Result<()> {
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+    let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    // 2 is FULL, 3 is EXTRA: both sync the WAL on every commit.
+    if synchronous < 2 || !journal_mode.eq_ignore_ascii_case("wal") {
+        anyhow::bail!(
+            "SQLite connection is not durable: synchronous={synchronous}, journal_mode={journal_mode}"
+        );
+    }
+    Ok(())
+}
+
+// --- The writer -----------------------------------------------------------
+
+/// A write waiting for the writer thread.
+trait WriteJob: Send {
+    /// Runs the write; false when it failed and its changes must be undone.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction has ended: `commit_error` is
+    /// `None` when it committed.
+    fn answer(self: Box<Self>, commit_error: Option<&str>);
+}
+
+struct PendingWrite<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> WriteJob for PendingWrite<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        // A bug in one write must not stop the writer for everybody.
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+            Err(Error::Other(anyhow::anyhow!(
+                "the store failed while writing"
+            )))
+        });
+        let succeeded = outcome.is_ok();
+        self.outcome = Some(outcome);
+        succeeded
+    }
+
+    fn answer(self: Box<Self>, commit_error: Option<&str>) {
+        let outcome = match (commit_error, self.outcome) {
+            (_, Some(Err(e))) => Err(e),
+            (None, Some(outcome)) => outcome,
+            (Some(why), _) => Err(Error::Other(anyhow::anyhow!(
+                "the write was not committed: {why}"
+            ))),
+            (None, None) => Err(Error::Other(anyhow::anyhow!("the write never ran"))),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Group commit: the writes that queued while one transaction committed go into
+/// the next one, each under its own savepoint so that one failing undoes only
+/// itself, and one fsync acknowledges them all.
+fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>) {
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_WRITE_BATCH);
+    while let Ok(job) = queue.recv() {
+        batch.push(job);
+        while batch.len() < MAX_WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
             }
-            Err(e) => {
-                let message = format!("{e:#}");
-                for job in batch.drain(..) {
-                    let _ = job.reply.send(Err(Error::Other(anyhow::anyhow!(
-                        "cannot queue the run: {message}"
-                    ))));
-                }
-            }
+        }
+        let commit_error = commit_batch(&conn, &mut batch).err().map(|e| e.to_string());
+        if let Some(why) = &commit_error {
+            tracing::error!(error = %why, writes = batch.len(), "a database transaction failed");
+        }
+        for job in batch.drain(..) {
+            job.answer(commit_error.as_deref());
         }
     }
 }
 
-async fn enqueue_batch(
-    writer: &SqlitePool,
-    batch: &[EnqueueJob],
-) -> anyhow::Result<Vec<Result<Enqueued>>> {
-    let mut tx = writer.begin().await?;
-    let mut outcomes = Vec::with_capacity(batch.len());
-    for job in batch {
-        sqlx::query("SAVEPOINT run").execute(&mut *tx).await?;
-        let outcome = enqueue_one(&mut tx, &job.new, job.key.as_ref()).await;
-        if outcome.is_err() {
-            sqlx::query("ROLLBACK TO SAVEPOINT run")
-                .execute(&mut *tx)
-                .await?;
+fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mut run_all = || -> rusqlite::Result<()> {
+        for job in batch.iter_mut() {
+            conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+            if !job.run(conn) {
+                conn.prepare_cached("ROLLBACK TO SAVEPOINT write")?
+                    .execute([])?;
+            }
+            conn.prepare_cached("RELEASE SAVEPOINT write")?
+                .execute([])?;
         }
-        sqlx::query("RELEASE SAVEPOINT run")
-            .execute(&mut *tx)
-            .await?;
-        outcomes.push(outcome);
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    };
+    let result = run_all();
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
     }
-    tx.commit().await?;
-    Ok(outcomes)
+    result
 }
 
-async fn enqueue_one(
-    tx: &mut sqlx::SqliteConnection,
-    new: &NewExecution,
-    key: Option<&IdempotencyKey>,
-) -> Result<Enqueued> {
-    if let Some(key) = key {
-        let earlier = sqlx::query(
+// --- Readers ------------------------------------------------------------
+
+struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl Readers {
+    fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
+        let conn = match idle {
+            Some(conn) => conn,
+            None => open_connection(&self.path, true).map_err(Error::Other)?,
+        };
+        let result = read(&conn);
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(conn);
+        }
+        result
+    }
+}
+
+// --- Rows -----------------------------------------------------------------
+
+/// A rusqlite row read through the backends' shared [`RecordRow`].
+struct LiteRow<'r, 's>(&'r rusqlite::Row<'s>);
+
+impl RecordRow for LiteRow<'_, '_> {
+    fn text(&self, column: &str) -> Result<String> {
+        self.0.get(column).map_err(other)
+    }
+    fn text_opt(&self, column: &str) -> Result<Option<String>> {
+        self.0.get(column).map_err(other)
+    }
+    fn int(&self, column: &str) -> Result<i64> {
+        self.0.get(column).map_err(other)
+    }
+    fn int_opt(&self, column: &str) -> Result<Option<i64>> {
+        self.0.get(column).map_err(other)
+    }
+    fn int32_opt(&self, column: &str) -> Result<Option<i32>> {
+        self.0.get(column).map_err(other)
+    }
+    fn real(&self, column: &str) -> Result<f64> {
+        self.0.get(column).map_err(other)
+    }
+    fn flag(&self, column: &str) -> Result<bool> {
+        self.0.get(column).map_err(other)
+    }
+}
+
+fn other(error: rusqlite::Error) -> Error {
+    Error::Other(error.into())
+}
+
+/// Maps a unique-constraint violation to [`Error::Conflict`] naming `what`.
+fn conflict_as(what: &'static str) -> impl Fn(rusqlite::Error) -> Error {
+    move |error| match &error {
+        rusqlite::Error::SqliteFailure(failure, _)
+            if failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                || failure.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY =>
+        {
+            Error::Conflict(what)
+        }
+        _ => other(error),
+    }
+}
+
+/// The first record `sql` selects, read by `from`.
+fn one<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    from: impl Fn(&LiteRow) -> Result<T>,
+) -> Result<Option<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(other)?;
+    let mut rows = statement.query(params).map_err(other)?;
+    match rows.next().map_err(other)? {
+        Some(row) => Ok(Some(from(&LiteRow(row))?)),
+        None => Ok(None),
+    }
+}
+
+/// Every record `sql` selects, read by `from`.
+fn all<T>(
+    conn: &Connection,
+    sql: &str,
+    params: impl Params,
+    from: impl Fn(&LiteRow) -> Result<T>,
+) -> Result<Vec<T>> {
+    let mut statement = conn.prepare_cached(sql).map_err(other)?;
+    let mut rows = statement.query(params).map_err(other)?;
+    let mut records = Vec::new();
+    while let Some(row) = rows.next().map_err(other)? {
+        records.push(from(&LiteRow(row))?);
+    }
+    Ok(records)
+}
+
+/// Inserts a row; a duplicate is an [`Error::Conflict`] naming `what`.
+fn insert(conn: &Connection, sql: &str, params: impl Params, what: &'static str) -> Result<()> {
+    conn.prepare_cached(sql)
+        .and_then(|mut statement| statement.execute(params))
+        .map(drop)
+        .map_err(conflict_as(what))
+}
+
+/// Runs a change; the number of rows it changed.
+fn change(conn: &Connection, sql: &str, params: impl Params) -> Result<usize> {
+    conn.prepare_cached(sql)
+        .map_err(other)?
+        .execute(params)
+        .map_err(other)
+}
+
+const SELECT_LOGS: &str = "SELECT seq, time, level, message FROM execution_logs \
+     WHERE organization_id = ?1 AND execution_id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4";
+
+const INSERT_LOG: &str = "INSERT INTO execution_logs \
+     (execution_id, seq, organization_id, time, level, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6)";
+
+fn select_logs(
+    conn: &Connection,
+    organization_id: &str,
+    id: &str,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<LogLine>> {
+    all(
+        conn,
+        SELECT_LOGS,
+        params![organization_id, id, after_seq, limit],
+        |row| log_line_from(row),
+    )
+}
+
+fn insert_user(conn: &Connection, user: &User) -> Result<()> {
+    insert(
+        conn,
+        "INSERT INTO users (id, organization_id, username, password_hash, role, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            user.id,
+            user.organization_id,
+            user.username,
+            user.password_hash,
+            user.role.as_str(),
+            user.created_at
+        ],
+        "a user with this username",
+    )
+}
+
+/// A run with its variables already as JSON text, ready for the writer.
+struct RunToInsert {
+    new: NewExecution,
+    variables: String,
+    key: Option<IdempotencyKey>,
+}
+
+fn enqueue_one(conn: &Connection, run: &RunToInsert) -> Result<Enqueued> {
+    let new = &run.new;
+    if let Some(key) = &run.key {
+        let earlier = one(
+            conn,
             "SELECT fingerprint, execution_id, created_at FROM idempotency_keys \
-             WHERE user_id = ? AND key = ?",
-        )
-        .bind(&key.user_id)
-        .bind(&key.key)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(other)?;
-        if let Some(earlier) = earlier {
-            let created_at: Millis = earlier.try_get("created_at").map_err(other)?;
+             WHERE user_id = ?1 AND key = ?2",
+            params![key.user_id, key.key],
+            |row| {
+                Ok((
+                    row.text("fingerprint")?,
+                    row.text("execution_id")?,
+                    row.int("created_at")?,
+                ))
+            },
+        )?;
+        if let Some((fingerprint, execution_id, created_at)) = earlier {
             if created_at >= key.expired_before {
-                let fingerprint: String = earlier.try_get("fingerprint").map_err(other)?;
                 return Ok(if fingerprint == key.fingerprint {
-                    Enqueued::Existing(earlier.try_get("execution_id").map_err(other)?)
+                    Enqueued::Existing(execution_id)
                 } else {
                     Enqueued::KeyReused
                 });
             }
-            sqlx::query("DELETE FROM idempotency_keys WHERE user_id = ? AND key = ?")
-                .bind(&key.user_id)
-                .bind(&key.key)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
+            change(
+                conn,
+                "DELETE FROM idempotency_keys WHERE user_id = ?1 AND key = ?2",
+                params![key.user_id, key.key],
+            )?;
         }
     }
-    sqlx::query(
+    insert(
+        conn,
         "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
          variables, status, progress, init, submitted_by, max_attempts) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?)",
-    )
-    .bind(&new.id)
-    .bind(&new.organization_id)
-    .bind(&new.runtime_id)
-    .bind(&new.robot_id)
-    .bind(new.robot_version as i64)
-    .bind(new.variables.to_string())
-    .bind(ExecutionStatus::Pendent.as_str())
-    .bind(new.init)
-    .bind(&new.submitted_by)
-    .bind(new.max_attempts as i64)
-    .execute(&mut *tx)
-    .await
-    .map_err(conflict_as("an execution with this id"))?;
-    if let Some(key) = key {
-        sqlx::query(
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDENT', 0, ?7, ?8, ?9)",
+        params![
+            new.id,
+            new.organization_id,
+            new.runtime_id,
+            new.robot_id,
+            new.robot_version,
+            run.variables,
+            new.init,
+            new.submitted_by,
+            new.max_attempts
+        ],
+        "an execution with this id",
+    )?;
+    if let Some(key) = &run.key {
+        change(
+            conn,
             "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&key.user_id)
-        .bind(&key.key)
-        .bind(&key.fingerprint)
-        .bind(&new.id)
-        .bind(new.init)
-        .execute(&mut *tx)
-        .await
-        .map_err(other)?;
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key.user_id, key.key, key.fingerprint, new.id, new.init],
+        )?;
     }
     Ok(Enqueued::Created)
 }
 
-/// The pragmas are per connection: check each one, so that no pooled connection
-/// ever acknowledges a write that is not yet durable.
-async fn check_durability(conn: &mut sqlx::SqliteConnection) -> sqlx::Result<()> {
-    let synchronous: i64 = sqlx::query_scalar("PRAGMA synchronous")
-        .fetch_one(&mut *conn)
-        .await?;
-    let journal_mode: String = sqlx::query_scalar("PRAGMA journal_mode")
-        .fetch_one(&mut *conn)
-        .await?;
-    // 2 is FULL, 3 is EXTRA: both sync the WAL on every commit.
-    if synchronous < 2 || !journal_mode.eq_ignore_ascii_case("wal") {
-        return Err(sqlx::Error::Configuration(
-            format!("SQLite connection is not durable: synchronous={synchronous}, journal_mode={journal_mode}")
-                .into(),
-        ));
+fn add_robot_version(conn: &Connection, new: &NewRobotVersion) -> Result<(String, u32)> {
+    let existing: Option<String> = conn
+        .prepare_cached("SELECT id FROM robots WHERE organization_id = ?1 AND name = ?2")
+        .and_then(|mut statement| {
+            statement
+                .query_row(params![new.organization_id, new.name], |row| row.get(0))
+                .optional()
+        })
+        .map_err(other)?;
+    let robot_id = match existing {
+        Some(id) => id,
+        None => {
+            insert(
+                conn,
+                "INSERT INTO robots (id, organization_id, name, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    new.new_robot_id,
+                    new.organization_id,
+                    new.name,
+                    new.created_at
+                ],
+                "a robot with this id",
+            )?;
+            new.new_robot_id.clone()
+        }
+    };
+    let version: i64 = conn
+        .query_row(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM robot_versions WHERE robot_id = ?1",
+            [&robot_id],
+            |row| row.get(0),
+        )
+        .map_err(other)?;
+    change(
+        conn,
+        "INSERT INTO robot_versions \
+         (robot_id, version, organization_id, sha256, manifest, size, package, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        params![
+            robot_id,
+            version,
+            new.organization_id,
+            new.sha256,
+            new.manifest,
+            new.package.len() as i64,
+            new.package,
+            new.created_at
+        ],
+    )?;
+    Ok((robot_id, version as u32))
+}
+
+fn cancel(
+    conn: &Connection,
+    organization_id: &str,
+    id: &str,
+    canceled_by: &str,
+    now: Millis,
+) -> Result<CancelOutcome> {
+    let (status, lease) = one(
+        conn,
+        "SELECT status, lease FROM executions WHERE organization_id = ?1 AND id = ?2",
+        params![organization_id, id],
+        |row| Ok((status_of(row)?, row.text_opt("lease")?)),
+    )?
+    .ok_or(Error::NotFound)?;
+    Ok(match status {
+        ExecutionStatus::Pendent => {
+            change(
+                conn,
+                "UPDATE executions SET status = 'CANCELED', \"end\" = ?1, canceled_by = ?2, \
+                 end_reason = 'canceled before it started', lease = NULL \
+                 WHERE organization_id = ?3 AND id = ?4",
+                params![now, canceled_by, organization_id, id],
+            )?;
+            CancelOutcome::Canceled { lease }
+        }
+        ExecutionStatus::Running => {
+            change(
+                conn,
+                "UPDATE executions SET cancel_requested = 1, canceled_by = COALESCE(canceled_by, ?1) \
+                 WHERE organization_id = ?2 AND id = ?3",
+                params![canceled_by, organization_id, id],
+            )?;
+            CancelOutcome::Running {
+                lease: lease.unwrap_or_default(),
+            }
+        }
+        ended => CancelOutcome::AlreadyEnded(ended),
+    })
+}
+
+fn claim_next(conn: &Connection, runtime_id: &str, lease: &str) -> Result<Option<Claimed>> {
+    let claimed = one(
+        conn,
+        "UPDATE executions SET lease = ?1, attempt = attempt + 1 \
+         WHERE seq = (SELECT seq FROM executions \
+                      WHERE runtime_id = ?2 AND status = 'PENDENT' AND lease IS NULL \
+                      ORDER BY seq LIMIT 1) \
+         RETURNING id, robot_id, robot_version, variables, last_event_seq",
+        params![lease, runtime_id],
+        |row| {
+            Ok((
+                row.text("id")?,
+                row.text("robot_id")?,
+                row.int("robot_version")?,
+                row.text("variables")?,
+                row.int("last_event_seq")?,
+            ))
+        },
+    )?;
+    let Some((execution_id, robot_id, robot_version, variables, last_event_seq)) = claimed else {
+        return Ok(None);
+    };
+    let (sha256, manifest) = one(
+        conn,
+        "SELECT sha256, manifest FROM robot_versions WHERE robot_id = ?1 AND version = ?2",
+        params![robot_id, robot_version],
+        |row| Ok((row.text("sha256")?, row.text("manifest")?)),
+    )?
+    .ok_or_else(|| {
+        Error::Other(anyhow::anyhow!(
+            "execution {execution_id} names version {robot_version} of robot {robot_id}, which is not stored"
+        ))
+    })?;
+    Ok(Some(Claimed {
+        execution_id,
+        lease: lease.to_owned(),
+        robot_id,
+        robot_version: robot_version as u32,
+        sha256,
+        manifest,
+        variables: serde_json::from_str(&variables)
+            .map_err(|e| Error::Other(anyhow::anyhow!("stored variables are not JSON: {e}")))?,
+        first_seq: last_event_seq as u64 + 1,
+    }))
+}
+
+fn record_events(
+    conn: &Connection,
+    runtime_id: &str,
+    execution_id: &str,
+    lease: &str,
+    events: &[EventRecord],
+) -> Result<EventsOutcome> {
+    let row = one(
+        conn,
+        "SELECT organization_id, status, progress, return_value, last_event_seq, init \
+         FROM executions WHERE id = ?1 AND runtime_id = ?2 AND lease = ?3",
+        params![execution_id, runtime_id, lease],
+        |row| Ok((row.text("organization_id")?, event_target_from(row)?)),
+    )?;
+    let Some((organization_id, before)) = row else {
+        return Ok(EventsOutcome::Revoked);
+    };
+    let first = before.last_event_seq;
+    let applied = apply_events(before, events);
+    if !applied.changed(first) {
+        return Ok(EventsOutcome::Stored {
+            acked: first,
+            ended: false,
+        });
     }
-    Ok(())
+    let mut insert = conn.prepare_cached(INSERT_LOG).map_err(other)?;
+    for (event, level, message) in &applied.lines {
+        insert
+            .execute(params![
+                execution_id,
+                event.seq as i64,
+                organization_id,
+                event.time,
+                level,
+                message
+            ])
+            .map_err(other)?;
+    }
+    let target = &applied.target;
+    let last = target.last_event_seq as i64;
+    match applied.ending {
+        Some((end, exit_code, reason)) => change(
+            conn,
+            "UPDATE executions SET status = ?1, progress = ?2, return_value = ?3, last_event_seq = ?4, \
+             \"end\" = ?5, exit_code = ?6, end_reason = ?7 WHERE id = ?8",
+            params![
+                target.status.as_str(),
+                target.progress,
+                target.return_value,
+                last,
+                end,
+                exit_code,
+                reason,
+                execution_id
+            ],
+        )?,
+        None => change(
+            conn,
+            "UPDATE executions SET progress = ?1, return_value = ?2, last_event_seq = ?3 WHERE id = ?4",
+            params![target.progress, target.return_value, last, execution_id],
+        )?,
+    };
+    Ok(EventsOutcome::Stored {
+        acked: target.last_event_seq,
+        ended: applied.ending.is_some(),
+    })
+}
+
+fn end_lease(
+    conn: &Connection,
+    execution_id: &str,
+    lease: &str,
+    started: bool,
+    reason: &str,
+    now: Millis,
+) -> Result<LostOutcome> {
+    let live = one(
+        conn,
+        &format!(
+            "SELECT {LIVE_LEASE_COLUMNS} FROM executions \
+             WHERE id = ?1 AND lease = ?2 AND status IN ('PENDENT', 'RUNNING')"
+        ),
+        params![execution_id, lease],
+        |row| live_lease_from(row),
+    )?;
+    let Some(live) = live else {
+        return Ok(LostOutcome::Stale);
+    };
+    let end = plan_lease_end(&live, started, reason, now);
+    change(
+        conn,
+        "UPDATE executions SET status = ?1, lease = NULL, \"end\" = ?2, end_reason = ?3, \
+         started = CASE WHEN ?1 = 'PENDENT' THEN NULL ELSE started END, \
+         attempt = ?4, progress = ?5, last_event_seq = ?6 WHERE id = ?7",
+        params![
+            end.status.as_str(),
+            end.end,
+            end.end_reason,
+            end.attempt,
+            end.progress,
+            end.last_event_seq,
+            execution_id
+        ],
+    )?;
+    if let Some((level, message)) = &end.log {
+        change(
+            conn,
+            INSERT_LOG,
+            params![
+                execution_id,
+                end.last_event_seq,
+                live.organization_id,
+                now,
+                level,
+                message
+            ],
+        )?;
+    }
+    Ok(end.outcome)
+}
+
+fn list_executions(
+    conn: &Connection,
+    organization_id: &str,
+    filter: &ExecutionFilter,
+) -> Result<Vec<Execution>> {
+    let mut sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE ");
+    let mut values = Vec::new();
+    for (index, (condition, value)) in execution_conditions(organization_id, filter)
+        .into_iter()
+        .enumerate()
+    {
+        if index > 0 {
+            sql.push_str(" AND ");
+        }
+        sql.push_str(condition);
+        sql.push_str(" ?");
+        values.push(match value {
+            FilterValue::Text(text) => SqlValue::Text(text.to_owned()),
+            FilterValue::Int(number) => SqlValue::Integer(number),
+        });
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    values.push(SqlValue::Integer(filter.limit as i64));
+    all(conn, &sql, rusqlite::params_from_iter(values), |row| {
+        execution_from(row)
+    })
 }
 
 #[async_trait]
 impl Store for SqliteStore {
     async fn root_organization(&self) -> Result<Option<Organization>> {
-        rows::fetch_optional(
-            &self.reader,
-            "SELECT * FROM organizations WHERE is_root = 1",
-            rows::NO_ARGS,
-            organization_from,
-        )
-        .await
+        self.readers.with(|conn| {
+            one(
+                conn,
+                "SELECT * FROM organizations WHERE is_root = 1",
+                [],
+                |row| organization_from(row),
+            )
+        })
     }
 
     async fn get_organization(&self, id: &str) -> Result<Organization> {
-        rows::fetch_optional(
-            &self.reader,
-            "SELECT * FROM organizations WHERE id = ?",
-            &[id],
-            organization_from,
-        )
-        .await?
-        .ok_or(Error::NotFound)
+        self.readers
+            .with(|conn| {
+                one(
+                    conn,
+                    "SELECT * FROM organizations WHERE id = ?1",
+                    [id],
+                    |row| organization_from(row),
+                )
+            })?
+            .ok_or(Error::NotFound)
     }
 
     async fn create_organization(&self, organization: &Organization, admin: &User) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(other)?;
-        sqlx::query(
-            "INSERT INTO organizations (id, name, is_root, created_at) VALUES (?, ?, ?, ?)",
-        )
-        .bind(&organization.id)
-        .bind(&organization.name)
-        .bind(organization.is_root)
-        .bind(organization.created_at)
-        .execute(&mut *tx)
+        let (organization, admin) = (organization.clone(), admin.clone());
+        self.write(move |conn| {
+            insert(
+                conn,
+                "INSERT INTO organizations (id, name, is_root, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![
+                    organization.id,
+                    organization.name,
+                    organization.is_root,
+                    organization.created_at
+                ],
+                "an organization with this name",
+            )?;
+            insert_user(conn, &admin)
+        })
         .await
-        .map_err(conflict_as("an organization with this name"))?;
-        insert_user(&mut tx, admin).await?;
-        tx.commit().await.map_err(other)
     }
 
     async fn count_users(&self) -> Result<u64> {
-        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
-            .fetch_one(&self.reader)
-            .await
-            .map_err(other)?;
-        Ok(count as u64)
+        self.readers.with(|conn| {
+            conn.query_row("SELECT COUNT(*) FROM users", [], |row| row.get::<_, i64>(0))
+                .map(|count| count as u64)
+                .map_err(other)
+        })
     }
 
     async fn create_user(&self, user: &User) -> Result<()> {
-        let mut tx = self.writer.begin().await.map_err(other)?;
-        insert_user(&mut tx, user).await?;
-        tx.commit().await.map_err(other)
+        let user = user.clone();
+        self.write(move |conn| insert_user(conn, &user)).await
     }
 
     async fn find_user_by_username(&self, username: &str) -> Result<Option<User>> {
-        rows::fetch_optional(
-            &self.reader,
-            "SELECT * FROM users WHERE username = ?",
-            &[username],
-            user_from,
-        )
-        .await
+        self.readers.with(|conn| {
+            one(
+                conn,
+                "SELECT * FROM users WHERE username = ?1",
+                [username],
+                |row| user_from(row),
+            )
+        })
     }
 
     async fn get_user(&self, id: &str) -> Result<User> {
-        rows::fetch_optional(
-            &self.reader,
-            "SELECT * FROM users WHERE id = ?",
-            &[id],
-            user_from,
-        )
-        .await?
-        .ok_or(Error::NotFound)
+        self.readers
+            .with(|conn| {
+                one(conn, "SELECT * FROM users WHERE id = ?1", [id], |row| {
+                    user_from(row)
+                })
+            })?
+            .ok_or(Error::NotFound)
     }
 
     async fn list_users(&self, organization_id: &str) -> Result<Vec<User>> {
-        rows::fetch_all(
-            &self.reader,
-            "SELECT * FROM users WHERE organization_id = ? ORDER BY created_at, id",
-            &[organization_id],
-            user_from,
-        )
+        let organization_id = organization_id.to_owned();
+        self.read_blocking(move |conn| {
+            all(
+                conn,
+                "SELECT * FROM users WHERE organization_id = ?1 ORDER BY created_at, id",
+                [organization_id],
+                |row| user_from(row),
+            )
+        })
         .await
     }
 
     async fn delete_user(&self, organization_id: &str, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM users WHERE organization_id = ? AND id = ?")
-            .bind(organization_id)
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(other)?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+        self.write(move |conn| {
+            match change(
+                conn,
+                "DELETE FROM users WHERE organization_id = ?1 AND id = ?2",
+                params![organization_id, id],
+            )? {
+                0 => Err(Error::NotFound),
+                _ => Ok(()),
+            }
+        })
+        .await
     }
 
     async fn create_runtime(&self, new: &NewRuntime) -> Result<()> {
-        let runtime = &new.runtime;
-        sqlx::query(
-            "INSERT INTO runtimes (id, organization_id, name, key_hash, slots, last_seen, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&runtime.id)
-        .bind(&runtime.organization_id)
-        .bind(&runtime.name)
-        .bind(&new.key_hash)
-        .bind(runtime.slots as i64)
-        .bind(runtime.last_seen)
-        .bind(runtime.created_at)
-        .execute(&self.writer)
+        let new = new.clone();
+        self.write(move |conn| {
+            let runtime = &new.runtime;
+            insert(
+                conn,
+                "INSERT INTO runtimes (id, organization_id, name, key_hash, slots, last_seen, created_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    runtime.id,
+                    runtime.organization_id,
+                    runtime.name,
+                    new.key_hash,
+                    runtime.slots,
+                    runtime.last_seen,
+                    runtime.created_at
+                ],
+                "a runtime with this id or key",
+            )
+        })
         .await
-        .map_err(conflict_as("a runtime with this id or key"))?;
-        Ok(())
     }
 
     async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime> {
-        rows::fetch_optional(
-            &self.reader,
-            "SELECT * FROM runtimes WHERE organization_id = ? AND id = ?",
-            &[organization_id, id],
-            runtime_from,
-        )
-        .await?
-        .ok_or(Error::NotFound)
+        self.readers
+            .with(|conn| {
+                one(
+                    conn,
+                    "SELECT * FROM runtimes WHERE organization_id = ?1 AND id = ?2",
+                    [organization_id, id],
+                    |row| runtime_from(row),
+                )
+            })?
+            .ok_or(Error::NotFound)
     }
 
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>> {
-        rows::fetch_optional(
-            &self.reader,
-            "SELECT * FROM runtimes WHERE key_hash = ?",
-            &[key_hash],
-            runtime_from,
-        )
-        .await
+        self.readers.with(|conn| {
+            one(
+                conn,
+                "SELECT * FROM runtimes WHERE key_hash = ?1",
+                [key_hash],
+                |row| runtime_from(row),
+            )
+        })
     }
 
     async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>> {
-        rows::fetch_all(
-            &self.reader,
-            "SELECT * FROM runtimes WHERE organization_id = ? ORDER BY created_at, id",
-            &[organization_id],
-            runtime_from,
-        )
+        let organization_id = organization_id.to_owned();
+        self.read_blocking(move |conn| {
+            all(
+                conn,
+                "SELECT * FROM runtimes WHERE organization_id = ?1 ORDER BY created_at, id",
+                [organization_id],
+                |row| runtime_from(row),
+            )
+        })
         .await
     }
 
     async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()> {
-        sqlx::query("UPDATE runtimes SET last_seen = MAX(COALESCE(last_seen, 0), ?) WHERE id = ?")
-            .bind(seen)
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(other)?;
-        Ok(())
+        let id = id.to_owned();
+        self.write(move |conn| {
+            change(
+                conn,
+                "UPDATE runtimes SET last_seen = MAX(COALESCE(last_seen, 0), ?1) WHERE id = ?2",
+                params![seen, id],
+            )
+            .map(drop)
+        })
+        .await
     }
 
     async fn add_robot_version(&self, new: &NewRobotVersion) -> Result<(String, u32)> {
-        let mut tx = self.writer.begin().await.map_err(other)?;
-        let existing: Option<String> =
-            sqlx::query_scalar("SELECT id FROM robots WHERE organization_id = ? AND name = ?")
-                .bind(&new.organization_id)
-                .bind(&new.name)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(other)?;
-        let robot_id = match existing {
-            Some(id) => id,
-            None => {
-                sqlx::query(
-                    "INSERT INTO robots (id, organization_id, name, created_at) VALUES (?, ?, ?, ?)",
-                )
-                .bind(&new.new_robot_id)
-                .bind(&new.organization_id)
-                .bind(&new.name)
-                .bind(new.created_at)
-                .execute(&mut *tx)
-                .await
-                .map_err(conflict_as("a robot with this id"))?;
-                new.new_robot_id.clone()
-            }
-        };
-        let version: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(MAX(version), 0) + 1 FROM robot_versions WHERE robot_id = ?",
-        )
-        .bind(&robot_id)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(other)?;
-        sqlx::query(
-            "INSERT INTO robot_versions \
-             (robot_id, version, organization_id, sha256, manifest, size, package, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&robot_id)
-        .bind(version)
-        .bind(&new.organization_id)
-        .bind(&new.sha256)
-        .bind(&new.manifest)
-        .bind(new.package.len() as i64)
-        .bind(&new.package)
-        .bind(new.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(other)?;
-        tx.commit().await.map_err(other)?;
-        Ok((robot_id, version as u32))
+        let new = new.clone();
+        self.write(move |conn| add_robot_version(conn, &new)).await
     }
 
     async fn get_robot(&self, organization_id: &str, id: &str) -> Result<Robot> {
-        let row = sqlx::query("SELECT * FROM robots WHERE organization_id = ? AND id = ?")
-            .bind(organization_id)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(other)?
+        self.readers.with(|conn| {
+            let mut robot = one(
+                conn,
+                "SELECT * FROM robots WHERE organization_id = ?1 AND id = ?2",
+                [organization_id, id],
+                |row| robot_from(row, Vec::new()),
+            )?
             .ok_or(Error::NotFound)?;
-        let versions = sqlx::query(
-            "SELECT version, sha256, manifest, size, created_at FROM robot_versions \
-             WHERE organization_id = ? AND robot_id = ? ORDER BY version",
-        )
-        .bind(organization_id)
-        .bind(id)
-        .fetch_all(&self.reader)
-        .await
-        .map_err(other)?;
-        let versions = versions
-            .iter()
-            .map(robot_version_from)
-            .collect::<Result<_>>()?;
-        robot_from(&row, versions)
+            robot.versions = all(
+                conn,
+                "SELECT version, sha256, manifest, size, created_at FROM robot_versions \
+                 WHERE organization_id = ?1 AND robot_id = ?2 ORDER BY version",
+                [organization_id, id],
+                |row| robot_version_from(row),
+            )?;
+            Ok(robot)
+        })
     }
 
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {
-        let rows =
-            sqlx::query("SELECT * FROM robots WHERE organization_id = ? ORDER BY created_at, id")
-                .bind(organization_id)
-                .fetch_all(&self.reader)
-                .await
-                .map_err(other)?;
-        let version_rows = sqlx::query(
-            "SELECT robot_id, version, sha256, manifest, size, created_at FROM robot_versions \
-             WHERE organization_id = ? ORDER BY robot_id, version",
-        )
-        .bind(organization_id)
-        .fetch_all(&self.reader)
+        let organization_id = organization_id.to_owned();
+        self.read_blocking(move |conn| {
+            // One read transaction, so that the versions match the robots.
+            conn.execute_batch("BEGIN").map_err(other)?;
+            let robots = (|| {
+                let rows = all(
+                    conn,
+                    "SELECT id, organization_id, name, created_at FROM robots \
+                     WHERE organization_id = ?1 ORDER BY created_at, id",
+                    [&organization_id],
+                    |row| robot_from(row, Vec::new()),
+                )?;
+                let versions = all(
+                    conn,
+                    "SELECT robot_id, version, sha256, manifest, size, created_at FROM robot_versions \
+                     WHERE organization_id = ?1 ORDER BY robot_id, version",
+                    [&organization_id],
+                    |row| robot_id_and_version_from(row),
+                )?;
+                Ok(robots_with_versions(rows, versions))
+            })();
+            let _ = conn.execute_batch("COMMIT");
+            robots
+        })
         .await
-        .map_err(other)?;
-        robots_from(&rows, &version_rows)
     }
 
     async fn robot_package(
@@ -477,56 +1007,63 @@ impl Store for SqliteStore {
         robot_id: &str,
         version: u32,
     ) -> Result<Vec<u8>> {
-        sqlx::query_scalar(
-            "SELECT package FROM robot_versions WHERE organization_id = ? AND robot_id = ? AND version = ?",
-        )
-        .bind(organization_id)
-        .bind(robot_id)
-        .bind(version as i64)
-        .fetch_optional(&self.reader)
+        let (organization_id, robot_id) = (organization_id.to_owned(), robot_id.to_owned());
+        self.read_blocking(move |conn| {
+            conn.prepare_cached(
+                "SELECT package FROM robot_versions \
+                 WHERE organization_id = ?1 AND robot_id = ?2 AND version = ?3",
+            )
+            .and_then(|mut statement| {
+                statement
+                    .query_row(params![organization_id, robot_id, version], |row| {
+                        row.get::<_, Vec<u8>>(0)
+                    })
+                    .optional()
+            })
+            .map_err(other)?
+            .ok_or(Error::NotFound)
+        })
         .await
-        .map_err(other)?
-        .ok_or(Error::NotFound)
     }
 
     async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued> {
-        let (reply, answer) = oneshot::channel();
-        let job = EnqueueJob {
+        let run = RunToInsert {
             new: new.clone(),
+            variables: new.variables.to_string(),
             key: key.cloned(),
-            reply,
         };
-        self.enqueuer
-            .send(job)
-            .await
-            .map_err(|_| Error::Other(anyhow::anyhow!("the store is closed")))?;
-        answer
-            .await
-            .map_err(|_| Error::Other(anyhow::anyhow!("the store dropped a queued run")))?
+        self.write(move |conn| enqueue_one(conn, &run)).await
     }
 
     async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution> {
-        rows::fetch_optional(
-            &self.reader,
-            &format!(
-                "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = ? AND id = ?"
-            ),
-            &[organization_id, id],
-            execution_from,
-        )
-        .await?
-        .ok_or(Error::NotFound)
+        self.readers
+            .with(|conn| {
+                one(
+                    conn,
+                    &format!(
+                        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = ?1 AND id = ?2"
+                    ),
+                    [organization_id, id],
+                    |row| execution_from(row),
+                )
+            })?
+            .ok_or(Error::NotFound)
     }
 
     async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>> {
-        rows::fetch_all(
-            &self.reader,
-            "SELECT seq, time, level, message FROM execution_logs \
-             WHERE organization_id = ? AND execution_id = ? ORDER BY seq",
-            &[organization_id, id],
-            log_line_from,
-        )
-        .await
+        let mut lines = self
+            .readers
+            .with(|conn| select_logs(conn, organization_id, id, 0, INLINE_LOG_LINES as i64))?;
+        if lines.len() == INLINE_LOG_LINES {
+            // A long log: the rest, which may be millions of lines, off this thread.
+            let after = lines.last().map_or(0, |line| line.seq);
+            let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+            let rest = self
+                .read_blocking(move |conn| select_logs(conn, &organization_id, &id, after, -1))
+                .await?;
+            lines.extend(rest);
+        }
+        Ok(lines)
     }
 
     async fn list_executions(
@@ -534,21 +1071,25 @@ impl Store for SqliteStore {
         organization_id: &str,
         filter: &ExecutionFilter,
     ) -> Result<Vec<Execution>> {
-        let mut query: QueryBuilder<Sqlite> = rows::list_executions_query(organization_id, filter);
-        let rows = query.build().fetch_all(&self.reader).await.map_err(other)?;
-        rows.iter().map(execution_from).collect()
+        let (organization_id, filter) = (organization_id.to_owned(), filter.clone());
+        self.read_blocking(move |conn| list_executions(conn, &organization_id, &filter))
+            .await
     }
 
     async fn queue_position(&self, execution: &Execution) -> Result<u64> {
-        let ahead: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM executions WHERE runtime_id = ? AND status = 'PENDENT' AND seq < ?",
-        )
-        .bind(&execution.runtime_id)
-        .bind(execution.seq)
-        .fetch_one(&self.reader)
+        let (runtime_id, seq) = (execution.runtime_id.clone(), execution.seq);
+        self.read_blocking(move |conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM executions \
+                 WHERE runtime_id = ?1 AND status = 'PENDENT' AND seq < ?2",
+            )
+            .and_then(|mut statement| {
+                statement.query_row(params![runtime_id, seq], |row| row.get::<_, i64>(0))
+            })
+            .map(|ahead| ahead as u64)
+            .map_err(other)
+        })
         .await
-        .map_err(other)?;
-        Ok(ahead as u64)
     }
 
     async fn cancel(
@@ -558,88 +1099,19 @@ impl Store for SqliteStore {
         canceled_by: &str,
         now: Millis,
     ) -> Result<CancelOutcome> {
-        let mut tx = self.writer.begin().await.map_err(other)?;
-        let row = sqlx::query(
-            "SELECT status, lease FROM executions WHERE organization_id = ? AND id = ?",
-        )
-        .bind(organization_id)
-        .bind(id)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(other)?
-        .ok_or(Error::NotFound)?;
-        let lease: Option<String> = row.try_get("lease").map_err(other)?;
-        let outcome = match status_of(&row)? {
-            ExecutionStatus::Pendent => {
-                sqlx::query(
-                    "UPDATE executions SET status = 'CANCELED', \"end\" = ?, canceled_by = ?, \
-                     end_reason = 'canceled before it started', lease = NULL \
-                     WHERE organization_id = ? AND id = ?",
-                )
-                .bind(now)
-                .bind(canceled_by)
-                .bind(organization_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                CancelOutcome::Canceled { lease }
-            }
-            ExecutionStatus::Running => {
-                sqlx::query(
-                    "UPDATE executions SET cancel_requested = 1, canceled_by = COALESCE(canceled_by, ?) \
-                     WHERE organization_id = ? AND id = ?",
-                )
-                .bind(canceled_by)
-                .bind(organization_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                CancelOutcome::Running {
-                    lease: lease.unwrap_or_default(),
-                }
-            }
-            ended => CancelOutcome::AlreadyEnded(ended),
-        };
-        tx.commit().await.map_err(other)?;
-        Ok(outcome)
+        let (organization_id, id, canceled_by) = (
+            organization_id.to_owned(),
+            id.to_owned(),
+            canceled_by.to_owned(),
+        );
+        self.write(move |conn| cancel(conn, &organization_id, &id, &canceled_by, now))
+            .await
     }
 
     async fn claim_next(&self, runtime_id: &str, lease: &str) -> Result<Option<Claimed>> {
-        let row = sqlx::query(
-            "UPDATE executions SET lease = ?, attempt = attempt + 1 \
-             WHERE seq = (SELECT seq FROM executions \
-                          WHERE runtime_id = ? AND status = 'PENDENT' AND lease IS NULL \
-                          ORDER BY seq LIMIT 1) \
-             RETURNING id, robot_id, robot_version, variables, last_event_seq",
-        )
-        .bind(lease)
-        .bind(runtime_id)
-        .fetch_optional(&self.writer)
-        .await
-        .map_err(other)?;
-        let Some(row) = row else { return Ok(None) };
-        let robot_id: String = row.try_get("robot_id").map_err(other)?;
-        let robot_version: i64 = row.try_get("robot_version").map_err(other)?;
-        let version = sqlx::query(
-            "SELECT sha256, manifest FROM robot_versions WHERE robot_id = ? AND version = ?",
-        )
-        .bind(&robot_id)
-        .bind(robot_version)
-        .fetch_one(&self.reader)
-        .await
-        .map_err(other)?;
-        Ok(Some(Claimed {
-            execution_id: row.try_get("id").map_err(other)?,
-            lease: lease.to_owned(),
-            robot_id,
-            robot_version: robot_version as u32,
-            sha256: version.try_get("sha256").map_err(other)?,
-            manifest: version.try_get("manifest").map_err(other)?,
-            variables: json_column(&row, "variables")?.unwrap_or_default(),
-            first_seq: row.try_get::<i64, _>("last_event_seq").map_err(other)? as u64 + 1,
-        }))
+        let (runtime_id, lease) = (runtime_id.to_owned(), lease.to_owned());
+        self.write(move |conn| claim_next(conn, &runtime_id, &lease))
+            .await
     }
 
     async fn start(
@@ -649,18 +1121,21 @@ impl Store for SqliteStore {
         lease: &str,
         now: Millis,
     ) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE executions SET status = 'RUNNING', started = ? \
-             WHERE id = ? AND runtime_id = ? AND lease = ? AND status = 'PENDENT'",
-        )
-        .bind(now)
-        .bind(execution_id)
-        .bind(runtime_id)
-        .bind(lease)
-        .execute(&self.writer)
+        let (runtime_id, execution_id, lease) = (
+            runtime_id.to_owned(),
+            execution_id.to_owned(),
+            lease.to_owned(),
+        );
+        self.write(move |conn| {
+            let started = change(
+                conn,
+                "UPDATE executions SET status = 'RUNNING', started = ?1 \
+                 WHERE id = ?2 AND runtime_id = ?3 AND lease = ?4 AND status = 'PENDENT'",
+                params![now, execution_id, runtime_id, lease],
+            )?;
+            Ok(started == 1)
+        })
         .await
-        .map_err(other)?;
-        Ok(done.rows_affected() == 1)
     }
 
     async fn record_events(
@@ -670,100 +1145,27 @@ impl Store for SqliteStore {
         lease: &str,
         events: &[EventRecord],
     ) -> Result<EventsOutcome> {
-        let mut tx = self.writer.begin().await.map_err(other)?;
-        let row = sqlx::query(
-            "SELECT organization_id, status, progress, return_value, last_event_seq, init \
-             FROM executions WHERE id = ? AND runtime_id = ? AND lease = ?",
-        )
-        .bind(execution_id)
-        .bind(runtime_id)
-        .bind(lease)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(other)?;
-        let Some(row) = row else {
-            return Ok(EventsOutcome::Revoked);
-        };
-        let organization_id: String = row.try_get("organization_id").map_err(other)?;
-        let mut status = status_of(&row)?;
-        let mut progress: f64 = row.try_get("progress").map_err(other)?;
-        let mut return_value: Option<String> = row.try_get("return_value").map_err(other)?;
-        let init: Millis = row.try_get("init").map_err(other)?;
-        let mut last = row.try_get::<i64, _>("last_event_seq").map_err(other)? as u64;
-        let mut ending: Option<(Millis, Option<i32>, String)> = None;
-        let mut lines: Vec<(&EventRecord, &str, &str)> = Vec::new();
-        for event in events {
-            if event.seq <= last {
-                continue; // Sent again after a reconnect: stored already.
-            }
-            if event.seq != last + 1 || status.is_ended() {
-                break; // A gap: the agent sends the rest again after a reconnect.
-            }
-            match &event.change {
-                Change::Log { level, message } => lines.push((event, level, message)),
-                Change::Progress(value) => progress = clamp_progress(*value),
-                Change::Return(value) => return_value = Some(value.to_string()),
-                Change::Ended {
-                    status: end_status,
-                    exit_code,
-                    reason,
-                } => {
-                    status = *end_status;
-                    if status == ExecutionStatus::Finished {
-                        progress = 100.0;
-                    }
-                    ending = Some((event.time.max(init), *exit_code, reason.clone()));
-                }
-            }
-            last = event.seq;
-        }
-        // Many lines per statement: one statement per line costs a round trip each.
-        for chunk in lines.chunks(LOG_LINES_PER_INSERT) {
-            let mut insert: QueryBuilder<Sqlite> = QueryBuilder::new(
-                "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) ",
-            );
-            insert.push_values(chunk, |mut row, (event, level, message)| {
-                row.push_bind(execution_id)
-                    .push_bind(event.seq as i64)
-                    .push_bind(&organization_id)
-                    .push_bind(event.time)
-                    .push_bind(*level)
-                    .push_bind(*message);
-            });
-            insert.build().execute(&mut *tx).await.map_err(other)?;
-        }
-        let ended = ending.is_some();
-        match ending {
-            Some((end, exit_code, reason)) => sqlx::query(
-                "UPDATE executions SET status = ?, progress = ?, return_value = ?, last_event_seq = ?, \
-                 \"end\" = ?, exit_code = ?, end_reason = ? WHERE id = ?",
-            )
-            .bind(status.as_str())
-            .bind(progress)
-            .bind(return_value)
-            .bind(last as i64)
-            .bind(end)
-            .bind(exit_code)
-            .bind(reason)
-            .bind(execution_id),
-            None => sqlx::query(
-                "UPDATE executions SET progress = ?, return_value = ?, last_event_seq = ? WHERE id = ?",
-            )
-            .bind(progress)
-            .bind(return_value)
-            .bind(last as i64)
-            .bind(execution_id),
-        }
-        .execute(&mut *tx)
-        .await
-        .map_err(other)?;
-        tx.commit().await.map_err(other)?;
-        Ok(EventsOutcome::Stored { acked: last, ended })
+        let (runtime_id, execution_id, lease) = (
+            runtime_id.to_owned(),
+            execution_id.to_owned(),
+            lease.to_owned(),
+        );
+        let events = events.to_vec();
+        self.write(move |conn| record_events(conn, &runtime_id, &execution_id, &lease, &events))
+            .await
     }
 
     async fn leases_of_runtime(&self, runtime_id: &str) -> Result<Vec<Lease>> {
-        rows::fetch_all(&self.writer, "SELECT id, lease, runtime_id, status, cancel_requested FROM executions \
-             WHERE runtime_id = ? AND status IN ('PENDENT', 'RUNNING') AND lease IS NOT NULL ORDER BY seq", &[runtime_id], lease_from).await
+        self.readers.with(|conn| {
+            all(
+                conn,
+                "SELECT id, lease, runtime_id, status, cancel_requested FROM executions \
+                 WHERE runtime_id = ?1 AND status IN ('PENDENT', 'RUNNING') AND lease IS NOT NULL \
+                 ORDER BY seq",
+                [runtime_id],
+                |row| lease_from(row),
+            )
+        })
     }
 
     async fn lease_status(
@@ -771,25 +1173,28 @@ impl Store for SqliteStore {
         execution_id: &str,
         lease: &str,
     ) -> Result<Option<ExecutionStatus>> {
-        rows::fetch_optional(
-            &self.writer,
-            "SELECT status FROM executions WHERE id = ? AND lease = ?",
-            &[execution_id, lease],
-            status_of,
-        )
-        .await
+        self.readers.with(|conn| {
+            one(
+                conn,
+                "SELECT status FROM executions WHERE id = ?1 AND lease = ?2",
+                [execution_id, lease],
+                |row| status_of(row),
+            )
+        })
     }
 
     async fn leases_seen_before(&self, seen_before: Millis) -> Result<Vec<Lease>> {
-        rows::fetch_all(
-            &self.writer,
-            "SELECT e.id, e.lease, e.runtime_id, e.status, e.cancel_requested FROM executions e \
-             JOIN runtimes r ON r.id = e.runtime_id \
-             WHERE e.status IN ('PENDENT', 'RUNNING') AND e.lease IS NOT NULL \
-             AND COALESCE(r.last_seen, 0) < ? ORDER BY e.seq",
-            &[seen_before],
-            lease_from,
-        )
+        self.read_blocking(move |conn| {
+            all(
+                conn,
+                "SELECT e.id, e.lease, e.runtime_id, e.status, e.cancel_requested FROM executions e \
+                 JOIN runtimes r ON r.id = e.runtime_id \
+                 WHERE e.status IN ('PENDENT', 'RUNNING') AND e.lease IS NOT NULL \
+                 AND COALESCE(r.last_seen, 0) < ?1 ORDER BY e.seq",
+                [seen_before],
+                |row| lease_from(row),
+            )
+        })
         .await
     }
 
@@ -801,125 +1206,9 @@ impl Store for SqliteStore {
         reason: &str,
         now: Millis,
     ) -> Result<LostOutcome> {
-        let mut tx = self.writer.begin().await.map_err(other)?;
-        let row = sqlx::query(
-            "SELECT organization_id, status, attempt, max_attempts, last_event_seq, cancel_requested \
-             FROM executions WHERE id = ? AND lease = ? AND status IN ('PENDENT', 'RUNNING')",
-        )
-        .bind(execution_id)
-        .bind(lease)
-        .fetch_optional(&mut *tx)
-        .await
-        .map_err(other)?;
-        let Some(row) = row else {
-            return Ok(LostOutcome::Stale);
-        };
-        let organization_id: String = row.try_get("organization_id").map_err(other)?;
-        let attempt: i64 = row.try_get("attempt").map_err(other)?;
-        let max_attempts: i64 = row.try_get("max_attempts").map_err(other)?;
-        let cancel_requested: bool = row.try_get("cancel_requested").map_err(other)?;
-        let seq: i64 = row.try_get::<i64, _>("last_event_seq").map_err(other)? + 1;
-        let (outcome, level, message) = match status_of(&row)? {
-            // A cancel is final: a run canceled while RUNNING never starts again,
-            // even when its runtime says it never spawned it.
-            _ if cancel_requested => {
-                sqlx::query(
-                    "UPDATE executions SET status = 'CANCELED', \"end\" = ?, end_reason = ?, lease = NULL, \
-                     last_event_seq = ? WHERE id = ?",
-                )
-                .bind(now)
-                .bind(format!("canceled; {reason}"))
-                .bind(seq)
-                .bind(execution_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                (
-                    LostOutcome::Ended(ExecutionStatus::Canceled),
-                    "WARN",
-                    format!("canceled; {reason}"),
-                )
-            }
-            // Never started: nothing ran, so it can safely wait for a runtime again,
-            // without using up an attempt.
-            status if status == ExecutionStatus::Pendent || !started => {
-                sqlx::query(
-                    "UPDATE executions SET status = 'PENDENT', lease = NULL, started = NULL, \
-                     attempt = MAX(attempt - 1, 0) WHERE id = ?",
-                )
-                .bind(execution_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                tx.commit().await.map_err(other)?;
-                return Ok(LostOutcome::Requeued);
-            }
-            _ if attempt < max_attempts => {
-                sqlx::query(
-                    "UPDATE executions SET status = 'PENDENT', lease = NULL, started = NULL, progress = 0, \
-                     last_event_seq = ? WHERE id = ?",
-                )
-                .bind(seq)
-                .bind(execution_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                let message = format!(
-                    "{reason}; the robot allows retries, so it is queued again (attempt {} of {max_attempts})",
-                    attempt + 1
-                );
-                (LostOutcome::Requeued, "WARN", message)
-            }
-            _ => {
-                sqlx::query(
-                    "UPDATE executions SET status = 'ERROR', \"end\" = ?, end_reason = ?, lease = NULL, \
-                     last_event_seq = ? WHERE id = ?",
-                )
-                .bind(now)
-                .bind(reason)
-                .bind(seq)
-                .bind(execution_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
-                (
-                    LostOutcome::Ended(ExecutionStatus::Error),
-                    "ERROR",
-                    reason.to_owned(),
-                )
-            }
-        };
-        sqlx::query(
-            "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) \
-             VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(execution_id)
-        .bind(seq)
-        .bind(&organization_id)
-        .bind(now)
-        .bind(level)
-        .bind(message)
-        .execute(&mut *tx)
-        .await
-        .map_err(other)?;
-        tx.commit().await.map_err(other)?;
-        Ok(outcome)
+        let (execution_id, lease, reason) =
+            (execution_id.to_owned(), lease.to_owned(), reason.to_owned());
+        self.write(move |conn| end_lease(conn, &execution_id, &lease, started, &reason, now))
+            .await
     }
-}
-
-async fn insert_user(tx: &mut sqlx::SqliteConnection, user: &User) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO users (id, organization_id, username, password_hash, role, created_at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(&user.id)
-    .bind(&user.organization_id)
-    .bind(&user.username)
-    .bind(&user.password_hash)
-    .bind(user.role.as_str())
-    .bind(user.created_at)
-    .execute(tx)
-    .await
-    .map_err(conflict_as("a user with this username"))?;
-    Ok(())
 }
