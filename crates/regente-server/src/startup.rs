@@ -41,6 +41,7 @@ impl Server {
             auth,
             config,
             hub: Hub::new(service::now_millis()),
+            manifests: Default::default(),
         });
         let generated_admin_password = service::organizations::bootstrap(&ctx)
             .await

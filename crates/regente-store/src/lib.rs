@@ -297,6 +297,8 @@ pub trait Store: Send + Sync + 'static {
     /// robot of that name in the organisation. Returns the robot's id and version.
     async fn add_robot_version(&self, new: &NewRobotVersion) -> Result<(String, u32)>;
     async fn get_robot(&self, organization_id: &str, id: &str) -> Result<Robot>;
+    /// The robot's newest version (what a run uses), without the others.
+    async fn latest_robot_version(&self, organization_id: &str, id: &str) -> Result<RobotVersion>;
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>>;
     async fn robot_package(
         &self,

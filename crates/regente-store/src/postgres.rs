@@ -37,7 +37,8 @@ use crate::rows::{
 use crate::{
     CancelOutcome, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
     ExecutionFilter, IdempotencyKey, Lease, LogLine, LostOutcome, Millis, NewExecution,
-    NewRobotVersion, NewRuntime, Notice, Organization, Result, Robot, Runtime, Store, User,
+    NewRobotVersion, NewRuntime, Notice, Organization, Result, Robot, RobotVersion, Runtime, Store,
+    User,
 };
 
 /// Connections per server. Several servers share one database: keep the sum
@@ -490,6 +491,18 @@ impl Store for PostgresStore {
             .map(robot_version_from)
             .collect::<Result<_>>()?;
         robot_from(&row, versions)
+    }
+
+    async fn latest_robot_version(&self, organization_id: &str, id: &str) -> Result<RobotVersion> {
+        rows::fetch_optional(
+            &self.pool,
+            "SELECT version, sha256, manifest, size, created_at FROM robot_versions \
+             WHERE organization_id = $1 AND robot_id = $2 ORDER BY version DESC LIMIT 1",
+            &[organization_id, id],
+            robot_version_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
     }
 
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {

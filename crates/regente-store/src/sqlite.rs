@@ -19,6 +19,7 @@
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
@@ -39,7 +40,7 @@ use crate::rows::{
 use crate::{
     CancelOutcome, Claimed, Enqueued, Error, EventRecord, EventsOutcome, Execution,
     ExecutionFilter, IdempotencyKey, Lease, LogLine, LostOutcome, Millis, NewExecution,
-    NewRobotVersion, NewRuntime, Organization, Result, Robot, Runtime, Store, User,
+    NewRobotVersion, NewRuntime, Organization, Result, Robot, RobotVersion, Runtime, Store, User,
 };
 
 /// Most writes committed by one transaction.
@@ -52,10 +53,17 @@ const INLINE_LOG_LINES: usize = 1000;
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Prepared statements kept per connection.
 const STATEMENT_CACHE: usize = 64;
+/// How often the WAL is copied back into the database while writes go on.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// The WAL's size, in pages, at which the writer checkpoints by itself: only
+/// when the checkpoint thread falls far behind.
+const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     readers: Arc<Readers>,
+    /// Never sent on: dropping it stops the checkpointer.
+    _checkpointer: mpsc::Sender<()>,
 }
 
 impl SqliteStore {
@@ -83,6 +91,9 @@ impl SqliteStore {
 
         let writer = open_connection(&path, false)
             .with_context(|| format!("cannot open the database {url:?} for writing"))?;
+        writer
+            .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+            .context("cannot set wal_autocheckpoint")?;
         let readers = Arc::new(Readers {
             path,
             idle: Mutex::new(Vec::new()),
@@ -91,14 +102,24 @@ impl SqliteStore {
         readers
             .with(|_| Ok(()))
             .map_err(|e| anyhow::anyhow!("cannot open the database {url:?} for reading: {e}"))?;
+        let checkpoints = open_connection(&readers.path, false)
+            .with_context(|| format!("cannot open the database {url:?} for checkpoints"))?;
+        let commits = Arc::new(AtomicU64::new(0));
         let (jobs, queue) = mpsc::channel();
+        let committed = commits.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, queue))
+            .spawn(move || write_loop(writer, queue, &committed))
             .context("cannot start the SQLite writer thread")?;
+        let (checkpointer, stop) = mpsc::channel();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoints, &commits, stop))
+            .context("cannot start the SQLite checkpoint thread")?;
         Ok(SqliteStore {
             writer: jobs,
             readers,
+            _checkpointer: checkpointer,
         })
     }
 
@@ -218,7 +239,7 @@ where
 /// Group commit: the writes that queued while one transaction committed go into
 /// the next one, each under its own savepoint so that one failing undoes only
 /// itself, and one fsync acknowledges them all.
-fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>) {
+fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, commits: &AtomicU64) {
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_WRITE_BATCH);
     while let Ok(job) = queue.recv() {
         batch.push(job);
@@ -232,6 +253,7 @@ fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>) {
         if let Some(why) = &commit_error {
             tracing::error!(error = %why, writes = batch.len(), "a database transaction failed");
         }
+        commits.fetch_add(1, Ordering::Relaxed);
         for job in batch.drain(..) {
             job.answer(commit_error.as_deref());
         }
@@ -258,6 +280,24 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite:
         let _ = conn.execute_batch("ROLLBACK");
     }
     result
+}
+
+/// Copies the WAL back into the database file beside the writer, so that the
+/// writer's commits only append to the WAL and sync it. (SQLite's automatic
+/// checkpoint would run inside a commit, on the writer's thread.) PASSIVE never
+/// waits for the writer or readers; it copies what it can.
+fn checkpoint_loop(conn: Connection, commits: &AtomicU64, stop: mpsc::Receiver<()>) {
+    let mut checkpointed = 0;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        let committed = commits.load(Ordering::Relaxed);
+        if committed == checkpointed {
+            continue;
+        }
+        checkpointed = committed;
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "cannot checkpoint the database");
+        }
+    }
 }
 
 // --- Readers ------------------------------------------------------------
@@ -971,6 +1011,20 @@ impl Store for SqliteStore {
             )?;
             Ok(robot)
         })
+    }
+
+    async fn latest_robot_version(&self, organization_id: &str, id: &str) -> Result<RobotVersion> {
+        self.readers
+            .with(|conn| {
+                one(
+                    conn,
+                    "SELECT version, sha256, manifest, size, created_at FROM robot_versions \
+                     WHERE organization_id = ?1 AND robot_id = ?2 ORDER BY version DESC LIMIT 1",
+                    [organization_id, id],
+                    |row| robot_version_from(row),
+                )
+            })?
+            .ok_or(Error::NotFound)
     }
 
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {

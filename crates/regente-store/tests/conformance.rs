@@ -614,6 +614,21 @@ async fn robot_versions(store: Arc<dyn Store>) {
         ]
     );
     assert!(is_not_found(store.get_robot(&other.id, &robot_id).await));
+    assert_eq!(
+        store
+            .latest_robot_version(&org.id, &robot_id)
+            .await
+            .unwrap(),
+        robot.versions[1]
+    );
+    assert!(is_not_found(
+        store.latest_robot_version(&other.id, &robot_id).await
+    ));
+    assert!(is_not_found(
+        store
+            .latest_robot_version(&org.id, "0000000000000000")
+            .await
+    ));
 
     // The same name in another organisation is another robot.
     let (elsewhere, version) = store

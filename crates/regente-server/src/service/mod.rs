@@ -23,6 +23,7 @@ pub struct Context {
     pub auth: Auth,
     pub config: ServerConfig,
     pub hub: Hub,
+    pub manifests: robots::ManifestCache,
 }
 
 /// Who is calling, as established from a valid token.
@@ -101,9 +102,13 @@ pub fn now_millis() -> Millis {
         .unwrap_or(0)
 }
 
-/// A fresh object id: 64 random bits as 16 lowercase hex digits.
+/// A fresh object id, 16 lowercase hex digits: the second it was made, then 32
+/// random bits (see [`regente_core::ids::id_bits`]).
 pub fn new_id() -> String {
-    regente_core::ids::format_id(rand::random())
+    let seconds = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs());
+    regente_core::ids::format_id(regente_core::ids::id_bits(seconds, rand::random()))
 }
 
 /// A random string of `len` characters from `[A-Za-z0-9]`.

@@ -1,7 +1,11 @@
 //! Robots and their versions, uploaded as zip packages.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use regente_core::RobotManifest;
 use regente_package::{InspectedPackage, Limits, PackageError};
-use regente_store::{NewRobotVersion, Robot};
+use regente_store::{NewRobotVersion, Robot, RobotVersion};
 use tracing::info;
 
 use super::{new_id, now_millis, or_not_found, Caller, Context, Error, Result};
@@ -67,4 +71,55 @@ pub async fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<Robot> {
         ctx.store.get_robot(&caller.organization_id, id).await,
         || format!("robot {id} not found"),
     )
+}
+
+/// The robot's newest version, the one a run uses, with its manifest parsed.
+pub async fn latest_version(
+    ctx: &Context,
+    caller: &Caller,
+    id: &str,
+) -> Result<(RobotVersion, Arc<RobotManifest>)> {
+    let version = or_not_found(
+        ctx.store
+            .latest_robot_version(&caller.organization_id, id)
+            .await,
+        || format!("robot {id} not found"),
+    )?;
+    let manifest = ctx.manifests.parse(&version.manifest).map_err(|e| {
+        Error::Internal(anyhow::anyhow!(
+            "stored manifest of robot {id} version {}: {e}",
+            version.version
+        ))
+    })?;
+    Ok((version, manifest))
+}
+
+/// Parsed manifests by their text. A stored version never changes, so an entry
+/// never goes stale; parsing TOML at every run request would cost more than the
+/// rest of the request's work in the store.
+#[derive(Default)]
+pub struct ManifestCache {
+    parsed: Mutex<HashMap<String, Arc<RobotManifest>>>,
+}
+
+/// Manifests kept; past this the cache starts over.
+const MANIFESTS_KEPT: usize = 1024;
+
+impl ManifestCache {
+    pub fn parse(&self, text: &str) -> Result<Arc<RobotManifest>, regente_core::ManifestError> {
+        if let Some(manifest) = self.lock().get(text) {
+            return Ok(manifest.clone());
+        }
+        let manifest = Arc::new(RobotManifest::parse(text)?);
+        let mut parsed = self.lock();
+        if parsed.len() >= MANIFESTS_KEPT {
+            parsed.clear();
+        }
+        parsed.insert(text.to_owned(), manifest.clone());
+        Ok(manifest)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<RobotManifest>>> {
+        self.parsed.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }

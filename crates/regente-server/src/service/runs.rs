@@ -1,8 +1,6 @@
 //! Executions: queue a run, read its result, cancel it, list them.
 
-use regente_core::{
-    is_valid_id, resolve_variables, ExecutionStatus, RequestVariable, RobotManifest,
-};
+use regente_core::{is_valid_id, resolve_variables, ExecutionStatus, RequestVariable};
 use regente_store::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, IdempotencyKey, LogLine, NewExecution,
     Notice,
@@ -47,14 +45,7 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
             .await,
         || format!("runtime {runtime_id} not found"),
     )?;
-    let robot = super::robots::get(ctx, caller, robot_id).await?;
-    let latest = robot
-        .versions
-        .last()
-        .ok_or_else(|| Error::Internal(anyhow::anyhow!("robot {robot_id} has no version")))?;
-    let manifest = RobotManifest::parse(&latest.manifest).map_err(|e| {
-        Error::Internal(anyhow::anyhow!("stored manifest of robot {robot_id}: {e}"))
-    })?;
+    let (latest, manifest) = super::robots::latest_version(ctx, caller, robot_id).await?;
     let resolved = resolve_variables(&manifest.variables, &variables)
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let variables = resolved.to_json();
