@@ -1,0 +1,81 @@
+//! A data directory written by an older version opens in place: the store applies
+//! the newer migrations and serves what was stored before.
+
+use std::str::FromStr;
+
+use regente_core::ExecutionStatus;
+use regente_store::ExecutionFilter;
+use sqlx::migrate::Migrator;
+use sqlx::sqlite::SqliteConnectOptions;
+use sqlx::{Connection, Executor, SqliteConnection};
+
+/// The rows an older server would have written, through its own schema.
+const OLD_ROWS: &str = "
+INSERT INTO organizations (id, name, is_root, created_at) VALUES ('00000000000000a1', 'root', 1, 1);
+INSERT INTO runtimes (id, organization_id, name, key_hash, slots, created_at)
+    VALUES ('00000000000000b1', '00000000000000a1', 'rt', 'hash', 1, 1);
+INSERT INTO robots (id, organization_id, name, created_at)
+    VALUES ('00000000000000c1', '00000000000000a1', 'robot', 1);
+INSERT INTO robot_versions (robot_id, version, organization_id, sha256, manifest, size, package, created_at)
+    VALUES ('00000000000000c1', 1, '00000000000000a1', 'sha', 'name = \"robot\"', 1, x'00', 1);
+INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, variables, status, init)
+    VALUES ('00000000000000d1', '00000000000000a1', '00000000000000b1', '00000000000000c1', 1, '{}', 'PENDENT', 10),
+           ('00000000000000d2', '00000000000000a1', '00000000000000b1', '00000000000000c1', 1, '{}', 'FINISHED', 20);
+";
+
+#[tokio::test]
+async fn a_database_of_the_first_schema_is_migrated_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("regente.db").display());
+
+    let mut all = Migrator::new(std::path::Path::new("./migrations/sqlite"))
+        .await
+        .unwrap();
+    assert!(
+        all.migrations.len() > 1,
+        "this test needs a migration after the first"
+    );
+    all.migrations = all.migrations[..1].to_vec().into();
+    let options = SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .create_if_missing(true);
+    let mut old = SqliteConnection::connect_with(&options).await.unwrap();
+    all.run_direct(&mut old).await.unwrap();
+    old.execute(OLD_ROWS).await.unwrap();
+    old.close().await.unwrap();
+
+    let store = regente_store::open(&url).await.unwrap();
+    let pendent = store
+        .list_executions(
+            "00000000000000a1",
+            &ExecutionFilter {
+                status: Some(ExecutionStatus::Pendent),
+                limit: 10,
+                ..ExecutionFilter::default()
+            },
+        )
+        .await
+        .unwrap();
+    let ids: Vec<_> = pendent.iter().map(|e| e.id.as_str()).collect();
+    assert_eq!(ids, ["00000000000000d1"]);
+    let finished = store
+        .get_execution("00000000000000a1", "00000000000000d2")
+        .await
+        .unwrap();
+    assert_eq!(finished.status, ExecutionStatus::Finished);
+    assert_eq!(finished.init, 20);
+
+    let mut after = SqliteConnection::connect_with(&options).await.unwrap();
+    let applied: Vec<(i64,)> =
+        sqlx::query_as("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(&mut after)
+            .await
+            .unwrap();
+    let every: Vec<i64> = Migrator::new(std::path::Path::new("./migrations/sqlite"))
+        .await
+        .unwrap()
+        .iter()
+        .map(|m| m.version)
+        .collect();
+    assert_eq!(applied.into_iter().map(|(v,)| v).collect::<Vec<_>>(), every);
+}
