@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_trait::async_trait;
@@ -94,9 +94,11 @@ impl SqliteStore {
         writer
             .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
             .context("cannot set wal_autocheckpoint")?;
+        let commits = Arc::new(AtomicU64::new(0));
         let readers = Arc::new(Readers {
             path,
             idle: Mutex::new(Vec::new()),
+            commits: commits.clone(),
         });
         // Fail at open, not at the first read, when reading is impossible.
         readers
@@ -104,7 +106,6 @@ impl SqliteStore {
             .map_err(|e| anyhow::anyhow!("cannot open the database {url:?} for reading: {e}"))?;
         let checkpoints = open_connection(&readers.path, false)
             .with_context(|| format!("cannot open the database {url:?} for checkpoints"))?;
-        let commits = Arc::new(AtomicU64::new(0));
         let (jobs, queue) = mpsc::channel();
         let committed = commits.clone();
         std::thread::Builder::new()
@@ -112,9 +113,10 @@ impl SqliteStore {
             .spawn(move || write_loop(writer, queue, &committed))
             .context("cannot start the SQLite writer thread")?;
         let (checkpointer, stop) = mpsc::channel();
+        let reading = readers.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoints, &commits, stop))
+            .spawn(move || checkpoint_loop(checkpoints, &reading, stop))
             .context("cannot start the SQLite checkpoint thread")?;
         Ok(SqliteStore {
             writer: jobs,
@@ -253,7 +255,9 @@ fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, commit
         if let Some(why) = &commit_error {
             tracing::error!(error = %why, writes = batch.len(), "a database transaction failed");
         }
-        commits.fetch_add(1, Ordering::Relaxed);
+        // Counted before anyone is answered: a reader that sees the old count may
+        // only miss writes whose callers are still waiting.
+        commits.fetch_add(1, Ordering::Release);
         for job in batch.drain(..) {
             job.answer(commit_error.as_deref());
         }
@@ -286,14 +290,18 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite:
 /// writer's commits only append to the WAL and sync it. (SQLite's automatic
 /// checkpoint would run inside a commit, on the writer's thread.) PASSIVE never
 /// waits for the writer or readers; it copies what it can.
-fn checkpoint_loop(conn: Connection, commits: &AtomicU64, stop: mpsc::Receiver<()>) {
+///
+/// Idle readers keep their snapshot (see [`Readers`]), which would keep the WAL
+/// from being copied past it: they let go of it first.
+fn checkpoint_loop(conn: Connection, readers: &Readers, stop: mpsc::Receiver<()>) {
     let mut checkpointed = 0;
     while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
-        let committed = commits.load(Ordering::Relaxed);
+        let committed = readers.commits.load(Ordering::Acquire);
         if committed == checkpointed {
             continue;
         }
         checkpointed = committed;
+        readers.release_idle_snapshots();
         if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
             tracing::warn!(error = %e, "cannot checkpoint the database");
         }
@@ -302,24 +310,77 @@ fn checkpoint_loop(conn: Connection, commits: &AtomicU64, stop: mpsc::Receiver<(
 
 // --- Readers ------------------------------------------------------------
 
+/// Read-only connections. Each read runs in a read transaction (a snapshot) that
+/// the connection keeps while no write commits, so that reads in between skip
+/// SQLite's per-transaction locking of the WAL index (two `fcntl` calls and
+/// more, most of the cost of a point read). A commit ends every kept snapshot at
+/// its next use, and so does age, in case another process writes the file.
 struct Readers {
     path: PathBuf,
-    idle: Mutex<Vec<Connection>>,
+    idle: Mutex<Vec<Reader>>,
+    /// Commits by the writer so far.
+    commits: Arc<AtomicU64>,
 }
+
+struct Reader {
+    conn: Connection,
+    /// When the connection holds a snapshot: the commit count before it began,
+    /// and when.
+    snapshot: Option<(u64, Instant)>,
+}
+
+impl Reader {
+    fn end_snapshot(&mut self) {
+        if self.snapshot.take().is_some() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("COMMIT");
+        }
+    }
+}
+
+/// The longest a snapshot is kept without a commit in between.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(10);
 
 impl Readers {
     fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
-        let idle = self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let conn = match idle {
-            Some(conn) => conn,
-            None => open_connection(&self.path, true).map_err(Error::Other)?,
+        let idle = self.lock().pop();
+        let mut reader = match idle {
+            Some(reader) => reader,
+            None => Reader {
+                conn: open_connection(&self.path, true).map_err(Error::Other)?,
+                snapshot: None,
+            },
         };
-        let result = read(&conn);
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let commits = self.commits.load(Ordering::Acquire);
+        let current = reader.snapshot.is_some_and(|(counted, began)| {
+            counted == commits && began.elapsed() < SNAPSHOT_MAX_AGE && !reader.conn.is_autocommit()
+        });
+        if !current {
+            reader.end_snapshot();
+            // The snapshot itself begins at the first read, after the count.
+            if reader.conn.execute_batch("BEGIN").is_ok() {
+                reader.snapshot = Some((commits, Instant::now()));
+            }
+        }
+        let result = read(&reader.conn);
+        if result.is_err() {
+            // The error may have ended the transaction: start afresh next time.
+            reader.end_snapshot();
+        }
+        let mut idle = self.lock();
         if idle.len() < MAX_IDLE_READERS {
-            idle.push(conn);
+            idle.push(reader);
         }
         result
+    }
+
+    fn release_idle_snapshots(&self) {
+        for reader in self.lock().iter_mut() {
+            reader.end_snapshot();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -1030,27 +1091,22 @@ impl Store for SqliteStore {
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {
         let organization_id = organization_id.to_owned();
         self.read_blocking(move |conn| {
-            // One read transaction, so that the versions match the robots.
-            conn.execute_batch("BEGIN").map_err(other)?;
-            let robots = (|| {
-                let rows = all(
-                    conn,
-                    "SELECT id, organization_id, name, created_at FROM robots \
-                     WHERE organization_id = ?1 ORDER BY created_at, id",
-                    [&organization_id],
-                    |row| robot_from(row, Vec::new()),
-                )?;
-                let versions = all(
-                    conn,
-                    "SELECT robot_id, version, sha256, manifest, size, created_at FROM robot_versions \
-                     WHERE organization_id = ?1 ORDER BY robot_id, version",
-                    [&organization_id],
-                    |row| robot_id_and_version_from(row),
-                )?;
-                Ok(robots_with_versions(rows, versions))
-            })();
-            let _ = conn.execute_batch("COMMIT");
-            robots
+            // One read transaction (as every read), so the versions match the robots.
+            let rows = all(
+                conn,
+                "SELECT id, organization_id, name, created_at FROM robots \
+                 WHERE organization_id = ?1 ORDER BY created_at, id",
+                [&organization_id],
+                |row| robot_from(row, Vec::new()),
+            )?;
+            let versions = all(
+                conn,
+                "SELECT robot_id, version, sha256, manifest, size, created_at FROM robot_versions \
+                 WHERE organization_id = ?1 ORDER BY robot_id, version",
+                [&organization_id],
+                |row| robot_id_and_version_from(row),
+            )?;
+            Ok(robots_with_versions(rows, versions))
         })
         .await
     }

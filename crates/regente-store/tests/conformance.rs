@@ -85,6 +85,7 @@ conformance! {
         end_lease_is_stale_once_the_lease_changed,
         concurrent_claims_hand_out_each_run_once,
         cancel_racing_start,
+        every_acknowledged_write_is_read_at_once,
     ],
     url: [
         reopened_and_shared_by_two_servers,
@@ -2201,5 +2202,29 @@ async fn notices_secret_and_leadership_across_servers(store: Arc<dyn Store>, url
             "nobody took over when the leader went"
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// A write that has returned is seen by the very next read, from any task, even
+/// right after reads that saw the state before it.
+async fn every_acknowledged_write_is_read_at_once(store: Arc<dyn Store>) {
+    let w = world(store).await;
+    for round in 0..50 {
+        let id = w.enqueue_on(&w.runtime.id, 1_000 + round, 1).await;
+        let seen = w.store.get_execution(&w.org.id, &id).await.unwrap();
+        assert_eq!(seen.status, ExecutionStatus::Pendent);
+        w.store
+            .cancel(&w.org.id, &id, &w.admin.id, 2_000)
+            .await
+            .unwrap();
+        let reader = w.store.clone();
+        let (org, read_id) = (w.org.id.clone(), id.clone());
+        let seen = tokio::spawn(async move { reader.get_execution(&org, &read_id).await })
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(seen.status, ExecutionStatus::Canceled, "round {round}");
+        let seen = w.store.get_execution(&w.org.id, &id).await.unwrap();
+        assert_eq!(seen.status, ExecutionStatus::Canceled, "round {round}");
     }
 }
