@@ -2,10 +2,17 @@
 //! package preparations and robots talk to it through channels.
 //!
 //! An assignment's life on the agent: `Assign` -> journal created, package
-//! prepared -> `Start` sent -> `Started` received -> journal marks it spawned,
-//! robot runs -> its reports become numbered events, journaled (synced) before
-//! they are sent -> `Ack`s trim them -> once the `Ended` event is acknowledged
-//! the journal is removed.
+//! prepared -> journal records the start request, `Start` sent; while the server
+//! answers, the request is synced (on a blocking thread) and the run prepared
+//! (run directory, variables file, program looked up) -> `Started` received and
+//! the sync done -> journal marks it spawned, the command goes to an idle guard
+//! from the pool, which starts the robot -> its reports become numbered events,
+//! journaled (synced) before they are sent -> `Ack`s trim them -> once the
+//! `Ended` event is acknowledged the journal is removed.
+//!
+//! The guard pool holds guards already exec'd (see [`crate::guard`]): one, or
+//! one per run waiting for `Started` when more. They are no robots: the server
+//! never hears of them, and they leave with the agent.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,8 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::connection::{self, Inbound};
-use crate::executor::{self, Report, RobotRun, Stop};
-use crate::journal::Journal;
+use crate::executor::{self, IdleGuard, Launcher, Report, RobotRun, Stop};
+use crate::journal::{self, Journal};
 use crate::packages::PackageCache;
 use crate::robot_output::log;
 
@@ -50,11 +57,31 @@ struct Held {
     next_seq: u64,
     /// Sent (or to send) and not acknowledged yet, in order.
     unacked: Vec<Event>,
+    /// The server granted the start: the robot runs, or is about to.
     spawned: bool,
     ended: bool,
-    /// Where the package was unpacked, once prepared.
-    package_dir: Option<PathBuf>,
+    /// Set when `Start` is sent: the run to launch on `Started` (or why it
+    /// cannot start). Taken at the launch.
+    ready: Option<Result<RobotRun, String>>,
+    start_synced: StartSync,
+    /// A cancel came between `Started` and the launch.
+    cancel_before_launch: bool,
     stop: Option<oneshot::Sender<Stop>>,
+}
+
+/// The sync of the journal's start request.
+enum StartSync {
+    NotYet,
+    Pending,
+    Done,
+    Failed(String),
+}
+
+/// A sync of a start request that finished.
+struct Synced {
+    execution_id: String,
+    lease: String,
+    outcome: std::io::Result<()>,
 }
 
 /// A package preparation that finished.
@@ -72,6 +99,11 @@ struct Agent {
     packages: Arc<PackageCache>,
     reports: mpsc::Sender<Report>,
     prepared: mpsc::UnboundedSender<Prepared>,
+    synced: mpsc::UnboundedSender<Synced>,
+    /// Idle guards, exec'd and waiting for a command.
+    guards: Vec<IdleGuard>,
+    /// This boot's id, recorded with each start request.
+    boot: Option<String>,
 }
 
 fn now_millis() -> i64 {
@@ -97,6 +129,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     let (inbound_tx, mut inbound) = mpsc::unbounded_channel();
     let (reports_tx, mut reports) = mpsc::channel::<Report>(8192);
     let (prepared_tx, mut prepared) = mpsc::unbounded_channel();
+    let (synced_tx, mut synced) = mpsc::unbounded_channel();
     let mut agent = Agent {
         packages: Arc::new(PackageCache::new(
             config.work_dir.join("packages"),
@@ -108,8 +141,12 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         server: None,
         reports: reports_tx,
         prepared: prepared_tx,
+        synced: synced_tx,
+        guards: Vec::new(),
+        boot: journal::boot_id(),
     };
     agent.recover(&journal_dir)?;
+    agent.balance_guards();
     let link = tokio::spawn(connection::maintain(
         agent.config.servers.clone(),
         agent.config.key.clone(),
@@ -131,9 +168,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
                 agent.on_reports(batch);
             }
             Some(done) = prepared.recv() => agent.on_prepared(done),
+            Some(done) = synced.recv() => agent.on_synced(done),
         }
     }
     link.abort();
+    for guard in agent.guards.drain(..) {
+        guard.retire().await;
+    }
     info!("agent stopped");
     Ok(())
 }
@@ -142,7 +183,7 @@ impl Agent {
     /// Reads back the journals of a previous run of the agent. A robot that was
     /// running died with that agent: its end is recorded as an error.
     fn recover(&mut self, journal_dir: &std::path::Path) -> anyhow::Result<()> {
-        for recovered in Journal::recover_all(journal_dir)? {
+        for recovered in Journal::recover_all(journal_dir, self.boot.as_deref())? {
             let assignment = recovered.assignment;
             let next_seq = recovered
                 .events
@@ -160,7 +201,9 @@ impl Agent {
                 unacked: recovered.events,
                 spawned: recovered.spawned,
                 ended,
-                package_dir: None,
+                ready: None,
+                start_synced: StartSync::NotYet,
+                cancel_before_launch: false,
                 stop: None,
             };
             if held.spawned && !held.ended {
@@ -266,6 +309,9 @@ impl Agent {
                 if let Some(stop) = held.stop.take() {
                     info!(execution = %execution_id, "canceling the robot");
                     let _ = stop.send(Stop::Cancel);
+                } else if held.spawned && !held.ended {
+                    // Granted, not launched yet: the launch ends it instead.
+                    held.cancel_before_launch = true;
                 }
             }
             ServerMessage::Revoked {
@@ -281,8 +327,12 @@ impl Agent {
                     if let Some(stop) = held.stop.take() {
                         let _ = stop.send(Stop::Revoke);
                     }
+                    if let Some(Ok(run)) = held.ready.take() {
+                        run.discard();
+                    }
                     held.journal.remove();
                 }
+                self.balance_guards();
             }
         }
     }
@@ -321,7 +371,9 @@ impl Agent {
                 unacked: Vec::new(),
                 spawned: false,
                 ended: false,
-                package_dir: None,
+                ready: None,
+                start_synced: StartSync::NotYet,
+                cancel_before_launch: false,
                 stop: None,
             },
         );
@@ -345,79 +397,198 @@ impl Agent {
     }
 
     fn on_prepared(&mut self, done: Prepared) {
+        let boot = self.boot.clone();
+        let run_dir = self.config.work_dir.join("runs").join(&done.execution_id);
         let Some(held) = self.holding(&done.execution_id, &done.lease) else {
             return;
         };
-        match done.outcome {
-            Ok((dir, _)) => {
-                held.package_dir = Some(dir);
-                self.send(AgentMessage::Start {
-                    execution_id: done.execution_id,
-                    lease: done.lease,
+        let (package_dir, manifest) = match done.outcome {
+            Ok(prepared) => prepared,
+            Err(why) => return self.fail(&done.execution_id, why),
+        };
+        // Recorded before the start is asked for; synced below, while the
+        // server answers. No robot is handed over before the sync succeeds.
+        if let Err(e) = held.journal.request_start(boot) {
+            let why = format!("cannot journal the start of the robot: {e}");
+            return self.fail(&done.execution_id, why);
+        }
+        self.send(AgentMessage::Start {
+            execution_id: done.execution_id.clone(),
+            lease: done.lease.clone(),
+        });
+        let synced = self.synced.clone();
+        let Some(held) = self.holding(&done.execution_id, &done.lease) else {
+            return;
+        };
+        held.start_synced = match held.journal.sync_handle() {
+            Ok(file) => {
+                let (execution_id, lease) = (done.execution_id.clone(), done.lease.clone());
+                tokio::task::spawn_blocking(move || {
+                    let _ = synced.send(Synced {
+                        execution_id,
+                        lease,
+                        outcome: file.sync_data(),
+                    });
                 });
+                StartSync::Pending
             }
+            Err(e) => StartSync::Failed(e.to_string()),
+        };
+        held.ready = Some(RobotRun::prepare(
+            &done.execution_id,
+            &package_dir,
+            run_dir,
+            &manifest,
+            &held.assignment.variables,
+        ));
+        self.balance_guards();
+    }
+
+    fn on_synced(&mut self, done: Synced) {
+        let Some(held) = self.holding(&done.execution_id, &done.lease) else {
+            return;
+        };
+        held.start_synced = match done.outcome {
+            Ok(()) => StartSync::Done,
+            Err(e) => StartSync::Failed(e.to_string()),
+        };
+        self.launch(&done.execution_id);
+    }
+
+    fn on_started(&mut self, execution_id: &str, lease: &str) {
+        let Some(held) = self.holding(execution_id, lease) else {
+            return;
+        };
+        if held.spawned || held.ready.is_none() {
+            return;
+        }
+        // From here on the robot counts as started, on a reconnect too.
+        held.spawned = true;
+        self.launch(execution_id);
+    }
+
+    /// Hands the robot over to a guard once the server granted the start and the
+    /// start request is synced, whichever comes last.
+    fn launch(&mut self, execution_id: &str) {
+        let Some(held) = self.held.get_mut(execution_id) else {
+            return;
+        };
+        if !held.spawned || held.ended || held.ready.is_none() {
+            return;
+        }
+        match &held.start_synced {
+            StartSync::Done => {}
+            StartSync::NotYet | StartSync::Pending => return,
+            StartSync::Failed(e) => {
+                let why = format!("cannot journal the start of the robot: {e}");
+                if let Some(Ok(run)) = held.ready.take() {
+                    run.discard();
+                }
+                return self.fail(execution_id, why);
+            }
+        }
+        let run = match held.ready.take() {
+            Some(Ok(run)) => run,
+            Some(Err(why)) => return self.fail(execution_id, why),
+            None => return,
+        };
+        if held.cancel_before_launch {
+            run.discard();
+            let why = "canceled before the robot started".to_owned();
+            return self.report_end(execution_id, LogLevel::Warn, EndStatus::Canceled, why);
+        }
+        // Written before the hand-over: after a crash of the agent alone, its
+        // absence proves the robot was not started (see `journal`).
+        if let Err(e) = held.journal.mark_spawned() {
+            run.discard();
+            let why = format!("cannot journal the start of the robot: {e}");
+            return self.fail(execution_id, why);
+        }
+        let (stop, stopped) = oneshot::channel();
+        held.stop = Some(stop);
+        let launcher = match self.take_guard() {
+            Ok(launcher) => launcher,
             Err(why) => {
-                warn!(execution = %done.execution_id, why, "the robot cannot start");
-                let reports = [
-                    log(LogLevel::Error, why.clone()),
-                    EventKind::Ended {
-                        status: EndStatus::Error,
-                        exit_code: None,
-                        reason: why,
-                    },
-                ];
-                self.on_reports(
-                    reports
-                        .into_iter()
-                        .map(|kind| Report {
-                            execution_id: done.execution_id.clone(),
-                            kind,
-                        })
-                        .collect(),
-                );
+                run.discard();
+                return self.fail(execution_id, why);
+            }
+        };
+        tokio::spawn(executor::run(run, launcher, self.reports.clone(), stopped));
+        info!(execution = %execution_id, "robot started");
+        // The pool is refilled when a robot ends (see `on_reports`), not now: a
+        // guard starting now would take CPU from the robot starting.
+    }
+
+    /// An idle guard for a robot (a new one when none is left), or no guard at
+    /// all when the agent has no guard executable.
+    fn take_guard(&mut self) -> Result<Launcher, String> {
+        let Some(exe) = &self.config.guard else {
+            return Ok(Launcher::Direct);
+        };
+        while let Some(mut guard) = self.guards.pop() {
+            if guard.is_alive() {
+                return Ok(Launcher::Guard(guard));
+            }
+            tokio::spawn(guard.retire());
+        }
+        IdleGuard::start(exe)
+            .map(Launcher::Guard)
+            .map_err(|e| format!("cannot start the robot's guard process: {e}"))
+    }
+
+    /// Keeps one idle guard, or one per run waiting for `Started` when more.
+    /// Called when a run is waiting for `Started`, ends or is revoked.
+    fn balance_guards(&mut self) {
+        let Some(exe) = &self.config.guard else {
+            return;
+        };
+        let waiting = self.held.values().filter(|h| h.ready.is_some()).count();
+        let target = waiting.max(1);
+        while self.guards.len() < target {
+            match IdleGuard::start(exe) {
+                Ok(guard) => self.guards.push(guard),
+                Err(e) => {
+                    warn!(error = %e, "cannot start an idle guard process; the next robot starts one");
+                    break;
+                }
+            }
+        }
+        while self.guards.len() > target {
+            if let Some(guard) = self.guards.pop() {
+                tokio::spawn(guard.retire());
             }
         }
     }
 
-    fn on_started(&mut self, execution_id: &str, lease: &str) {
-        let guard = self.config.guard.clone();
-        let run_dir = self.config.work_dir.join("runs").join(execution_id);
-        let reports = self.reports.clone();
-        let Some(held) = self.holding(execution_id, lease) else {
-            return;
-        };
-        if held.spawned {
-            return;
-        }
-        let (Some(package_dir), Ok(manifest)) = (
-            held.package_dir.clone(),
-            RobotManifest::parse(&held.assignment.manifest),
-        ) else {
-            return;
-        };
-        // Recorded before the spawn: after a crash, the agent knows the robot may
-        // have run, and never reports it as unstarted.
-        if let Err(e) = held.journal.mark_spawned() {
-            warn!(execution = %execution_id, error = %e, "cannot journal a start; the robot is not started");
-            return;
-        }
-        held.spawned = true;
-        let (stop, stopped) = oneshot::channel();
-        held.stop = Some(stop);
-        let run = RobotRun {
-            execution_id: execution_id.to_owned(),
-            package_dir,
-            run_dir,
-            manifest,
-            variables: held.assignment.variables.clone(),
-            guard,
-        };
-        info!(execution = %execution_id, "robot starting");
-        tokio::spawn(executor::run(run, reports, stopped));
+    /// Ends an execution whose robot cannot start.
+    fn fail(&mut self, execution_id: &str, why: String) {
+        warn!(execution = %execution_id, why, "the robot cannot start");
+        self.report_end(execution_id, LogLevel::Error, EndStatus::Error, why);
+    }
+
+    fn report_end(&mut self, execution_id: &str, level: LogLevel, status: EndStatus, why: String) {
+        let reports = [
+            log(level, why.clone()),
+            EventKind::Ended {
+                status,
+                exit_code: None,
+                reason: why,
+            },
+        ];
+        self.on_reports(
+            reports
+                .into_iter()
+                .map(|kind| Report {
+                    execution_id: execution_id.to_owned(),
+                    kind,
+                })
+                .collect(),
+        );
     }
 
     fn on_reports(&mut self, batch: Vec<Report>) {
         let mut touched: Vec<(String, Vec<Event>)> = Vec::new();
+        let mut any_ended = false;
         for report in batch {
             let Some(held) = self.held.get_mut(&report.execution_id) else {
                 continue; // Revoked meanwhile: its robot's last words are dropped.
@@ -431,6 +602,7 @@ impl Agent {
             ) {
                 held.ended = true;
                 held.stop = None;
+                any_ended = true;
             }
             let event = held.number(report.kind);
             match touched
@@ -451,6 +623,9 @@ impl Agent {
             held.unacked.extend(events.iter().cloned());
             let held = &self.held[&execution_id];
             self.send_events(held, &events);
+        }
+        if any_ended {
+            self.balance_guards();
         }
     }
 }

@@ -1,18 +1,99 @@
 //! The robot guard: a tiny process between the agent and each robot, so that a
 //! robot's whole process tree dies with the agent.
 //!
-//! The agent starts `regente __guard AGENT_PID -- COMMAND...` as the leader of a
-//! new process group, with a parent-death signal (SIGTERM). The guard runs the
-//! robot in that group and waits for it; on SIGTERM, SIGINT or SIGHUP (the agent
-//! died, or someone asked) it kills the whole group, robot grandchildren included.
-//! The agent stops a robot by killing the group outright.
+//! The agent starts `regente __guard AGENT_PID` as the leader of a new process
+//! group, with a parent-death signal (SIGTERM), usually before there is a robot
+//! to run: an idle guard waits in the agent's pool, already exec'd, so that a
+//! start costs no exec of the (large) `regente` binary. The guard reads its
+//! robot's command ([`Launch`]: directory, program, arguments, environment) from
+//! its stdin up to end of file, runs the robot in its group and waits for it. End
+//! of file with nothing read means the agent retired the guard: it exits. On
+//! SIGTERM, SIGINT or SIGHUP (the agent died, or someone asked) it kills the
+//! whole group, robot grandchildren included. The agent stops a robot by killing
+//! the group outright.
 
-use std::ffi::OsString;
-use std::process::Command;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// What a guard starts: sent by the agent on the guard's stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// The robot's working directory.
+    pub dir: PathBuf,
+    /// The program, already looked up in `PATH` when it could be.
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Set on top of the guard's own environment (which holds no `REGENTE_*`).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl Launch {
+    /// The wire form: NUL-terminated fields (directory, program, the number of
+    /// arguments, the arguments, then `NAME=VALUE` pairs). Refused when a field
+    /// holds a NUL, which no program, argument or environment can carry.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut out = Vec::new();
+        let mut field = |bytes: &[u8], what: &str| {
+            if bytes.contains(&0) {
+                return Err(format!("{what} holds a NUL byte"));
+            }
+            out.extend_from_slice(bytes);
+            out.push(0);
+            Ok(())
+        };
+        field(self.dir.as_os_str().as_bytes(), "the working directory")?;
+        field(self.program.as_bytes(), "the program")?;
+        field(self.args.len().to_string().as_bytes(), "")?;
+        for arg in &self.args {
+            field(arg.as_bytes(), "an argument")?;
+        }
+        for (name, value) in &self.env {
+            let name = name.as_bytes();
+            if name.is_empty() || name.contains(&b'=') {
+                return Err(format!(
+                    "the environment variable name {:?} is not valid",
+                    String::from_utf8_lossy(name)
+                ));
+            }
+            let mut pair = name.to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            field(&pair, "an environment variable")?;
+        }
+        Ok(out)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Option<Launch> {
+        let body = bytes.strip_suffix(&[0])?;
+        let mut fields = body.split(|b| *b == 0);
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let dir = PathBuf::from(os(fields.next()?));
+        let program = os(fields.next()?);
+        let argc: usize = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+        let mut args = Vec::with_capacity(argc.min(1024));
+        for _ in 0..argc {
+            args.push(os(fields.next()?));
+        }
+        let mut env = Vec::new();
+        for pair in fields {
+            let at = pair.iter().position(|b| *b == b'=')?;
+            env.push((os(&pair[..at]), os(&pair[at + 1..])));
+        }
+        Some(Launch {
+            dir,
+            program,
+            args,
+            env,
+        })
+    }
+}
 
 /// Runs the guard; returns the exit code to leave with.
 #[cfg(target_os = "linux")]
-pub fn run(agent_pid: i32, command: &[OsString]) -> i32 {
+pub fn run(agent_pid: i32) -> i32 {
     extern "C" fn kill_group(_: libc::c_int) {
         // Async-signal-safe: one system call. Pid 0 is our own process group.
         unsafe {
@@ -38,20 +119,41 @@ pub fn run(agent_pid: i32, command: &[OsString]) -> i32 {
             libc::kill(0, libc::SIGKILL);
         }
     }
-    spawn_and_wait(command)
+    read_and_run()
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn run(_agent_pid: i32, command: &[OsString]) -> i32 {
-    spawn_and_wait(command)
+pub fn run(_agent_pid: i32) -> i32 {
+    read_and_run()
 }
 
-fn spawn_and_wait(command: &[OsString]) -> i32 {
-    let Some((program, args)) = command.split_first() else {
-        eprintln!("cannot start the robot: the command is empty");
-        return 127;
+fn read_and_run() -> i32 {
+    let mut message = Vec::new();
+    if let Err(e) = std::io::stdin().lock().read_to_end(&mut message) {
+        eprintln!("cannot start the robot: cannot read its command: {e}");
+        return 125;
+    }
+    if message.is_empty() {
+        // Retired by the agent before it had a robot to run.
+        return 0;
+    }
+    let Some(launch) = Launch::decode(&message) else {
+        eprintln!("cannot start the robot: its command came garbled from the agent");
+        return 125;
     };
-    let mut child = match Command::new(program).args(args).spawn() {
+    spawn_and_wait(&launch)
+}
+
+fn spawn_and_wait(launch: &Launch) -> i32 {
+    let mut command = Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .current_dir(&launch.dir)
+        .stdin(Stdio::null());
+    for (name, value) in &launch.env {
+        command.env(name, value);
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             let why = if e.kind() == std::io::ErrorKind::NotFound {
@@ -59,10 +161,7 @@ fn spawn_and_wait(command: &[OsString]) -> i32 {
             } else {
                 e.to_string()
             };
-            eprintln!(
-                "cannot start the robot: {}: {why}",
-                program.to_string_lossy()
-            );
+            eprintln!("cannot start the robot: {}: {why}", shown(&launch.program));
             return 127;
         }
     };
@@ -73,6 +172,16 @@ fn spawn_and_wait(command: &[OsString]) -> i32 {
             125
         }
     }
+}
+
+fn shown(program: &OsStr) -> String {
+    // A program looked up in PATH is named as the manifest names it.
+    let path = std::path::Path::new(program);
+    path.file_name()
+        .filter(|_| path.is_absolute())
+        .unwrap_or(program)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The exit code, or 128 + the signal for a robot killed by a signal (as shells do).
@@ -88,4 +197,55 @@ pub fn exit_code_of(status: std::process::ExitStatus) -> i32 {
         }
     }
     125
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_launch_goes_through_the_wire_unchanged() {
+        let launch = Launch {
+            dir: "/work/packages/r/1-abc".into(),
+            program: "/usr/bin/date".into(),
+            args: vec!["+%s%N".into(), "".into(), "two words=x".into()],
+            env: vec![
+                ("REGENTE_VAR_A".into(), "a=b=c".into()),
+                ("REGENTE_VAR_EMPTY".into(), "".into()),
+                ("REGENTE_VAR_UTF".into(), "ação\n".into()),
+            ],
+        };
+        assert_eq!(Launch::decode(&launch.encode().unwrap()), Some(launch));
+        let bare = Launch {
+            dir: ".".into(),
+            program: "true".into(),
+            args: vec![],
+            env: vec![],
+        };
+        assert_eq!(Launch::decode(&bare.encode().unwrap()), Some(bare));
+    }
+
+    #[test]
+    fn nul_bytes_and_bad_names_are_refused_and_garbage_is_not_decoded() {
+        let mut launch = Launch {
+            dir: "/".into(),
+            program: "true".into(),
+            args: vec!["a\0b".into()],
+            env: vec![],
+        };
+        assert!(launch.encode().is_err());
+        launch.args.clear();
+        launch.env.push(("A=B".into(), "c".into()));
+        assert!(launch.encode().is_err());
+        for garbage in [
+            &b""[..],
+            b"/\0true\0",
+            b"/\0true\0x\0",
+            b"/\0true\x002\0a\0",
+            b"/\0true\x000\0NOEQUALS\0",
+            b"/\0true\x000",
+        ] {
+            assert_eq!(Launch::decode(garbage), None, "{garbage:?}");
+        }
+    }
 }
