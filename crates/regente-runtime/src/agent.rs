@@ -1,14 +1,14 @@
 //! The agent's state and main loop. One task owns everything; the connection,
 //! package preparations and robots talk to it through channels.
 //!
-//! An assignment's life on the agent: `Assign` -> journal created, package
-//! prepared -> journal records the start request, `Start` sent; while the server
-//! answers, the request is synced (on a blocking thread) and the run prepared
-//! (run directory, variables file, program looked up) -> `Started` received and
-//! the sync done -> journal marks it spawned, the command goes to an idle guard
-//! from the pool, which starts the robot -> its reports become numbered events,
-//! journaled (synced) before they are sent -> `Ack`s trim them -> once the
-//! `Ended` event is acknowledged the journal is removed.
+//! An assignment's life on the agent: `Assign` -> journal created (synced on a
+//! blocking thread meanwhile), package prepared -> `Start` sent; while the server
+//! answers, the run is prepared (run directory, variables file, program looked
+//! up) -> `Started` received and the journal sync done -> journal marks it
+//! spawned, the command goes to an idle guard from the pool, which starts the
+//! robot -> its reports become numbered events, journaled (synced) before they
+//! are sent -> `Ack`s trim them -> once the `Ended` event is acknowledged the
+//! journal is removed.
 //!
 //! The guard pool holds guards already exec'd (see [`crate::guard`]): one, or
 //! one per run waiting for `Started` when more. They are no robots: the server
@@ -63,21 +63,21 @@ struct Held {
     /// Set when `Start` is sent: the run to launch on `Started` (or why it
     /// cannot start). Taken at the launch.
     ready: Option<Result<RobotRun, String>>,
-    start_synced: StartSync,
+    /// The sync of the journal as created (see `journal`).
+    journal_synced: JournalSync,
     /// A cancel came between `Started` and the launch.
     cancel_before_launch: bool,
     stop: Option<oneshot::Sender<Stop>>,
 }
 
-/// The sync of the journal's start request.
-enum StartSync {
-    NotYet,
+/// The sync of a journal as created.
+enum JournalSync {
     Pending,
     Done,
     Failed(String),
 }
 
-/// A sync of a start request that finished.
+/// A sync of a new journal that finished.
 struct Synced {
     execution_id: String,
     lease: String,
@@ -152,26 +152,48 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         agent.config.key.clone(),
         inbound_tx,
     ));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(message) = inbound.recv() => agent.on_inbound(message),
-            Some(report) = reports.recv() => {
-                let mut batch = vec![report];
-                while batch.len() < MAX_EVENTS_PER_MESSAGE {
-                    match reports.try_recv() {
-                        Ok(report) => batch.push(report),
-                        Err(_) => break,
+    // The loop runs as a task of its own, not in the caller's `block_on`: a
+    // message between it and the connection's task then wakes the other task on
+    // the same worker thread rather than across threads. Guards are spawned from
+    // it, so from worker threads, which live as long as the runtime (the
+    // parent-death signal follows the spawning thread).
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let mut looping = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                Some(message) = inbound.recv() => agent.on_inbound(message),
+                Some(report) = reports.recv() => {
+                    let mut batch = vec![report];
+                    while batch.len() < MAX_EVENTS_PER_MESSAGE {
+                        match reports.try_recv() {
+                            Ok(report) => batch.push(report),
+                            Err(_) => break,
+                        }
                     }
+                    agent.on_reports(batch);
                 }
-                agent.on_reports(batch);
+                Some(done) = prepared.recv() => agent.on_prepared(done),
+                Some(done) = synced.recv() => agent.on_synced(done),
             }
-            Some(done) = prepared.recv() => agent.on_prepared(done),
-            Some(done) = synced.recv() => agent.on_synced(done),
         }
-    }
+        agent
+    });
+    tokio::pin!(shutdown);
+    let ended = tokio::select! {
+        _ = &mut shutdown => {
+            let _ = stop.send(());
+            (&mut looping).await
+        }
+        // Only a panic ends the loop on its own: it goes on up, as before.
+        ended = &mut looping => ended,
+    };
     link.abort();
+    let mut agent = match ended {
+        Ok(agent) => agent,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(e.into()),
+    };
     for guard in agent.guards.drain(..) {
         guard.retire().await;
     }
@@ -202,7 +224,7 @@ impl Agent {
                 spawned: recovered.spawned,
                 ended,
                 ready: None,
-                start_synced: StartSync::NotYet,
+                journal_synced: JournalSync::Done,
                 cancel_before_launch: false,
                 stop: None,
             };
@@ -342,7 +364,13 @@ impl Agent {
             warn!(execution = %assignment.execution_id, "assignment for an execution already held ignored");
             return;
         }
-        let journal = match Journal::create(&self.config.work_dir.join("journal"), &assignment) {
+        let journal = Journal::create(
+            &self.config.work_dir.join("journal"),
+            &assignment,
+            self.boot.clone(),
+        )
+        .and_then(|journal| Ok((journal.sync_handle()?, journal)));
+        let (sync_handle, journal) = match journal {
             Ok(journal) => journal,
             Err(e) => {
                 // Without a journal nothing can be promised: leave it unstarted,
@@ -372,16 +400,37 @@ impl Agent {
                 spawned: false,
                 ended: false,
                 ready: None,
-                start_synced: StartSync::NotYet,
+                journal_synced: JournalSync::Pending,
                 cancel_before_launch: false,
                 stop: None,
             },
         );
+        // Synced while the package is prepared and the start asked for: the
+        // hand-over of the robot waits for it (see `journal`).
+        let synced = self.synced.clone();
+        let (id, held_lease) = (execution_id.clone(), lease.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = synced.send(Synced {
+                execution_id: id,
+                lease: held_lease,
+                outcome: sync_handle.sync_data(),
+            });
+        });
+        let parse = |manifest: &str| {
+            RobotManifest::parse(manifest)
+                .map_err(|e| format!("the robot's manifest is not valid on this runtime: {e}"))
+        };
+        if let Some(dir) = self.packages.cached(&robot_id, version, &sha256) {
+            let outcome = parse(&manifest).map(|manifest| (dir, manifest));
+            return self.on_prepared(Prepared {
+                execution_id,
+                lease,
+                outcome,
+            });
+        }
         tokio::spawn(async move {
             let outcome = async {
-                let manifest = RobotManifest::parse(&manifest).map_err(|e| {
-                    format!("the robot's manifest is not valid on this runtime: {e}")
-                })?;
+                let manifest = parse(&manifest)?;
                 let dir = packages
                     .prepare(&server, &robot_id, version, &sha256)
                     .await?;
@@ -397,42 +446,21 @@ impl Agent {
     }
 
     fn on_prepared(&mut self, done: Prepared) {
-        let boot = self.boot.clone();
         let run_dir = self.config.work_dir.join("runs").join(&done.execution_id);
-        let Some(held) = self.holding(&done.execution_id, &done.lease) else {
+        if self.holding(&done.execution_id, &done.lease).is_none() {
             return;
-        };
+        }
         let (package_dir, manifest) = match done.outcome {
             Ok(prepared) => prepared,
             Err(why) => return self.fail(&done.execution_id, why),
         };
-        // Recorded before the start is asked for; synced below, while the
-        // server answers. No robot is handed over before the sync succeeds.
-        if let Err(e) = held.journal.request_start(boot) {
-            let why = format!("cannot journal the start of the robot: {e}");
-            return self.fail(&done.execution_id, why);
-        }
         self.send(AgentMessage::Start {
             execution_id: done.execution_id.clone(),
             lease: done.lease.clone(),
         });
-        let synced = self.synced.clone();
-        let Some(held) = self.holding(&done.execution_id, &done.lease) else {
+        // Prepared while the server answers.
+        let Some(held) = self.held.get_mut(&done.execution_id) else {
             return;
-        };
-        held.start_synced = match held.journal.sync_handle() {
-            Ok(file) => {
-                let (execution_id, lease) = (done.execution_id.clone(), done.lease.clone());
-                tokio::task::spawn_blocking(move || {
-                    let _ = synced.send(Synced {
-                        execution_id,
-                        lease,
-                        outcome: file.sync_data(),
-                    });
-                });
-                StartSync::Pending
-            }
-            Err(e) => StartSync::Failed(e.to_string()),
         };
         held.ready = Some(RobotRun::prepare(
             &done.execution_id,
@@ -448,9 +476,9 @@ impl Agent {
         let Some(held) = self.holding(&done.execution_id, &done.lease) else {
             return;
         };
-        held.start_synced = match done.outcome {
-            Ok(()) => StartSync::Done,
-            Err(e) => StartSync::Failed(e.to_string()),
+        held.journal_synced = match done.outcome {
+            Ok(()) => JournalSync::Done,
+            Err(e) => JournalSync::Failed(e.to_string()),
         };
         self.launch(&done.execution_id);
     }
@@ -468,7 +496,7 @@ impl Agent {
     }
 
     /// Hands the robot over to a guard once the server granted the start and the
-    /// start request is synced, whichever comes last.
+    /// journal is synced, whichever comes last.
     fn launch(&mut self, execution_id: &str) {
         let Some(held) = self.held.get_mut(execution_id) else {
             return;
@@ -476,10 +504,10 @@ impl Agent {
         if !held.spawned || held.ended || held.ready.is_none() {
             return;
         }
-        match &held.start_synced {
-            StartSync::Done => {}
-            StartSync::NotYet | StartSync::Pending => return,
-            StartSync::Failed(e) => {
+        match &held.journal_synced {
+            JournalSync::Done => {}
+            JournalSync::Pending => return,
+            JournalSync::Failed(e) => {
                 let why = format!("cannot journal the start of the robot: {e}");
                 if let Some(Ok(run)) = held.ready.take() {
                     run.discard();
@@ -513,7 +541,7 @@ impl Agent {
                 return self.fail(execution_id, why);
             }
         };
-        tokio::spawn(executor::run(run, launcher, self.reports.clone(), stopped));
+        executor::start(run, launcher, self.reports.clone(), stopped);
         info!(execution = %execution_id, "robot started");
         // The pool is refilled when a robot ends (see `on_reports`), not now: a
         // guard starting now would take CPU from the robot starting.

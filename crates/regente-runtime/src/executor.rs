@@ -3,13 +3,14 @@
 //! process tree on cancel, timeout or revocation.
 
 use std::ffi::OsString;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use regente_core::{ResolvedVariables, RobotManifest};
 use regente_proto::{EndStatus, EventKind, LogLevel};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
@@ -122,7 +123,13 @@ fn is_executable_file(path: &Path) -> bool {
 /// and waiting on its stdin for the command. The agent keeps a few.
 pub struct IdleGuard {
     child: Child,
+    /// The write end of the guard's stdin (blocking).
+    commands: std::fs::File,
 }
+
+/// A command this long or shorter fits in an empty pipe at once (a pipe holds at
+/// least one page, even under `pipe-user-pages-soft`): written without blocking.
+const WRITE_AT_ONCE: usize = 4096;
 
 impl IdleGuard {
     /// Starts `exe __guard AGENT_PID` as the leader of a new process group.
@@ -130,11 +137,12 @@ impl IdleGuard {
     /// parent-death signal follows the thread that spawned the guard, and
     /// blocking-pool threads end when idle.
     pub fn start(exe: &Path) -> std::io::Result<IdleGuard> {
+        let (commands, stdin) = pipe()?;
         let mut command = Command::new(exe);
         command
             .arg("__guard")
             .arg(std::process::id().to_string())
-            .stdin(Stdio::piped())
+            .stdin(Stdio::from(stdin))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .process_group(0);
@@ -154,6 +162,7 @@ impl IdleGuard {
         }
         Ok(IdleGuard {
             child: command.spawn()?,
+            commands,
         })
     }
 
@@ -169,10 +178,47 @@ impl IdleGuard {
     }
 }
 
+/// A pipe: (write end, read end), both close-on-exec (the guard gets the read
+/// end as its stdin, which exec keeps).
+fn pipe() -> std::io::Result<(std::fs::File, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    unsafe {
+        Ok((
+            std::fs::File::from_raw_fd(fds[1]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+        ))
+    }
+}
+
+/// Starts a robot: hands a short command to its guard at once, from the calling
+/// task, so that the guard starts the robot without waiting for a task to be
+/// scheduled; the rest of the run goes on in a task of its own.
+pub fn start(
+    run: RobotRun,
+    launcher: Launcher,
+    reports: mpsc::Sender<Report>,
+    stop: oneshot::Receiver<Stop>,
+) {
+    let launcher = match launcher {
+        Launcher::Guard(mut guard) if run.wire.len() <= WRITE_AT_ONCE => {
+            let written = guard.commands.write_all(&run.wire);
+            Launcher::Handed(guard, written)
+        }
+        other => other,
+    };
+    tokio::spawn(self::run(run, launcher, reports, stop));
+}
+
 /// How a robot is started.
 pub enum Launcher {
     /// Handed to this guard.
     Guard(IdleGuard),
+    /// Handed to this guard already, with the outcome of the write.
+    Handed(IdleGuard, std::io::Result<()>),
     /// Spawned by the agent itself, without a guard.
     Direct,
 }
@@ -215,6 +261,7 @@ pub async fn run(
     };
     let started = match launcher {
         Launcher::Guard(guard) => hand_over(guard, &run).await,
+        Launcher::Handed(guard, written) => handed(guard.child, written).await,
         Launcher::Direct => spawn_direct(&run.launch),
     };
     let mut child = match started {
@@ -311,19 +358,28 @@ pub async fn run(
 }
 
 /// Hands the robot's command to its guard, which starts it at once.
-async fn hand_over(mut guard: IdleGuard, run: &RobotRun) -> Result<Child, String> {
-    let written = match guard.child.stdin.take() {
-        Some(mut stdin) => stdin.write_all(&run.wire).await,
-        None => Err(std::io::ErrorKind::BrokenPipe.into()),
-    };
-    // The stdin is closed here: end of file tells the guard the command is whole.
+async fn hand_over(guard: IdleGuard, run: &RobotRun) -> Result<Child, String> {
+    let IdleGuard {
+        child,
+        mut commands,
+    } = guard;
+    let wire = run.wire.clone();
+    let written = tokio::task::spawn_blocking(move || commands.write_all(&wire))
+        .await
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    handed(child, written).await
+}
+
+/// The guard's child once its command is written, or why it is not.
+async fn handed(mut child: Child, written: std::io::Result<()>) -> Result<Child, String> {
     if let Err(e) = written {
-        guard.retire().await;
+        kill_group(child.id().map(|pid| pid as i32));
+        let _ = child.wait().await;
         return Err(format!(
             "cannot start the robot: its guard process did not take the command: {e}"
         ));
     }
-    Ok(guard.child)
+    Ok(child)
 }
 
 /// Spawns the robot without a guard.

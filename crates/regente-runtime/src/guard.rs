@@ -6,8 +6,8 @@
 //! to run: an idle guard waits in the agent's pool, already exec'd, so that a
 //! start costs no exec of the (large) `regente` binary. The guard reads its
 //! robot's command ([`Launch`]: directory, program, arguments, environment) from
-//! its stdin up to end of file, runs the robot in its group and waits for it. End
-//! of file with nothing read means the agent retired the guard: it exits. On
+//! its stdin, runs the robot in its group and waits for it. End of file before
+//! a command means the agent retired the guard: it exits. On
 //! SIGTERM, SIGINT or SIGHUP (the agent died, or someone asked) it kills the
 //! whole group, robot grandchildren included. The agent stops a robot by killing
 //! the group outright.
@@ -31,11 +31,14 @@ pub struct Launch {
 }
 
 impl Launch {
-    /// The wire form: NUL-terminated fields (directory, program, the number of
-    /// arguments, the arguments, then `NAME=VALUE` pairs). Refused when a field
-    /// holds a NUL, which no program, argument or environment can carry.
+    /// The wire form: the length of the rest (4 bytes, little-endian), then
+    /// NUL-terminated fields (directory, program, the number of arguments, the
+    /// arguments, then `NAME=VALUE` pairs). The length lets the guard start the
+    /// robot as soon as the command is in, without waiting for end of file.
+    /// Refused when a field holds a NUL, which no program, argument or
+    /// environment can carry.
     pub fn encode(&self) -> Result<Vec<u8>, String> {
-        let mut out = Vec::new();
+        let mut out = vec![0; 4];
         let mut field = |bytes: &[u8], what: &str| {
             if bytes.contains(&0) {
                 return Err(format!("{what} holds a NUL byte"));
@@ -63,10 +66,31 @@ impl Launch {
             pair.extend_from_slice(value.as_bytes());
             field(&pair, "an environment variable")?;
         }
+        let length = u32::try_from(out.len() - 4).map_err(|_| "the command is too long")?;
+        out[..4].copy_from_slice(&length.to_le_bytes());
         Ok(out)
     }
 
-    pub fn decode(bytes: &[u8]) -> Option<Launch> {
+    /// Reads one command; `Ok(None)` at end of file before it.
+    pub fn read_from(input: &mut impl Read) -> std::io::Result<Option<Launch>> {
+        let mut length = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match input.read(&mut length[got..])? {
+                0 if got == 0 => return Ok(None),
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => got += n,
+            }
+        }
+        let mut body = vec![0; u32::from_le_bytes(length) as usize];
+        input.read_exact(&mut body)?;
+        Launch::decode(&body)
+            .map(Some)
+            .ok_or_else(|| std::io::Error::other("the command came garbled from the agent"))
+    }
+
+    /// The fields, without the length.
+    fn decode(bytes: &[u8]) -> Option<Launch> {
         let body = bytes.strip_suffix(&[0])?;
         let mut fields = body.split(|b| *b == 0);
         let os = |b: &[u8]| OsString::from_vec(b.to_vec());
@@ -128,20 +152,15 @@ pub fn run(_agent_pid: i32) -> i32 {
 }
 
 fn read_and_run() -> i32 {
-    let mut message = Vec::new();
-    if let Err(e) = std::io::stdin().lock().read_to_end(&mut message) {
-        eprintln!("cannot start the robot: cannot read its command: {e}");
-        return 125;
-    }
-    if message.is_empty() {
+    match Launch::read_from(&mut std::io::stdin().lock()) {
+        Ok(Some(launch)) => spawn_and_wait(&launch),
         // Retired by the agent before it had a robot to run.
-        return 0;
+        Ok(None) => 0,
+        Err(e) => {
+            eprintln!("cannot start the robot: cannot read its command: {e}");
+            125
+        }
     }
-    let Some(launch) = Launch::decode(&message) else {
-        eprintln!("cannot start the robot: its command came garbled from the agent");
-        return 125;
-    };
-    spawn_and_wait(&launch)
 }
 
 fn spawn_and_wait(launch: &Launch) -> i32 {
@@ -215,14 +234,16 @@ mod tests {
                 ("REGENTE_VAR_UTF".into(), "ação\n".into()),
             ],
         };
-        assert_eq!(Launch::decode(&launch.encode().unwrap()), Some(launch));
+        let read = |wire: Vec<u8>| Launch::read_from(&mut &wire[..]).unwrap();
+        assert_eq!(read(launch.encode().unwrap()), Some(launch.clone()));
         let bare = Launch {
             dir: ".".into(),
             program: "true".into(),
             args: vec![],
             env: vec![],
         };
-        assert_eq!(Launch::decode(&bare.encode().unwrap()), Some(bare));
+        assert_eq!(read(bare.encode().unwrap()), Some(bare));
+        assert_eq!(read(Vec::new()), None, "end of file before a command");
     }
 
     #[test]
@@ -237,6 +258,11 @@ mod tests {
         launch.args.clear();
         launch.env.push(("A=B".into(), "c".into()));
         assert!(launch.encode().is_err());
+        launch.env.clear();
+        let mut wire = launch.encode().unwrap();
+        wire.pop();
+        assert!(Launch::read_from(&mut &wire[..]).is_err(), "cut short");
+        assert!(Launch::read_from(&mut &[1u8, 0][..]).is_err(), "cut short");
         for garbage in [
             &b""[..],
             b"/\0true\0",

@@ -7,14 +7,18 @@
 //! Whether the robot may have been spawned is never underestimated: the server
 //! puts an execution the agent reports unspawned back in the queue. Two lines
 //! say it, so that no sync waits between the server's `Started` and the spawn:
-//! - `start_requested`, synced while the agent waits for `Started` (the spawn
-//!   waits for both), carries the machine's boot id;
+//! - `boot`, the machine's boot id, written with the assignment; the agent syncs
+//!   both on a blocking thread as soon as they are written, while it prepares
+//!   the package and waits for `Started`, and hands no robot over before that
+//!   sync succeeded;
 //! - `spawned`, written (not synced) just before the robot is handed over.
 //!
 //! A written line survives a crash of the agent process, not one of the machine.
 //! So, read back in the same boot, the absence of `spawned` proves the robot was
-//! not started; read back after a reboot, `start_requested` alone counts as
-//! spawned.
+//! not started; read back after a reboot (or with no boot known), a journal
+//! with a `boot` line counts as spawned. The server decides by its own record
+//! what "spawned" means for a run it never marked RUNNING: back to the queue.
+//! A journal without its `boot` line was never synced, so its robot never ran.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -27,7 +31,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 enum Entry {
     Assignment(Assignment),
-    StartRequested { boot: Option<String> },
+    Boot(Option<String>),
     Spawned,
     Event(Event),
 }
@@ -53,8 +57,15 @@ pub struct Recovered {
 }
 
 impl Journal {
-    /// Starts the journal of a new assignment.
-    pub fn create(dir: &Path, assignment: &Assignment) -> std::io::Result<Journal> {
+    /// Starts the journal of a new assignment, in boot `boot` ([`boot_id`]).
+    /// Not synced: [`Journal::sync_handle`] gives the handle to sync it with,
+    /// away from the agent's task. No robot may be handed over before that
+    /// sync succeeds.
+    pub fn create(
+        dir: &Path,
+        assignment: &Assignment,
+        boot: Option<String>,
+    ) -> std::io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}.jsonl", assignment.execution_id));
         let file = OpenOptions::new()
@@ -63,17 +74,11 @@ impl Journal {
             .write(true)
             .open(&path)?;
         let mut journal = Journal { path, file };
-        // Not synced: an assignment lost in a crash was never started, and the
-        // server hands it out again. The sync of the start request covers it.
-        journal.append(&[Entry::Assignment(assignment.clone())], false)?;
+        journal.append(
+            &[Entry::Assignment(assignment.clone()), Entry::Boot(boot)],
+            false,
+        )?;
         Ok(journal)
-    }
-
-    /// Writes the start request, not synced yet: [`Journal::sync_handle`] gives
-    /// the handle to sync it with, away from the agent's task. The robot must
-    /// not be handed over before that sync succeeds.
-    pub fn request_start(&mut self, boot: Option<String>) -> std::io::Result<()> {
-        self.append(&[Entry::StartRequested { boot }], false)
     }
 
     /// A handle on the same file, for `sync_data` on another thread.
@@ -140,10 +145,10 @@ impl Journal {
                 match serde_json::from_str::<Entry>(&line) {
                     Ok(Entry::Assignment(a)) => assignment = Some(a),
                     Ok(Entry::Spawned) => spawned = true,
-                    // Requested in another boot (or one not known): the `spawned`
+                    // Written in another boot (or one not known): the `spawned`
                     // line, not synced, may have been lost with the machine.
-                    Ok(Entry::StartRequested { boot: requested }) => {
-                        if requested.is_none() || requested.as_deref() != boot {
+                    Ok(Entry::Boot(written)) => {
+                        if written.is_none() || written.as_deref() != boot {
                             spawned = true;
                         }
                     }
@@ -198,12 +203,12 @@ mod tests {
     }
 
     /// Whether the robot counts as spawned when the journal is read back in
-    /// boot `now`, after a start request synced in boot `requested` and, when
-    /// `mark`, the spawn mark.
-    fn spawned_after(requested: Option<&str>, mark: bool, now: Option<&str>) -> bool {
+    /// boot `now`, after it was written in boot `written` and, when `mark`,
+    /// the spawn mark.
+    fn spawned_after(written: Option<&str>, mark: bool, now: Option<&str>) -> bool {
         let dir = scratch("spawned");
-        let mut journal = Journal::create(&dir, &assignment("e1")).unwrap();
-        journal.request_start(requested.map(str::to_owned)).unwrap();
+        let mut journal =
+            Journal::create(&dir, &assignment("e1"), written.map(str::to_owned)).unwrap();
         journal.sync_handle().unwrap().sync_data().unwrap();
         if mark {
             journal.mark_spawned().unwrap();
@@ -216,7 +221,7 @@ mod tests {
     }
 
     #[test]
-    fn a_start_request_without_the_spawn_mark_counts_as_spawned_only_after_a_reboot() {
+    fn a_journal_without_the_spawn_mark_counts_as_spawned_only_after_a_reboot() {
         // Same boot: the written (unsynced) mark would be there had the robot been handed over.
         assert!(!spawned_after(Some("boot-a"), false, Some("boot-a")));
         assert!(spawned_after(Some("boot-a"), true, Some("boot-a")));
@@ -228,11 +233,18 @@ mod tests {
     }
 
     #[test]
-    fn an_assignment_alone_is_not_spawned_and_an_older_journal_s_mark_still_counts() {
+    fn an_older_journal_without_boot_counts_as_spawned_by_its_mark_alone() {
         let dir = scratch("older");
-        Journal::create(&dir, &assignment("e1")).unwrap();
-        let mut older = Journal::create(&dir, &assignment("e2")).unwrap();
-        older.append(&[Entry::Spawned], true).unwrap();
+        let write = |id: &str, entries: &[Entry]| {
+            let mut text = Vec::new();
+            for entry in entries {
+                serde_json::to_writer(&mut text, entry).unwrap();
+                text.push(b'\n');
+            }
+            std::fs::write(dir.join(format!("{id}.jsonl")), text).unwrap();
+        };
+        write("e1", &[Entry::Assignment(assignment("e1"))]);
+        write("e2", &[Entry::Assignment(assignment("e2")), Entry::Spawned]);
         let mut recovered = Journal::recover_all(&dir, Some("boot")).unwrap();
         let _ = std::fs::remove_dir_all(&dir);
         recovered.sort_by(|a, b| a.assignment.execution_id.cmp(&b.assignment.execution_id));

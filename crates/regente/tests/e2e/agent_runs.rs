@@ -775,10 +775,20 @@ fn idle_guards_are_no_robots_and_leave_with_their_agent() {
     let second = idle_guards(&agent);
     assert_ne!(first, second);
     wait_gone(&[("the used guard", first[0])], RUN);
-    // An idle guard takes no slot: the next run starts as usual.
-    let id = server.queue(&admin, &runtime, &robot, None);
+    // An idle guard takes no slot: the next run starts as usual, here with a
+    // command longer than a pipe takes at once.
+    let big = "x".repeat(100_000);
+    let sized = upload_shell_robot(
+        &server,
+        &admin,
+        "sized",
+        "echo \"big=${#REGENTE_VAR_BIG}\"\n",
+        "",
+    );
+    let id = server.queue(&admin, &runtime, &sized, Some(&text_vars(&[("BIG", &big)])));
     let body = ended(&server, &admin, &runtime, &id);
     assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+    assert_eq!(messages(&body), vec!["big=100000".to_owned()]);
     let third = idle_guards(&agent);
 
     agent.stop();
