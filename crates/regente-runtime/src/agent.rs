@@ -84,6 +84,14 @@ struct Synced {
     outcome: std::io::Result<()>,
 }
 
+/// A run to prepare once its `Start` is out.
+struct Deferred {
+    execution_id: String,
+    package_dir: PathBuf,
+    manifest: RobotManifest,
+    run_dir: PathBuf,
+}
+
 /// A package preparation that finished.
 struct Prepared {
     execution_id: String,
@@ -102,8 +110,10 @@ struct Agent {
     synced: mpsc::UnboundedSender<Synced>,
     /// Idle guards, exec'd and waiting for a command.
     guards: Vec<IdleGuard>,
-    /// This boot's id, recorded with each start request.
+    /// This boot's id, recorded in each journal.
     boot: Option<String>,
+    /// Runs to prepare once the `Start`s just sent are out.
+    deferred: Vec<Deferred>,
 }
 
 fn now_millis() -> i64 {
@@ -144,6 +154,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         synced: synced_tx,
         guards: Vec::new(),
         boot: journal::boot_id(),
+        deferred: Vec::new(),
     };
     agent.recover(&journal_dir)?;
     agent.balance_guards();
@@ -175,6 +186,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
                 }
                 Some(done) = prepared.recv() => agent.on_prepared(done),
                 Some(done) = synced.recv() => agent.on_synced(done),
+            }
+            if !agent.deferred.is_empty() {
+                tokio::task::yield_now().await;
+                agent.prepare_deferred();
             }
         }
         agent
@@ -458,17 +473,30 @@ impl Agent {
             execution_id: done.execution_id.clone(),
             lease: done.lease.clone(),
         });
-        // Prepared while the server answers.
-        let Some(held) = self.held.get_mut(&done.execution_id) else {
-            return;
-        };
-        held.ready = Some(RobotRun::prepare(
-            &done.execution_id,
-            &package_dir,
+        self.deferred.push(Deferred {
+            execution_id: done.execution_id,
+            package_dir,
+            manifest,
             run_dir,
-            &manifest,
-            &held.assignment.variables,
-        ));
+        });
+    }
+
+    /// Prepares the runs whose start was just asked for, while the server
+    /// answers. The loop calls it after letting the connection's task send the
+    /// `Start`s: that task waits for this one's turn on the worker thread.
+    fn prepare_deferred(&mut self) {
+        for run in std::mem::take(&mut self.deferred) {
+            let Some(held) = self.held.get_mut(&run.execution_id) else {
+                continue;
+            };
+            held.ready = Some(RobotRun::prepare(
+                &run.execution_id,
+                &run.package_dir,
+                run.run_dir,
+                &run.manifest,
+                &held.assignment.variables,
+            ));
+        }
         self.balance_guards();
     }
 
