@@ -1,11 +1,18 @@
 //! The agent's state and main loop. One task owns everything; the connection,
 //! package preparations and robots talk to it through channels.
 //!
-//! An assignment's life on the agent: `Assign` -> journal created, package
-//! prepared -> `Start` sent -> `Started` received -> journal marks it spawned,
-//! robot runs -> its reports become numbered events, journaled (synced) before
-//! they are sent -> `Ack`s trim them -> once the `Ended` event is acknowledged
-//! the journal is removed.
+//! An assignment's life on the agent: `Assign` -> journal created (synced on a
+//! blocking thread meanwhile), package prepared -> `Start` sent; while the server
+//! answers, the run is prepared (run directory, variables file, program looked
+//! up) -> `Started` received and the journal sync done -> journal marks it
+//! spawned, the command goes to an idle guard from the pool, which starts the
+//! robot -> its reports become numbered events, journaled (synced) before they
+//! are sent -> `Ack`s trim them -> once the `Ended` event is acknowledged the
+//! journal is removed.
+//!
+//! The guard pool holds guards already exec'd (see [`crate::guard`]): one, or
+//! one per run waiting for `Started` when more. They are no robots: the server
+//! never hears of them, and they leave with the agent.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -23,8 +30,8 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::connection::{self, Inbound};
-use crate::executor::{self, Report, RobotRun, Stop};
-use crate::journal::Journal;
+use crate::executor::{self, IdleGuard, Launcher, Report, RobotRun, Stop};
+use crate::journal::{self, Journal};
 use crate::packages::PackageCache;
 use crate::robot_output::log;
 
@@ -50,11 +57,39 @@ struct Held {
     next_seq: u64,
     /// Sent (or to send) and not acknowledged yet, in order.
     unacked: Vec<Event>,
+    /// The server granted the start: the robot runs, or is about to.
     spawned: bool,
     ended: bool,
-    /// Where the package was unpacked, once prepared.
-    package_dir: Option<PathBuf>,
+    /// Set when `Start` is sent: the run to launch on `Started` (or why it
+    /// cannot start). Taken at the launch.
+    ready: Option<Result<RobotRun, String>>,
+    /// The sync of the journal as created (see `journal`).
+    journal_synced: JournalSync,
+    /// A cancel came between `Started` and the launch.
+    cancel_before_launch: bool,
     stop: Option<oneshot::Sender<Stop>>,
+}
+
+/// The sync of a journal as created.
+enum JournalSync {
+    Pending,
+    Done,
+    Failed(String),
+}
+
+/// A sync of a new journal that finished.
+struct Synced {
+    execution_id: String,
+    lease: String,
+    outcome: std::io::Result<()>,
+}
+
+/// A run to prepare once its `Start` is out.
+struct Deferred {
+    execution_id: String,
+    package_dir: PathBuf,
+    manifest: RobotManifest,
+    run_dir: PathBuf,
 }
 
 /// A package preparation that finished.
@@ -72,6 +107,13 @@ struct Agent {
     packages: Arc<PackageCache>,
     reports: mpsc::Sender<Report>,
     prepared: mpsc::UnboundedSender<Prepared>,
+    synced: mpsc::UnboundedSender<Synced>,
+    /// Idle guards, exec'd and waiting for a command.
+    guards: Vec<IdleGuard>,
+    /// This boot's id, recorded in each journal.
+    boot: Option<String>,
+    /// Runs to prepare once the `Start`s just sent are out.
+    deferred: Vec<Deferred>,
 }
 
 fn now_millis() -> i64 {
@@ -97,6 +139,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     let (inbound_tx, mut inbound) = mpsc::unbounded_channel();
     let (reports_tx, mut reports) = mpsc::channel::<Report>(8192);
     let (prepared_tx, mut prepared) = mpsc::unbounded_channel();
+    let (synced_tx, mut synced) = mpsc::unbounded_channel();
     let mut agent = Agent {
         packages: Arc::new(PackageCache::new(
             config.work_dir.join("packages"),
@@ -108,32 +151,67 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         server: None,
         reports: reports_tx,
         prepared: prepared_tx,
+        synced: synced_tx,
+        guards: Vec::new(),
+        boot: journal::boot_id(),
+        deferred: Vec::new(),
     };
     agent.recover(&journal_dir)?;
+    agent.balance_guards();
     let link = tokio::spawn(connection::maintain(
         agent.config.servers.clone(),
         agent.config.key.clone(),
         inbound_tx,
     ));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            Some(message) = inbound.recv() => agent.on_inbound(message),
-            Some(report) = reports.recv() => {
-                let mut batch = vec![report];
-                while batch.len() < MAX_EVENTS_PER_MESSAGE {
-                    match reports.try_recv() {
-                        Ok(report) => batch.push(report),
-                        Err(_) => break,
+    // The loop runs as a task of its own, not in the caller's `block_on`: a
+    // message between it and the connection's task then wakes the other task on
+    // the same worker thread rather than across threads. Guards are spawned from
+    // it, so from worker threads, which live as long as the runtime (the
+    // parent-death signal follows the spawning thread).
+    let (stop, mut stopped) = oneshot::channel::<()>();
+    let mut looping = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = &mut stopped => break,
+                Some(message) = inbound.recv() => agent.on_inbound(message),
+                Some(report) = reports.recv() => {
+                    let mut batch = vec![report];
+                    while batch.len() < MAX_EVENTS_PER_MESSAGE {
+                        match reports.try_recv() {
+                            Ok(report) => batch.push(report),
+                            Err(_) => break,
+                        }
                     }
+                    agent.on_reports(batch);
                 }
-                agent.on_reports(batch);
+                Some(done) = prepared.recv() => agent.on_prepared(done),
+                Some(done) = synced.recv() => agent.on_synced(done),
             }
-            Some(done) = prepared.recv() => agent.on_prepared(done),
+            if !agent.deferred.is_empty() {
+                tokio::task::yield_now().await;
+                agent.prepare_deferred();
+            }
         }
-    }
+        agent
+    });
+    tokio::pin!(shutdown);
+    let ended = tokio::select! {
+        _ = &mut shutdown => {
+            let _ = stop.send(());
+            (&mut looping).await
+        }
+        // Only a panic ends the loop on its own: it goes on up, as before.
+        ended = &mut looping => ended,
+    };
     link.abort();
+    let mut agent = match ended {
+        Ok(agent) => agent,
+        Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+        Err(e) => return Err(e.into()),
+    };
+    for guard in agent.guards.drain(..) {
+        guard.retire().await;
+    }
     info!("agent stopped");
     Ok(())
 }
@@ -142,7 +220,7 @@ impl Agent {
     /// Reads back the journals of a previous run of the agent. A robot that was
     /// running died with that agent: its end is recorded as an error.
     fn recover(&mut self, journal_dir: &std::path::Path) -> anyhow::Result<()> {
-        for recovered in Journal::recover_all(journal_dir)? {
+        for recovered in Journal::recover_all(journal_dir, self.boot.as_deref())? {
             let assignment = recovered.assignment;
             let next_seq = recovered
                 .events
@@ -160,7 +238,9 @@ impl Agent {
                 unacked: recovered.events,
                 spawned: recovered.spawned,
                 ended,
-                package_dir: None,
+                ready: None,
+                journal_synced: JournalSync::Done,
+                cancel_before_launch: false,
                 stop: None,
             };
             if held.spawned && !held.ended {
@@ -266,6 +346,9 @@ impl Agent {
                 if let Some(stop) = held.stop.take() {
                     info!(execution = %execution_id, "canceling the robot");
                     let _ = stop.send(Stop::Cancel);
+                } else if held.spawned && !held.ended {
+                    // Granted, not launched yet: the launch ends it instead.
+                    held.cancel_before_launch = true;
                 }
             }
             ServerMessage::Revoked {
@@ -281,8 +364,12 @@ impl Agent {
                     if let Some(stop) = held.stop.take() {
                         let _ = stop.send(Stop::Revoke);
                     }
+                    if let Some(Ok(run)) = held.ready.take() {
+                        run.discard();
+                    }
                     held.journal.remove();
                 }
+                self.balance_guards();
             }
         }
     }
@@ -292,7 +379,13 @@ impl Agent {
             warn!(execution = %assignment.execution_id, "assignment for an execution already held ignored");
             return;
         }
-        let journal = match Journal::create(&self.config.work_dir.join("journal"), &assignment) {
+        let journal = Journal::create(
+            &self.config.work_dir.join("journal"),
+            &assignment,
+            self.boot.clone(),
+        )
+        .and_then(|journal| Ok((journal.sync_handle()?, journal)));
+        let (sync_handle, journal) = match journal {
             Ok(journal) => journal,
             Err(e) => {
                 // Without a journal nothing can be promised: leave it unstarted,
@@ -321,15 +414,38 @@ impl Agent {
                 unacked: Vec::new(),
                 spawned: false,
                 ended: false,
-                package_dir: None,
+                ready: None,
+                journal_synced: JournalSync::Pending,
+                cancel_before_launch: false,
                 stop: None,
             },
         );
+        // Synced while the package is prepared and the start asked for: the
+        // hand-over of the robot waits for it (see `journal`).
+        let synced = self.synced.clone();
+        let (id, held_lease) = (execution_id.clone(), lease.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = synced.send(Synced {
+                execution_id: id,
+                lease: held_lease,
+                outcome: sync_handle.sync_data(),
+            });
+        });
+        let parse = |manifest: &str| {
+            RobotManifest::parse(manifest)
+                .map_err(|e| format!("the robot's manifest is not valid on this runtime: {e}"))
+        };
+        if let Some(dir) = self.packages.cached(&robot_id, version, &sha256) {
+            let outcome = parse(&manifest).map(|manifest| (dir, manifest));
+            return self.on_prepared(Prepared {
+                execution_id,
+                lease,
+                outcome,
+            });
+        }
         tokio::spawn(async move {
             let outcome = async {
-                let manifest = RobotManifest::parse(&manifest).map_err(|e| {
-                    format!("the robot's manifest is not valid on this runtime: {e}")
-                })?;
+                let manifest = parse(&manifest)?;
                 let dir = packages
                     .prepare(&server, &robot_id, version, &sha256)
                     .await?;
@@ -345,79 +461,190 @@ impl Agent {
     }
 
     fn on_prepared(&mut self, done: Prepared) {
+        let run_dir = self.config.work_dir.join("runs").join(&done.execution_id);
+        if self.holding(&done.execution_id, &done.lease).is_none() {
+            return;
+        }
+        let (package_dir, manifest) = match done.outcome {
+            Ok(prepared) => prepared,
+            Err(why) => return self.fail(&done.execution_id, why),
+        };
+        self.send(AgentMessage::Start {
+            execution_id: done.execution_id.clone(),
+            lease: done.lease.clone(),
+        });
+        self.deferred.push(Deferred {
+            execution_id: done.execution_id,
+            package_dir,
+            manifest,
+            run_dir,
+        });
+    }
+
+    /// Prepares the runs whose start was just asked for, while the server
+    /// answers. The loop calls it after letting the connection's task send the
+    /// `Start`s: that task waits for this one's turn on the worker thread.
+    fn prepare_deferred(&mut self) {
+        for run in std::mem::take(&mut self.deferred) {
+            let Some(held) = self.held.get_mut(&run.execution_id) else {
+                continue;
+            };
+            held.ready = Some(RobotRun::prepare(
+                &run.execution_id,
+                &run.package_dir,
+                run.run_dir,
+                &run.manifest,
+                &held.assignment.variables,
+            ));
+        }
+        self.balance_guards();
+    }
+
+    fn on_synced(&mut self, done: Synced) {
         let Some(held) = self.holding(&done.execution_id, &done.lease) else {
             return;
         };
-        match done.outcome {
-            Ok((dir, _)) => {
-                held.package_dir = Some(dir);
-                self.send(AgentMessage::Start {
-                    execution_id: done.execution_id,
-                    lease: done.lease,
-                });
+        held.journal_synced = match done.outcome {
+            Ok(()) => JournalSync::Done,
+            Err(e) => JournalSync::Failed(e.to_string()),
+        };
+        self.launch(&done.execution_id);
+    }
+
+    fn on_started(&mut self, execution_id: &str, lease: &str) {
+        let Some(held) = self.holding(execution_id, lease) else {
+            return;
+        };
+        if held.spawned || held.ready.is_none() {
+            return;
+        }
+        // From here on the robot counts as started, on a reconnect too.
+        held.spawned = true;
+        self.launch(execution_id);
+    }
+
+    /// Hands the robot over to a guard once the server granted the start and the
+    /// journal is synced, whichever comes last.
+    fn launch(&mut self, execution_id: &str) {
+        let Some(held) = self.held.get_mut(execution_id) else {
+            return;
+        };
+        if !held.spawned || held.ended || held.ready.is_none() {
+            return;
+        }
+        match &held.journal_synced {
+            JournalSync::Done => {}
+            JournalSync::Pending => return,
+            JournalSync::Failed(e) => {
+                let why = format!("cannot journal the start of the robot: {e}");
+                if let Some(Ok(run)) = held.ready.take() {
+                    run.discard();
+                }
+                return self.fail(execution_id, why);
             }
+        }
+        let run = match held.ready.take() {
+            Some(Ok(run)) => run,
+            Some(Err(why)) => return self.fail(execution_id, why),
+            None => return,
+        };
+        if held.cancel_before_launch {
+            run.discard();
+            let why = "canceled before the robot started".to_owned();
+            return self.report_end(execution_id, LogLevel::Warn, EndStatus::Canceled, why);
+        }
+        // Written before the hand-over: after a crash of the agent alone, its
+        // absence proves the robot was not started (see `journal`).
+        if let Err(e) = held.journal.mark_spawned() {
+            run.discard();
+            let why = format!("cannot journal the start of the robot: {e}");
+            return self.fail(execution_id, why);
+        }
+        let (stop, stopped) = oneshot::channel();
+        held.stop = Some(stop);
+        let launcher = match self.take_guard() {
+            Ok(launcher) => launcher,
             Err(why) => {
-                warn!(execution = %done.execution_id, why, "the robot cannot start");
-                let reports = [
-                    log(LogLevel::Error, why.clone()),
-                    EventKind::Ended {
-                        status: EndStatus::Error,
-                        exit_code: None,
-                        reason: why,
-                    },
-                ];
-                self.on_reports(
-                    reports
-                        .into_iter()
-                        .map(|kind| Report {
-                            execution_id: done.execution_id.clone(),
-                            kind,
-                        })
-                        .collect(),
-                );
+                run.discard();
+                return self.fail(execution_id, why);
+            }
+        };
+        executor::start(run, launcher, self.reports.clone(), stopped);
+        info!(execution = %execution_id, "robot started");
+        // The pool is refilled when a robot ends (see `on_reports`), not now: a
+        // guard starting now would take CPU from the robot starting.
+    }
+
+    /// An idle guard for a robot (a new one when none is left), or no guard at
+    /// all when the agent has no guard executable.
+    fn take_guard(&mut self) -> Result<Launcher, String> {
+        let Some(exe) = &self.config.guard else {
+            return Ok(Launcher::Direct);
+        };
+        while let Some(mut guard) = self.guards.pop() {
+            if guard.is_alive() {
+                return Ok(Launcher::Guard(guard));
+            }
+            tokio::spawn(guard.retire());
+        }
+        IdleGuard::start(exe)
+            .map(Launcher::Guard)
+            .map_err(|e| format!("cannot start the robot's guard process: {e}"))
+    }
+
+    /// Keeps one idle guard, or one per run waiting for `Started` when more.
+    /// Called when a run is waiting for `Started`, ends or is revoked.
+    fn balance_guards(&mut self) {
+        let Some(exe) = &self.config.guard else {
+            return;
+        };
+        let waiting = self.held.values().filter(|h| h.ready.is_some()).count();
+        let target = waiting.max(1);
+        while self.guards.len() < target {
+            match IdleGuard::start(exe) {
+                Ok(guard) => self.guards.push(guard),
+                Err(e) => {
+                    warn!(error = %e, "cannot start an idle guard process; the next robot starts one");
+                    break;
+                }
+            }
+        }
+        while self.guards.len() > target {
+            if let Some(guard) = self.guards.pop() {
+                tokio::spawn(guard.retire());
             }
         }
     }
 
-    fn on_started(&mut self, execution_id: &str, lease: &str) {
-        let guard = self.config.guard.clone();
-        let run_dir = self.config.work_dir.join("runs").join(execution_id);
-        let reports = self.reports.clone();
-        let Some(held) = self.holding(execution_id, lease) else {
-            return;
-        };
-        if held.spawned {
-            return;
-        }
-        let (Some(package_dir), Ok(manifest)) = (
-            held.package_dir.clone(),
-            RobotManifest::parse(&held.assignment.manifest),
-        ) else {
-            return;
-        };
-        // Recorded before the spawn: after a crash, the agent knows the robot may
-        // have run, and never reports it as unstarted.
-        if let Err(e) = held.journal.mark_spawned() {
-            warn!(execution = %execution_id, error = %e, "cannot journal a start; the robot is not started");
-            return;
-        }
-        held.spawned = true;
-        let (stop, stopped) = oneshot::channel();
-        held.stop = Some(stop);
-        let run = RobotRun {
-            execution_id: execution_id.to_owned(),
-            package_dir,
-            run_dir,
-            manifest,
-            variables: held.assignment.variables.clone(),
-            guard,
-        };
-        info!(execution = %execution_id, "robot starting");
-        tokio::spawn(executor::run(run, reports, stopped));
+    /// Ends an execution whose robot cannot start.
+    fn fail(&mut self, execution_id: &str, why: String) {
+        warn!(execution = %execution_id, why, "the robot cannot start");
+        self.report_end(execution_id, LogLevel::Error, EndStatus::Error, why);
+    }
+
+    fn report_end(&mut self, execution_id: &str, level: LogLevel, status: EndStatus, why: String) {
+        let reports = [
+            log(level, why.clone()),
+            EventKind::Ended {
+                status,
+                exit_code: None,
+                reason: why,
+            },
+        ];
+        self.on_reports(
+            reports
+                .into_iter()
+                .map(|kind| Report {
+                    execution_id: execution_id.to_owned(),
+                    kind,
+                })
+                .collect(),
+        );
     }
 
     fn on_reports(&mut self, batch: Vec<Report>) {
         let mut touched: Vec<(String, Vec<Event>)> = Vec::new();
+        let mut any_ended = false;
         for report in batch {
             let Some(held) = self.held.get_mut(&report.execution_id) else {
                 continue; // Revoked meanwhile: its robot's last words are dropped.
@@ -431,6 +658,7 @@ impl Agent {
             ) {
                 held.ended = true;
                 held.stop = None;
+                any_ended = true;
             }
             let event = held.number(report.kind);
             match touched
@@ -451,6 +679,9 @@ impl Agent {
             held.unacked.extend(events.iter().cloned());
             let held = &self.held[&execution_id];
             self.send_events(held, &events);
+        }
+        if any_ended {
+            self.balance_guards();
         }
     }
 }

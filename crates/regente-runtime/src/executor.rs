@@ -2,34 +2,225 @@
 //! streams its output as events, enforces the timeout, and kills the whole
 //! process tree on cancel, timeout or revocation.
 
-use std::path::PathBuf;
+use std::ffi::OsString;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
 use regente_core::{ResolvedVariables, RobotManifest};
 use regente_proto::{EndStatus, EventKind, LogLevel};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
-use tokio::process::Command;
+use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::guard::Launch;
 use crate::robot_output::{self, log, MAX_LINE_BYTES};
 
 /// How long the output pipes may stay open after the robot exited (a leftover
 /// grandchild holding them) before the group is killed and the run closed.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
+/// A robot ready to start: its run directory and variables file are written,
+/// its program looked up and its command line and environment set. All of it
+/// is done while the agent waits for the server's `Started`.
 pub struct RobotRun {
     pub execution_id: String,
-    /// The unpacked package: the robot's working directory.
-    pub package_dir: PathBuf,
     /// A private directory for this run (the variables file).
     pub run_dir: PathBuf,
-    pub manifest: RobotManifest,
-    /// `{"NAME": typed value}`.
-    pub variables: serde_json::Value,
-    /// The `regente` executable, started as the guard of the robot's process
-    /// group; `None` runs the command directly.
-    pub guard: Option<PathBuf>,
+    pub timeout: Option<Duration>,
+    pub launch: Launch,
+    /// `launch` in the form a guard reads.
+    wire: Vec<u8>,
+}
+
+impl RobotRun {
+    /// Writes the run directory and the variables file, and settles the
+    /// command. The error says, in words, what failed.
+    pub fn prepare(
+        execution_id: &str,
+        package_dir: &Path,
+        run_dir: PathBuf,
+        manifest: &RobotManifest,
+        variables: &serde_json::Value,
+    ) -> Result<RobotRun, String> {
+        let (program, args) = manifest
+            .command
+            .split_first()
+            .ok_or_else(|| "cannot start the robot: robot.toml has an empty command".to_owned())?;
+        std::fs::create_dir_all(&run_dir)
+            .map_err(|e| format!("cannot create the run directory {}: {e}", run_dir.display()))?;
+        let variables_file = run_dir.join("variables.json");
+        std::fs::write(&variables_file, variables.to_string())
+            .map_err(|e| format!("cannot write the variables file: {e}"))?;
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("REGENTE_VARIABLES".into(), variables_file.into_os_string()),
+            ("REGENTE_EXECUTION_ID".into(), execution_id.into()),
+        ];
+        for (name, value) in ResolvedVariables::from_json(variables).iter() {
+            env.push((
+                format!("REGENTE_VAR_{name}").into(),
+                value.text_form().into(),
+            ));
+        }
+        let launch = Launch {
+            dir: package_dir.to_path_buf(),
+            program: look_up(program, package_dir),
+            args: args.iter().map(OsString::from).collect(),
+            env,
+        };
+        let wire = launch
+            .encode()
+            .map_err(|e| format!("cannot start the robot: {e}"))?;
+        Ok(RobotRun {
+            execution_id: execution_id.to_owned(),
+            run_dir,
+            timeout: manifest.timeout,
+            launch,
+            wire,
+        })
+    }
+
+    /// Removes what [`RobotRun::prepare`] wrote, for a run that never starts.
+    pub fn discard(self) {
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+    }
+}
+
+/// The program to execute: a path is relative to the package; a bare name is
+/// looked up in `PATH` now, once, the way `execvp` would from the package
+/// directory, so that the start tries no directories. Not found, it stays bare
+/// and the start reports it.
+fn look_up(program: &str, package_dir: &Path) -> OsString {
+    if program.contains('/') || program.contains('\\') {
+        return package_dir.join(program).into_os_string();
+    }
+    let Some(path) = std::env::var_os("PATH") else {
+        return program.into();
+    };
+    for dir in std::env::split_paths(&path) {
+        // An empty or relative entry is relative to the robot's directory.
+        let candidate = package_dir.join(dir).join(program);
+        if is_executable_file(&candidate) {
+            return candidate.into_os_string();
+        }
+    }
+    program.into()
+}
+
+fn is_executable_file(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
+        return false;
+    }
+    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
+}
+
+/// A guard process started ahead of its robot (see [`crate::guard`]): exec'd
+/// and waiting on its stdin for the command. The agent keeps a few.
+pub struct IdleGuard {
+    child: Child,
+    /// The write end of the guard's stdin (blocking).
+    commands: std::fs::File,
+}
+
+/// A command this long or shorter fits in an empty pipe at once (a pipe holds at
+/// least one page, even under `pipe-user-pages-soft`): written without blocking.
+const WRITE_AT_ONCE: usize = 4096;
+
+impl IdleGuard {
+    /// Starts `exe __guard AGENT_PID` as the leader of a new process group.
+    /// Called from the agent's task, never from a blocking-pool thread: the
+    /// parent-death signal follows the thread that spawned the guard, and
+    /// blocking-pool threads end when idle.
+    pub fn start(exe: &Path) -> std::io::Result<IdleGuard> {
+        let (commands, stdin) = pipe()?;
+        let mut command = Command::new(exe);
+        command
+            .arg("__guard")
+            .arg(std::process::id().to_string())
+            .stdin(Stdio::from(stdin))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // The agent's own settings (its key among them) never reach a robot.
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("REGENTE_") {
+                command.env_remove(name);
+            }
+        }
+        #[cfg(target_os = "linux")]
+        unsafe {
+            // The guard learns of the agent's death through this signal.
+            command.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
+                Ok(())
+            });
+        }
+        Ok(IdleGuard {
+            child: command.spawn()?,
+            commands,
+        })
+    }
+
+    /// Still waiting for a command (not killed meanwhile).
+    pub fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
+    /// Ends an idle guard for good.
+    pub async fn retire(mut self) {
+        kill_group(self.child.id().map(|pid| pid as i32));
+        let _ = self.child.wait().await;
+    }
+}
+
+/// A pipe: (write end, read end), both close-on-exec (the guard gets the read
+/// end as its stdin, which exec keeps).
+fn pipe() -> std::io::Result<(std::fs::File, std::os::fd::OwnedFd)> {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0; 2];
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    unsafe {
+        Ok((
+            std::fs::File::from_raw_fd(fds[1]),
+            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
+        ))
+    }
+}
+
+/// Starts a robot: hands a short command to its guard at once, from the calling
+/// task, so that the guard starts the robot without waiting for a task to be
+/// scheduled; the rest of the run goes on in a task of its own.
+pub fn start(
+    run: RobotRun,
+    launcher: Launcher,
+    reports: mpsc::Sender<Report>,
+    stop: oneshot::Receiver<Stop>,
+) {
+    let launcher = match launcher {
+        Launcher::Guard(mut guard) if run.wire.len() <= WRITE_AT_ONCE => {
+            let written = guard.commands.write_all(&run.wire);
+            Launcher::Handed(guard, written)
+        }
+        other => other,
+    };
+    tokio::spawn(self::run(run, launcher, reports, stop));
+}
+
+/// How a robot is started.
+pub enum Launcher {
+    /// Handed to this guard.
+    Guard(IdleGuard),
+    /// Handed to this guard already, with the outcome of the write.
+    Handed(IdleGuard, std::io::Result<()>),
+    /// Spawned by the agent itself, without a guard.
+    Direct,
 }
 
 /// Why the agent stops a robot.
@@ -49,7 +240,12 @@ pub struct Report {
 }
 
 /// Runs the robot to its end. The last report is `Ended`, unless revoked.
-pub async fn run(run: RobotRun, reports: mpsc::Sender<Report>, stop: oneshot::Receiver<Stop>) {
+pub async fn run(
+    run: RobotRun,
+    launcher: Launcher,
+    reports: mpsc::Sender<Report>,
+    stop: oneshot::Receiver<Stop>,
+) {
     let execution_id = run.execution_id.clone();
     let send = |kind: EventKind| {
         let reports = reports.clone();
@@ -63,7 +259,12 @@ pub async fn run(run: RobotRun, reports: mpsc::Sender<Report>, stop: oneshot::Re
         exit_code,
         reason,
     };
-    let mut child = match spawn(&run).await {
+    let started = match launcher {
+        Launcher::Guard(guard) => hand_over(guard, &run).await,
+        Launcher::Handed(guard, written) => handed(guard.child, written).await,
+        Launcher::Direct => spawn_direct(&run.launch),
+    };
+    let mut child = match started {
         Ok(child) => child,
         Err(why) => {
             send(log(LogLevel::Error, why.clone())).await;
@@ -88,7 +289,7 @@ pub async fn run(run: RobotRun, reports: mpsc::Sender<Report>, stop: oneshot::Re
             robot_output::parse_stderr_line,
         ))
     });
-    let timeout = run.manifest.timeout;
+    let timeout = run.timeout;
     let deadline = async {
         match timeout {
             Some(limit) => tokio::time::sleep(limit).await,
@@ -156,47 +357,37 @@ pub async fn run(run: RobotRun, reports: mpsc::Sender<Report>, stop: oneshot::Re
     }
 }
 
-async fn spawn(run: &RobotRun) -> Result<tokio::process::Child, String> {
-    let (program, args) = run
-        .manifest
-        .command
-        .split_first()
-        .ok_or_else(|| "cannot start the robot: robot.toml has an empty command".to_owned())?;
-    // A program named with a path is relative to the package, not to the agent.
-    let program = if program.contains('/') || program.contains('\\') {
-        run.package_dir.join(program).into_os_string()
-    } else {
-        program.into()
-    };
-    tokio::fs::create_dir_all(&run.run_dir).await.map_err(|e| {
-        format!(
-            "cannot create the run directory {}: {e}",
-            run.run_dir.display()
-        )
-    })?;
-    let variables_file = run.run_dir.join("variables.json");
-    tokio::fs::write(&variables_file, run.variables.to_string())
+/// Hands the robot's command to its guard, which starts it at once.
+async fn hand_over(guard: IdleGuard, run: &RobotRun) -> Result<Child, String> {
+    let IdleGuard {
+        child,
+        mut commands,
+    } = guard;
+    let wire = run.wire.clone();
+    let written = tokio::task::spawn_blocking(move || commands.write_all(&wire))
         .await
-        .map_err(|e| format!("cannot write the variables file: {e}"))?;
-    let mut command = match &run.guard {
-        Some(guard) => {
-            let mut command = Command::new(guard);
-            command
-                .arg("__guard")
-                .arg(std::process::id().to_string())
-                .arg("--")
-                .arg(&program)
-                .args(args);
-            command
-        }
-        None => {
-            let mut command = Command::new(&program);
-            command.args(args);
-            command
-        }
-    };
+        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+    handed(child, written).await
+}
+
+/// The guard's child once its command is written, or why it is not.
+async fn handed(mut child: Child, written: std::io::Result<()>) -> Result<Child, String> {
+    if let Err(e) = written {
+        kill_group(child.id().map(|pid| pid as i32));
+        let _ = child.wait().await;
+        return Err(format!(
+            "cannot start the robot: its guard process did not take the command: {e}"
+        ));
+    }
+    Ok(child)
+}
+
+/// Spawns the robot without a guard.
+fn spawn_direct(launch: &Launch) -> Result<Child, String> {
+    let mut command = Command::new(&launch.program);
     command
-        .current_dir(&run.package_dir)
+        .args(&launch.args)
+        .current_dir(&launch.dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -207,22 +398,9 @@ async fn spawn(run: &RobotRun) -> Result<tokio::process::Child, String> {
             command.env_remove(name);
         }
     }
-    command
-        .env("REGENTE_VARIABLES", &variables_file)
-        .env("REGENTE_EXECUTION_ID", &run.execution_id);
-    for (name, value) in ResolvedVariables::from_json(&run.variables).iter() {
-        command.env(format!("REGENTE_VAR_{name}"), value.text_form());
-    }
-    #[cfg(target_os = "linux")]
-    unsafe {
-        // The guard learns of the agent's death through this signal.
-        command.pre_exec(|| {
-            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-            Ok(())
-        });
-    }
+    command.envs(launch.env.iter().map(|(n, v)| (n, v)));
     command.spawn().map_err(|e| {
-        let shown = program.to_string_lossy();
+        let shown = launch.program.to_string_lossy();
         if e.kind() == std::io::ErrorKind::NotFound {
             format!("cannot start the robot: command {shown:?} not found")
         } else {

@@ -1,18 +1,123 @@
 //! The robot guard: a tiny process between the agent and each robot, so that a
 //! robot's whole process tree dies with the agent.
 //!
-//! The agent starts `regente __guard AGENT_PID -- COMMAND...` as the leader of a
-//! new process group, with a parent-death signal (SIGTERM). The guard runs the
-//! robot in that group and waits for it; on SIGTERM, SIGINT or SIGHUP (the agent
-//! died, or someone asked) it kills the whole group, robot grandchildren included.
-//! The agent stops a robot by killing the group outright.
+//! The agent starts `regente __guard AGENT_PID` as the leader of a new process
+//! group, with a parent-death signal (SIGTERM), usually before there is a robot
+//! to run: an idle guard waits in the agent's pool, already exec'd, so that a
+//! start costs no exec of the (large) `regente` binary. The guard reads its
+//! robot's command ([`Launch`]: directory, program, arguments, environment) from
+//! its stdin, runs the robot in its group and waits for it. End of file before
+//! a command means the agent retired the guard: it exits. On
+//! SIGTERM, SIGINT or SIGHUP (the agent died, or someone asked) it kills the
+//! whole group, robot grandchildren included. The agent stops a robot by killing
+//! the group outright.
 
-use std::ffi::OsString;
-use std::process::Command;
+use std::ffi::{OsStr, OsString};
+use std::io::Read;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+/// What a guard starts: sent by the agent on the guard's stdin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launch {
+    /// The robot's working directory.
+    pub dir: PathBuf,
+    /// The program, already looked up in `PATH` when it could be.
+    pub program: OsString,
+    pub args: Vec<OsString>,
+    /// Set on top of the guard's own environment (which holds no `REGENTE_*`).
+    pub env: Vec<(OsString, OsString)>,
+}
+
+impl Launch {
+    /// The wire form: the length of the rest (4 bytes, little-endian), then
+    /// NUL-terminated fields (directory, program, the number of arguments, the
+    /// arguments, then `NAME=VALUE` pairs). The length lets the guard start the
+    /// robot as soon as the command is in, without waiting for end of file.
+    /// Refused when a field holds a NUL, which no program, argument or
+    /// environment can carry.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        let mut out = vec![0; 4];
+        let mut field = |bytes: &[u8], what: &str| {
+            if bytes.contains(&0) {
+                return Err(format!("{what} holds a NUL byte"));
+            }
+            out.extend_from_slice(bytes);
+            out.push(0);
+            Ok(())
+        };
+        field(self.dir.as_os_str().as_bytes(), "the working directory")?;
+        field(self.program.as_bytes(), "the program")?;
+        field(self.args.len().to_string().as_bytes(), "")?;
+        for arg in &self.args {
+            field(arg.as_bytes(), "an argument")?;
+        }
+        for (name, value) in &self.env {
+            let name = name.as_bytes();
+            if name.is_empty() || name.contains(&b'=') {
+                return Err(format!(
+                    "the environment variable name {:?} is not valid",
+                    String::from_utf8_lossy(name)
+                ));
+            }
+            let mut pair = name.to_vec();
+            pair.push(b'=');
+            pair.extend_from_slice(value.as_bytes());
+            field(&pair, "an environment variable")?;
+        }
+        let length = u32::try_from(out.len() - 4).map_err(|_| "the command is too long")?;
+        out[..4].copy_from_slice(&length.to_le_bytes());
+        Ok(out)
+    }
+
+    /// Reads one command; `Ok(None)` at end of file before it.
+    pub fn read_from(input: &mut impl Read) -> std::io::Result<Option<Launch>> {
+        let mut length = [0u8; 4];
+        let mut got = 0;
+        while got < 4 {
+            match input.read(&mut length[got..])? {
+                0 if got == 0 => return Ok(None),
+                0 => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+                n => got += n,
+            }
+        }
+        let mut body = vec![0; u32::from_le_bytes(length) as usize];
+        input.read_exact(&mut body)?;
+        Launch::decode(&body)
+            .map(Some)
+            .ok_or_else(|| std::io::Error::other("the command came garbled from the agent"))
+    }
+
+    /// The fields, without the length.
+    fn decode(bytes: &[u8]) -> Option<Launch> {
+        let body = bytes.strip_suffix(&[0])?;
+        let mut fields = body.split(|b| *b == 0);
+        let os = |b: &[u8]| OsString::from_vec(b.to_vec());
+        let dir = PathBuf::from(os(fields.next()?));
+        let program = os(fields.next()?);
+        let argc: usize = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
+        let mut args = Vec::with_capacity(argc.min(1024));
+        for _ in 0..argc {
+            args.push(os(fields.next()?));
+        }
+        let mut env = Vec::new();
+        for pair in fields {
+            let at = pair.iter().position(|b| *b == b'=')?;
+            env.push((os(&pair[..at]), os(&pair[at + 1..])));
+        }
+        Some(Launch {
+            dir,
+            program,
+            args,
+            env,
+        })
+    }
+}
 
 /// Runs the guard; returns the exit code to leave with.
 #[cfg(target_os = "linux")]
-pub fn run(agent_pid: i32, command: &[OsString]) -> i32 {
+pub fn run(agent_pid: i32) -> i32 {
     extern "C" fn kill_group(_: libc::c_int) {
         // Async-signal-safe: one system call. Pid 0 is our own process group.
         unsafe {
@@ -38,20 +143,36 @@ pub fn run(agent_pid: i32, command: &[OsString]) -> i32 {
             libc::kill(0, libc::SIGKILL);
         }
     }
-    spawn_and_wait(command)
+    read_and_run()
 }
 
 #[cfg(not(target_os = "linux"))]
-pub fn run(_agent_pid: i32, command: &[OsString]) -> i32 {
-    spawn_and_wait(command)
+pub fn run(_agent_pid: i32) -> i32 {
+    read_and_run()
 }
 
-fn spawn_and_wait(command: &[OsString]) -> i32 {
-    let Some((program, args)) = command.split_first() else {
-        eprintln!("cannot start the robot: the command is empty");
-        return 127;
-    };
-    let mut child = match Command::new(program).args(args).spawn() {
+fn read_and_run() -> i32 {
+    match Launch::read_from(&mut std::io::stdin().lock()) {
+        Ok(Some(launch)) => spawn_and_wait(&launch),
+        // Retired by the agent before it had a robot to run.
+        Ok(None) => 0,
+        Err(e) => {
+            eprintln!("cannot start the robot: cannot read its command: {e}");
+            125
+        }
+    }
+}
+
+fn spawn_and_wait(launch: &Launch) -> i32 {
+    let mut command = Command::new(&launch.program);
+    command
+        .args(&launch.args)
+        .current_dir(&launch.dir)
+        .stdin(Stdio::null());
+    for (name, value) in &launch.env {
+        command.env(name, value);
+    }
+    let mut child = match command.spawn() {
         Ok(child) => child,
         Err(e) => {
             let why = if e.kind() == std::io::ErrorKind::NotFound {
@@ -59,10 +180,7 @@ fn spawn_and_wait(command: &[OsString]) -> i32 {
             } else {
                 e.to_string()
             };
-            eprintln!(
-                "cannot start the robot: {}: {why}",
-                program.to_string_lossy()
-            );
+            eprintln!("cannot start the robot: {}: {why}", shown(&launch.program));
             return 127;
         }
     };
@@ -73,6 +191,16 @@ fn spawn_and_wait(command: &[OsString]) -> i32 {
             125
         }
     }
+}
+
+fn shown(program: &OsStr) -> String {
+    // A program looked up in PATH is named as the manifest names it.
+    let path = std::path::Path::new(program);
+    path.file_name()
+        .filter(|_| path.is_absolute())
+        .unwrap_or(program)
+        .to_string_lossy()
+        .into_owned()
 }
 
 /// The exit code, or 128 + the signal for a robot killed by a signal (as shells do).
@@ -88,4 +216,62 @@ pub fn exit_code_of(status: std::process::ExitStatus) -> i32 {
         }
     }
     125
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_launch_goes_through_the_wire_unchanged() {
+        let launch = Launch {
+            dir: "/work/packages/r/1-abc".into(),
+            program: "/usr/bin/date".into(),
+            args: vec!["+%s%N".into(), "".into(), "two words=x".into()],
+            env: vec![
+                ("REGENTE_VAR_A".into(), "a=b=c".into()),
+                ("REGENTE_VAR_EMPTY".into(), "".into()),
+                ("REGENTE_VAR_UTF".into(), "ação\n".into()),
+            ],
+        };
+        let read = |wire: Vec<u8>| Launch::read_from(&mut &wire[..]).unwrap();
+        assert_eq!(read(launch.encode().unwrap()), Some(launch.clone()));
+        let bare = Launch {
+            dir: ".".into(),
+            program: "true".into(),
+            args: vec![],
+            env: vec![],
+        };
+        assert_eq!(read(bare.encode().unwrap()), Some(bare));
+        assert_eq!(read(Vec::new()), None, "end of file before a command");
+    }
+
+    #[test]
+    fn nul_bytes_and_bad_names_are_refused_and_garbage_is_not_decoded() {
+        let mut launch = Launch {
+            dir: "/".into(),
+            program: "true".into(),
+            args: vec!["a\0b".into()],
+            env: vec![],
+        };
+        assert!(launch.encode().is_err());
+        launch.args.clear();
+        launch.env.push(("A=B".into(), "c".into()));
+        assert!(launch.encode().is_err());
+        launch.env.clear();
+        let mut wire = launch.encode().unwrap();
+        wire.pop();
+        assert!(Launch::read_from(&mut &wire[..]).is_err(), "cut short");
+        assert!(Launch::read_from(&mut &[1u8, 0][..]).is_err(), "cut short");
+        for garbage in [
+            &b""[..],
+            b"/\0true\0",
+            b"/\0true\0x\0",
+            b"/\0true\x002\0a\0",
+            b"/\0true\x000\0NOEQUALS\0",
+            b"/\0true\x000",
+        ] {
+            assert_eq!(Launch::decode(garbage), None, "{garbage:?}");
+        }
+    }
 }

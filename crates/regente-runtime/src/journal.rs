@@ -1,7 +1,24 @@
 //! The agent's on-disk journal: per execution, the assignment, whether the robot
-//! was spawned, and every event, appended and synced before it is sent. After a
-//! crash or restart the agent reads the journals back and sends again whatever
-//! the server may not have stored; the server keeps each event once.
+//! may have been spawned, and every event, appended and synced before it is
+//! sent. After a crash or restart the agent reads the journals back and sends
+//! again whatever the server may not have stored; the server keeps each event
+//! once.
+//!
+//! Whether the robot may have been spawned is never underestimated: the server
+//! puts an execution the agent reports unspawned back in the queue. Two lines
+//! say it, so that no sync waits between the server's `Started` and the spawn:
+//! - `boot`, the machine's boot id, written with the assignment; the agent syncs
+//!   both on a blocking thread as soon as they are written, while it prepares
+//!   the package and waits for `Started`, and hands no robot over before that
+//!   sync succeeded;
+//! - `spawned`, written (not synced) just before the robot is handed over.
+//!
+//! A written line survives a crash of the agent process, not one of the machine.
+//! So, read back in the same boot, the absence of `spawned` proves the robot was
+//! not started; read back after a reboot (or with no boot known), a journal
+//! with a `boot` line counts as spawned. The server decides by its own record
+//! what "spawned" means for a run it never marked RUNNING: back to the queue.
+//! A journal without its `boot` line was never synced, so its robot never ran.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
@@ -14,8 +31,16 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 enum Entry {
     Assignment(Assignment),
+    Boot(Option<String>),
     Spawned,
     Event(Event),
+}
+
+/// This boot of the machine, as the kernel names it; `None` where unknown.
+pub fn boot_id() -> Option<String> {
+    let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let id = id.trim();
+    (!id.is_empty()).then(|| id.to_owned())
 }
 
 pub struct Journal {
@@ -32,8 +57,15 @@ pub struct Recovered {
 }
 
 impl Journal {
-    /// Starts the journal of a new assignment.
-    pub fn create(dir: &Path, assignment: &Assignment) -> std::io::Result<Journal> {
+    /// Starts the journal of a new assignment, in boot `boot` ([`boot_id`]).
+    /// Not synced: [`Journal::sync_handle`] gives the handle to sync it with,
+    /// away from the agent's task. No robot may be handed over before that
+    /// sync succeeds.
+    pub fn create(
+        dir: &Path,
+        assignment: &Assignment,
+        boot: Option<String>,
+    ) -> std::io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}.jsonl", assignment.execution_id));
         let file = OpenOptions::new()
@@ -42,14 +74,22 @@ impl Journal {
             .write(true)
             .open(&path)?;
         let mut journal = Journal { path, file };
-        // Not synced: an assignment lost in a crash was never started, and the
-        // server hands it out again. The sync of the spawn mark covers it.
-        journal.append(&[Entry::Assignment(assignment.clone())], false)?;
+        journal.append(
+            &[Entry::Assignment(assignment.clone()), Entry::Boot(boot)],
+            false,
+        )?;
         Ok(journal)
     }
 
+    /// A handle on the same file, for `sync_data` on another thread.
+    pub fn sync_handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
+    /// Written, not synced, just before the robot is handed over: see the
+    /// module's documentation.
     pub fn mark_spawned(&mut self) -> std::io::Result<()> {
-        self.append(&[Entry::Spawned], true)
+        self.append(&[Entry::Spawned], false)
     }
 
     pub fn append_events(&mut self, events: &[Event]) -> std::io::Result<()> {
@@ -76,8 +116,9 @@ impl Journal {
     }
 
     /// Reads back every journal in `dir`. A torn last line (a crash mid-write)
-    /// is ignored: it was never sent, since sending follows the sync.
-    pub fn recover_all(dir: &Path) -> std::io::Result<Vec<Recovered>> {
+    /// is ignored: it was never sent, since sending follows the sync. `boot` is
+    /// this boot's id ([`boot_id`]).
+    pub fn recover_all(dir: &Path, boot: Option<&str>) -> std::io::Result<Vec<Recovered>> {
         let mut recovered = Vec::new();
         let entries = match std::fs::read_dir(dir) {
             Ok(entries) => entries,
@@ -104,6 +145,13 @@ impl Journal {
                 match serde_json::from_str::<Entry>(&line) {
                     Ok(Entry::Assignment(a)) => assignment = Some(a),
                     Ok(Entry::Spawned) => spawned = true,
+                    // Written in another boot (or one not known): the `spawned`
+                    // line, not synced, may have been lost with the machine.
+                    Ok(Entry::Boot(written)) => {
+                        if written.is_none() || written.as_deref() != boot {
+                            spawned = true;
+                        }
+                    }
                     Ok(Entry::Event(event)) => events.push(event),
                     Err(_) => break,
                 }
@@ -124,5 +172,91 @@ impl Journal {
             });
         }
         Ok(recovered)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assignment(id: &str) -> Assignment {
+        Assignment {
+            execution_id: id.to_owned(),
+            lease: "lease".to_owned(),
+            robot_id: "robot".to_owned(),
+            robot_version: 1,
+            sha256: "00".to_owned(),
+            manifest: "name = \"r\"\ncommand = [\"true\"]\n".to_owned(),
+            variables: serde_json::json!({}),
+            first_seq: 1,
+        }
+    }
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "regente-journal-{name}-{}-{:?}",
+            std::process::id(),
+            std::time::SystemTime::now()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    /// Whether the robot counts as spawned when the journal is read back in
+    /// boot `now`, after it was written in boot `written` and, when `mark`,
+    /// the spawn mark.
+    fn spawned_after(written: Option<&str>, mark: bool, now: Option<&str>) -> bool {
+        let dir = scratch("spawned");
+        let mut journal =
+            Journal::create(&dir, &assignment("e1"), written.map(str::to_owned)).unwrap();
+        journal.sync_handle().unwrap().sync_data().unwrap();
+        if mark {
+            journal.mark_spawned().unwrap();
+        }
+        drop(journal);
+        let recovered = Journal::recover_all(&dir, now).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(recovered.len(), 1);
+        recovered[0].spawned
+    }
+
+    #[test]
+    fn a_journal_without_the_spawn_mark_counts_as_spawned_only_after_a_reboot() {
+        // Same boot: the written (unsynced) mark would be there had the robot been handed over.
+        assert!(!spawned_after(Some("boot-a"), false, Some("boot-a")));
+        assert!(spawned_after(Some("boot-a"), true, Some("boot-a")));
+        // Another boot, or a boot not known: the mark may have been lost.
+        assert!(spawned_after(Some("boot-a"), false, Some("boot-b")));
+        assert!(spawned_after(None, false, None));
+        assert!(spawned_after(Some("boot-a"), false, None));
+        assert!(spawned_after(None, false, Some("boot-a")));
+    }
+
+    #[test]
+    fn an_older_journal_without_boot_counts_as_spawned_by_its_mark_alone() {
+        let dir = scratch("older");
+        let write = |id: &str, entries: &[Entry]| {
+            let mut text = Vec::new();
+            for entry in entries {
+                serde_json::to_writer(&mut text, entry).unwrap();
+                text.push(b'\n');
+            }
+            std::fs::write(dir.join(format!("{id}.jsonl")), text).unwrap();
+        };
+        write("e1", &[Entry::Assignment(assignment("e1"))]);
+        write("e2", &[Entry::Assignment(assignment("e2")), Entry::Spawned]);
+        let mut recovered = Journal::recover_all(&dir, Some("boot")).unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        recovered.sort_by(|a, b| a.assignment.execution_id.cmp(&b.assignment.execution_id));
+        let spawned: Vec<bool> = recovered.iter().map(|r| r.spawned).collect();
+        assert_eq!(spawned, [false, true]);
+    }
+
+    #[test]
+    fn the_boot_id_is_known_on_linux() {
+        if cfg!(target_os = "linux") {
+            let id = boot_id().expect("a boot id");
+            assert_eq!(boot_id(), Some(id));
+        }
     }
 }

@@ -25,6 +25,30 @@ impl PackageCache {
         }
     }
 
+    /// Where the package goes; `None` for a malformed reference.
+    fn target(&self, robot_id: &str, version: u32, sha256: &str) -> Option<PathBuf> {
+        let safe = |text: &str| text.chars().all(|c| c.is_ascii_alphanumeric());
+        if !safe(robot_id) || !safe(sha256) {
+            return None;
+        }
+        Some(
+            self.dir
+                .join(robot_id)
+                .join(format!("{version}-{}", &sha256[..sha256.len().min(16)])),
+        )
+    }
+
+    /// The unpacked package directory when it is already there: one `stat`,
+    /// cheap enough for the agent's task, so that a cached package costs no
+    /// task and no thread hop.
+    pub fn cached(&self, robot_id: &str, version: u32, sha256: &str) -> Option<PathBuf> {
+        let target = self.target(robot_id, version, sha256)?;
+        // Packages are unpacked aside and renamed into place: present means complete.
+        std::fs::metadata(&target)
+            .is_ok_and(|m| m.is_dir())
+            .then_some(target)
+    }
+
     /// The unpacked package directory, downloading it first if needed.
     /// The error says, in words, what failed.
     pub async fn prepare(
@@ -34,14 +58,9 @@ impl PackageCache {
         version: u32,
         sha256: &str,
     ) -> Result<PathBuf, String> {
-        let safe = |text: &str| text.chars().all(|c| c.is_ascii_alphanumeric());
-        if !safe(robot_id) || !safe(sha256) {
-            return Err("the server sent a malformed package reference".into());
-        }
         let target = self
-            .dir
-            .join(robot_id)
-            .join(format!("{version}-{}", &sha256[..sha256.len().min(16)]));
+            .target(robot_id, version, sha256)
+            .ok_or("the server sent a malformed package reference")?;
         let lock = {
             let mut locks = self.locks.lock().unwrap_or_else(|e| e.into_inner());
             locks.entry(target.clone()).or_default().clone()

@@ -1,6 +1,5 @@
 //! `regente`: one binary for the server, the runtime agent and the CLI.
 
-use std::ffi::OsString;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -37,11 +36,7 @@ enum Command {
     Store(StoreCommand),
     /// The guard process between the agent and one robot (internal).
     #[command(name = "__guard", hide = true)]
-    Guard {
-        agent_pid: i32,
-        #[arg(last = true, required = true)]
-        command: Vec<OsString>,
-    },
+    Guard { agent_pid: i32 },
 }
 
 #[derive(Subcommand)]
@@ -165,8 +160,8 @@ fn main() -> ExitCode {
         regente_runtime::hardening::hide_key();
     }
     // The guard stays tiny: no logging, no async runtime.
-    if let Command::Guard { agent_pid, command } = &cli.command {
-        let code = regente_runtime::guard::run(*agent_pid, command);
+    if let Command::Guard { agent_pid } = &cli.command {
+        let code = regente_runtime::guard::run(*agent_pid);
         return ExitCode::from(code.clamp(0, 255) as u8);
     }
     tracing_subscriber::fmt()

@@ -744,6 +744,65 @@ tr '\000' '\n' < "/proc/$REGENTE_VAR_AGENT_PID/environ" 2>&1 || echo "unreadable
     );
 }
 
+/// The agent's idle guards (one, once it is connected and idle).
+fn idle_guards(agent: &TestAgent) -> Vec<u32> {
+    wait_for(RUN, "one idle guard", || {
+        let guards = children_with(agent.pid(), "__guard");
+        if guards.len() == 1 {
+            Ok(guards)
+        } else {
+            Err(guards)
+        }
+    })
+}
+
+#[test]
+fn idle_guards_are_no_robots_and_leave_with_their_agent() {
+    let (server, admin, runtime, key) = setup();
+    let robot = upload_shell_robot(&server, &admin, "parent", "echo \"parent=$PPID\"\n", "");
+    let mut agent = TestAgent::start(&server, &key, 1);
+    agent.wait_welcomed(1, RUN);
+    let first = idle_guards(&agent);
+    // The robot runs under the guard that was waiting; another one takes its place.
+    let id = server.queue(&admin, &runtime, &robot, None);
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+    assert_eq!(
+        messages(&body),
+        vec![format!("parent={}", first[0])],
+        "the robot's parent is the guard that was idle"
+    );
+    let second = idle_guards(&agent);
+    assert_ne!(first, second);
+    wait_gone(&[("the used guard", first[0])], RUN);
+    // An idle guard takes no slot: the next run starts as usual, here with a
+    // command longer than a pipe takes at once.
+    let big = "x".repeat(100_000);
+    let sized = upload_shell_robot(
+        &server,
+        &admin,
+        "sized",
+        "echo \"big=${#REGENTE_VAR_BIG}\"\n",
+        "",
+    );
+    let id = server.queue(&admin, &runtime, &sized, Some(&text_vars(&[("BIG", &big)])));
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+    assert_eq!(messages(&body), vec!["big=100000".to_owned()]);
+    let third = idle_guards(&agent);
+
+    agent.stop();
+    wait_gone(&[("an idle guard of a stopped agent", third[0])], RUN);
+    agent.restart();
+    agent.wait_welcomed(1, RUN);
+    let fourth = idle_guards(&agent);
+    agent.kill9();
+    wait_gone(
+        &[("an idle guard of an agent killed with SIGKILL", fourth[0])],
+        Duration::from_secs(5),
+    );
+}
+
 #[test]
 fn a_missing_command_ends_error_saying_it_was_not_found() {
     let (server, admin, runtime, key) = setup();

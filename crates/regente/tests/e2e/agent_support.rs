@@ -249,6 +249,22 @@ pub fn parent_pid(pid: u32) -> Option<u32> {
     after.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// The live children of `pid` whose command line holds `word`.
+pub fn children_with(pid: u32, word: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| parent_pid(*child) == Some(pid) && pid_alive(*child))
+        .filter(|child| {
+            std::fs::read(format!("/proc/{child}/cmdline"))
+                .map(|line| String::from_utf8_lossy(&line).contains(word))
+                .unwrap_or(false)
+        })
+        .collect()
+}
+
 /// Waits for a file holding a pid and a newline (written by a robot), and
 /// answers the pid.
 pub fn wait_for_pid_file(path: &Path, timeout: Duration) -> u32 {
