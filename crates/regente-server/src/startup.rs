@@ -105,6 +105,7 @@ impl Server {
         }
         sweeper.abort();
         notices.abort();
+        self.ctx.store.close().await;
         info!("stopped");
         Ok(())
     }

@@ -394,6 +394,11 @@ pub trait Store: Send + Sync + 'static {
     async fn lead(&self) -> Result<bool> {
         Ok(true)
     }
+
+    /// Leaves the store tidy for the next start, as the server stops (SQLite:
+    /// the WAL copied back and emptied, so the next open has nothing to recover).
+    /// Best effort: the store stays usable, and a crash instead is safe too.
+    async fn close(&self) {}
 }
 
 /// What one server tells the others sharing its store.
@@ -414,6 +419,8 @@ pub enum Notice {
         lease: String,
         reason: String,
     },
+    /// A user was deleted: forget the tokens of theirs known valid.
+    UserDeleted { user_id: String },
     /// Notices may have been missed (a listener reconnected): look again.
     Resync,
 }

@@ -147,6 +147,7 @@ fn encode_notice(notice: &Notice) -> String {
         } => {
             json!({"kind": "revoke", "runtime_id": runtime_id, "execution_id": execution_id, "lease": lease, "reason": reason})
         }
+        Notice::UserDeleted { user_id } => json!({"kind": "user_deleted", "user_id": user_id}),
         Notice::Resync => json!({"kind": "resync"}),
     };
     value.to_string()
@@ -169,6 +170,9 @@ fn decode_notice(payload: &str) -> Option<Notice> {
             execution_id: field("execution_id")?,
             lease: field("lease")?,
             reason: field("reason")?,
+        },
+        "user_deleted" => Notice::UserDeleted {
+            user_id: field("user_id")?,
         },
         "resync" => Notice::Resync,
         _ => return None,

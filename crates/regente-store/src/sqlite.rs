@@ -55,9 +55,17 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 const STATEMENT_CACHE: usize = 64;
 /// How often the WAL is copied back into the database while writes go on.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-/// The WAL's size, in pages, at which the writer checkpoints by itself: only
-/// when the checkpoint thread falls far behind.
-const WRITER_CHECKPOINT_PAGES: u32 = 20_000;
+/// The WAL's size, in pages, at which the writer checkpoints by itself. Under
+/// steady writes the checkpoint thread copies most frames but can never find the
+/// WAL fully copied, so the WAL would only grow; the writer's own checkpoint,
+/// between two of its transactions, finishes the copy (little is left by then)
+/// and lets the next transaction start the WAL over. It also bounds what a
+/// start after a crash has to read back.
+const WRITER_CHECKPOINT_PAGES: u32 = 2_000;
+/// The WAL file is cut back to this size when it starts over.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
+/// How long the checkpoint at close waits for readers to finish.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
@@ -93,7 +101,8 @@ impl SqliteStore {
             .with_context(|| format!("cannot open the database {url:?} for writing"))?;
         writer
             .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
-            .context("cannot set wal_autocheckpoint")?;
+            .and_then(|()| writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT))
+            .context("cannot set the WAL's limits")?;
         let commits = Arc::new(AtomicU64::new(0));
         let readers = Arc::new(Readers {
             path,
@@ -1306,6 +1315,23 @@ impl Store for SqliteStore {
             )
         })
         .await
+    }
+
+    async fn close(&self) {
+        let readers = self.readers.clone();
+        let checkpointed = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            readers.release_idle_snapshots();
+            let conn = open_connection(&readers.path, false)?;
+            conn.busy_timeout(CLOSE_WAIT)?;
+            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await;
+        match checkpointed {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot empty the WAL at close"),
+            Err(e) => tracing::warn!(error = %e, "cannot empty the WAL at close"),
+        }
     }
 
     async fn end_lease(

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use regente_store::Notice;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::service::Context;
@@ -22,8 +23,8 @@ pub async fn run(ctx: Arc<Context>) {
     loop {
         tokio::select! {
             notice = notices.recv() => match notice {
-                Ok(notice) => ctx.hub.apply(&notice),
-                Err(RecvError::Lagged(_)) => ctx.hub.resync_all(),
+                Ok(notice) => crate::service::apply(&ctx, &notice),
+                Err(RecvError::Lagged(_)) => crate::service::apply(&ctx, &Notice::Resync),
                 Err(RecvError::Closed) => return,
             },
             _ = tick.tick() => ctx.hub.resync_all(),

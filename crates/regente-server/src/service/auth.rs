@@ -3,8 +3,11 @@
 //! Passwords are argon2id hashes (19 MiB, 2 passes, 1 lane: OWASP's floor), computed
 //! on the blocking pool behind a semaphore so that a login storm can neither starve
 //! the async workers nor exhaust memory. Tokens are HS512 JWTs with the algorithm
-//! pinned; every request re-reads the user, so deleting a user ends its tokens at
-//! once although they were issued for 30 days.
+//! pinned. A token checked once (signature, expiry, and its user still there) is
+//! remembered with its caller, so later requests skip the HMAC and the user's
+//! read; deleting a user forgets their tokens at once on this server and, through
+//! the store's notices, on the others (every one is forgotten when notices may
+//! have been missed).
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -33,7 +36,26 @@ pub struct Auth {
     hashing: Arc<Semaphore>,
     failures: Mutex<FailedLogins>,
     limits: LoginLimits,
+    /// Tokens known valid, with their caller and expiry (seconds).
+    known: Mutex<KnownTokens>,
 }
+
+#[derive(Default)]
+struct KnownTokens {
+    tokens: HashMap<String, KnownToken>,
+    /// Counts the forgettings, so that a check that began before one is not
+    /// remembered after it (its user may be the one deleted).
+    forgotten: u64,
+}
+
+#[derive(Clone)]
+struct KnownToken {
+    caller: Caller,
+    expires: i64,
+}
+
+/// Tokens remembered; past this the memory starts over.
+const KNOWN_TOKENS: usize = 4096;
 
 #[derive(Debug, Serialize, Deserialize)]
 struct Claims {
@@ -62,7 +84,56 @@ impl Auth {
             hashing: Arc::new(Semaphore::new(permits)),
             failures: Mutex::new(FailedLogins::default()),
             limits,
+            known: Mutex::new(KnownTokens::default()),
         }
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, KnownTokens> {
+        self.known.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The caller of a token checked before and not expired since; otherwise
+    /// what to hand to [`Auth::remember`] once it is checked.
+    fn known_caller(&self, token: &str) -> Result<Caller, u64> {
+        let known = self.known();
+        match known.tokens.get(token) {
+            Some(entry) if now_millis() / 1000 <= entry.expires + self.validation.leeway as i64 => {
+                Ok(entry.caller.clone())
+            }
+            _ => Err(known.forgotten),
+        }
+    }
+
+    /// Remembers a token just checked, unless something was forgotten since the
+    /// check began (`forgotten` from [`Auth::known_caller`]).
+    fn remember(&self, token: &str, caller: &Caller, expires: i64, forgotten: u64) {
+        let mut known = self.known();
+        if known.forgotten != forgotten {
+            return;
+        }
+        if known.tokens.len() >= KNOWN_TOKENS {
+            known.tokens.clear();
+        }
+        let caller = caller.clone();
+        known
+            .tokens
+            .insert(token.to_owned(), KnownToken { caller, expires });
+    }
+
+    /// Forgets the tokens of a deleted user.
+    pub fn forget_user(&self, user_id: &str) {
+        let mut known = self.known();
+        known.forgotten += 1;
+        known
+            .tokens
+            .retain(|_, entry| entry.caller.user_id != user_id);
+    }
+
+    /// Forgets every token: each is checked again at its next use.
+    pub fn forget_all(&self) {
+        let mut known = self.known();
+        known.forgotten += 1;
+        known.tokens.clear();
     }
 
     pub fn token_lifetime(&self) -> Duration {
@@ -225,6 +296,10 @@ pub async fn authenticate(ctx: &Context, authorization: Option<&str>) -> Result<
         .ok_or_else(|| {
             Error::Unauthorized("the Authorization header must be \"Bearer <token>\"".into())
         })?;
+    let forgotten = match ctx.auth.known_caller(token) {
+        Ok(caller) => return Ok(caller),
+        Err(forgotten) => forgotten,
+    };
     let claims =
         jsonwebtoken::decode::<Claims>(token, &ctx.auth.decoding_key, &ctx.auth.validation)
             .map_err(|e| {
@@ -250,12 +325,14 @@ pub async fn authenticate(ctx: &Context, authorization: Option<&str>) -> Result<
     if user.username != claims.sub {
         return Err(gone());
     }
-    Ok(Caller {
+    let caller = Caller {
         user_id: user.id,
         username: user.username,
         organization_id: user.organization_id,
         role: user.role,
-    })
+    };
+    ctx.auth.remember(token, &caller, claims.exp, forgotten);
+    Ok(caller)
 }
 
 /// Failed logins per username and per client address, in fixed windows.

@@ -82,10 +82,19 @@ pub(crate) fn or_not_found<T>(
     }
 }
 
-/// Tells the session of the runtime concerned, on this server at once and on the
-/// others sharing the store through it.
+/// Acts on a notice, from this server or another sharing the store.
+pub(crate) fn apply(ctx: &Context, notice: &Notice) {
+    match notice {
+        Notice::UserDeleted { user_id } => ctx.auth.forget_user(user_id),
+        Notice::Resync => ctx.auth.forget_all(),
+        _ => {}
+    }
+    ctx.hub.apply(notice);
+}
+
+/// Acts on a notice here at once, and tells the other servers sharing the store.
 pub(crate) async fn announce(ctx: &Context, notice: Notice) {
-    ctx.hub.apply(&notice);
+    apply(ctx, &notice);
     if let Err(e) = ctx.store.publish(&notice).await {
         tracing::warn!(
             error = format!("{e:#}"),
@@ -102,7 +111,7 @@ pub fn now_millis() -> Millis {
         .unwrap_or(0)
 }
 
-/// A fresh object id, 16 lowercase hex digits: the second it was made, then 32
+/// A fresh object id, 16 lowercase hex digits: the second it was made, then 40
 /// random bits (see [`regente_core::ids::id_bits`]).
 pub fn new_id() -> String {
     let seconds = SystemTime::now()

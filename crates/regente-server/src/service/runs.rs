@@ -12,6 +12,8 @@ use super::{new_id, now_millis, or_not_found, Caller, Context, Error, Result};
 /// How long an `Idempotency-Key` keeps answering the same execution.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
 const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+/// Fresh ids tried for one run; a clash is rare (see `regente_core::ids::id_bits`).
+const MAX_ID_DRAWS: u32 = 4;
 
 pub struct RunRequest<'a> {
     pub runtime_id: &'a str,
@@ -70,7 +72,7 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
             })
         })
         .transpose()?;
-    let execution = NewExecution {
+    let mut execution = NewExecution {
         id: new_id(),
         organization_id: caller.organization_id.clone(),
         runtime_id: runtime_id.to_owned(),
@@ -81,7 +83,18 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
         submitted_by: caller.user_id.clone(),
         max_attempts: manifest.retries + 1,
     };
-    match ctx.store.enqueue(&execution, key.as_ref()).await? {
+    let mut draws = 1;
+    let enqueued = loop {
+        match ctx.store.enqueue(&execution, key.as_ref()).await {
+            // The fresh id clashed with a stored one: draw another.
+            Err(regente_store::Error::Conflict(_)) if draws < MAX_ID_DRAWS => {
+                execution.id = new_id();
+                draws += 1;
+            }
+            outcome => break outcome?,
+        }
+    };
+    match enqueued {
         Enqueued::Created => {
             let runtime_id = runtime_id.to_owned();
             super::announce(ctx, Notice::Work { runtime_id }).await;

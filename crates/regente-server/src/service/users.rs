@@ -76,5 +76,8 @@ pub async fn delete(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
     or_not_found(
         ctx.store.delete_user(&caller.organization_id, id).await,
         || format!("user {id} not found"),
-    )
+    )?;
+    let user_id = id.to_owned();
+    super::announce(ctx, regente_store::Notice::UserDeleted { user_id }).await;
+    Ok(())
 }

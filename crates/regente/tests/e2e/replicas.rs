@@ -1009,3 +1009,64 @@ fn replicas_started_together_on_an_empty_database_all_come_up() {
         "one first admin, not one per replica: {listed}"
     );
 }
+
+// ---------------------------------------------------------------------------
+// 4. A deleted user, across replicas
+
+#[test]
+fn a_user_deleted_on_one_replica_loses_its_tokens_on_the_other() {
+    if !on_postgres() {
+        println!("{SKIPPED}");
+        return;
+    }
+    let cluster = Cluster::start("30");
+    let (a_api, b_api) = (cluster.a.api(), cluster.b.api());
+    let admin = a_api.login();
+    let user = a_api
+        .send(
+            "POST",
+            "/api/admin/users",
+            Some(&admin),
+            Some(&json!({"username": "leaver", "password": "leaver-password", "role": "integration"})),
+        )
+        .expect(201)
+        .json();
+    let token = b_api
+        .send(
+            "POST",
+            "/api/user/auth",
+            None,
+            Some(&json!({"username": "leaver", "password": b64("leaver-password")})),
+        )
+        .expect(200)
+        .text();
+    // Used on B, so B knows the token as valid: unknown ids answer 404, not 401.
+    let probe = "/api/integration/v1/result/0123456789abcdef/0123456789abcdef";
+    assert_eq!(b_api.send("GET", probe, Some(&token), None).status, 404);
+
+    let id = user["id"].as_str().unwrap();
+    a_api
+        .send(
+            "DELETE",
+            &format!("/api/admin/users/{id}"),
+            Some(&admin),
+            None,
+        )
+        .expect(204);
+    // B learns of the deletion through the store's notices, a moment later.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let status = b_api.send("GET", probe, Some(&token), None).status;
+        if status == 401 {
+            break;
+        }
+        assert_eq!(status, 404, "before the notice, the token still works");
+        assert!(
+            Instant::now() < deadline,
+            "B still accepts the token of a user deleted on A\n--- B's stderr (tail)\n{}",
+            tail(&cluster.b.stderr(), 20)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(a_api.send("GET", probe, Some(&token), None).status, 401);
+}
