@@ -134,8 +134,17 @@ impl SqliteStore {
         })
     }
 
-    /// Runs `work` in the writer's next transaction; answers once it is committed.
+    /// Runs `work` in the writer's next transaction; answers once it is committed
+    /// and synced to disk.
     async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.send_write(work, Durability::Synced).await
+    }
+
+    async fn send_write<T, F>(&self, work: F, durability: Durability) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
@@ -146,6 +155,7 @@ impl SqliteStore {
                 work: Some(work),
                 outcome: None,
                 reply,
+                durability,
             }))
             .map_err(|_| store_closed())?;
         answer.await.map_err(|_| store_closed())?
@@ -199,8 +209,21 @@ fn check_durability(conn: &Connection) -> anyhow::Result<()> {
 
 // --- The writer -----------------------------------------------------------
 
+/// What a commit must have reached before its writes are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Durability {
+    /// The disk: survives a power loss (`synchronous=FULL`).
+    Synced,
+    /// The operating system: survives a crash of this process but not a power
+    /// loss (`synchronous=NORMAL` in WAL mode). Only for a write whose loss undoes
+    /// nothing anyone relied on: the next synced commit syncs it too, since the
+    /// WAL is written in order.
+    Written,
+}
+
 /// A write waiting for the writer thread.
 trait WriteJob: Send {
+    fn durability(&self) -> Durability;
     /// Runs the write; false when it failed and its changes must be undone.
     fn run(&mut self, conn: &Connection) -> bool;
     /// Answers the caller once the transaction has ended: `commit_error` is
@@ -212,6 +235,7 @@ struct PendingWrite<T, F> {
     work: Option<F>,
     outcome: Option<Result<T>>,
     reply: oneshot::Sender<Result<T>>,
+    durability: Durability,
 }
 
 impl<T, F> WriteJob for PendingWrite<T, F>
@@ -219,6 +243,10 @@ where
     T: Send,
     F: FnOnce(&Connection) -> Result<T> + Send,
 {
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
     fn run(&mut self, conn: &Connection) -> bool {
         let Some(work) = self.work.take() else {
             return false;
@@ -274,6 +302,17 @@ fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, commit
 }
 
 fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
+    // A batch is synced when any of its writes needs it. The setting holds for
+    // the connection: set it before each transaction.
+    let synced = batch
+        .iter()
+        .any(|job| job.durability() == Durability::Synced);
+    conn.prepare_cached(if synced {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    })?
+    .execute([])?;
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let mut run_all = || -> rusqlite::Result<()> {
         for job in batch.iter_mut() {
@@ -1047,14 +1086,18 @@ impl Store for SqliteStore {
 
     async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()> {
         let id = id.to_owned();
-        self.write(move |conn| {
-            change(
-                conn,
-                "UPDATE runtimes SET last_seen = MAX(COALESCE(last_seen, 0), ?1) WHERE id = ?2",
-                params![seen, id],
-            )
-            .map(drop)
-        })
+        // A heartbeat lost to a power loss only makes the runtime look older.
+        self.send_write(
+            move |conn| {
+                change(
+                    conn,
+                    "UPDATE runtimes SET last_seen = MAX(COALESCE(last_seen, 0), ?1) WHERE id = ?2",
+                    params![seen, id],
+                )
+                .map(drop)
+            },
+            Durability::Written,
+        )
         .await
     }
 
@@ -1229,8 +1272,15 @@ impl Store for SqliteStore {
 
     async fn claim_next(&self, runtime_id: &str, lease: &str) -> Result<Option<Claimed>> {
         let (runtime_id, lease) = (runtime_id.to_owned(), lease.to_owned());
-        self.write(move |conn| claim_next(conn, &runtime_id, &lease))
-            .await
+        // Not synced on its own: a claim lost to a power loss leaves the run
+        // PENDENT without a lease, to be handed out again, and its robot cannot
+        // have started, since `start` (synced, so syncing the claim too) needs
+        // the lease. The claim is on the dispatch path: one fsync less there.
+        self.send_write(
+            move |conn| claim_next(conn, &runtime_id, &lease),
+            Durability::Written,
+        )
+        .await
     }
 
     async fn start(
@@ -1346,5 +1396,45 @@ impl Store for SqliteStore {
             (execution_id.to_owned(), lease.to_owned(), reason.to_owned());
         self.write(move |conn| end_lease(conn, &execution_id, &lease, started, &reason, now))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(durability: Durability) -> Box<dyn WriteJob> {
+        let (reply, _answer) = oneshot::channel::<Result<()>>();
+        Box::new(PendingWrite {
+            work: Some(|_: &Connection| Ok(())),
+            outcome: None,
+            reply,
+            durability,
+        })
+    }
+
+    fn synchronous(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_synced_when_any_of_its_writes_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("t.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        let (full, normal) = (2, 1);
+
+        commit_batch(&conn, &mut [job(Durability::Written)]).unwrap();
+        assert_eq!(synchronous(&conn), normal);
+        commit_batch(
+            &conn,
+            &mut [job(Durability::Written), job(Durability::Synced)],
+        )
+        .unwrap();
+        assert_eq!(synchronous(&conn), full);
+        commit_batch(&conn, &mut [job(Durability::Written)]).unwrap();
+        commit_batch(&conn, &mut [job(Durability::Synced)]).unwrap();
+        assert_eq!(synchronous(&conn), full);
     }
 }
