@@ -39,6 +39,21 @@ enum Command {
     Guard { agent_pid: i32 },
 }
 
+/// The agent's pid when the arguments are exactly `__guard PID`.
+fn guard_invocation() -> Option<i32> {
+    let mut args = std::env::args_os().skip(1);
+    let (command, pid) = (args.next()?, args.next()?);
+    if command != "__guard" || args.next().is_some() {
+        return None;
+    }
+    pid.to_str()?.parse().ok()
+}
+
+fn run_guard(agent_pid: i32) -> ExitCode {
+    let code = regente_runtime::guard::run(agent_pid);
+    ExitCode::from(code.clamp(0, 255) as u8)
+}
+
 #[derive(Subcommand)]
 enum StoreCommand {
     /// Copy a whole store, history included, into an empty one (e.g. from SQLite to PostgreSQL).
@@ -154,15 +169,19 @@ struct ServeArgs {
 }
 
 fn main() -> ExitCode {
+    // A guard starts with every robot: it stays tiny (no logging, no async
+    // runtime) and, as the agent always calls it `regente __guard PID`, skips
+    // building the command-line parser too. Any other form goes through clap.
+    if let Some(agent_pid) = guard_invocation() {
+        return run_guard(agent_pid);
+    }
     let cli = Cli::parse();
     if let Command::Runtime(_) = &cli.command {
         // Read already; hidden before any thread starts.
         regente_runtime::hardening::hide_key();
     }
-    // The guard stays tiny: no logging, no async runtime.
     if let Command::Guard { agent_pid } = &cli.command {
-        let code = regente_runtime::guard::run(*agent_pid);
-        return ExitCode::from(code.clamp(0, 255) as u8);
+        return run_guard(*agent_pid);
     }
     tracing_subscriber::fmt()
         .with_env_filter(
