@@ -111,13 +111,13 @@ pub fn now_millis() -> Millis {
         .unwrap_or(0)
 }
 
-/// A fresh object id, 16 lowercase hex digits: the second it was made, then 40
-/// random bits (see [`regente_core::ids::id_bits`]).
+/// A fresh object id, 16 lowercase hex digits: the millisecond it was made,
+/// then 32 random bits (see [`regente_core::ids::id_bits`]).
 pub fn new_id() -> String {
-    let seconds = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs());
-    regente_core::ids::format_id(regente_core::ids::id_bits(seconds, rand::random()))
+    regente_core::ids::format_id(regente_core::ids::id_bits(
+        now_millis() as u64,
+        rand::random(),
+    ))
 }
 
 /// A random string of `len` characters from `[A-Za-z0-9]`.
