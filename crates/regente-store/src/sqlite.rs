@@ -546,6 +546,58 @@ fn select_logs(
     )
 }
 
+/// Log lines per multi-row INSERT: 6 values each, well under SQLite's 32,766.
+const LOG_LINES_PER_INSERT: usize = 256;
+
+/// Inserts log lines: full chunks by one statement each (a long log's lines come
+/// a thousand to a report), the rest one by one (a report's few lines), both
+/// with statements prepared once.
+fn insert_log_lines(
+    conn: &Connection,
+    execution_id: &str,
+    organization_id: &str,
+    lines: &[(&EventRecord, &str, &str)],
+) -> Result<()> {
+    let mut chunks = lines.chunks_exact(LOG_LINES_PER_INSERT);
+    if chunks.len() > 0 {
+        let rows = vec!["(?, ?, ?, ?, ?, ?)"; LOG_LINES_PER_INSERT].join(", ");
+        let sql = format!(
+            "INSERT INTO execution_logs \
+             (execution_id, seq, organization_id, time, level, message) VALUES {rows}"
+        );
+        let mut insert = conn.prepare_cached(&sql).map_err(other)?;
+        for chunk in chunks.by_ref() {
+            let seqs: Vec<i64> = chunk.iter().map(|(event, ..)| event.seq as i64).collect();
+            let mut values: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 6);
+            for ((event, level, message), seq) in chunk.iter().zip(&seqs) {
+                values.extend([
+                    &execution_id as &dyn rusqlite::ToSql,
+                    seq,
+                    &organization_id,
+                    &event.time,
+                    level,
+                    message,
+                ]);
+            }
+            insert.execute(values.as_slice()).map_err(other)?;
+        }
+    }
+    let mut insert = conn.prepare_cached(INSERT_LOG).map_err(other)?;
+    for (event, level, message) in chunks.remainder() {
+        insert
+            .execute(params![
+                execution_id,
+                event.seq as i64,
+                organization_id,
+                event.time,
+                level,
+                message
+            ])
+            .map_err(other)?;
+    }
+    Ok(())
+}
+
 fn insert_user(conn: &Connection, user: &User) -> Result<()> {
     insert(
         conn,
@@ -793,19 +845,7 @@ fn record_events(
             ended: false,
         });
     }
-    let mut insert = conn.prepare_cached(INSERT_LOG).map_err(other)?;
-    for (event, level, message) in &applied.lines {
-        insert
-            .execute(params![
-                execution_id,
-                event.seq as i64,
-                organization_id,
-                event.time,
-                level,
-                message
-            ])
-            .map_err(other)?;
-    }
+    insert_log_lines(conn, execution_id, &organization_id, &applied.lines)?;
     let target = &applied.target;
     let last = target.last_event_seq as i64;
     match applied.ending {

@@ -86,6 +86,7 @@ conformance! {
         concurrent_claims_hand_out_each_run_once,
         cancel_racing_start,
         every_acknowledged_write_is_read_at_once,
+        a_long_batch_of_lines_is_stored_whole_and_in_order,
     ],
     url: [
         reopened_and_shared_by_two_servers,
@@ -2226,5 +2227,31 @@ async fn every_acknowledged_write_is_read_at_once(store: Arc<dyn Store>) {
         assert_eq!(seen.status, ExecutionStatus::Canceled, "round {round}");
         let seen = w.store.get_execution(&w.org.id, &id).await.unwrap();
         assert_eq!(seen.status, ExecutionStatus::Canceled, "round {round}");
+    }
+}
+
+/// A report of over a thousand lines, as a chatty robot's agent sends: every line
+/// is stored once, in order, with its own time and text.
+async fn a_long_batch_of_lines_is_stored_whole_and_in_order(store: Arc<dyn Store>) {
+    let w = world(store).await;
+    let (id, lease) = w.running(1).await;
+    let batch: Vec<EventRecord> = (1..=1_100)
+        .map(|seq| log(seq, &format!("line {seq}")))
+        .collect();
+    assert_eq!(
+        w.report(&id, &lease, &batch[..700]).await,
+        stored(700, false)
+    );
+    // Sent again from line 600 on, with 400 more: only those are new.
+    assert_eq!(
+        w.report(&id, &lease, &batch[599..]).await,
+        stored(1_100, false)
+    );
+    let lines = w.store.execution_logs(&w.org.id, &id).await.unwrap();
+    assert_eq!(lines.len(), 1_100);
+    for (line, seq) in lines.iter().zip(1..) {
+        assert_eq!(line.seq, seq);
+        assert_eq!(line.time, 5_000 + seq);
+        assert_eq!(line.message, format!("line {seq}"));
     }
 }
