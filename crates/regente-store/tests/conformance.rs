@@ -9,10 +9,8 @@
 
 use std::collections::{BTreeSet, HashSet};
 use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use regente_core::{ExecutionStatus, Role};
 use regente_store::{
@@ -21,7 +19,9 @@ use regente_store::{
     Organization, Robot, Runtime, Store, User,
 };
 use serde_json::json;
-use sqlx::{Connection, Executor, PgConnection};
+
+mod support;
+use support::with_database;
 
 // ---------------------------------------------------------------------------
 // Running every test on every backend.
@@ -110,65 +110,12 @@ where
     F: FnOnce(Arc<dyn Store>, String) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let Some(server) = std::env::var("REGENTE_TEST_PG_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        println!("skipped: REGENTE_TEST_PG_URL is not set, so {name} did not run on PostgreSQL");
-        return;
-    };
-    let database = format!("regente_test_{}", unique_suffix());
-    let mut admin = PgConnection::connect(&server)
-        .await
-        .expect("connect to REGENTE_TEST_PG_URL");
-    admin
-        .execute(format!("CREATE DATABASE {database}").as_str())
-        .await
-        .expect("create the test database (the role needs CREATEDB)");
-    admin.close().await.ok();
-    let url = with_database(&server, &database);
-    // On a task of its own, so that the database is dropped even if the test panics.
-    let outcome = tokio::spawn(async move {
+    support::with_postgres(name, 1, |urls| async move {
+        let url = urls.into_iter().next().expect("one database");
         let store = regente_store::open(&url).await.expect("open PostgreSQL");
         test(store, url).await;
     })
     .await;
-    if let Ok(mut admin) = PgConnection::connect(&server).await {
-        let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
-        if let Err(e) = admin.execute(drop.as_str()).await {
-            eprintln!("cannot drop the test database {database}: {e}");
-        }
-        admin.close().await.ok();
-    }
-    if let Err(e) = outcome {
-        match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => panic!("{name} did not finish: {e}"),
-        }
-    }
-}
-
-/// `url` with its database replaced, query kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let query = tail.find('?').map_or("", |at| &tail[at..]);
-    format!("{scheme}://{authority}/{database}{query}")
-}
-
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{:016x}", hasher.finish())
 }
 
 #[tokio::test]

@@ -6,13 +6,9 @@
 //! creates databases of its own and drops them at the end. Without the variable
 //! they say they were skipped and pass.
 
-use std::future::Future;
-use std::hash::{BuildHasher, Hasher};
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use regente_core::{ExecutionStatus, Role};
 use regente_store::copy::copy;
@@ -23,86 +19,16 @@ use regente_store::{
 };
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
-use sqlx::{Connection, Executor, PgConnection};
+
+mod support;
+use sqlx::{Connection, PgConnection};
+use support::with_postgres;
 
 // ---------------------------------------------------------------------------
 // Databases.
 
 fn sqlite_url(dir: &Path, name: &str) -> String {
     format!("sqlite://{}", dir.join(name).display())
-}
-
-/// Runs `test` with `count` fresh PostgreSQL database URLs, then drops them; says
-/// it was skipped when `REGENTE_TEST_PG_URL` is not set.
-async fn with_postgres<F, Fut>(name: &str, count: usize, test: F)
-where
-    F: FnOnce(Vec<String>) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    let Some(server) = std::env::var("REGENTE_TEST_PG_URL")
-        .ok()
-        .filter(|url| !url.is_empty())
-    else {
-        println!("skipped: REGENTE_TEST_PG_URL is not set, so {name} did not run on PostgreSQL");
-        return;
-    };
-    let databases: Vec<String> = (0..count)
-        .map(|_| format!("regente_test_{}", unique_suffix()))
-        .collect();
-    let mut admin = PgConnection::connect(&server)
-        .await
-        .expect("connect to REGENTE_TEST_PG_URL");
-    for database in &databases {
-        admin
-            .execute(format!("CREATE DATABASE {database}").as_str())
-            .await
-            .expect("create the test database (the role needs CREATEDB)");
-    }
-    admin.close().await.ok();
-    let urls = databases
-        .iter()
-        .map(|database| with_database(&server, database))
-        .collect();
-    // On a task of its own, so that the databases are dropped even if the test panics.
-    let outcome = tokio::spawn(test(urls)).await;
-    if let Ok(mut admin) = PgConnection::connect(&server).await {
-        for database in &databases {
-            let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
-            if let Err(e) = admin.execute(drop.as_str()).await {
-                eprintln!("cannot drop the test database {database}: {e}");
-            }
-        }
-        admin.close().await.ok();
-    }
-    if let Err(e) = outcome {
-        match e.try_into_panic() {
-            Ok(panic) => std::panic::resume_unwind(panic),
-            Err(e) => panic!("{name} did not finish: {e}"),
-        }
-    }
-}
-
-/// `url` with its database replaced, query kept.
-fn with_database(url: &str, database: &str) -> String {
-    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    let query = tail.find('?').map_or("", |at| &tail[at..]);
-    format!("{scheme}://{authority}/{database}{query}")
-}
-
-fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
-    format!("{:016x}", hasher.finish())
 }
 
 /// What the stores do not show through the trait, read with plain SQL (the same

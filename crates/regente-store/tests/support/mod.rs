@@ -1,0 +1,84 @@
+//! What the store's test binaries share: fresh PostgreSQL databases per test.
+
+// Each test binary uses a part of this module.
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::hash::{BuildHasher, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use sqlx::{Connection, Executor, PgConnection};
+
+/// Runs `test` with `count` fresh PostgreSQL database URLs, then drops them; says
+/// it was skipped when `REGENTE_TEST_PG_URL` is not set.
+pub async fn with_postgres<F, Fut>(name: &str, count: usize, test: F)
+where
+    F: FnOnce(Vec<String>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let Some(server) = std::env::var("REGENTE_TEST_PG_URL")
+        .ok()
+        .filter(|url| !url.is_empty())
+    else {
+        println!("skipped: REGENTE_TEST_PG_URL is not set, so {name} did not run on PostgreSQL");
+        return;
+    };
+    let databases: Vec<String> = (0..count)
+        .map(|_| format!("regente_test_{}", unique_suffix()))
+        .collect();
+    let mut admin = PgConnection::connect(&server)
+        .await
+        .expect("connect to REGENTE_TEST_PG_URL");
+    for database in &databases {
+        admin
+            .execute(format!("CREATE DATABASE {database}").as_str())
+            .await
+            .expect("create the test database (the role needs CREATEDB)");
+    }
+    admin.close().await.ok();
+    let urls = databases
+        .iter()
+        .map(|database| with_database(&server, database))
+        .collect();
+    // On a task of its own, so that the databases are dropped even if the test panics.
+    let outcome = tokio::spawn(test(urls)).await;
+    if let Ok(mut admin) = PgConnection::connect(&server).await {
+        for database in &databases {
+            let drop = format!("DROP DATABASE IF EXISTS {database} WITH (FORCE)");
+            if let Err(e) = admin.execute(drop.as_str()).await {
+                eprintln!("cannot drop the test database {database}: {e}");
+            }
+        }
+        admin.close().await.ok();
+    }
+    if let Err(e) = outcome {
+        match e.try_into_panic() {
+            Ok(panic) => std::panic::resume_unwind(panic),
+            Err(e) => panic!("{name} did not finish: {e}"),
+        }
+    }
+}
+
+/// `url` with its database replaced, query kept.
+pub fn with_database(url: &str, database: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a postgres:// URL");
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let query = tail.find('?').map_or("", |at| &tail[at..]);
+    format!("{scheme}://{authority}/{database}{query}")
+}
+
+fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
+    format!("{:016x}", hasher.finish())
+}
