@@ -55,13 +55,16 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 const STATEMENT_CACHE: usize = 64;
 /// How often the WAL is copied back into the database while writes go on.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
-/// The WAL's size, in pages, at which the writer checkpoints by itself. Under
-/// steady writes the checkpoint thread copies most frames but can never find the
-/// WAL fully copied, so the WAL would only grow; the writer's own checkpoint,
-/// between two of its transactions, finishes the copy (little is left by then)
-/// and lets the next transaction start the WAL over. It also bounds what a
-/// start after a crash has to read back.
-const WRITER_CHECKPOINT_PAGES: u32 = 2_000;
+/// The WAL's size at which the writer checkpoints by itself. Under steady writes
+/// the checkpoint thread copies most frames but can never find the WAL fully
+/// copied, so the WAL would only grow. The writer's own checkpoint, between two
+/// of its transactions and after idle readers let go of their snapshots,
+/// finishes the copy (little is left by then), and the next transaction starts
+/// the WAL over. It also bounds what a start after a crash has to read back.
+/// (SQLite's own automatic checkpoint is off: it would not release the readers.)
+const WRITER_CHECKPOINT_BYTES: u64 = 8 << 20;
+/// Commits between two looks at the WAL's size by the writer.
+const WAL_SIZE_CHECK_EVERY: u64 = 32;
 /// The WAL file is cut back to this size when it starts over.
 const WAL_SIZE_LIMIT: i64 = 16 << 20;
 /// How long the checkpoint at close waits for readers to finish.
@@ -100,7 +103,7 @@ impl SqliteStore {
         let writer = open_connection(&path, false)
             .with_context(|| format!("cannot open the database {url:?} for writing"))?;
         writer
-            .pragma_update(None, "wal_autocheckpoint", WRITER_CHECKPOINT_PAGES)
+            .pragma_update(None, "wal_autocheckpoint", 0)
             .and_then(|()| writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT))
             .context("cannot set the WAL's limits")?;
         let commits = Arc::new(AtomicU64::new(0));
@@ -116,10 +119,10 @@ impl SqliteStore {
         let checkpoints = open_connection(&readers.path, false)
             .with_context(|| format!("cannot open the database {url:?} for checkpoints"))?;
         let (jobs, queue) = mpsc::channel();
-        let committed = commits.clone();
+        let writer_readers = readers.clone();
         std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || write_loop(writer, queue, &committed))
+            .spawn(move || write_loop(writer, queue, &writer_readers))
             .context("cannot start the SQLite writer thread")?;
         let (checkpointer, stop) = mpsc::channel();
         let reading = readers.clone();
@@ -278,7 +281,9 @@ where
 /// Group commit: the writes that queued while one transaction committed go into
 /// the next one, each under its own savepoint so that one failing undoes only
 /// itself, and one fsync acknowledges them all.
-fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, commits: &AtomicU64) {
+fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, readers: &Readers) {
+    let commits = &readers.commits;
+    let wal = wal_path(&readers.path);
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_WRITE_BATCH);
     while let Ok(job) = queue.recv() {
         batch.push(job);
@@ -294,14 +299,26 @@ fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, commit
         }
         // Counted before anyone is answered: a reader that sees the old count may
         // only miss writes whose callers are still waiting.
-        commits.fetch_add(1, Ordering::Release);
+        let count = commits.fetch_add(1, Ordering::Release) + 1;
         for job in batch.drain(..) {
             job.answer(commit_error.as_deref());
+        }
+        let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if count.is_multiple_of(WAL_SIZE_CHECK_EVERY) && wal_size() > WRITER_CHECKPOINT_BYTES {
+            if let Err(e) = restart_wal(&conn, readers) {
+                tracing::warn!(error = %e, "cannot checkpoint the database");
+            }
         }
     }
 }
 
 fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
+    if !conn.is_autocommit() {
+        // A rollback after an earlier failure did not happen: every later BEGIN
+        // would fail. Try it again first.
+        tracing::warn!("the writer's connection was left in a transaction; rolling it back");
+        conn.execute_batch("ROLLBACK")?;
+    }
     // A batch is synced when any of its writes needs it. The setting holds for
     // the connection: set it before each transaction.
     let synced = batch
@@ -332,6 +349,37 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite:
         let _ = conn.execute_batch("ROLLBACK");
     }
     result
+}
+
+/// Copies the whole WAL back and has the next write start it over (a RESTART
+/// checkpoint), from the writer's thread between two transactions. Readers keep
+/// snapshots, which hold a restart back: counting this as a commit makes each
+/// reader let go of its snapshot when next used or returned, and idle ones are
+/// released here, between short waits.
+fn restart_wal(conn: &Connection, readers: &Readers) -> rusqlite::Result<()> {
+    readers.commits.fetch_add(1, Ordering::Release);
+    conn.busy_timeout(Duration::from_millis(5))?;
+    let mut restarted = false;
+    for _ in 0..10 {
+        readers.release_idle_snapshots();
+        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| row.get(0))?;
+        if busy == 0 {
+            restarted = true;
+            break;
+        }
+    }
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if !restarted {
+        tracing::debug!("the WAL could not start over yet: readers still use it");
+    }
+    Ok(())
+}
+
+/// The WAL file of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
 }
 
 /// Copies the WAL back into the database file beside the writer, so that the
@@ -410,8 +458,9 @@ impl Readers {
             }
         }
         let result = read(&reader.conn);
-        if result.is_err() {
-            // The error may have ended the transaction: start afresh next time.
+        if result.is_err() || self.commits.load(Ordering::Acquire) != commits {
+            // After an error the transaction may be over; after a commit the
+            // snapshot is stale, and an idle one would hold checkpoints back.
             reader.end_snapshot();
         }
         let mut idle = self.lock();
@@ -1409,16 +1458,31 @@ impl Store for SqliteStore {
 
     async fn close(&self) {
         let readers = self.readers.clone();
-        let checkpointed = tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-            readers.release_idle_snapshots();
+        let checkpointed = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
             let conn = open_connection(&readers.path, false)?;
-            conn.busy_timeout(CLOSE_WAIT)?;
-            conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
+            // Runtime sessions may still read as the server stops: let go of idle
+            // snapshots again between short tries, rather than wait on them.
+            conn.busy_timeout(Duration::from_millis(20))?;
+            let deadline = Instant::now() + CLOSE_WAIT;
+            loop {
+                readers.release_idle_snapshots();
+                let busy: i64 =
+                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+                if busy == 0 {
+                    return Ok(true);
+                }
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         })
         .await;
         match checkpointed {
-            Ok(Ok(())) => {}
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::warn!("the WAL was still in use at close: left for the next start")
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot empty the WAL at close"),
             Err(e) => tracing::warn!(error = %e, "cannot empty the WAL at close"),
         }

@@ -117,3 +117,62 @@ async fn closing_copies_the_wal_back_and_empties_it() {
     let reopened = regente_store::open(&url).await.unwrap();
     assert_eq!(reopened.get_user(&admin.id).await.unwrap(), admin);
 }
+
+/// Steady writes with reads between them (each read keeps its snapshot while it
+/// can) do not grow the WAL without bound: it starts over once copied back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_wal_stays_bounded_under_steady_writes_and_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("regente.db").display());
+    let wal = dir.path().join("regente.db-wal");
+    let store = regente_store::open(&url).await.unwrap();
+    let organization = regente_store::Organization {
+        id: "00000000000000a1".into(),
+        name: "root".into(),
+        is_root: true,
+        created_at: 1,
+    };
+    let admin = regente_store::User {
+        id: "00000000000000a2".into(),
+        organization_id: organization.id.clone(),
+        username: "admin".into(),
+        password_hash: "hash".into(),
+        role: regente_core::Role::Admin,
+        created_at: 1,
+    };
+    store
+        .create_organization(&organization, &admin)
+        .await
+        .unwrap();
+    let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let reader = {
+        let (store, reading, id) = (store.clone(), reading.clone(), admin.id.clone());
+        tokio::spawn(async move {
+            while reading.load(std::sync::atomic::Ordering::Relaxed) {
+                store.get_user(&id).await.unwrap();
+                tokio::task::yield_now().await;
+            }
+        })
+    };
+    // 64 MiB written in 256 KiB packages, four times the WAL's size limit.
+    let mut largest = 0;
+    for version in 1..=256u32 {
+        let upload = regente_store::NewRobotVersion {
+            organization_id: organization.id.clone(),
+            new_robot_id: "00000000000000b1".into(),
+            name: "big".into(),
+            sha256: format!("{version:064x}"),
+            manifest: "name = \"big\"".into(),
+            package: vec![version as u8; 256 << 10],
+            created_at: 1,
+        };
+        store.add_robot_version(&upload).await.unwrap();
+        largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
+    }
+    reading.store(false, std::sync::atomic::Ordering::Relaxed);
+    reader.await.unwrap();
+    assert!(
+        largest < 32 << 20,
+        "the WAL reached {largest} bytes for 64 MiB written"
+    );
+}

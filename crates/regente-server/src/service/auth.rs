@@ -4,10 +4,12 @@
 //! on the blocking pool behind a semaphore so that a login storm can neither starve
 //! the async workers nor exhaust memory. Tokens are HS512 JWTs with the algorithm
 //! pinned. A token checked once (signature, expiry, and its user still there) is
-//! remembered with its caller, so later requests skip the HMAC and the user's
-//! read; deleting a user forgets their tokens at once on this server and, through
-//! the store's notices, on the others (every one is forgotten when notices may
-//! have been missed).
+//! remembered with its caller for a few seconds, so requests in between skip the
+//! HMAC and the user's read; deleting a user forgets their tokens at once on this
+//! server and, through the store's notices, on the others (every one is forgotten
+//! when notices may have been missed). A notice lost all the same (a crash
+//! between the delete and the notice) leaves a deleted user's token working for
+//! at most [`RECHECK_AFTER`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -52,7 +54,11 @@ struct KnownTokens {
 struct KnownToken {
     caller: Caller,
     expires: i64,
+    checked: Instant,
 }
+
+/// How long a token's check is trusted before its user is read again.
+pub const RECHECK_AFTER: Duration = Duration::from_secs(5);
 
 /// Tokens remembered; past this the memory starts over.
 const KNOWN_TOKENS: usize = 4096;
@@ -97,7 +103,10 @@ impl Auth {
     fn known_caller(&self, token: &str) -> Result<Caller, u64> {
         let known = self.known();
         match known.tokens.get(token) {
-            Some(entry) if now_millis() / 1000 <= entry.expires + self.validation.leeway as i64 => {
+            Some(entry)
+                if entry.checked.elapsed() < RECHECK_AFTER
+                    && now_millis() / 1000 <= entry.expires + self.validation.leeway as i64 =>
+            {
                 Ok(entry.caller.clone())
             }
             _ => Err(known.forgotten),
@@ -115,9 +124,14 @@ impl Auth {
             known.tokens.clear();
         }
         let caller = caller.clone();
-        known
-            .tokens
-            .insert(token.to_owned(), KnownToken { caller, expires });
+        known.tokens.insert(
+            token.to_owned(),
+            KnownToken {
+                caller,
+                expires,
+                checked: Instant::now(),
+            },
+        );
     }
 
     /// Forgets the tokens of a deleted user.

@@ -85,7 +85,7 @@ pub async fn latest_version(
             .await,
         || format!("robot {id} not found"),
     )?;
-    let manifest = ctx.manifests.parse(&version.manifest).map_err(|e| {
+    let manifest = ctx.manifests.parse(&version).map_err(|e| {
         Error::Internal(anyhow::anyhow!(
             "stored manifest of robot {id} version {}: {e}",
             version.version
@@ -94,7 +94,8 @@ pub async fn latest_version(
     Ok((version, manifest))
 }
 
-/// Parsed manifests by their text. A stored version never changes, so an entry
+/// Parsed manifests by their package's SHA-256 (the manifest is in the package,
+/// so the digest names its text). A stored version never changes, so an entry
 /// never goes stale; parsing TOML at every run request would cost more than the
 /// rest of the request's work in the store.
 #[derive(Default)]
@@ -103,19 +104,22 @@ pub struct ManifestCache {
 }
 
 /// Manifests kept; past this the cache starts over.
-const MANIFESTS_KEPT: usize = 1024;
+const MANIFESTS_KEPT: usize = 256;
 
 impl ManifestCache {
-    pub fn parse(&self, text: &str) -> Result<Arc<RobotManifest>, regente_core::ManifestError> {
-        if let Some(manifest) = self.lock().get(text) {
+    pub fn parse(
+        &self,
+        version: &RobotVersion,
+    ) -> Result<Arc<RobotManifest>, regente_core::ManifestError> {
+        if let Some(manifest) = self.lock().get(&version.sha256) {
             return Ok(manifest.clone());
         }
-        let manifest = Arc::new(RobotManifest::parse(text)?);
+        let manifest = Arc::new(RobotManifest::parse(&version.manifest)?);
         let mut parsed = self.lock();
         if parsed.len() >= MANIFESTS_KEPT {
             parsed.clear();
         }
-        parsed.insert(text.to_owned(), manifest.clone());
+        parsed.insert(version.sha256.clone(), manifest.clone());
         Ok(manifest)
     }
 

@@ -1,5 +1,7 @@
 //! Users of an organisation.
 
+use std::sync::Arc;
+
 use regente_core::Role;
 use regente_store::User;
 
@@ -69,15 +71,20 @@ pub async fn list(ctx: &Context, caller: &Caller) -> Result<Vec<User>> {
     Ok(ctx.store.list_users(&caller.organization_id).await?)
 }
 
-pub async fn delete(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
+pub async fn delete(ctx: &Arc<Context>, caller: &Caller, id: &str) -> Result<()> {
     if id == caller.user_id {
         return Err(Error::Conflict("you cannot delete your own user".into()));
     }
-    or_not_found(
-        ctx.store.delete_user(&caller.organization_id, id).await,
-        || format!("user {id} not found"),
-    )?;
-    let user_id = id.to_owned();
-    super::announce(ctx, regente_store::Notice::UserDeleted { user_id }).await;
-    Ok(())
+    // On a task of its own: a client hanging up must not leave the user deleted
+    // but their tokens still known.
+    let (ctx, organization_id, id) = (ctx.clone(), caller.organization_id.clone(), id.to_owned());
+    tokio::spawn(async move {
+        or_not_found(ctx.store.delete_user(&organization_id, &id).await, || {
+            format!("user {id} not found")
+        })?;
+        super::announce(&ctx, regente_store::Notice::UserDeleted { user_id: id }).await;
+        Ok(())
+    })
+    .await
+    .map_err(|e| Error::Internal(anyhow::anyhow!("deleting the user failed: {e}")))?
 }
