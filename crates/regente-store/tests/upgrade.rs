@@ -86,24 +86,7 @@ async fn closing_copies_the_wal_back_and_empties_it() {
     let url = format!("sqlite://{}", dir.path().join("regente.db").display());
     let wal = dir.path().join("regente.db-wal");
     let store = regente_store::open(&url).await.unwrap();
-    let organization = regente_store::Organization {
-        id: "00000000000000a1".into(),
-        name: "root".into(),
-        is_root: true,
-        created_at: 1,
-    };
-    let admin = regente_store::User {
-        id: "00000000000000a2".into(),
-        organization_id: organization.id.clone(),
-        username: "admin".into(),
-        password_hash: "hash".into(),
-        role: regente_core::Role::Admin,
-        created_at: 1,
-    };
-    store
-        .create_organization(&organization, &admin)
-        .await
-        .unwrap();
+    let (_, admin) = root_and_admin(&store).await;
     // Read once, so that an idle reader holds a snapshot when the store closes.
     assert_eq!(store.get_user(&admin.id).await.unwrap(), admin);
     assert!(
@@ -126,24 +109,7 @@ async fn the_wal_stays_bounded_under_steady_writes_and_reads() {
     let url = format!("sqlite://{}", dir.path().join("regente.db").display());
     let wal = dir.path().join("regente.db-wal");
     let store = regente_store::open(&url).await.unwrap();
-    let organization = regente_store::Organization {
-        id: "00000000000000a1".into(),
-        name: "root".into(),
-        is_root: true,
-        created_at: 1,
-    };
-    let admin = regente_store::User {
-        id: "00000000000000a2".into(),
-        organization_id: organization.id.clone(),
-        username: "admin".into(),
-        password_hash: "hash".into(),
-        role: regente_core::Role::Admin,
-        created_at: 1,
-    };
-    store
-        .create_organization(&organization, &admin)
-        .await
-        .unwrap();
+    let (organization, admin) = root_and_admin(&store).await;
     let reading = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
     let reader = {
         let (store, reading, id) = (store.clone(), reading.clone(), admin.id.clone());
@@ -175,4 +141,29 @@ async fn the_wal_stays_bounded_under_steady_writes_and_reads() {
         largest < 32 << 20,
         "the WAL reached {largest} bytes for 64 MiB written"
     );
+}
+
+/// Stores the root organisation with its admin.
+async fn root_and_admin(
+    store: &std::sync::Arc<dyn regente_store::Store>,
+) -> (regente_store::Organization, regente_store::User) {
+    let organization = regente_store::Organization {
+        id: "00000000000000a1".into(),
+        name: "root".into(),
+        is_root: true,
+        created_at: 1,
+    };
+    let admin = regente_store::User {
+        id: "00000000000000a2".into(),
+        organization_id: organization.id.clone(),
+        username: "admin".into(),
+        password_hash: "hash".into(),
+        role: regente_core::Role::Admin,
+        created_at: 1,
+    };
+    store
+        .create_organization(&organization, &admin)
+        .await
+        .unwrap();
+    (organization, admin)
 }
