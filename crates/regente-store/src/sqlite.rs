@@ -63,6 +63,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// the WAL over. It also bounds what a start after a crash has to read back.
 /// (SQLite's own automatic checkpoint is off: it would not release the readers.)
 const WRITER_CHECKPOINT_BYTES: u64 = 8 << 20;
+/// Tries of a WAL restart before it waits for a later look.
+const RESTART_TRIES: usize = 64;
 /// Commits between two looks at the WAL's size by the writer.
 const WAL_SIZE_CHECK_EVERY: u64 = 32;
 /// The WAL file is cut back to this size when it starts over.
@@ -352,24 +354,30 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite:
 }
 
 /// Copies the whole WAL back and has the next write start it over (a RESTART
-/// checkpoint), from the writer's thread between two transactions. Readers keep
-/// snapshots, which hold a restart back: counting this as a commit makes each
-/// reader let go of its snapshot when next used or returned, and idle ones are
-/// released here, between short waits.
+/// checkpoint), from the writer's thread between two transactions (no commit can
+/// slip in). Readers keep snapshots, which hold a restart back: counting this as
+/// a commit makes each reader let go of its snapshot when next used or returned,
+/// and idle ones are released here. Tries do not sleep (SQLite's busy handler
+/// would, for milliseconds, with every write waiting): they yield between, and
+/// a reader still on an old snapshot after them only defers the restart.
 fn restart_wal(conn: &Connection, readers: &Readers) -> rusqlite::Result<()> {
     readers.commits.fetch_add(1, Ordering::Release);
-    conn.busy_timeout(Duration::from_millis(5))?;
-    let mut restarted = false;
-    for _ in 0..10 {
+    conn.busy_timeout(Duration::ZERO)?;
+    let mut restarted = Ok(false);
+    for _ in 0..RESTART_TRIES {
         readers.release_idle_snapshots();
-        let busy: i64 = conn.query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| row.get(0))?;
-        if busy == 0 {
-            restarted = true;
+        restarted = conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|busy| busy == 0);
+        if !matches!(restarted, Ok(false)) {
             break;
         }
+        std::thread::yield_now();
     }
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    if !restarted {
+    if !restarted? {
         tracing::debug!("the WAL could not start over yet: readers still use it");
     }
     Ok(())
