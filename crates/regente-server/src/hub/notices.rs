@@ -1,8 +1,9 @@
 //! Relays the notices of other servers sharing the store to the sessions here,
 //! so that a run accepted by one server reaches a runtime connected to another at
-//! once. Notices can be missed (a listener reconnecting), so every session is
-//! also resynchronised now and then: it claims whatever waits and sends again
-//! the cancels pending for robots it runs.
+//! once. Notices can be missed (a listener reconnecting), and a wake-up can be
+//! too on one server (a run request dropped between its commit and its notice),
+//! so every session is also resynchronised now and then: it claims whatever
+//! waits and sends again the cancels pending for robots it runs.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,14 +13,18 @@ use tokio::sync::broadcast::error::RecvError;
 
 use crate::service::Context;
 
-/// How often sessions look at the queue without being told, on a shared store.
+/// How often sessions look at the queue without being told.
 const SAFETY_NET: Duration = Duration::from_secs(5);
 
 pub async fn run(ctx: Arc<Context>) {
-    let Some(mut notices) = ctx.store.notices() else {
-        return; // An unshared store: every change comes through this server.
-    };
     let mut tick = tokio::time::interval(SAFETY_NET);
+    let Some(mut notices) = ctx.store.notices() else {
+        // An unshared store: every change comes through this server.
+        loop {
+            tick.tick().await;
+            ctx.hub.resync_all();
+        }
+    };
     loop {
         tokio::select! {
             notice = notices.recv() => match notice {
