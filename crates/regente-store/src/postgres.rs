@@ -813,15 +813,14 @@ impl Store for PostgresStore {
         };
         let organization_id: String = row.try_get("organization_id").map_err(other)?;
         let before = event_target_from(&row)?;
-        let first = before.last_event_seq;
-        let applied = apply_events(before, events);
-        if !applied.changed(first) {
+        let acked = before.last_event_seq;
+        let Some(applied) = apply_events(before, events) else {
             // Nothing new: acknowledge without writing.
             return Ok(EventsOutcome::Stored {
-                acked: first,
+                acked,
                 ended: false,
             });
-        }
+        };
         if !applied.lines.is_empty() {
             let (mut log_seqs, mut log_times, mut log_levels, mut log_messages) =
                 (Vec::new(), Vec::new(), Vec::new(), Vec::new());

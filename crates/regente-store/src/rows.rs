@@ -358,17 +358,15 @@ pub(crate) struct AppliedEvents<'e> {
     pub ending: Option<(Millis, Option<i32>, &'e str)>,
 }
 
-impl AppliedEvents<'_> {
-    /// Whether any event was new: otherwise nothing needs writing.
-    pub fn changed(&self, before: u64) -> bool {
-        self.target.last_event_seq != before
-    }
-}
-
 /// Applies the events in order, each once: copies already applied (sent again
 /// after a reconnect) are skipped, and a gap or an event after the end stops
-/// the batch (the agent sends the rest again).
-pub(crate) fn apply_events(mut target: EventTarget, events: &[EventRecord]) -> AppliedEvents<'_> {
+/// the batch (the agent sends the rest again). `None` when no event was new:
+/// nothing needs writing.
+pub(crate) fn apply_events(
+    mut target: EventTarget,
+    events: &[EventRecord],
+) -> Option<AppliedEvents<'_>> {
+    let before = target.last_event_seq;
     let mut lines = Vec::new();
     let mut ending = None;
     for event in events {
@@ -396,11 +394,11 @@ pub(crate) fn apply_events(mut target: EventTarget, events: &[EventRecord]) -> A
         }
         target.last_event_seq = event.seq;
     }
-    AppliedEvents {
+    (target.last_event_seq != before).then_some(AppliedEvents {
         target,
         lines,
         ending,
-    }
+    })
 }
 
 /// The state [`apply_events`] starts from, read from a row with the columns

@@ -894,14 +894,13 @@ fn record_events(
     let Some((organization_id, before)) = row else {
         return Ok(EventsOutcome::Revoked);
     };
-    let first = before.last_event_seq;
-    let applied = apply_events(before, events);
-    if !applied.changed(first) {
+    let acked = before.last_event_seq;
+    let Some(applied) = apply_events(before, events) else {
         return Ok(EventsOutcome::Stored {
-            acked: first,
+            acked,
             ended: false,
         });
-    }
+    };
     insert_log_lines(conn, execution_id, &organization_id, &applied.lines)?;
     let target = &applied.target;
     let last = target.last_event_seq as i64;
