@@ -43,11 +43,15 @@ pub struct AgentConfig {
     /// Server base URLs (`http://host:port`), tried in turn.
     pub servers: Vec<String>,
     pub key: String,
+    /// Made absolute once at start: every path handed to a robot derives from it.
     pub work_dir: PathBuf,
     /// Robots run at once; 0 leaves it to the runtime's setting on the server.
     pub slots: u32,
     /// The `regente` executable, used as each robot's guard process.
     pub guard: Option<PathBuf>,
+    /// The `PATH` robots get and their programs are looked up in; `None` keeps
+    /// the agent's own.
+    pub robot_path: Option<std::ffi::OsString>,
 }
 
 /// One execution the agent holds.
@@ -124,11 +128,23 @@ fn now_millis() -> i64 {
 }
 
 /// Runs the agent until `shutdown` completes.
-pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: AgentConfig,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
     anyhow::ensure!(
         !config.servers.is_empty(),
         "at least one server address is needed"
     );
+    // A robot runs from its package's directory: a relative work directory would
+    // make the paths it is given (its variables file) point nowhere.
+    config.work_dir = std::path::absolute(&config.work_dir).with_context(|| {
+        format!(
+            "cannot resolve the work directory {}",
+            config.work_dir.display()
+        )
+    })?;
+    info!(work_dir = %config.work_dir.display(), "runtime agent starting");
     let journal_dir = config.work_dir.join("journal");
     std::fs::create_dir_all(&journal_dir).with_context(|| {
         format!(
@@ -158,7 +174,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     agent.recover(&journal_dir)?;
     agent.balance_guards();
-    let link = tokio::spawn(connection::maintain(
+    let mut link = tokio::spawn(connection::maintain(
         agent.config.servers.clone(),
         agent.config.key.clone(),
         inbound_tx,
@@ -203,12 +219,20 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         // Only a panic ends the loop on its own: it goes on up, as before.
         ended = &mut looping => ended,
     };
-    link.abort();
     let mut agent = match ended {
         Ok(agent) => agent,
         Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
         Err(e) => return Err(e.into()),
     };
+    // Dropping the outbound side lets the connection close the WebSocket
+    // cleanly; a connection that is down or stuck is cut.
+    agent.outbound = None;
+    if tokio::time::timeout(connection::CLOSE_TIMEOUT, &mut link)
+        .await
+        .is_err()
+    {
+        link.abort();
+    }
     for guard in agent.guards.drain(..) {
         guard.retire().await;
     }
@@ -495,6 +519,7 @@ impl Agent {
                 run.run_dir,
                 &run.manifest,
                 &held.assignment.variables,
+                self.config.robot_path.as_deref(),
             ));
         }
         self.balance_guards();

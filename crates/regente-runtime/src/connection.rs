@@ -12,6 +12,8 @@ use tokio_tungstenite::tungstenite::Message;
 use tracing::{info, warn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a stopping agent waits for its close frame to go out.
+pub const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// Heartbeat period until the server's welcome says otherwise.
@@ -123,7 +125,12 @@ async fn connect_once(
                 }
             }
             message = outgoing.recv() => {
-                let Some(message) = message else { return Ok("the agent stopped") };
+                let Some(message) = message else {
+                    // The agent is stopping: say goodbye, so the server sees a
+                    // normal close rather than a reset.
+                    let _ = tokio::time::timeout(CLOSE_TIMEOUT, sink.close()).await;
+                    return Ok("the agent stopped");
+                };
                 sink.send(Message::Text(serde_json::to_string(&message)?.into())).await?;
             }
             _ = tick.tick() => {

@@ -2,7 +2,7 @@
 //! streams its output as events, enforces the timeout, and kills the whole
 //! process tree on cancel, timeout or revocation.
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -43,6 +43,7 @@ impl RobotRun {
         run_dir: PathBuf,
         manifest: &RobotManifest,
         variables: &serde_json::Value,
+        search_path: Option<&OsStr>,
     ) -> Result<RobotRun, String> {
         let (program, args) = manifest
             .command
@@ -63,9 +64,17 @@ impl RobotRun {
                 value.text_form().into(),
             ));
         }
+        let inherited_path = std::env::var_os("PATH");
+        if let Some(path) = search_path {
+            env.push(("PATH".into(), path.to_owned()));
+        }
         let launch = Launch {
             dir: package_dir.to_path_buf(),
-            program: look_up(program, package_dir),
+            program: look_up(
+                program,
+                package_dir,
+                search_path.or(inherited_path.as_deref()),
+            ),
             args: args.iter().map(OsString::from).collect(),
             env,
         };
@@ -91,14 +100,14 @@ impl RobotRun {
 /// looked up in `PATH` now, once, the way `execvp` would from the package
 /// directory, so that the start tries no directories. Not found, it stays bare
 /// and the start reports it.
-fn look_up(program: &str, package_dir: &Path) -> OsString {
+fn look_up(program: &str, package_dir: &Path, path: Option<&OsStr>) -> OsString {
     if program.contains('/') || program.contains('\\') {
         return package_dir.join(program).into_os_string();
     }
-    let Some(path) = std::env::var_os("PATH") else {
+    let Some(path) = path else {
         return program.into();
     };
-    for dir in std::env::split_paths(&path) {
+    for dir in std::env::split_paths(path) {
         // An empty or relative entry is relative to the robot's directory.
         let candidate = package_dir.join(dir).join(program);
         if is_executable_file(&candidate) {

@@ -18,17 +18,26 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 use crate::config::ServerConfig;
 use crate::hub::{self, Hub};
+use crate::service::organizations::Bootstrap;
 use crate::service::{self, auth::Auth, Context};
 
 pub struct Server {
     listener: TcpListener,
     ctx: Arc<Context>,
-    /// The first admin's generated password, when one was generated.
-    generated_admin_password: Option<String>,
+    /// What the start did about the first admin.
+    bootstrap: Bootstrap,
 }
 
 impl Server {
-    pub async fn build(config: ServerConfig) -> anyhow::Result<Server> {
+    pub async fn build(mut config: ServerConfig) -> anyhow::Result<Server> {
+        // Resolved once, so that what is printed and used later does not depend
+        // on the working directory.
+        config.data_dir = std::path::absolute(&config.data_dir).with_context(|| {
+            format!(
+                "cannot resolve the data directory {}",
+                config.data_dir.display()
+            )
+        })?;
         create_private_dir(&config.data_dir)?;
         let store = regente_store::open(&config.database_url()).await?;
         let secret = jwt_secret(&config, store.as_ref()).await?;
@@ -43,13 +52,16 @@ impl Server {
             hub: Hub::new(service::now_millis()),
             manifests: Default::default(),
         });
-        let generated_admin_password = service::organizations::bootstrap(&ctx)
+        let bootstrap = service::organizations::bootstrap(&ctx)
             .await
             .context("cannot create the first admin")?;
+        if let Bootstrap::Existing { ignored: Some(why) } = &bootstrap {
+            warn!("{why}");
+        }
         Ok(Server {
             listener,
             ctx,
-            generated_admin_password,
+            bootstrap,
         })
     }
 
@@ -59,13 +71,31 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
+    /// The data directory, absolute.
+    pub fn data_dir(&self) -> &Path {
+        &self.ctx.config.data_dir
+    }
+
     /// The shared state, for in-process callers such as `regente up`.
     pub fn context(&self) -> Arc<Context> {
         self.ctx.clone()
     }
 
+    /// The first admin's generated password, when one was generated now.
     pub fn generated_admin_password(&self) -> Option<&str> {
-        self.generated_admin_password.as_deref()
+        match &self.bootstrap {
+            Bootstrap::Created { generated_password } => generated_password.as_deref(),
+            Bootstrap::Existing { .. } => None,
+        }
+    }
+
+    /// Why the configured admin settings were ignored, when they were and differ
+    /// from what the store holds.
+    pub fn ignored_admin_settings(&self) -> Option<&str> {
+        match &self.bootstrap {
+            Bootstrap::Existing { ignored } => ignored.as_deref(),
+            Bootstrap::Created { .. } => None,
+        }
     }
 
     pub async fn run(

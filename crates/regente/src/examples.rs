@@ -7,6 +7,15 @@ pub struct ExampleRobot {
     pub name: &'static str,
     /// Package files: path in the zip and contents.
     pub files: &'static [(&'static str, &'static str)],
+    /// What the runtime's machine must have for the robot to run.
+    pub needs: &'static [Need],
+}
+
+/// Something an example robot needs on the runtime's machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    Python3,
+    RobotFramework,
 }
 
 macro_rules! example_file {
@@ -25,6 +34,7 @@ pub const EXAMPLES: &[ExampleRobot] = &[
             example_file!("hello-shell", "robot.toml"),
             example_file!("hello-shell", "run.sh"),
         ],
+        needs: &[],
     },
     ExampleRobot {
         name: "cnpj-python",
@@ -32,6 +42,7 @@ pub const EXAMPLES: &[ExampleRobot] = &[
             example_file!("cnpj-python", "robot.toml"),
             example_file!("cnpj-python", "main.py"),
         ],
+        needs: &[Need::Python3],
     },
     ExampleRobot {
         name: "report-robotframework",
@@ -39,6 +50,7 @@ pub const EXAMPLES: &[ExampleRobot] = &[
             example_file!("report-robotframework", "robot.toml"),
             example_file!("report-robotframework", "tasks.robot"),
         ],
+        needs: &[Need::Python3, Need::RobotFramework],
     },
 ];
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand};
 
 mod examples;
+mod needs;
 mod up;
 use regente_server::{LoginLimits, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
@@ -97,6 +98,10 @@ struct UpArgs {
     /// Robots the local runtime runs at once.
     #[arg(long, default_value_t = 2)]
     slots: u32,
+    /// Install Robot Framework (for the Robot Framework example) into a Python
+    /// environment of the data directory's own, unless robots can import it already.
+    #[arg(long = "with-robotframework")]
+    with_robot_framework: bool,
 }
 
 #[derive(Args)]
@@ -208,6 +213,7 @@ fn main() -> ExitCode {
                     admin_username: args.admin_user,
                     admin_password: args.admin_password,
                     slots: args.slots.max(1),
+                    with_robot_framework: args.with_robot_framework,
                 };
                 up::up(options, shutdown_signal()).await
             }
@@ -249,6 +255,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Printed once, on the terminal only: it is never logged or stored in clear.
         println!("first admin created: username {admin_username:?}, password {password:?} (shown only now)");
     }
+    println!("data directory {}", server.data_dir().display());
     println!("regente listening on http://{}", server.local_addr());
     server.run(shutdown).await
 }
@@ -280,6 +287,7 @@ async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
         work_dir: args.work_dir,
         slots: args.slots.unwrap_or(0),
         guard: std::env::current_exe().ok(),
+        robot_path: None,
     };
     regente_runtime::run(config, shutdown_signal()).await
 }

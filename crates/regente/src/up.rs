@@ -11,6 +11,7 @@ use regente_server::{Server, ServerConfig};
 use tokio::sync::watch;
 
 use crate::examples::EXAMPLES;
+use crate::needs::{self, Missing};
 
 pub struct UpOptions {
     pub listen: SocketAddr,
@@ -18,34 +19,65 @@ pub struct UpOptions {
     pub admin_username: String,
     pub admin_password: Option<String>,
     pub slots: u32,
+    /// Install Robot Framework into the data directory's own Python environment.
+    pub with_robot_framework: bool,
 }
 
 /// Where `up` keeps its local runtime's id and key between starts (mode 0600).
 const LOCAL_RUNTIME_FILE: &str = "local-runtime";
 
+/// An example robot, loaded or not.
+enum Example {
+    Loaded {
+        name: &'static str,
+        id: String,
+    },
+    Skipped {
+        name: &'static str,
+        missing: Missing,
+    },
+}
+
 pub async fn up(
     options: UpOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) -> anyhow::Result<()> {
-    let mut config = ServerConfig::new(options.data_dir.clone());
+    let data_dir = std::path::absolute(&options.data_dir).with_context(|| {
+        format!(
+            "cannot resolve the data directory {}",
+            options.data_dir.display()
+        )
+    })?;
+    if options.with_robot_framework {
+        needs::install_robot_framework(&data_dir).await?;
+    }
+    let mut config = ServerConfig::new(data_dir.clone());
     config.listen = options.listen;
     config.admin_username = options.admin_username.clone();
     config.admin_password = options.admin_password.clone();
     let server = Server::build(config).await?;
     let ctx = server.context();
     let addr = server.local_addr();
-    let password = server
-        .generated_admin_password()
-        .map(str::to_owned)
-        .or(options.admin_password.clone());
+    let password = match (
+        server.generated_admin_password(),
+        server.ignored_admin_settings(),
+    ) {
+        (Some(generated), _) => Password::Shown(generated.to_owned()),
+        (None, Some(why)) => Password::Ignored(why.to_owned()),
+        (None, None) => options
+            .admin_password
+            .clone()
+            .map_or(Password::AsFirstSet, Password::Shown),
+    };
     let admin = ctx
         .store
         .find_user_by_username(&options.admin_username)
         .await?
         .with_context(|| {
             format!(
-                "no user {:?} in this data directory",
-                options.admin_username
+                "no user {:?} in the data directory {}: start with the admin's name (REGENTE_ADMIN_USER)",
+                options.admin_username,
+                data_dir.display()
             )
         })?;
     let caller = Caller {
@@ -54,10 +86,21 @@ pub async fn up(
         organization_id: admin.organization_id.clone(),
         role: admin.role,
     };
-    let (runtime_id, key) = local_runtime(&ctx, &caller, &options.data_dir, options.slots).await?;
-    let mut robot_ids = Vec::new();
+    let (runtime_id, key) = local_runtime(&ctx, &caller, &data_dir, options.slots).await?;
+    let robot_path = needs::robot_path(&data_dir);
+    let install = install_command();
+    let mut examples = Vec::new();
     let existing = robots::list(&ctx, &caller).await?;
     for example in EXAMPLES {
+        if let Some(missing) =
+            needs::first_missing(example.needs, robot_path.as_deref(), &install).await
+        {
+            examples.push(Example::Skipped {
+                name: example.name,
+                missing,
+            });
+            continue;
+        }
         let package = example.package()?;
         let sha256 = regente_package::sha256_hex(&package);
         let known = existing
@@ -67,37 +110,63 @@ pub async fn up(
             Some(robot) => robot.id.clone(),
             None => robots::upload(&ctx, &caller, package).await?.robot_id,
         };
-        robot_ids.push((example.name, id));
+        examples.push(Example::Loaded {
+            name: example.name,
+            id,
+        });
     }
     let token = ctx.auth.issue(&admin)?;
 
-    let (stop, stopped) = watch::channel(false);
+    let (stop_server, server_stopped) = watch::channel(false);
+    let (stop_agent, agent_stopped) = watch::channel(false);
     let until_stopped = |mut stopped: watch::Receiver<bool>| async move {
         let _ = stopped.wait_for(|stop| *stop).await;
     };
-    let server_task = tokio::spawn(server.run(until_stopped(stopped.clone())));
+    let server_task = tokio::spawn(server.run(until_stopped(server_stopped)));
     let agent = regente_runtime::AgentConfig {
         servers: vec![format!("http://{addr}")],
         key,
-        work_dir: options.data_dir.join("local-runtime-work"),
+        work_dir: data_dir.join("local-runtime-work"),
         slots: options.slots,
         guard: std::env::current_exe().ok(),
+        robot_path,
     };
-    let agent_task = tokio::spawn(regente_runtime::run(agent, until_stopped(stopped)));
+    let agent_task = tokio::spawn(regente_runtime::run(agent, until_stopped(agent_stopped)));
 
-    print_welcome(
+    print_welcome(&Welcome {
         addr,
-        &options.admin_username,
-        password.as_deref(),
-        &runtime_id,
-        &robot_ids,
-        &token,
-    );
+        data_dir: &data_dir,
+        username: &options.admin_username,
+        password: &password,
+        runtime_id: &runtime_id,
+        examples: &examples,
+        token: &token,
+    });
     shutdown.await;
-    let _ = stop.send(true);
+    // The agent first, so that it closes its connection to a server still up.
+    let _ = stop_agent.send(true);
     agent_task.await??;
+    let _ = stop_server.send(true);
     server_task.await??;
     Ok(())
+}
+
+/// What the welcome says of the admin's password.
+enum Password {
+    Shown(String),
+    AsFirstSet,
+    /// Configured, but ignored: the store had its admin already.
+    Ignored(String),
+}
+
+/// This very command with `--with-robotframework` added: what installs Robot
+/// Framework for `up`.
+fn install_command() -> String {
+    let mut words: Vec<String> = std::env::args().collect();
+    if !words.iter().any(|w| w == "--with-robotframework") {
+        words.push("--with-robotframework".into());
+    }
+    words.join(" ")
 }
 
 /// The local runtime: created on the first `up`, its key kept for the next ones.
@@ -134,38 +203,59 @@ async fn local_runtime(
     Ok((runtime.id, key))
 }
 
-fn print_welcome(
+struct Welcome<'a> {
     addr: SocketAddr,
-    username: &str,
-    password: Option<&str>,
-    runtime_id: &str,
-    robots: &[(&str, String)],
-    token: &str,
-) {
-    let base = format!("http://{addr}");
-    let shell = robots
-        .first()
-        .map(|(_, id)| id.as_str())
-        .unwrap_or_default();
+    data_dir: &'a Path,
+    username: &'a str,
+    password: &'a Password,
+    runtime_id: &'a str,
+    examples: &'a [Example],
+    token: &'a str,
+}
+
+fn print_welcome(welcome: &Welcome) {
+    let base = format!("http://{}", welcome.addr);
+    let (username, runtime_id) = (welcome.username, welcome.runtime_id);
     println!("Regente is up.");
     println!();
     println!("  server     {base}");
-    match password {
-        Some(password) => println!("  admin      {username} / {password}"),
-        None => println!("  admin      {username} (password as set at the first start)"),
+    println!("  data       {}", welcome.data_dir.display());
+    match welcome.password {
+        Password::Shown(password) => println!("  admin      {username} / {password}"),
+        Password::AsFirstSet => {
+            println!("  admin      {username} (password as set at the first start)")
+        }
+        Password::Ignored(why) => {
+            println!("  admin      {username} (password as set at the first start)");
+            println!("  note       {why}");
+        }
     }
     println!("  runtime    {runtime_id} (\"local\", running here)");
-    for (name, id) in robots {
-        println!("  robot      {id} ({name})");
+    let mut shell = None;
+    for example in welcome.examples {
+        match example {
+            Example::Loaded { name, id } => {
+                println!("  robot      {id} ({name})");
+                shell = shell.or((*name == "hello-shell").then_some(id.as_str()));
+            }
+            Example::Skipped { name, missing } => {
+                println!(
+                    "  missing    {name} is not loaded: it needs {}",
+                    missing.what
+                );
+                println!("             fix: {}", missing.fix);
+            }
+        }
     }
     println!();
     println!("Run a robot and read its result:");
     println!();
-    println!("  TOKEN='Bearer {token}'");
-    if let Some(password) = password {
+    println!("  TOKEN='Bearer {}'", welcome.token);
+    if let Password::Shown(password) = welcome.password {
         let encoded = base64::engine::general_purpose::STANDARD.encode(password);
         println!("  # or log in: TOKEN=$(curl -s -X POST {base}/api/user/auth -H 'Content-Type: application/json' -d '{{\"username\":\"{username}\",\"password\":\"{encoded}\"}}')");
     }
+    let shell = shell.unwrap_or_default();
     println!("  ID=$(curl -s -X POST {base}/api/integration/v1/run/{runtime_id}/{shell} -H \"Authorization: $TOKEN\" -H 'Content-Type: application/json' -d '{{\"variables\":[{{\"name\":\"NAME\",\"type\":\"text\",\"value\":\"Regente\"}}]}}')");
     println!(
         "  curl -s {base}/api/integration/v1/result/{runtime_id}/$ID -H \"Authorization: $TOKEN\""

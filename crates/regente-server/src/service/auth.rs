@@ -181,7 +181,11 @@ impl Auth {
         .await
     }
 
-    async fn verify_password(&self, password: Vec<u8>, hash: Option<String>) -> Result<bool> {
+    pub(crate) async fn verify_password(
+        &self,
+        password: Vec<u8>,
+        hash: Option<String>,
+    ) -> Result<bool> {
         self.blocking(move || {
             // Unknown users are checked against a fixed hash so that the answer
             // takes as long as for a known user and does not reveal who exists.

@@ -52,11 +52,25 @@ pub async fn create(
     Ok(organization)
 }
 
-/// On a store with no user: makes the first organisation and its admin. Returns
-/// the generated password when none was configured, to be shown once.
-pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Option<String>> {
+/// What starting on a store did about the configured first admin.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bootstrap {
+    /// The first admin was created; with the generated password, to be shown
+    /// once, when none was configured.
+    Created { generated_password: Option<String> },
+    /// The store has users already: the configured admin settings were not
+    /// used. `ignored` says so in words when they differ from what is stored.
+    Existing { ignored: Option<String> },
+}
+
+/// On a store with no user: makes the first organisation and its admin. On a
+/// store with users, checks whether the configured admin matches what is
+/// stored, so that a password that was silently ignored can be named.
+pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Bootstrap> {
     if ctx.store.count_users().await? > 0 {
-        return Ok(None);
+        return Ok(Bootstrap::Existing {
+            ignored: ignored_admin_settings(ctx).await?,
+        });
     }
     let generated = ctx
         .config
@@ -89,13 +103,43 @@ pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Option<String>> {
     match created {
         Ok(()) => {
             info!(username = %username, "first admin created");
-            Ok(generated)
+            Ok(Bootstrap::Created {
+                generated_password: generated,
+            })
         }
         // Servers starting together on one empty database: another one won.
         Err(regente_store::Error::Conflict(_)) if ctx.store.count_users().await? > 0 => {
             info!("the first admin was created by another server");
-            Ok(None)
+            Ok(Bootstrap::Existing { ignored: None })
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Why a configured admin password was not used, when it does not sign in the
+/// configured admin of a store that has users already.
+async fn ignored_admin_settings(ctx: &Context) -> anyhow::Result<Option<String>> {
+    let Some(password) = &ctx.config.admin_password else {
+        return Ok(None);
+    };
+    let username = &ctx.config.admin_username;
+    let stored = ctx.store.find_user_by_username(username).await?;
+    let reason = match stored {
+        None => format!("this store has no user {username:?}"),
+        Some(user) => {
+            if ctx
+                .auth
+                .verify_password(password.as_bytes().to_vec(), Some(user.password_hash))
+                .await?
+            {
+                return Ok(None);
+            }
+            format!("it is not the stored password of {username:?}")
+        }
+    };
+    Ok(Some(format!(
+        "REGENTE_ADMIN_USER/REGENTE_ADMIN_PASSWORD were ignored: they only create the first admin \
+         of an empty store, and {reason}; to set a new password, run \
+         `regente admin reset-password {username}` with this server's --data-dir or --database-url"
+    )))
 }

@@ -13,3 +13,4 @@ mod replicas;
 mod restart;
 mod support;
 mod up;
+mod walkthrough;
