@@ -8,12 +8,16 @@
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
 //! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
 //!   free of HTTP types.
+//! - [`supervisor`]: background tasks, their stop signal, leader-only work.
+//! - [`clock`]: the one source of time, which tests can move.
 
 pub mod api;
+pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod service;
 pub mod startup;
+pub mod supervisor;
 
 pub use config::{LoginLimits, ServerConfig};
 pub use startup::Server;

@@ -15,11 +15,15 @@ use tracing::{info, warn};
 
 /// How long in-flight requests may take to finish once a stop is requested.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+/// How long background tasks may take to stop after the requests are done.
+const BACKGROUND_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
+use crate::clock::SystemClock;
 use crate::config::ServerConfig;
-use crate::hub::{self, Hub};
+use crate::hub;
 use crate::service::organizations::Bootstrap;
 use crate::service::{self, auth::Auth, Context};
+use crate::supervisor::Supervisor;
 
 pub struct Server {
     listener: TcpListener,
@@ -45,13 +49,7 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let ctx = Arc::new(Context {
-            store,
-            auth,
-            config,
-            hub: Hub::new(service::now_millis()),
-            manifests: Default::default(),
-        });
+        let ctx = Arc::new(Context::new(store, auth, config, Arc::new(SystemClock)));
         let bootstrap = service::organizations::bootstrap(&ctx)
             .await
             .context("cannot create the first admin")?;
@@ -104,8 +102,9 @@ impl Server {
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
         let app = crate::api::router(self.ctx.clone());
-        let sweeper = tokio::spawn(hub::sweeper::run(self.ctx.clone()));
-        let notices = tokio::spawn(hub::notices::run(self.ctx.clone()));
+        let mut background = Supervisor::new(self.ctx.clone());
+        background.spawn("lost-runtime sweeper", hub::sweeper::run);
+        background.spawn("notices", hub::notices::run);
         info!(%addr, "listening");
         // Small answers must not wait on Nagle's algorithm.
         let listener = self.listener.tap_io(|tcp| {
@@ -133,8 +132,7 @@ impl Server {
             served = serving => served.context("the server failed")?,
             _ = grace_over => warn!("requests still open {SHUTDOWN_GRACE:?} after the stop signal were cut"),
         }
-        sweeper.abort();
-        notices.abort();
+        background.stop(BACKGROUND_STOP).await;
         self.ctx.store.close().await;
         info!("stopped");
         Ok(())

@@ -12,21 +12,23 @@ use regente_store::Notice;
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::service::Context;
+use crate::supervisor::StopSignal;
 
 /// How often sessions look at the queue without being told.
 const SAFETY_NET: Duration = Duration::from_secs(5);
 
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
     let mut tick = tokio::time::interval(SAFETY_NET);
     let Some(mut notices) = ctx.store.notices() else {
         // An unshared store: every change comes through this server.
-        loop {
-            tick.tick().await;
+        while stop.wait(SAFETY_NET).await {
             ctx.hub.resync_all();
         }
+        return;
     };
     loop {
         tokio::select! {
+            _ = stop.requested() => return,
             notice = notices.recv() => match notice {
                 Ok(notice) => crate::service::apply(&ctx, &notice),
                 Err(RecvError::Lagged(_)) => crate::service::apply(&ctx, &Notice::Resync),

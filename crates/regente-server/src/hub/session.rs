@@ -12,7 +12,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Command;
-use crate::service::{new_id, now_millis, Context};
+use crate::service::{new_id, Context};
 
 /// How long an agent has to say hello after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,7 +60,7 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
         return;
     }
     // Seen before registered: the lost-runtime check skips a runtime that is either.
-    if let Err(e) = ctx.store.touch_runtime(&runtime.id, now_millis()).await {
+    if let Err(e) = ctx.store.touch_runtime(&runtime.id, ctx.clock.now()).await {
         warn!(runtime = %runtime.id, error = format!("{e:#}"), "cannot record a runtime's visit");
     }
     let (connection, commands) = ctx.hub.register(&runtime.id);
@@ -85,7 +85,7 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
         let reason = "the runtime disconnected before starting it";
         let released = ctx
             .store
-            .end_lease(execution_id, &handed.lease, false, reason, now_millis())
+            .end_lease(execution_id, &handed.lease, false, reason, ctx.clock.now())
             .await;
         if let Err(e) = released {
             warn!(execution = %execution_id, error = format!("{e:#}"), "cannot release an unstarted lease");
@@ -156,7 +156,7 @@ impl Session {
                         return Ok("no heartbeat within the runtime timeout");
                     }
                     if heard_since_tick {
-                        self.ctx.store.touch_runtime(&self.runtime.id, now_millis()).await?;
+                        self.ctx.store.touch_runtime(&self.runtime.id, self.ctx.clock.now()).await?;
                         heard_since_tick = false;
                     }
                     self.send(&ServerMessage::Heartbeat).await?;
@@ -175,7 +175,7 @@ impl Session {
     /// a reconnect or an agent restart.
     async fn reconcile(&mut self, held: Vec<HeldLease>) -> anyhow::Result<()> {
         let store = self.ctx.store.clone();
-        let now = now_millis();
+        let now = self.ctx.clock.now();
         let leases = store.leases_of_runtime(&self.runtime.id).await?;
         for lease in &leases {
             let holding = held
@@ -341,7 +341,12 @@ impl Session {
                 lease,
             } => {
                 if store
-                    .start(&self.runtime.id, &execution_id, &lease, now_millis())
+                    .start(
+                        &self.runtime.id,
+                        &execution_id,
+                        &lease,
+                        self.ctx.clock.now(),
+                    )
                     .await?
                 {
                     self.busy.insert(
@@ -393,7 +398,13 @@ impl Session {
                                 unreachable!()
                             };
                             let outcome = store
-                                .end_lease(&execution_id, &lease, true, &reason, now_millis())
+                                .end_lease(
+                                    &execution_id,
+                                    &lease,
+                                    true,
+                                    &reason,
+                                    self.ctx.clock.now(),
+                                )
                                 .await?;
                             info!(execution = %execution_id, ?outcome, "the agent lost its robot");
                             acked = lost.seq;

@@ -8,19 +8,17 @@ use regente_core::ExecutionStatus;
 use regente_store::{LostOutcome, Millis};
 use tracing::{error, warn};
 
-use crate::service::{now_millis, Context};
+use crate::service::Context;
+use crate::supervisor::StopSignal;
 
-pub async fn run(ctx: Arc<Context>) {
+pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
     let timeout = ctx.config.runtime_timeout;
     let period = (timeout / 10).max(Duration::from_millis(100));
-    let mut tick = tokio::time::interval(period);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Runtimes get a full timeout to reconnect from here on.
     let mut grace_from = ctx.hub.started_at;
-    let mut last_sweep = now_millis();
-    loop {
-        tick.tick().await;
-        let now = now_millis();
+    let mut last_sweep = ctx.clock.now();
+    while stop.wait(period).await {
+        let now = ctx.clock.now();
         // A server that was not running (stopped by SIGSTOP, a VM pause, a long
         // stall) heard nobody meanwhile: that says nothing about its runtimes, so
         // they get a fresh grace period, as after a restart.
@@ -39,7 +37,7 @@ pub async fn run(ctx: Arc<Context>) {
 }
 
 async fn sweep(ctx: &Context, timeout: Duration, grace_from: Millis) -> anyhow::Result<()> {
-    let now = now_millis();
+    let now = ctx.clock.now();
     let timeout_ms = timeout.as_millis() as i64;
     if now - grace_from < timeout_ms {
         return Ok(());

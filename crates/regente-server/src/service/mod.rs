@@ -9,10 +9,10 @@ pub mod runtimes;
 pub mod users;
 
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use regente_store::{Millis, Notice, Store};
 
+use crate::clock::Clock;
 use crate::config::ServerConfig;
 use crate::hub::Hub;
 use auth::Auth;
@@ -24,15 +24,58 @@ pub struct Context {
     pub config: ServerConfig,
     pub hub: Hub,
     pub manifests: robots::ManifestCache,
+    /// The time every decision is made by.
+    pub clock: Arc<dyn Clock>,
 }
 
-/// Who is calling, as established from a valid token.
+impl Context {
+    pub fn new(
+        store: Arc<dyn Store>,
+        auth: Auth,
+        config: ServerConfig,
+        clock: Arc<dyn Clock>,
+    ) -> Context {
+        Context {
+            store,
+            auth,
+            config,
+            hub: Hub::new(clock.now()),
+            manifests: Default::default(),
+            clock,
+        }
+    }
+}
+
+/// Who is calling, as established from a valid token, or the server itself
+/// acting for an organisation (see [`Caller::system`]).
 #[derive(Debug, Clone)]
 pub struct Caller {
+    /// A user's id, or `KIND:ID` for the server acting on its own.
     pub user_id: String,
     pub username: String,
     pub organization_id: String,
     pub role: regente_core::Role,
+}
+
+impl Caller {
+    /// The server acting on its own in an organisation, for the object that
+    /// makes it act (`origin` e.g. `"schedule"`, with that schedule's id). What
+    /// it does is recorded as done by `origin:id` (an execution's
+    /// `submitted_by`), never by a user.
+    pub fn system(organization_id: &str, origin: &str, id: &str) -> Caller {
+        let name = format!("{origin}:{id}");
+        Caller {
+            user_id: name.clone(),
+            username: name,
+            organization_id: organization_id.to_owned(),
+            role: regente_core::Role::Admin,
+        }
+    }
+
+    /// Whether the server itself is acting, rather than a signed-in user.
+    pub fn is_system(&self) -> bool {
+        self.user_id.contains(':')
+    }
 }
 
 /// What went wrong, in words a caller can act on. The API turns each variant into
@@ -104,11 +147,10 @@ pub(crate) async fn announce(ctx: &Context, notice: Notice) {
     }
 }
 
+/// The machine's time, for what is not a decision by time: ids and error
+/// timestamps. Decisions use the [`Context`]'s clock.
 pub fn now_millis() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as Millis)
-        .unwrap_or(0)
+    crate::clock::Clock::now(&crate::clock::SystemClock)
 }
 
 /// A fresh object id, 16 lowercase hex digits: the millisecond it was made,

@@ -4,7 +4,7 @@ use regente_core::Role;
 use regente_store::Organization;
 use tracing::info;
 
-use super::{new_id, now_millis, users, Caller, Context, Error, Result};
+use super::{new_id, users, Caller, Context, Error, Result};
 
 pub async fn create(
     ctx: &Context,
@@ -29,7 +29,7 @@ pub async fn create(
         id: new_id(),
         name: name.to_owned(),
         is_root: false,
-        created_at: now_millis(),
+        created_at: ctx.clock.now(),
     };
     let admin = users::new_user(
         ctx,
@@ -94,7 +94,7 @@ pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Bootstrap> {
                 id: new_id(),
                 name: "default".into(),
                 is_root: true,
-                created_at: now_millis(),
+                created_at: ctx.clock.now(),
             };
             let admin = users::new_user(ctx, &root.id, username, &password, Role::Admin).await?;
             ctx.store.create_organization(&root, &admin).await

@@ -8,7 +8,7 @@ use regente_package::{InspectedPackage, Limits, PackageError};
 use regente_store::{NewRobotVersion, Robot, RobotVersion};
 use tracing::info;
 
-use super::{new_id, now_millis, or_not_found, Caller, Context, Error, Result};
+use super::{new_id, or_not_found, Caller, Context, Error, Result};
 
 pub struct Uploaded {
     pub robot_id: String,
@@ -50,7 +50,7 @@ pub async fn upload(ctx: &Context, caller: &Caller, package: Vec<u8>) -> Result<
             sha256: sha256.clone(),
             manifest: manifest_text,
             package,
-            created_at: now_millis(),
+            created_at: ctx.clock.now(),
         })
         .await?;
     info!(robot = %robot_id, version, "robot version uploaded");

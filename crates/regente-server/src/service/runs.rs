@@ -7,7 +7,7 @@ use regente_store::{
 };
 use sha2::{Digest, Sha256};
 
-use super::{new_id, now_millis, or_not_found, Caller, Context, Error, Result};
+use super::{new_id, or_not_found, Caller, Context, Error, Result};
 
 /// How long an `Idempotency-Key` keeps answering the same execution.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -68,7 +68,7 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
                 user_id: caller.user_id.clone(),
                 key: key.to_owned(),
                 fingerprint: hex::encode(fingerprint.finalize()),
-                expired_before: now_millis() - IDEMPOTENCY_WINDOW_MS,
+                expired_before: ctx.clock.now() - IDEMPOTENCY_WINDOW_MS,
             })
         })
         .transpose()?;
@@ -79,7 +79,7 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
         robot_id: robot_id.to_owned(),
         robot_version: latest.version,
         variables,
-        init: now_millis(),
+        init: ctx.clock.now(),
         submitted_by: caller.user_id.clone(),
         max_attempts: manifest.retries + 1,
     };
@@ -178,7 +178,7 @@ pub async fn cancel(
             &caller.organization_id,
             &execution.id,
             &caller.user_id,
-            now_millis(),
+            ctx.clock.now(),
         )
         .await?;
     match outcome {

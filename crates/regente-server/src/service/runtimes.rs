@@ -5,7 +5,7 @@
 use regente_store::{NewRuntime, Runtime};
 use sha2::{Digest, Sha256};
 
-use super::{new_id, now_millis, random_alphanumeric, Caller, Context, Error, Result};
+use super::{new_id, random_alphanumeric, Caller, Context, Error, Result};
 
 const KEY_LEN: usize = 40;
 const MAX_SLOTS: u32 = 256;
@@ -40,7 +40,7 @@ pub async fn create(
         name: name.to_owned(),
         slots,
         last_seen: None,
-        created_at: now_millis(),
+        created_at: ctx.clock.now(),
     };
     ctx.store
         .create_runtime(&NewRuntime {
@@ -62,5 +62,5 @@ pub fn is_online(ctx: &Context, runtime: &Runtime) -> bool {
     ctx.hub.is_connected(&runtime.id)
         || runtime
             .last_seen
-            .is_some_and(|seen| now_millis() - seen < timeout)
+            .is_some_and(|seen| ctx.clock.now() - seen < timeout)
 }

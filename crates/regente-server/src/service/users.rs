@@ -5,9 +5,7 @@ use std::sync::Arc;
 use regente_core::Role;
 use regente_store::User;
 
-use super::{
-    auth::check_new_password, new_id, now_millis, or_not_found, Caller, Context, Error, Result,
-};
+use super::{auth::check_new_password, new_id, or_not_found, Caller, Context, Error, Result};
 
 pub(crate) const MAX_USERNAME_LEN: usize = 254;
 
@@ -42,7 +40,7 @@ pub async fn new_user(
         username: username.to_owned(),
         password_hash: ctx.auth.hash_password(password).await?,
         role,
-        created_at: now_millis(),
+        created_at: ctx.clock.now(),
     })
 }
 
