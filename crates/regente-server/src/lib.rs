@@ -5,6 +5,7 @@
 //! - [`config`]: [`ServerConfig`], filled by the binary from flags and environment.
 //! - [`startup`]: [`Server::build`] (bind, open the store, bootstrap) and [`Server::run`].
 //! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
+//! - [`console`]: the web console's HTML pages, over the same services.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
 //! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
 //!   free of HTTP types.
@@ -14,6 +15,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod hub;
 pub mod service;
 pub mod startup;

@@ -356,6 +356,9 @@ impl Session {
                             started: true,
                         },
                     );
+                    self.ctx
+                        .hub
+                        .changed(super::Changed::Execution(execution_id.clone()));
                     self.send(&ServerMessage::Started {
                         execution_id,
                         lease,
@@ -410,6 +413,9 @@ impl Session {
                             acked = lost.seq;
                             ended = true;
                         }
+                        self.ctx
+                            .hub
+                            .changed(super::Changed::Execution(execution_id.clone()));
                         self.send(&ServerMessage::Ack {
                             execution_id: execution_id.clone(),
                             lease,

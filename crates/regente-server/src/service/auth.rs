@@ -40,6 +40,8 @@ pub struct Auth {
     limits: LoginLimits,
     /// Tokens known valid, with their caller and expiry (seconds).
     known: Mutex<KnownTokens>,
+    /// The console's sign-ins, under a key of their own.
+    pub sessions: super::sessions::Sessions,
 }
 
 #[derive(Default)]
@@ -91,6 +93,7 @@ impl Auth {
             failures: Mutex::new(FailedLogins::default()),
             limits,
             known: Mutex::new(KnownTokens::default()),
+            sessions: super::sessions::Sessions::new(secret),
         }
     }
 
@@ -265,15 +268,26 @@ pub async fn login(
     client: IpAddr,
 ) -> Result<Login> {
     let auth = &ctx.auth;
-    if let Some(wait) = auth.throttled(username, client) {
-        return Err(Error::TooManyRequests(format!(
-            "too many failed logins for this user or address: try again in {} seconds",
-            wait.as_secs().max(1)
-        )));
-    }
+    check_throttle(ctx, username, client)?;
     let password = decode_base64(password_base64).ok_or_else(|| {
         Error::Invalid("password must be base64-encoded, as the Integration API specifies".into())
     })?;
+    let user = check_password(ctx, username, password, client).await?;
+    Ok(Login {
+        token: auth.issue(&user)?,
+        expires_in: auth.token_lifetime,
+    })
+}
+
+/// The user with this name and password, counting failures against the
+/// username and the client address; the caller has checked the throttle.
+pub(crate) async fn check_password(
+    ctx: &Context,
+    username: &str,
+    password: Vec<u8>,
+    client: IpAddr,
+) -> Result<regente_store::User> {
+    let auth = &ctx.auth;
     let user = ctx.store.find_user_by_username(username).await?;
     let matches = auth
         .verify_password(password, user.as_ref().map(|u| u.password_hash.clone()))
@@ -281,15 +295,23 @@ pub async fn login(
     match user {
         Some(user) if matches => {
             auth.record_success(username);
-            Ok(Login {
-                token: auth.issue(&user)?,
-                expires_in: auth.token_lifetime,
-            })
+            Ok(user)
         }
         _ => {
             auth.record_failure(username, client);
             Err(Error::Unauthorized("bad username or password".into()))
         }
+    }
+}
+
+/// Refuses a login attempt while the username or the address failed too often.
+pub(crate) fn check_throttle(ctx: &Context, username: &str, client: IpAddr) -> Result<()> {
+    match ctx.auth.throttled(username, client) {
+        Some(wait) => Err(Error::TooManyRequests(format!(
+            "too many failed logins for this user or address: try again in {} seconds",
+            wait.as_secs().max(1)
+        ))),
+        None => Ok(()),
     }
 }
 

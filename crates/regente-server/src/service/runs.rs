@@ -157,6 +157,18 @@ pub async fn logs(ctx: &Context, caller: &Caller, execution: &Execution) -> Resu
         .await?)
 }
 
+/// The log lines after `after_seq`, for a live page that has the earlier ones.
+pub async fn logs_after(
+    ctx: &Context,
+    caller: &Caller,
+    execution: &Execution,
+    after_seq: i64,
+) -> Result<Vec<LogLine>> {
+    let mut lines = logs(ctx, caller, execution).await?;
+    lines.retain(|line| line.seq > after_seq);
+    Ok(lines)
+}
+
 pub async fn queue_position(ctx: &Context, execution: &Execution) -> Result<Option<u64>> {
     if execution.status != ExecutionStatus::Pendent {
         return Ok(None);
@@ -181,6 +193,8 @@ pub async fn cancel(
             ctx.clock.now(),
         )
         .await?;
+    ctx.hub
+        .changed(crate::hub::Changed::Execution(execution.id.clone()));
     match outcome {
         CancelOutcome::Canceled { lease: None } => Ok(()),
         CancelOutcome::Canceled { lease: Some(lease) } => {

@@ -2,7 +2,8 @@
 //! shown once at creation and stored only as its SHA-256 (the key is 40 random
 //! characters, so a fast hash is enough and lets the server find it by hash).
 
-use regente_store::{NewRuntime, Runtime};
+use regente_core::ExecutionStatus;
+use regente_store::{Execution, ExecutionFilter, NewRuntime, Runtime};
 use sha2::{Digest, Sha256};
 
 use super::{new_id, random_alphanumeric, Caller, Context, Error, Result};
@@ -63,4 +64,45 @@ pub fn is_online(ctx: &Context, runtime: &Runtime) -> bool {
         || runtime
             .last_seen
             .is_some_and(|seen| ctx.clock.now() - seen < timeout)
+}
+
+/// A runtime as the console shows it: online or not, and what it runs now.
+pub struct RuntimeState {
+    pub runtime: Runtime,
+    pub online: bool,
+    /// Its RUNNING executions, newest first.
+    pub running: Vec<Execution>,
+}
+
+/// Executions read at most to tell what runtimes run now (a runtime has at
+/// most 256 slots).
+const RUNNING_READ: u32 = 500;
+
+/// Every runtime of the organisation with its state (the running executions come
+/// from the status index, not from a walk over all executions).
+pub async fn states(ctx: &Context, caller: &Caller) -> Result<Vec<RuntimeState>> {
+    let runtimes = list(ctx, caller).await?;
+    let running = ctx
+        .store
+        .list_executions(
+            &caller.organization_id,
+            &ExecutionFilter {
+                status: Some(ExecutionStatus::Running),
+                limit: RUNNING_READ,
+                ..ExecutionFilter::default()
+            },
+        )
+        .await?;
+    Ok(runtimes
+        .into_iter()
+        .map(|runtime| RuntimeState {
+            online: is_online(ctx, &runtime),
+            running: running
+                .iter()
+                .filter(|e| e.runtime_id == runtime.id)
+                .cloned()
+                .collect(),
+            runtime,
+        })
+        .collect())
 }

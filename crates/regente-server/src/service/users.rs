@@ -86,3 +86,13 @@ pub async fn delete(ctx: &Arc<Context>, caller: &Caller, id: &str) -> Result<()>
     .await
     .map_err(|e| Error::Internal(anyhow::anyhow!("deleting the user failed: {e}")))?
 }
+
+/// The name of a user of the caller's organisation, for showing who did what;
+/// `None` for a user deleted since (or another organisation's).
+pub async fn name_of(ctx: &Context, caller: &Caller, id: &str) -> Result<Option<String>> {
+    match ctx.store.get_user(id).await {
+        Ok(user) if user.organization_id == caller.organization_id => Ok(Some(user.username)),
+        Ok(_) | Err(regente_store::Error::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}

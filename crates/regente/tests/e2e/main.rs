@@ -6,6 +6,8 @@ mod agent_faults;
 mod agent_runs;
 mod agent_support;
 mod auth;
+mod console;
+mod console_browser;
 mod fuzz;
 mod integration_api;
 mod isolation;
