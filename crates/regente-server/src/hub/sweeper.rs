@@ -57,10 +57,11 @@ async fn sweep(ctx: &Context, timeout: Duration, grace_from: Millis) -> anyhow::
             lease.runtime_id,
             timeout.as_secs_f64()
         );
-        let started = lease.status == ExecutionStatus::Running;
+        // RUNNING means the start was granted: the robot may have been spawned.
+        let spawned = lease.status == ExecutionStatus::Running;
         let outcome = ctx
             .store
-            .end_lease(&lease.execution_id, &lease.lease, started, &reason, now)
+            .end_lease(&lease.execution_id, &lease.lease, spawned, &reason, now)
             .await?;
         if outcome != LostOutcome::Stale {
             warn!(execution = %lease.execution_id, runtime = %lease.runtime_id, ?outcome, "runtime lost");
