@@ -8,12 +8,15 @@
 //! - One module per aggregate, each with its records and its trait:
 //!   [`organizations`] (and users), [`runtimes`], [`robots`], [`executions`] (the
 //!   queue, logs, cancels), [`leases`] (the runtime protocol: claims, starts,
-//!   reports, lost runtimes), [`cluster`] (several servers on one store).
+//!   reports, lost runtimes), [`events`] (the durable event stream every state
+//!   change writes to, with consumers' cursors), [`cluster`] (several servers on
+//!   one store).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
 //! - `rows.rs` (rows into records, the execution filter) and `rules.rs` (how
-//!   reports and lease ends change an execution): written once for both backends.
+//!   reports and lease ends change an execution, and the events every change
+//!   writes): written once for both backends.
 //! - [`copy`]: `regente store copy`.
 //!
 //! Every method that reads or changes something owned by an organisation takes the
@@ -24,6 +27,7 @@ use std::sync::Arc;
 
 pub mod cluster;
 pub mod copy;
+pub mod events;
 pub mod executions;
 pub mod leases;
 pub mod organizations;
@@ -35,6 +39,7 @@ pub mod runtimes;
 pub mod sqlite;
 
 pub use cluster::{ClusterStore, Notice};
+pub use events::{EventCursor, EventFilter, EventKind, EventStore, StoredEvent};
 pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,
     NewExecution,
@@ -42,13 +47,13 @@ pub use executions::{
 pub use leases::{Change, Claimed, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome};
 pub use organizations::{Organization, OrganizationStore, User};
 pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion};
-pub use runtimes::{NewRuntime, Runtime, RuntimeStore};
+pub use runtimes::{NewRuntime, Runtime, RuntimeSession, RuntimeStore};
 
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ClusterStore, ExecutionStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore,
-        Store,
+        ClusterStore, EventStore, ExecutionStore, LeaseStore, OrganizationStore, RobotStore,
+        RuntimeStore, Store,
     };
 }
 
@@ -76,6 +81,7 @@ pub trait Store:
     + RobotStore
     + ExecutionStore
     + LeaseStore
+    + EventStore
     + ClusterStore
     + Send
     + Sync
@@ -89,6 +95,7 @@ impl<T> Store for T where
         + RobotStore
         + ExecutionStore
         + LeaseStore
+        + EventStore
         + ClusterStore
         + Send
         + Sync

@@ -9,8 +9,8 @@ use std::collections::HashMap;
 use regente_core::{ExecutionStatus, Role};
 
 use crate::{
-    Error, Execution, ExecutionFilter, Lease, LogLine, Organization, Result, Robot, RobotVersion,
-    Runtime, User,
+    Error, EventCursor, EventKind, Execution, ExecutionFilter, Lease, LogLine, Organization,
+    Result, Robot, RobotVersion, Runtime, RuntimeSession, StoredEvent, User,
 };
 
 /// A row of either backend, read column by column by name. The values of one
@@ -202,4 +202,31 @@ pub(crate) fn execution_conditions<'a>(
         conditions.push(("seq <", FilterValue::Int(before)));
     }
     conditions
+}
+
+/// The columns [`stored_event_from`] reads.
+pub(crate) const EVENT_COLUMNS: &str = "seq, txid, organization_id, kind, subject_id, time, data";
+
+pub(crate) fn stored_event_from(row: &impl RecordRow) -> Result<StoredEvent> {
+    let kind = row.text("kind")?;
+    Ok(StoredEvent {
+        cursor: EventCursor {
+            txid: row.int("txid")?,
+            seq: row.int("seq")?,
+        },
+        organization_id: row.text("organization_id")?,
+        kind: EventKind::parse(&kind).ok_or_else(|| {
+            Error::Other(anyhow::anyhow!("stored event kind {kind:?} is unknown"))
+        })?,
+        subject_id: row.text("subject_id")?,
+        time: row.int("time")?,
+        data: json_column(row, "data")?.unwrap_or_default(),
+    })
+}
+
+pub(crate) fn runtime_session_from(row: &impl RecordRow) -> Result<RuntimeSession> {
+    Ok(RuntimeSession {
+        runtime_id: row.text("id")?,
+        session_id: row.text("session_id")?,
+    })
 }

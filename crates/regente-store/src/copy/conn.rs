@@ -63,7 +63,7 @@ macro_rules! bind_cell {
 
 /// The statements of one backend, written once for both.
 macro_rules! backend {
-    ($module:ident, $db:ty, $conn:ty, $text:expr) => {
+    ($module:ident, $backend:expr, $db:ty, $conn:ty, $text:expr) => {
         mod $module {
             use super::*;
             use sqlx::{QueryBuilder, Row as _};
@@ -91,7 +91,7 @@ macro_rules! backend {
             fn push_page(query: &mut QueryBuilder<'_, $db>, table: &Table, after: Option<&[Cell]>) {
                 if let Some(after) = after {
                     query.push(" WHERE (");
-                    query.push(table.key_list());
+                    query.push(table.key_list($backend));
                     query.push(") > (");
                     let mut values = query.separated(", ");
                     for cell in after {
@@ -100,7 +100,7 @@ macro_rules! backend {
                     values.push_unseparated(")");
                 }
                 query.push(" ORDER BY ");
-                query.push(table.key_list());
+                query.push(table.key_list($backend));
             }
 
             /// How many rows the next page may hold: [`PAGE_ROWS`], fewer when the
@@ -188,6 +188,22 @@ macro_rules! backend {
                 Ok(count as u64)
             }
 
+            /// How many events are at or before (`txid`, `seq`) in stream order.
+            pub(super) async fn events_up_to(
+                conn: &mut $conn,
+                txid: i64,
+                seq: i64,
+            ) -> anyhow::Result<u64> {
+                let count: i64 = sqlx::query_scalar(
+                    "SELECT COUNT(*) FROM events WHERE txid < $1 OR (txid = $1 AND seq <= $2)",
+                )
+                .bind(txid)
+                .bind(seq)
+                .fetch_one(&mut *conn)
+                .await?;
+                Ok(count as u64)
+            }
+
             /// The single text column `sql` answers, `arg` bound to its parameter if any.
             pub(super) async fn strings(
                 conn: &mut $conn,
@@ -223,8 +239,20 @@ pub(super) fn without_nul(text: Option<String>) -> Option<String> {
     }
 }
 
-backend!(on_sqlite, sqlx::Sqlite, SqliteConnection, as_is);
-backend!(on_postgres, sqlx::Postgres, PgConnection, without_nul);
+backend!(
+    on_sqlite,
+    Backend::Sqlite,
+    sqlx::Sqlite,
+    SqliteConnection,
+    as_is
+);
+backend!(
+    on_postgres,
+    Backend::Postgres,
+    sqlx::Postgres,
+    PgConnection,
+    without_nul
+);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Backend {
@@ -433,6 +461,10 @@ impl Conn {
         limit: usize,
     ) -> anyhow::Result<Vec<Row>> {
         dispatch!(self, fetch_page(table, after, limit))
+    }
+
+    pub(super) async fn events_up_to(&mut self, txid: i64, seq: i64) -> anyhow::Result<u64> {
+        dispatch!(self, events_up_to(txid, seq))
     }
 
     pub(super) async fn insert(&mut self, table: &Table, rows: Vec<Row>) -> anyhow::Result<()> {

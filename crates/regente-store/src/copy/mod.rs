@@ -15,7 +15,12 @@
 //!   text, NULLs, package bytes, runtime key hashes, execution `seq`s), in
 //!   dependency order, page by page in primary-key order with multi-row INSERTs, so
 //!   memory stays bounded however long the history is. On PostgreSQL the execution
-//!   sequence is then set past the largest copied `seq`.
+//!   and event sequences are then set past the largest copied `seq`.
+//! - But the event stream's places: the target's transaction ids have nothing to
+//!   do with the source's, so events are copied in stream order, numbered 1, 2,
+//!   ... with `txid` 0 (before anything the target writes), and each consumer's
+//!   cursor is moved onto that numbering. Each consumer goes on with the event it
+//!   would have read next.
 //! - PostgreSQL text cannot hold NUL: copying to it, each NUL in text becomes
 //!   U+FFFD, as the PostgreSQL store does with what runtimes report.
 //! - A table only one backend has (`settings`, the token secret servers on
@@ -42,7 +47,7 @@ use tracing::info;
 
 use crate::redact;
 use conn::{Backend, Cell, Conn};
-use tables::{quoted_list, Table, TABLES};
+use tables::{quoted_list, Rewrite, Table, TABLES};
 
 /// What a copy did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -266,6 +271,13 @@ async fn copy_between(source: &mut Conn, target: &mut Conn) -> anyhow::Result<Co
             )
             .await
             .context("cannot advance the executions sequence")?;
+        target
+            .run(
+                "SELECT setval(pg_get_serial_sequence('events', 'seq'), \
+                 COALESCE(MAX(seq), 0) + 1, false) FROM events",
+            )
+            .await
+            .context("cannot advance the events sequence")?;
     }
     Ok((counts, left_behind))
 }
@@ -303,17 +315,38 @@ async fn check_schema(conn: &mut Conn, side: &str) -> anyhow::Result<()> {
 }
 
 async fn copy_table(source: &mut Conn, target: &mut Conn, table: &Table) -> anyhow::Result<u64> {
-    let key_positions = table.key_positions();
+    let key_positions = table.key_positions(source.backend());
     let mut after: Option<Vec<Cell>> = None;
     let mut copied = 0u64;
     loop {
         let limit = source.page_rows(table, after.as_deref()).await?;
-        let rows = source.fetch_page(table, after.as_deref(), limit).await?;
+        let mut rows = source.fetch_page(table, after.as_deref(), limit).await?;
         let Some(last) = rows.last() else {
             break;
         };
         after = Some(key_positions.iter().map(|&i| last[i].clone()).collect());
         let count = rows.len();
+        match table.rewrite {
+            None => {}
+            Some(Rewrite::StreamOrder) => {
+                for (row, number) in rows.iter_mut().zip(copied + 1..) {
+                    row[table.position("seq")] = Cell::Int(Some(number as i64));
+                    row[table.position("txid")] = Cell::Int(Some(0));
+                }
+            }
+            Some(Rewrite::Cursors) => {
+                for row in &mut rows {
+                    let (Cell::Int(Some(txid)), Cell::Int(Some(seq))) =
+                        (&row[table.position("txid")], &row[table.position("seq")])
+                    else {
+                        bail!("a cursor without its place in the stream");
+                    };
+                    let events = source.events_up_to(*txid, *seq).await?;
+                    row[table.position("seq")] = Cell::Int(Some(events as i64));
+                    row[table.position("txid")] = Cell::Int(Some(0));
+                }
+            }
+        }
         target.insert(table, rows).await?;
         copied += count as u64;
         if copied % 100_000 < count as u64 {
@@ -335,7 +368,12 @@ mod tests {
         let names: BTreeSet<&str> = TABLES.iter().map(|t| t.name).collect();
         assert_eq!(names.len(), TABLES.len());
         for table in TABLES {
-            assert_eq!(table.key_positions().len(), table.key.len());
+            for backend in [Backend::Sqlite, Backend::Postgres] {
+                assert_eq!(
+                    table.key_positions(backend).len(),
+                    table.key_on(backend).len()
+                );
+            }
             if let Some(bulky) = table.bulky {
                 assert!(table.columns.iter().any(|(name, _)| *name == bulky));
             }

@@ -18,12 +18,30 @@ pub(super) enum Kind {
 pub(super) struct Table {
     pub(super) name: &'static str,
     pub(super) columns: &'static [(&'static str, Kind)],
-    /// The primary key: pages are read in its order.
+    /// Unique and indexed: pages are read in its order.
     pub(super) key: &'static [&'static str],
+    /// The key on SQLite, when another one is indexed there.
+    pub(super) sqlite_key: Option<&'static [&'static str]>,
+    /// How the rows change on the way, if they do.
+    pub(super) rewrite: Option<Rewrite>,
     /// A column whose bytes dominate the row: pages are also bounded by its size.
     pub(super) bulky: Option<&'static str>,
     /// The one backend that has this table, and what the other does instead.
     pub(super) only_on: Option<(Backend, &'static str)>,
+}
+
+/// How a table's rows change on the way to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rewrite {
+    /// Events, read in stream order, are numbered 1, 2, ... with `txid` 0: the
+    /// target's transaction ids have nothing to do with the source's, and every
+    /// event the target writes itself must come after the copied ones (its own
+    /// ids are above 0, or, on SQLite, its `seq`s above theirs).
+    StreamOrder,
+    /// Consumers' cursors follow that numbering: (0, the number of events up to
+    /// the cursor), so each consumer goes on with the event it would have read
+    /// next on the source.
+    Cursors,
 }
 
 /// Every table of the store, parents before children.
@@ -39,6 +57,8 @@ pub(super) const TABLES: &[Table] = &[
         key: &["id"],
         bulky: None,
         only_on: None,
+        sqlite_key: None,
+        rewrite: None,
     },
     Table {
         name: "users",
@@ -53,6 +73,8 @@ pub(super) const TABLES: &[Table] = &[
         key: &["id"],
         bulky: None,
         only_on: None,
+        sqlite_key: None,
+        rewrite: None,
     },
     Table {
         name: "runtimes",
@@ -64,10 +86,13 @@ pub(super) const TABLES: &[Table] = &[
             ("slots", Kind::Int),
             ("last_seen", Kind::Int),
             ("created_at", Kind::Int),
+            ("session_id", Kind::Text),
         ],
         key: &["id"],
         bulky: None,
         only_on: None,
+        sqlite_key: None,
+        rewrite: None,
     },
     Table {
         name: "robots",
@@ -80,6 +105,8 @@ pub(super) const TABLES: &[Table] = &[
         key: &["id"],
         bulky: None,
         only_on: None,
+        sqlite_key: None,
+        rewrite: None,
     },
     Table {
         name: "robot_versions",
@@ -96,6 +123,8 @@ pub(super) const TABLES: &[Table] = &[
         key: &["robot_id", "version"],
         bulky: Some("package"),
         only_on: None,
+        sqlite_key: None,
+        rewrite: None,
     },
     Table {
         name: "executions",
@@ -126,6 +155,8 @@ pub(super) const TABLES: &[Table] = &[
         key: &["seq"],
         bulky: None,
         only_on: None,
+        sqlite_key: None,
+        rewrite: None,
     },
     Table {
         name: "execution_logs",
@@ -140,6 +171,8 @@ pub(super) const TABLES: &[Table] = &[
         key: &["execution_id", "seq"],
         bulky: None,
         only_on: None,
+        sqlite_key: None,
+        rewrite: None,
     },
     Table {
         name: "idempotency_keys",
@@ -153,6 +186,40 @@ pub(super) const TABLES: &[Table] = &[
         key: &["user_id", "key"],
         bulky: None,
         only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "events",
+        columns: &[
+            ("seq", Kind::Int),
+            ("txid", Kind::Int),
+            ("organization_id", Kind::Text),
+            ("kind", Kind::Text),
+            ("subject_id", Kind::Text),
+            ("time", Kind::Int),
+            ("data", Kind::Text),
+        ],
+        // Stream order; txid is 0 on SQLite, where seq alone is the order.
+        key: &["txid", "seq"],
+        sqlite_key: Some(&["seq"]),
+        bulky: None,
+        only_on: None,
+        rewrite: Some(Rewrite::StreamOrder),
+    },
+    Table {
+        name: "event_cursors",
+        columns: &[
+            ("consumer", Kind::Text),
+            ("txid", Kind::Int),
+            ("seq", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["consumer"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: Some(Rewrite::Cursors),
     },
     Table {
         name: "settings",
@@ -165,6 +232,8 @@ pub(super) const TABLES: &[Table] = &[
              SQLite keeps its own in its data directory (or takes --jwt-secret), so tokens \
              signed before the move are refused and their users log in again",
         )),
+        sqlite_key: None,
+        rewrite: None,
     },
 ];
 
@@ -180,21 +249,32 @@ impl Table {
         quoted_list(self.columns.iter().map(|(name, _)| *name))
     }
 
-    pub(super) fn key_list(&self) -> String {
-        quoted_list(self.key.iter().copied())
+    /// The key pages are read by on `backend`.
+    pub(super) fn key_on(&self, backend: Backend) -> &'static [&'static str] {
+        match (backend, self.sqlite_key) {
+            (Backend::Sqlite, Some(key)) => key,
+            _ => self.key,
+        }
     }
 
-    /// Where each key column sits in a row.
-    pub(super) fn key_positions(&self) -> Vec<usize> {
-        self.key
+    pub(super) fn key_list(&self, backend: Backend) -> String {
+        quoted_list(self.key_on(backend).iter().copied())
+    }
+
+    /// Where each key column on `backend` sits in a row.
+    pub(super) fn key_positions(&self, backend: Backend) -> Vec<usize> {
+        self.key_on(backend)
             .iter()
-            .map(|key| {
-                self.columns
-                    .iter()
-                    .position(|(name, _)| name == key)
-                    .expect("key columns are columns")
-            })
+            .map(|key| self.position(key))
             .collect()
+    }
+
+    /// Where `column` sits in a row.
+    pub(super) fn position(&self, column: &str) -> usize {
+        self.columns
+            .iter()
+            .position(|(name, _)| *name == column)
+            .expect("a column of the table")
     }
 }
 

@@ -4,10 +4,12 @@ use async_trait::async_trait;
 use regente_core::ExecutionStatus;
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::events::insert_events;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::rows::{
     execution_conditions, execution_from, log_line_from, status_of, FilterValue, EXECUTION_COLUMNS,
 };
+use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
 use crate::{
     CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey,
     LogLine, Millis, NewExecution, Result,
@@ -136,7 +138,8 @@ impl ExecutionStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Locked: a claim skips it, a start or a report waits for this decision.
         let row = sqlx::query(
-            "SELECT status, lease FROM executions WHERE organization_id = $1 AND id = $2 FOR UPDATE",
+            "SELECT status, lease, cancel_requested FROM executions \
+             WHERE organization_id = $1 AND id = $2 FOR UPDATE",
         )
         .bind(organization_id)
         .bind(id)
@@ -145,34 +148,46 @@ impl ExecutionStore for PostgresStore {
         .map_err(other)?
         .ok_or(Error::NotFound)?;
         let lease: Option<String> = row.try_get("lease").map_err(other)?;
+        let cancel_requested: bool = row.try_get("cancel_requested").map_err(other)?;
         let outcome = match status_of(&row)? {
             ExecutionStatus::Pendent => {
                 sqlx::query(
                     "UPDATE executions SET status = 'CANCELED', \"end\" = $1, canceled_by = $2, \
-                     end_reason = 'canceled before it started', lease = NULL \
-                     WHERE organization_id = $3 AND id = $4",
+                     end_reason = $3, lease = NULL WHERE organization_id = $4 AND id = $5",
                 )
                 .bind(now)
                 .bind(canceled_by)
+                .bind(CANCELED_BEFORE_START)
                 .bind(organization_id)
                 .bind(id)
                 .execute(&mut *tx)
                 .await
                 .map_err(other)?;
+                insert_events(
+                    &mut tx,
+                    &cancel_events(organization_id, id, canceled_by, false, now),
+                )
+                .await?;
                 CancelOutcome::Canceled { lease }
             }
             ExecutionStatus::Running => {
-                sqlx::query(
-                    "UPDATE executions SET cancel_requested = TRUE, \
-                     canceled_by = COALESCE(canceled_by, $1) \
-                     WHERE organization_id = $2 AND id = $3",
-                )
-                .bind(canceled_by)
-                .bind(organization_id)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .map_err(other)?;
+                if !cancel_requested {
+                    sqlx::query(
+                        "UPDATE executions SET cancel_requested = TRUE, canceled_by = $1 \
+                         WHERE organization_id = $2 AND id = $3",
+                    )
+                    .bind(canceled_by)
+                    .bind(organization_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(other)?;
+                    insert_events(
+                        &mut tx,
+                        &cancel_events(organization_id, id, canceled_by, true, now),
+                    )
+                    .await?;
+                }
                 CancelOutcome::Running {
                     lease: lease.unwrap_or_default(),
                 }
@@ -184,6 +199,7 @@ impl ExecutionStore for PostgresStore {
     }
 }
 
+/// Inserts a new execution with its `execution.queued` event.
 async fn insert_execution(conn: &mut sqlx::PgConnection, new: &NewExecution) -> Result<()> {
     sqlx::query(
         "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
@@ -200,10 +216,10 @@ async fn insert_execution(conn: &mut sqlx::PgConnection, new: &NewExecution) -> 
     .bind(new.init)
     .bind(&new.submitted_by)
     .bind(new.max_attempts as i64)
-    .execute(conn)
+    .execute(&mut *conn)
     .await
     .map_err(conflict_as("an execution with this id"))?;
-    Ok(())
+    insert_events(conn, &[queued_event(new)]).await
 }
 
 /// `SELECT` of an organisation's executions matching `filter`, newest first.

@@ -4,10 +4,12 @@ use async_trait::async_trait;
 use regente_core::ExecutionStatus;
 use sqlx::Row;
 
+use super::events::insert_events;
 use super::{fetch_all, fetch_optional, other, storable, PostgresStore};
 use crate::rows::{json_column, lease_from, status_of};
 use crate::rules::{
-    apply_events, event_target_from, live_lease_from, plan_lease_end, LIVE_LEASE_COLUMNS,
+    apply_events, event_target_from, live_lease_from, plan_lease_end, started_event,
+    EVENT_TARGET_COLUMNS, LIVE_LEASE_COLUMNS,
 };
 use crate::{
     Claimed, Error, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome, Millis, Result,
@@ -68,20 +70,28 @@ impl LeaseStore for PostgresStore {
         lease: &str,
         now: Millis,
     ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
         // One statement: it locks the row and re-checks lease and status on the
         // newest version, so a cancel committed first wins.
-        let done = sqlx::query(
+        let organization_id: Option<String> = sqlx::query_scalar(
             "UPDATE executions SET status = 'RUNNING', started = $1 \
-             WHERE id = $2 AND runtime_id = $3 AND lease = $4 AND status = 'PENDENT'",
+             WHERE id = $2 AND runtime_id = $3 AND lease = $4 AND status = 'PENDENT' \
+             RETURNING organization_id",
         )
         .bind(now)
         .bind(execution_id)
         .bind(runtime_id)
         .bind(lease)
-        .execute(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(other)?;
-        Ok(done.rows_affected() == 1)
+        let Some(organization_id) = organization_id else {
+            return Ok(false);
+        };
+        let started = started_event(&organization_id, execution_id, runtime_id, now);
+        insert_events(&mut tx, &[started]).await?;
+        tx.commit().await.map_err(other)?;
+        Ok(true)
     }
 
     async fn record_events(
@@ -94,10 +104,10 @@ impl LeaseStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Locked, so that two copies of a batch (a resend racing the original)
         // are applied once, and a lease ended meanwhile is seen as ended.
-        let row = sqlx::query(
-            "SELECT organization_id, status, progress, return_value, last_event_seq, init \
-             FROM executions WHERE id = $1 AND runtime_id = $2 AND lease = $3 FOR UPDATE",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT {EVENT_TARGET_COLUMNS} FROM executions \
+             WHERE id = $1 AND runtime_id = $2 AND lease = $3 FOR UPDATE"
+        ))
         .bind(execution_id)
         .bind(runtime_id)
         .bind(lease)
@@ -107,8 +117,8 @@ impl LeaseStore for PostgresStore {
         let Some(row) = row else {
             return Ok(EventsOutcome::Revoked);
         };
-        let organization_id: String = row.try_get("organization_id").map_err(other)?;
         let before = event_target_from(&row)?;
+        let organization_id = before.organization_id.clone();
         let acked = before.last_event_seq;
         let Some(applied) = apply_events(before, events) else {
             // Nothing new: acknowledge without writing.
@@ -178,6 +188,7 @@ impl LeaseStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(other)?;
+        insert_events(&mut tx, &applied.events).await?;
         tx.commit().await.map_err(other)?;
         Ok(EventsOutcome::Stored { acked: last, ended })
     }
@@ -261,6 +272,7 @@ impl LeaseStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(other)?;
+        insert_events(&mut tx, &end.events).await?;
         if let Some((level, message)) = &end.log {
             sqlx::query(
                 "INSERT INTO execution_logs (execution_id, seq, organization_id, time, level, message) \

@@ -18,9 +18,11 @@
 //! - `mod.rs` (here): the pool, the migrations at open, durability, and reading
 //!   rows through the shared [`RecordRow`].
 //! - One module per aggregate with its queries: `users`, `runtimes`, `robots`,
-//!   `executions`, `leases`, `cluster` (notices, the shared secret, the leader).
+//!   `executions`, `leases`, `cluster` (notices, the shared secret, the leader),
+//!   `events` (the stream, and the helpers every change writes its events with).
 
 mod cluster;
+mod events;
 mod executions;
 mod leases;
 mod robots;

@@ -2,9 +2,35 @@
 
 use async_trait::async_trait;
 
+use sqlx::Row;
+
+use super::events::insert_events;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
-use crate::rows::runtime_from;
-use crate::{Error, Millis, NewRuntime, Result, Runtime, RuntimeStore};
+use crate::rows::{runtime_from, runtime_session_from};
+use crate::rules::{runtime_offline_event, runtime_online_event};
+use crate::{Error, Millis, NewRuntime, Result, Runtime, RuntimeSession, RuntimeStore};
+
+/// The runtime's organisation and current connection, its row locked until the
+/// transaction ends, so that connects and disconnects of one runtime are
+/// ordered.
+async fn lock_runtime_session(
+    conn: &mut sqlx::PgConnection,
+    runtime_id: &str,
+) -> Result<Option<(String, Option<String>)>> {
+    let row =
+        sqlx::query("SELECT organization_id, session_id FROM runtimes WHERE id = $1 FOR UPDATE")
+            .bind(runtime_id)
+            .fetch_optional(conn)
+            .await
+            .map_err(other)?;
+    row.map(|row| {
+        Ok((
+            row.try_get("organization_id").map_err(other)?,
+            row.try_get("session_id").map_err(other)?,
+        ))
+    })
+    .transpose()
+}
 
 #[async_trait]
 impl RuntimeStore for PostgresStore {
@@ -70,5 +96,72 @@ impl RuntimeStore for PostgresStore {
         .await
         .map_err(other)?;
         Ok(())
+    }
+
+    async fn runtime_connected(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        let Some((organization_id, current)) = lock_runtime_session(&mut tx, runtime_id).await?
+        else {
+            return Err(Error::NotFound);
+        };
+        sqlx::query(
+            "UPDATE runtimes SET session_id = $1, last_seen = GREATEST(COALESCE(last_seen, 0), $2) \
+             WHERE id = $3",
+        )
+        .bind(session_id)
+        .bind(now)
+        .bind(runtime_id)
+        .execute(&mut *tx)
+        .await
+        .map_err(other)?;
+        let came_online = current.is_none();
+        if came_online {
+            let online = runtime_online_event(&organization_id, runtime_id, session_id, now);
+            insert_events(&mut tx, &[online]).await?;
+        }
+        tx.commit().await.map_err(other)?;
+        Ok(came_online)
+    }
+
+    async fn runtime_disconnected(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        let Some((organization_id, current)) = lock_runtime_session(&mut tx, runtime_id).await?
+        else {
+            return Ok(false);
+        };
+        if current.as_deref() != Some(session_id) {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE runtimes SET session_id = NULL WHERE id = $1")
+            .bind(runtime_id)
+            .execute(&mut *tx)
+            .await
+            .map_err(other)?;
+        let offline = runtime_offline_event(&organization_id, runtime_id, session_id, reason, now);
+        insert_events(&mut tx, &[offline]).await?;
+        tx.commit().await.map_err(other)?;
+        Ok(true)
+    }
+
+    async fn silent_runtimes(&self, seen_before: Millis) -> Result<Vec<RuntimeSession>> {
+        fetch_all(
+            &self.pool,
+            "SELECT id, session_id FROM runtimes \
+             WHERE session_id IS NOT NULL AND COALESCE(last_seen, 0) < $1 ORDER BY id",
+            &[seen_before],
+            runtime_session_from,
+        )
+        .await
     }
 }

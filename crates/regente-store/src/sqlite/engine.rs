@@ -537,4 +537,121 @@ mod tests {
         commit_batch(&conn, &mut [job(Durability::Synced)]).unwrap();
         assert_eq!(synchronous(&conn), full);
     }
+
+    /// One write of a batch fails after writing its execution and its event;
+    /// the other commits: the failed one's savepoint takes its event away with
+    /// its change, and the other keeps both.
+    #[tokio::test]
+    async fn a_write_undone_in_a_batch_leaves_no_event() {
+        use super::super::executions::{enqueue_one, RunToInsert};
+        use crate::prelude::*;
+        use crate::{NewExecution, NewRobotVersion, NewRuntime, Organization, Runtime, User};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("regente.db");
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let organization = Organization {
+            id: "0000000000000001".into(),
+            name: "acme".into(),
+            is_root: true,
+            created_at: 1,
+        };
+        let admin = User {
+            id: "0000000000000002".into(),
+            organization_id: organization.id.clone(),
+            username: "admin".into(),
+            password_hash: "hash".into(),
+            role: regente_core::Role::Admin,
+            created_at: 1,
+        };
+        store
+            .create_organization(&organization, &admin)
+            .await
+            .unwrap();
+        let runtime = Runtime {
+            id: "0000000000000003".into(),
+            organization_id: organization.id.clone(),
+            name: "desk".into(),
+            slots: 1,
+            last_seen: None,
+            created_at: 1,
+        };
+        store
+            .create_runtime(&NewRuntime {
+                runtime: runtime.clone(),
+                key_hash: "key".into(),
+            })
+            .await
+            .unwrap();
+        let (robot_id, _) = store
+            .add_robot_version(&NewRobotVersion {
+                organization_id: organization.id.clone(),
+                new_robot_id: "0000000000000004".into(),
+                name: "invoices".into(),
+                sha256: "sha".into(),
+                manifest: "name = \"invoices\"".into(),
+                package: b"PK".to_vec(),
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+        let run = |id: &str| RunToInsert {
+            new: NewExecution {
+                id: id.into(),
+                organization_id: organization.id.clone(),
+                runtime_id: runtime.id.clone(),
+                robot_id: robot_id.clone(),
+                robot_version: 1,
+                variables: serde_json::json!({}),
+                init: 10,
+                submitted_by: admin.id.clone(),
+                max_attempts: 1,
+            },
+            variables: "{}".into(),
+            key: None,
+        };
+        let (undone, kept) = (run("00000000000000aa"), run("00000000000000bb"));
+        let events_of = |conn: &Connection, id: &str| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE subject_id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        let (reply, _answer) = oneshot::channel::<Result<()>>();
+        let failing = Box::new(PendingWrite {
+            work: Some(move |conn: &Connection| {
+                enqueue_one(conn, &undone)?;
+                assert_eq!(events_of(conn, "00000000000000aa"), 1);
+                Err(Error::Other(anyhow::anyhow!("failed after its event")))
+            }),
+            outcome: None,
+            reply,
+            durability: Durability::Synced,
+        });
+        let (reply, _answer) = oneshot::channel::<Result<crate::Enqueued>>();
+        let succeeding = Box::new(PendingWrite {
+            work: Some(move |conn: &Connection| enqueue_one(conn, &kept)),
+            outcome: None,
+            reply,
+            durability: Durability::Synced,
+        });
+        let conn = open_connection(&path, false).unwrap();
+        let mut batch: [Box<dyn WriteJob>; 2] = [failing, succeeding];
+        commit_batch(&conn, &mut batch).unwrap();
+
+        assert_eq!(events_of(&conn, "00000000000000aa"), 0);
+        assert_eq!(events_of(&conn, "00000000000000bb"), 1);
+        let executions: Vec<String> = conn
+            .prepare("SELECT id FROM executions ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(executions, ["00000000000000bb"]);
+    }
 }

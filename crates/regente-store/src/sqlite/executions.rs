@@ -5,11 +5,13 @@ use regente_core::ExecutionStatus;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection};
 
+use super::events::insert_events;
 use super::{all, change, insert, one, other, SqliteStore};
 use crate::rows::{
     execution_conditions, execution_from, log_line_from, status_of, FilterValue, RecordRow,
     EXECUTION_COLUMNS,
 };
+use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
 use crate::{
     CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey,
     LogLine, Millis, NewExecution, Result,
@@ -38,13 +40,13 @@ fn select_logs(
 }
 
 /// A run with its variables already as JSON text, ready for the writer.
-struct RunToInsert {
-    new: NewExecution,
-    variables: String,
-    key: Option<IdempotencyKey>,
+pub(super) struct RunToInsert {
+    pub(super) new: NewExecution,
+    pub(super) variables: String,
+    pub(super) key: Option<IdempotencyKey>,
 }
 
-fn enqueue_one(conn: &Connection, run: &RunToInsert) -> Result<Enqueued> {
+pub(super) fn enqueue_one(conn: &Connection, run: &RunToInsert) -> Result<Enqueued> {
     let new = &run.new;
     if let Some(key) = &run.key {
         let earlier = one(
@@ -101,6 +103,7 @@ fn enqueue_one(conn: &Connection, run: &RunToInsert) -> Result<Enqueued> {
             params![key.user_id, key.key, key.fingerprint, new.id, new.init],
         )?;
     }
+    insert_events(conn, &[queued_event(new)])?;
     Ok(Enqueued::Created)
 }
 
@@ -111,11 +114,18 @@ fn cancel(
     canceled_by: &str,
     now: Millis,
 ) -> Result<CancelOutcome> {
-    let (status, lease) = one(
+    let (status, lease, cancel_requested) = one(
         conn,
-        "SELECT status, lease FROM executions WHERE organization_id = ?1 AND id = ?2",
+        "SELECT status, lease, cancel_requested FROM executions \
+         WHERE organization_id = ?1 AND id = ?2",
         params![organization_id, id],
-        |row| Ok((status_of(row)?, row.text_opt("lease")?)),
+        |row| {
+            Ok((
+                status_of(row)?,
+                row.text_opt("lease")?,
+                row.flag("cancel_requested")?,
+            ))
+        },
     )?
     .ok_or(Error::NotFound)?;
     Ok(match status {
@@ -123,19 +133,28 @@ fn cancel(
             change(
                 conn,
                 "UPDATE executions SET status = 'CANCELED', \"end\" = ?1, canceled_by = ?2, \
-                 end_reason = 'canceled before it started', lease = NULL \
-                 WHERE organization_id = ?3 AND id = ?4",
-                params![now, canceled_by, organization_id, id],
+                 end_reason = ?3, lease = NULL WHERE organization_id = ?4 AND id = ?5",
+                params![now, canceled_by, CANCELED_BEFORE_START, organization_id, id],
+            )?;
+            insert_events(
+                conn,
+                &cancel_events(organization_id, id, canceled_by, false, now),
             )?;
             CancelOutcome::Canceled { lease }
         }
         ExecutionStatus::Running => {
-            change(
-                conn,
-                "UPDATE executions SET cancel_requested = 1, canceled_by = COALESCE(canceled_by, ?1) \
-                 WHERE organization_id = ?2 AND id = ?3",
-                params![canceled_by, organization_id, id],
-            )?;
+            if !cancel_requested {
+                change(
+                    conn,
+                    "UPDATE executions SET cancel_requested = 1, canceled_by = ?1 \
+                     WHERE organization_id = ?2 AND id = ?3",
+                    params![canceled_by, organization_id, id],
+                )?;
+                insert_events(
+                    conn,
+                    &cancel_events(organization_id, id, canceled_by, true, now),
+                )?;
+            }
             CancelOutcome::Running {
                 lease: lease.unwrap_or_default(),
             }

@@ -5,10 +5,12 @@ use regente_core::ExecutionStatus;
 use rusqlite::{params, Connection};
 
 use super::engine::Durability;
+use super::events::insert_events;
 use super::{all, change, one, other, SqliteStore};
 use crate::rows::{lease_from, status_of, RecordRow};
 use crate::rules::{
-    apply_events, event_target_from, live_lease_from, plan_lease_end, LIVE_LEASE_COLUMNS,
+    apply_events, event_target_from, live_lease_from, plan_lease_end, started_event,
+    EVENT_TARGET_COLUMNS, LIVE_LEASE_COLUMNS,
 };
 use crate::{
     Claimed, Error, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome, Millis, Result,
@@ -122,14 +124,16 @@ fn record_events(
     lease: &str,
     events: &[EventRecord],
 ) -> Result<EventsOutcome> {
-    let row = one(
+    let before = one(
         conn,
-        "SELECT organization_id, status, progress, return_value, last_event_seq, init \
-         FROM executions WHERE id = ?1 AND runtime_id = ?2 AND lease = ?3",
+        &format!(
+            "SELECT {EVENT_TARGET_COLUMNS} FROM executions \
+             WHERE id = ?1 AND runtime_id = ?2 AND lease = ?3"
+        ),
         params![execution_id, runtime_id, lease],
-        |row| Ok((row.text("organization_id")?, event_target_from(row)?)),
+        |row| event_target_from(row),
     )?;
-    let Some((organization_id, before)) = row else {
+    let Some(before) = before else {
         return Ok(EventsOutcome::Revoked);
     };
     let acked = before.last_event_seq;
@@ -139,8 +143,8 @@ fn record_events(
             ended: false,
         });
     };
-    insert_log_lines(conn, execution_id, &organization_id, &applied.lines)?;
     let target = &applied.target;
+    insert_log_lines(conn, execution_id, &target.organization_id, &applied.lines)?;
     let last = target.last_event_seq as i64;
     match applied.ending {
         Some((end, exit_code, reason)) => change(
@@ -164,6 +168,7 @@ fn record_events(
             params![target.progress, target.return_value, last, execution_id],
         )?,
     };
+    insert_events(conn, &applied.events)?;
     Ok(EventsOutcome::Stored {
         acked: target.last_event_seq,
         ended: applied.ending.is_some(),
@@ -206,6 +211,7 @@ fn end_lease(
             execution_id
         ],
     )?;
+    insert_events(conn, &end.events)?;
     if let Some((level, message)) = &end.log {
         change(
             conn,
@@ -251,13 +257,27 @@ impl LeaseStore for SqliteStore {
             lease.to_owned(),
         );
         self.write(move |conn| {
-            let started = change(
+            let started = one(
                 conn,
                 "UPDATE executions SET status = 'RUNNING', started = ?1 \
-                 WHERE id = ?2 AND runtime_id = ?3 AND lease = ?4 AND status = 'PENDENT'",
+                 WHERE id = ?2 AND runtime_id = ?3 AND lease = ?4 AND status = 'PENDENT' \
+                 RETURNING organization_id",
                 params![now, execution_id, runtime_id, lease],
+                |row| row.text("organization_id"),
             )?;
-            Ok(started == 1)
+            let Some(organization_id) = started else {
+                return Ok(false);
+            };
+            insert_events(
+                conn,
+                &[started_event(
+                    &organization_id,
+                    &execution_id,
+                    &runtime_id,
+                    now,
+                )],
+            )?;
+            Ok(true)
         })
         .await
     }

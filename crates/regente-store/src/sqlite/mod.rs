@@ -19,11 +19,13 @@
 //! - [`engine`]: the writer thread, group commit, the readers, checkpoints: all
 //!   of the store but its queries.
 //! - One module per aggregate with its queries: `users`, `runtimes`, `robots`,
-//!   `executions`, `leases`.
+//!   `executions`, `leases`, `events` (the stream, and the helpers every change
+//!   writes its events with).
 //! - Here: reading rusqlite rows through the shared [`RecordRow`], and the
 //!   small statement helpers every module uses.
 
 mod engine;
+mod events;
 mod executions;
 mod leases;
 mod robots;

@@ -59,6 +59,8 @@ macro_rules! conformance {
 }
 
 mod cluster;
+mod events;
+mod events_postgres;
 mod executions;
 mod fixtures;
 mod leases;

@@ -20,6 +20,8 @@ pub(crate) struct Hidden {
     pub(crate) executions: Vec<(String, Option<String>, i64, i64, i64, bool)>,
     /// (user_id, key, fingerprint, execution_id, created_at).
     pub(crate) idempotency_keys: Vec<(String, String, String, String, i64)>,
+    /// (runtime id, current connection), by id.
+    pub(crate) sessions: Vec<(String, Option<String>)>,
     /// Rows per table, in the order of [`TABLES`].
     pub(crate) counts: Vec<i64>,
 }
@@ -29,7 +31,8 @@ pub(crate) const HIDDEN_EXECUTIONS: &str =
      cancel_requested FROM executions ORDER BY seq";
 pub(crate) const HIDDEN_KEYS: &str = "SELECT user_id, key, fingerprint, execution_id, created_at \
      FROM idempotency_keys ORDER BY user_id, key";
-pub(crate) const TABLES: [&str; 8] = [
+pub(crate) const HIDDEN_SESSIONS: &str = "SELECT id, session_id FROM runtimes ORDER BY id";
+pub(crate) const TABLES: [&str; 10] = [
     "organizations",
     "users",
     "runtimes",
@@ -38,6 +41,8 @@ pub(crate) const TABLES: [&str; 8] = [
     "executions",
     "execution_logs",
     "idempotency_keys",
+    "events",
+    "event_cursors",
 ];
 
 pub(crate) async fn hidden(url: &str) -> Hidden {
@@ -49,6 +54,10 @@ pub(crate) async fn hidden(url: &str) -> Hidden {
                 .await
                 .unwrap();
             let idempotency_keys = sqlx::query_as(HIDDEN_KEYS)
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+            let sessions = sqlx::query_as(HIDDEN_SESSIONS)
                 .fetch_all(&mut conn)
                 .await
                 .unwrap();
@@ -66,6 +75,7 @@ pub(crate) async fn hidden(url: &str) -> Hidden {
             Hidden {
                 executions,
                 idempotency_keys,
+                sessions,
                 counts,
             }
         }};
@@ -365,6 +375,55 @@ pub(crate) async fn assert_usable(target: &Arc<dyn Store>, fixture: &Fixture) ->
     claimed
 }
 
+/// An event without its place in the stream, to compare two streams.
+fn content(event: &StoredEvent) -> (String, regente_store::EventKind, String, Millis, Value) {
+    (
+        event.organization_id.clone(),
+        event.kind,
+        event.subject_id.clone(),
+        event.time,
+        event.data.clone(),
+    )
+}
+
+/// The target holds the source's events in the source's stream order, numbered
+/// from 1 with `txid` 0, and each consumer's cursor sits on the event it sat on
+/// in the source. Returns the target's stream.
+pub(crate) async fn assert_same_events(
+    source: &Arc<dyn Store>,
+    target: &Arc<dyn Store>,
+    fixture: &Fixture,
+    count: i64,
+) -> Vec<StoredEvent> {
+    let count = count as usize;
+    let original = events_after_at_least(&**source, EventCursor::START, count).await;
+    let copied = target
+        .events_after(EventCursor::START, 100_000)
+        .await
+        .unwrap();
+    assert_eq!(copied.len(), count);
+    assert_eq!(
+        copied.iter().map(content).collect::<Vec<_>>(),
+        original.iter().map(content).collect::<Vec<_>>()
+    );
+    for (event, seq) in copied.iter().zip(1..) {
+        assert_eq!(event.cursor, EventCursor { txid: 0, seq });
+    }
+    for (consumer, cursor) in &fixture.consumers {
+        let at = original.iter().position(|e| e.cursor == *cursor).unwrap();
+        let moved = target.load_cursor(consumer).await.unwrap();
+        assert_eq!(moved, copied[at].cursor, "{consumer}");
+        let next_there = source.events_after(*cursor, 100_000).await.unwrap();
+        let next_here = target.events_after(moved, 100_000).await.unwrap();
+        assert_eq!(
+            next_here.iter().map(content).collect::<Vec<_>>(),
+            next_there.iter().map(content).collect::<Vec<_>>(),
+            "{consumer}"
+        );
+    }
+    copied
+}
+
 /// Populates a store at `from`, copies it to `to`, and compares.
 pub(crate) async fn round_trip(from: &str, to: &str) {
     let source = regente_store::open(from).await.expect("open the source");
@@ -436,7 +495,16 @@ pub(crate) async fn round_trip(from: &str, to: &str) {
         }
     }
 
+    let copied = assert_same_events(&source, &target, &fixture, before.counts[8]).await;
     let handed_out = assert_usable(&target, &fixture).await;
+    // What the target writes itself comes after every copied event.
+    let stream = events_after_at_least(&*target, EventCursor::START, copied.len() + 1).await;
+    assert_eq!(&stream[..copied.len()], &copied[..]);
+    let kinds: Vec<_> = stream[copied.len()..].iter().map(|e| e.kind).collect();
+    assert!(
+        kinds.contains(&regente_store::EventKind::ExecutionEnded),
+        "{kinds:?}"
+    );
     // In the order the source hands them out.
     let runtime_id = &fixture.runtimes[0].runtime.id;
     let mut expected = Vec::new();

@@ -26,8 +26,9 @@ use regente_store::{
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
 
+use regente_store::{EventCursor, StoredEvent};
 use sqlx::{Connection, PgConnection};
-use support::with_postgres;
+use support::{events_after_at_least, with_postgres};
 
 use compare::{hidden, round_trip, sqlite_url, TABLES};
 use populate::{id, populate, user};
@@ -264,4 +265,57 @@ async fn an_empty_store_copies_to_an_empty_store() {
     // A server started on it bootstraps as on a new install.
     let target = regente_store::open(&to).await.unwrap();
     assert_eq!(target.count_users().await.unwrap(), 0);
+}
+
+/// On PostgreSQL a transaction that took its id first may draw its event's
+/// `seq` last: the stream's order is not `seq` order. The copy keeps the
+/// stream's order, and a consumer's cursor keeps its place in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_are_copied_in_stream_order_with_their_consumers_places() {
+    with_postgres("events_are_copied_in_stream_order", 1, |urls| async move {
+        let source = regente_store::open(&urls[0]).await.unwrap();
+        let insert = "INSERT INTO events (organization_id, kind, subject_id, time, data) \
+                      VALUES ('0000000000000001', 'runtime.online', $1, 1, '{}')";
+        let mut first = PgConnection::connect(&urls[0]).await.unwrap();
+        let mut second = PgConnection::connect(&urls[0]).await.unwrap();
+        sqlx::query("BEGIN").execute(&mut first).await.unwrap();
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut first)
+            .await
+            .unwrap();
+        for (conn, subject) in [(&mut second, "later seq"), (&mut first, "earlier txid")] {
+            sqlx::query(insert)
+                .bind(subject)
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+            sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+        }
+        for conn in [&mut first, &mut second] {
+            sqlx::query("COMMIT").execute(&mut *conn).await.unwrap();
+        }
+        let events = events_after_at_least(&*source, EventCursor::START, 2).await;
+        let subjects: Vec<&str> = events.iter().map(|e| e.subject_id.as_str()).collect();
+        assert_eq!(subjects, ["earlier txid", "later seq"]);
+        assert!(events[0].cursor.seq > events[1].cursor.seq, "{events:#?}");
+        source
+            .save_cursor("audit", events[0].cursor, 10)
+            .await
+            .unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let target_url = sqlite_url(dir.path(), "regente.db");
+        copy(&urls[0], &target_url).await.unwrap();
+        let target = regente_store::open(&target_url).await.unwrap();
+        let copied = target.events_after(EventCursor::START, 10).await.unwrap();
+        let subjects: Vec<&str> = copied.iter().map(|e| e.subject_id.as_str()).collect();
+        assert_eq!(subjects, ["earlier txid", "later seq"]);
+        let cursor = target.load_cursor("audit").await.unwrap();
+        assert_eq!(cursor, EventCursor { txid: 0, seq: 1 });
+        let next: Vec<StoredEvent> = target.events_after(cursor, 10).await.unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].subject_id, "later seq");
+    })
+    .await;
 }

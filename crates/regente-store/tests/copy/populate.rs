@@ -98,6 +98,8 @@ pub(crate) struct Fixture {
     pub(crate) keyed: Vec<(NewExecution, IdempotencyKey)>,
     pub(crate) live: LiveRun,
     pub(crate) statuses: Vec<ExecutionStatus>,
+    /// Consumers of the event stream and the cursors they saved.
+    pub(crate) consumers: Vec<(String, EventCursor)>,
 }
 
 pub(crate) struct Builder {
@@ -326,6 +328,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
                 acked: 0,
             },
             statuses: Vec::new(),
+            consumers: Vec::new(),
         },
     };
 
@@ -548,5 +551,39 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
         assert!(statuses.contains(&status), "no {status} execution");
     }
     b.fixture.statuses = statuses;
+    // Runtimes online and offline, and consumers part way through the stream.
+    let (online, offline) = (
+        b.fixture.runtimes[0].runtime.id.clone(),
+        b.fixture.runtimes[1].runtime.id.clone(),
+    );
+    assert!(store
+        .runtime_connected(&online, "session-a", b.init + 200)
+        .await
+        .unwrap());
+    assert!(store
+        .runtime_connected(&offline, "session-b", b.init + 210)
+        .await
+        .unwrap());
+    assert!(store
+        .runtime_disconnected(&offline, "session-b", "closed", b.init + 220)
+        .await
+        .unwrap());
+    for new in &mut b.fixture.runtimes[..2] {
+        let runtime = &new.runtime;
+        new.runtime = store
+            .get_runtime(&runtime.organization_id, &runtime.id)
+            .await
+            .unwrap();
+    }
+    let events = events_after_at_least(&*store, EventCursor::START, 20).await;
+    for (consumer, at) in [("console", 0), ("audit", 9), ("metrics", events.len() - 1)] {
+        store
+            .save_cursor(consumer, events[at].cursor, b.init + 300)
+            .await
+            .unwrap();
+        b.fixture
+            .consumers
+            .push((consumer.into(), events[at].cursor));
+    }
     b.fixture
 }
