@@ -6,12 +6,14 @@
 //! - [`startup`]: [`Server::build`] (bind, open the store, bootstrap) and [`Server::run`].
 //! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
+//! - [`retention`]: old events pruned from the store's event stream.
 //! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
 //!   free of HTTP types.
 
 pub mod api;
 pub mod config;
 pub mod hub;
+pub mod retention;
 pub mod service;
 pub mod startup;
 

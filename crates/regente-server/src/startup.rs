@@ -1,6 +1,7 @@
 //! Build, then run: [`Server::build`] binds the listener (port 0 is fine), opens
 //! and migrates the store and bootstraps the first admin; [`Server::run`] serves
-//! until the shutdown future completes.
+//! (with the sweeper, the notice relay and event retention beside) until the
+//! shutdown future completes.
 
 use std::future::Future;
 use std::io::Write as _;
@@ -75,6 +76,7 @@ impl Server {
         let addr = self.local_addr();
         let app = crate::api::router(self.ctx.clone());
         let sweeper = tokio::spawn(hub::sweeper::run(self.ctx.clone()));
+        let retention = tokio::spawn(crate::retention::run(self.ctx.clone()));
         let notices = tokio::spawn(hub::notices::run(self.ctx.clone()));
         info!(%addr, "listening");
         // Small answers must not wait on Nagle's algorithm.
@@ -104,6 +106,7 @@ impl Server {
             _ = grace_over => warn!("requests still open {SHUTDOWN_GRACE:?} after the stop signal were cut"),
         }
         sweeper.abort();
+        retention.abort();
         notices.abort();
         self.ctx.store.close().await;
         info!("stopped");

@@ -60,7 +60,13 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
         return;
     }
     // Seen before registered: the lost-runtime check skips a runtime that is either.
-    if let Err(e) = ctx.store.touch_runtime(&runtime.id, now_millis()).await {
+    // The session's id tells the store which connection holds the runtime online.
+    let session_id = new_id();
+    if let Err(e) = ctx
+        .store
+        .runtime_connected(&runtime.id, &session_id, now_millis())
+        .await
+    {
         warn!(runtime = %runtime.id, error = format!("{e:#}"), "cannot record a runtime's visit");
     }
     let (connection, commands) = ctx.hub.register(&runtime.id);
@@ -90,6 +96,19 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
         if let Err(e) = released {
             warn!(execution = %execution_id, error = format!("{e:#}"), "cannot release an unstarted lease");
         }
+    }
+    // Offline unless another connection of the runtime (here or on another
+    // server) has taken over meanwhile.
+    let reason = match &closed {
+        Ok(why) => format!("disconnected: {why}"),
+        Err(e) => format!("disconnected: the session failed: {e:#}"),
+    };
+    let left = ctx
+        .store
+        .runtime_disconnected(&runtime_id, &session_id, &reason, now_millis())
+        .await;
+    if let Err(e) = left {
+        warn!(runtime = %runtime_id, error = format!("{e:#}"), "cannot record a runtime's departure");
     }
     ctx.hub.wake(&runtime_id);
     match closed {
