@@ -6,6 +6,7 @@
 //! - [`startup`]: [`Server::build`] (bind, open the store, bootstrap) and [`Server::run`].
 //! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
+//! - [`retention`]: old events pruned from the store's event stream.
 //! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
 //!   free of HTTP types.
 //! - [`supervisor`]: background tasks, their stop signal, leader-only work.
@@ -15,6 +16,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod hub;
+pub mod retention;
 pub mod service;
 pub mod startup;
 pub mod supervisor;

@@ -1,6 +1,7 @@
 //! Build, then run: [`Server::build`] binds the listener (port 0 is fine), opens
 //! and migrates the store and bootstraps the first admin; [`Server::run`] serves
-//! until the shutdown future completes.
+//! (with the sweeper, the notice relay and event retention beside) until the
+//! shutdown future completes.
 
 use std::future::Future;
 use std::io::Write as _;
@@ -105,6 +106,11 @@ impl Server {
         let mut background = Supervisor::new(self.ctx.clone());
         background.spawn("lost-runtime sweeper", hub::sweeper::run);
         background.spawn("notices", hub::notices::run);
+        background.every_as_leader(
+            "event retention",
+            crate::retention::PRUNE_EVERY,
+            crate::retention::prune,
+        );
         info!(%addr, "listening");
         // Small answers must not wait on Nagle's algorithm.
         let listener = self.listener.tap_io(|tcp| {
