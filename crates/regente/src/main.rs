@@ -249,7 +249,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         // Printed once, on the terminal only: it is never logged or stored in clear.
         println!("first admin created: username {admin_username:?}, password {password:?} (shown only now)");
     }
-    println!("regente listening on http://{}", server.local_addr());
+    println!(
+        "{}",
+        regente_server::startup::listening_line(server.local_addr())
+    );
     server.run(shutdown).await
 }
 
