@@ -180,6 +180,10 @@ fn messages(result: &Value) -> Vec<String> {
 }
 
 #[test]
+#[cfg_attr(
+    not(regente_robot_framework),
+    ignore = "SKIPPED: needs Robot Framework (pip install robotframework)"
+)]
 fn up_runs_the_three_example_robots_end_to_end() {
     let robot_framework = Command::new("python3")
         .args(["-c", "import robot"])
@@ -187,7 +191,7 @@ fn up_runs_the_three_example_robots_end_to_end() {
         .is_ok_and(|s| s.success());
     assert!(
         robot_framework,
-        "this test runs the Robot Framework example: install it with `pip install robotframework`"
+        "Robot Framework was there when this test was built, but python3 cannot import it now"
     );
     let (mut up, welcome) = start_up();
     assert_eq!(welcome.robots.len(), 3, "{:?}", welcome.robots);
