@@ -50,7 +50,9 @@ pub use client::{Api, Reply, Req};
 pub use in_process::InProcessServer;
 pub use poll::{poll, wait_for, wait_for_every, wait_until, POLL};
 pub use postgres::{on_postgres, TestDatabase};
-pub use process::{children_with, parent_pid, pid_alive, signal, wait_for_pid_file, wait_gone};
+pub use process::{
+    children_with, parent_pid, pid_alive, signal, stat_fields, wait_for_pid_file, wait_gone,
+};
 pub use raw::raw_send;
 pub use regente_server::startup::parse_listening_line;
 pub use relay::{dead_url, Relay};

@@ -220,22 +220,29 @@ fn signal_number(name: &str) -> libc::c_int {
 
 /// Whether a process exists and is not a zombie.
 pub fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => !matches!(stat_field(&stat, 0), Some("Z" | "X" | "x") | None),
-        Err(_) => false,
-    }
+    stat_fields(pid).is_some_and(|fields| !matches!(fields[0].as_str(), "Z" | "X" | "x"))
 }
 
-/// Field `n` after the command name (in parentheses, maybe with spaces) of a
-/// `/proc/PID/stat` text: 0 is the state, 1 the parent pid.
-fn stat_field(stat: &str, n: usize) -> Option<&str> {
-    stat[stat.rfind(')')? + 1..].split_whitespace().nth(n)
+/// The fields of `/proc/PID/stat` after the command name: 0 is the state, 1
+/// the parent pid, 11 to 14 the user and system CPU ticks of the process and
+/// of its waited-for children. `None` for a process that is gone.
+pub fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    fields_after_command(&stat)
+}
+
+/// The command name is in parentheses and may hold spaces and parentheses.
+fn fields_after_command(stat: &str) -> Option<Vec<String>> {
+    let fields: Vec<String> = stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect();
+    (!fields.is_empty()).then_some(fields)
 }
 
 /// The parent pid of a live process.
 pub fn parent_pid(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat_field(&stat, 1)?.parse().ok()
+    stat_fields(pid)?.get(1)?.parse().ok()
 }
 
 /// The live children of `pid` whose command line holds `word`.
@@ -293,9 +300,8 @@ mod tests {
 
     #[test]
     fn stat_fields_come_after_a_command_name_with_spaces_and_parentheses() {
-        let stat = "4242 (a (b) c) S 17 4242 4242 0 -1";
-        assert_eq!(stat_field(stat, 0), Some("S"));
-        assert_eq!(stat_field(stat, 1), Some("17"));
+        let fields = fields_after_command("4242 (a (b) c) S 17 4242 4242 0 -1").unwrap();
+        assert_eq!(fields[..2], ["S", "17"]);
     }
 
     #[test]

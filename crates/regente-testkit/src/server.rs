@@ -26,6 +26,8 @@ enum Database {
     /// A database of its own when the suite runs on PostgreSQL; SQLite otherwise.
     Suite,
     Url(String),
+    /// SQLite in the data directory, whatever the suite runs on.
+    Sqlite,
 }
 
 /// How to start a server: the standard admin and signing secret, SQLite in a
@@ -92,6 +94,12 @@ impl ServerOptions {
         self
     }
 
+    /// SQLite in the data directory, even when the suite runs on PostgreSQL.
+    pub fn sqlite(mut self) -> Self {
+        self.database = Database::Sqlite;
+        self
+    }
+
     /// This data directory instead of a temporary one.
     pub fn data_dir(mut self, path: &Path) -> Self {
         self.data_dir = Some(path.to_owned());
@@ -125,6 +133,7 @@ impl ServerOptions {
         };
         let (database, database_url) = match &self.database {
             Database::Url(url) => (None, Some(url.clone())),
+            Database::Sqlite => (None, None),
             Database::Suite => {
                 let database = TestDatabase::for_suite();
                 let url = database.as_ref().map(|d| d.url.clone());
