@@ -337,16 +337,18 @@ mod tests {
 
     #[test]
     fn the_listening_line_gives_the_address() {
+        let addr: SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        let line = regente_server::startup::listening_line(addr);
         let mut command = Command::new("sh");
         command.args([
             "-c",
-            "echo 'first admin created'; echo 'regente listening on http://127.0.0.1:4321'; sleep 30",
+            &format!("echo 'first admin created'; echo '{line}'; sleep 30"),
         ]);
         let mut child = Running::spawn(command, None);
-        let (addr, _) = child
+        let (found, _) = child
             .wait_listening(Duration::from_secs(10))
             .expect("a listening line");
-        assert_eq!(addr.to_string(), "127.0.0.1:4321");
+        assert_eq!(found, addr);
         assert!(child.terminate("TERM", Duration::from_secs(10)).is_some());
     }
 
