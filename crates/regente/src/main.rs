@@ -264,7 +264,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("first admin created: username {admin_username:?}, password {password:?} (shown only now)");
     }
     println!("data directory {}", server.data_dir().display());
-    println!("regente listening on http://{}", server.local_addr());
+    println!(
+        "{}",
+        regente_server::startup::listening_line(server.local_addr())
+    );
     server.run(shutdown).await
 }
 
