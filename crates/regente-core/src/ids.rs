@@ -1,5 +1,6 @@
-//! Identifiers: every object is named by 16 lowercase hex digits (64 random bits),
-//! the shape the Integration API shows for execution ids.
+//! Identifiers: every object is named by 16 lowercase hex digits, the shape the
+//! Integration API shows for execution ids: the millisecond it was made (32 bits)
+//! then 32 random bits (see [`id_bits`]).
 
 /// Length of every Regente identifier.
 pub const ID_LEN: usize = 16;

@@ -7,6 +7,7 @@
 //!   variables are resolved against a robot's declarations.
 //! - [`manifest`]: `robot.toml`, parsed and validated.
 //! - [`role`]: what a user may do.
+//! - [`schedule`]: when a schedule fires (cron or `every`, in a time zone).
 //!
 //! Nothing here does IO or depends on a runtime; every fallible constructor is a
 //! `parse` returning an error that names what is wrong.
@@ -14,6 +15,7 @@
 pub mod ids;
 pub mod manifest;
 pub mod role;
+pub mod schedule;
 pub mod status;
 pub mod variables;
 

@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub login_limits: LoginLimits,
     /// A runtime not heard from for this long is offline.
     pub runtime_timeout: Duration,
+    /// Events of the store's event stream older than this are deleted.
+    pub event_retention: Duration,
 }
 
 /// Failed logins allowed per window before answers turn to 429.
@@ -55,6 +57,7 @@ impl ServerConfig {
             max_package_bytes: 64 * 1024 * 1024,
             login_limits: LoginLimits::default(),
             runtime_timeout: Duration::from_secs(30),
+            event_retention: Duration::from_secs(30 * 24 * 3600),
         }
     }
 

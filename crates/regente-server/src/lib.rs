@@ -7,6 +7,7 @@
 //! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
 //! - [`console`]: the web console's HTML pages, over the same services.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
+//! - [`retention`]: old events pruned from the store's event stream.
 //! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
 //!   free of HTTP types.
 //! - [`supervisor`]: background tasks, their stop signal, leader-only work.
@@ -17,6 +18,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod hub;
+pub mod retention;
 pub mod service;
 pub mod startup;
 pub mod supervisor;

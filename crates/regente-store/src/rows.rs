@@ -1,35 +1,17 @@
-//! What both backends share: reading rows into records, mapping driver errors,
-//! and the statements that are built the same way on either database.
+//! Reading rows into records, the same on both backends, and the execution
+//! filter's conditions, which each backend writes with its own placeholders.
 //!
-//! The differences stay in the backends: placeholders (`?` on SQLite, `$1` on
-//! PostgreSQL) are written by [`QueryBuilder`] here and by hand there, booleans
-//! are INTEGER 0/1 on SQLite and BOOLEAN on PostgreSQL (sqlx decodes both as
-//! `bool`), and only PostgreSQL rewrites NUL in text it stores.
+//! Each backend reads its rows through [`RecordRow`]: booleans are INTEGER 0/1
+//! on SQLite and BOOLEAN on PostgreSQL, and both read as `bool`.
 
 use std::collections::HashMap;
 
 use regente_core::{ExecutionStatus, Role};
-use sqlx::query::Query;
-use sqlx::{
-    ColumnIndex, Database, Decode, Encode, Executor, IntoArguments, Pool, QueryBuilder, Row, Type,
-};
 
 use crate::{
-    Change, Error, EventRecord, Execution, ExecutionFilter, Lease, LogLine, LostOutcome, Millis,
-    Organization, Result, Robot, RobotVersion, Runtime, User,
+    Error, EventCursor, EventKind, Execution, ExecutionFilter, Lease, LogLine, Organization,
+    Result, Robot, RobotVersion, Runtime, RuntimeSession, StoredEvent, User,
 };
-
-pub(crate) fn other(error: sqlx::Error) -> Error {
-    Error::Other(error.into())
-}
-
-/// Maps a unique-constraint violation to [`Error::Conflict`] naming `what`.
-pub(crate) fn conflict_as(what: &'static str) -> impl Fn(sqlx::Error) -> Error {
-    move |error| match &error {
-        sqlx::Error::Database(db) if db.is_unique_violation() => Error::Conflict(what),
-        _ => other(error),
-    }
-}
 
 /// A row of either backend, read column by column by name. The values of one
 /// type decode alike on both (a SQLite INTEGER 0/1 and a PostgreSQL BOOLEAN are
@@ -42,88 +24,6 @@ pub(crate) trait RecordRow {
     fn int32_opt(&self, column: &str) -> Result<Option<i32>>;
     fn real(&self, column: &str) -> Result<f64>;
     fn flag(&self, column: &str) -> Result<bool>;
-}
-
-impl<R> RecordRow for R
-where
-    R: Row,
-    for<'c> &'c str: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i32: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> f64: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> bool: Decode<'r, R::Database> + Type<R::Database>,
-{
-    fn text(&self, column: &str) -> Result<String> {
-        self.try_get(column).map_err(other)
-    }
-    fn text_opt(&self, column: &str) -> Result<Option<String>> {
-        self.try_get(column).map_err(other)
-    }
-    fn int(&self, column: &str) -> Result<i64> {
-        self.try_get(column).map_err(other)
-    }
-    fn int_opt(&self, column: &str) -> Result<Option<i64>> {
-        self.try_get(column).map_err(other)
-    }
-    fn int32_opt(&self, column: &str) -> Result<Option<i32>> {
-        self.try_get(column).map_err(other)
-    }
-    fn real(&self, column: &str) -> Result<f64> {
-        self.try_get(column).map_err(other)
-    }
-    fn flag(&self, column: &str) -> Result<bool> {
-        self.try_get(column).map_err(other)
-    }
-}
-
-/// `args` of a statement that takes none.
-pub(crate) const NO_ARGS: &[&str] = &[];
-
-/// `sql` with `args` bound in order.
-fn bound<'a, DB, A>(sql: &'a str, args: &[A]) -> Query<'a, DB, DB::Arguments<'a>>
-where
-    DB: Database,
-    A: Copy + 'a + Encode<'a, DB> + Type<DB>,
-{
-    args.iter()
-        .fold(sqlx::query(sql), |query, arg| query.bind(*arg))
-}
-
-/// The records `sql` selects with `args` bound in order, each read by
-/// `from`. (`sql` has the backend's own placeholders.)
-pub(crate) async fn fetch_all<'a, DB, A, T>(
-    pool: &Pool<DB>,
-    sql: &'a str,
-    args: &[A],
-    from: fn(&DB::Row) -> Result<T>,
-) -> Result<Vec<T>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments<'a>: IntoArguments<'a, DB>,
-    A: Copy + 'a + Encode<'a, DB> + Type<DB>,
-{
-    let rows = bound(sql, args).fetch_all(pool).await.map_err(other)?;
-    rows.iter().map(from).collect()
-}
-
-/// The record `sql` selects with `args` bound in order, if any, read
-/// by `from`.
-pub(crate) async fn fetch_optional<'a, DB, A, T>(
-    pool: &Pool<DB>,
-    sql: &'a str,
-    args: &[A],
-    from: fn(&DB::Row) -> Result<T>,
-) -> Result<Option<T>>
-where
-    DB: Database,
-    for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
-    DB::Arguments<'a>: IntoArguments<'a, DB>,
-    A: Copy + 'a + Encode<'a, DB> + Type<DB>,
-{
-    let row = bound(sql, args).fetch_optional(pool).await.map_err(other)?;
-    row.as_ref().map(from).transpose()
 }
 
 fn role_of(text: &str) -> Result<Role> {
@@ -304,240 +204,29 @@ pub(crate) fn execution_conditions<'a>(
     conditions
 }
 
-/// `SELECT` of an organisation's executions matching `filter`, newest first; the
-/// builder writes each backend's placeholders.
-pub(crate) fn list_executions_query<'a, DB>(
-    organization_id: &'a str,
-    filter: &'a ExecutionFilter,
-) -> QueryBuilder<'a, DB>
-where
-    DB: Database,
-    DB::Arguments<'a>: Default,
-    &'a str: Encode<'a, DB> + Type<DB>,
-    Millis: Encode<'a, DB> + Type<DB>,
-{
-    let mut query = QueryBuilder::new(format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE "));
-    for (index, (condition, value)) in execution_conditions(organization_id, filter)
-        .into_iter()
-        .enumerate()
-    {
-        if index > 0 {
-            query.push(" AND ");
-        }
-        query.push(condition).push(" ");
-        match value {
-            FilterValue::Text(text) => query.push_bind(text),
-            FilterValue::Int(number) => query.push_bind(number),
-        };
-    }
-    query
-        .push(" ORDER BY seq DESC LIMIT ")
-        .push_bind(filter.limit as i64);
-    query
-}
+/// The columns [`stored_event_from`] reads.
+pub(crate) const EVENT_COLUMNS: &str = "seq, txid, organization_id, kind, subject_id, time, data";
 
-/// What an execution's row says before a batch of events is applied.
-#[derive(Debug, Clone)]
-pub(crate) struct EventTarget {
-    pub status: ExecutionStatus,
-    pub progress: f64,
-    /// JSON text.
-    pub return_value: Option<String>,
-    pub last_event_seq: u64,
-    pub init: Millis,
-}
-
-/// A batch of events applied to an [`EventTarget`]: what to write.
-#[derive(Debug)]
-pub(crate) struct AppliedEvents<'e> {
-    /// The new state; `last_event_seq` is the last event applied.
-    pub target: EventTarget,
-    /// The log lines to insert: (event, level, message).
-    pub lines: Vec<(&'e EventRecord, &'e str, &'e str)>,
-    /// When the batch ends the execution: (end time, exit code, reason).
-    pub ending: Option<(Millis, Option<i32>, &'e str)>,
-}
-
-/// Applies the events in order, each once: copies already applied (sent again
-/// after a reconnect) are skipped, and a gap or an event after the end stops
-/// the batch (the agent sends the rest again). `None` when no event was new:
-/// nothing needs writing.
-pub(crate) fn apply_events(
-    mut target: EventTarget,
-    events: &[EventRecord],
-) -> Option<AppliedEvents<'_>> {
-    let before = target.last_event_seq;
-    let mut lines = Vec::new();
-    let mut ending = None;
-    for event in events {
-        if event.seq <= target.last_event_seq {
-            continue;
-        }
-        if event.seq != target.last_event_seq + 1 || target.status.is_ended() {
-            break;
-        }
-        match &event.change {
-            Change::Log { level, message } => lines.push((event, level.as_str(), message.as_str())),
-            Change::Progress(value) => target.progress = clamp_progress(*value),
-            Change::Return(value) => target.return_value = Some(value.to_string()),
-            Change::Ended {
-                status,
-                exit_code,
-                reason,
-            } => {
-                target.status = *status;
-                if target.status == ExecutionStatus::Finished {
-                    target.progress = 100.0;
-                }
-                ending = Some((event.time.max(target.init), *exit_code, reason.as_str()));
-            }
-        }
-        target.last_event_seq = event.seq;
-    }
-    (target.last_event_seq != before).then_some(AppliedEvents {
-        target,
-        lines,
-        ending,
-    })
-}
-
-/// The state [`apply_events`] starts from, read from a row with the columns
-/// `status, progress, return_value, last_event_seq, init`.
-pub(crate) fn event_target_from(row: &impl RecordRow) -> Result<EventTarget> {
-    Ok(EventTarget {
-        status: status_of(row)?,
-        progress: row.real("progress")?,
-        return_value: row.text_opt("return_value")?,
-        last_event_seq: row.int("last_event_seq")? as u64,
-        init: row.int("init")?,
-    })
-}
-
-/// The columns [`live_lease_from`] reads.
-pub(crate) const LIVE_LEASE_COLUMNS: &str =
-    "organization_id, status, attempt, max_attempts, last_event_seq, cancel_requested, progress";
-
-/// An execution under a live lease, as [`plan_lease_end`] needs it.
-#[derive(Debug, Clone)]
-pub(crate) struct LiveLease {
-    pub organization_id: String,
-    pub status: ExecutionStatus,
-    pub attempt: i64,
-    pub max_attempts: i64,
-    pub last_event_seq: i64,
-    pub cancel_requested: bool,
-    pub progress: f64,
-}
-
-pub(crate) fn live_lease_from(row: &impl RecordRow) -> Result<LiveLease> {
-    Ok(LiveLease {
+pub(crate) fn stored_event_from(row: &impl RecordRow) -> Result<StoredEvent> {
+    let kind = row.text("kind")?;
+    Ok(StoredEvent {
+        cursor: EventCursor {
+            txid: row.int("txid")?,
+            seq: row.int("seq")?,
+        },
         organization_id: row.text("organization_id")?,
-        status: status_of(row)?,
-        attempt: row.int("attempt")?,
-        max_attempts: row.int("max_attempts")?,
-        last_event_seq: row.int("last_event_seq")?,
-        cancel_requested: row.flag("cancel_requested")?,
-        progress: row.real("progress")?,
+        kind: EventKind::parse(&kind).ok_or_else(|| {
+            Error::Other(anyhow::anyhow!("stored event kind {kind:?} is unknown"))
+        })?,
+        subject_id: row.text("subject_id")?,
+        time: row.int("time")?,
+        data: json_column(row, "data")?.unwrap_or_default(),
     })
 }
 
-/// What ending a lease writes: the execution's new values (`started` is cleared
-/// when it goes back to PENDENT) and the line to log, numbered
-/// `last_event_seq`.
-#[derive(Debug, Clone)]
-pub(crate) struct LeaseEnd {
-    pub outcome: LostOutcome,
-    pub status: ExecutionStatus,
-    pub end: Option<Millis>,
-    pub end_reason: Option<String>,
-    pub attempt: i64,
-    pub progress: f64,
-    pub last_event_seq: i64,
-    pub log: Option<(&'static str, String)>,
-}
-
-/// Decides how a lease whose runtime was lost or gave it up ends. When the robot
-/// certainly never ran (`started` false, or still PENDENT), the execution waits
-/// for a runtime again without using up an attempt; otherwise it is queued again
-/// only if attempts remain, else ended with `reason`. A cancel is final.
-pub(crate) fn plan_lease_end(
-    live: &LiveLease,
-    started: bool,
-    reason: &str,
-    now: Millis,
-) -> LeaseEnd {
-    let seq = live.last_event_seq + 1;
-    let ended = |status, message: String, level| LeaseEnd {
-        outcome: LostOutcome::Ended(status),
-        status,
-        end: Some(now),
-        end_reason: Some(message.clone()),
-        attempt: live.attempt,
-        progress: live.progress,
-        last_event_seq: seq,
-        log: Some((level, message)),
-    };
-    if live.cancel_requested {
-        // A run canceled while RUNNING never starts again, even when its runtime
-        // says it never spawned it.
-        return ended(
-            ExecutionStatus::Canceled,
-            format!("canceled; {reason}"),
-            "WARN",
-        );
-    }
-    if live.status == ExecutionStatus::Pendent || !started {
-        return LeaseEnd {
-            outcome: LostOutcome::Requeued,
-            status: ExecutionStatus::Pendent,
-            end: None,
-            end_reason: None,
-            attempt: (live.attempt - 1).max(0),
-            progress: live.progress,
-            last_event_seq: live.last_event_seq,
-            log: None,
-        };
-    }
-    if live.attempt < live.max_attempts {
-        let message = format!(
-            "{reason}; the robot allows retries, so it is queued again (attempt {} of {})",
-            live.attempt + 1,
-            live.max_attempts
-        );
-        return LeaseEnd {
-            outcome: LostOutcome::Requeued,
-            status: ExecutionStatus::Pendent,
-            end: None,
-            end_reason: None,
-            attempt: live.attempt,
-            progress: 0.0,
-            last_event_seq: seq,
-            log: Some(("WARN", message)),
-        };
-    }
-    ended(ExecutionStatus::Error, reason.to_owned(), "ERROR")
-}
-
-/// A reported progress as stored: within 0..=100, NaN as 0.
-pub(crate) fn clamp_progress(value: f64) -> f64 {
-    if value.is_nan() {
-        0.0
-    } else {
-        value.clamp(0.0, 100.0)
-    }
-}
-
-/// The URL without its password, for messages.
-pub(crate) fn redact(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return format!("{url:?}");
-    };
-    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
-    match authority.rsplit_once('@') {
-        Some((credentials, host)) if credentials.contains(':') => {
-            let user = credentials.split(':').next().unwrap_or_default();
-            format!("\"{scheme}://{user}:***@{host}{path}\"")
-        }
-        _ => format!("{url:?}"),
-    }
+pub(crate) fn runtime_session_from(row: &impl RecordRow) -> Result<RuntimeSession> {
+    Ok(RuntimeSession {
+        runtime_id: row.text("id")?,
+        session_id: row.text("session_id")?,
+    })
 }

@@ -171,6 +171,9 @@ struct ServeArgs {
     /// Seconds without word from a runtime before it is offline and its running executions are lost.
     #[arg(long, env = "REGENTE_RUNTIME_TIMEOUT_SECONDS", default_value_t = 30.0)]
     runtime_timeout_seconds: f64,
+    /// Days the event stream keeps an event (execution and runtime changes) before deleting it.
+    #[arg(long, env = "REGENTE_EVENT_RETENTION_DAYS", default_value_t = 30)]
+    event_retention_days: u32,
 }
 
 fn main() -> ExitCode {
@@ -248,6 +251,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "--runtime-timeout-seconds must be at least 0.5"
     );
     config.runtime_timeout = Duration::from_secs_f64(args.runtime_timeout_seconds);
+    anyhow::ensure!(
+        args.event_retention_days >= 1,
+        "--event-retention-days must be at least 1"
+    );
+    config.event_retention = Duration::from_secs(u64::from(args.event_retention_days) * 24 * 3600);
     let admin_username = config.admin_username.clone();
     let server = Server::build(config).await?;
     let shutdown = shutdown_signal();
@@ -256,7 +264,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("first admin created: username {admin_username:?}, password {password:?} (shown only now)");
     }
     println!("data directory {}", server.data_dir().display());
-    println!("regente listening on http://{}", server.local_addr());
+    println!(
+        "{}",
+        regente_server::startup::listening_line(server.local_addr())
+    );
     server.run(shutdown).await
 }
 

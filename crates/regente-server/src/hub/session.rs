@@ -31,8 +31,8 @@ struct Session {
 
 struct Handed {
     lease: String,
-    /// Whether the server granted the start (the robot may be running).
-    started: bool,
+    /// Whether the server granted the start: the robot may have been spawned.
+    spawned: bool,
 }
 
 /// Serves one agent connection until it closes.
@@ -60,7 +60,13 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
         return;
     }
     // Seen before registered: the lost-runtime check skips a runtime that is either.
-    if let Err(e) = ctx.store.touch_runtime(&runtime.id, ctx.clock.now()).await {
+    // The session's id tells the store which connection holds the runtime online.
+    let session_id = new_id();
+    if let Err(e) = ctx
+        .store
+        .runtime_connected(&runtime.id, &session_id, ctx.clock.now())
+        .await
+    {
         warn!(runtime = %runtime.id, error = format!("{e:#}"), "cannot record a runtime's visit");
     }
     let (connection, commands) = ctx.hub.register(&runtime.id);
@@ -81,7 +87,7 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
     ctx.hub.unregister(&runtime_id, connection);
     // Hand-outs this connection made that never started go back to the queue
     // now: the agent will not ask to start them over a dead connection.
-    for (execution_id, handed) in session.busy.iter().filter(|(_, h)| !h.started) {
+    for (execution_id, handed) in session.busy.iter().filter(|(_, h)| !h.spawned) {
         let reason = "the runtime disconnected before starting it";
         let released = ctx
             .store
@@ -90,6 +96,19 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
         if let Err(e) = released {
             warn!(execution = %execution_id, error = format!("{e:#}"), "cannot release an unstarted lease");
         }
+    }
+    // Offline unless another connection of the runtime (here or on another
+    // server) has taken over meanwhile.
+    let reason = match &closed {
+        Ok(why) => format!("disconnected: {why}"),
+        Err(e) => format!("disconnected: the session failed: {e:#}"),
+    };
+    let left = ctx
+        .store
+        .runtime_disconnected(&runtime_id, &session_id, &reason, ctx.clock.now())
+        .await;
+    if let Err(e) = left {
+        warn!(runtime = %runtime_id, error = format!("{e:#}"), "cannot record a runtime's departure");
     }
     ctx.hub.wake(&runtime_id);
     match closed {
@@ -187,7 +206,7 @@ impl Session {
                         lease.execution_id.clone(),
                         Handed {
                             lease: lease.lease.clone(),
-                            started: true,
+                            spawned: true,
                         },
                     );
                     if lease.cancel_requested {
@@ -201,10 +220,10 @@ impl Session {
                 (status, holding) => {
                     // Handed out but never spawned (the agent says so, or it never
                     // asked to start), or spawned and forgotten by the agent.
-                    let started = status == ExecutionStatus::Running && holding.is_none();
+                    let spawned = status == ExecutionStatus::Running && holding.is_none();
                     let reason = "the runtime no longer holds this execution: its agent restarted without it";
                     store
-                        .end_lease(&lease.execution_id, &lease.lease, started, reason, now)
+                        .end_lease(&lease.execution_id, &lease.lease, spawned, reason, now)
                         .await?;
                     if holding.is_some() {
                         self.revoke(
@@ -269,7 +288,7 @@ impl Session {
                 claimed.execution_id.clone(),
                 Handed {
                     lease: claimed.lease.clone(),
-                    started: false,
+                    spawned: false,
                 },
             );
             self.send(&ServerMessage::Assign(regente_proto::Assignment {
@@ -296,7 +315,7 @@ impl Session {
                     let running_here = self
                         .busy
                         .get(&lease.execution_id)
-                        .is_some_and(|h| h.started && h.lease == lease.lease);
+                        .is_some_and(|h| h.spawned && h.lease == lease.lease);
                     if running_here {
                         self.send(&ServerMessage::Cancel {
                             execution_id: lease.execution_id,
@@ -353,7 +372,7 @@ impl Session {
                         execution_id.clone(),
                         Handed {
                             lease: lease.clone(),
-                            started: true,
+                            spawned: true,
                         },
                     );
                     self.ctx

@@ -1,5 +1,6 @@
-//! Ends the leases of runtimes that stopped answering: an execution never stays
-//! RUNNING for long after its runtime died.
+//! Ends the leases of runtimes that stopped answering, so that an execution never
+//! stays RUNNING for long after its runtime died, and records those runtimes
+//! offline.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -55,13 +56,31 @@ async fn sweep(ctx: &Context, timeout: Duration, grace_from: Millis) -> anyhow::
             lease.runtime_id,
             timeout.as_secs_f64()
         );
-        let started = lease.status == ExecutionStatus::Running;
+        // RUNNING means the start was granted: the robot may have been spawned.
+        let spawned = lease.status == ExecutionStatus::Running;
         let outcome = ctx
             .store
-            .end_lease(&lease.execution_id, &lease.lease, started, &reason, now)
+            .end_lease(&lease.execution_id, &lease.lease, spawned, &reason, now)
             .await?;
         if outcome != LostOutcome::Stale {
             warn!(execution = %lease.execution_id, runtime = %lease.runtime_id, ?outcome, "runtime lost");
+        }
+    }
+    // Given up: offline, unless a connection of it came back meanwhile.
+    for silent in ctx.store.silent_runtimes(now - timeout_ms).await? {
+        if ctx.hub.is_connected(&silent.runtime_id) {
+            continue;
+        }
+        let reason = format!(
+            "runtime lost: no word from it for {} s",
+            timeout.as_secs_f64()
+        );
+        if ctx
+            .store
+            .runtime_disconnected(&silent.runtime_id, &silent.session_id, &reason, now)
+            .await?
+        {
+            warn!(runtime = %silent.runtime_id, "runtime offline: lost");
         }
     }
     Ok(())

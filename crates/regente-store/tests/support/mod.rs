@@ -1,4 +1,5 @@
-//! What the store's test binaries share: fresh PostgreSQL databases per test.
+//! What the store's test binaries share: fresh PostgreSQL databases per test, and
+//! reading the event stream until what was committed shows.
 
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
@@ -6,12 +7,12 @@
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use regente_store::{EventCursor, EventStore, StoredEvent};
 use sqlx::{Connection, Executor, PgConnection};
 
-/// Runs `test` with `count` fresh PostgreSQL database URLs, then drops them; says
-/// it was skipped when `REGENTE_TEST_PG_URL` is not set.
+/// Runs `test` with `count` fresh PostgreSQL database URLs, then drops them.
 pub async fn with_postgres<F, Fut>(name: &str, count: usize, test: F)
 where
     F: FnOnce(Vec<String>) -> Fut + Send + 'static,
@@ -21,8 +22,8 @@ where
         .ok()
         .filter(|url| !url.is_empty())
     else {
-        println!("skipped: REGENTE_TEST_PG_URL is not set, so {name} did not run on PostgreSQL");
-        return;
+        // Such tests are ignored (SKIPPED) when the variable was not set at build time.
+        panic!("{name} needs PostgreSQL: set REGENTE_TEST_PG_URL");
     };
     let databases: Vec<String> = (0..count)
         .map(|_| format!("regente_test_{}", unique_suffix()))
@@ -81,4 +82,29 @@ fn unique_suffix() -> String {
     hasher.write_u32(std::process::id());
     hasher.write_u64(COUNTER.fetch_add(1, Ordering::Relaxed));
     format!("{:016x}", hasher.finish())
+}
+
+/// Every event after `after`, read once at least `at_least` of them show. On
+/// PostgreSQL a read answers only the events of transactions older than every
+/// transaction still running on the server (other tests' included), so an event
+/// just committed may take a moment to show; on SQLite it shows at once. Panics
+/// after 30 s.
+pub async fn events_after_at_least(
+    store: &(impl EventStore + ?Sized),
+    after: EventCursor,
+    at_least: usize,
+) -> Vec<StoredEvent> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events = store.events_after(after, 100_000).await.unwrap();
+        if events.len() >= at_least {
+            return events;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {at_least} events after {after:?} showed: {events:#?}",
+            events.len()
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
 }

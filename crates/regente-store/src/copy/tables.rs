@@ -1,0 +1,287 @@
+//! The store's tables as the copy knows them: they must follow the migrations.
+
+use crate::copy::conn::Backend;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Kind {
+    Text,
+    /// 64-bit integer (BIGINT on PostgreSQL).
+    Int,
+    /// 32-bit integer (INTEGER on PostgreSQL).
+    Int32,
+    Real,
+    /// INTEGER 0/1 on SQLite, BOOLEAN on PostgreSQL.
+    Bool,
+    Bytes,
+}
+
+pub(super) struct Table {
+    pub(super) name: &'static str,
+    pub(super) columns: &'static [(&'static str, Kind)],
+    /// Unique and indexed: pages are read in its order.
+    pub(super) key: &'static [&'static str],
+    /// The key on SQLite, when another one is indexed there.
+    pub(super) sqlite_key: Option<&'static [&'static str]>,
+    /// How the rows change on the way, if they do.
+    pub(super) rewrite: Option<Rewrite>,
+    /// A column whose bytes dominate the row: pages are also bounded by its size.
+    pub(super) bulky: Option<&'static str>,
+    /// The one backend that has this table, and what the other does instead.
+    pub(super) only_on: Option<(Backend, &'static str)>,
+}
+
+/// How a table's rows change on the way to the target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Rewrite {
+    /// Events, read in stream order, are numbered 1, 2, ... with `txid` 0: the
+    /// target's transaction ids have nothing to do with the source's, and every
+    /// event the target writes itself must come after the copied ones (its own
+    /// ids are above 0, or, on SQLite, its `seq`s above theirs).
+    StreamOrder,
+    /// Consumers' cursors follow that numbering: (0, the number of events up to
+    /// the cursor), so each consumer goes on with the event it would have read
+    /// next on the source.
+    Cursors,
+}
+
+/// Every table of the store, parents before children.
+pub(super) const TABLES: &[Table] = &[
+    Table {
+        name: "organizations",
+        columns: &[
+            ("id", Kind::Text),
+            ("name", Kind::Text),
+            ("is_root", Kind::Bool),
+            ("created_at", Kind::Int),
+        ],
+        key: &["id"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "users",
+        columns: &[
+            ("id", Kind::Text),
+            ("organization_id", Kind::Text),
+            ("username", Kind::Text),
+            ("password_hash", Kind::Text),
+            ("role", Kind::Text),
+            ("created_at", Kind::Int),
+        ],
+        key: &["id"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "runtimes",
+        columns: &[
+            ("id", Kind::Text),
+            ("organization_id", Kind::Text),
+            ("name", Kind::Text),
+            ("key_hash", Kind::Text),
+            ("slots", Kind::Int),
+            ("last_seen", Kind::Int),
+            ("created_at", Kind::Int),
+            ("session_id", Kind::Text),
+        ],
+        key: &["id"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "robots",
+        columns: &[
+            ("id", Kind::Text),
+            ("organization_id", Kind::Text),
+            ("name", Kind::Text),
+            ("created_at", Kind::Int),
+        ],
+        key: &["id"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "robot_versions",
+        columns: &[
+            ("robot_id", Kind::Text),
+            ("version", Kind::Int),
+            ("organization_id", Kind::Text),
+            ("sha256", Kind::Text),
+            ("manifest", Kind::Text),
+            ("size", Kind::Int),
+            ("package", Kind::Bytes),
+            ("created_at", Kind::Int),
+        ],
+        key: &["robot_id", "version"],
+        bulky: Some("package"),
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "executions",
+        columns: &[
+            ("seq", Kind::Int),
+            ("id", Kind::Text),
+            ("organization_id", Kind::Text),
+            ("runtime_id", Kind::Text),
+            ("robot_id", Kind::Text),
+            ("robot_version", Kind::Int),
+            ("variables", Kind::Text),
+            ("status", Kind::Text),
+            ("progress", Kind::Real),
+            ("init", Kind::Int),
+            ("started", Kind::Int),
+            ("end", Kind::Int),
+            ("return_value", Kind::Text),
+            ("end_reason", Kind::Text),
+            ("exit_code", Kind::Int32),
+            ("submitted_by", Kind::Text),
+            ("canceled_by", Kind::Text),
+            ("lease", Kind::Text),
+            ("attempt", Kind::Int),
+            ("max_attempts", Kind::Int),
+            ("last_event_seq", Kind::Int),
+            ("cancel_requested", Kind::Bool),
+        ],
+        key: &["seq"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "execution_logs",
+        columns: &[
+            ("execution_id", Kind::Text),
+            ("seq", Kind::Int),
+            ("organization_id", Kind::Text),
+            ("time", Kind::Int),
+            ("level", Kind::Text),
+            ("message", Kind::Text),
+        ],
+        key: &["execution_id", "seq"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "idempotency_keys",
+        columns: &[
+            ("user_id", Kind::Text),
+            ("key", Kind::Text),
+            ("fingerprint", Kind::Text),
+            ("execution_id", Kind::Text),
+            ("created_at", Kind::Int),
+        ],
+        key: &["user_id", "key"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "events",
+        columns: &[
+            ("seq", Kind::Int),
+            ("txid", Kind::Int),
+            ("organization_id", Kind::Text),
+            ("kind", Kind::Text),
+            ("subject_id", Kind::Text),
+            ("time", Kind::Int),
+            ("data", Kind::Text),
+        ],
+        // Stream order; txid is 0 on SQLite, where seq alone is the order.
+        key: &["txid", "seq"],
+        sqlite_key: Some(&["seq"]),
+        bulky: None,
+        only_on: None,
+        rewrite: Some(Rewrite::StreamOrder),
+    },
+    Table {
+        name: "event_cursors",
+        columns: &[
+            ("consumer", Kind::Text),
+            ("txid", Kind::Int),
+            ("seq", Kind::Int),
+            ("updated_at", Kind::Int),
+        ],
+        key: &["consumer"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: Some(Rewrite::Cursors),
+    },
+    Table {
+        name: "settings",
+        columns: &[("name", Kind::Text), ("value", Kind::Bytes)],
+        key: &["name"],
+        bulky: None,
+        only_on: Some((
+            Backend::Postgres,
+            "it holds the token signing secret servers on PostgreSQL share; a server on \
+             SQLite keeps its own in its data directory (or takes --jwt-secret), so tokens \
+             signed before the move are refused and their users log in again",
+        )),
+        sqlite_key: None,
+        rewrite: None,
+    },
+];
+
+/// The migrations' own bookkeeping: each side's is written by its migrator.
+pub(super) const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+
+impl Table {
+    pub(super) fn exists_on(&self, backend: Backend) -> bool {
+        self.only_on.is_none_or(|(only, _)| only == backend)
+    }
+
+    pub(super) fn column_list(&self) -> String {
+        quoted_list(self.columns.iter().map(|(name, _)| *name))
+    }
+
+    /// The key pages are read by on `backend`.
+    pub(super) fn key_on(&self, backend: Backend) -> &'static [&'static str] {
+        match (backend, self.sqlite_key) {
+            (Backend::Sqlite, Some(key)) => key,
+            _ => self.key,
+        }
+    }
+
+    pub(super) fn key_list(&self, backend: Backend) -> String {
+        quoted_list(self.key_on(backend).iter().copied())
+    }
+
+    /// Where each key column on `backend` sits in a row.
+    pub(super) fn key_positions(&self, backend: Backend) -> Vec<usize> {
+        self.key_on(backend)
+            .iter()
+            .map(|key| self.position(key))
+            .collect()
+    }
+
+    /// Where `column` sits in a row.
+    pub(super) fn position(&self, column: &str) -> usize {
+        self.columns
+            .iter()
+            .position(|(name, _)| *name == column)
+            .expect("a column of the table")
+    }
+}
+
+pub(super) fn quoted(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+pub(super) fn quoted_list<'a>(names: impl Iterator<Item = &'a str>) -> String {
+    names.map(quoted).collect::<Vec<_>>().join(", ")
+}

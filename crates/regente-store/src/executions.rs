@@ -1,0 +1,126 @@
+//! Executions: runs queued for a runtime, their logs, and their cancellation.
+
+use async_trait::async_trait;
+use regente_core::ExecutionStatus;
+use serde_json::Value;
+
+use crate::{Millis, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Execution {
+    pub id: String,
+    pub organization_id: String,
+    pub runtime_id: String,
+    pub robot_id: String,
+    pub robot_version: u32,
+    /// `{"NAME": typed value}`.
+    pub variables: Value,
+    pub status: ExecutionStatus,
+    pub progress: f64,
+    /// Submission time; never changes.
+    pub init: Millis,
+    pub started: Option<Millis>,
+    pub end: Option<Millis>,
+    pub return_value: Option<Value>,
+    /// Why it ended, in words, when it has.
+    pub end_reason: Option<String>,
+    pub exit_code: Option<i32>,
+    pub submitted_by: Option<String>,
+    pub canceled_by: Option<String>,
+    /// Queue order; larger is newer.
+    pub seq: i64,
+}
+
+#[derive(Debug, Clone)]
+pub struct NewExecution {
+    pub id: String,
+    pub organization_id: String,
+    pub runtime_id: String,
+    pub robot_id: String,
+    pub robot_version: u32,
+    pub variables: Value,
+    pub init: Millis,
+    pub submitted_by: String,
+    /// 1 + the robot's `retries`.
+    pub max_attempts: u32,
+}
+
+/// An `Idempotency-Key` to honour while enqueuing.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey {
+    pub user_id: String,
+    pub key: String,
+    /// Identifies the request (runtime, robot, variables), so that a key reused
+    /// for another request is refused instead of silently answering a wrong id.
+    pub fingerprint: String,
+    /// Keys recorded before this time have expired and are replaced.
+    pub expired_before: Millis,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Enqueued {
+    Created,
+    /// The idempotency key had already queued this execution.
+    Existing(String),
+    /// The idempotency key was used for a different request.
+    KeyReused,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogLine {
+    pub seq: i64,
+    pub time: Millis,
+    pub level: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// It was PENDENT and is now CANCELED; `lease` is the hand-out to revoke, if
+    /// it had been handed to its runtime already.
+    Canceled {
+        lease: Option<String>,
+    },
+    /// It is RUNNING: marked for cancellation; the runtime must stop it.
+    Running {
+        lease: String,
+    },
+    AlreadyEnded(ExecutionStatus),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct ExecutionFilter {
+    pub status: Option<ExecutionStatus>,
+    pub robot_id: Option<String>,
+    pub runtime_id: Option<String>,
+    /// Submitted at or after.
+    pub from: Option<Millis>,
+    /// Submitted before.
+    pub to: Option<Millis>,
+    /// Only executions older (smaller `seq`) than this: the page cursor.
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+#[async_trait]
+pub trait ExecutionStore: Send + Sync {
+    /// Queues an execution; it is on disk when this returns.
+    async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued>;
+    async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution>;
+    async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>>;
+    async fn list_executions(
+        &self,
+        organization_id: &str,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>>;
+    /// How many PENDENT executions are ahead of this one on its runtime.
+    async fn queue_position(&self, execution: &Execution) -> Result<u64>;
+    /// Cancels a PENDENT execution, or marks a RUNNING one for cancellation.
+    async fn cancel(
+        &self,
+        organization_id: &str,
+        id: &str,
+        canceled_by: &str,
+        now: Millis,
+    ) -> Result<CancelOutcome>;
+}

@@ -1,0 +1,161 @@
+//! Several servers on one PostgreSQL database: notices through LISTEN/NOTIFY,
+//! the shared token secret, and the leader's advisory lock.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use sqlx::postgres::{PgListener, PgPool};
+use sqlx::Connection as _;
+use tokio::sync::broadcast;
+use tracing::warn;
+
+use super::{other, PostgresStore};
+use crate::{ClusterStore, Notice, Result};
+
+/// The LISTEN/NOTIFY channel servers announce work, cancels and revocations on.
+const NOTICE_CHANNEL: &str = "regente_notices";
+/// The advisory lock whose holder runs the once-per-cluster duties.
+const LEADER_LOCK: i64 = 0x5245_4745_4e54_4501;
+
+/// Listens for notices and relays them. NOTIFY reaches only sessions listening at
+/// commit time and is never replayed, so every (re)start of the listener is
+/// followed by a `Resync`, which makes each session look at the queue again.
+pub(super) async fn relay_notices(pool: PgPool, notices: broadcast::Sender<Notice>) {
+    loop {
+        match PgListener::connect_with(&pool).await {
+            Ok(mut listener) => match listener.listen(NOTICE_CHANNEL).await {
+                Ok(()) => {
+                    let _ = notices.send(Notice::Resync);
+                    loop {
+                        match listener.try_recv().await {
+                            Ok(Some(notification)) => {
+                                if let Some(notice) = decode_notice(notification.payload()) {
+                                    let _ = notices.send(notice);
+                                }
+                            }
+                            // The connection was lost; the next call reconnects.
+                            Ok(None) => {
+                                let _ = notices.send(Notice::Resync);
+                            }
+                            Err(e) => {
+                                warn!(error = %e, "lost the notice listener");
+                                break;
+                            }
+                        }
+                    }
+                }
+                Err(e) => warn!(error = %e, "cannot listen for notices"),
+            },
+            Err(e) => warn!(error = %e, "cannot connect the notice listener"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+fn encode_notice(notice: &Notice) -> String {
+    let value = match notice {
+        Notice::Work { runtime_id } => json!({"kind": "work", "runtime_id": runtime_id}),
+        Notice::Cancel {
+            runtime_id,
+            execution_id,
+            lease,
+        } => {
+            json!({"kind": "cancel", "runtime_id": runtime_id, "execution_id": execution_id, "lease": lease})
+        }
+        Notice::Revoke {
+            runtime_id,
+            execution_id,
+            lease,
+            reason,
+        } => {
+            json!({"kind": "revoke", "runtime_id": runtime_id, "execution_id": execution_id, "lease": lease, "reason": reason})
+        }
+        Notice::UserDeleted { user_id } => json!({"kind": "user_deleted", "user_id": user_id}),
+        Notice::Resync => json!({"kind": "resync"}),
+    };
+    value.to_string()
+}
+
+fn decode_notice(payload: &str) -> Option<Notice> {
+    let value: serde_json::Value = serde_json::from_str(payload).ok()?;
+    let field = |name: &str| value.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    Some(match value.get("kind")?.as_str()? {
+        "work" => Notice::Work {
+            runtime_id: field("runtime_id")?,
+        },
+        "cancel" => Notice::Cancel {
+            runtime_id: field("runtime_id")?,
+            execution_id: field("execution_id")?,
+            lease: field("lease")?,
+        },
+        "revoke" => Notice::Revoke {
+            runtime_id: field("runtime_id")?,
+            execution_id: field("execution_id")?,
+            lease: field("lease")?,
+            reason: field("reason")?,
+        },
+        "user_deleted" => Notice::UserDeleted {
+            user_id: field("user_id")?,
+        },
+        "resync" => Notice::Resync,
+        _ => return None,
+    })
+}
+
+#[async_trait]
+impl ClusterStore for PostgresStore {
+    fn notices(&self) -> Option<broadcast::Receiver<Notice>> {
+        Some(self.notices.subscribe())
+    }
+
+    async fn publish(&self, notice: &Notice) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTICE_CHANNEL)
+            .bind(encode_notice(notice))
+            .execute(&self.pool)
+            .await
+            .map_err(other)?;
+        Ok(())
+    }
+
+    async fn shared_secret(&self, candidate: &[u8]) -> Result<Option<Vec<u8>>> {
+        sqlx::query(
+            "INSERT INTO settings (name, value) VALUES ('jwt_secret', $1) ON CONFLICT DO NOTHING",
+        )
+        .bind(candidate)
+        .execute(&self.pool)
+        .await
+        .map_err(other)?;
+        let secret: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM settings WHERE name = 'jwt_secret'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(other)?;
+        Ok(Some(secret))
+    }
+
+    /// The leader holds a session-level advisory lock on a connection of its own;
+    /// if that session dies, PostgreSQL releases the lock and another server
+    /// takes over at its next check.
+    async fn lead(&self) -> Result<bool> {
+        let mut leader = self.leader.lock().await;
+        if let Some(session) = leader.as_mut() {
+            if session.ping().await.is_ok() {
+                return Ok(true);
+            }
+            *leader = None;
+        }
+        let mut session = self.pool.acquire().await.map_err(other)?;
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(LEADER_LOCK)
+            .fetch_one(&mut *session)
+            .await
+            .map_err(other)?;
+        if locked {
+            // Out of the pool: the lock lives as long as this session.
+            *leader = Some(session.detach());
+        }
+        Ok(locked)
+    }
+}

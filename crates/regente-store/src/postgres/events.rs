@@ -1,0 +1,170 @@
+//! The event stream on PostgreSQL.
+//!
+//! `seq` is drawn when an event is inserted, before its transaction commits, so
+//! transactions commit out of `seq` order: reading by `seq` alone, a consumer
+//! could store the cursor of a later event and never see an earlier one that
+//! committed after. Each event also carries its transaction's id (`txid`), and
+//! a read answers only events of transactions below its snapshot's xmin, every
+//! one of which has ended, in (`txid`, `seq`) order. A transaction that commits
+//! later has an id at least that xmin, so it sorts after every cursor answered
+//! so far. An open transaction holds the horizon back (consumers wait for it);
+//! it never makes them skip an event.
+
+use async_trait::async_trait;
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row};
+
+use super::{fetch_optional, other, PostgresStore};
+use crate::events::{NewEvent, PRUNE_BATCH};
+use crate::rows::{stored_event_from, EVENT_COLUMNS};
+use crate::{EventCursor, EventFilter, EventStore, Millis, Result, StoredEvent};
+
+/// Every transaction with a smaller id has ended.
+const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
+
+/// Writes events in the caller's transaction, with the change they report;
+/// `txid` is the transaction's own id (the column's default).
+pub(super) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let (mut organizations, mut kinds, mut subjects, mut times, mut data) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for event in events {
+        organizations.push(event.organization_id.as_str());
+        kinds.push(event.kind.as_str());
+        subjects.push(event.subject_id.as_str());
+        times.push(event.time);
+        data.push(event.data.to_string());
+    }
+    // WITH ORDINALITY: one statement, seqs drawn in the events' order.
+    sqlx::query(
+        "INSERT INTO events (organization_id, kind, subject_id, time, data) \
+         SELECT e.organization_id, e.kind, e.subject_id, e.time, e.data \
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) \
+             WITH ORDINALITY AS e(organization_id, kind, subject_id, time, data, n) \
+         ORDER BY e.n",
+    )
+    .bind(&organizations)
+    .bind(&kinds)
+    .bind(&subjects)
+    .bind(&times)
+    .bind(&data)
+    .execute(conn)
+    .await
+    .map_err(other)?;
+    Ok(())
+}
+
+/// Saves a consumer's cursor in the caller's transaction, so that a store
+/// operation can commit a consumer's own change and its progress together. A
+/// cursor never moves back.
+pub(super) async fn save_cursor_in(
+    conn: &mut PgConnection,
+    consumer: &str,
+    cursor: EventCursor,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO event_cursors (consumer, txid, seq, updated_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (consumer) DO UPDATE SET txid = EXCLUDED.txid, seq = EXCLUDED.seq, \
+         updated_at = EXCLUDED.updated_at \
+         WHERE (event_cursors.txid, event_cursors.seq) < (EXCLUDED.txid, EXCLUDED.seq)",
+    )
+    .bind(consumer)
+    .bind(cursor.txid)
+    .bind(cursor.seq)
+    .bind(now)
+    .execute(conn)
+    .await
+    .map_err(other)?;
+    Ok(())
+}
+
+#[async_trait]
+impl EventStore for PostgresStore {
+    async fn events_after(&self, after: EventCursor, limit: u32) -> Result<Vec<StoredEvent>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE (txid, seq) > ($1, $2) AND txid < {HORIZON} \
+             ORDER BY txid, seq LIMIT $3"
+        ))
+        .bind(after.txid)
+        .bind(after.seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(other)?;
+        rows.iter().map(stored_event_from).collect()
+    }
+
+    async fn organization_events_after(
+        &self,
+        organization_id: &str,
+        after: EventCursor,
+        filter: &EventFilter,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>> {
+        let kinds: Vec<&str> = filter.kinds.iter().map(|kind| kind.as_str()).collect();
+        let rows: Vec<PgRow> = sqlx::query(&format!(
+            "SELECT {EVENT_COLUMNS} FROM events \
+             WHERE organization_id = $1 AND (txid, seq) > ($2, $3) AND txid < {HORIZON} \
+             AND (cardinality($4::TEXT[]) = 0 OR kind = ANY($4)) \
+             AND ($5::TEXT IS NULL OR subject_id = $5) \
+             ORDER BY txid, seq LIMIT $6"
+        ))
+        .bind(organization_id)
+        .bind(after.txid)
+        .bind(after.seq)
+        .bind(&kinds)
+        .bind(filter.subject_id.as_deref())
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(other)?;
+        rows.iter().map(stored_event_from).collect()
+    }
+
+    async fn load_cursor(&self, consumer: &str) -> Result<EventCursor> {
+        let saved = fetch_optional(
+            &self.pool,
+            "SELECT txid, seq FROM event_cursors WHERE consumer = $1",
+            &[consumer],
+            |row| {
+                Ok(EventCursor {
+                    txid: row.try_get("txid").map_err(other)?,
+                    seq: row.try_get("seq").map_err(other)?,
+                })
+            },
+        )
+        .await?;
+        Ok(saved.unwrap_or(EventCursor::START))
+    }
+
+    async fn save_cursor(&self, consumer: &str, cursor: EventCursor, now: Millis) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(other)?;
+        save_cursor_in(&mut conn, consumer, cursor, now).await
+    }
+
+    async fn prune_events(&self, older_than: Millis) -> Result<u64> {
+        let mut pruned = 0;
+        // A batch per transaction: no long lock, no long transaction holding the
+        // stream's horizon back.
+        loop {
+            let deleted = sqlx::query(
+                "DELETE FROM events WHERE seq IN \
+                 (SELECT seq FROM events WHERE time < $1 LIMIT $2)",
+            )
+            .bind(older_than)
+            .bind(PRUNE_BATCH)
+            .execute(&self.pool)
+            .await
+            .map_err(other)?
+            .rows_affected();
+            pruned += deleted;
+            if (deleted as i64) < PRUNE_BATCH {
+                return Ok(pruned);
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! The queue on PostgreSQL: enqueue (with idempotency keys), reads, lists, cancels.
+
+use async_trait::async_trait;
+use regente_core::ExecutionStatus;
+use sqlx::{Postgres, QueryBuilder, Row};
+
+use super::events::insert_events;
+use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
+use crate::rows::{
+    execution_conditions, execution_from, log_line_from, status_of, FilterValue, EXECUTION_COLUMNS,
+};
+use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
+use crate::{
+    CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey,
+    LogLine, Millis, NewExecution, Result,
+};
+
+/// How often an enqueue retries when the idempotency key it found vanished
+/// between two statements (replaced by a concurrent request after it expired).
+const IDEMPOTENCY_ATTEMPTS: usize = 5;
+
+#[async_trait]
+impl ExecutionStore for PostgresStore {
+    async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued> {
+        let Some(key) = key else {
+            let mut tx = self.pool.begin().await.map_err(other)?;
+            insert_execution(&mut tx, new).await?;
+            tx.commit().await.map_err(other)?;
+            return Ok(Enqueued::Created);
+        };
+        for _ in 0..IDEMPOTENCY_ATTEMPTS {
+            let mut tx = self.pool.begin().await.map_err(other)?;
+            // Takes the key: inserts it, or replaces it when it has expired. A
+            // concurrent request with the same key waits here until this
+            // transaction ends, then finds the key taken, so one execution is
+            // queued whatever the timing.
+            let taken = sqlx::query(
+                "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+                 execution_id = EXCLUDED.execution_id, created_at = EXCLUDED.created_at \
+                 WHERE idempotency_keys.created_at < $6",
+            )
+            .bind(&key.user_id)
+            .bind(&key.key)
+            .bind(&key.fingerprint)
+            .bind(&new.id)
+            .bind(new.init)
+            .bind(key.expired_before)
+            .execute(&mut *tx)
+            .await
+            .map_err(other)?;
+            if taken.rows_affected() == 1 {
+                insert_execution(&mut tx, new).await?;
+                tx.commit().await.map_err(other)?;
+                return Ok(Enqueued::Created);
+            }
+            // The key is live: ON CONFLICT locked its row, and this statement sees
+            // the committed version.
+            let earlier = sqlx::query(
+                "SELECT fingerprint, execution_id FROM idempotency_keys \
+                 WHERE user_id = $1 AND key = $2",
+            )
+            .bind(&key.user_id)
+            .bind(&key.key)
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(other)?;
+            let Some(earlier) = earlier else {
+                continue;
+            };
+            let fingerprint: String = earlier.try_get("fingerprint").map_err(other)?;
+            return Ok(if fingerprint == key.fingerprint {
+                Enqueued::Existing(earlier.try_get("execution_id").map_err(other)?)
+            } else {
+                Enqueued::KeyReused
+            });
+        }
+        Err(Error::Other(anyhow::anyhow!(
+            "the Idempotency-Key kept changing while queuing the run"
+        )))
+    }
+
+    async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution> {
+        fetch_optional(
+            &self.pool,
+            &format!(
+                "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = $1 AND id = $2"
+            ),
+            &[organization_id, id],
+            execution_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
+    }
+
+    async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>> {
+        fetch_all(
+            &self.pool,
+            "SELECT seq, time, level, message FROM execution_logs \
+             WHERE organization_id = $1 AND execution_id = $2 ORDER BY seq",
+            &[organization_id, id],
+            log_line_from,
+        )
+        .await
+    }
+
+    async fn list_executions(
+        &self,
+        organization_id: &str,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>> {
+        let mut query: QueryBuilder<Postgres> = list_executions_query(organization_id, filter);
+        let rows = query.build().fetch_all(&self.pool).await.map_err(other)?;
+        rows.iter().map(execution_from).collect()
+    }
+
+    async fn queue_position(&self, execution: &Execution) -> Result<u64> {
+        let ahead: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM executions \
+             WHERE runtime_id = $1 AND status = 'PENDENT' AND seq < $2",
+        )
+        .bind(&execution.runtime_id)
+        .bind(execution.seq)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(other)?;
+        Ok(ahead as u64)
+    }
+
+    async fn cancel(
+        &self,
+        organization_id: &str,
+        id: &str,
+        canceled_by: &str,
+        now: Millis,
+    ) -> Result<CancelOutcome> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        // Locked: a claim skips it, a start or a report waits for this decision.
+        let row = sqlx::query(
+            "SELECT status, lease, cancel_requested FROM executions \
+             WHERE organization_id = $1 AND id = $2 FOR UPDATE",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(other)?
+        .ok_or(Error::NotFound)?;
+        let lease: Option<String> = row.try_get("lease").map_err(other)?;
+        let cancel_requested: bool = row.try_get("cancel_requested").map_err(other)?;
+        let outcome = match status_of(&row)? {
+            ExecutionStatus::Pendent => {
+                sqlx::query(
+                    "UPDATE executions SET status = 'CANCELED', \"end\" = $1, canceled_by = $2, \
+                     end_reason = $3, lease = NULL WHERE organization_id = $4 AND id = $5",
+                )
+                .bind(now)
+                .bind(canceled_by)
+                .bind(CANCELED_BEFORE_START)
+                .bind(organization_id)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .map_err(other)?;
+                insert_events(
+                    &mut tx,
+                    &cancel_events(organization_id, id, canceled_by, false, now),
+                )
+                .await?;
+                CancelOutcome::Canceled { lease }
+            }
+            ExecutionStatus::Running => {
+                if !cancel_requested {
+                    sqlx::query(
+                        "UPDATE executions SET cancel_requested = TRUE, canceled_by = $1 \
+                         WHERE organization_id = $2 AND id = $3",
+                    )
+                    .bind(canceled_by)
+                    .bind(organization_id)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(other)?;
+                    insert_events(
+                        &mut tx,
+                        &cancel_events(organization_id, id, canceled_by, true, now),
+                    )
+                    .await?;
+                }
+                CancelOutcome::Running {
+                    lease: lease.unwrap_or_default(),
+                }
+            }
+            ended => CancelOutcome::AlreadyEnded(ended),
+        };
+        tx.commit().await.map_err(other)?;
+        Ok(outcome)
+    }
+}
+
+/// Inserts a new execution with its `execution.queued` event.
+async fn insert_execution(conn: &mut sqlx::PgConnection, new: &NewExecution) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
+         variables, status, progress, init, submitted_by, max_attempts) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10)",
+    )
+    .bind(&new.id)
+    .bind(&new.organization_id)
+    .bind(&new.runtime_id)
+    .bind(&new.robot_id)
+    .bind(new.robot_version as i64)
+    .bind(new.variables.to_string())
+    .bind(ExecutionStatus::Pendent.as_str())
+    .bind(new.init)
+    .bind(&new.submitted_by)
+    .bind(new.max_attempts as i64)
+    .execute(&mut *conn)
+    .await
+    .map_err(conflict_as("an execution with this id"))?;
+    insert_events(conn, &[queued_event(new)]).await
+}
+
+/// `SELECT` of an organisation's executions matching `filter`, newest first.
+fn list_executions_query<'a>(
+    organization_id: &'a str,
+    filter: &'a ExecutionFilter,
+) -> QueryBuilder<'a, Postgres> {
+    let mut query = QueryBuilder::new(format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE "));
+    for (index, (condition, value)) in execution_conditions(organization_id, filter)
+        .into_iter()
+        .enumerate()
+    {
+        if index > 0 {
+            query.push(" AND ");
+        }
+        query.push(condition).push(" ");
+        match value {
+            FilterValue::Text(text) => query.push_bind(text),
+            FilterValue::Int(number) => query.push_bind(number),
+        };
+    }
+    query
+        .push(" ORDER BY seq DESC LIMIT ")
+        .push_bind(filter.limit as i64);
+    query
+}

@@ -1,0 +1,145 @@
+//! Robots and their packages on PostgreSQL.
+
+use async_trait::async_trait;
+
+use super::{conflict_as, fetch_optional, other, PostgresStore};
+use crate::rows::{
+    robot_from, robot_id_and_version_from, robot_version_from, robots_with_versions,
+};
+use crate::{Error, NewRobotVersion, Result, Robot, RobotStore, RobotVersion};
+
+#[async_trait]
+impl RobotStore for PostgresStore {
+    async fn add_robot_version(&self, new: &NewRobotVersion) -> Result<(String, u32)> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        // Creates the robot unless it exists; a concurrent upload of the same new
+        // name waits here for the other transaction and then finds its robot.
+        sqlx::query(
+            "INSERT INTO robots (id, organization_id, name, created_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (organization_id, name) DO NOTHING",
+        )
+        .bind(&new.new_robot_id)
+        .bind(&new.organization_id)
+        .bind(&new.name)
+        .bind(new.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict_as("a robot with this id"))?;
+        // The robot's row lock serialises the versions of one robot: the next
+        // uploader reads the highest version only after this one committed.
+        let robot_id: String = sqlx::query_scalar(
+            "SELECT id FROM robots WHERE organization_id = $1 AND name = $2 FOR UPDATE",
+        )
+        .bind(&new.organization_id)
+        .bind(&new.name)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(other)?;
+        let version: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(MAX(version), 0) + 1 FROM robot_versions WHERE robot_id = $1",
+        )
+        .bind(&robot_id)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(other)?;
+        sqlx::query(
+            "INSERT INTO robot_versions \
+             (robot_id, version, organization_id, sha256, manifest, size, package, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&robot_id)
+        .bind(version)
+        .bind(&new.organization_id)
+        .bind(&new.sha256)
+        .bind(&new.manifest)
+        .bind(new.package.len() as i64)
+        .bind(&new.package)
+        .bind(new.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(other)?;
+        tx.commit().await.map_err(other)?;
+        Ok((robot_id, version as u32))
+    }
+
+    async fn get_robot(&self, organization_id: &str, id: &str) -> Result<Robot> {
+        let row = sqlx::query("SELECT * FROM robots WHERE organization_id = $1 AND id = $2")
+            .bind(organization_id)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(other)?
+            .ok_or(Error::NotFound)?;
+        let versions = sqlx::query(
+            "SELECT version, sha256, manifest, size, created_at FROM robot_versions \
+             WHERE organization_id = $1 AND robot_id = $2 ORDER BY version",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(other)?;
+        let versions = versions
+            .iter()
+            .map(robot_version_from)
+            .collect::<Result<_>>()?;
+        robot_from(&row, versions)
+    }
+
+    async fn latest_robot_version(&self, organization_id: &str, id: &str) -> Result<RobotVersion> {
+        fetch_optional(
+            &self.pool,
+            "SELECT version, sha256, manifest, size, created_at FROM robot_versions \
+             WHERE organization_id = $1 AND robot_id = $2 ORDER BY version DESC LIMIT 1",
+            &[organization_id, id],
+            robot_version_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
+    }
+
+    async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {
+        let rows =
+            sqlx::query("SELECT * FROM robots WHERE organization_id = $1 ORDER BY created_at, id")
+                .bind(organization_id)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(other)?;
+        let version_rows = sqlx::query(
+            "SELECT robot_id, version, sha256, manifest, size, created_at FROM robot_versions \
+             WHERE organization_id = $1 ORDER BY robot_id, version",
+        )
+        .bind(organization_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(other)?;
+        let robots = rows
+            .iter()
+            .map(|row| robot_from(row, Vec::new()))
+            .collect::<Result<_>>()?;
+        let versions = version_rows
+            .iter()
+            .map(robot_id_and_version_from)
+            .collect::<Result<_>>()?;
+        Ok(robots_with_versions(robots, versions))
+    }
+
+    async fn robot_package(
+        &self,
+        organization_id: &str,
+        robot_id: &str,
+        version: u32,
+    ) -> Result<Vec<u8>> {
+        sqlx::query_scalar(
+            "SELECT package FROM robot_versions \
+             WHERE organization_id = $1 AND robot_id = $2 AND version = $3",
+        )
+        .bind(organization_id)
+        .bind(robot_id)
+        .bind(version as i64)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(other)?
+        .ok_or(Error::NotFound)
+    }
+}

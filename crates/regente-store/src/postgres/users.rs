@@ -1,0 +1,134 @@
+//! Organisations and users on PostgreSQL.
+
+use async_trait::async_trait;
+
+use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore, NO_ARGS};
+use crate::rows::{organization_from, user_from};
+use crate::{Error, Organization, OrganizationStore, Result, User};
+
+#[async_trait]
+impl OrganizationStore for PostgresStore {
+    async fn root_organization(&self) -> Result<Option<Organization>> {
+        fetch_optional(
+            &self.pool,
+            "SELECT * FROM organizations WHERE is_root ORDER BY created_at LIMIT 1",
+            NO_ARGS,
+            organization_from,
+        )
+        .await
+    }
+
+    async fn get_organization(&self, id: &str) -> Result<Organization> {
+        fetch_optional(
+            &self.pool,
+            "SELECT * FROM organizations WHERE id = $1",
+            &[id],
+            organization_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
+    }
+
+    async fn create_organization(&self, organization: &Organization, admin: &User) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        sqlx::query(
+            "INSERT INTO organizations (id, name, is_root, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(&organization.id)
+        .bind(&organization.name)
+        .bind(organization.is_root)
+        .bind(organization.created_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(conflict_as("an organization with this name"))?;
+        insert_user(&mut tx, admin).await?;
+        tx.commit().await.map_err(other)
+    }
+
+    async fn count_users(&self) -> Result<u64> {
+        let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users")
+            .fetch_one(&self.pool)
+            .await
+            .map_err(other)?;
+        Ok(count as u64)
+    }
+
+    async fn create_user(&self, user: &User) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(other)?;
+        insert_user(&mut conn, user).await
+    }
+
+    async fn find_user_by_username(&self, username: &str) -> Result<Option<User>> {
+        fetch_optional(
+            &self.pool,
+            "SELECT * FROM users WHERE username = $1",
+            &[username],
+            user_from,
+        )
+        .await
+    }
+
+    async fn get_user(&self, id: &str) -> Result<User> {
+        fetch_optional(
+            &self.pool,
+            "SELECT * FROM users WHERE id = $1",
+            &[id],
+            user_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
+    }
+
+    async fn list_users(&self, organization_id: &str) -> Result<Vec<User>> {
+        fetch_all(
+            &self.pool,
+            "SELECT * FROM users WHERE organization_id = $1 ORDER BY created_at, id",
+            &[organization_id],
+            user_from,
+        )
+        .await
+    }
+
+    async fn delete_user(&self, organization_id: &str, id: &str) -> Result<()> {
+        let done = sqlx::query("DELETE FROM users WHERE organization_id = $1 AND id = $2")
+            .bind(organization_id)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(other)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(other)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+}
+
+async fn insert_user(conn: &mut sqlx::PgConnection, user: &User) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO users (id, organization_id, username, password_hash, role, created_at) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(&user.id)
+    .bind(&user.organization_id)
+    .bind(&user.username)
+    .bind(&user.password_hash)
+    .bind(user.role.as_str())
+    .bind(user.created_at)
+    .execute(conn)
+    .await
+    .map_err(conflict_as("a user with this username"))?;
+    Ok(())
+}

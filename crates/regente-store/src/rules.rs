@@ -1,0 +1,369 @@
+//! The rules written once for both backends: how a batch of reports changes an
+//! execution, how a lease ends when its runtime is lost or gives it up, and the
+//! events of the stream each change writes. The backends read the row, ask these
+//! what to write, and write it, events included, in the same transaction.
+
+use regente_core::ExecutionStatus;
+use serde_json::json;
+
+use crate::events::NewEvent;
+use crate::rows::{status_of, RecordRow};
+use crate::{Change, EventKind, EventRecord, LostOutcome, Millis, NewExecution, Result};
+
+/// Why a PENDENT execution canceled by a user ended.
+pub(crate) const CANCELED_BEFORE_START: &str = "canceled before it started";
+
+/// `execution.queued`, written with the new execution.
+pub(crate) fn queued_event(new: &NewExecution) -> NewEvent {
+    NewEvent {
+        organization_id: new.organization_id.clone(),
+        kind: EventKind::ExecutionQueued,
+        subject_id: new.id.clone(),
+        time: new.init,
+        data: json!({
+            "runtime_id": new.runtime_id,
+            "robot_id": new.robot_id,
+            "robot_version": new.robot_version,
+            "submitted_by": new.submitted_by,
+        }),
+    }
+}
+
+/// `execution.started`, written as the execution becomes RUNNING.
+pub(crate) fn started_event(
+    organization_id: &str,
+    execution_id: &str,
+    runtime_id: &str,
+    now: Millis,
+) -> NewEvent {
+    NewEvent {
+        organization_id: organization_id.to_owned(),
+        kind: EventKind::ExecutionStarted,
+        subject_id: execution_id.to_owned(),
+        time: now,
+        data: json!({ "runtime_id": runtime_id }),
+    }
+}
+
+fn ended_event(
+    organization_id: &str,
+    execution_id: &str,
+    status: ExecutionStatus,
+    reason: &str,
+    exit_code: Option<i32>,
+    time: Millis,
+) -> NewEvent {
+    NewEvent {
+        organization_id: organization_id.to_owned(),
+        kind: EventKind::ExecutionEnded,
+        subject_id: execution_id.to_owned(),
+        time,
+        data: json!({ "status": status.as_str(), "reason": reason, "exit_code": exit_code }),
+    }
+}
+
+/// What a user's cancel writes: `execution.canceled`, and for a PENDENT
+/// execution, which ends at once, `execution.ended`. A RUNNING one ends when its
+/// runtime reports it stopped. A cancel already requested writes nothing again.
+pub(crate) fn cancel_events(
+    organization_id: &str,
+    execution_id: &str,
+    canceled_by: &str,
+    was_running: bool,
+    now: Millis,
+) -> Vec<NewEvent> {
+    let canceled = NewEvent {
+        organization_id: organization_id.to_owned(),
+        kind: EventKind::ExecutionCanceled,
+        subject_id: execution_id.to_owned(),
+        time: now,
+        data: json!({ "canceled_by": canceled_by, "was_running": was_running }),
+    };
+    if was_running {
+        return vec![canceled];
+    }
+    let ended = ended_event(
+        organization_id,
+        execution_id,
+        ExecutionStatus::Canceled,
+        CANCELED_BEFORE_START,
+        None,
+        now,
+    );
+    vec![canceled, ended]
+}
+
+/// `runtime.online`, written as a connection makes an offline runtime online.
+pub(crate) fn runtime_online_event(
+    organization_id: &str,
+    runtime_id: &str,
+    session_id: &str,
+    now: Millis,
+) -> NewEvent {
+    NewEvent {
+        organization_id: organization_id.to_owned(),
+        kind: EventKind::RuntimeOnline,
+        subject_id: runtime_id.to_owned(),
+        time: now,
+        data: json!({ "session_id": session_id }),
+    }
+}
+
+/// `runtime.offline`, written as the runtime's current connection ends.
+pub(crate) fn runtime_offline_event(
+    organization_id: &str,
+    runtime_id: &str,
+    session_id: &str,
+    reason: &str,
+    now: Millis,
+) -> NewEvent {
+    NewEvent {
+        organization_id: organization_id.to_owned(),
+        kind: EventKind::RuntimeOffline,
+        subject_id: runtime_id.to_owned(),
+        time: now,
+        data: json!({ "session_id": session_id, "reason": reason }),
+    }
+}
+
+/// The columns [`event_target_from`] reads.
+pub(crate) const EVENT_TARGET_COLUMNS: &str =
+    "id, organization_id, status, progress, return_value, last_event_seq, init";
+
+/// What an execution's row says before a batch of events is applied.
+#[derive(Debug, Clone)]
+pub(crate) struct EventTarget {
+    pub execution_id: String,
+    pub organization_id: String,
+    pub status: ExecutionStatus,
+    pub progress: f64,
+    /// JSON text.
+    pub return_value: Option<String>,
+    pub last_event_seq: u64,
+    pub init: Millis,
+}
+
+/// A batch of events applied to an [`EventTarget`]: what to write.
+#[derive(Debug)]
+pub(crate) struct AppliedEvents<'e> {
+    /// The new state; `last_event_seq` is the last event applied.
+    pub target: EventTarget,
+    /// The log lines to insert: (event, level, message).
+    pub lines: Vec<(&'e EventRecord, &'e str, &'e str)>,
+    /// When the batch ends the execution: (end time, exit code, reason).
+    pub ending: Option<(Millis, Option<i32>, &'e str)>,
+    /// The stream's events: `execution.ended` when the batch ends it.
+    pub events: Vec<NewEvent>,
+}
+
+/// Applies the events in order, each once: copies already applied (sent again
+/// after a reconnect) are skipped, and a gap or an event after the end stops
+/// the batch (the agent sends the rest again). `None` when no event was new:
+/// nothing needs writing.
+pub(crate) fn apply_events(
+    mut target: EventTarget,
+    events: &[EventRecord],
+) -> Option<AppliedEvents<'_>> {
+    let before = target.last_event_seq;
+    let mut lines = Vec::new();
+    let mut ending = None;
+    for event in events {
+        if event.seq <= target.last_event_seq {
+            continue;
+        }
+        if event.seq != target.last_event_seq + 1 || target.status.is_ended() {
+            break;
+        }
+        match &event.change {
+            Change::Log { level, message } => lines.push((event, level.as_str(), message.as_str())),
+            Change::Progress(value) => target.progress = clamp_progress(*value),
+            Change::Return(value) => target.return_value = Some(value.to_string()),
+            Change::Ended {
+                status,
+                exit_code,
+                reason,
+            } => {
+                target.status = *status;
+                if target.status == ExecutionStatus::Finished {
+                    target.progress = 100.0;
+                }
+                ending = Some((event.time.max(target.init), *exit_code, reason.as_str()));
+            }
+        }
+        target.last_event_seq = event.seq;
+    }
+    if target.last_event_seq == before {
+        return None;
+    }
+    let events = ending
+        .iter()
+        .map(|&(end, exit_code, reason)| {
+            ended_event(
+                &target.organization_id,
+                &target.execution_id,
+                target.status,
+                reason,
+                exit_code,
+                end,
+            )
+        })
+        .collect();
+    Some(AppliedEvents {
+        target,
+        lines,
+        ending,
+        events,
+    })
+}
+
+/// The state [`apply_events`] starts from, read from a row with the
+/// [`EVENT_TARGET_COLUMNS`].
+pub(crate) fn event_target_from(row: &impl RecordRow) -> Result<EventTarget> {
+    Ok(EventTarget {
+        execution_id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        status: status_of(row)?,
+        progress: row.real("progress")?,
+        return_value: row.text_opt("return_value")?,
+        last_event_seq: row.int("last_event_seq")? as u64,
+        init: row.int("init")?,
+    })
+}
+
+/// The columns [`live_lease_from`] reads.
+pub(crate) const LIVE_LEASE_COLUMNS: &str = "id, organization_id, status, attempt, \
+     max_attempts, last_event_seq, cancel_requested, progress";
+
+/// An execution under a live lease, as [`plan_lease_end`] needs it.
+#[derive(Debug, Clone)]
+pub(crate) struct LiveLease {
+    pub execution_id: String,
+    pub organization_id: String,
+    pub status: ExecutionStatus,
+    pub attempt: i64,
+    pub max_attempts: i64,
+    pub last_event_seq: i64,
+    pub cancel_requested: bool,
+    pub progress: f64,
+}
+
+pub(crate) fn live_lease_from(row: &impl RecordRow) -> Result<LiveLease> {
+    Ok(LiveLease {
+        execution_id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        status: status_of(row)?,
+        attempt: row.int("attempt")?,
+        max_attempts: row.int("max_attempts")?,
+        last_event_seq: row.int("last_event_seq")?,
+        cancel_requested: row.flag("cancel_requested")?,
+        progress: row.real("progress")?,
+    })
+}
+
+/// What ending a lease writes: the execution's new values (`started` is cleared
+/// when it goes back to PENDENT), the line to log, numbered `last_event_seq`,
+/// and the stream's events.
+#[derive(Debug, Clone)]
+pub(crate) struct LeaseEnd {
+    pub outcome: LostOutcome,
+    pub status: ExecutionStatus,
+    pub end: Option<Millis>,
+    pub end_reason: Option<String>,
+    pub attempt: i64,
+    pub progress: f64,
+    pub last_event_seq: i64,
+    pub log: Option<(&'static str, String)>,
+    pub events: Vec<NewEvent>,
+}
+
+/// Decides how a lease whose runtime was lost or gave it up ends. When the robot
+/// certainly never ran (`spawned` false, or still PENDENT), the execution waits
+/// for a runtime again without using up an attempt; otherwise it is queued again
+/// only if attempts remain, else ended with `reason`. A cancel is final.
+pub(crate) fn plan_lease_end(
+    live: &LiveLease,
+    spawned: bool,
+    reason: &str,
+    now: Millis,
+) -> LeaseEnd {
+    let seq = live.last_event_seq + 1;
+    let (organization_id, execution_id) = (&live.organization_id, &live.execution_id);
+    let ended = |status, message: String, level| LeaseEnd {
+        outcome: LostOutcome::Ended(status),
+        status,
+        end: Some(now),
+        end_reason: Some(message.clone()),
+        attempt: live.attempt,
+        progress: live.progress,
+        last_event_seq: seq,
+        events: vec![ended_event(
+            organization_id,
+            execution_id,
+            status,
+            &message,
+            None,
+            now,
+        )],
+        log: Some((level, message)),
+    };
+    let requeued = |reason: &str| NewEvent {
+        organization_id: organization_id.clone(),
+        kind: EventKind::ExecutionRequeued,
+        subject_id: execution_id.clone(),
+        time: now,
+        data: json!({
+            "reason": reason,
+            "was_running": live.status == ExecutionStatus::Running,
+        }),
+    };
+    if live.cancel_requested {
+        // A run canceled while RUNNING never starts again, even when its runtime
+        // says it never spawned it.
+        return ended(
+            ExecutionStatus::Canceled,
+            format!("canceled; {reason}"),
+            "WARN",
+        );
+    }
+    if live.status == ExecutionStatus::Pendent || !spawned {
+        return LeaseEnd {
+            outcome: LostOutcome::Requeued,
+            status: ExecutionStatus::Pendent,
+            end: None,
+            end_reason: None,
+            attempt: (live.attempt - 1).max(0),
+            progress: live.progress,
+            last_event_seq: live.last_event_seq,
+            log: None,
+            events: vec![requeued(reason)],
+        };
+    }
+    if live.attempt < live.max_attempts {
+        let message = format!(
+            "{reason}; the robot allows retries, so it is queued again (attempt {} of {})",
+            live.attempt + 1,
+            live.max_attempts
+        );
+        return LeaseEnd {
+            outcome: LostOutcome::Requeued,
+            status: ExecutionStatus::Pendent,
+            end: None,
+            end_reason: None,
+            attempt: live.attempt,
+            progress: 0.0,
+            last_event_seq: seq,
+            events: vec![requeued(&message)],
+            log: Some(("WARN", message)),
+        };
+    }
+    ended(ExecutionStatus::Error, reason.to_owned(), "ERROR")
+}
+
+/// A reported progress as stored: within 0..=100, NaN as 0.
+pub(crate) fn clamp_progress(value: f64) -> f64 {
+    if value.is_nan() {
+        0.0
+    } else {
+        value.clamp(0.0, 100.0)
+    }
+}

@@ -1,0 +1,64 @@
+//! Runtimes: the machines that run robots, known by the hash of their key.
+
+use async_trait::async_trait;
+
+use crate::{Millis, Result};
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Runtime {
+    pub id: String,
+    pub organization_id: String,
+    pub name: String,
+    pub slots: u32,
+    pub last_seen: Option<Millis>,
+    pub created_at: Millis,
+}
+
+/// A new runtime; only the hash of its key is stored.
+#[derive(Debug, Clone)]
+pub struct NewRuntime {
+    pub runtime: Runtime,
+    pub key_hash: String,
+}
+
+/// The connection an online runtime is online through.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RuntimeSession {
+    pub runtime_id: String,
+    pub session_id: String,
+}
+
+#[async_trait]
+pub trait RuntimeStore: Send + Sync {
+    async fn create_runtime(&self, runtime: &NewRuntime) -> Result<()>;
+    async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime>;
+    async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>>;
+    async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>>;
+    /// Records a heartbeat: the runtime was heard from at `seen`.
+    async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()>;
+    /// A connection of the runtime was registered: it becomes the runtime's
+    /// current one and the runtime was heard from at `now`. True (and
+    /// `runtime.online` recorded) when the runtime was offline; a connection
+    /// replacing another (a reconnect that raced the end of the old one) keeps it
+    /// online without an event.
+    async fn runtime_connected(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+        now: Millis,
+    ) -> Result<bool>;
+    /// A connection of the runtime ended, or the runtime was given up for
+    /// silence: when `session_id` is still its current connection, it goes
+    /// offline (true, and `runtime.offline` recorded with `reason`); otherwise a
+    /// newer connection holds it online and nothing changes.
+    async fn runtime_disconnected(
+        &self,
+        runtime_id: &str,
+        session_id: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<bool>;
+    /// Runtimes online but not heard from since `seen_before`, with their
+    /// current connection.
+    async fn silent_runtimes(&self, seen_before: Millis) -> Result<Vec<RuntimeSession>>;
+}

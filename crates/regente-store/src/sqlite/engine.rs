@@ -1,0 +1,657 @@
+//! The SQLite engine, apart from its queries: the writer thread with group
+//! commit, the read-only connections and their kept snapshots, the checkpoints,
+//! and the WAL emptied at close. The aggregates' modules hand it closures: a
+//! write to [`SqliteStore::write`], a read to `readers.with` (short) or
+//! [`SqliteStore::read_blocking`] (long).
+
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::oneshot;
+
+use crate::{ClusterStore, Error, Result};
+
+/// Most writes committed by one transaction.
+const MAX_WRITE_BATCH: usize = 1024;
+/// Idle read connections kept open; more are opened when needed.
+const MAX_IDLE_READERS: usize = 8;
+const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Prepared statements kept per connection.
+const STATEMENT_CACHE: usize = 64;
+/// How often the WAL is copied back into the database while writes go on.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
+/// The WAL's size at which the writer checkpoints by itself. Under steady writes
+/// the checkpoint thread copies most frames but can never find the WAL fully
+/// copied, so the WAL would only grow. The writer's own checkpoint, between two
+/// of its transactions and after idle readers let go of their snapshots,
+/// finishes the copy (little is left by then), and the next transaction starts
+/// the WAL over. It also bounds what a start after a crash has to read back.
+/// (SQLite's own automatic checkpoint is off: it would not release the readers.)
+const WRITER_CHECKPOINT_BYTES: u64 = 8 << 20;
+/// Tries of a WAL restart before it waits for a later look.
+const RESTART_TRIES: usize = 64;
+/// Commits between two looks at the WAL's size by the writer.
+const WAL_SIZE_CHECK_EVERY: u64 = 32;
+/// The WAL file is cut back to this size when it starts over.
+const WAL_SIZE_LIMIT: i64 = 16 << 20;
+/// How long the checkpoint at close waits for readers to finish.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+pub struct SqliteStore {
+    writer: mpsc::Sender<Box<dyn WriteJob>>,
+    pub(super) readers: Arc<Readers>,
+    /// Never sent on: dropping it stops the checkpointer.
+    _checkpointer: mpsc::Sender<()>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `url` and applies the migrations.
+    pub async fn open(url: &str) -> anyhow::Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)
+            .with_context(|| format!("invalid SQLite URL {url:?}"))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT);
+        let path = options.get_filename().to_owned();
+        // A pool of one connection, used for the migrations only and closed.
+        let migrator = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(options)
+            .await
+            .with_context(|| format!("cannot open the database {url:?}"))?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&migrator)
+            .await
+            .context("cannot apply the database migrations")?;
+        migrator.close().await;
+
+        let writer = open_connection(&path, false)
+            .with_context(|| format!("cannot open the database {url:?} for writing"))?;
+        writer
+            .pragma_update(None, "wal_autocheckpoint", 0)
+            .and_then(|()| writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT))
+            .context("cannot set the WAL's limits")?;
+        let commits = Arc::new(AtomicU64::new(0));
+        let readers = Arc::new(Readers {
+            path,
+            idle: Mutex::new(Vec::new()),
+            commits: commits.clone(),
+        });
+        // Fail at open, not at the first read, when reading is impossible.
+        readers
+            .with(|_| Ok(()))
+            .map_err(|e| anyhow::anyhow!("cannot open the database {url:?} for reading: {e}"))?;
+        let checkpoints = open_connection(&readers.path, false)
+            .with_context(|| format!("cannot open the database {url:?} for checkpoints"))?;
+        let (jobs, queue) = mpsc::channel();
+        let writer_readers = readers.clone();
+        std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || write_loop(writer, queue, &writer_readers))
+            .context("cannot start the SQLite writer thread")?;
+        let (checkpointer, stop) = mpsc::channel();
+        let reading = readers.clone();
+        std::thread::Builder::new()
+            .name("sqlite-checkpoint".into())
+            .spawn(move || checkpoint_loop(checkpoints, &reading, stop))
+            .context("cannot start the SQLite checkpoint thread")?;
+        Ok(SqliteStore {
+            writer: jobs,
+            readers,
+            _checkpointer: checkpointer,
+        })
+    }
+
+    /// Runs `work` in the writer's next transaction; answers once it is committed
+    /// and synced to disk.
+    pub(super) async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        self.send_write(work, Durability::Synced).await
+    }
+
+    pub(super) async fn send_write<T, F>(&self, work: F, durability: Durability) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.writer
+            .send(Box::new(PendingWrite {
+                work: Some(work),
+                outcome: None,
+                reply,
+                durability,
+            }))
+            .map_err(|_| store_closed())?;
+        answer.await.map_err(|_| store_closed())?
+    }
+
+    /// Runs a read that may be long on a blocking thread.
+    pub(super) async fn read_blocking<T, F>(&self, read: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || readers.with(read))
+            .await
+            .map_err(|e| Error::Other(anyhow::anyhow!("a database read failed: {e}")))?
+    }
+}
+
+fn store_closed() -> Error {
+    Error::Other(anyhow::anyhow!("the store is closed"))
+}
+
+fn open_connection(path: &Path, read_only: bool) -> anyhow::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
+    conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
+    check_durability(&conn)?;
+    Ok(conn)
+}
+
+/// The pragmas are per connection: check each one, so that no connection ever
+/// acknowledges a write that is not yet durable.
+fn check_durability(conn: &Connection) -> anyhow::Result<()> {
+    let synchronous: i64 = conn.query_row("PRAGMA synchronous", [], |row| row.get(0))?;
+    let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
+    // 2 is FULL, 3 is EXTRA: both sync the WAL on every commit.
+    if synchronous < 2 || !journal_mode.eq_ignore_ascii_case("wal") {
+        anyhow::bail!(
+            "SQLite connection is not durable: synchronous={synchronous}, journal_mode={journal_mode}"
+        );
+    }
+    Ok(())
+}
+
+// --- The writer -----------------------------------------------------------
+
+/// What a commit must have reached before its writes are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Durability {
+    /// The disk: survives a power loss (`synchronous=FULL`).
+    Synced,
+    /// The operating system: survives a crash of this process but not a power
+    /// loss (`synchronous=NORMAL` in WAL mode). Only for a write whose loss undoes
+    /// nothing anyone relied on: the next synced commit syncs it too, since the
+    /// WAL is written in order.
+    Written,
+}
+
+/// A write waiting for the writer thread.
+trait WriteJob: Send {
+    fn durability(&self) -> Durability;
+    /// Runs the write; false when it failed and its changes must be undone.
+    fn run(&mut self, conn: &Connection) -> bool;
+    /// Answers the caller once the transaction has ended: `commit_error` is
+    /// `None` when it committed.
+    fn answer(self: Box<Self>, commit_error: Option<&str>);
+}
+
+struct PendingWrite<T, F> {
+    work: Option<F>,
+    outcome: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+    durability: Durability,
+}
+
+impl<T, F> WriteJob for PendingWrite<T, F>
+where
+    T: Send,
+    F: FnOnce(&Connection) -> Result<T> + Send,
+{
+    fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    fn run(&mut self, conn: &Connection) -> bool {
+        let Some(work) = self.work.take() else {
+            return false;
+        };
+        // A bug in one write must not stop the writer for everybody.
+        let outcome = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
+            Err(Error::Other(anyhow::anyhow!(
+                "the store failed while writing"
+            )))
+        });
+        let succeeded = outcome.is_ok();
+        self.outcome = Some(outcome);
+        succeeded
+    }
+
+    fn answer(self: Box<Self>, commit_error: Option<&str>) {
+        let outcome = match (commit_error, self.outcome) {
+            (_, Some(Err(e))) => Err(e),
+            (None, Some(outcome)) => outcome,
+            (Some(why), _) => Err(Error::Other(anyhow::anyhow!(
+                "the write was not committed: {why}"
+            ))),
+            (None, None) => Err(Error::Other(anyhow::anyhow!("the write never ran"))),
+        };
+        let _ = self.reply.send(outcome);
+    }
+}
+
+/// Group commit: the writes that queued while one transaction committed go into
+/// the next one, each under its own savepoint so that one failing undoes only
+/// itself, and one fsync acknowledges them all.
+fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, readers: &Readers) {
+    let commits = &readers.commits;
+    let wal = wal_path(&readers.path);
+    let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_WRITE_BATCH);
+    while let Ok(job) = queue.recv() {
+        batch.push(job);
+        while batch.len() < MAX_WRITE_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let commit_error = commit_batch(&conn, &mut batch).err().map(|e| e.to_string());
+        if let Some(why) = &commit_error {
+            tracing::error!(error = %why, writes = batch.len(), "a database transaction failed");
+        }
+        // Counted before anyone is answered: a reader that sees the old count may
+        // only miss writes whose callers are still waiting.
+        let count = commits.fetch_add(1, Ordering::Release) + 1;
+        for job in batch.drain(..) {
+            job.answer(commit_error.as_deref());
+        }
+        let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
+        if count.is_multiple_of(WAL_SIZE_CHECK_EVERY) && wal_size() > WRITER_CHECKPOINT_BYTES {
+            if let Err(e) = restart_wal(&conn, readers) {
+                tracing::warn!(error = %e, "cannot checkpoint the database");
+            }
+        }
+    }
+}
+
+fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
+    if !conn.is_autocommit() {
+        // A rollback after an earlier failure did not happen: every later BEGIN
+        // would fail. Try it again first.
+        tracing::warn!("the writer's connection was left in a transaction; rolling it back");
+        conn.execute_batch("ROLLBACK")?;
+    }
+    // A batch is synced when any of its writes needs it. The setting holds for
+    // the connection: set it before each transaction.
+    let synced = batch
+        .iter()
+        .any(|job| job.durability() == Durability::Synced);
+    conn.prepare_cached(if synced {
+        "PRAGMA synchronous = FULL"
+    } else {
+        "PRAGMA synchronous = NORMAL"
+    })?
+    .execute([])?;
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let mut run_all = || -> rusqlite::Result<()> {
+        for job in batch.iter_mut() {
+            conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+            if !job.run(conn) {
+                conn.prepare_cached("ROLLBACK TO SAVEPOINT write")?
+                    .execute([])?;
+            }
+            conn.prepare_cached("RELEASE SAVEPOINT write")?
+                .execute([])?;
+        }
+        conn.prepare_cached("COMMIT")?.execute([])?;
+        Ok(())
+    };
+    let result = run_all();
+    if result.is_err() && !conn.is_autocommit() {
+        let _ = conn.execute_batch("ROLLBACK");
+    }
+    result
+}
+
+/// Copies the whole WAL back and has the next write start it over (a RESTART
+/// checkpoint), from the writer's thread between two transactions (no commit can
+/// slip in). Readers keep snapshots, which hold a restart back: counting this as
+/// a commit makes each reader let go of its snapshot when next used or returned,
+/// and idle ones are released here. Tries do not sleep (SQLite's busy handler
+/// would, for milliseconds, with every write waiting): they yield between, and
+/// a reader still on an old snapshot after them only defers the restart.
+fn restart_wal(conn: &Connection, readers: &Readers) -> rusqlite::Result<()> {
+    readers.commits.fetch_add(1, Ordering::Release);
+    conn.busy_timeout(Duration::ZERO)?;
+    let mut restarted = Ok(false);
+    for _ in 0..RESTART_TRIES {
+        readers.release_idle_snapshots();
+        restarted = conn
+            .query_row("PRAGMA wal_checkpoint(RESTART)", [], |row| {
+                row.get::<_, i64>(0)
+            })
+            .map(|busy| busy == 0);
+        if !matches!(restarted, Ok(false)) {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    if !restarted? {
+        tracing::debug!("the WAL could not start over yet: readers still use it");
+    }
+    Ok(())
+}
+
+/// The WAL file of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut wal = path.as_os_str().to_owned();
+    wal.push("-wal");
+    PathBuf::from(wal)
+}
+
+/// Copies the WAL back into the database file beside the writer, so that the
+/// writer's commits only append to the WAL and sync it. (SQLite's automatic
+/// checkpoint would run inside a commit, on the writer's thread.) PASSIVE never
+/// waits for the writer or readers; it copies what it can.
+///
+/// Idle readers keep their snapshot (see [`Readers`]), which would keep the WAL
+/// from being copied past it: they let go of it first.
+fn checkpoint_loop(conn: Connection, readers: &Readers, stop: mpsc::Receiver<()>) {
+    let mut checkpointed = 0;
+    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+        let committed = readers.commits.load(Ordering::Acquire);
+        if committed == checkpointed {
+            continue;
+        }
+        checkpointed = committed;
+        readers.release_idle_snapshots();
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "cannot checkpoint the database");
+        }
+    }
+}
+
+// --- Readers ------------------------------------------------------------
+
+/// Read-only connections. Each read runs in a read transaction (a snapshot) that
+/// the connection keeps while no write commits, so that reads in between skip
+/// SQLite's per-transaction locking of the WAL index (two `fcntl` calls and
+/// more, most of the cost of a point read). A commit ends every kept snapshot at
+/// its next use, and so does age, in case another process writes the file.
+pub(super) struct Readers {
+    path: PathBuf,
+    idle: Mutex<Vec<Reader>>,
+    /// Commits by the writer so far.
+    commits: Arc<AtomicU64>,
+}
+
+struct Reader {
+    conn: Connection,
+    /// When the connection holds a snapshot: the commit count before it began,
+    /// and when.
+    snapshot: Option<(u64, Instant)>,
+}
+
+impl Reader {
+    fn end_snapshot(&mut self) {
+        if self.snapshot.take().is_some() && !self.conn.is_autocommit() {
+            let _ = self.conn.execute_batch("COMMIT");
+        }
+    }
+}
+
+/// The longest a snapshot is kept without a commit in between.
+const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(10);
+
+impl Readers {
+    pub(super) fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+        let idle = self.lock().pop();
+        let mut reader = match idle {
+            Some(reader) => reader,
+            None => Reader {
+                conn: open_connection(&self.path, true).map_err(Error::Other)?,
+                snapshot: None,
+            },
+        };
+        let commits = self.commits.load(Ordering::Acquire);
+        let current = reader.snapshot.is_some_and(|(counted, began)| {
+            counted == commits && began.elapsed() < SNAPSHOT_MAX_AGE && !reader.conn.is_autocommit()
+        });
+        if !current {
+            reader.end_snapshot();
+            // The snapshot itself begins at the first read, after the count.
+            if reader.conn.execute_batch("BEGIN").is_ok() {
+                reader.snapshot = Some((commits, Instant::now()));
+            }
+        }
+        let result = read(&reader.conn);
+        if result.is_err() || self.commits.load(Ordering::Acquire) != commits {
+            // After an error the transaction may be over; after a commit the
+            // snapshot is stale, and an idle one would hold checkpoints back.
+            reader.end_snapshot();
+        }
+        let mut idle = self.lock();
+        if idle.len() < MAX_IDLE_READERS {
+            idle.push(reader);
+        }
+        result
+    }
+
+    fn release_idle_snapshots(&self) {
+        for reader in self.lock().iter_mut() {
+            reader.end_snapshot();
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Reader>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The embedded store is never shared: the defaults say so, and closing it
+/// empties the WAL.
+#[async_trait]
+impl ClusterStore for SqliteStore {
+    async fn close(&self) {
+        let readers = self.readers.clone();
+        let checkpointed = tokio::task::spawn_blocking(move || -> anyhow::Result<bool> {
+            let conn = open_connection(&readers.path, false)?;
+            // Runtime sessions may still read as the server stops: let go of idle
+            // snapshots again between short tries, rather than wait on them.
+            conn.busy_timeout(Duration::from_millis(20))?;
+            let deadline = Instant::now() + CLOSE_WAIT;
+            loop {
+                readers.release_idle_snapshots();
+                let busy: i64 =
+                    conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| row.get(0))?;
+                if busy == 0 {
+                    return Ok(true);
+                }
+                if Instant::now() >= deadline {
+                    return Ok(false);
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        })
+        .await;
+        match checkpointed {
+            Ok(Ok(true)) => {}
+            Ok(Ok(false)) => {
+                tracing::warn!("the WAL was still in use at close: left for the next start")
+            }
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot empty the WAL at close"),
+            Err(e) => tracing::warn!(error = %e, "cannot empty the WAL at close"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(durability: Durability) -> Box<dyn WriteJob> {
+        let (reply, _answer) = oneshot::channel::<Result<()>>();
+        Box::new(PendingWrite {
+            work: Some(|_: &Connection| Ok(())),
+            outcome: None,
+            reply,
+            durability,
+        })
+    }
+
+    fn synchronous(conn: &Connection) -> i64 {
+        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_is_synced_when_any_of_its_writes_needs_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = Connection::open(dir.path().join("t.db")).unwrap();
+        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+        let (full, normal) = (2, 1);
+
+        commit_batch(&conn, &mut [job(Durability::Written)]).unwrap();
+        assert_eq!(synchronous(&conn), normal);
+        commit_batch(
+            &conn,
+            &mut [job(Durability::Written), job(Durability::Synced)],
+        )
+        .unwrap();
+        assert_eq!(synchronous(&conn), full);
+        commit_batch(&conn, &mut [job(Durability::Written)]).unwrap();
+        commit_batch(&conn, &mut [job(Durability::Synced)]).unwrap();
+        assert_eq!(synchronous(&conn), full);
+    }
+
+    /// One write of a batch fails after writing its execution and its event;
+    /// the other commits: the failed one's savepoint takes its event away with
+    /// its change, and the other keeps both.
+    #[tokio::test]
+    async fn a_write_undone_in_a_batch_leaves_no_event() {
+        use super::super::executions::{enqueue_one, RunToInsert};
+        use crate::prelude::*;
+        use crate::{NewExecution, NewRobotVersion, NewRuntime, Organization, Runtime, User};
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("regente.db");
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        let organization = Organization {
+            id: "0000000000000001".into(),
+            name: "acme".into(),
+            is_root: true,
+            created_at: 1,
+        };
+        let admin = User {
+            id: "0000000000000002".into(),
+            organization_id: organization.id.clone(),
+            username: "admin".into(),
+            password_hash: "hash".into(),
+            role: regente_core::Role::Admin,
+            created_at: 1,
+        };
+        store
+            .create_organization(&organization, &admin)
+            .await
+            .unwrap();
+        let runtime = Runtime {
+            id: "0000000000000003".into(),
+            organization_id: organization.id.clone(),
+            name: "desk".into(),
+            slots: 1,
+            last_seen: None,
+            created_at: 1,
+        };
+        store
+            .create_runtime(&NewRuntime {
+                runtime: runtime.clone(),
+                key_hash: "key".into(),
+            })
+            .await
+            .unwrap();
+        let (robot_id, _) = store
+            .add_robot_version(&NewRobotVersion {
+                organization_id: organization.id.clone(),
+                new_robot_id: "0000000000000004".into(),
+                name: "invoices".into(),
+                sha256: "sha".into(),
+                manifest: "name = \"invoices\"".into(),
+                package: b"PK".to_vec(),
+                created_at: 1,
+            })
+            .await
+            .unwrap();
+        let run = |id: &str| RunToInsert {
+            new: NewExecution {
+                id: id.into(),
+                organization_id: organization.id.clone(),
+                runtime_id: runtime.id.clone(),
+                robot_id: robot_id.clone(),
+                robot_version: 1,
+                variables: serde_json::json!({}),
+                init: 10,
+                submitted_by: admin.id.clone(),
+                max_attempts: 1,
+            },
+            variables: "{}".into(),
+            key: None,
+        };
+        let (undone, kept) = (run("00000000000000aa"), run("00000000000000bb"));
+        let events_of = |conn: &Connection, id: &str| -> i64 {
+            conn.query_row(
+                "SELECT COUNT(*) FROM events WHERE subject_id = ?1",
+                [id],
+                |row| row.get(0),
+            )
+            .unwrap()
+        };
+        let (reply, _answer) = oneshot::channel::<Result<()>>();
+        let failing = Box::new(PendingWrite {
+            work: Some(move |conn: &Connection| {
+                enqueue_one(conn, &undone)?;
+                assert_eq!(events_of(conn, "00000000000000aa"), 1);
+                Err(Error::Other(anyhow::anyhow!("failed after its event")))
+            }),
+            outcome: None,
+            reply,
+            durability: Durability::Synced,
+        });
+        let (reply, _answer) = oneshot::channel::<Result<crate::Enqueued>>();
+        let succeeding = Box::new(PendingWrite {
+            work: Some(move |conn: &Connection| enqueue_one(conn, &kept)),
+            outcome: None,
+            reply,
+            durability: Durability::Synced,
+        });
+        let conn = open_connection(&path, false).unwrap();
+        let mut batch: [Box<dyn WriteJob>; 2] = [failing, succeeding];
+        commit_batch(&conn, &mut batch).unwrap();
+
+        assert_eq!(events_of(&conn, "00000000000000aa"), 0);
+        assert_eq!(events_of(&conn, "00000000000000bb"), 1);
+        let executions: Vec<String> = conn
+            .prepare("SELECT id FROM executions ORDER BY seq")
+            .unwrap()
+            .query_map([], |row| row.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(executions, ["00000000000000bb"]);
+    }
+}

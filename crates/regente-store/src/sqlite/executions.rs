@@ -1,0 +1,277 @@
+//! The queue on SQLite: enqueue (with idempotency keys), reads, lists, cancels.
+
+use async_trait::async_trait;
+use regente_core::ExecutionStatus;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, Connection};
+
+use super::events::insert_events;
+use super::{all, change, insert, one, other, SqliteStore};
+use crate::rows::{
+    execution_conditions, execution_from, log_line_from, status_of, FilterValue, RecordRow,
+    EXECUTION_COLUMNS,
+};
+use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
+use crate::{
+    CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey,
+    LogLine, Millis, NewExecution, Result,
+};
+
+/// Log lines read on the caller's thread; a longer log continues on a blocking
+/// thread.
+const INLINE_LOG_LINES: usize = 1000;
+
+const SELECT_LOGS: &str = "SELECT seq, time, level, message FROM execution_logs \
+     WHERE organization_id = ?1 AND execution_id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4";
+
+fn select_logs(
+    conn: &Connection,
+    organization_id: &str,
+    id: &str,
+    after_seq: i64,
+    limit: i64,
+) -> Result<Vec<LogLine>> {
+    all(
+        conn,
+        SELECT_LOGS,
+        params![organization_id, id, after_seq, limit],
+        |row| log_line_from(row),
+    )
+}
+
+/// A run with its variables already as JSON text, ready for the writer.
+pub(super) struct RunToInsert {
+    pub(super) new: NewExecution,
+    pub(super) variables: String,
+    pub(super) key: Option<IdempotencyKey>,
+}
+
+pub(super) fn enqueue_one(conn: &Connection, run: &RunToInsert) -> Result<Enqueued> {
+    let new = &run.new;
+    if let Some(key) = &run.key {
+        let earlier = one(
+            conn,
+            "SELECT fingerprint, execution_id, created_at FROM idempotency_keys \
+             WHERE user_id = ?1 AND key = ?2",
+            params![key.user_id, key.key],
+            |row| {
+                Ok((
+                    row.text("fingerprint")?,
+                    row.text("execution_id")?,
+                    row.int("created_at")?,
+                ))
+            },
+        )?;
+        if let Some((fingerprint, execution_id, created_at)) = earlier {
+            if created_at >= key.expired_before {
+                return Ok(if fingerprint == key.fingerprint {
+                    Enqueued::Existing(execution_id)
+                } else {
+                    Enqueued::KeyReused
+                });
+            }
+            change(
+                conn,
+                "DELETE FROM idempotency_keys WHERE user_id = ?1 AND key = ?2",
+                params![key.user_id, key.key],
+            )?;
+        }
+    }
+    insert(
+        conn,
+        "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
+         variables, status, progress, init, submitted_by, max_attempts) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDENT', 0, ?7, ?8, ?9)",
+        params![
+            new.id,
+            new.organization_id,
+            new.runtime_id,
+            new.robot_id,
+            new.robot_version,
+            run.variables,
+            new.init,
+            new.submitted_by,
+            new.max_attempts
+        ],
+        "an execution with this id",
+    )?;
+    if let Some(key) = &run.key {
+        change(
+            conn,
+            "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![key.user_id, key.key, key.fingerprint, new.id, new.init],
+        )?;
+    }
+    insert_events(conn, &[queued_event(new)])?;
+    Ok(Enqueued::Created)
+}
+
+fn cancel(
+    conn: &Connection,
+    organization_id: &str,
+    id: &str,
+    canceled_by: &str,
+    now: Millis,
+) -> Result<CancelOutcome> {
+    let (status, lease, cancel_requested) = one(
+        conn,
+        "SELECT status, lease, cancel_requested FROM executions \
+         WHERE organization_id = ?1 AND id = ?2",
+        params![organization_id, id],
+        |row| {
+            Ok((
+                status_of(row)?,
+                row.text_opt("lease")?,
+                row.flag("cancel_requested")?,
+            ))
+        },
+    )?
+    .ok_or(Error::NotFound)?;
+    Ok(match status {
+        ExecutionStatus::Pendent => {
+            change(
+                conn,
+                "UPDATE executions SET status = 'CANCELED', \"end\" = ?1, canceled_by = ?2, \
+                 end_reason = ?3, lease = NULL WHERE organization_id = ?4 AND id = ?5",
+                params![now, canceled_by, CANCELED_BEFORE_START, organization_id, id],
+            )?;
+            insert_events(
+                conn,
+                &cancel_events(organization_id, id, canceled_by, false, now),
+            )?;
+            CancelOutcome::Canceled { lease }
+        }
+        ExecutionStatus::Running => {
+            if !cancel_requested {
+                change(
+                    conn,
+                    "UPDATE executions SET cancel_requested = 1, canceled_by = ?1 \
+                     WHERE organization_id = ?2 AND id = ?3",
+                    params![canceled_by, organization_id, id],
+                )?;
+                insert_events(
+                    conn,
+                    &cancel_events(organization_id, id, canceled_by, true, now),
+                )?;
+            }
+            CancelOutcome::Running {
+                lease: lease.unwrap_or_default(),
+            }
+        }
+        ended => CancelOutcome::AlreadyEnded(ended),
+    })
+}
+
+fn list_executions(
+    conn: &Connection,
+    organization_id: &str,
+    filter: &ExecutionFilter,
+) -> Result<Vec<Execution>> {
+    let mut sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE ");
+    let mut values = Vec::new();
+    for (index, (condition, value)) in execution_conditions(organization_id, filter)
+        .into_iter()
+        .enumerate()
+    {
+        if index > 0 {
+            sql.push_str(" AND ");
+        }
+        sql.push_str(condition);
+        sql.push_str(" ?");
+        values.push(match value {
+            FilterValue::Text(text) => SqlValue::Text(text.to_owned()),
+            FilterValue::Int(number) => SqlValue::Integer(number),
+        });
+    }
+    sql.push_str(" ORDER BY seq DESC LIMIT ?");
+    values.push(SqlValue::Integer(filter.limit as i64));
+    all(conn, &sql, rusqlite::params_from_iter(values), |row| {
+        execution_from(row)
+    })
+}
+
+#[async_trait]
+impl ExecutionStore for SqliteStore {
+    async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued> {
+        let run = RunToInsert {
+            new: new.clone(),
+            variables: new.variables.to_string(),
+            key: key.cloned(),
+        };
+        self.write(move |conn| enqueue_one(conn, &run)).await
+    }
+
+    async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution> {
+        self.readers
+            .with(|conn| {
+                one(
+                    conn,
+                    &format!(
+                        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = ?1 AND id = ?2"
+                    ),
+                    [organization_id, id],
+                    |row| execution_from(row),
+                )
+            })?
+            .ok_or(Error::NotFound)
+    }
+
+    async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>> {
+        let mut lines = self
+            .readers
+            .with(|conn| select_logs(conn, organization_id, id, 0, INLINE_LOG_LINES as i64))?;
+        if lines.len() == INLINE_LOG_LINES {
+            // A long log: the rest, which may be millions of lines, off this thread.
+            let after = lines.last().map_or(0, |line| line.seq);
+            let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+            let rest = self
+                .read_blocking(move |conn| select_logs(conn, &organization_id, &id, after, -1))
+                .await?;
+            lines.extend(rest);
+        }
+        Ok(lines)
+    }
+
+    async fn list_executions(
+        &self,
+        organization_id: &str,
+        filter: &ExecutionFilter,
+    ) -> Result<Vec<Execution>> {
+        let (organization_id, filter) = (organization_id.to_owned(), filter.clone());
+        self.read_blocking(move |conn| list_executions(conn, &organization_id, &filter))
+            .await
+    }
+
+    async fn queue_position(&self, execution: &Execution) -> Result<u64> {
+        let (runtime_id, seq) = (execution.runtime_id.clone(), execution.seq);
+        self.read_blocking(move |conn| {
+            conn.prepare_cached(
+                "SELECT COUNT(*) FROM executions \
+                 WHERE runtime_id = ?1 AND status = 'PENDENT' AND seq < ?2",
+            )
+            .and_then(|mut statement| {
+                statement.query_row(params![runtime_id, seq], |row| row.get::<_, i64>(0))
+            })
+            .map(|ahead| ahead as u64)
+            .map_err(other)
+        })
+        .await
+    }
+
+    async fn cancel(
+        &self,
+        organization_id: &str,
+        id: &str,
+        canceled_by: &str,
+        now: Millis,
+    ) -> Result<CancelOutcome> {
+        let (organization_id, id, canceled_by) = (
+            organization_id.to_owned(),
+            id.to_owned(),
+            canceled_by.to_owned(),
+        );
+        self.write(move |conn| cancel(conn, &organization_id, &id, &canceled_by, now))
+            .await
+    }
+}

@@ -1,0 +1,84 @@
+//! Runtimes.
+
+use crate::fixtures::*;
+
+conformance! {
+    store: [
+        runtimes,
+    ],
+}
+
+async fn runtimes(store: Arc<dyn Store>) {
+    let org = organization("acme", true, 10);
+    store
+        .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10))
+        .await
+        .unwrap();
+    let other = organization("other", false, 10);
+    store
+        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10))
+        .await
+        .unwrap();
+
+    let first = new_runtime(&org.id, "desk-1", 30);
+    let second = new_runtime(&org.id, "desk-2", 31);
+    store.create_runtime(&first).await.unwrap();
+    store.create_runtime(&second).await.unwrap();
+    assert_eq!(
+        store.get_runtime(&org.id, &first.runtime.id).await.unwrap(),
+        first.runtime
+    );
+    assert!(is_not_found(
+        store.get_runtime(&other.id, &first.runtime.id).await
+    ));
+    assert_eq!(
+        store
+            .find_runtime_by_key_hash(&second.key_hash)
+            .await
+            .unwrap(),
+        Some(second.runtime.clone())
+    );
+    assert_eq!(
+        store
+            .find_runtime_by_key_hash("no-such-hash")
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.list_runtimes(&org.id).await.unwrap(),
+        vec![first.runtime.clone(), second.runtime.clone()]
+    );
+    assert_eq!(store.list_runtimes(&other.id).await.unwrap(), vec![]);
+
+    // A key hash identifies one runtime.
+    let mut clash = new_runtime(&other.id, "desk-3", 32);
+    clash.key_hash = first.key_hash.clone();
+    assert!(is_conflict(store.create_runtime(&clash).await));
+
+    // last_seen only moves forward.
+    let id = &first.runtime.id;
+    store.touch_runtime(id, 1_000).await.unwrap();
+    assert_eq!(
+        store.get_runtime(&org.id, id).await.unwrap().last_seen,
+        Some(1_000)
+    );
+    store.touch_runtime(id, 500).await.unwrap();
+    assert_eq!(
+        store.get_runtime(&org.id, id).await.unwrap().last_seen,
+        Some(1_000)
+    );
+    store.touch_runtime(id, 2_000).await.unwrap();
+    assert_eq!(
+        store.get_runtime(&org.id, id).await.unwrap().last_seen,
+        Some(2_000)
+    );
+    assert_eq!(
+        store
+            .get_runtime(&org.id, &second.runtime.id)
+            .await
+            .unwrap()
+            .last_seen,
+        None
+    );
+}

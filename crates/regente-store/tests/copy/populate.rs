@@ -1,0 +1,589 @@
+//! A store populated through the `Store` trait with every kind of row.
+
+use super::*;
+use regente_store::prelude::*;
+
+pub(crate) fn id(n: u64) -> String {
+    format!("{n:016x}")
+}
+
+pub(crate) fn user(n: u64, organization_id: &str, username: &str, role: Role) -> User {
+    User {
+        id: id(n),
+        organization_id: organization_id.to_owned(),
+        username: username.to_owned(),
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${username}-hash"),
+        role,
+        created_at: 1_700_000_000_000 + n as Millis,
+    }
+}
+
+pub(crate) fn runtime(n: u64, organization_id: &str, name: &str, slots: u32) -> NewRuntime {
+    NewRuntime {
+        runtime: Runtime {
+            id: id(n),
+            organization_id: organization_id.to_owned(),
+            name: name.to_owned(),
+            slots,
+            last_seen: None,
+            created_at: 1_700_000_001_000 + n as Millis,
+        },
+        key_hash: format!("{:064x}", n * 7919),
+    }
+}
+
+/// Bytes of every value, in a package of `len` bytes.
+pub(crate) fn package(len: usize, salt: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(salt))
+        .collect()
+}
+
+pub(crate) fn event(seq: u64, change: Change) -> EventRecord {
+    EventRecord {
+        seq,
+        time: 1_700_000_100_000 + seq as Millis,
+        change,
+    }
+}
+
+pub(crate) fn log(seq: u64, level: &str, message: &str) -> EventRecord {
+    event(
+        seq,
+        Change::Log {
+            level: level.into(),
+            message: message.into(),
+        },
+    )
+}
+
+pub(crate) fn ended(
+    seq: u64,
+    status: ExecutionStatus,
+    exit_code: Option<i32>,
+    reason: &str,
+) -> EventRecord {
+    event(
+        seq,
+        Change::Ended {
+            status,
+            exit_code,
+            reason: reason.into(),
+        },
+    )
+}
+
+/// A live lease left in the store, to go on with after the copy.
+pub(crate) struct LiveRun {
+    pub(crate) runtime_id: String,
+    pub(crate) execution_id: String,
+    pub(crate) lease: String,
+    /// The last event stored.
+    pub(crate) acked: u64,
+}
+
+/// What was put in the store, to look everything up again.
+pub(crate) struct Fixture {
+    pub(crate) organizations: Vec<Organization>,
+    pub(crate) users: Vec<User>,
+    pub(crate) deleted_username: String,
+    pub(crate) runtimes: Vec<NewRuntime>,
+    /// (organization id, robot id, package of each version, oldest first).
+    pub(crate) robots: Vec<(String, String, Vec<Vec<u8>>)>,
+    /// (organization id, execution id), in submission order.
+    pub(crate) executions: Vec<(String, String)>,
+    /// Every lease ever handed out: (execution id, lease).
+    pub(crate) leases: Vec<(String, String)>,
+    /// (request, key) enqueued with an idempotency key.
+    pub(crate) keyed: Vec<(NewExecution, IdempotencyKey)>,
+    pub(crate) live: LiveRun,
+    pub(crate) statuses: Vec<ExecutionStatus>,
+    /// Consumers of the event stream and the cursors they saved.
+    pub(crate) consumers: Vec<(String, EventCursor)>,
+}
+
+pub(crate) struct Builder {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) next: u64,
+    pub(crate) init: Millis,
+    pub(crate) fixture: Fixture,
+}
+
+impl Builder {
+    pub(crate) fn next_id(&mut self) -> String {
+        self.next += 1;
+        id(1_000 + self.next)
+    }
+
+    pub(crate) fn new_execution(
+        &mut self,
+        organization: usize,
+        runtime: usize,
+        robot: usize,
+        version: u32,
+        variables: Value,
+        max_attempts: u32,
+    ) -> NewExecution {
+        self.init += 1_000;
+        let organization_id = self.fixture.organizations[organization].id.clone();
+        let submitted_by = self
+            .fixture
+            .users
+            .iter()
+            .find(|u| u.organization_id == organization_id)
+            .unwrap()
+            .id
+            .clone();
+        NewExecution {
+            id: self.next_id(),
+            organization_id,
+            runtime_id: self.fixture.runtimes[runtime].runtime.id.clone(),
+            robot_id: self.fixture.robots[robot].1.clone(),
+            robot_version: version,
+            variables,
+            init: self.init,
+            submitted_by,
+            max_attempts,
+        }
+    }
+
+    pub(crate) async fn enqueue(
+        &mut self,
+        new: NewExecution,
+        key: Option<IdempotencyKey>,
+    ) -> String {
+        assert_eq!(
+            self.store.enqueue(&new, key.as_ref()).await.unwrap(),
+            Enqueued::Created
+        );
+        self.fixture
+            .executions
+            .push((new.organization_id.clone(), new.id.clone()));
+        if let Some(key) = key {
+            self.fixture.keyed.push((new.clone(), key));
+        }
+        new.id
+    }
+
+    /// Queues a run on runtime 0 of organisation 0 and hands it out; the queue
+    /// must be empty before. Returns (id, lease).
+    pub(crate) async fn claimed(
+        &mut self,
+        variables: Value,
+        max_attempts: u32,
+    ) -> (String, String) {
+        let new = self.new_execution(0, 0, 0, 2, variables, max_attempts);
+        let id = self.enqueue(new, None).await;
+        let lease = format!("lease-{}", self.next_id());
+        let runtime_id = self.fixture.runtimes[0].runtime.id.clone();
+        let claimed = self
+            .store
+            .claim_next(&runtime_id, &lease)
+            .await
+            .unwrap()
+            .expect("a run to claim");
+        assert_eq!(claimed.execution_id, id, "the queue was not empty");
+        self.fixture.leases.push((id.clone(), lease.clone()));
+        (id, lease)
+    }
+
+    pub(crate) async fn running(
+        &mut self,
+        variables: Value,
+        max_attempts: u32,
+    ) -> (String, String) {
+        let (id, lease) = self.claimed(variables, max_attempts).await;
+        let runtime_id = self.fixture.runtimes[0].runtime.id.clone();
+        assert!(self
+            .store
+            .start(&runtime_id, &id, &lease, self.init + 10)
+            .await
+            .unwrap());
+        (id, lease)
+    }
+
+    pub(crate) async fn report(&self, id: &str, lease: &str, events: &[EventRecord]) {
+        let runtime_id = &self.fixture.runtimes[0].runtime.id;
+        let outcome = self
+            .store
+            .record_events(runtime_id, id, lease, events)
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, EventsOutcome::Stored { .. }),
+            "{outcome:?}"
+        );
+    }
+
+    pub(crate) async fn cancel(&self, id: &str, now: Millis) -> CancelOutcome {
+        let organization = &self.fixture.organizations[0].id;
+        let by = &self
+            .fixture
+            .users
+            .iter()
+            .find(|u| u.username == "ops")
+            .unwrap()
+            .id;
+        self.store.cancel(organization, id, by, now).await.unwrap()
+    }
+}
+
+/// Two organisations with users, runtimes, robots, and executions in every state.
+pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
+    let acme = Organization {
+        id: id(1),
+        name: "acme".into(),
+        is_root: true,
+        created_at: 1_700_000_000_000,
+    };
+    let globex = Organization {
+        id: id(2),
+        name: "Globex «Ünïcode» 'quoted'".into(),
+        is_root: false,
+        created_at: 1_700_000_000_500,
+    };
+    let acme_admin = user(11, &acme.id, "admin", Role::Admin);
+    let globex_admin = user(21, &globex.id, "globex-admin", Role::Admin);
+    store.create_organization(&acme, &acme_admin).await.unwrap();
+    store
+        .create_organization(&globex, &globex_admin)
+        .await
+        .unwrap();
+    let mut users = vec![acme_admin, globex_admin];
+    for (n, organization, name, role) in [
+        (12, &acme.id, "ops", Role::Admin),
+        (13, &acme.id, "erp-integration", Role::Integration),
+        (14, &acme.id, "leaver", Role::Integration),
+        (22, &globex.id, "globex-bot", Role::Integration),
+    ] {
+        let user = user(n, organization, name, role);
+        store.create_user(&user).await.unwrap();
+        users.push(user);
+    }
+    store.delete_user(&acme.id, &id(14)).await.unwrap();
+    users.retain(|u| u.id != id(14));
+
+    let mut runtimes = vec![
+        runtime(31, &acme.id, "desk-1", 2),
+        runtime(32, &acme.id, "desk 2 «é»", 4),
+        runtime(41, &globex.id, "globex-vm", 1),
+    ];
+    for new in &runtimes {
+        store.create_runtime(new).await.unwrap();
+    }
+    store
+        .touch_runtime(&runtimes[0].runtime.id, 1_700_000_050_000)
+        .await
+        .unwrap();
+    runtimes[0].runtime.last_seen = Some(1_700_000_050_000);
+
+    let mut robots = Vec::new();
+    for (organization, name, packages) in [
+        (
+            &acme.id,
+            "invoices",
+            vec![package(70_000, 1), package(300_000, 2)],
+        ),
+        (&globex.id, "reports", vec![package(256, 3)]),
+    ] {
+        let mut robot_id = None;
+        for (i, bytes) in packages.iter().enumerate() {
+            let (got, version) = store
+                .add_robot_version(&NewRobotVersion {
+                    organization_id: organization.clone(),
+                    new_robot_id: id(51 + robots.len() as u64),
+                    name: name.into(),
+                    sha256: format!("{:064x}", bytes.len()),
+                    manifest: format!(
+                        "name = \"{name}\"\ncommand = [\"python\", \"main.py\"]\n# v{i} «ü»\n"
+                    ),
+                    package: bytes.clone(),
+                    created_at: 1_700_000_002_000 + i as Millis,
+                })
+                .await
+                .unwrap();
+            assert_eq!(version as usize, i + 1);
+            robot_id = Some(got);
+        }
+        robots.push((organization.clone(), robot_id.unwrap(), packages));
+    }
+
+    let mut b = Builder {
+        store: store.clone(),
+        next: 0,
+        init: 1_700_000_010_000,
+        fixture: Fixture {
+            organizations: vec![acme, globex],
+            users,
+            deleted_username: "leaver".into(),
+            runtimes,
+            robots,
+            executions: Vec::new(),
+            leases: Vec::new(),
+            keyed: Vec::new(),
+            live: LiveRun {
+                runtime_id: String::new(),
+                execution_id: String::new(),
+                lease: String::new(),
+                acked: 0,
+            },
+            statuses: Vec::new(),
+            consumers: Vec::new(),
+        },
+    };
+
+    // FINISHED with a JSON return value, logs of every kind and progress.
+    let (run, lease) = b
+        .running(
+            json!({"NAME": "Zoë 世界", "N": 1.5, "QUOTE": "say \"hi\"\n", "LIST": [1, null, true]}),
+            1,
+        )
+        .await;
+    b.report(
+        &run,
+        &lease,
+        &[
+            log(1, "INFO", "héllo 世界 🚀"),
+            log(
+                2,
+                "WARN",
+                "line 1\nline 2 \"double\" 'single' \\ backslash\ttab\r\n",
+            ),
+            event(3, Change::Progress(42.5)),
+            event(
+                4,
+                Change::Return(
+                    json!({"total": 12.34, "items": ["a", "b"], "nested": {"ok": true, "none": null}}),
+                ),
+            ),
+            log(5, "ERROR", ""),
+            ended(6, ExecutionStatus::Finished, Some(0), "finished"),
+        ],
+    )
+    .await;
+    // FINISHED after more log lines than one page of the copy holds.
+    let (run, lease) = b.running(json!({"CHATTY": true}), 1).await;
+    let mut events: Vec<EventRecord> = (1..=1_234)
+        .map(|seq| {
+            log(
+                seq,
+                "INFO",
+                &format!("line {seq}: «{}»", "x".repeat(seq as usize % 50)),
+            )
+        })
+        .collect();
+    events.push(ended(1_235, ExecutionStatus::Finished, Some(0), "finished"));
+    b.report(&run, &lease, &events).await;
+    // FINISHED with a text return value.
+    let (run, lease) = b.running(json!({}), 1).await;
+    b.report(
+        &run,
+        &lease,
+        &[
+            event(1, Change::Return(json!("done \"ok\"\nbye ✓"))),
+            ended(2, ExecutionStatus::Finished, Some(0), "finished"),
+        ],
+    )
+    .await;
+    // ERROR with an exit code, and without (killed by a signal).
+    let (run, lease) = b.running(json!({"N": -7}), 1).await;
+    b.report(
+        &run,
+        &lease,
+        &[
+            event(1, Change::Progress(70.25)),
+            log(2, "ERROR", "Traceback (most recent call last):\n  boom"),
+            ended(
+                3,
+                ExecutionStatus::Error,
+                Some(3),
+                "the robot exited with code 3",
+            ),
+        ],
+    )
+    .await;
+    let (run, lease) = b.running(json!({"N": 0}), 1).await;
+    b.report(
+        &run,
+        &lease,
+        &[ended(1, ExecutionStatus::Error, None, "killed by signal 9")],
+    )
+    .await;
+    // CANCELED while PENDENT and handed out, and while RUNNING.
+    let (run, _) = b.claimed(json!({"N": 1}), 1).await;
+    assert!(matches!(
+        b.cancel(&run, b.init + 50).await,
+        CancelOutcome::Canceled { lease: Some(_) }
+    ));
+    let (run, lease) = b.running(json!({"N": 2}), 1).await;
+    assert!(matches!(
+        b.cancel(&run, b.init + 50).await,
+        CancelOutcome::Running { .. }
+    ));
+    b.report(
+        &run,
+        &lease,
+        &[
+            log(1, "INFO", "stopping"),
+            ended(2, ExecutionStatus::Canceled, Some(130), "canceled"),
+        ],
+    )
+    .await;
+    // ERROR because its runtime was lost while it ran.
+    let (run, lease) = b.running(json!({"N": 3}), 1).await;
+    assert_eq!(
+        b.store
+            .end_lease(&run, &lease, true, "the runtime was lost", b.init + 60)
+            .await
+            .unwrap(),
+        LostOutcome::Ended(ExecutionStatus::Error)
+    );
+    // RUNNING with a cancel requested, and a NUL in a log line.
+    let (run, lease) = b.running(json!({"N": 4}), 1).await;
+    b.report(
+        &run,
+        &lease,
+        &[
+            event(1, Change::Progress(10.0)),
+            log(2, "INFO", "a NUL \0 in the middle"),
+        ],
+    )
+    .await;
+    assert!(matches!(
+        b.cancel(&run, b.init + 70).await,
+        CancelOutcome::Running { .. }
+    ));
+    // PENDENT and handed out, not started.
+    b.claimed(json!({"N": 5}), 1).await;
+    // RUNNING, to go on with after the copy.
+    let (run, lease) = b.running(json!({"N": 6}), 1).await;
+    b.report(
+        &run,
+        &lease,
+        &[
+            log(1, "INFO", "first"),
+            event(2, Change::Progress(55.5)),
+            log(3, "DEBUG", "third"),
+        ],
+    )
+    .await;
+    b.fixture.live = LiveRun {
+        runtime_id: b.fixture.runtimes[0].runtime.id.clone(),
+        execution_id: run,
+        lease,
+        acked: 3,
+    };
+    // Lost while running with a retry left: back in the queue, attempt 1 spent.
+    let (run, lease) = b.running(json!({"N": 7}), 2).await;
+    b.report(&run, &lease, &[log(1, "INFO", "attempt 1")]).await;
+    assert_eq!(
+        b.store
+            .end_lease(&run, &lease, true, "the runtime was lost", b.init + 80)
+            .await
+            .unwrap(),
+        LostOutcome::Requeued
+    );
+    // Globex: a finished run with logs.
+    let new = b.new_execution(1, 2, 1, 1, json!({"GLOBEX": true}), 1);
+    let run = b.enqueue(new, None).await;
+    let globex_runtime = b.fixture.runtimes[2].runtime.id.clone();
+    let lease = "lease-globex".to_string();
+    let claimed = store.claim_next(&globex_runtime, &lease).await.unwrap();
+    assert_eq!(claimed.map(|c| c.execution_id), Some(run.clone()));
+    b.fixture.leases.push((run.clone(), lease.clone()));
+    assert!(store
+        .start(&globex_runtime, &run, &lease, b.init + 100)
+        .await
+        .unwrap());
+    let outcome = store
+        .record_events(
+            &globex_runtime,
+            &run,
+            &lease,
+            &[
+                log(1, "INFO", "globex says hi"),
+                ended(2, ExecutionStatus::Finished, Some(0), "finished"),
+            ],
+        )
+        .await
+        .unwrap();
+    assert!(matches!(outcome, EventsOutcome::Stored { .. }));
+    // Waiting in the queues, some with idempotency keys.
+    for (n, (organization, runtime, robot, version)) in [
+        (0, 0, 0, 1),
+        (0, 0, 0, 2),
+        (0, 1, 0, 2),
+        (1, 2, 1, 1),
+        (0, 0, 0, 2),
+        (1, 2, 1, 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let new = b.new_execution(
+            organization,
+            runtime,
+            robot,
+            version,
+            json!({"I": n, "TEXT": format!("queued «{n}»")}),
+            3,
+        );
+        let key = (n % 2 == 0).then(|| IdempotencyKey {
+            user_id: new.submitted_by.clone(),
+            key: format!("order-{n}-ü"),
+            fingerprint: format!("fingerprint-{n}"),
+            expired_before: 0,
+        });
+        b.enqueue(new, key).await;
+    }
+    // A PENDENT run canceled before it was handed out.
+    let new = b.new_execution(0, 1, 0, 1, json!({}), 1);
+    let run = b.enqueue(new, None).await;
+    assert_eq!(
+        b.cancel(&run, b.init + 90).await,
+        CancelOutcome::Canceled { lease: None }
+    );
+    let mut statuses = Vec::new();
+    for (organization, run) in &b.fixture.executions {
+        statuses.push(store.get_execution(organization, run).await.unwrap().status);
+    }
+    for status in ExecutionStatus::ALL {
+        assert!(statuses.contains(&status), "no {status} execution");
+    }
+    b.fixture.statuses = statuses;
+    // Runtimes online and offline, and consumers part way through the stream.
+    let (online, offline) = (
+        b.fixture.runtimes[0].runtime.id.clone(),
+        b.fixture.runtimes[1].runtime.id.clone(),
+    );
+    assert!(store
+        .runtime_connected(&online, "session-a", b.init + 200)
+        .await
+        .unwrap());
+    assert!(store
+        .runtime_connected(&offline, "session-b", b.init + 210)
+        .await
+        .unwrap());
+    assert!(store
+        .runtime_disconnected(&offline, "session-b", "closed", b.init + 220)
+        .await
+        .unwrap());
+    for new in &mut b.fixture.runtimes[..2] {
+        let runtime = &new.runtime;
+        new.runtime = store
+            .get_runtime(&runtime.organization_id, &runtime.id)
+            .await
+            .unwrap();
+    }
+    let events = events_after_at_least(&*store, EventCursor::START, 20).await;
+    for (consumer, at) in [("console", 0), ("audit", 9), ("metrics", events.len() - 1)] {
+        store
+            .save_cursor(consumer, events[at].cursor, b.init + 300)
+            .await
+            .unwrap();
+        b.fixture
+            .consumers
+            .push((consumer.into(), events[at].cursor));
+    }
+    b.fixture
+}
