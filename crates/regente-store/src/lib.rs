@@ -10,7 +10,7 @@
 //!   queue, logs, cancels), [`leases`] (the runtime protocol: claims, starts,
 //!   reports, lost runtimes), [`events`] (the durable event stream every state
 //!   change writes to, with consumers' cursors), [`cluster`] (several servers on
-//!   one store).
+//!   one store), [`dashboard`] (hourly rollups of ended executions).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 pub mod cluster;
 pub mod copy;
+pub mod dashboard;
 pub mod events;
 pub mod executions;
 pub mod leases;
@@ -39,6 +40,7 @@ pub mod runtimes;
 pub mod sqlite;
 
 pub use cluster::{ClusterStore, Notice};
+pub use dashboard::{DashboardStore, HourCount, HourTimes, Hours, TimeKind};
 pub use events::{EventCursor, EventFilter, EventKind, EventStore, StoredEvent};
 pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,
@@ -52,8 +54,8 @@ pub use runtimes::{NewRuntime, Runtime, RuntimeSession, RuntimeStore};
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ClusterStore, EventStore, ExecutionStore, LeaseStore, OrganizationStore, RobotStore,
-        RuntimeStore, Store,
+        ClusterStore, DashboardStore, EventStore, ExecutionStore, LeaseStore, OrganizationStore,
+        RobotStore, RuntimeStore, Store,
     };
 }
 
@@ -83,6 +85,7 @@ pub trait Store:
     + LeaseStore
     + EventStore
     + ClusterStore
+    + DashboardStore
     + Send
     + Sync
     + 'static
@@ -97,6 +100,7 @@ impl<T> Store for T where
         + LeaseStore
         + EventStore
         + ClusterStore
+        + DashboardStore
         + Send
         + Sync
         + 'static

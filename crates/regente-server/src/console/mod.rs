@@ -5,6 +5,7 @@
 //! - [`pages`]: the frame of every page, rendering, the error pages.
 //! - [`auth`]: signing in and out.
 //! - [`executions`], [`runtimes`], [`robots`], [`users`]: the sections.
+//! - [`dashboard`] with [`charts`] (SVG drawn here): the window's figures.
 //! - [`live`]: Server-Sent Events for the pages that update themselves.
 //! - [`assets`]: the stylesheet and scripts compiled in; [`format`]: times and numbers.
 //!
@@ -13,6 +14,8 @@
 
 pub mod assets;
 pub mod auth;
+pub mod charts;
+pub mod dashboard;
 pub mod executions;
 pub mod format;
 pub mod live;
@@ -49,6 +52,7 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
         .route("/robots/{id}/run", post(robots::run))
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}/delete", post(users::delete))
+        .route("/dashboard", get(dashboard::page))
         .route("/assets/{version}/{name}", get(assets::serve))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         // Packages are counted by the upload as they come; a little room for

@@ -2,6 +2,7 @@
 //! these; these call the [`Store`](regente_store::Store). No axum type appears here.
 
 pub mod auth;
+pub mod dashboard;
 pub mod organizations;
 pub mod robots;
 pub mod runs;

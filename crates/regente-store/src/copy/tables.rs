@@ -174,6 +174,49 @@ pub(super) const TABLES: &[Table] = &[
         sqlite_key: None,
         rewrite: None,
     },
+    // The dashboard's rollups, copied as they are: the copy's INSERTs of ended
+    // executions fire no trigger (only an UPDATE to an end counts one).
+    Table {
+        name: "execution_hours",
+        columns: &[
+            ("organization_id", Kind::Text),
+            ("hour", Kind::Int),
+            ("robot_id", Kind::Text),
+            ("runtime_id", Kind::Text),
+            ("status", Kind::Text),
+            ("reason", Kind::Text),
+            ("runs", Kind::Int),
+            ("busy_ms", Kind::Int),
+        ],
+        key: &[
+            "organization_id",
+            "hour",
+            "robot_id",
+            "runtime_id",
+            "status",
+            "reason",
+        ],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
+    Table {
+        name: "execution_hour_times",
+        columns: &[
+            ("organization_id", Kind::Text),
+            ("hour", Kind::Int),
+            ("robot_id", Kind::Text),
+            ("kind", Kind::Text),
+            ("bucket", Kind::Int),
+            ("runs", Kind::Int),
+        ],
+        key: &["organization_id", "hour", "robot_id", "kind", "bucket"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
     Table {
         name: "idempotency_keys",
         columns: &[

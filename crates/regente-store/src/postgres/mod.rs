@@ -22,6 +22,7 @@
 //!   `events` (the stream, and the helpers every change writes its events with).
 
 mod cluster;
+mod dashboard;
 mod events;
 mod executions;
 mod leases;

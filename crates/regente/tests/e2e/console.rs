@@ -7,9 +7,10 @@ use reqwest::blocking::Client;
 use reqwest::redirect::Policy;
 use serde_json::json;
 
-use crate::agent_support::{scratch, shell_robot, TestAgent};
 use crate::console_browser::{screenshot_dir, Browser};
-use crate::support::{fixture, TestServer, ADMIN_PASSWORD, ADMIN_USER};
+use crate::support::{
+    fixture, robot, scratch, shell_robot, TestAgent, TestServer, ADMIN_PASSWORD, ADMIN_USER,
+};
 
 /// Prints a line, then waits for its gate file before printing the next:
 /// the test decides when each line comes, with no timing in between.
@@ -409,7 +410,7 @@ fn console_keeps_integration_users_and_other_organisations_out() {
         .expect(201);
     let other = server.login("other-admin", "other-password");
     let other_fixture_runtime = server.create_runtime(&other, "other-rt").0;
-    let other_robot = crate::support::robot(&server, &other, "other-robot");
+    let other_robot = robot(&server, &other, "other-robot");
     let theirs = server.queue(&other, &other_fixture_runtime, &other_robot, None);
 
     let browser = Browser::start("console_keeps_integration_users_and_other_organisations_out");
