@@ -36,8 +36,9 @@ type = "number"
 default = 2
 "#;
 
-fn sign_in(browser: &Browser, server: &TestServer, username: &str, password: &str) {
-    browser.goto(&server.url("/login"));
+/// Signs in through the form of the server at `base` (`http://host:port`).
+pub(crate) fn sign_in(browser: &Browser, base: &str, username: &str, password: &str) {
+    browser.goto(&format!("{base}/login"));
     browser.fill("#username", username);
     browser.fill("#password", password);
     browser.click_css("form[action='/login'] button[type=submit]");
@@ -67,7 +68,7 @@ fn run_from_form(
     execution
 }
 
-fn log_lines(browser: &Browser) -> Vec<String> {
+pub(crate) fn log_lines(browser: &Browser) -> Vec<String> {
     browser
         .find_all("#log li .message")
         .iter()
@@ -75,7 +76,7 @@ fn log_lines(browser: &Browser) -> Vec<String> {
         .collect()
 }
 
-fn status(browser: &Browser) -> String {
+pub(crate) fn status(browser: &Browser) -> String {
     browser.text_of("#status").unwrap_or_default()
 }
 
@@ -84,7 +85,7 @@ fn console_runs_a_robot_live_cancels_one_and_signs_out() {
     let server = TestServer::start();
     let browser = Browser::start("console_runs_a_robot_live_cancels_one_and_signs_out");
     let work = scratch();
-    sign_in(&browser, &server, ADMIN_USER, ADMIN_PASSWORD);
+    sign_in(&browser, &server.base, ADMIN_USER, ADMIN_PASSWORD);
     assert!(browser.url().ends_with("/executions"), "{}", browser.url());
 
     // Upload a robot through the file input.
@@ -414,7 +415,7 @@ fn console_keeps_integration_users_and_other_organisations_out() {
     let theirs = server.queue(&other, &other_fixture_runtime, &other_robot, None);
 
     let browser = Browser::start("console_keeps_integration_users_and_other_organisations_out");
-    sign_in(&browser, &server, "integrator", "integrator-password");
+    sign_in(&browser, &server.base, "integrator", "integrator-password");
     let nav = browser.text_of("header nav").unwrap_or_default();
     assert_eq!(
         nav.split_whitespace().collect::<Vec<_>>(),

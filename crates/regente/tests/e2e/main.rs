@@ -11,6 +11,7 @@ mod agent_runs;
 mod auth;
 mod console;
 mod console_browser;
+mod console_up;
 mod fuzz;
 mod integration_api;
 mod isolation;
