@@ -49,7 +49,7 @@ pub use executions::{
 pub use leases::{Change, Claimed, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome};
 pub use organizations::{Organization, OrganizationStore, User};
 pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion};
-pub use runtimes::{NewRuntime, Runtime, RuntimeSession, RuntimeStore};
+pub use runtimes::{NewRuntime, Runtime, RuntimeDeletion, RuntimeSession, RuntimeStore};
 
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {

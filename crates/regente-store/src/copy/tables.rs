@@ -85,6 +85,7 @@ pub(super) const TABLES: &[Table] = &[
             ("key_hash", Kind::Text),
             ("slots", Kind::Int),
             ("last_seen", Kind::Int),
+            ("deleted_at", Kind::Int),
             ("created_at", Kind::Int),
             ("session_id", Kind::Text),
         ],

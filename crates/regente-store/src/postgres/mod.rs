@@ -193,6 +193,19 @@ where
     row.as_ref().map(from).transpose()
 }
 
+/// Runs a change of one row with `args` bound in order;
+/// [`Error::NotFound`] when it changed none.
+async fn change_one<'a, A>(pool: &PgPool, sql: &'a str, args: &[A]) -> Result<()>
+where
+    A: Copy + 'a + Encode<'a, Postgres> + Type<Postgres>,
+{
+    let done = bound(sql, args).execute(pool).await.map_err(other)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -26,9 +26,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ),
     ("GET", "/api/admin/users"),
     ("POST", "/api/admin/users"),
+    // Each PATCH before its DELETE: the fuzz's warm-up changes, then deletes.
+    ("PATCH", "/api/admin/users/{id}"),
     ("DELETE", "/api/admin/users/{id}"),
     ("GET", "/api/admin/runtimes"),
     ("POST", "/api/admin/runtimes"),
+    ("PATCH", "/api/admin/runtimes/{id}"),
+    ("DELETE", "/api/admin/runtimes/{id}"),
     ("GET", "/api/admin/robots"),
     ("POST", "/api/admin/robots"),
     ("GET", "/api/admin/robots/{id}"),
