@@ -11,7 +11,7 @@ use axum::Form;
 use serde::Deserialize;
 
 use super::pages::{render_with, Chrome};
-use super::session::{self, cookie, Posted, LOGIN_COOKIE, SESSION_COOKIE};
+use super::session::{self, cookie, NoFields, Posted, LOGIN_COOKIE, SESSION_COOKIE};
 use crate::service::{self, sessions, Context};
 
 #[derive(Template)]
@@ -145,9 +145,6 @@ pub async fn login(
         Err(e) => super::pages::PageError::from(e).into_response(),
     }
 }
-
-#[derive(Deserialize)]
-pub struct NoFields {}
 
 pub async fn logout(
     State(ctx): State<Arc<Context>>,

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use askama::Template;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::Response;
+use axum::response::{IntoResponse, Redirect, Response};
 use serde::Deserialize;
 
 use super::format;
@@ -145,5 +145,49 @@ pub async fn create(
             page(&ctx, viewer, StatusCode::CONFLICT, Some(why), form.name).await
         }
         Err(e) => Err(PageError::from(e).framed(viewer.chrome)),
+    }
+}
+
+/// A refused change shown on the page; other errors as their pages.
+async fn refused(ctx: &Context, viewer: Viewer, error: service::Error) -> PageResult {
+    let status = match &error {
+        service::Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        service::Error::Conflict(_) => StatusCode::CONFLICT,
+        _ => return Err(PageError::from(error).framed(viewer.chrome)),
+    };
+    page(ctx, viewer, status, Some(error.to_string()), String::new()).await
+}
+
+#[derive(Deserialize)]
+pub struct RenameForm {
+    #[serde(default)]
+    name: String,
+}
+
+pub async fn rename(
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+    Posted(viewer, form): Posted<RenameForm>,
+) -> PageResult {
+    if !viewer.is_admin() {
+        return Err(PageError::forbidden(Some(viewer.chrome)));
+    }
+    match runtimes::rename(&ctx, viewer.caller(), &id, &form.name).await {
+        Ok(_) => Ok(Redirect::to("/runtimes").into_response()),
+        Err(e) => refused(&ctx, viewer, e).await,
+    }
+}
+
+pub async fn delete(
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+    Posted(viewer, super::session::NoFields {}): Posted<super::session::NoFields>,
+) -> PageResult {
+    if !viewer.is_admin() {
+        return Err(PageError::forbidden(Some(viewer.chrome)));
+    }
+    match runtimes::delete(&ctx, viewer.caller(), &id).await {
+        Ok(()) => Ok(Redirect::to("/runtimes").into_response()),
+        Err(e) => refused(&ctx, viewer, e).await,
     }
 }

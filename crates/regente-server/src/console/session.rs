@@ -157,6 +157,10 @@ impl FromRequestParts<Arc<Context>> for AdminViewer {
     }
 }
 
+/// A form with no field but its CSRF token.
+#[derive(Deserialize)]
+pub struct NoFields {}
+
 #[derive(Deserialize)]
 struct CsrfField {
     csrf: Option<String>,

@@ -10,7 +10,7 @@ use serde::Deserialize;
 
 use super::format;
 use super::pages::{render_with, Chrome, PageError, PageResult};
-use super::session::{AdminViewer, Posted, Viewer};
+use super::session::{AdminViewer, NoFields, Posted, Viewer};
 use crate::service::{self, users, Context};
 
 pub struct UserRow {
@@ -126,9 +126,6 @@ pub async fn create(
     }
 }
 
-#[derive(Deserialize)]
-pub struct NoFields {}
-
 pub async fn delete(
     State(ctx): State<Arc<Context>>,
     Path(id): Path<String>,
@@ -139,6 +136,37 @@ pub async fn delete(
     }
     match users::delete(&ctx, viewer.caller(), &id).await {
         Ok(()) => Ok(Redirect::to("/users").into_response()),
+        Err(e) => refused(&ctx, viewer, e, String::new()).await,
+    }
+}
+
+#[derive(Deserialize)]
+pub struct RoleForm {
+    #[serde(default)]
+    role: String,
+}
+
+pub async fn set_role(
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+    Posted(viewer, form): Posted<RoleForm>,
+) -> PageResult {
+    if !viewer.is_admin() {
+        return Err(PageError::forbidden(Some(viewer.chrome)));
+    }
+    match users::set_role(&ctx, viewer.caller(), &id, &form.role).await {
+        Ok(user) => {
+            let done = format!("{} is now {}.", user.username, user.role.as_str());
+            page(
+                &ctx,
+                viewer,
+                StatusCode::OK,
+                None,
+                Some(done),
+                String::new(),
+            )
+            .await
+        }
         Err(e) => refused(&ctx, viewer, e, String::new()).await,
     }
 }

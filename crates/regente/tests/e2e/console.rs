@@ -472,3 +472,58 @@ fn console_keeps_integration_users_and_other_organisations_out() {
         "an admin of another organisation sees nothing either"
     );
 }
+
+#[test]
+fn console_renames_and_deletes_runtimes_and_changes_roles() {
+    let server = TestServer::start();
+    let f = fixture(&server);
+    let user = server.create_user(&f.admin, "helper", "helper-password", "integration");
+    let user = user["id"].as_str().unwrap().to_owned();
+    let browser = Browser::start("console_renames_and_deletes_runtimes_and_changes_roles");
+    sign_in(&browser, &server.base, ADMIN_USER, ADMIN_PASSWORD);
+
+    browser.goto(&server.url("/runtimes"));
+    let row = format!("tr[data-runtime='{}']", f.runtime);
+    browser.click_css(&format!("{row} details.rename summary"));
+    browser.fill(&format!("#rename-{}", f.runtime), "front desk");
+    browser.click_css(&format!("{row} details.rename button[type=submit]"));
+    browser.wait_until("the new name", || {
+        browser
+            .text_of(&format!("{row} td"))?
+            .starts_with("front desk")
+            .then_some(())
+    });
+    let runtimes = server.get("/api/admin/runtimes", &f.admin).json();
+    assert_eq!(runtimes[0]["name"], "front desk");
+
+    browser.goto(&server.url("/users"));
+    browser.click_css(&format!("#role-{user} option[value='admin']"));
+    browser.click_css(&format!(
+        "form[action='/users/{user}/role'] button[type=submit]"
+    ));
+    browser.wait_until("the role changed", || {
+        browser
+            .body_text()
+            .contains("helper is now admin.")
+            .then_some(())
+    });
+    let users = server.get("/api/admin/users", &f.admin).json();
+    let helper = users
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == user.as_str())
+        .unwrap();
+    assert_eq!(helper["role"], "admin");
+
+    browser.goto(&server.url("/runtimes"));
+    browser.click_css(&format!("{row} details.danger summary"));
+    browser.click_css(&format!("{row} details.danger button[type=submit]"));
+    browser.wait_until("the runtime gone", || {
+        browser.find(&row).is_none().then_some(())
+    });
+    assert_eq!(
+        server.get("/api/admin/runtimes", &f.admin).json(),
+        json!([])
+    );
+}
