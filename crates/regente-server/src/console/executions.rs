@@ -224,6 +224,12 @@ struct DetailPage {
 }
 
 impl DetailPage {
+    /// Whether the page follows the execution live: it runs, or its log goes
+    /// on past the first page.
+    fn live(&self) -> bool {
+        !self.execution.status.is_ended() || self.log.len() == runs::LOG_PAGE as usize
+    }
+
     fn ended(&self) -> bool {
         self.execution.status.is_ended()
     }
@@ -260,7 +266,8 @@ pub async fn detail(
     let execution = runs::get_any(&ctx, viewer.caller(), &id)
         .await
         .map_err(&framed)?;
-    let log = runs::logs(&ctx, viewer.caller(), &execution)
+    // The first page; the live stream brings the rest, page by page.
+    let log = runs::logs_after(&ctx, viewer.caller(), &execution, 0)
         .await
         .map_err(&framed)?;
     let names = Names::load(&ctx, &viewer).await.map_err(&framed)?;

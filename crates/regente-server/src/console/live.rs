@@ -42,6 +42,8 @@ struct Watch {
     last_state: Option<Value>,
     queued: VecDeque<Event>,
     first: bool,
+    /// The last read filled a page: read on without waiting.
+    more: bool,
     done: bool,
 }
 
@@ -76,7 +78,9 @@ impl Watch {
                 return;
             }
         };
-        match runs::logs_after(&self.ctx, &self.caller, &execution, self.after).await {
+        let lines = runs::logs_after(&self.ctx, &self.caller, &execution, self.after).await;
+        self.more = matches!(&lines, Ok(lines) if lines.len() == runs::LOG_PAGE as usize);
+        match lines {
             Ok(lines) if !lines.is_empty() => {
                 self.after = lines.last().map_or(self.after, |line| line.seq);
                 let lines: Vec<Value> = lines
@@ -114,7 +118,7 @@ impl Watch {
                 .push_back(Event::default().event("state").data(state.to_string()));
             self.last_state = Some(state);
         }
-        if execution.status.is_ended() {
+        if execution.status.is_ended() && !self.more {
             self.queued
                 .push_back(Event::default().event("end").data("{}"));
             self.done = true;
@@ -150,6 +154,7 @@ pub async fn execution(
         last_state: None,
         queued: VecDeque::new(),
         first: true,
+        more: false,
         done: false,
     };
     let events = stream::unfold(watch, |mut watch| async move {
@@ -160,7 +165,7 @@ pub async fn execution(
             if watch.done {
                 return None;
             }
-            if !watch.first {
+            if !watch.first && !watch.more {
                 let id = watch.execution_id.clone();
                 next_change(&mut watch.changes, Some(&id)).await;
             }

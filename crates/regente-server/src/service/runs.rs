@@ -157,16 +157,21 @@ pub async fn logs(ctx: &Context, caller: &Caller, execution: &Execution) -> Resu
         .await?)
 }
 
-/// The log lines after `after_seq`, for a live page that has the earlier ones.
+/// Log lines a page holds at most.
+pub const LOG_PAGE: u32 = 1000;
+
+/// A page of the log: at most [`LOG_PAGE`] lines after `after_seq`, for a
+/// reader that follows the log by cursor (the console's live page).
 pub async fn logs_after(
     ctx: &Context,
     caller: &Caller,
     execution: &Execution,
     after_seq: i64,
 ) -> Result<Vec<LogLine>> {
-    let mut lines = logs(ctx, caller, execution).await?;
-    lines.retain(|line| line.seq > after_seq);
-    Ok(lines)
+    Ok(ctx
+        .store
+        .execution_logs_after(&caller.organization_id, &execution.id, after_seq, LOG_PAGE)
+        .await?)
 }
 
 pub async fn queue_position(ctx: &Context, execution: &Execution) -> Result<Option<u64>> {

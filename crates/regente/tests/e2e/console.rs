@@ -9,7 +9,8 @@ use serde_json::json;
 
 use crate::console_browser::{screenshot_dir, Browser};
 use crate::support::{
-    fixture, robot, scratch, shell_robot, TestAgent, TestServer, ADMIN_PASSWORD, ADMIN_USER,
+    console_sign_in, fixture, form_field, robot, scratch, set_cookie, shell_robot,
+    upload_shell_robot, wait_for_status, TestAgent, TestServer, ADMIN_PASSWORD, ADMIN_USER,
 };
 
 /// Prints a line, then waits for its gate file before printing the next:
@@ -81,6 +82,10 @@ pub(crate) fn status(browser: &Browser) -> String {
 }
 
 #[test]
+#[cfg_attr(
+    not(regente_chromium),
+    ignore = "SKIPPED: needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
+)]
 fn console_runs_a_robot_live_cancels_one_and_signs_out() {
     let server = TestServer::start();
     let browser = Browser::start("console_runs_a_robot_live_cancels_one_and_signs_out");
@@ -256,58 +261,21 @@ fn http() -> Client {
         .unwrap()
 }
 
-/// A value of `Set-Cookie` headers by cookie name.
-fn set_cookie(reply: &reqwest::blocking::Response, name: &str) -> Option<String> {
-    reply
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find(|v| v.starts_with(&format!("{name}=")))
-        .map(str::to_owned)
-}
-
 fn hidden_field(html: &str, name: &str) -> String {
-    let marker = format!("name=\"{name}\" value=\"");
-    let start = html
-        .find(&marker)
-        .unwrap_or_else(|| panic!("no {name} field in {html}"))
-        + marker.len();
-    html[start..].split('"').next().unwrap().to_owned()
+    form_field(html, name).unwrap_or_else(|| panic!("no {name} field in {html}"))
 }
 
 /// Signs in over plain HTTP; answers the session cookie's value.
 fn http_session(server: &TestServer, username: &str, password: &str) -> String {
-    let client = http();
-    let form = client.get(server.url("/login")).send().unwrap();
-    let nonce = set_cookie(&form, "regente_login").expect("the sign-in form's cookie");
-    let nonce = nonce.split(';').next().unwrap().to_owned();
-    let token = hidden_field(&form.text().unwrap(), "csrf");
-    let reply = client
-        .post(server.url("/login"))
-        .header("Cookie", nonce)
-        .form(&[
-            ("csrf", token.as_str()),
-            ("username", username),
-            ("password", password),
-        ])
-        .send()
-        .unwrap();
+    let reply = console_sign_in(&http(), &server.base, username, password).unwrap();
     assert_eq!(reply.status(), 303, "sign-in of {username}");
     let cookie = set_cookie(&reply, "regente_session").expect("a session cookie");
-    assert!(
-        cookie.contains("HttpOnly")
-            && cookie.contains("SameSite=Strict")
-            && cookie.contains("Max-Age=43200"),
-        "{cookie}"
-    );
+    for attribute in ["HttpOnly", "SameSite=Strict", "Max-Age=43200", "Path=/"] {
+        assert!(cookie.contains(attribute), "{attribute}: {cookie}");
+    }
     assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
-    cookie
-        .split(';')
-        .next()
-        .unwrap()
-        .trim_start_matches("regente_session=")
-        .to_owned()
+    let value = cookie.split(';').next().unwrap();
+    value.trim_start_matches("regente_session=").to_owned()
 }
 
 #[test]
@@ -327,6 +295,19 @@ fn console_refuses_forms_without_their_csrf_token() {
         .unwrap();
     assert_eq!(reply.status(), 403);
     assert!(set_cookie(&reply, "regente_session").is_none());
+
+    // Behind a proxy that says the browser came over TLS, the cookie is Secure.
+    let mut over_tls = reqwest::header::HeaderMap::new();
+    over_tls.insert("x-forwarded-proto", "https".parse().unwrap());
+    let tls = Client::builder()
+        .no_proxy()
+        .redirect(Policy::none())
+        .default_headers(over_tls)
+        .build()
+        .unwrap();
+    let reply = console_sign_in(&tls, &server.base, ADMIN_USER, ADMIN_PASSWORD).unwrap();
+    let cookie = set_cookie(&reply, "regente_session").expect("a session cookie");
+    assert!(cookie.contains("; Secure"), "{cookie}");
 
     let session = http_session(&server, ADMIN_USER, ADMIN_PASSWORD);
     let cookie = format!("regente_session={session}");
@@ -397,6 +378,10 @@ fn console_refuses_forms_without_their_csrf_token() {
 }
 
 #[test]
+#[cfg_attr(
+    not(regente_chromium),
+    ignore = "SKIPPED: needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
+)]
 fn console_keeps_integration_users_and_other_organisations_out() {
     let server = TestServer::start();
     let f = fixture(&server);
@@ -474,6 +459,10 @@ fn console_keeps_integration_users_and_other_organisations_out() {
 }
 
 #[test]
+#[cfg_attr(
+    not(regente_chromium),
+    ignore = "SKIPPED: needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
+)]
 fn console_renames_and_deletes_runtimes_and_changes_roles() {
     let server = TestServer::start();
     let f = fixture(&server);
@@ -526,4 +515,39 @@ fn console_renames_and_deletes_runtimes_and_changes_roles() {
         server.get("/api/admin/runtimes", &f.admin).json(),
         json!([])
     );
+}
+
+#[test]
+#[cfg_attr(
+    not(regente_chromium),
+    ignore = "SKIPPED: needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
+)]
+fn console_shows_a_log_longer_than_a_page_whole_and_in_order() {
+    let server = TestServer::start();
+    let admin = server.admin_token();
+    let (runtime, key) = server.create_runtime(&admin, "long-log");
+    let robot = upload_shell_robot(&server, &admin, "long-log", "seq 1 2500", "");
+    let _agent = TestAgent::start(&server, &key, 1);
+    let id = server.queue(&admin, &runtime, &robot, None);
+    wait_for_status(
+        &server,
+        &admin,
+        &runtime,
+        &id,
+        &["FINISHED"],
+        Duration::from_secs(60),
+    );
+
+    let browser = Browser::start("console_shows_a_log_longer_than_a_page_whole_and_in_order");
+    sign_in(&browser, &server.base, ADMIN_USER, ADMIN_PASSWORD);
+    browser.goto(&server.url(&format!("/executions/{id}")));
+    // The first page comes with the page, the rest over its stream.
+    browser.wait_until("all 2,500 lines", || {
+        let count = browser.script("return document.querySelectorAll('#log li').length;");
+        (count == json!(2500)).then_some(())
+    });
+    let in_order = browser.script(
+        "return Array.from(document.querySelectorAll('#log li .message')).every((m, i) => m.textContent === String(i + 1));",
+    );
+    assert_eq!(in_order, json!(true));
 }

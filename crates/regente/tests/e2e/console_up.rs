@@ -10,6 +10,10 @@ use crate::support::scratch;
 use crate::up::start_up;
 
 #[test]
+#[cfg_attr(
+    not(regente_chromium),
+    ignore = "SKIPPED: needs chromium and chromium-driver (apt-get install chromium chromium-driver)"
+)]
 fn console_of_regente_up_shows_the_examples_and_lets_a_new_user_watch_a_run() {
     let cwd = scratch();
     let (_up, welcome) = start_up(cwd.path(), &[], None, Duration::from_secs(90));
