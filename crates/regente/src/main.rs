@@ -174,6 +174,15 @@ struct ServeArgs {
     /// Days the event stream keeps an event (execution and runtime changes) before deleting it.
     #[arg(long, env = "REGENTE_EVENT_RETENTION_DAYS", default_value_t = 30)]
     event_retention_days: u32,
+    /// Seconds between two looks at every runtime's queue without being told (the safety net under
+    /// wake-ups and other servers' notices).
+    #[arg(
+        long,
+        env = "REGENTE_RESYNC_SECONDS",
+        default_value_t = 5.0,
+        hide = true
+    )]
+    resync_seconds: f64,
 }
 
 fn main() -> ExitCode {
@@ -256,6 +265,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "--event-retention-days must be at least 1"
     );
     config.event_retention = Duration::from_secs(u64::from(args.event_retention_days) * 24 * 3600);
+    anyhow::ensure!(
+        args.resync_seconds.is_finite() && args.resync_seconds >= 0.1,
+        "--resync-seconds must be at least 0.1"
+    );
+    config.resync_every = Duration::from_secs_f64(args.resync_seconds);
     let admin_username = config.admin_username.clone();
     let server = Server::build(config).await?;
     let shutdown = shutdown_signal();

@@ -405,7 +405,7 @@ fn fifty_concurrent_runs_over_two_runtimes_with_two_slots_each_end_finished_exac
         &server,
         &admin,
         "ledger-sleep",
-        "echo \"$REGENTE_EXECUTION_ID\" >> \"$REGENTE_VAR_LEDGER\"\nsleep 0.4\necho \"::return::$REGENTE_EXECUTION_ID\"\n",
+        "echo \"$REGENTE_EXECUTION_ID\" >> \"$REGENTE_VAR_LEDGER\"\nsleep 0.4\n# Quoted: an id of decimal digits only would read as a number.\necho \"::return::\\\"$REGENTE_EXECUTION_ID\\\"\"\n",
         "",
     );
     let out = scratch();
