@@ -35,6 +35,9 @@ enum Command {
     /// Manage the store: the database of users, runtimes, robots and executions.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Operator tasks run against the store itself (the server may be running or not).
+    #[command(subcommand)]
+    Admin(AdminCommand),
     /// The guard process between the agent and one robot (internal).
     #[command(name = "__guard", hide = true)]
     Guard { agent_pid: i32 },
@@ -69,6 +72,30 @@ enum StoreCommand {
     /// are. Tokens signed by the old server are accepted by the new ones only if they
     /// use the same signing secret (--jwt-secret); otherwise users log in again.
     Copy(StoreCopyArgs),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set a new password for a user and print it (a generated one, unless --password-stdin).
+    ///
+    /// For a lost admin password: run it with the server's --data-dir (or
+    /// --database-url). Tokens already issued stay valid until they expire.
+    ResetPassword(ResetPasswordArgs),
+}
+
+#[derive(Args)]
+struct ResetPasswordArgs {
+    /// The user's username.
+    username: String,
+    /// The server's data directory (its SQLite store).
+    #[arg(long, env = "REGENTE_DATA_DIR", default_value = "./regente-data")]
+    data_dir: PathBuf,
+    /// The server's database URL; default: the SQLite file in the data directory.
+    #[arg(long, env = "REGENTE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Read the new password from the first line of standard input instead of generating one.
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Args)]
@@ -230,6 +257,7 @@ fn main() -> ExitCode {
                 up::up(options, shutdown_signal()).await
             }
             Command::Store(StoreCommand::Copy(args)) => store_copy(args).await,
+            Command::Admin(AdminCommand::ResetPassword(args)) => reset_password(args).await,
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }
     });
@@ -291,6 +319,39 @@ async fn store_copy(args: StoreCopyArgs) -> anyhow::Result<()> {
         println!("the source was migrated to the current schema first");
     }
     println!("store copied; rows per table:\n{report}");
+    Ok(())
+}
+
+async fn reset_password(args: ResetPasswordArgs) -> anyhow::Result<()> {
+    let url = match args.database_url {
+        Some(url) => url,
+        None => {
+            let config = ServerConfig::new(std::path::absolute(&args.data_dir)?);
+            let path = config.data_dir.join("regente.db");
+            // Not created here: a mistyped directory must not look like an empty store.
+            anyhow::ensure!(
+                path.is_file(),
+                "there is no store at {} (give the server's --data-dir or --database-url)",
+                path.display()
+            );
+            config.database_url()
+        }
+    };
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Some(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        None
+    };
+    let store = regente_store::open(&url).await?;
+    let outcome =
+        regente_server::service::users::reset_password(store.as_ref(), &args.username, password)
+            .await;
+    store.close().await;
+    let password = outcome?;
+    // Printed once, on the terminal only: never logged or stored in clear.
+    println!("new password for {:?}: {password}", args.username);
     Ok(())
 }
 

@@ -6,6 +6,7 @@
 //! database of its own (see README.md, "Test it").
 
 mod admin_api;
+mod admin_cli;
 mod agent_faults;
 mod agent_runs;
 mod auth;
