@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -16,10 +16,15 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::parse_json;
 use crate::service::{auth, Context};
 
+/// Largest login body: a name and a password fit many times over, and an
+/// unauthenticated client cannot make the server hold more.
+const MAX_LOGIN_BODY: usize = 64 * 1024;
+
 pub fn router() -> Router<Arc<Context>> {
     Router::new()
         .route("/api/user/auth", post(login_v1))
         .route("/api/user/v2/auth", post(login_v2))
+        .layer(DefaultBodyLimit::max(MAX_LOGIN_BODY))
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -72,15 +72,19 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
     let (connection, commands) = ctx.hub.register(&runtime.id);
     info!(runtime = %runtime.id, %agent_version, slots, "runtime connected");
     let runtime_id = runtime.id.clone();
-    let runtime_slots = runtime.slots.max(1) as usize;
+    // The admin's setting is the most an agent gets; it may ask for fewer.
+    let runtime_slots = runtime.slots.max(1);
+    if slots > runtime_slots {
+        warn!(runtime = %runtime_id, asked = slots, allowed = runtime_slots, "the agent asked for more slots than the runtime is set for: capped");
+    }
     let mut session = Session {
         ctx: ctx.clone(),
         runtime,
         socket,
         slots: match slots {
             0 => runtime_slots,
-            asked => asked.clamp(1, 1024) as usize,
-        },
+            asked => asked.min(runtime_slots),
+        } as usize,
         busy: HashMap::new(),
     };
     let closed = session.run(held, commands).await;
