@@ -80,7 +80,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         integration::run_v1, integration::run_v1_defaults, integration::run_v2,
         integration::result, integration::cancel,
         admin::create_user, admin::list_users, admin::delete_user,
-        admin::create_runtime, admin::list_runtimes,
+        admin::create_runtime, admin::list_runtimes, admin::replace_runtime_key,
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,

@@ -16,7 +16,10 @@ mod isolation;
 mod replicas;
 mod restart;
 mod robot_environment;
+mod runtime_keys;
+mod slow_clients;
 mod support;
+mod tls;
 mod up;
 mod walkthrough;
 
