@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod cli;
 mod examples;
 mod needs;
 mod up;
@@ -38,6 +39,19 @@ enum Command {
     /// Operator tasks run against the store itself (the server may be running or not).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Sign in to a server; later commands use the kept token.
+    Login(cli::LoginArgs),
+    /// Push robots and list them.
+    #[command(subcommand)]
+    Robots(cli::RobotsCommand),
+    /// List runtimes.
+    #[command(subcommand)]
+    Runtimes(cli::RuntimesCommand),
+    /// Run a robot; with --wait or --follow, the exit status says how it ended (0 FINISHED, 1 ERROR, 3 CANCELED).
+    Run(cli::RunArgs),
+    /// List, show and cancel executions.
+    #[command(subcommand)]
+    Executions(cli::ExecutionsCommand),
     /// The guard process between the agent and one robot (internal).
     #[command(name = "__guard", hide = true)]
     Guard { agent_pid: i32 },
@@ -253,9 +267,20 @@ fn main() -> ExitCode {
     if let Command::Guard { agent_pid } = &cli.command {
         return run_guard(*agent_pid);
     }
+    // The commands for people and scripts log nothing unless asked (REGENTE_LOG).
+    let quiet = matches!(
+        cli.command,
+        Command::Login(_)
+            | Command::Robots(_)
+            | Command::Runtimes(_)
+            | Command::Run(_)
+            | Command::Executions(_)
+    );
+    let default_filter = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("REGENTE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("REGENTE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -267,10 +292,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let done = |outcome: anyhow::Result<()>| outcome.map(|()| ExitCode::SUCCESS);
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Runtime(args) => runtime_agent(args).await,
+            Command::Serve(args) => done(serve(args).await),
+            Command::Runtime(args) => done(runtime_agent(args).await),
             Command::Up(args) => {
                 let options = up::UpOptions {
                     listen: args.listen,
@@ -280,18 +306,24 @@ fn main() -> ExitCode {
                     slots: args.slots.max(1),
                     with_robot_framework: args.with_robot_framework,
                 };
-                up::up(options, shutdown_signal()).await
+                done(up::up(options, shutdown_signal()).await)
             }
-            Command::Store(StoreCommand::Copy(args)) => store_copy(args).await,
-            Command::Admin(AdminCommand::ResetPassword(args)) => reset_password(args).await,
+            Command::Store(StoreCommand::Copy(args)) => done(store_copy(args).await),
+            Command::Admin(AdminCommand::ResetPassword(args)) => done(reset_password(args).await),
+            Command::Login(args) => cli::login(args).await,
+            Command::Robots(command) => cli::robots(command).await,
+            Command::Runtimes(command) => cli::runtimes(command).await,
+            Command::Run(args) => cli::run(args).await,
+            Command::Executions(command) => cli::executions(command).await,
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // 1 and 3 say how a run ended: a command that failed says 2.
+            ExitCode::from(2)
         }
     }
 }
