@@ -8,6 +8,7 @@
 //! - [`console`]: the web console's HTML pages, over the same services.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
 //! - [`retention`]: old events pruned from the store's event stream.
+//! - [`serve`]: the serving loop: deadlines, the connection cap, TLS.
 //! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
 //!   free of HTTP types.
 //! - [`supervisor`]: background tasks, their stop signal, leader-only work.
@@ -19,9 +20,10 @@ pub mod config;
 pub mod console;
 pub mod hub;
 pub mod retention;
+pub mod serve;
 pub mod service;
 pub mod startup;
 pub mod supervisor;
 
-pub use config::{LoginLimits, ServerConfig};
+pub use config::{ConnectionLimits, LoginLimits, ServerConfig, TlsFiles};
 pub use startup::Server;

@@ -56,6 +56,14 @@ pub trait RuntimeStore: Send + Sync {
         id: &str,
         now: Millis,
     ) -> Result<RuntimeDeletion>;
+    /// Gives a runtime of the organisation a new key: the old one finds it no
+    /// more. `NotFound` for a runtime of another organisation.
+    async fn replace_runtime_key(
+        &self,
+        organization_id: &str,
+        id: &str,
+        key_hash: &str,
+    ) -> Result<()>;
     /// Records a heartbeat: the runtime was heard from at `seen`.
     async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()>;
     /// A connection of the runtime was registered: it becomes the runtime's

@@ -61,7 +61,7 @@ fn login_form(
         signed_out,
     };
     let mut response = render_with(status, &page);
-    let cookie = session::set_cookie(headers, LOGIN_COOKIE, &nonce, 3600);
+    let cookie = session::set_cookie(ctx, headers, LOGIN_COOKIE, &nonce, 3600);
     if let Ok(value) = cookie.parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }
@@ -127,8 +127,8 @@ pub async fn login(
         Ok((value, _)) => {
             let mut response = Redirect::to(&next).into_response();
             let set = [
-                session::session_cookie(&headers, &value),
-                session::set_cookie(&headers, LOGIN_COOKIE, "", 0),
+                session::session_cookie(&ctx, &headers, &value),
+                session::set_cookie(&ctx, &headers, LOGIN_COOKIE, "", 0),
             ];
             for cookie in set {
                 if let Ok(value) = cookie.parse() {
@@ -153,7 +153,7 @@ pub async fn logout(
 ) -> Response {
     sessions::sign_out(&ctx, &viewer.session);
     let mut response = Redirect::to("/login?signed_out=1").into_response();
-    let cleared = session::set_cookie(&headers, SESSION_COOKIE, "", 0);
+    let cleared = session::set_cookie(&ctx, &headers, SESSION_COOKIE, "", 0);
     if let Ok(value) = cleared.parse() {
         response.headers_mut().append(header::SET_COOKIE, value);
     }

@@ -66,4 +66,8 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
                 .post(robots::upload)
                 .layer(DefaultBodyLimit::max(max_package_bytes + FORM_LIMIT)),
         )
+        // The console's own errors are HTML pages, left as they are; what axum
+        // answers itself (a wrong method, a body over the limit) gets the API's
+        // JSON error shape, as everywhere else.
+        .layer(axum::middleware::from_fn(crate::api::error::shape_errors))
 }

@@ -90,18 +90,16 @@ pub struct NewRuntimeForm {
 }
 
 /// The server's address as the browser reached it, for the agent's command.
-pub fn base_url(headers: &HeaderMap) -> String {
+pub fn base_url(ctx: &Context, headers: &HeaderMap) -> String {
     let host = headers
         .get("x-forwarded-host")
         .or_else(|| headers.get(header::HOST))
         .and_then(|v| v.to_str().ok())
         .unwrap_or("127.0.0.1:8080");
-    let scheme = match headers
-        .get("x-forwarded-proto")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(proto) if proto.eq_ignore_ascii_case("https") => "https",
-        _ => "http",
+    let scheme = if super::session::over_tls(ctx, headers) {
+        "https"
+    } else {
+        "http"
     };
     format!("{scheme}://{host}")
 }
@@ -128,7 +126,7 @@ pub async fn create(
         Ok((runtime, key)) => {
             let command = format!(
                 "REGENTE_RUNTIME_KEY={key} regente runtime --server {}",
-                base_url(&headers)
+                base_url(&ctx, &headers)
             );
             Ok(render(&CreatedPage {
                 chrome: viewer.chrome,

@@ -33,9 +33,13 @@ pub fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, value)| value)
 }
 
-/// Whether the browser reached us over TLS: directly never (the server speaks
-/// plain HTTP), so through a proxy that says so.
-fn over_tls(headers: &HeaderMap) -> bool {
+/// Whether the browser reached us over TLS: served with TLS here, or through a
+/// proxy that says so.
+pub fn over_tls(ctx: &Context, headers: &HeaderMap) -> bool {
+    ctx.config.tls.is_some() || proxied_over_tls(headers)
+}
+
+fn proxied_over_tls(headers: &HeaderMap) -> bool {
     let forwarded_proto = headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -48,13 +52,29 @@ fn over_tls(headers: &HeaderMap) -> bool {
 }
 
 /// A `Set-Cookie` value: HttpOnly, SameSite=Strict, Secure over TLS.
-pub fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age_seconds: u64) -> String {
-    let secure = if over_tls(headers) { "; Secure" } else { "" };
+pub fn set_cookie(
+    ctx: &Context,
+    headers: &HeaderMap,
+    name: &str,
+    value: &str,
+    max_age_seconds: u64,
+) -> String {
+    let secure = if over_tls(ctx, headers) {
+        "; Secure"
+    } else {
+        ""
+    };
     format!("{name}={value}; Path=/; Max-Age={max_age_seconds}; HttpOnly; SameSite=Strict{secure}")
 }
 
-pub fn session_cookie(headers: &HeaderMap, value: &str) -> String {
-    set_cookie(headers, SESSION_COOKIE, value, SESSION_LIFETIME.as_secs())
+pub fn session_cookie(ctx: &Context, headers: &HeaderMap, value: &str) -> String {
+    set_cookie(
+        ctx,
+        headers,
+        SESSION_COOKIE,
+        value,
+        SESSION_LIFETIME.as_secs(),
+    )
 }
 
 /// A signed-in console user, with what every page's frame shows.

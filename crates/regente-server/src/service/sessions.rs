@@ -124,9 +124,8 @@ pub async fn sign_in(
     password: &str,
     client: IpAddr,
 ) -> Result<(String, Session)> {
-    super::auth::check_throttle(ctx, username, client)?;
     let user =
-        super::auth::check_password(ctx, username, password.as_bytes().to_vec(), client).await?;
+        super::auth::check_credentials(ctx, username, password.as_bytes().to_vec(), client).await?;
     let id = random_alphanumeric(32);
     let expires = ctx.clock.now() + SESSION_LIFETIME.as_millis() as Millis;
     let payload = format!("{}.{id}.{expires}", user.id);

@@ -362,7 +362,7 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
     let integration = server.login("fuzz-integration", "fuzz-integration-pw");
     let victim_user = server.create_user(&f.admin, "fuzz-victim", "fuzz-victim-pw", "integration");
     let victim_user = victim_user["id"].as_str().unwrap().to_owned();
-    // Offline and idle: renamed, then deleted.
+    // Offline and idle: renamed, given a new key, then deleted.
     let (victim_runtime, _) = server.create_runtime(&f.admin, "fuzz-victim-runtime");
     let admin_id = user_id(&server, &f.admin, ADMIN_USER);
     let keep = server.queue(

@@ -7,9 +7,11 @@
 
 mod admin_api;
 mod admin_changes;
+mod admin_cli;
 mod agent_faults;
 mod agent_runs;
 mod auth;
+mod cli;
 mod console;
 mod console_browser;
 mod console_up;
@@ -19,7 +21,10 @@ mod isolation;
 mod replicas;
 mod restart;
 mod robot_environment;
+mod runtime_keys;
+mod slow_clients;
 mod support;
+mod tls;
 mod up;
 mod walkthrough;
 

@@ -40,10 +40,13 @@ impl Cluster {
     /// A first, then B: the first admin is created by whichever replica starts
     /// first, and the signing secret by whichever stores it first.
     fn start(runtime_timeout_seconds: &str) -> Cluster {
+        Cluster::start_with(&[("REGENTE_RUNTIME_TIMEOUT_SECONDS", runtime_timeout_seconds)])
+    }
+
+    fn start_with(env: &[(&str, &str)]) -> Cluster {
         let db = TestDatabase::named("regente_e2e_replicas");
-        let env = [("REGENTE_RUNTIME_TIMEOUT_SECONDS", runtime_timeout_seconds)];
-        let a = replica("A", &db.url, &env).start();
-        let b = replica("B", &db.url, &env).start();
+        let a = replica("A", &db.url, env).start();
+        let b = replica("B", &db.url, env).start();
         Cluster { a, b, _db: db }
     }
 }
@@ -70,7 +73,11 @@ echo "::return::slept"
     ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
 )]
 fn a_run_accepted_by_one_replica_reaches_a_runtime_on_the_other_at_once() {
-    let cluster = Cluster::start("30");
+    let cluster = Cluster::start_with(&[
+        ("REGENTE_RUNTIME_TIMEOUT_SECONDS", "30"),
+        // Only notices can bring work to another replica's sessions in time.
+        ("REGENTE_RESYNC_SECONDS", "3600"),
+    ]);
     let (a, b) = (&cluster.a, &cluster.b);
     let token = a.admin_token();
     let (runtime, key) = a.create_runtime(&token, "rt-on-b");
@@ -80,33 +87,20 @@ fn a_run_accepted_by_one_replica_reaches_a_runtime_on_the_other_at_once() {
     agent.wait_welcomed(1, RUN);
     let vars = |sleep: &str| text_vars(&[("DIR", &path_text(out.path())), ("SLEEP", sleep)]);
 
-    // Each run is posted to A as soon as the previous one has finished, and
-    // the agent is connected to B only. If only B's safety net (a re-scan of
-    // the queue every 5 s) brought runs to its sessions, the first run would
-    // wait up to 5 s and each later one (posted a moment after a re-scan
-    // handed out the previous one) nearly 5 s. A notice from A reaches B at
-    // once, so each robot starts well within 2.5 s of its POST, every time.
-    // This is a deadline that tells the two mechanisms apart, not a
-    // performance requirement.
+    // Each run is posted to A, and the agent is connected to B only, whose
+    // safety net (a look at every queue without being told) is set to an
+    // hour: only A's notice can bring the run to B's session, so a run that
+    // ends at all proves the notice arrived.
     for round in 0..3 {
-        let posted = now_millis();
         let id = a.queue(&token, &runtime, &robot, Some(&vars("0")));
         let body = wait_for_status(a, &token, &runtime, &id, ENDED, RUN);
-        assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-        let start_file = out.path().join(&id).join("start");
-        let started: i64 = std::fs::read_to_string(&start_file)
-            .ok()
-            .and_then(|t| t.trim().parse().ok())
-            .unwrap_or_else(|| panic!("the robot wrote its start time to {start_file:?}"));
-        let latency = started - posted;
-        assert!(
-            latency < 2500,
-            "run {round} ({id}): the robot started {latency} ms after the POST to A; a run \
-             posted to A must reach the runtime on B through a notice, not the 5 s re-scan\n\
-             --- B's stderr (tail)\n{}",
+        assert_eq!(
+            body["status"],
+            "FINISHED",
+            "run {round}: {}\n--- B's stderr (tail)\n{}",
+            summary(&body),
             tail(&b.stderr(), 20)
         );
-        println!("run {round}: the robot on B's runtime started {latency} ms after the POST to A");
     }
 
     // A cancel sent to A stops a robot running on the agent connected to B.
