@@ -50,10 +50,15 @@ pub enum EventKind {
     /// A runtime went offline: its current connection ended, or it was silent
     /// past the runtime timeout. Data: `{session_id, reason}`.
     RuntimeOffline,
+    /// A flow run started, or went on again after a retry request. Data:
+    /// `{flow_id, version, submitted_by, resumed}`.
+    FlowRunStarted,
+    /// A flow run ended. Data: `{status, reason}`.
+    FlowRunEnded,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 9] = [
         EventKind::ExecutionQueued,
         EventKind::ExecutionStarted,
         EventKind::ExecutionEnded,
@@ -61,6 +66,8 @@ impl EventKind {
         EventKind::ExecutionRequeued,
         EventKind::RuntimeOnline,
         EventKind::RuntimeOffline,
+        EventKind::FlowRunStarted,
+        EventKind::FlowRunEnded,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +79,8 @@ impl EventKind {
             EventKind::ExecutionRequeued => "execution.requeued",
             EventKind::RuntimeOnline => "runtime.online",
             EventKind::RuntimeOffline => "runtime.offline",
+            EventKind::FlowRunStarted => "flow_run.started",
+            EventKind::FlowRunEnded => "flow_run.ended",
         }
     }
 

@@ -29,6 +29,9 @@ pub struct Execution {
     pub canceled_by: Option<String>,
     /// Queue order; larger is newer.
     pub seq: i64,
+    /// The flow run and step this execution runs, if it is a flow's step.
+    pub flow_run_id: Option<String>,
+    pub flow_step_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +46,9 @@ pub struct NewExecution {
     pub submitted_by: String,
     /// 1 + the robot's `retries`.
     pub max_attempts: u32,
+    /// The flow run and step it runs, if any.
+    pub flow_run_id: Option<String>,
+    pub flow_step_id: Option<String>,
 }
 
 /// An `Idempotency-Key` to honour while enqueuing.

@@ -9,8 +9,9 @@ use std::collections::HashMap;
 use regente_core::{ExecutionStatus, Role};
 
 use crate::{
-    Error, EventCursor, EventKind, Execution, ExecutionFilter, Lease, LogLine, Organization,
-    Result, Robot, RobotVersion, Runtime, RuntimeSession, StoredEvent, User,
+    Error, EventCursor, EventKind, Execution, ExecutionFilter, Flow, FlowRun, FlowStep, Lease,
+    LogLine, Organization, Result, Robot, RobotVersion, Runtime, RuntimeSession, StoredEvent, User,
+    WakingRun,
 };
 
 /// A row of either backend, read column by column by name. The values of one
@@ -144,7 +145,7 @@ pub(crate) fn log_line_from(row: &impl RecordRow) -> Result<LogLine> {
 /// The columns [`execution_from`] reads.
 pub(crate) const EXECUTION_COLUMNS: &str = "seq, id, organization_id, runtime_id, robot_id, \
      robot_version, variables, status, progress, init, started, \"end\", return_value, \
-     end_reason, exit_code, submitted_by, canceled_by";
+     end_reason, exit_code, submitted_by, canceled_by, flow_run_id, flow_step_id";
 
 pub(crate) fn execution_from(row: &impl RecordRow) -> Result<Execution> {
     Ok(Execution {
@@ -165,7 +166,83 @@ pub(crate) fn execution_from(row: &impl RecordRow) -> Result<Execution> {
         submitted_by: row.text_opt("submitted_by")?,
         canceled_by: row.text_opt("canceled_by")?,
         seq: row.int("seq")?,
+        flow_run_id: row.text_opt("flow_run_id")?,
+        flow_step_id: row.text_opt("flow_step_id")?,
     })
+}
+
+/// The columns [`flow_from`] reads, from `flows f JOIN flow_versions v`.
+pub(crate) const FLOW_COLUMNS: &str = "f.id, f.organization_id, f.name, f.created, v.version, \
+     v.definition, v.created AS version_created, v.created_by";
+
+pub(crate) fn flow_from(row: &impl RecordRow) -> Result<Flow> {
+    Ok(Flow {
+        id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        name: row.text("name")?,
+        created: row.int("created")?,
+        version: row.int("version")? as u32,
+        definition: json_column(row, "definition")?.unwrap_or_default(),
+        version_created: row.int("version_created")?,
+        created_by: row.text("created_by")?,
+    })
+}
+
+/// The columns [`flow_run_from`] reads.
+pub(crate) const FLOW_RUN_COLUMNS: &str = "seq, id, organization_id, flow_id, version, status, \
+     input, return_value, init, \"end\", end_reason, submitted_by, canceled_by, revision, wake_at";
+
+/// A run without its steps, which [`flow_step_from`] reads.
+pub(crate) fn flow_run_from(row: &impl RecordRow) -> Result<FlowRun> {
+    Ok(FlowRun {
+        id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        flow_id: row.text("flow_id")?,
+        version: row.int("version")? as u32,
+        status: status_of(row)?,
+        input: json_column(row, "input")?.unwrap_or_default(),
+        return_value: json_column(row, "return_value")?,
+        init: row.int("init")?,
+        end: row.int_opt("end")?,
+        end_reason: row.text_opt("end_reason")?,
+        submitted_by: row.text("submitted_by")?,
+        canceled_by: row.text_opt("canceled_by")?,
+        revision: row.int("revision")?,
+        wake_at: row.int_opt("wake_at")?,
+        steps: Vec::new(),
+        seq: row.int("seq")?,
+    })
+}
+
+/// The columns [`flow_step_from`] reads.
+pub(crate) const FLOW_STEP_COLUMNS: &str = "position, step_id, status, attempt, execution_id, \
+     return_value, reason, not_before, deadline";
+
+pub(crate) fn flow_step_from(row: &impl RecordRow) -> Result<FlowStep> {
+    Ok(FlowStep {
+        position: row.int("position")? as u32,
+        step_id: row.text("step_id")?,
+        status: row.text("status")?,
+        attempt: row.int("attempt")? as u32,
+        execution_id: row.text_opt("execution_id")?,
+        return_value: json_column(row, "return_value")?,
+        reason: row.text_opt("reason")?,
+        not_before: row.int_opt("not_before")?,
+        deadline: row.int_opt("deadline")?,
+    })
+}
+
+pub(crate) fn waking_run_from(row: &impl RecordRow) -> Result<WakingRun> {
+    Ok(WakingRun {
+        organization_id: row.text("organization_id")?,
+        run_id: row.text("id")?,
+        wake_at: row.int("wake_at")?,
+    })
+}
+
+/// JSON text of an optional value, as stored.
+pub(crate) fn json_text(value: &Option<serde_json::Value>) -> Option<String> {
+    value.as_ref().map(serde_json::Value::to_string)
 }
 
 /// A value [`execution_conditions`] compares with.

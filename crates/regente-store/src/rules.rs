@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::events::NewEvent;
 use crate::rows::{status_of, RecordRow};
-use crate::{Change, EventKind, EventRecord, LostOutcome, Millis, NewExecution, Result};
+use crate::{Change, EventKind, EventRecord, FlowRun, LostOutcome, Millis, NewExecution, Result};
 
 /// Why a PENDENT execution canceled by a user ended.
 pub(crate) const CANCELED_BEFORE_START: &str = "canceled before it started";
@@ -27,6 +27,68 @@ pub(crate) fn queued_event(new: &NewExecution) -> NewEvent {
             "submitted_by": new.submitted_by,
         }),
     }
+}
+
+/// `flow_run.started`, written as a run starts, or goes on after a retry
+/// request (`resumed`).
+pub(crate) fn flow_run_started_event(run: &FlowRun, resumed: bool, now: Millis) -> NewEvent {
+    NewEvent {
+        organization_id: run.organization_id.clone(),
+        kind: EventKind::FlowRunStarted,
+        subject_id: run.id.clone(),
+        time: now,
+        data: json!({
+            "flow_id": run.flow_id,
+            "version": run.version,
+            "submitted_by": run.submitted_by,
+            "resumed": resumed,
+        }),
+    }
+}
+
+/// `flow_run.ended`, written as a run ends.
+pub(crate) fn flow_run_ended_event(
+    organization_id: &str,
+    run_id: &str,
+    status: ExecutionStatus,
+    reason: Option<&str>,
+    now: Millis,
+) -> NewEvent {
+    NewEvent {
+        organization_id: organization_id.to_owned(),
+        kind: EventKind::FlowRunEnded,
+        subject_id: run_id.to_owned(),
+        time: now,
+        data: json!({ "status": status.as_str(), "reason": reason }),
+    }
+}
+
+/// The events of a run's change from `before` to `after`: it ended, or it went
+/// on again after a retry request.
+pub(crate) fn flow_run_change_events(
+    run: &FlowRun,
+    before: ExecutionStatus,
+    now: Millis,
+) -> Vec<NewEvent> {
+    let running = ExecutionStatus::Running;
+    if before == running && run.status != running {
+        vec![flow_run_ended_event(
+            &run.organization_id,
+            &run.id,
+            run.status,
+            run.end_reason.as_deref(),
+            now,
+        )]
+    } else if before != running && run.status == running {
+        vec![flow_run_started_event(run, true, now)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Why a run canceled by `canceled_by` ended.
+pub(crate) fn flow_run_canceled_reason(canceled_by: &str) -> String {
+    format!("canceled by {canceled_by}")
 }
 
 /// `execution.started`, written as the execution becomes RUNNING.

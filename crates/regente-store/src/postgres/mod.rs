@@ -24,6 +24,7 @@
 mod cluster;
 mod events;
 mod executions;
+mod flows;
 mod leases;
 mod robots;
 mod runtimes;

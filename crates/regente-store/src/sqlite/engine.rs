@@ -608,6 +608,8 @@ mod tests {
                 init: 10,
                 submitted_by: admin.id.clone(),
                 max_attempts: 1,
+                flow_run_id: None,
+                flow_step_id: None,
             },
             variables: "{}".into(),
             key: None,

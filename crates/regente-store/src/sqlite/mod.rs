@@ -27,6 +27,7 @@
 mod engine;
 mod events;
 mod executions;
+mod flows;
 mod leases;
 mod robots;
 mod runtimes;

@@ -65,6 +65,7 @@ mod events;
 mod events_postgres;
 mod executions;
 mod fixtures;
+mod flows;
 mod leases;
 mod organizations;
 mod reports;

@@ -100,6 +100,8 @@ pub(crate) struct Fixture {
     pub(crate) statuses: Vec<ExecutionStatus>,
     /// Consumers of the event stream and the cursors they saved.
     pub(crate) consumers: Vec<(String, EventCursor)>,
+    /// (organization id, flow id, run id): a flow in two versions and a run.
+    pub(crate) flows: Vec<(String, String, String)>,
 }
 
 pub(crate) struct Builder {
@@ -144,6 +146,8 @@ impl Builder {
             init: self.init,
             submitted_by,
             max_attempts,
+            flow_run_id: None,
+            flow_step_id: None,
         }
     }
 
@@ -329,6 +333,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
             },
             statuses: Vec::new(),
             consumers: Vec::new(),
+            flows: Vec::new(),
         },
     };
 
@@ -551,6 +556,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
         assert!(statuses.contains(&status), "no {status} execution");
     }
     b.fixture.statuses = statuses;
+    populate_flows(&mut b).await;
     // Runtimes online and offline, and consumers part way through the stream.
     let (online, offline) = (
         b.fixture.runtimes[0].runtime.id.clone(),
@@ -586,4 +592,69 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
             .push((consumer.into(), events[at].cursor));
     }
     b.fixture
+}
+
+/// A flow saved twice (two versions) and a run of it waiting on a retry's
+/// backoff, with a step that ran and one that waits.
+async fn populate_flows(b: &mut Builder) {
+    let organization_id = b.fixture.organizations[1].id.clone();
+    let created_by = b.fixture.users[1].id.clone();
+    let mut saved = None;
+    for n in 0..2 {
+        let new = NewFlowVersion {
+            id: b.next_id(),
+            organization_id: organization_id.clone(),
+            name: "nightly «report»".into(),
+            definition: json!({"name": "nightly «report»", "steps": [], "n": n}),
+            created: b.init + n,
+            created_by: created_by.clone(),
+        };
+        saved = Some(b.store.save_flow(&new).await.unwrap());
+    }
+    let flow = saved.unwrap();
+    assert_eq!(flow.version, 2);
+    let step = |position: u32, id: &str, status: &str| FlowStep {
+        position,
+        step_id: id.into(),
+        status: status.into(),
+        attempt: position,
+        execution_id: None,
+        return_value: None,
+        reason: None,
+        not_before: None,
+        deadline: None,
+    };
+    let mut fetched = step(0, "fetch", "FINISHED");
+    fetched.return_value = Some(json!({"count": 3, "text": "a\u{0}b"}));
+    fetched.execution_id = Some(b.next_id());
+    let mut waiting = step(1, "report", "PENDENT");
+    waiting.reason = Some("failed once".into());
+    waiting.not_before = Some(b.init + 60_000);
+    let run = FlowRun {
+        id: b.next_id(),
+        organization_id: organization_id.clone(),
+        flow_id: flow.id.clone(),
+        version: 2,
+        status: ExecutionStatus::Running,
+        input: json!({"MIN": 1}),
+        return_value: None,
+        init: b.init,
+        end: None,
+        end_reason: None,
+        submitted_by: created_by,
+        canceled_by: None,
+        revision: 0,
+        wake_at: Some(b.init + 60_000),
+        steps: vec![fetched, waiting],
+        seq: 0,
+    };
+    let new = NewFlowRun {
+        run: run.clone(),
+        enqueue: None,
+    };
+    assert_eq!(
+        b.store.start_flow_run(&new, None).await.unwrap(),
+        Enqueued::Created
+    );
+    b.fixture.flows.push((organization_id, flow.id, run.id));
 }
