@@ -15,6 +15,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod flow_engine;
 pub mod hub;
 pub mod retention;
 pub mod service;

@@ -120,6 +120,7 @@ impl Server {
         let mut background = Supervisor::new(self.ctx.clone());
         background.spawn("lost-runtime sweeper", hub::sweeper::run);
         background.spawn("notices", hub::notices::run);
+        background.spawn("flow engine", crate::flow_engine::run);
         background.every_as_leader(
             "event retention",
             crate::retention::PRUNE_EVERY,

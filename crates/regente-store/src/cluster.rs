@@ -25,6 +25,9 @@ pub enum Notice {
         lease: String,
         reason: String,
     },
+    /// An execution ended: the flow engine (on the leader) reads the event
+    /// stream at once instead of at its next look.
+    ExecutionEnded,
     /// A user was deleted: forget the tokens of theirs known valid.
     UserDeleted { user_id: String },
     /// Notices may have been missed (a listener reconnected): look again.

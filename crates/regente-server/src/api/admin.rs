@@ -337,6 +337,10 @@ pub struct ExecutionBody {
     exit_code: Option<i32>,
     submitted_by: Option<String>,
     canceled_by: Option<String>,
+    /// The flow run this execution is a step of, if any.
+    flow_run_id: Option<String>,
+    /// Its step's id in the flow.
+    flow_step_id: Option<String>,
     /// PENDENT executions ahead of this one on its runtime (detail view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     queue_position: Option<u64>,
@@ -360,6 +364,8 @@ impl From<Execution> for ExecutionBody {
             exit_code: execution.exit_code,
             submitted_by: execution.submitted_by,
             canceled_by: execution.canceled_by,
+            flow_run_id: execution.flow_run_id,
+            flow_step_id: execution.flow_step_id,
             queue_position: None,
         }
     }

@@ -4,6 +4,7 @@
 //! - [`auth`]: the two login routes of the Integration API.
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
 
@@ -11,6 +12,7 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod flows;
 pub mod integration;
 pub mod runtime;
 
@@ -30,6 +32,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .merge(auth::router())
         .merge(integration::router())
+        .merge(flows::router())
         .merge(admin::router(ctx.config.max_package_bytes))
         .merge(runtime::router())
         .route("/healthz", get(healthz))
@@ -117,6 +120,8 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,
+        flows::save_flow, flows::list_flows, flows::get_flow,
+        flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
         runtime::connect, runtime::package,
         healthz, openapi,
     ),

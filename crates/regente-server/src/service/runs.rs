@@ -51,27 +51,12 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
     let resolved = resolve_variables(&manifest.variables, &variables)
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let variables = resolved.to_json();
-    let key = idempotency_key
-        .map(|key| {
-            let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable {
-                return Err(Error::Invalid(format!(
-                    "Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
-                )));
-            }
-            let mut fingerprint = Sha256::new();
-            for part in [runtime_id, robot_id, &variables.to_string()] {
-                fingerprint.update(part.as_bytes());
-                fingerprint.update([0]);
-            }
-            Ok(IdempotencyKey {
-                user_id: caller.user_id.clone(),
-                key: key.to_owned(),
-                fingerprint: hex::encode(fingerprint.finalize()),
-                expired_before: ctx.clock.now() - IDEMPOTENCY_WINDOW_MS,
-            })
-        })
-        .transpose()?;
+    let key = idempotency(
+        ctx,
+        caller,
+        idempotency_key,
+        &[runtime_id, robot_id, &variables.to_string()],
+    )?;
     let mut execution = NewExecution {
         id: new_id(),
         organization_id: caller.organization_id.clone(),
@@ -82,6 +67,8 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
         init: ctx.clock.now(),
         submitted_by: caller.user_id.clone(),
         max_attempts: manifest.retries + 1,
+        flow_run_id: None,
+        flow_step_id: None,
     };
     let mut draws = 1;
     let enqueued = loop {
@@ -105,6 +92,37 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
             "this Idempotency-Key was already used for a different run request".into(),
         )),
     }
+}
+
+/// The `Idempotency-Key` of a request, checked, with the fingerprint of what the
+/// request asks (`request`'s parts), so that a key reused for another request is
+/// refused.
+pub(crate) fn idempotency(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    request: &[&str],
+) -> Result<Option<IdempotencyKey>> {
+    key.map(|key| {
+        let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable {
+            return Err(Error::Invalid(format!(
+                "Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
+            )));
+        }
+        let mut fingerprint = Sha256::new();
+        for part in request {
+            fingerprint.update(part.as_bytes());
+            fingerprint.update([0]);
+        }
+        Ok(IdempotencyKey {
+            user_id: caller.user_id.clone(),
+            key: key.to_owned(),
+            fingerprint: hex::encode(fingerprint.finalize()),
+            expired_before: ctx.clock.now() - IDEMPOTENCY_WINDOW_MS,
+        })
+    })
+    .transpose()
 }
 
 /// Finds an execution of the caller's organisation on the given runtime.
@@ -181,6 +199,9 @@ pub async fn cancel(
             ctx.clock.now(),
         )
         .await?;
+    if let CancelOutcome::Canceled { .. } = outcome {
+        super::execution_ended(ctx).await;
+    }
     match outcome {
         CancelOutcome::Canceled { lease: None } => Ok(()),
         CancelOutcome::Canceled { lease: Some(lease) } => {

@@ -73,6 +73,7 @@ fn encode_notice(notice: &Notice) -> String {
         }
         Notice::UserDeleted { user_id } => json!({"kind": "user_deleted", "user_id": user_id}),
         Notice::Resync => json!({"kind": "resync"}),
+        Notice::ExecutionEnded => json!({"kind": "execution_ended"}),
     };
     value.to_string()
 }
@@ -95,6 +96,7 @@ fn decode_notice(payload: &str) -> Option<Notice> {
             lease: field("lease")?,
             reason: field("reason")?,
         },
+        "execution_ended" => Notice::ExecutionEnded,
         "user_deleted" => Notice::UserDeleted {
             user_id: field("user_id")?,
         },
