@@ -35,6 +35,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/admin/executions"),
     ("GET", "/api/admin/executions/{id}"),
     ("POST", "/api/admin/organizations"),
+    ("POST", "/api/admin/flows"),
+    ("GET", "/api/admin/flows"),
+    ("GET", "/api/admin/flows/{id}"),
+    ("POST", "/api/integration/v2/flows/{flow_id}/run"),
+    ("GET", "/api/integration/v2/flows/runs/{id}"),
+    ("DELETE", "/api/integration/v2/flows/runs/{id}"),
+    ("POST", "/api/integration/v2/flows/runs/{id}/retry"),
 ];
 
 /// The routes outside the Integration and admin APIs: health, the OpenAPI
