@@ -9,6 +9,7 @@
 //! slow.
 
 mod figures;
+mod flows;
 mod http;
 mod memory;
 mod procs;
@@ -81,7 +82,8 @@ struct Cli {
     /// Longest wait for anything to finish before it counts as broken [default: 900; smoke 40].
     #[arg(long)]
     deadline_secs: Option<f64>,
-    /// Run only these figure groups (floors always run): enqueue, dispatch, e2e, results, logs, memory.
+    /// Run only these figure groups (floors always run): enqueue, dispatch, e2e, results, logs, flows,
+    /// memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to create the temporary data and work directories [default: the system's temp dir].
@@ -92,7 +94,9 @@ struct Cli {
     keep: bool,
 }
 
-const GROUPS: [&str; 6] = ["enqueue", "dispatch", "e2e", "results", "logs", "memory"];
+const GROUPS: [&str; 7] = [
+    "enqueue", "dispatch", "e2e", "results", "logs", "flows", "memory",
+];
 
 struct Sizes {
     smoke: bool,
@@ -470,14 +474,14 @@ impl Bench {
             }
             served.check_alive()?;
         }
-        if !["dispatch", "e2e", "results", "logs"]
+        if !["dispatch", "e2e", "results", "logs", "flows"]
             .iter()
             .any(|g| self.wants(g))
         {
             return Ok(());
         }
         let mut agents = self.start_agents(served)?;
-        for group in ["dispatch", "e2e", "results", "logs"] {
+        for group in ["dispatch", "e2e", "results", "logs", "flows"] {
             if !self.wants(group) {
                 continue;
             }
@@ -485,6 +489,7 @@ impl Bench {
                 "dispatch" => self.dispatch(served, &agents),
                 "e2e" => self.end_to_end(served, &agents),
                 "results" => self.result_reads(served, &agents),
+                "flows" => self.flow_chain(served, &agents),
                 _ => self.logs(served, &agents),
             });
             if let Err(e) = outcome {
