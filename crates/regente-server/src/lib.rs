@@ -7,6 +7,7 @@
 //! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
 //! - [`retention`]: old events pruned from the store's event stream.
+//! - [`serve`]: the serving loop: deadlines, the connection cap, TLS.
 //! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
 //!   free of HTTP types.
 //! - [`supervisor`]: background tasks, their stop signal, leader-only work.
@@ -18,9 +19,10 @@ pub mod config;
 pub mod flow_engine;
 pub mod hub;
 pub mod retention;
+pub mod serve;
 pub mod service;
 pub mod startup;
 pub mod supervisor;
 
-pub use config::{LoginLimits, ServerConfig};
+pub use config::{ConnectionLimits, LoginLimits, ServerConfig, TlsFiles};
 pub use startup::Server;

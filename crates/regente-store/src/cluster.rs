@@ -30,6 +30,8 @@ pub enum Notice {
     ExecutionEnded,
     /// A user was deleted: forget the tokens of theirs known valid.
     UserDeleted { user_id: String },
+    /// A runtime's key was replaced: close the connection made with the old one.
+    RuntimeKeyChanged { runtime_id: String },
     /// Notices may have been missed (a listener reconnected): look again.
     Resync,
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod cli;
 mod examples;
 mod needs;
 mod up;
-use regente_server::{LoginLimits, Server, ServerConfig};
+use regente_server::{ConnectionLimits, LoginLimits, Server, ServerConfig, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -38,6 +39,19 @@ enum Command {
     /// Operator tasks run against the store itself (the server may be running or not).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Sign in to a server; later commands use the kept token.
+    Login(cli::LoginArgs),
+    /// Push robots and list them.
+    #[command(subcommand)]
+    Robots(cli::RobotsCommand),
+    /// List runtimes.
+    #[command(subcommand)]
+    Runtimes(cli::RuntimesCommand),
+    /// Run a robot; with --wait or --follow, the exit status says how it ended (0 FINISHED, 1 ERROR, 3 CANCELED).
+    Run(cli::RunArgs),
+    /// List, show and cancel executions.
+    #[command(subcommand)]
+    Executions(cli::ExecutionsCommand),
     /// The guard process between the agent and one robot (internal).
     #[command(name = "__guard", hide = true)]
     Guard { agent_pid: i32 },
@@ -157,9 +171,12 @@ struct RuntimeArgs {
     /// Directory for the journal of unacknowledged events and the package cache.
     #[arg(long, env = "REGENTE_WORK_DIR", default_value = "./regente-runtime")]
     work_dir: PathBuf,
-    /// Robots run at once; default: the slots set for the runtime on the server (1 unless changed).
+    /// Robots run at once, at most the slots set for the runtime on the server (the default).
     #[arg(long, env = "REGENTE_SLOTS")]
     slots: Option<u32>,
+    /// PEM certificates of a private CA to trust for https:// servers, beside the system's roots.
+    #[arg(long, env = "REGENTE_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -185,9 +202,12 @@ struct ServeArgs {
     /// Largest robot package accepted, in bytes.
     #[arg(long, env = "REGENTE_MAX_PACKAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_package_bytes: usize,
-    /// Failed logins per username allowed in 15 minutes before answers turn to 429.
+    /// Failed logins per username before each further attempt on it waits (1 s, doubling).
     #[arg(long, env = "REGENTE_LOGIN_FAILURES_PER_USER", default_value_t = 10)]
     login_failures_per_user: u32,
+    /// The longest wait between two login attempts on one username, in seconds.
+    #[arg(long, env = "REGENTE_LOGIN_MAX_BACKOFF_SECONDS", default_value_t = 60)]
+    login_max_backoff_seconds: u64,
     /// Failed logins per client address allowed in 15 minutes before answers turn to 429.
     #[arg(
         long,
@@ -214,6 +234,26 @@ struct ServeArgs {
     /// stand still between two steps.
     #[arg(long, env = "REGENTE_FLOW_ENGINE", default_value = "on", value_parser = ["on", "off"], hide = true)]
     flow_engine: String,
+    /// PEM certificate chain: the server speaks HTTPS itself (with --tls-key; reread on SIGHUP).
+    #[arg(long, env = "REGENTE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "REGENTE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (and finish a TLS handshake); also how long
+    /// an idle connection stays open.
+    #[arg(long, env = "REGENTE_HEADER_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    header_timeout_seconds: f64,
+    /// Bytes per second a request body must arrive at, on average, after the header timeout's grace.
+    #[arg(
+        long,
+        env = "REGENTE_BODY_MIN_BYTES_PER_SECOND",
+        default_value_t = 8192
+    )]
+    body_min_bytes_per_second: u64,
+    /// Connections open at once (runtime agents' included); past it new ones get a 503.
+    #[arg(long, env = "REGENTE_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -231,9 +271,20 @@ fn main() -> ExitCode {
     if let Command::Guard { agent_pid } = &cli.command {
         return run_guard(*agent_pid);
     }
+    // The commands for people and scripts log nothing unless asked (REGENTE_LOG).
+    let quiet = matches!(
+        cli.command,
+        Command::Login(_)
+            | Command::Robots(_)
+            | Command::Runtimes(_)
+            | Command::Run(_)
+            | Command::Executions(_)
+    );
+    let default_filter = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("REGENTE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("REGENTE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -245,10 +296,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let done = |outcome: anyhow::Result<()>| outcome.map(|()| ExitCode::SUCCESS);
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Runtime(args) => runtime_agent(args).await,
+            Command::Serve(args) => done(serve(args).await),
+            Command::Runtime(args) => done(runtime_agent(args).await),
             Command::Up(args) => {
                 let options = up::UpOptions {
                     listen: args.listen,
@@ -258,18 +310,24 @@ fn main() -> ExitCode {
                     slots: args.slots.max(1),
                     with_robot_framework: args.with_robot_framework,
                 };
-                up::up(options, shutdown_signal()).await
+                done(up::up(options, shutdown_signal()).await)
             }
-            Command::Store(StoreCommand::Copy(args)) => store_copy(args).await,
-            Command::Admin(AdminCommand::ResetPassword(args)) => reset_password(args).await,
+            Command::Store(StoreCommand::Copy(args)) => done(store_copy(args).await),
+            Command::Admin(AdminCommand::ResetPassword(args)) => done(reset_password(args).await),
+            Command::Login(args) => cli::login(args).await,
+            Command::Robots(command) => cli::robots(command).await,
+            Command::Runtimes(command) => cli::runtimes(command).await,
+            Command::Run(args) => cli::run(args).await,
+            Command::Executions(command) => cli::executions(command).await,
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // 1 and 3 say how a run ended: a command that failed says 2.
+            ExitCode::from(2)
         }
     }
 }
@@ -285,8 +343,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.login_limits = LoginLimits {
         per_username: args.login_failures_per_user,
         per_address: args.login_failures_per_address,
+        max_backoff: Duration::from_secs(args.login_max_backoff_seconds),
         ..LoginLimits::default()
     };
+    anyhow::ensure!(
+        args.header_timeout_seconds.is_finite() && args.header_timeout_seconds >= 0.1,
+        "--header-timeout-seconds must be at least 0.1"
+    );
+    anyhow::ensure!(
+        args.max_connections >= 1,
+        "--max-connections must be at least 1"
+    );
+    config.connections = ConnectionLimits {
+        header_timeout: Duration::from_secs_f64(args.header_timeout_seconds),
+        body_min_rate: args.body_min_bytes_per_second.max(1),
+        max_connections: args.max_connections,
+    };
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(TlsFiles { cert, key });
+    }
     anyhow::ensure!(
         args.runtime_timeout_seconds.is_finite() && args.runtime_timeout_seconds >= 0.5,
         "--runtime-timeout-seconds must be at least 0.5"
@@ -313,7 +388,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("data directory {}", server.data_dir().display());
     println!(
         "{}",
-        regente_server::startup::listening_line(server.local_addr())
+        regente_server::startup::listening_line(server.local_addr(), server.tls())
     );
     server.run(shutdown).await
 }
@@ -379,6 +454,7 @@ async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
         slots: args.slots.unwrap_or(0),
         guard: std::env::current_exe().ok(),
         robot_path: None,
+        ca_file: args.ca_file,
     };
     regente_runtime::run(config, shutdown_signal()).await
 }

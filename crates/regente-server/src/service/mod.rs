@@ -8,6 +8,7 @@ pub mod organizations;
 pub mod robots;
 pub mod runs;
 pub mod runtimes;
+pub mod throttle;
 pub mod users;
 
 use std::sync::Arc;

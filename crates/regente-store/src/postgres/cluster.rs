@@ -72,6 +72,9 @@ fn encode_notice(notice: &Notice) -> String {
             json!({"kind": "revoke", "runtime_id": runtime_id, "execution_id": execution_id, "lease": lease, "reason": reason})
         }
         Notice::UserDeleted { user_id } => json!({"kind": "user_deleted", "user_id": user_id}),
+        Notice::RuntimeKeyChanged { runtime_id } => {
+            json!({"kind": "runtime_key_changed", "runtime_id": runtime_id})
+        }
         Notice::Resync => json!({"kind": "resync"}),
         Notice::ExecutionEnded => json!({"kind": "execution_ended"}),
     };
@@ -99,6 +102,9 @@ fn decode_notice(payload: &str) -> Option<Notice> {
         "execution_ended" => Notice::ExecutionEnded,
         "user_deleted" => Notice::UserDeleted {
             user_id: field("user_id")?,
+        },
+        "runtime_key_changed" => Notice::RuntimeKeyChanged {
+            runtime_id: field("runtime_id")?,
         },
         "resync" => Notice::Resync,
         _ => return None,

@@ -471,6 +471,16 @@ fn a_retryable_robot_runs_again_after_its_runtime_was_lost() {
     let mut agent = TestAgent::start(&server, &rig.key, 1);
     let id = rig.queue(&server, "0");
     let pids = rig.sleeper_pids(&id);
+    // The first attempt's line is stored before the agent dies: what the agent
+    // had not sent when its lease ended is refused with the lease.
+    wait_for(RUN, "the first attempt's log line", || {
+        let body = rig.result(&server, &id);
+        if messages(&body).iter().any(|m| m == "attempt 1") {
+            Ok(())
+        } else {
+            Err(summary(&body))
+        }
+    });
     agent.kill9();
     wait_gone(&pids, Duration::from_secs(5));
     // Lost, and queued again since the robot allows it.

@@ -10,6 +10,7 @@ mod admin_cli;
 mod agent_faults;
 mod agent_runs;
 mod auth;
+mod cli;
 mod flows;
 mod fuzz;
 mod integration_api;
@@ -17,7 +18,10 @@ mod isolation;
 mod replicas;
 mod restart;
 mod robot_environment;
+mod runtime_keys;
+mod slow_clients;
 mod support;
+mod tls;
 mod up;
 mod walkthrough;
 
