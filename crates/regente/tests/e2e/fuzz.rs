@@ -280,6 +280,20 @@ fn route_body(rng: &mut Rng, method: &str, template: &str, zip: &[u8]) -> Option
         } else {
             json!({"name": odd_text(rng), "admin_username": odd_text(rng), "admin_password": odd_text(rng)})
         }
+    } else if template == "/api/admin/flows" && method == "POST" {
+        match rng.below(4) {
+            0 => json!({"name": rng.text(20), "steps": odd_value(rng)}),
+            1 => {
+                json!({"name": odd_text(rng), "steps": [{"id": odd_text(rng), "robot_id": odd_text(rng)}]})
+            }
+            2 => json!({"name": "fuzz-bad", "steps": [{"id": "a", "robot_id": "0000000000000000",
+                "runtime_id": "0000000000000000", "when": rng.text(40)}]}),
+            _ => {
+                json!({"name": rng.text(12), "variables": odd_value(rng), "steps": [], "return": odd_text(rng)})
+            }
+        }
+    } else if template.ends_with("/run") {
+        odd_run_body(rng)
     } else if template == "/api/admin/robots" && method == "POST" {
         return Some(match rng.below(5) {
             0 => zip.to_vec(),
@@ -309,8 +323,29 @@ fn route_body(rng: &mut Rng, method: &str, template: &str, zip: &[u8]) -> Option
     })
 }
 
+/// A flow of one step on the fuzz's robot and runtime.
+fn flow_definition(name: &str, robot: &str, runtime: &str) -> Value {
+    json!({"name": name, "steps": [{"id": "only", "robot_id": robot, "runtime_id": runtime}]})
+}
+
+/// A valid flow definition whose ids the warm-up cannot know: refused with a
+/// 404 naming the robot, which reaches the handler's checks.
+fn warm_flow(n: usize) -> String {
+    flow_definition(
+        &format!("warm-flow-{n}"),
+        "ffffffffffffffff",
+        "ffffffffffffffff",
+    )
+    .to_string()
+}
+
 /// A valid body for each route, so that the warm-up reaches every handler.
-fn warm_up_body(n: usize, template: &str, zip: &[u8]) -> Option<Vec<u8>> {
+fn warm_up_body(
+    n: usize,
+    template: &str,
+    zip: &[u8],
+    robot_and_runtime: (&str, &str),
+) -> Option<Vec<u8>> {
     let value = match template {
         "/api/user/auth" | "/api/user/v2/auth" => {
             json!({"username": "fuzz-integration", "password": b64("fuzz-integration-pw")})
@@ -320,6 +355,11 @@ fn warm_up_body(n: usize, template: &str, zip: &[u8]) -> Option<Vec<u8>> {
         }
         "/api/admin/runtimes" => json!({"name": format!("warm-{n}")}),
         "/api/admin/robots" => return Some(zip.to_vec()),
+        "/api/admin/flows" => {
+            let (robot, runtime) = robot_and_runtime;
+            flow_definition(&format!("warm-flow-{n}"), robot, runtime)
+        }
+        _ if template.ends_with("/run") => json!({}),
         "/api/admin/organizations" => json!({
             "name": format!("warm {n}"),
             "admin_username": format!("warm-admin-{n}"),
@@ -367,6 +407,27 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
     let victims: Vec<String> = (0..3)
         .map(|_| server.queue(&integration, &f.runtime, &f.robot, None))
         .collect();
+    // A flow and a run of it, for the flow routes to reach.
+    let flow_id = server
+        .req("POST", "/api/admin/flows")
+        .auth(&f.admin)
+        .json(&flow_definition("fuzz-flow", &f.robot, &f.runtime))
+        .send()
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let flow_run = server
+        .req("POST", &format!("/api/integration/v2/flows/{flow_id}/run"))
+        .auth(&integration)
+        .json(&json!({}))
+        .send()
+        .expect(200)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let keep_result = server
         .result(&f.admin, &f.runtime, &keep)
         .expect(200)
@@ -511,6 +572,10 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
             let id = pick_id(&mut rng, &good, id_mode);
             path = path.replace("{execution_id}", &id);
         }
+        if path.contains("{flow_id}") {
+            let id = pick_id(&mut rng, &[&flow_id], id_mode);
+            path = path.replace("{flow_id}", &id);
+        }
         if path.contains("{version}") {
             let version = *rng.pick(&["1", "1", "2", "0", "x", "99999999999", "-1"]);
             path = path.replace("{version}", version);
@@ -522,6 +587,10 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
                 pick_id(&mut rng, &[&f.robot], id_mode)
             } else if template.starts_with("/api/admin/runtimes") {
                 pick_id(&mut rng, &[&f.runtime], id_mode)
+            } else if template.starts_with("/api/admin/flows") {
+                pick_id(&mut rng, &[&flow_id], id_mode)
+            } else if template.starts_with("/api/integration/v2/flows/runs") {
+                pick_id(&mut rng, &[&flow_run], id_mode)
             } else {
                 let mut good: Vec<&String> = victims.iter().collect();
                 good.push(&keep);
@@ -538,7 +607,7 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
             headers.push(("Authorization", token.as_bytes().to_vec()));
         }
         let body = if warming {
-            warm_up_body(n, template, &zip)
+            warm_up_body(n, template, &zip, (&f.robot, &f.runtime))
         } else if aiming {
             route_body(&mut rng, method, template, &zip)
         } else {

@@ -142,7 +142,7 @@ fn the_lost_runtime_check_runs_on_one_replica() {
     let cluster = Cluster::start("3");
     let (a, b) = (&cluster.a, &cluster.b);
     let token = b.admin_token();
-    let (runtime, key) = a.create_runtime(&token, "rt-lost");
+    let (runtime, key) = a.create_runtime_with_slots(&token, "rt-lost", 2);
     let robot = upload_shell_robot(a, &token, "timed-robot", TIMED_ROBOT, "");
     let out = scratch();
     let mut agent = TestAgent::start_on(&[cluster.b.base.clone(), cluster.a.base.clone()], &key, 2);
