@@ -328,17 +328,6 @@ fn flow_definition(name: &str, robot: &str, runtime: &str) -> Value {
     json!({"name": name, "steps": [{"id": "only", "robot_id": robot, "runtime_id": runtime}]})
 }
 
-/// A valid flow definition whose ids the warm-up cannot know: refused with a
-/// 404 naming the robot, which reaches the handler's checks.
-fn warm_flow(n: usize) -> String {
-    flow_definition(
-        &format!("warm-flow-{n}"),
-        "ffffffffffffffff",
-        "ffffffffffffffff",
-    )
-    .to_string()
-}
-
 /// A valid body for each route, so that the warm-up reaches every handler.
 fn warm_up_body(
     n: usize,
