@@ -82,6 +82,8 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
         init: ctx.clock.now(),
         submitted_by: caller.user_id.clone(),
         max_attempts: manifest.retries + 1,
+        schedule_id: None,
+        scheduled_for: None,
     };
     let mut draws = 1;
     let enqueued = loop {

@@ -200,11 +200,14 @@ impl ExecutionStore for PostgresStore {
 }
 
 /// Inserts a new execution with its `execution.queued` event.
-async fn insert_execution(conn: &mut sqlx::PgConnection, new: &NewExecution) -> Result<()> {
+pub(super) async fn insert_execution(
+    conn: &mut sqlx::PgConnection,
+    new: &NewExecution,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
-         variables, status, progress, init, submitted_by, max_attempts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10)",
+         variables, status, progress, init, submitted_by, max_attempts, schedule_id, \
+         scheduled_for) VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12)",
     )
     .bind(&new.id)
     .bind(&new.organization_id)
@@ -216,6 +219,8 @@ async fn insert_execution(conn: &mut sqlx::PgConnection, new: &NewExecution) -> 
     .bind(new.init)
     .bind(&new.submitted_by)
     .bind(new.max_attempts as i64)
+    .bind(&new.schedule_id)
+    .bind(new.scheduled_for)
     .execute(&mut *conn)
     .await
     .map_err(conflict_as("an execution with this id"))?;

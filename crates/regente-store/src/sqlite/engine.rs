@@ -608,6 +608,8 @@ mod tests {
                 init: 10,
                 submitted_by: admin.id.clone(),
                 max_attempts: 1,
+                schedule_id: None,
+                scheduled_for: None,
             },
             variables: "{}".into(),
             key: None,

@@ -80,8 +80,8 @@ pub(super) fn enqueue_one(conn: &Connection, run: &RunToInsert) -> Result<Enqueu
     insert(
         conn,
         "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
-         variables, status, progress, init, submitted_by, max_attempts) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDENT', 0, ?7, ?8, ?9)",
+         variables, status, progress, init, submitted_by, max_attempts, schedule_id, \
+         scheduled_for) VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDENT', 0, ?7, ?8, ?9, ?10, ?11)",
         params![
             new.id,
             new.organization_id,
@@ -91,7 +91,9 @@ pub(super) fn enqueue_one(conn: &Connection, run: &RunToInsert) -> Result<Enqueu
             run.variables,
             new.init,
             new.submitted_by,
-            new.max_attempts
+            new.max_attempts,
+            new.schedule_id,
+            new.scheduled_for
         ],
         "an execution with this id",
     )?;

@@ -115,6 +115,8 @@ impl World {
             init,
             submitted_by: self.admin.id.clone(),
             max_attempts,
+            schedule_id: None,
+            scheduled_for: None,
         }
     }
 

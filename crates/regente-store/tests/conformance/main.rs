@@ -68,6 +68,7 @@ mod organizations;
 mod reports;
 mod robots;
 mod runtimes;
+mod schedules;
 
 async fn on_sqlite<F, Fut>(test: F)
 where
