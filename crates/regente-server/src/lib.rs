@@ -7,7 +7,10 @@
 //! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
 //! - [`retention`]: old events pruned from the store's event stream.
-//! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
+//! - [`scheduler`]: fires schedules when due, on the leader; pauses those whose
+//!   runs keep failing.
+//! - [`service`]: the use cases (runs, robots, users, runtimes, organisations,
+//!   schedules, auth),
 //!   free of HTTP types.
 //! - [`supervisor`]: background tasks, their stop signal, leader-only work.
 //! - [`clock`]: the one source of time, which tests can move.
@@ -17,6 +20,7 @@ pub mod clock;
 pub mod config;
 pub mod hub;
 pub mod retention;
+pub mod scheduler;
 pub mod service;
 pub mod startup;
 pub mod supervisor;

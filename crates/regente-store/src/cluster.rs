@@ -27,6 +27,9 @@ pub enum Notice {
     },
     /// A user was deleted: forget the tokens of theirs known valid.
     UserDeleted { user_id: String },
+    /// A schedule was created, changed or deleted: the scheduler looks again
+    /// at what is due next.
+    SchedulesChanged,
     /// Notices may have been missed (a listener reconnected): look again.
     Resync,
 }

@@ -4,6 +4,7 @@
 //! - [`auth`]: the two login routes of the Integration API.
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
 
@@ -13,6 +14,7 @@ pub mod error;
 pub mod extract;
 pub mod integration;
 pub mod runtime;
+pub mod schedules;
 
 use std::sync::Arc;
 
@@ -31,6 +33,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(auth::router())
         .merge(integration::router())
         .merge(admin::router(ctx.config.max_package_bytes))
+        .merge(schedules::router())
         .merge(runtime::router())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
@@ -117,6 +120,9 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,
+        schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,
+        schedules::update_schedule, schedules::delete_schedule, schedules::trigger_schedule,
+        schedules::backfill_schedule,
         runtime::connect, runtime::package,
         healthz, openapi,
     ),

@@ -98,7 +98,7 @@ impl Hub {
                 reason,
             } => self.revoke(runtime_id, execution_id, lease, reason),
             Notice::Resync => self.resync_all(),
-            Notice::UserDeleted { .. } => {}
+            Notice::UserDeleted { .. } | Notice::SchedulesChanged => {}
         }
     }
 

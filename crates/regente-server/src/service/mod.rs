@@ -6,6 +6,7 @@ pub mod organizations;
 pub mod robots;
 pub mod runs;
 pub mod runtimes;
+pub mod schedules;
 pub mod users;
 
 use std::sync::Arc;
@@ -26,6 +27,8 @@ pub struct Context {
     pub manifests: robots::ManifestCache,
     /// The time every decision is made by.
     pub clock: Arc<dyn Clock>,
+    /// Wakes the scheduler: a schedule changed here or on another server.
+    pub schedules_changed: tokio::sync::Notify,
 }
 
 impl Context {
@@ -42,6 +45,7 @@ impl Context {
             hub: Hub::new(clock.now()),
             manifests: Default::default(),
             clock,
+            schedules_changed: tokio::sync::Notify::new(),
         }
     }
 }
@@ -129,7 +133,11 @@ pub(crate) fn or_not_found<T>(
 pub(crate) fn apply(ctx: &Context, notice: &Notice) {
     match notice {
         Notice::UserDeleted { user_id } => ctx.auth.forget_user(user_id),
-        Notice::Resync => ctx.auth.forget_all(),
+        Notice::Resync => {
+            ctx.auth.forget_all();
+            ctx.schedules_changed.notify_one();
+        }
+        Notice::SchedulesChanged => ctx.schedules_changed.notify_one(),
         _ => {}
     }
     ctx.hub.apply(notice);

@@ -72,6 +72,7 @@ fn encode_notice(notice: &Notice) -> String {
             json!({"kind": "revoke", "runtime_id": runtime_id, "execution_id": execution_id, "lease": lease, "reason": reason})
         }
         Notice::UserDeleted { user_id } => json!({"kind": "user_deleted", "user_id": user_id}),
+        Notice::SchedulesChanged => json!({"kind": "schedules_changed"}),
         Notice::Resync => json!({"kind": "resync"}),
     };
     value.to_string()
@@ -99,6 +100,7 @@ fn decode_notice(payload: &str) -> Option<Notice> {
             user_id: field("user_id")?,
         },
         "resync" => Notice::Resync,
+        "schedules_changed" => Notice::SchedulesChanged,
         _ => return None,
     })
 }
@@ -157,5 +159,39 @@ impl ClusterStore for PostgresStore {
             *leader = Some(session.detach());
         }
         Ok(locked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_notice_reads_back_from_its_payload() {
+        let notices = [
+            Notice::Work {
+                runtime_id: "r".into(),
+            },
+            Notice::Cancel {
+                runtime_id: "r".into(),
+                execution_id: "e".into(),
+                lease: "l".into(),
+            },
+            Notice::Revoke {
+                runtime_id: "r".into(),
+                execution_id: "e".into(),
+                lease: "l".into(),
+                reason: "why \"quoted\"".into(),
+            },
+            Notice::UserDeleted {
+                user_id: "u".into(),
+            },
+            Notice::SchedulesChanged,
+            Notice::Resync,
+        ];
+        for notice in notices {
+            assert_eq!(decode_notice(&encode_notice(&notice)), Some(notice));
+        }
+        assert_eq!(decode_notice(r#"{"kind": "unknown"}"#), None);
     }
 }

@@ -4,11 +4,11 @@
 //! event stream.
 
 use crate::fixtures::*;
-use crate::support::events_after_at_least;
+use crate::support::{events_after_at_least, events_of_kind};
 use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_store::{
     Advance, EventCursor, EventKind, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire,
-    RunEnd, RunEndsCounted, Schedule, StoredEvent,
+    RunEnd, RunEndsCounted, Schedule,
 };
 use serde_json::Value;
 
@@ -458,7 +458,7 @@ async fn overlap_rules_look_at_the_schedule_s_live_runs(store: Arc<dyn Store>) {
     assert_eq!(counters(&w, &allow.id).await, (3, 0, 0));
 
     // The skips are on the stream.
-    let skips: Vec<String> = events_of(&w, EventKind::ScheduleSkipped, 3)
+    let skips: Vec<String> = events_of_kind(&*w.store, EventKind::ScheduleSkipped, 3)
         .await
         .iter()
         .map(|e| e.data["reason"].as_str().unwrap().to_owned())
@@ -512,7 +512,7 @@ async fn missed_fires_are_recorded_and_a_backfill_may_run_them(store: Arc<dyn St
             (600_000, "missed", Some("outside_window")),
         ]
     );
-    let missed: Vec<Value> = events_of(&w, EventKind::ScheduleMissed, 2)
+    let missed: Vec<Value> = events_of_kind(&*w.store, EventKind::ScheduleMissed, 2)
         .await
         .into_iter()
         .map(|e| e.data)
@@ -711,7 +711,7 @@ async fn consecutive_failures_pause_a_schedule_once(store: Arc<dyn Store>) {
     assert_eq!(read.consecutive_failures, 3);
     assert_eq!(read.pause_note.as_deref(), Some(paused[0].note.as_str()));
     assert!(read.pause_note.unwrap().contains(&runs[3]));
-    let pauses = events_of(&w, EventKind::SchedulePaused, 1).await;
+    let pauses = events_of_kind(&*w.store, EventKind::SchedulePaused, 1).await;
     assert_eq!(pauses.len(), 1);
     assert_eq!(pauses[0].subject_id, s.id);
     assert_eq!(pauses[0].data["execution_id"], json!(runs[3]));
@@ -729,26 +729,6 @@ async fn consecutive_failures_pause_a_schedule_once(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(read_back(&w, &s.id).await.consecutive_failures, 0);
-}
-
-/// The stream's events of `kind`, once `count` of them show (on PostgreSQL a
-/// committed event shows once older transactions have ended).
-async fn events_of(w: &World, kind: EventKind, count: usize) -> Vec<StoredEvent> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let events: Vec<StoredEvent> = w
-            .store
-            .events_after(EventCursor::START, 100_000)
-            .await
-            .unwrap()
-            .into_iter()
-            .filter(|e| e.kind == kind)
-            .collect();
-        if events.len() >= count || std::time::Instant::now() > deadline {
-            return events;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }
 
 async fn read_back(w: &World, id: &str) -> Schedule {
