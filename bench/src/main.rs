@@ -8,25 +8,29 @@
 //! not finish within the deadline, log lines missing), never because a figure is
 //! slow.
 
+mod figures;
 mod http;
+mod memory;
 mod procs;
 mod report;
+mod setup;
 mod sim;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use anyhow::{bail, Context as _};
+use anyhow::Context as _;
 use clap::Parser;
+use regente_testkit::{ServerOptions, TestAgent};
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
 
-use http::{load, result_url, run_url, Api, Load, MakeRequest, Until};
-use procs::{Cpu, Server};
-use report::{Figure, Target};
+use http::Load;
+use procs::Cpu;
+use report::Figure;
+use setup::{caught, Served};
 
 #[derive(Parser)]
 #[command(
@@ -156,18 +160,20 @@ struct Bench {
     floors: Floors,
     /// A finished execution (runtime, id) whose result the read figure fetches.
     finished: Option<(String, String)>,
+    /// Runs the load generator and the simulated agents; the rest of the
+    /// benchmark is blocking code on the main thread.
+    rt: tokio::runtime::Runtime,
 }
 
 /// Real agents connected to the first server.
 struct Agents {
-    /// (runtime id, agent process) with one slot: dispatch and logs.
-    single: (String, tokio::process::Child),
+    /// (runtime id, agent) with one slot: dispatch and logs.
+    single: (String, TestAgent),
     /// Four runtimes with two slots each: end to end.
-    pool: Vec<(String, tokio::process::Child)>,
+    pool: Vec<(String, TestAgent)>,
 }
 
-#[tokio::main(flavor = "multi_thread")]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Some(unknown) = cli.only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
         eprintln!(
@@ -197,6 +203,16 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let mut bench = Bench {
         sizes: Sizes::from(&cli),
         bin,
@@ -207,6 +223,7 @@ async fn main() -> ExitCode {
         problems: Vec::new(),
         floors: Floors::default(),
         finished: None,
+        rt,
     };
     let started = Instant::now();
     note(&machine_load());
@@ -216,7 +233,7 @@ async fn main() -> ExitCode {
         bench.bin.display(),
         bench.root.display()
     ));
-    if let Err(e) = bench.run().await {
+    if let Err(e) = caught(|| bench.run()) {
         bench.problem(format!("{e:#}"));
     }
     println!();
@@ -265,16 +282,11 @@ fn find_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
         anyhow::ensure!(path.is_file(), "{} does not exist: {hint}", path.display());
         return Ok(path.to_owned());
     }
-    let mut candidates = vec![PathBuf::from("target/release/regente")];
-    if let Ok(me) = std::env::current_exe() {
-        if let Some(dir) = me.parent() {
-            candidates.push(dir.join("regente"));
-        }
+    let in_the_checkout = PathBuf::from("target/release/regente");
+    if in_the_checkout.is_file() {
+        return Ok(in_the_checkout);
     }
-    candidates
-        .iter()
-        .find(|p| p.is_file())
-        .cloned()
+    caught(|| Ok(regente_testkit::regente_binary()))
         .with_context(|| format!("target/release/regente does not exist: {hint}"))
 }
 
@@ -413,38 +425,50 @@ impl Bench {
         }
     }
 
-    async fn run(&mut self) -> anyhow::Result<()> {
-        let data_a = self.root.join("server-a");
-        let mut server = procs::start_server(
-            &self.bin,
-            &data_a,
-            self.postgres.as_deref(),
-            &self.root.join("server-a.log"),
-        )
-        .await?;
-        note(&format!("server at {} (pid {})", server.base, server.pid));
-        let api = Api::connect(&server.base, procs::ADMIN_PASSWORD).await?;
-        self.measure_floors(&server, &data_a).await?;
-        let outcome = self.first_server(&mut server, &api).await;
+    /// How a server of the benchmark starts: data directory and log under the
+    /// temporary root, SQLite unless `--postgres`, the signing secret kept in
+    /// the data directory as a deployment's is.
+    fn server_options(&self, name: &str) -> ServerOptions {
+        let options = ServerOptions::new()
+            .name(name)
+            .binary(&self.bin)
+            .data_dir(&self.root.join(name))
+            .log_file(&self.root.join(format!("{name}.log")))
+            .env("REGENTE_JWT_SECRET", "");
+        match &self.postgres {
+            Some(url) => options.database_url(url),
+            None => options.sqlite(),
+        }
+    }
+
+    fn run(&mut self) -> anyhow::Result<()> {
+        let mut served = Served::start(self.server_options("server-a"))?;
+        note(&format!(
+            "server at {} (pid {})",
+            served.server.base,
+            served.pid()
+        ));
+        self.measure_floors(&served, &self.root.join("server-a"))?;
+        let outcome = caught(|| self.first_server(&mut served));
         if let Err(e) = outcome {
             self.problem(format!("{e:#}"));
         }
-        server.check_alive()?;
-        server.stop().await.context("stopping the first server")?;
+        served.check_alive()?;
+        served.stop().context("stopping the first server")?;
         if self.wants("memory") {
-            if let Err(e) = self.memory().await {
+            if let Err(e) = caught(|| self.memory()) {
                 self.problem(format!("memory: {e:#}"));
             }
         }
         Ok(())
     }
 
-    async fn first_server(&mut self, server: &mut Server, api: &Api) -> anyhow::Result<()> {
+    fn first_server(&mut self, served: &mut Served) -> anyhow::Result<()> {
         if self.wants("enqueue") {
-            if let Err(e) = self.enqueue(server, api).await {
+            if let Err(e) = caught(|| self.enqueue(served)) {
                 self.problem(format!("enqueue: {e:#}"));
             }
-            server.check_alive()?;
+            served.check_alive()?;
         }
         if !["dispatch", "e2e", "results", "logs"]
             .iter()
@@ -452,764 +476,64 @@ impl Bench {
         {
             return Ok(());
         }
-        let mut agents = self.start_agents(server, api).await?;
+        let mut agents = self.start_agents(served)?;
         for group in ["dispatch", "e2e", "results", "logs"] {
             if !self.wants(group) {
                 continue;
             }
-            let outcome = match group {
-                "dispatch" => self.dispatch(server, api, &agents).await,
-                "e2e" => self.end_to_end(server, api, &agents).await,
-                "results" => self.result_reads(server, api, &agents).await,
-                _ => self.logs(server, api, &agents).await,
-            };
+            let outcome = caught(|| match group {
+                "dispatch" => self.dispatch(served, &agents),
+                "e2e" => self.end_to_end(served, &agents),
+                "results" => self.result_reads(served, &agents),
+                _ => self.logs(served, &agents),
+            });
             if let Err(e) = outcome {
                 self.problem(format!("{group}: {e:#}"));
             }
-            server.check_alive()?;
+            served.check_alive()?;
         }
-        procs::terminate(&mut agents.single.1).await?;
-        for (_, child) in &mut agents.pool {
-            procs::terminate(child).await?;
-        }
-        Ok(())
+        caught(|| {
+            agents.single.1.stop();
+            for (_, agent) in &mut agents.pool {
+                agent.stop();
+            }
+            Ok(())
+        })
     }
 
-    async fn measure_floors(&mut self, server: &Server, data_dir: &Path) -> anyhow::Result<()> {
-        let n = self.sizes.floor_samples;
-        note("floors: spawning /bin/true, fsync'd appends, loopback HTTP");
-        let spawn =
-            tokio::task::spawn_blocking(move || spawn_serially("/bin/true", &[], n)).await??;
-        self.floors.spawn_us = spawn.as_secs_f64() * 1e6 / n as f64;
-        self.emit(
-            Figure::new("floor.spawn_true", self.floors.spawn_us, "µs").details(json!({
-                "spawns": n,
-                "per_s": report::round(1e6 / self.floors.spawn_us),
-            })),
-        );
-
-        let path = data_dir.join("fsync-floor.bin");
-        let samples = tokio::task::spawn_blocking(move || fsync_writes(&path, n, true)).await??;
-        let path = data_dir.join("fsync-floor.bin");
-        let rewrites = tokio::task::spawn_blocking(move || fsync_writes(&path, n, false)).await??;
-        self.floors.fsync_us = http::quantile(&samples, 0.5) as f64 / 1000.0;
-        let mean = samples.iter().sum::<u64>() as f64 / samples.len() as f64 / 1000.0;
-        self.emit(
-            Figure::new("floor.fsync_append", self.floors.fsync_us, "µs").details(json!({
-                "what": "100-byte append + fdatasync in the server's data directory; median",
-                "samples": n,
-                "mean_us": report::round(mean),
-                "p99_us": report::round(http::quantile(&samples, 0.99) as f64 / 1000.0),
-                "rewrite_in_place_p50_us": report::round(http::quantile(&rewrites, 0.5) as f64 / 1000.0),
-            })),
-        );
-
-        let client = http::one_connection();
-        let url = format!("{}/healthz", server.base);
-        for _ in 0..50 {
-            client.get(&url).send().await?.bytes().await?;
-        }
-        let mut rtts = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            let sent = Instant::now();
-            let response = client.get(&url).send().await?;
-            anyhow::ensure!(
-                response.status() == reqwest::StatusCode::OK,
-                "/healthz answered {}",
-                response.status()
-            );
-            response.bytes().await?;
-            rtts.push(sent.elapsed().as_nanos() as u64);
-        }
-        rtts.sort_unstable();
-        self.floors.rtt_us = http::quantile(&rtts, 0.5) as f64 / 1000.0;
-        self.emit(
-            Figure::new("floor.http_rtt", self.floors.rtt_us, "µs").details(json!({
-                "what": "GET /healthz on one keep-alive connection, serially; median",
-                "samples": n,
-                "p99_us": report::round(http::quantile(&rtts, 0.99) as f64 / 1000.0),
-            })),
-        );
-
-        let seconds = self.sizes.seconds.min(Duration::from_secs(3));
-        let meter = Meter::start(server.pid, &[]);
-        let url = Arc::new(url);
-        let healthz = load(
-            self.sizes.connections,
-            Until::Elapsed(seconds),
-            Arc::new(move |client: &reqwest::Client, _| client.get(url.as_str())),
-        )
-        .await;
-        self.check_load("floor.http_64", &healthz);
-        self.floors.http_rate = healthz.rate();
-        self.floors.http_p99_ms = healthz.quantile_ms(0.99);
-        let details = merge(
-            json!({"what": format!("GET /healthz at {} connections: the HTTP stack and this client, no store", self.sizes.connections)}),
-            merge(load_details(&healthz), meter.finish(healthz.ok)),
-        );
-        self.emit(Figure::new("floor.http_64", healthz.rate(), "req/s").details(details));
-        Ok(())
-    }
-
-    async fn enqueue(&mut self, server: &Server, api: &Api) -> anyhow::Result<()> {
-        let connections = self.sizes.connections;
-        note(&format!(
-            "enqueue: {connections} connections for {:?}, no agent connected",
-            self.sizes.seconds
-        ));
-        let robot = api.upload_robot(&true_robot("bench-true")).await?;
-        let (runtime, _key) = api.create_runtime(&unique("bench-queue"), 1).await?;
-        let url = Arc::new(run_url(&api.base, &runtime, &robot));
-        let token = Arc::new(api.token.clone());
-        let make: MakeRequest = Arc::new(move |client: &reqwest::Client, i| {
-            client
-                .post(url.as_str())
-                .header("authorization", token.as_str())
-                .header("content-type", "application/json")
-                .body(body_with(i))
-        });
-        let meter = Meter::start(server.pid, &[]);
-        let burst = load(
-            connections,
-            Until::Elapsed(self.sizes.seconds),
-            make.clone(),
-        )
-        .await;
-        let cpu = meter.finish(burst.ok);
-        self.check_load("enqueue", &burst);
-        let fsync_rate = 1e6 / self.floors.fsync_us;
-        let details = merge(
-            json!({
-                "connections": connections,
-                "floor_is": "one fdatasync'd append per run, serially (1e6 / floor.fsync_append)",
-            }),
-            merge(load_details(&burst), cpu),
-        );
-        self.emit(
-            Figure::new("enqueue.accepted", burst.rate(), "runs/s")
-                .floor(fsync_rate)
-                .target(Target::AtLeast(20_000.0))
-                .details(details),
-        );
-        let fsync_ms = self.floors.fsync_us / 1000.0;
-        self.emit(
-            Figure::new("enqueue.p50", burst.quantile_ms(0.5), "ms")
-                .floor(fsync_ms)
-                .details(json!({"floor_is": "floor.fsync_append"})),
-        );
-        self.emit(
-            Figure::new("enqueue.p99", burst.quantile_ms(0.99), "ms")
-                .floor(fsync_ms)
-                .target(Target::AtMost(10.0))
-                .details(json!({"floor_is": "floor.fsync_append"})),
-        );
-
-        let n = self.sizes.serial_requests;
-        note(&format!("enqueue: one serial client, {n} runs"));
-        let meter = Meter::start(server.pid, &[]);
-        let serial = load(1, Until::Count(n, self.sizes.deadline), make).await;
-        let cpu = meter.finish(serial.ok);
-        self.check_load("enqueue.serial", &serial);
-        if serial.out_of_time {
-            self.problem(format!(
-                "enqueue.serial: {n} serial runs took over the deadline"
-            ));
-        }
-        let floor = 1e6 / (self.floors.fsync_us + self.floors.rtt_us);
-        let details = merge(
-            json!({
-                "floor_is": "1e6 / (floor.fsync_append + floor.http_rtt): one round trip and one fsync per run",
-                "celery_redis_appendfsync_always_serial": 931,
-                "celery_no_persistence_serial": 1848,
-                "prefect_sqlite_serial": 8,
-            }),
-            merge(load_details(&serial), cpu),
-        );
-        self.emit(
-            Figure::new("enqueue.serial", serial.rate(), "runs/s")
-                .floor(floor)
-                .details(details),
-        );
-        Ok(())
-    }
-
-    async fn start_agents(&mut self, server: &Server, api: &Api) -> anyhow::Result<Agents> {
+    fn start_agents(&mut self, served: &Served) -> anyhow::Result<Agents> {
         note("starting 5 runtime agents (1 with 1 slot, 4 with 2 slots)");
         let start = |name: &str, slots: u32, key: &str| {
-            procs::start_agent(
+            served.start_agent(
                 &self.bin,
-                &server.base,
                 key,
                 &self.root.join(name),
                 slots,
                 &self.root.join(format!("{name}.log")),
             )
         };
-        let (single_id, key) = api.create_runtime(&unique("bench-single"), 1).await?;
+        let (single_id, key) = served.create_runtime(&unique("bench-single"), 1)?;
         let single = (single_id, start("agent-single", 1, &key)?);
         let mut pool = Vec::new();
         for i in 0..4 {
-            let (id, key) = api
-                .create_runtime(&unique(&format!("bench-pool{i}")), 2)
-                .await?;
+            let (id, key) = served.create_runtime(&unique(&format!("bench-pool{i}")), 2)?;
             pool.push((id, start(&format!("agent-pool{i}"), 2, &key)?));
         }
         for id in std::iter::once(&single.0).chain(pool.iter().map(|(id, _)| id)) {
-            api.wait_online(id, self.sizes.deadline).await?;
+            served.wait_online(id, self.sizes.deadline)?;
         }
         Ok(Agents { single, pool })
     }
 
-    /// Waits until an execution has ended; answers its result.
-    async fn wait_result(
+    /// Waits until an execution has ended, polling every `every`; answers its result.
+    fn wait_result(
         &self,
-        api: &Api,
+        served: &Served,
         runtime: &str,
         id: &str,
-        poll: Duration,
+        every: Duration,
     ) -> anyhow::Result<Value> {
-        let started = Instant::now();
-        loop {
-            let result = api.result(runtime, id).await?;
-            if !matches!(result["status"].as_str(), Some("PENDENT" | "RUNNING")) {
-                return Ok(result);
-            }
-            if started.elapsed() > self.sizes.deadline {
-                bail!(
-                    "execution {id} did not finish within {:?} (status {})",
-                    self.sizes.deadline,
-                    result["status"]
-                );
-            }
-            tokio::time::sleep(poll).await;
-        }
-    }
-
-    async fn dispatch(
-        &mut self,
-        server: &Server,
-        api: &Api,
-        agents: &Agents,
-    ) -> anyhow::Result<()> {
-        let n = self.sizes.dispatch_runs;
-        note(&format!(
-            "dispatch: {n} serial runs of `date +%s%N` on an idle runtime"
-        ));
-        let robot = api
-            .upload_robot("name = \"bench-date\"\ncommand = [\"date\", \"+%s%N\"]\n")
-            .await?;
-        let runtime = agents.single.0.clone();
-        let agent_pid = agents.single.1.id().unwrap_or(0);
-        // Warm-up: the package download and the first spawn are not measured.
-        for _ in 0..3 {
-            let id = api.run(&runtime, &robot, "").await?;
-            self.wait_result(api, &runtime, &id, Duration::from_millis(5))
-                .await?;
-        }
-        let mut latencies_ns: Vec<i128> = Vec::with_capacity(n as usize);
-        let mut submits_us = Vec::with_capacity(n as usize);
-        let meter = Meter::start(server.pid, &[agent_pid]);
-        let mut last = None;
-        for _ in 0..n {
-            let sent = Instant::now();
-            let id = api.run(&runtime, &robot, "").await?;
-            let answered = now_ns();
-            submits_us.push(sent.elapsed().as_micros() as u64);
-            // Let the robot start before polling, so the polls do not compete with it.
-            tokio::time::sleep(Duration::from_millis(3)).await;
-            let result = self
-                .wait_result(api, &runtime, &id, Duration::from_millis(2))
-                .await?;
-            anyhow::ensure!(
-                result["status"] == "FINISHED",
-                "the date robot ended {}: {result}",
-                result["status"]
-            );
-            let printed = result["logs"][0]["message"]
-                .as_str()
-                .and_then(|m| m.trim().parse::<i128>().ok())
-                .with_context(|| format!("the date robot printed no time: {result}"))?;
-            latencies_ns.push(printed - answered);
-            last = Some(id);
-        }
-        let cpu = meter.finish(n);
-        if let Some(id) = last {
-            self.finished = Some((runtime.clone(), id));
-        }
-        latencies_ns.sort_unstable();
-        submits_us.sort_unstable();
-        let q = |p: f64| {
-            let rank =
-                ((p * latencies_ns.len() as f64).ceil() as usize).clamp(1, latencies_ns.len());
-            latencies_ns[rank - 1] as f64 / 1e6
-        };
-        let details = merge(
-            json!({
-                "runs": n,
-                "what": "robot's own start time (date +%s%N) - the client's time when the 200 arrived",
-                "min_ms": report::round(latencies_ns[0] as f64 / 1e6),
-                "p90_ms": report::round(q(0.9)),
-                "max_ms": report::round(q(1.0)),
-                "negative": latencies_ns.iter().filter(|&&l| l < 0).count(),
-                "submit_p50_ms": report::round(http::quantile(&submits_us, 0.5) as f64 / 1000.0),
-                "cpu_note": "server CPU includes this program's result polls (every 2 ms while a run is pending)",
-                "floor_is": "floor.http_rtt",
-            }),
-            cpu,
-        );
-        let rtt_ms = self.floors.rtt_us / 1000.0;
-        self.emit(
-            Figure::new("dispatch.p50", q(0.5), "ms")
-                .floor(rtt_ms)
-                .target(Target::AtMost(1.0))
-                .details(details),
-        );
-        self.emit(
-            Figure::new("dispatch.p99", q(0.99), "ms")
-                .floor(rtt_ms)
-                .target(Target::AtMost(5.0))
-                .details(json!({"floor_is": "floor.http_rtt"})),
-        );
-        Ok(())
-    }
-
-    async fn end_to_end(
-        &mut self,
-        server: &Server,
-        api: &Api,
-        agents: &Agents,
-    ) -> anyhow::Result<()> {
-        let n = self.sizes.e2e_runs;
-        let robot = api.upload_robot(&true_robot("bench-noop")).await?;
-        let runtimes: Vec<String> = agents.pool.iter().map(|(id, _)| id.clone()).collect();
-        let agent_pids: Vec<u32> = agents.pool.iter().filter_map(|(_, c)| c.id()).collect();
-        // Warm-up: each agent downloads the package once.
-        for runtime in &runtimes {
-            let id = api.run(runtime, &robot, "").await?;
-            self.wait_result(api, runtime, &id, Duration::from_millis(5))
-                .await?;
-        }
-        note(&format!(
-            "end to end: spawning `true` {n} times from this program"
-        ));
-        let bare = tokio::task::spawn_blocking(move || spawn_serially("true", &[], n)).await??;
-        let bare_rate = n as f64 / bare.as_secs_f64();
-        note(&format!(
-            "end to end: {n} runs of `true` over 4 runtimes x 2 slots, submitted at {} connections",
-            self.sizes.connections
-        ));
-        let urls: Arc<Vec<String>> = Arc::new(
-            runtimes
-                .iter()
-                .map(|rt| run_url(&api.base, rt, &robot))
-                .collect(),
-        );
-        let token = Arc::new(api.token.clone());
-        let meter = Meter::start(server.pid, &agent_pids);
-        let first_post_ms = now_ms();
-        let started = Instant::now();
-        let submitted = load(
-            self.sizes.connections,
-            Until::Count(n, self.sizes.deadline),
-            Arc::new(move |client: &reqwest::Client, i| {
-                client
-                    .post(urls[(i % urls.len() as u64) as usize].as_str())
-                    .header("authorization", token.as_str())
-                    .header("content-type", "application/json")
-                    .body(body_with(i))
-            }),
-        )
-        .await;
-        let submit_time = started.elapsed();
-        self.check_load("e2e submits", &submitted);
-        anyhow::ensure!(
-            !submitted.out_of_time,
-            "submitting {n} runs took over the deadline"
-        );
-        // Done when nothing of this robot is PENDENT or RUNNING.
-        loop {
-            let mut busy = false;
-            for status in ["PENDENT", "RUNNING"] {
-                let page = api
-                    .executions(&format!("robot={robot}&status={status}&limit=1"))
-                    .await?;
-                busy |= page["executions"].as_array().is_some_and(|l| !l.is_empty());
-            }
-            if !busy {
-                break;
-            }
-            if started.elapsed() > self.sizes.deadline {
-                bail!(
-                    "{n} runs did not all finish within {:?}",
-                    self.sizes.deadline
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let elapsed = started.elapsed();
-        let cpu = meter.finish(n);
-        let all = api.all_executions(&format!("robot={robot}")).await?;
-        let ours: Vec<&Value> = all
-            .iter()
-            .filter(|e| e["init"].as_i64().is_some_and(|t| t >= first_post_ms))
-            .collect();
-        let finished = ours.iter().filter(|e| e["status"] == "FINISHED").count() as u64;
-        let last_end = ours
-            .iter()
-            .filter_map(|e| e["end"].as_i64())
-            .max()
-            .unwrap_or(0);
-        let mut per_runtime = serde_json::Map::new();
-        for runtime in &runtimes {
-            let count = ours
-                .iter()
-                .filter(|e| e["runtime_id"] == runtime.as_str())
-                .count();
-            per_runtime.insert(runtime.clone(), json!(count));
-        }
-        if finished != n || ours.len() as u64 != n {
-            self.problem(format!(
-                "e2e: {finished} of {n} runs FINISHED ({} listed); statuses should all be FINISHED",
-                ours.len()
-            ));
-        }
-        let rate = finished as f64 / elapsed.as_secs_f64();
-        let details = merge(
-            json!({
-                "runs": n,
-                "finished": finished,
-                "elapsed_s": report::round(elapsed.as_secs_f64()),
-                "elapsed_by_end_times_s": report::round((last_end - first_post_ms) as f64 / 1000.0),
-                "submit_s": report::round(submit_time.as_secs_f64()),
-                "submit_p99_ms": report::round(submitted.quantile_ms(0.99)),
-                "bare_spawn_s": report::round(bare.as_secs_f64()),
-                "per_runtime": per_runtime,
-                "floor_is": format!("spawning `true` {n} times serially from this program, per second"),
-                "celery_redis_durable": 342,
-            }),
-            cpu,
-        );
-        self.emit(
-            Figure::new("e2e.completed", rate, "runs/s")
-                .floor(bare_rate)
-                .target(Target::RatioAtLeast(0.5))
-                .details(details),
-        );
-        Ok(())
-    }
-
-    async fn result_reads(
-        &mut self,
-        server: &Server,
-        api: &Api,
-        agents: &Agents,
-    ) -> anyhow::Result<()> {
-        let (runtime, id) = match self.finished.clone() {
-            Some(finished) => finished,
-            None => {
-                let robot = api
-                    .upload_robot("name = \"bench-date\"\ncommand = [\"date\", \"+%s%N\"]\n")
-                    .await?;
-                let runtime = agents.single.0.clone();
-                let id = api.run(&runtime, &robot, "").await?;
-                self.wait_result(api, &runtime, &id, Duration::from_millis(5))
-                    .await?;
-                (runtime, id)
-            }
-        };
-        let connections = self.sizes.connections;
-        note(&format!(
-            "result reads: {connections} connections for {:?}",
-            self.sizes.seconds
-        ));
-        let url = Arc::new(result_url(&api.base, &runtime, &id));
-        let token = Arc::new(api.token.clone());
-        let meter = Meter::start(server.pid, &[]);
-        let reads = load(
-            connections,
-            Until::Elapsed(self.sizes.seconds),
-            Arc::new(move |client: &reqwest::Client, _| {
-                client
-                    .get(url.as_str())
-                    .header("authorization", token.as_str())
-            }),
-        )
-        .await;
-        let cpu = meter.finish(reads.ok);
-        self.check_load("result reads", &reads);
-        let details = merge(
-            json!({
-                "connections": connections,
-                "what": "a FINISHED execution with one log line",
-                "floor_is": "floor.http_64: GET /healthz at the same connections",
-            }),
-            merge(load_details(&reads), cpu),
-        );
-        self.emit(
-            Figure::new("results.reads", reads.rate(), "req/s")
-                .floor(self.floors.http_rate)
-                .target(Target::AtLeast(50_000.0))
-                .details(details),
-        );
-        self.emit(
-            Figure::new("results.p99", reads.quantile_ms(0.99), "ms")
-                .floor(self.floors.http_p99_ms)
-                .details(json!({"floor_is": "p99 of floor.http_64"})),
-        );
-        Ok(())
-    }
-
-    async fn logs(&mut self, server: &Server, api: &Api, agents: &Agents) -> anyhow::Result<()> {
-        let n = self.sizes.log_lines;
-        note(&format!(
-            "log ingestion: one robot printing {n} lines (`seq 1 {n}`)"
-        ));
-        let floor_started = Instant::now();
-        let read = read_lines_of("seq", &["1".to_owned(), n.to_string()]).await?;
-        anyhow::ensure!(read == n, "seq printed {read} lines, not {n}");
-        let floor = n as f64 / floor_started.elapsed().as_secs_f64();
-        let robot = api
-            .upload_robot(&format!(
-                "name = \"bench-seq\"\ncommand = [\"seq\", \"1\", \"{n}\"]\n"
-            ))
-            .await?;
-        let runtime = agents.single.0.clone();
-        let agent_pid = agents.single.1.id().unwrap_or(0);
-        let meter = Meter::start(server.pid, &[agent_pid]);
-        let id = api.run(&runtime, &robot, "").await?;
-        let answered = Instant::now();
-        let status = loop {
-            let execution = api.execution(&id).await?;
-            let status = execution["status"].as_str().unwrap_or("?").to_owned();
-            if status != "PENDENT" && status != "RUNNING" {
-                break status;
-            }
-            if answered.elapsed() > self.sizes.deadline {
-                bail!(
-                    "the seq robot did not finish within {:?}",
-                    self.sizes.deadline
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        };
-        let elapsed = answered.elapsed();
-        let cpu = meter.finish(n);
-        anyhow::ensure!(status == "FINISHED", "the seq robot ended {status}");
-        let fetch_started = Instant::now();
-        let response = api
-            .client
-            .get(result_url(&api.base, &runtime, &id))
-            .header("authorization", &api.token)
-            .send()
-            .await?;
-        anyhow::ensure!(
-            response.status() == reqwest::StatusCode::OK,
-            "the result answered {}",
-            response.status()
-        );
-        let bytes = response.bytes().await?;
-        let fetch = fetch_started.elapsed();
-        let result: Value = serde_json::from_slice(&bytes)?;
-        let logs = result["logs"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let in_order = logs
-            .iter()
-            .enumerate()
-            .all(|(i, line)| line["message"].as_str() == Some((i as u64 + 1).to_string().as_str()));
-        if logs.len() as u64 != n || !in_order {
-            self.problem(format!(
-                "BUG: log ingestion: the result holds {} log lines of the {n} printed{}",
-                logs.len(),
-                if in_order { "" } else { ", not 1..N in order" }
-            ));
-        }
-        let rate = n as f64 / elapsed.as_secs_f64();
-        let details = merge(
-            json!({
-                "lines": n,
-                "retrieved": logs.len(),
-                "in_order": in_order,
-                "elapsed_s": report::round(elapsed.as_secs_f64()),
-                "result_fetch_s": report::round(fetch.as_secs_f64()),
-                "result_bytes": bytes.len(),
-                "floor_is": "this program reading `seq 1 N` through a pipe, line by line",
-            }),
-            cpu,
-        );
-        self.emit(
-            Figure::new("logs.ingested", rate, "lines/s")
-                .floor(floor)
-                .target(Target::AtLeast(200_000.0))
-                .details(details),
-        );
-        Ok(())
-    }
-
-    async fn memory(&mut self) -> anyhow::Result<()> {
-        let data = self.root.join("server-b");
-        let log = self.root.join("server-b.log");
-        let mut server =
-            procs::start_server(&self.bin, &data, self.postgres.as_deref(), &log).await?;
-        let at_start = procs::rss_bytes(server.pid)?;
-        // Each login and user creation hashes with argon2id (19 MiB): watch what stays.
-        http::login(
-            &http::one_connection(),
-            &server.base,
-            "admin",
-            procs::ADMIN_PASSWORD,
-        )
-        .await?;
-        let after_one_login = procs::rss_bytes(server.pid)?;
-        let api = Api::connect(&server.base, procs::ADMIN_PASSWORD).await?;
-        let after_logins = procs::rss_bytes(server.pid)?;
-        let robot = api.upload_robot(&true_robot("bench-true")).await?;
-        let (queue, _) = api.create_runtime(&unique("bench-memory-queue"), 1).await?;
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        let idle = procs::rss_bytes(server.pid)?;
-        self.emit(
-            Figure::new("memory.server_idle", mb(idle), "MB").details(json!({
-                "what": "VmRSS after start, 3 logins + 1 user created (argon2id each), 1 robot upload",
-                "at_start_mb": report::round(mb(at_start)),
-                "after_1_login_mb": report::round(mb(after_one_login)),
-                "after_3_logins_1_user_mb": report::round(mb(after_logins)),
-            })),
-        );
-
-        let n = self.sizes.executions;
-        note(&format!(
-            "memory: inserting {n} executions through the API at {} connections",
-            self.sizes.connections
-        ));
-        let url = Arc::new(run_url(&api.base, &queue, &robot));
-        let token = Arc::new(api.token.clone());
-        let meter = Meter::start(server.pid, &[]);
-        let inserted = load(
-            self.sizes.connections,
-            Until::Count(n, self.sizes.insert_budget),
-            Arc::new(move |client: &reqwest::Client, i| {
-                client
-                    .post(url.as_str())
-                    .header("authorization", token.as_str())
-                    .header("content-type", "application/json")
-                    .body(body_with(i))
-            }),
-        )
-        .await;
-        let cpu = meter.finish(inserted.ok);
-        self.check_load("memory inserts", &inserted);
-        self.emit(
-            Figure::new("memory.insert", inserted.rate(), "runs/s").details(merge(
-                json!({
-                    "inserted": inserted.ok,
-                    "wanted": n,
-                    "stopped_by_budget": inserted.out_of_time,
-                    "insert_s": report::round(inserted.elapsed.as_secs_f64()),
-                }),
-                merge(load_details(&inserted), cpu),
-            )),
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let with_executions = procs::rss_bytes(server.pid)?;
-        self.emit(
-            Figure::new("memory.server_executions", mb(with_executions), "MB")
-                .target(Target::AtMost(64.0))
-                .details(json!({"executions": inserted.ok})),
-        );
-
-        let (agent_runtime, key) = api.create_runtime(&unique("bench-memory-agent"), 1).await?;
-        let mut agent = procs::start_agent(
-            &self.bin,
-            &server.base,
-            &key,
-            &self.root.join("agent-memory"),
-            1,
-            &self.root.join("agent-memory.log"),
-        )?;
-        api.wait_online(&agent_runtime, self.sizes.deadline).await?;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let agent_rss = procs::rss_bytes(agent.id().context("the agent exited")?)?;
-        procs::terminate(&mut agent).await?;
-        self.emit(
-            Figure::new("memory.agent_idle", mb(agent_rss), "MB")
-                .target(Target::AtMost(16.0))
-                .details(json!({"what": "VmRSS of a connected, idle `regente runtime --slots 1`"})),
-        );
-
-        let k = self.sizes.runtimes;
-        note(&format!("memory: connecting {k} simulated runtimes"));
-        let mut keys = Vec::with_capacity(k as usize);
-        for i in 0..k {
-            keys.push(
-                api.create_runtime(&unique(&format!("bench-sim{i}")), 1)
-                    .await?
-                    .1,
-            );
-        }
-        let before = procs::rss_bytes(server.pid)?;
-        let agents = sim::connect(&server.base, keys);
-        let started = Instant::now();
-        while (agents.welcomed.load(std::sync::atomic::Ordering::Relaxed) as u64) < k {
-            let failures = agents.failures.lock().unwrap().clone();
-            if !failures.is_empty() {
-                agents.stop().await;
-                bail!(
-                    "{} simulated agents failed; first: {}",
-                    failures.len(),
-                    failures[0]
-                );
-            }
-            if started.elapsed() > self.sizes.deadline {
-                agents.stop().await;
-                bail!("not all {k} simulated agents were welcomed within the deadline");
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        let connect_time = started.elapsed();
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        let with_runtimes = procs::rss_bytes(server.pid)?;
-        let failures = agents.failures.lock().unwrap().clone();
-        agents.stop().await;
-        if !failures.is_empty() {
-            self.problem(format!(
-                "{} simulated agents were dropped; first: {}",
-                failures.len(),
-                failures[0]
-            ));
-        }
-        self.emit(
-            Figure::new("memory.server_executions_runtimes", mb(with_runtimes), "MB")
-                .target(Target::AtMost(64.0))
-                .details(json!({
-                    "executions": inserted.ok,
-                    "connected_runtimes": k,
-                    "connect_all_s": report::round(connect_time.as_secs_f64()),
-                    "kb_per_runtime": report::round((with_runtimes as f64 - before as f64) / 1e3 / k.max(1) as f64),
-                })),
-        );
-
-        server.check_alive()?;
-        server.stop().await.context("stopping the server")?;
-        note("memory: restarting the server on the same store");
-        let restarted =
-            procs::start_server(&self.bin, &data, self.postgres.as_deref(), &log).await?;
-        let rss_after_restart = procs::rss_bytes(restarted.pid)?;
-        self.emit(
-            Figure::new("start", ms(restarted.to_healthy), "ms")
-                .target(Target::AtMost(200.0))
-                .details(json!({
-                    "what": "spawn -> `regente listening` line -> first 200 from /healthz",
-                    "executions_in_store": inserted.ok,
-                    "to_listening_ms": report::round(ms(restarted.to_listening)),
-                    "rss_after_start_mb": report::round(mb(rss_after_restart)),
-                })),
-        );
-        restarted
-            .stop()
-            .await
-            .context("stopping the restarted server")?;
-        Ok(())
+        served.wait_result(runtime, id, every, self.sizes.deadline)
     }
 }
 

@@ -23,6 +23,8 @@ pub struct ServerConfig {
     pub runtime_timeout: Duration,
     /// Events of the store's event stream older than this are deleted.
     pub event_retention: Duration,
+    /// How often every session looks at its runtime's queue without being told.
+    pub resync_every: Duration,
 }
 
 /// Failed logins allowed per window before answers turn to 429.
@@ -58,6 +60,7 @@ impl ServerConfig {
             login_limits: LoginLimits::default(),
             runtime_timeout: Duration::from_secs(30),
             event_retention: Duration::from_secs(30 * 24 * 3600),
+            resync_every: Duration::from_secs(5),
         }
     }
 

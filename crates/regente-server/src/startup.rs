@@ -14,6 +14,20 @@ use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
+/// The start of the line the binary prints on stdout once it accepts connections.
+const LISTENING: &str = "regente listening on http://";
+
+/// The line `regente serve` prints once it accepts connections: whoever starts
+/// the binary (tests, the benchmark, scripts) waits for it to learn the port.
+pub fn listening_line(addr: SocketAddr) -> String {
+    format!("{LISTENING}{addr}")
+}
+
+/// The address in a [`listening_line`]; `None` for any other line.
+pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+    line.trim().strip_prefix(LISTENING)?.parse().ok()
+}
+
 /// How long in-flight requests may take to finish once a stop is requested.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long background tasks may take to stop after the requests are done.
@@ -203,4 +217,24 @@ async fn jwt_secret(
     file.write_all(hex::encode(secret).as_bytes())?;
     file.sync_all()?;
     Ok(secret.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listening_line_gives_back_its_address() {
+        let addr: SocketAddr = "127.0.0.1:43210".parse().unwrap();
+        assert_eq!(parse_listening_line(&listening_line(addr)), Some(addr));
+        assert_eq!(
+            parse_listening_line(&format!("  {}\n", listening_line(addr))),
+            Some(addr)
+        );
+        assert_eq!(parse_listening_line("first admin created: ..."), None);
+        assert_eq!(
+            parse_listening_line("regente listening on http://nowhere"),
+            None
+        );
+    }
 }

@@ -36,4 +36,7 @@ pub trait OrganizationStore: Send + Sync {
     async fn get_user(&self, id: &str) -> Result<User>;
     async fn list_users(&self, organization_id: &str) -> Result<Vec<User>>;
     async fn delete_user(&self, organization_id: &str, id: &str) -> Result<()>;
+    /// Replaces a user's password hash; [`Error::NotFound`](crate::Error) when
+    /// there is no such user.
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()>;
 }

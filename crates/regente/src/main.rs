@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
+mod cli;
 mod examples;
 mod needs;
 mod up;
@@ -35,6 +36,22 @@ enum Command {
     /// Manage the store: the database of users, runtimes, robots and executions.
     #[command(subcommand)]
     Store(StoreCommand),
+    /// Operator tasks run against the store itself (the server may be running or not).
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Sign in to a server; later commands use the kept token.
+    Login(cli::LoginArgs),
+    /// Push robots and list them.
+    #[command(subcommand)]
+    Robots(cli::RobotsCommand),
+    /// List runtimes.
+    #[command(subcommand)]
+    Runtimes(cli::RuntimesCommand),
+    /// Run a robot; with --wait or --follow, the exit status says how it ended (0 FINISHED, 1 ERROR, 3 CANCELED).
+    Run(cli::RunArgs),
+    /// List, show and cancel executions.
+    #[command(subcommand)]
+    Executions(cli::ExecutionsCommand),
     /// The guard process between the agent and one robot (internal).
     #[command(name = "__guard", hide = true)]
     Guard { agent_pid: i32 },
@@ -69,6 +86,30 @@ enum StoreCommand {
     /// are. Tokens signed by the old server are accepted by the new ones only if they
     /// use the same signing secret (--jwt-secret); otherwise users log in again.
     Copy(StoreCopyArgs),
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Set a new password for a user and print it (a generated one, unless --password-stdin).
+    ///
+    /// For a lost admin password: run it with the server's --data-dir (or
+    /// --database-url). Tokens already issued stay valid until they expire.
+    ResetPassword(ResetPasswordArgs),
+}
+
+#[derive(Args)]
+struct ResetPasswordArgs {
+    /// The user's username.
+    username: String,
+    /// The server's data directory (its SQLite store).
+    #[arg(long, env = "REGENTE_DATA_DIR", default_value = "./regente-data")]
+    data_dir: PathBuf,
+    /// The server's database URL; default: the SQLite file in the data directory.
+    #[arg(long, env = "REGENTE_DATABASE_URL")]
+    database_url: Option<String>,
+    /// Read the new password from the first line of standard input instead of generating one.
+    #[arg(long)]
+    password_stdin: bool,
 }
 
 #[derive(Args)]
@@ -174,6 +215,15 @@ struct ServeArgs {
     /// Days the event stream keeps an event (execution and runtime changes) before deleting it.
     #[arg(long, env = "REGENTE_EVENT_RETENTION_DAYS", default_value_t = 30)]
     event_retention_days: u32,
+    /// Seconds between two looks at every runtime's queue without being told (the safety net under
+    /// wake-ups and other servers' notices).
+    #[arg(
+        long,
+        env = "REGENTE_RESYNC_SECONDS",
+        default_value_t = 5.0,
+        hide = true
+    )]
+    resync_seconds: f64,
 }
 
 fn main() -> ExitCode {
@@ -191,9 +241,20 @@ fn main() -> ExitCode {
     if let Command::Guard { agent_pid } = &cli.command {
         return run_guard(*agent_pid);
     }
+    // The commands for people and scripts log nothing unless asked (REGENTE_LOG).
+    let quiet = matches!(
+        cli.command,
+        Command::Login(_)
+            | Command::Robots(_)
+            | Command::Runtimes(_)
+            | Command::Run(_)
+            | Command::Executions(_)
+    );
+    let default_filter = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
-            EnvFilter::try_from_env("REGENTE_LOG").unwrap_or_else(|_| EnvFilter::new("info")),
+            EnvFilter::try_from_env("REGENTE_LOG")
+                .unwrap_or_else(|_| EnvFilter::new(default_filter)),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -205,10 +266,11 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let done = |outcome: anyhow::Result<()>| outcome.map(|()| ExitCode::SUCCESS);
     let outcome = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
-            Command::Runtime(args) => runtime_agent(args).await,
+            Command::Serve(args) => done(serve(args).await),
+            Command::Runtime(args) => done(runtime_agent(args).await),
             Command::Up(args) => {
                 let options = up::UpOptions {
                     listen: args.listen,
@@ -218,17 +280,24 @@ fn main() -> ExitCode {
                     slots: args.slots.max(1),
                     with_robot_framework: args.with_robot_framework,
                 };
-                up::up(options, shutdown_signal()).await
+                done(up::up(options, shutdown_signal()).await)
             }
-            Command::Store(StoreCommand::Copy(args)) => store_copy(args).await,
+            Command::Store(StoreCommand::Copy(args)) => done(store_copy(args).await),
+            Command::Admin(AdminCommand::ResetPassword(args)) => done(reset_password(args).await),
+            Command::Login(args) => cli::login(args).await,
+            Command::Robots(command) => cli::robots(command).await,
+            Command::Runtimes(command) => cli::runtimes(command).await,
+            Command::Run(args) => cli::run(args).await,
+            Command::Executions(command) => cli::executions(command).await,
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }
     });
     match outcome {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("error: {e:#}");
-            ExitCode::FAILURE
+            // 1 and 3 say how a run ended: a command that failed says 2.
+            ExitCode::from(2)
         }
     }
 }
@@ -256,6 +325,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "--event-retention-days must be at least 1"
     );
     config.event_retention = Duration::from_secs(u64::from(args.event_retention_days) * 24 * 3600);
+    anyhow::ensure!(
+        args.resync_seconds.is_finite() && args.resync_seconds >= 0.1,
+        "--resync-seconds must be at least 0.1"
+    );
+    config.resync_every = Duration::from_secs_f64(args.resync_seconds);
     let admin_username = config.admin_username.clone();
     let server = Server::build(config).await?;
     let shutdown = shutdown_signal();
@@ -264,7 +338,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         println!("first admin created: username {admin_username:?}, password {password:?} (shown only now)");
     }
     println!("data directory {}", server.data_dir().display());
-    println!("regente listening on http://{}", server.local_addr());
+    println!(
+        "{}",
+        regente_server::startup::listening_line(server.local_addr())
+    );
     server.run(shutdown).await
 }
 
@@ -274,6 +351,39 @@ async fn store_copy(args: StoreCopyArgs) -> anyhow::Result<()> {
         println!("the source was migrated to the current schema first");
     }
     println!("store copied; rows per table:\n{report}");
+    Ok(())
+}
+
+async fn reset_password(args: ResetPasswordArgs) -> anyhow::Result<()> {
+    let url = match args.database_url {
+        Some(url) => url,
+        None => {
+            let config = ServerConfig::new(std::path::absolute(&args.data_dir)?);
+            let path = config.data_dir.join("regente.db");
+            // Not created here: a mistyped directory must not look like an empty store.
+            anyhow::ensure!(
+                path.is_file(),
+                "there is no store at {} (give the server's --data-dir or --database-url)",
+                path.display()
+            );
+            config.database_url()
+        }
+    };
+    let password = if args.password_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        Some(line.trim_end_matches(['\r', '\n']).to_owned())
+    } else {
+        None
+    };
+    let store = regente_store::open(&url).await?;
+    let outcome =
+        regente_server::service::users::reset_password(store.as_ref(), &args.username, password)
+            .await;
+    store.close().await;
+    let password = outcome?;
+    // Printed once, on the terminal only: never logged or stored in clear.
+    println!("new password for {:?}: {password}", args.username);
     Ok(())
 }
 

@@ -12,7 +12,7 @@ use regente_store::Runtime;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
 use crate::hub::session;
-use crate::service::{self, runtimes, Context};
+use crate::service::{self, robots, runtimes, Context};
 
 /// Largest message an agent may send: a batch of log lines.
 const MAX_AGENT_MESSAGE: usize = 16 * 1024 * 1024;
@@ -44,9 +44,7 @@ impl FromRequestParts<Arc<Context>> for RuntimeCaller {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, key)| key.trim())
             .ok_or_else(unauthorized)?;
-        let runtime = ctx
-            .store
-            .find_runtime_by_key_hash(&runtimes::hash_key(key))
+        let runtime = runtimes::authenticate_key(ctx, key)
             .await?
             .ok_or_else(unauthorized)?;
         Ok(RuntimeCaller(runtime))
@@ -87,18 +85,6 @@ pub(crate) async fn package(
     State(ctx): State<Arc<Context>>,
     Path((robot_id, version)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {
-    let not_found = || ApiError::not_found(format!("robot {robot_id} version {version} not found"));
-    let version: u32 = version.parse().map_err(|_| not_found())?;
-    if !regente_core::is_valid_id(&robot_id) {
-        return Err(not_found());
-    }
-    match ctx
-        .store
-        .robot_package(&runtime.organization_id, &robot_id, version)
-        .await
-    {
-        Ok(bytes) => Ok(([(header::CONTENT_TYPE, "application/zip")], bytes)),
-        Err(regente_store::Error::NotFound) => Err(not_found()),
-        Err(e) => Err(e.into()),
-    }
+    let bytes = robots::package(&ctx, &runtime, &robot_id, &version).await?;
+    Ok(([(header::CONTENT_TYPE, "application/zip")], bytes))
 }

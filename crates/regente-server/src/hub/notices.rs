@@ -6,7 +6,6 @@
 //! waits and sends again the cancels pending for robots it runs.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use regente_store::Notice;
 use tokio::sync::broadcast::error::RecvError;
@@ -14,14 +13,13 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::service::Context;
 use crate::supervisor::StopSignal;
 
-/// How often sessions look at the queue without being told.
-const SAFETY_NET: Duration = Duration::from_secs(5);
-
 pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
-    let mut tick = tokio::time::interval(SAFETY_NET);
+    // How often sessions look at the queue without being told.
+    let safety_net = ctx.config.resync_every;
+    let mut tick = tokio::time::interval(safety_net);
     let Some(mut notices) = ctx.store.notices() else {
         // An unshared store: every change comes through this server.
-        while stop.wait(SAFETY_NET).await {
+        while stop.wait(safety_net).await {
             ctx.hub.resync_all();
         }
         return;

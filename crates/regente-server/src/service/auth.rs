@@ -171,14 +171,7 @@ impl Auth {
     /// Hashes a password with argon2id off the async workers.
     pub async fn hash_password(&self, password: &str) -> Result<String> {
         let password = password.to_owned();
-        self.blocking(move || {
-            let salt = SaltString::generate(&mut rand::rngs::OsRng);
-            Argon2::default()
-                .hash_password(password.as_bytes(), &salt)
-                .map(|hash| hash.to_string())
-                .map_err(|e| Error::Internal(anyhow::anyhow!("cannot hash a password: {e}")))
-        })
-        .await
+        self.blocking(move || hash_password(&password)).await
     }
 
     pub(crate) async fn verify_password(
@@ -241,6 +234,16 @@ fn dummy_hash() -> &'static str {
 }
 
 /// Checks a new password's length; the only rule that helps more than it annoys.
+/// A password's argon2id hash, with a fresh salt. Slow on purpose: call it on
+/// a blocking thread.
+pub fn hash_password(password: &str) -> Result<String> {
+    let salt = SaltString::generate(&mut rand::rngs::OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|e| Error::Internal(anyhow::anyhow!("cannot hash a password: {e}")))
+}
+
 pub fn check_new_password(password: &str) -> Result<()> {
     let chars = password.chars().count();
     if chars < MIN_PASSWORD_LEN || password.len() > MAX_PASSWORD_LEN {

@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex};
 
 use regente_core::RobotManifest;
 use regente_package::{InspectedPackage, Limits, PackageError};
-use regente_store::{NewRobotVersion, Robot, RobotVersion};
+use regente_store::{NewRobotVersion, Robot, RobotVersion, Runtime};
 use tracing::info;
 
 use super::{new_id, or_not_found, Caller, Context, Error, Result};
@@ -70,6 +70,29 @@ pub async fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<Robot> {
     or_not_found(
         ctx.store.get_robot(&caller.organization_id, id).await,
         || format!("robot {id} not found"),
+    )
+}
+
+/// A robot version's package as uploaded, for a runtime of the robot's
+/// organisation; `version` as it came in the path.
+pub async fn package(
+    ctx: &Context,
+    runtime: &Runtime,
+    robot_id: &str,
+    version: &str,
+) -> Result<Vec<u8>> {
+    let not_found = || format!("robot {robot_id} version {version} not found");
+    let Ok(number) = version.parse::<u32>() else {
+        return Err(Error::NotFound(not_found()));
+    };
+    if !regente_core::is_valid_id(robot_id) {
+        return Err(Error::NotFound(not_found()));
+    }
+    or_not_found(
+        ctx.store
+            .robot_package(&runtime.organization_id, robot_id, number)
+            .await,
+        not_found,
     )
 }
 

@@ -10,8 +10,13 @@ use super::{new_id, random_alphanumeric, Caller, Context, Error, Result};
 const KEY_LEN: usize = 40;
 const MAX_SLOTS: u32 = 256;
 
-pub fn hash_key(key: &str) -> String {
+fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// The runtime a key belongs to; `None` for a key no runtime has.
+pub async fn authenticate_key(ctx: &Context, key: &str) -> Result<Option<Runtime>> {
+    Ok(ctx.store.find_runtime_by_key_hash(&hash_key(key)).await?)
 }
 
 /// Creates a runtime; returns it with its key, which is not kept.

@@ -86,3 +86,26 @@ pub async fn delete(ctx: &Arc<Context>, caller: &Caller, id: &str) -> Result<()>
     .await
     .map_err(|e| Error::Internal(anyhow::anyhow!("deleting the user failed: {e}")))?
 }
+
+/// Sets a new password for `username`, for an operator with access to the
+/// store itself (`regente admin reset-password`), with or without a server
+/// running. Returns the password: the one given, or a generated one.
+pub async fn reset_password(
+    store: &dyn regente_store::Store,
+    username: &str,
+    password: Option<String>,
+) -> Result<String> {
+    let password = password.unwrap_or_else(|| super::random_alphanumeric(24));
+    check_new_password(&password)?;
+    let user = store
+        .find_user_by_username(username)
+        .await?
+        .ok_or_else(|| Error::NotFound(format!("there is no user {username:?} in this store")))?;
+    let hashing = password.clone();
+    let hash = tokio::task::spawn_blocking(move || super::auth::hash_password(&hashing))
+        .await
+        .map_err(|e| Error::Internal(anyhow::anyhow!("password hashing failed: {e}")))??;
+    store.set_password(&user.id, &hash).await?;
+    tracing::info!(username = %username, "password reset");
+    Ok(password)
+}

@@ -101,6 +101,19 @@ impl OrganizationStore for PostgresStore {
         }
         Ok(())
     }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()> {
+        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+            .bind(password_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(other)?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
 }
 
 async fn insert_user(conn: &mut sqlx::PgConnection, user: &User) -> Result<()> {

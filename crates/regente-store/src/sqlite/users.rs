@@ -130,4 +130,19 @@ impl OrganizationStore for SqliteStore {
         })
         .await
     }
+
+    async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()> {
+        let (user_id, password_hash) = (user_id.to_owned(), password_hash.to_owned());
+        self.write(move |conn| {
+            match change(
+                conn,
+                "UPDATE users SET password_hash = ?1 WHERE id = ?2",
+                params![password_hash, user_id],
+            )? {
+                0 => Err(Error::NotFound),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
 }

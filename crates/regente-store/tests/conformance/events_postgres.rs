@@ -42,6 +42,10 @@ async fn seq_of(conn: &mut PgConnection, subject: &str) -> i64 {
 /// And the other way round: T1 began writing first but draws its `seq` after
 /// T2 committed: T1's event still comes first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(regente_pg),
+    ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
+)]
 async fn commits_out_of_seq_order_are_read_without_a_skip() {
     crate::on_postgres(
         "commits_out_of_seq_order_are_read_without_a_skip",
@@ -95,6 +99,10 @@ async fn commits_out_of_seq_order_are_read_without_a_skip() {
 /// change nor the event is there, and the events committed before and after
 /// are. Done again, the lease end writes its event once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(regente_pg),
+    ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
+)]
 async fn a_transaction_cut_off_halfway_leaves_no_event() {
     crate::on_postgres(
         "a_transaction_cut_off_halfway_leaves_no_event",

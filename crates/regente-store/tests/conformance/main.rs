@@ -39,12 +39,14 @@ macro_rules! conformance {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(not(regente_pg), ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)")]
                 async fn $name() {
                     crate::on_postgres(stringify!($name), |store, _| super::$name(store)).await;
                 }
             )*
             $($(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(not(regente_pg), ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)")]
                 async fn $with_url() {
                     crate::on_postgres(stringify!($with_url), super::$with_url).await;
                 }

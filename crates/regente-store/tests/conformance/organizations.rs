@@ -5,6 +5,7 @@ use crate::fixtures::*;
 conformance! {
     store: [
         organizations_and_users,
+        a_password_is_replaced,
     ],
 }
 
@@ -76,4 +77,17 @@ async fn organizations_and_users(store: Arc<dyn Store>) {
         store.delete_user(&root.id, &integration.id).await
     ));
     assert_eq!(store.count_users().await.unwrap(), 2);
+}
+
+async fn a_password_is_replaced(store: Arc<dyn Store>) {
+    let root = organization("root", true, 10);
+    let admin = user(&root.id, "admin", Role::Admin, 10);
+    store.create_organization(&root, &admin).await.unwrap();
+    store.set_password(&admin.id, "new-hash").await.unwrap();
+    let stored = store.get_user(&admin.id).await.unwrap();
+    assert_eq!(stored.password_hash, "new-hash");
+    assert_eq!(stored.username, admin.username);
+    assert!(is_not_found(
+        store.set_password("ffffffffffffffff", "x").await
+    ));
 }

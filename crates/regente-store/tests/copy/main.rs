@@ -47,6 +47,10 @@ async fn sqlite_to_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(regente_pg),
+    ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
+)]
 async fn sqlite_to_postgres() {
     with_postgres("sqlite_to_postgres", 1, |urls| async move {
         let dir = tempfile::tempdir().unwrap();
@@ -56,6 +60,10 @@ async fn sqlite_to_postgres() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(regente_pg),
+    ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
+)]
 async fn postgres_to_sqlite() {
     with_postgres("postgres_to_sqlite", 1, |urls| async move {
         let dir = tempfile::tempdir().unwrap();
@@ -65,6 +73,10 @@ async fn postgres_to_sqlite() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(regente_pg),
+    ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
+)]
 async fn postgres_to_postgres() {
     with_postgres("postgres_to_postgres", 2, |urls| async move {
         round_trip(&urls[0], &urls[1]).await;
@@ -124,6 +136,10 @@ async fn refuses_a_non_empty_sqlite_target() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(regente_pg),
+    ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
+)]
 async fn refuses_a_non_empty_postgres_target() {
     with_postgres(
         "refuses_a_non_empty_postgres_target",
@@ -189,6 +205,10 @@ async fn failed_copy_leaves_a_sqlite_target_empty() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(regente_pg),
+    ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
+)]
 async fn failed_copy_leaves_a_postgres_target_empty() {
     with_postgres(
         "failed_copy_leaves_a_postgres_target_empty",
@@ -271,6 +291,10 @@ async fn an_empty_store_copies_to_an_empty_store() {
 /// `seq` last: the stream's order is not `seq` order. The copy keeps the
 /// stream's order, and a consumer's cursor keeps its place in it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[cfg_attr(
+    not(regente_pg),
+    ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
+)]
 async fn events_are_copied_in_stream_order_with_their_consumers_places() {
     with_postgres("events_are_copied_in_stream_order", 1, |urls| async move {
         let source = regente_store::open(&urls[0]).await.unwrap();

@@ -1,5 +1,6 @@
 //! The admin API: users, runtimes, robots and their packages, executions,
-//! organisations.
+//! organisations. Shapes only: the tests run on a server built in the test
+//! process, but for the package size limit, set by the binary's environment.
 
 use std::collections::BTreeSet;
 use std::io::{Cursor, Write};
@@ -24,13 +25,13 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn post_json(server: &TestServer, token: &str, path: &str, body: &Value) -> Reply {
+fn post_json(server: &Api, token: &str, path: &str, body: &Value) -> Reply {
     server.req("POST", path).auth(token).json(body).send()
 }
 
 #[test]
 fn users_are_created_listed_and_deleted() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let admin = server.admin_token();
     let created = server.create_user(&admin, "ops@example.com", "ops password é", "admin");
     assert!(
@@ -181,7 +182,7 @@ fn users_are_created_listed_and_deleted() {
 
 #[test]
 fn runtimes_get_strong_keys_and_are_listed_offline() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let admin = server.admin_token();
     let reply = post_json(
         &server,
@@ -247,7 +248,7 @@ fn runtimes_get_strong_keys_and_are_listed_offline() {
 
 #[test]
 fn robots_list_their_versions_with_the_sha256_of_each_zip() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let admin = server.admin_token();
     let first_zip = robot_zip(&manifest("consulta-cnpj"), &[("main.py", b"print(1)\n")]);
     let first = server.upload_robot(&admin, first_zip.clone());
@@ -301,7 +302,7 @@ fn robots_list_their_versions_with_the_sha256_of_each_zip() {
 
 #[test]
 fn packages_may_hold_the_manifest_in_one_top_level_folder() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let admin = server.admin_token();
     // What zipping a folder produces: directory entries and a common prefix.
     let mut writer = ZipWriter::new(Cursor::new(Vec::new()));
@@ -368,7 +369,7 @@ fn zip_bomb(entries: usize) -> Vec<u8> {
 
 #[test]
 fn bad_packages_answer_400_or_413_naming_the_problem() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let admin = server.admin_token();
     let good = manifest("fine-robot");
 
@@ -530,7 +531,7 @@ fn ids(list: &[Value]) -> Vec<String> {
 
 #[test]
 fn executions_are_filtered_and_paged_without_gaps() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let admin = server.admin_token();
     let (r1, _) = server.create_runtime(&admin, "r1");
     let (r2, _) = server.create_runtime(&admin, "r2");
@@ -668,7 +669,7 @@ fn executions_are_filtered_and_paged_without_gaps() {
 
 #[test]
 fn root_admins_create_organizations_and_others_get_403() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let admin = server.admin_token();
     let reply = post_json(
         &server,

@@ -9,11 +9,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::agent_support::*;
 use crate::support::*;
 
 const RUN: Duration = Duration::from_secs(30);
-const ENDED: &[&str] = &["FINISHED", "ERROR", "CANCELED"];
 /// The runtime timeout of the tests that wait for it.
 const SHORT_TIMEOUT: &str = "3";
 
@@ -255,19 +253,17 @@ fn an_agent_killed_mid_run_takes_its_robot_along_and_the_run_ends_error_after_th
 /// lines: every line and the return value arrive once it is back.
 fn server_restart_mid_run(kill: bool) {
     let mut server = TestServer::start();
-    let mut own = kill.then(|| ServerProcess::take_over(&mut server, &[]));
     let rig = Rig::new(&server, LINES, "");
     let relay = Relay::start(&server.base);
     let agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
     let id = rig.queue(&server, "0");
     wait_running_with_lines(&rig, &server, &id, 3);
 
-    match own.as_mut() {
-        Some(process) => {
-            process.kill9();
-            process.start_again(&mut server);
-        }
-        None => server.restart(),
+    if kill {
+        server.kill9();
+        server.start_again();
+    } else {
+        server.restart();
     }
     relay.point_to(&server.base);
     let back = rig.count(&id);
@@ -332,18 +328,17 @@ fn a_server_frozen_for_ten_seconds_loses_nothing_and_doubles_nothing() {
     // With a 5 s runtime timeout the agent notices the silent server within
     // the 10 s freeze and reconnects as soon as it thaws. The time the server
     // itself could not listen is not the runtime's silence: nothing is lost.
-    let mut server = TestServer::start();
-    let own = ServerProcess::take_over(&mut server, &[("REGENTE_RUNTIME_TIMEOUT_SECONDS", "5")]);
+    let server = TestServer::start_with(&[("REGENTE_RUNTIME_TIMEOUT_SECONDS", "5")]);
     let rig = Rig::new(&server, LINES, "");
     let agent = TestAgent::start(&server, &rig.key, 1);
     let id = rig.queue(&server, "0");
     wait_running_with_lines(&rig, &server, &id, 3);
     agent.wait_welcomed(1, RUN);
 
-    own.pause();
+    server.pause();
     let at_stop = rig.count(&id);
     hold_for(Duration::from_secs(10), || {});
-    own.resume();
+    server.resume();
     assert!(
         rig.count(&id) > at_stop + 20,
         "the robot kept running while the server was frozen ({} -> {})",
@@ -364,10 +359,6 @@ fn a_server_frozen_for_ten_seconds_loses_nothing_and_doubles_nothing() {
 #[test]
 fn nothing_runs_twice_across_agent_and_server_kills() {
     let mut server = TestServer::start_with(&[("REGENTE_RUNTIME_TIMEOUT_SECONDS", SHORT_TIMEOUT)]);
-    let mut own = ServerProcess::take_over(
-        &mut server,
-        &[("REGENTE_RUNTIME_TIMEOUT_SECONDS", SHORT_TIMEOUT)],
-    );
     let script = "echo \"$REGENTE_EXECUTION_ID\" >> \"$REGENTE_VAR_LEDGER\"\nsleep 0.4\necho \"::return::done\"\n";
     let rig = Rig::new(&server, script, "");
     let relay = Relay::start(&server.base);
@@ -387,8 +378,8 @@ fn nothing_runs_twice_across_agent_and_server_kills() {
     agent.kill9();
     agent.restart();
     started(6);
-    own.kill9();
-    own.start_again(&mut server);
+    server.kill9();
+    server.start_again();
     relay.point_to(&server.base);
     started(9);
     agent.kill9();
@@ -480,6 +471,16 @@ fn a_retryable_robot_runs_again_after_its_runtime_was_lost() {
     let mut agent = TestAgent::start(&server, &rig.key, 1);
     let id = rig.queue(&server, "0");
     let pids = rig.sleeper_pids(&id);
+    // The first attempt's line is stored before the agent dies: what the agent
+    // had not sent when its lease ended is refused with the lease.
+    wait_for(RUN, "the first attempt's log line", || {
+        let body = rig.result(&server, &id);
+        if messages(&body).iter().any(|m| m == "attempt 1") {
+            Ok(())
+        } else {
+            Err(summary(&body))
+        }
+    });
     agent.kill9();
     wait_gone(&pids, Duration::from_secs(5));
     // Lost, and queued again since the robot allows it.

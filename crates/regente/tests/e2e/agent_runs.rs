@@ -7,22 +7,20 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::agent_support::*;
 use crate::support::*;
 
 /// Generous: the machine is shared, and a run's happy path takes well under a second.
-const RUN: Duration = Duration::from_secs(30);
-const ENDED: &[&str] = &["FINISHED", "ERROR", "CANCELED"];
+pub(crate) const RUN: Duration = Duration::from_secs(30);
 
 /// A server whose runtimes count as lost after 3 s, with an admin token and one runtime.
-fn setup() -> (TestServer, String, String, String) {
+pub(crate) fn setup() -> (TestServer, String, String, String) {
     let server = TestServer::start_with(&[("REGENTE_RUNTIME_TIMEOUT_SECONDS", "3")]);
     let admin = server.admin_token();
     let (runtime, key) = server.create_runtime(&admin, "rt-agent");
     (server, admin, runtime, key)
 }
 
-fn ended(server: &TestServer, admin: &str, runtime: &str, id: &str) -> Value {
+pub(crate) fn ended(server: &TestServer, admin: &str, runtime: &str, id: &str) -> Value {
     wait_for_status(server, admin, runtime, id, ENDED, RUN)
 }
 
@@ -377,7 +375,7 @@ fn runs_queued_while_the_runtime_is_offline_run_in_order_when_it_connects() {
     let vars = text_vars(&[("LEDGER", &path_text(&ledger_path))]);
     let first = server.queue(&admin, &runtime, &robot, Some(&vars));
     let second = server.queue(&admin, &runtime, &robot, Some(&vars));
-    assert!(!runtime_online(&server, &admin, &runtime));
+    assert!(!server.runtime_online(&admin, &runtime));
     for id in [&first, &second] {
         assert_eq!(
             result_of(&server, &admin, &runtime, id)["status"],
@@ -396,7 +394,7 @@ fn runs_queued_while_the_runtime_is_offline_run_in_order_when_it_connects() {
         vec![first.clone(), second.clone()],
         "each ran once, in the order they were queued"
     );
-    assert!(runtime_online(&server, &admin, &runtime));
+    assert!(server.runtime_online(&admin, &runtime));
 }
 
 #[test]
@@ -407,7 +405,7 @@ fn fifty_concurrent_runs_over_two_runtimes_with_two_slots_each_end_finished_exac
         &server,
         &admin,
         "ledger-sleep",
-        "echo \"$REGENTE_EXECUTION_ID\" >> \"$REGENTE_VAR_LEDGER\"\nsleep 0.4\necho \"::return::$REGENTE_EXECUTION_ID\"\n",
+        "echo \"$REGENTE_EXECUTION_ID\" >> \"$REGENTE_VAR_LEDGER\"\nsleep 0.4\n# Quoted: an id of decimal digits only would read as a number.\necho \"::return::\\\"$REGENTE_EXECUTION_ID\\\"\"\n",
         "",
     );
     let out = scratch();
@@ -537,210 +535,6 @@ echo "::return::2000"
         &numbered_lines(&body),
         2000,
         "the result seen as the run ended",
-    );
-}
-
-#[test]
-fn values_reach_the_robot_byte_for_byte() {
-    let (server, admin, runtime, key) = setup();
-    let out = scratch();
-    let pwned = out.path().join("pwned");
-    let values: Vec<(&str, String)> = vec![
-        ("QUOTES", r#"it's "double" and 'single' quoted"#.to_owned()),
-        ("SPACES", "  spaces  around\tand a tab  ".to_owned()),
-        (
-            "SUBST",
-            format!("$(touch {}) and ${{HOME}} and $PATH", pwned.display()),
-        ),
-        (
-            "BACKTICKS",
-            format!(
-                "`touch {}` and \\ backslash \\n not a newline",
-                pwned.display()
-            ),
-        ),
-        (
-            "NEWLINES",
-            "line one\nline two\n\nafter a blank line\n".to_owned(),
-        ),
-        (
-            "UNICODE",
-            "São Paulo — ação, 日本語, emoji 🤖, Ünïcödé".to_owned(),
-        ),
-        ("FLAGS", "-n -e %s %d * ? [a-z] ~ ; | & > < #".to_owned()),
-        ("EMPTY", String::new()),
-    ];
-    let mut script = String::new();
-    for (name, _) in &values {
-        script.push_str(&format!(
-            "printf '%s' \"$REGENTE_VAR_{name}\" > \"$REGENTE_VAR_OUT/{name}\"\n"
-        ));
-    }
-    script.push_str("cp \"$REGENTE_VARIABLES\" \"$REGENTE_VAR_OUT/variables.json\"\n");
-    script.push_str("printf '%s\\n' \"$REGENTE_VAR_UNICODE\"\n");
-    script.push_str("printf '%s\\n' \"$REGENTE_VAR_QUOTES\"\n");
-    let robot = upload_shell_robot(&server, &admin, "echo-bytes", &script, "");
-    let _agent = TestAgent::start(&server, &key, 1);
-    let mut body_vars: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_str())).collect();
-    let out_text = path_text(out.path());
-    body_vars.push(("OUT", &out_text));
-    let id = server.queue(&admin, &runtime, &robot, Some(&text_vars(&body_vars)));
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-
-    let typed: Value = serde_json::from_slice(
-        &std::fs::read(out.path().join("variables.json"))
-            .expect("the robot copied REGENTE_VARIABLES"),
-    )
-    .expect("REGENTE_VARIABLES holds JSON");
-    for (name, value) in &values {
-        let written = std::fs::read(out.path().join(name)).expect("the robot wrote the value");
-        assert_eq!(
-            String::from_utf8_lossy(&written),
-            value.as_str(),
-            "REGENTE_VAR_{name} byte for byte"
-        );
-        assert_eq!(
-            written,
-            value.as_bytes(),
-            "REGENTE_VAR_{name} byte for byte"
-        );
-        assert_eq!(typed[name], value.as_str(), "{name} in REGENTE_VARIABLES");
-    }
-    assert!(!pwned.exists(), "a value was run as a command");
-    assert_eq!(
-        messages(&body),
-        vec![values[5].1.clone(), values[0].1.clone()],
-        "printed values reach the logs unchanged"
-    );
-}
-
-/// A robot that prints its whole environment, one `env` line per log line.
-const PRINT_ENV: &str = "env\necho \"PATH is $PATH\"\n";
-
-#[test]
-fn a_variable_cannot_set_any_other_environment_variable() {
-    let (server, admin, runtime, key) = setup();
-    let robot = upload_shell_robot(&server, &admin, "print-env", PRINT_ENV, "");
-    let _agent = TestAgent::start(&server, &key, 1);
-    let vars = [
-        ("PATH", "/evil/bin"),
-        ("LD_PRELOAD", "/evil/preload.so"),
-        ("HOME", "/evil/home"),
-        ("REGENTE_VARIABLES", "/evil/variables.json"),
-        ("VARIABLES", "/evil/variables.json"),
-        ("EXECUTION_ID", "evil"),
-    ];
-    let id = server.queue(&admin, &runtime, &robot, Some(&text_vars(&vars)));
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-    let all = logs(&body);
-    assert!(
-        all.iter().all(|(level, _)| level == "INFO"),
-        "nothing on stderr (a preloaded library would complain): {all:?}"
-    );
-    let lines: Vec<String> = all.into_iter().map(|(_, m)| m).collect();
-    let agent_path = std::env::var("PATH").expect("the tests have a PATH");
-    let starting =
-        |prefix: &str| -> Vec<&String> { lines.iter().filter(|l| l.starts_with(prefix)).collect() };
-    assert_eq!(
-        starting("PATH="),
-        vec![&format!("PATH={agent_path}")],
-        "PATH is the agent's"
-    );
-    assert!(starting("LD_PRELOAD=").is_empty(), "{lines:?}");
-    assert!(
-        !starting("HOME=").contains(&&"HOME=/evil/home".to_owned()),
-        "{lines:?}"
-    );
-    for (name, value) in vars {
-        assert_eq!(
-            starting(&format!("REGENTE_VAR_{name}=")),
-            vec![&format!("REGENTE_VAR_{name}={value}")],
-            "{name} arrives only as REGENTE_VAR_{name}"
-        );
-    }
-    let variables_file = starting("REGENTE_VARIABLES=");
-    assert_eq!(variables_file.len(), 1, "{lines:?}");
-    assert!(
-        !variables_file[0].contains("/evil/"),
-        "REGENTE_VARIABLES is the agent's file: {variables_file:?}"
-    );
-    assert_eq!(
-        starting("REGENTE_EXECUTION_ID="),
-        vec![&format!("REGENTE_EXECUTION_ID={id}")]
-    );
-    assert!(lines.contains(&format!("PATH is {agent_path}")));
-}
-
-#[test]
-fn the_agent_key_from_its_environment_is_not_in_the_robot_environment() {
-    let (server, admin, runtime, key) = setup();
-    let robot = upload_shell_robot(&server, &admin, "print-env", PRINT_ENV, "");
-    let _agent = TestAgent::launch(AgentOptions {
-        urls: vec![server.base.clone()],
-        key: key.clone(),
-        slots: 1,
-        work_dir: None,
-        key_in_env: true,
-    });
-    let id = server.queue(&admin, &runtime, &robot, None);
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-    let lines = messages(&body);
-    assert!(
-        lines.iter().any(|l| l.starts_with("REGENTE_EXECUTION_ID=")),
-        "the robot printed its environment: {lines:?}"
-    );
-    assert!(
-        !lines.iter().any(|l| l.contains(&key)),
-        "the runtime key reached the robot: {lines:?}"
-    );
-    for setting in [
-        "REGENTE_RUNTIME_KEY=",
-        "REGENTE_SERVER=",
-        "REGENTE_WORK_DIR=",
-    ] {
-        assert!(
-            !lines.iter().any(|l| l.starts_with(setting)),
-            "{setting} reached the robot: {lines:?}"
-        );
-    }
-}
-
-#[test]
-fn a_robot_cannot_read_the_agent_key_from_the_agent_process() {
-    let (server, admin, runtime, key) = setup();
-    // Same user, so /proc/<agent>/environ is readable unless the agent forbids it.
-    let script = r#"echo "environ of $REGENTE_VAR_AGENT_PID:"
-tr '\000' '\n' < "/proc/$REGENTE_VAR_AGENT_PID/environ" 2>&1 || echo "unreadable"
-"#;
-    let robot = upload_shell_robot(&server, &admin, "snoop", script, "");
-    let agent = TestAgent::launch(AgentOptions {
-        urls: vec![server.base.clone()],
-        key: key.clone(),
-        slots: 1,
-        work_dir: None,
-        key_in_env: true,
-    });
-    let agent_pid = agent.pid().to_string();
-    let id = server.queue(
-        &admin,
-        &runtime,
-        &robot,
-        Some(&text_vars(&[("AGENT_PID", &agent_pid)])),
-    );
-    let body = ended(&server, &admin, &runtime, &id);
-    let lines = messages(&body);
-    assert!(
-        lines.iter().any(|l| l.starts_with("environ of")),
-        "{}",
-        summary(&body)
-    );
-    let leaked: Vec<&String> = lines.iter().filter(|l| l.contains(&key)).collect();
-    assert!(
-        leaked.is_empty(),
-        "a robot read the runtime key from /proc/{agent_pid}/environ of the agent: {leaked:?}"
     );
 }
 

@@ -1,5 +1,6 @@
 //! The Integration API's run, result and delete routes, as the RoboEasy
-//! document describes them, and the OpenAPI document.
+//! document describes them, and the OpenAPI document. Shapes only: each test
+//! runs on a server built in the test process.
 
 use std::collections::BTreeSet;
 
@@ -23,7 +24,7 @@ fn delete_path(runtime: &str, execution: &str) -> String {
 
 #[test]
 fn v1_runs_answer_the_execution_id_as_text_and_keep_the_variables() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     let reply = server
         .run_v1(
@@ -93,7 +94,7 @@ fn v1_runs_answer_the_execution_id_as_text_and_keep_the_variables() {
 
 #[test]
 fn v2_runs_take_every_documented_body_shape() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     let defaults = json!({"CNPJ": "00.000.000/0001-00", "LIMIT": 10});
     let bodies: Vec<(Option<&str>, &str, Value)> = vec![
@@ -153,7 +154,7 @@ fn v2_runs_take_every_documented_body_shape() {
 
 #[test]
 fn the_documents_invalid_v2_example_answers_400_with_the_expected_shape() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     for version in ["v2", "v1"] {
         let path = run_path(version, &f.runtime, &f.robot);
@@ -202,7 +203,7 @@ fn the_documents_invalid_v2_example_answers_400_with_the_expected_shape() {
 
 #[test]
 fn bad_variables_answer_400_naming_the_variable() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     // A robot that declares a variable without a default, which runs then need.
     let required = server.upload_robot(
@@ -299,7 +300,7 @@ fn bad_variables_answer_400_naming_the_variable() {
 
 #[test]
 fn results_have_exactly_the_seven_fields_and_runs_wait_for_an_offline_runtime() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     let runtimes = server
         .get("/api/admin/runtimes", &f.admin)
@@ -366,7 +367,7 @@ fn results_have_exactly_the_seven_fields_and_runs_wait_for_an_offline_runtime() 
 
 #[test]
 fn unknown_and_mismatched_ids_answer_404() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     let (other_runtime, _) = server.create_runtime(&f.admin, "rt-2");
     let id = server.queue(&f.admin, &f.runtime, &f.robot, None);
@@ -417,7 +418,7 @@ fn unknown_and_mismatched_ids_answer_404() {
 
 #[test]
 fn delete_cancels_a_pendent_execution_once() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     let id = server.queue(&f.admin, &f.runtime, &f.robot, None);
     let other = server.queue(&f.admin, &f.runtime, &f.robot, None);
@@ -475,7 +476,7 @@ fn delete_cancels_a_pendent_execution_once() {
 
 #[test]
 fn idempotency_keys_answer_the_same_execution() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     let body = json!({"variables": [{"name": "CNPJ", "type": "text", "value": "9"}]});
     let path = run_path("v2", &f.runtime, &f.robot);
@@ -566,7 +567,7 @@ fn idempotency_keys_answer_the_same_execution() {
 
 #[test]
 fn runs_are_pinned_to_the_newest_version_when_queued() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     let old = server.queue(&f.admin, &f.runtime, &f.robot, None);
     let v2 = manifest("consulta-cnpj").replace("default = 10", "default = 20");
@@ -601,7 +602,7 @@ fn runs_are_pinned_to_the_newest_version_when_queued() {
 
 #[test]
 fn the_openapi_document_lists_every_route() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let reply = server.req("GET", "/api/openapi.json").send().expect(200);
     assert!(reply.content_type().starts_with("application/json"));
     let document = reply.json();
@@ -655,7 +656,7 @@ fn the_openapi_document_lists_every_route() {
 
 #[test]
 fn concurrent_retries_with_one_idempotency_key_queue_one_run() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     let body = json!({"variables": [{"name": "CNPJ", "type": "text", "value": "same"}]});
     let path = run_path("v2", &f.runtime, &f.robot);
@@ -719,7 +720,7 @@ fn concurrent_retries_with_one_idempotency_key_queue_one_run() {
 
 #[test]
 fn head_never_queues_a_run_and_405_answers_say_what_is_allowed() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let f = fixture(&server);
     // GET runs the robot, as the document says; HEAD (link checkers, monitors)
     // must not.

@@ -1,6 +1,7 @@
 //! Two organisations cannot see or touch each other's users, runtimes, robots
 //! or executions through any route; what belongs to another organisation
-//! answers exactly like what does not exist.
+//! answers exactly like what does not exist. On a server built in the test
+//! process.
 
 use serde_json::{json, Value};
 
@@ -19,7 +20,7 @@ struct Org {
     execution: String,
 }
 
-fn populate(server: &TestServer, admin: String, prefix: &str) -> Org {
+fn populate(server: &Api, admin: String, prefix: &str) -> Org {
     let integration_name = format!("{prefix}-integration");
     let created = server.create_user(
         &admin,
@@ -135,7 +136,7 @@ fn probes(org: &Org, other: &Org) -> Vec<(&'static str, String, String, Vec<Stri
 }
 
 /// What one organisation's lists show.
-fn lists(server: &TestServer, org: &Org) -> String {
+fn lists(server: &Api, org: &Org) -> String {
     [
         "/api/admin/users",
         "/api/admin/runtimes",
@@ -148,7 +149,7 @@ fn lists(server: &TestServer, org: &Org) -> String {
     .join("\n")
 }
 
-fn assert_cannot_reach(server: &TestServer, org: &Org, other: &Org) {
+fn assert_cannot_reach(server: &Api, org: &Org, other: &Org) {
     for token in [&org.admin, &org.integration] {
         for (method, foreign, unknown, ids) in probes(org, other) {
             let is_admin_route = foreign.starts_with("/api/admin/");
@@ -205,7 +206,7 @@ fn assert_cannot_reach(server: &TestServer, org: &Org, other: &Org) {
 
 #[test]
 fn two_organizations_cannot_see_each_others_objects() {
-    let server = TestServer::start();
+    let server = InProcessServer::start();
     let root_admin = server.admin_token();
     let a = populate(&server, root_admin.clone(), "a");
     server

@@ -1,16 +1,32 @@
-//! End-to-end tests: each test starts the real `regente` binary on a random
-//! port with a temporary data directory and talks to it over HTTP.
+//! End-to-end tests: each test starts the real `regente` binary (server and
+//! runtime agents as processes) on a random port with a temporary data
+//! directory and talks to it over HTTP; tests of the API's shapes alone use a
+//! server built in the test process instead. `regente-testkit` holds the
+//! harness; `REGENTE_E2E_DATABASE=postgres` runs every server on a PostgreSQL
+//! database of its own (see README.md, "Test it").
 
 mod admin_api;
+mod admin_cli;
 mod agent_faults;
 mod agent_runs;
-mod agent_support;
 mod auth;
+mod cli;
 mod fuzz;
 mod integration_api;
 mod isolation;
 mod replicas;
 mod restart;
+mod robot_environment;
 mod support;
 mod up;
 mod walkthrough;
+
+/// The kit finds the binary this suite was built with, the one Cargo names.
+#[test]
+fn the_kit_starts_the_binary_cargo_built_for_these_tests() {
+    let expected = std::path::Path::new(env!("CARGO_BIN_EXE_regente"));
+    assert_eq!(
+        regente_testkit::regente_binary().canonicalize().unwrap(),
+        expected.canonicalize().unwrap()
+    );
+}

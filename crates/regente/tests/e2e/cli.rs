@@ -1,0 +1,305 @@
+//! The command line against a real server and agent: sign in with the password
+//! on standard input, push a robot's folder, list, run with `--wait` and
+//! `--follow` (exit status by how the run ended), `--output json`, cancel.
+
+use std::io::Write as _;
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::support::*;
+
+/// The CLI's world: a server, an online runtime, a folder for the session.
+struct World {
+    server: TestServer,
+    config: tempfile::TempDir,
+    robots: tempfile::TempDir,
+    _agent: TestAgent,
+}
+
+impl World {
+    fn start() -> World {
+        let server = TestServer::start();
+        let token = server.admin_token();
+        let (_, key) = server.create_runtime_with_slots(&token, "office-pc", 2);
+        let agent = TestAgent::start(&server, &key, 2);
+        let world = World {
+            server,
+            config: tempfile::tempdir().expect("a config folder"),
+            robots: tempfile::tempdir().expect("a robots folder"),
+            _agent: agent,
+        };
+        let login = world.cli_with_stdin(
+            &[
+                "login",
+                "--server",
+                &world.server.base,
+                "--username",
+                ADMIN_USER,
+            ],
+            &format!("{ADMIN_PASSWORD}\n"),
+        );
+        assert_success(&login);
+        world
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut command = regente_command(&regente_binary());
+        command
+            .args(args)
+            .env("REGENTE_CONFIG_DIR", self.config.path().join("regente"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        command
+    }
+
+    fn cli(&self, args: &[&str]) -> Output {
+        self.command(args).output().expect("regente runs")
+    }
+
+    fn cli_with_stdin(&self, args: &[&str], stdin: &str) -> Output {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("regente runs");
+        child
+            .stdin
+            .take()
+            .expect("piped stdin")
+            .write_all(stdin.as_bytes())
+            .expect("stdin is written");
+        child.wait_with_output().expect("regente ends")
+    }
+
+    /// A robot folder: `robot.toml` and `run.sh` with `script`.
+    fn robot_folder(&self, name: &str, script: &str, extra_manifest: &str) -> String {
+        let dir = self.robots.path().join(name);
+        std::fs::create_dir_all(dir.join("lib")).expect("a robot folder");
+        std::fs::write(
+            dir.join("robot.toml"),
+            format!("name = \"{name}\"\ncommand = [\"sh\", \"run.sh\"]\n{extra_manifest}"),
+        )
+        .expect("robot.toml");
+        std::fs::write(dir.join("run.sh"), script).expect("run.sh");
+        std::fs::write(dir.join("lib/greeting.txt"), "hello from a subfolder\n")
+            .expect("a file in a subfolder");
+        dir.to_string_lossy().into_owned()
+    }
+}
+
+fn stdout(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn stderr(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn assert_success(output: &Output) {
+    assert!(
+        output.status.success(),
+        "{}: {}{}",
+        output.status,
+        stdout(output),
+        stderr(output)
+    );
+}
+
+fn json(output: &Output) -> Value {
+    assert_success(output);
+    serde_json::from_slice(&output.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(output)))
+}
+
+const GREETER: &str = "echo \"hello, $REGENTE_VAR_WHO\"\ncat lib/greeting.txt\necho '::progress::50'\necho \"::return::{\\\"who\\\": \\\"$REGENTE_VAR_WHO\\\"}\"\n";
+const GREETER_VARIABLES: &str =
+    "[[variables]]\nname = \"WHO\"\ntype = \"text\"\ndefault = \"world\"\n";
+
+#[test]
+fn login_keeps_a_private_session_and_a_pushed_robot_runs_to_its_end() {
+    let world = World::start();
+    let folder = world.config.path().join("regente");
+    assert_eq!(mode(&folder.join("session.json")), 0o600);
+    assert_eq!(mode(&folder), 0o700);
+
+    let folder = world.robot_folder("greeter", GREETER, GREETER_VARIABLES);
+    let pushed = world.cli(&["robots", "push", &folder]);
+    assert_success(&pushed);
+    assert!(
+        stdout(&pushed).starts_with("robot greeter version 1 ("),
+        "{}",
+        stdout(&pushed)
+    );
+    let again = json(&world.cli(&["robots", "push", &folder, "--output", "json"]));
+    assert_eq!(again["version"], 2, "{again}");
+
+    let robots = json(&world.cli(&["robots", "list", "--output", "json"]));
+    assert_eq!(robots[0]["name"], "greeter", "{robots}");
+    let runtimes = world.cli(&["runtimes", "list"]);
+    assert_success(&runtimes);
+    let text = stdout(&runtimes);
+    assert!(
+        text.contains("office-pc") && text.contains("online"),
+        "{text}"
+    );
+
+    // By names, waiting: exit 0, the return value printed.
+    let run = world.cli(&[
+        "run",
+        "greeter",
+        "--runtime",
+        "office-pc",
+        "--var",
+        "WHO=Maria",
+        "--wait",
+    ]);
+    assert_success(&run);
+    let line = stdout(&run);
+    assert!(
+        line.contains(" FINISHED ") && line.contains(r#""who":"Maria""#),
+        "{line}"
+    );
+
+    // Followed and piped: the log as plain lines, in order, no terminal codes.
+    let followed = world.cli(&["run", "greeter", "--runtime", "office-pc", "--follow"]);
+    assert_success(&followed);
+    let text = stdout(&followed);
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].ends_with("INFO  hello, world"), "{text}");
+    assert!(lines[1].ends_with("INFO  hello from a subfolder"), "{text}");
+    assert!(lines[2].contains(" FINISHED "), "{text}");
+    assert!(
+        !text.contains('\x1b'),
+        "no terminal codes when piped: {text:?}"
+    );
+
+    // JSON for scripts: the result, and the executions it lists.
+    let result = json(&world.cli(&[
+        "run",
+        "greeter",
+        "--runtime",
+        "office-pc",
+        "--wait",
+        "--output",
+        "json",
+    ]));
+    assert_eq!(result["status"], "FINISHED", "{result}");
+    assert_eq!(result["returnValue"]["who"], "world", "{result}");
+    let id = result["_id"].as_str().expect("the execution id").to_owned();
+    let listed = json(&world.cli(&["executions", "list", "--output", "json"]));
+    assert_eq!(listed["executions"][0]["id"], id.as_str(), "{listed}");
+    assert_eq!(listed["executions"].as_array().unwrap().len(), 3);
+    let shown = json(&world.cli(&["executions", "show", &id, "--output", "json"]));
+    assert_eq!(shown["status"], "FINISHED");
+    assert_eq!(shown["logs"][0]["message"], "hello, world", "{shown}");
+}
+
+#[test]
+fn the_exit_status_says_how_a_waited_run_ended() {
+    let world = World::start();
+    let failing = world.robot_folder("failing", "echo 'about to fail'\nexit 3\n", "");
+    assert_success(&world.cli(&["robots", "push", &failing]));
+    let run = world.cli(&["run", "failing", "--runtime", "office-pc", "--wait"]);
+    assert_eq!(
+        run.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&run),
+        stderr(&run)
+    );
+    assert!(stdout(&run).contains(" ERROR"), "{}", stdout(&run));
+
+    // A run canceled while waited for: exit 3.
+    let slow = world.robot_folder("slow", "echo started\nsleep 300\n", "");
+    assert_success(&world.cli(&["robots", "push", &slow]));
+    let mut waiting: Child = world
+        .command(&["run", "slow", "--runtime", "office-pc", "--follow"])
+        .spawn()
+        .expect("regente runs");
+    let token = world.server.admin_token();
+    let id = wait_until(
+        Duration::from_secs(30),
+        "the slow run to be RUNNING",
+        || {
+            world
+                .server
+                .all_executions(&token, "&status=RUNNING")
+                .first()
+                .and_then(|e| e["id"].as_str().map(str::to_owned))
+        },
+    );
+    assert_success(&world.cli(&["executions", "cancel", &id]));
+    let ended = wait_until(
+        Duration::from_secs(30),
+        "the waiting command to end",
+        || waiting.try_wait().expect("waitable"),
+    );
+    assert_eq!(ended.code(), Some(3));
+    let output = waiting.wait_with_output().expect("its output");
+    assert!(
+        stdout(&output).contains("INFO  started"),
+        "{}",
+        stdout(&output)
+    );
+    assert!(stdout(&output).contains(" CANCELED"), "{}", stdout(&output));
+
+    // A command that fails says why, with status 2.
+    let unknown = world.cli(&["run", "no-such-robot", "--runtime", "office-pc"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("no robot is named \"no-such-robot\""),
+        "{}",
+        stderr(&unknown)
+    );
+    let bad_var = world.cli(&["run", "slow", "--runtime", "office-pc", "--var", "NOVALUE"]);
+    assert_eq!(bad_var.status.code(), Some(2));
+    assert!(
+        stderr(&bad_var).contains("is not NAME=VALUE"),
+        "{}",
+        stderr(&bad_var)
+    );
+    let not_a_robot = world.cli(&["robots", "push", world.config.path().to_str().unwrap()]);
+    assert_eq!(not_a_robot.status.code(), Some(2));
+    assert!(stderr(&not_a_robot).contains("has no robot.toml"));
+}
+
+#[test]
+fn without_a_session_or_with_a_wrong_password_commands_say_so() {
+    let server = TestServer::start();
+    let config = tempfile::tempdir().expect("a config folder");
+    let run = |args: &[&str], stdin: &str| -> Output {
+        let mut child = regente_command(&regente_binary())
+            .args(args)
+            .env("REGENTE_CONFIG_DIR", config.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("regente runs");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().expect("regente ends")
+    };
+    let listed = run(&["robots", "list"], "");
+    assert_eq!(listed.status.code(), Some(2));
+    assert!(
+        stderr(&listed).contains("not signed in"),
+        "{}",
+        stderr(&listed)
+    );
+    let login = run(
+        &["login", "--server", &server.base, "--username", ADMIN_USER],
+        "not-the-password\n",
+    );
+    assert_eq!(login.status.code(), Some(2));
+    assert!(stderr(&login).contains("(401)"), "{}", stderr(&login));
+    assert!(!Path::new(&config.path().join("session.json")).exists());
+}
