@@ -3,8 +3,8 @@
 //! changes, downtime and slow robots in a few seconds.
 //!
 //! Each test runs on SQLite, and on PostgreSQL when `REGENTE_TEST_PG_URL`
-//! names a server (a role allowed to create databases; without it they say
-//! they were skipped and pass).
+//! names a server (a role allowed to create databases; without it they are
+//! ignored as `SKIPPED`).
 
 #[path = "../../regente-store/tests/support/mod.rs"]
 mod support;
@@ -46,6 +46,7 @@ macro_rules! on_both {
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[cfg_attr(not(regente_pg), ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)")]
                 async fn $name() {
                     crate::support::on_postgres(stringify!($name), super::$name).await;
                 }
