@@ -273,9 +273,12 @@ impl Fields {
     }
 }
 
-/// A time: epoch milliseconds, or ISO-8601 with an offset.
+/// The latest time a body may give: the end of year 9999.
+const LAST_INSTANT: Millis = 253_402_300_799_999;
+
+/// A time: epoch milliseconds, or ISO-8601 with an offset; from 1970 to 9999.
 fn instant(field: &'static str, value: &Value) -> ApiResult<Millis> {
-    match value {
+    let at = match value {
         Value::Number(number) => number
             .as_i64()
             .ok_or_else(|| bad(field, "must be whole epoch milliseconds")),
@@ -286,7 +289,11 @@ fn instant(field: &'static str, value: &Value) -> ApiResult<Millis> {
             field,
             "must be epoch milliseconds or an ISO-8601 time with an offset",
         )),
+    }?;
+    if !(0..=LAST_INSTANT).contains(&at) {
+        return Err(bad(field, "must be between 1970 and the end of 9999"));
     }
+    Ok(at)
 }
 
 const SCHEDULE_FIELDS: &[&str] = &[

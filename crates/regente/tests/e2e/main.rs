@@ -17,6 +17,7 @@ mod isolation;
 mod replicas;
 mod restart;
 mod robot_environment;
+mod schedules;
 mod support;
 mod up;
 mod walkthrough;

@@ -35,6 +35,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/admin/executions"),
     ("GET", "/api/admin/executions/{id}"),
     ("POST", "/api/admin/organizations"),
+    ("GET", "/api/admin/schedules"),
+    ("POST", "/api/admin/schedules"),
+    ("GET", "/api/admin/schedules/{id}"),
+    ("PATCH", "/api/admin/schedules/{id}"),
+    ("POST", "/api/admin/schedules/{id}/trigger"),
+    ("POST", "/api/admin/schedules/{id}/backfill"),
+    // After the others: the warm-up deletes the schedule they use.
+    ("DELETE", "/api/admin/schedules/{id}"),
 ];
 
 /// The routes outside the Integration and admin APIs: health, the OpenAPI
