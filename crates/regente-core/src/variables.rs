@@ -302,7 +302,51 @@ pub fn resolve_variables(
             .ok_or_else(|| VariableError::Missing(declaration.name.to_string()))?;
         resolved.insert(declaration.name.0.clone(), default);
     }
-    Ok(ResolvedVariables(resolved))
+    let resolved = ResolvedVariables(resolved);
+    resolved.check_environment_size()?;
+    Ok(resolved)
+}
+
+/// The most bytes one `NAME=value` entry of a process's environment may take
+/// on Linux, its final NUL included (`MAX_ARG_STRLEN`): a longer one makes the
+/// robot's start fail with "Argument list too long".
+pub const MAX_ENVIRONMENT_ENTRY: usize = 128 * 1024;
+
+/// The most bytes a run's variables may take in the environment together,
+/// well under what a process's arguments and environment may take at once
+/// (a quarter of the stack limit, 2 MiB by default).
+pub const MAX_ENVIRONMENT_TOTAL: usize = 1024 * 1024;
+
+impl ResolvedVariables {
+    /// Every variable reaches the robot as `REGENTE_VAR_<NAME>` too: refuses
+    /// values that would not fit in a process's environment, rather than
+    /// accepting a run whose start would fail.
+    fn check_environment_size(&self) -> Result<(), VariableError> {
+        let mut total = 0;
+        for (name, value) in self.iter() {
+            let bytes = environment_entry_len(name, value);
+            if bytes > MAX_ENVIRONMENT_ENTRY {
+                return Err(VariableError::TooLargeForEnvironment {
+                    name: name.to_owned(),
+                    bytes,
+                });
+            }
+            total += bytes;
+        }
+        if total > MAX_ENVIRONMENT_TOTAL {
+            return Err(VariableError::EnvironmentTooLarge(total));
+        }
+        Ok(())
+    }
+}
+
+/// Bytes `REGENTE_VAR_<NAME>=<text form>` takes with its NUL.
+fn environment_entry_len(name: &str, value: &TypedValue) -> usize {
+    let text = match &value.0 {
+        Value::String(text) => text.len(),
+        other => other.to_string().len(),
+    };
+    "REGENTE_VAR_".len() + name.len() + 1 + text + 1
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -325,6 +369,17 @@ pub enum VariableError {
     Missing(String),
     #[error("variable {0:?} is given more than once")]
     Duplicate(String),
+    #[error(
+        "variable {name:?} takes {bytes} bytes in the robot's environment (REGENTE_VAR_{name}), \
+         more than the {MAX_ENVIRONMENT_ENTRY} bytes one environment entry may take: send large data \
+         another way (a file, a URL the robot fetches)"
+    )]
+    TooLargeForEnvironment { name: String, bytes: usize },
+    #[error(
+        "the variables take {0} bytes in the robot's environment together, more than the limit of \
+         {MAX_ENVIRONMENT_TOTAL} bytes"
+    )]
+    EnvironmentTooLarge(usize),
 }
 
 #[cfg(test)]
@@ -458,6 +513,29 @@ mod tests {
         .unwrap();
         assert_eq!(resolved.to_json(), json!({"A": "x", "B": false}));
         assert!(resolve_variables(&[], &[request("LD_PRELOAD=", None, json!("x"))]).is_err());
+    }
+
+    #[test]
+    fn values_too_large_for_the_environment_are_refused_with_the_limit() {
+        let fits = "x".repeat(MAX_ENVIRONMENT_ENTRY - "REGENTE_VAR_BIG=".len() - 1);
+        assert!(resolve_variables(&[], &[request("BIG", None, json!(fits))]).is_ok());
+        let over = format!("{fits}x");
+        let message = resolve_variables(&[], &[request("BIG", None, json!(over))])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            message.contains("\"BIG\"") && message.contains("131072"),
+            "{message}"
+        );
+        // A default counts as well as a value sent.
+        let declared = [declare("DOC", "json", Some(json!([over])))];
+        assert!(resolve_variables(&declared, &[]).is_err());
+        // Together, under the entry limit each.
+        let many: Vec<_> = (0..9)
+            .map(|n| request(&format!("V{n}"), None, json!("y".repeat(120_000))))
+            .collect();
+        let message = resolve_variables(&[], &many).unwrap_err().to_string();
+        assert!(message.contains("together"), "{message}");
     }
 
     #[test]

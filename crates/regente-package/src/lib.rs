@@ -179,6 +179,7 @@ fn examine(
             limits.max_entries
         )));
     }
+    check_names_listed_once(zip_bytes, &archive)?;
     let entries = list_entries(&mut archive, limits)?;
     check_file_directory_clashes(&entries)?;
     let (root, manifest) = find_manifest(&entries)?;
@@ -234,6 +235,50 @@ fn check_zip64_entry_count(zip_bytes: &[u8], max_entries: usize) -> Result<(), P
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// Refuses a name the central directory lists more than once: the zip reader
+/// keeps one entry per name (the last), so a second `robot.toml` would
+/// silently win. The headers are walked here, as they are in the file.
+fn check_names_listed_once(
+    zip_bytes: &[u8],
+    archive: &ZipArchive<Cursor<&[u8]>>,
+) -> Result<(), PackageError> {
+    const SIGNATURE: &[u8] = b"PK\x01\x02";
+    const FIXED: usize = 46;
+    let u16_at = |at: usize| {
+        zip_bytes
+            .get(at..at + 2)
+            .map(|b| usize::from(u16::from_le_bytes([b[0], b[1]])))
+    };
+    let mut at = archive.central_directory_start() as usize;
+    let mut names: HashSet<&[u8]> = HashSet::with_capacity(archive.len());
+    let mut listed = 0;
+    while zip_bytes.get(at..at + 4) == Some(SIGNATURE) {
+        let (Some(name_len), Some(extra_len), Some(comment_len)) =
+            (u16_at(at + 28), u16_at(at + 30), u16_at(at + 32))
+        else {
+            break;
+        };
+        let Some(name) = zip_bytes.get(at + FIXED..at + FIXED + name_len) else {
+            break;
+        };
+        if !names.insert(name) {
+            return Err(PackageError::Invalid(format!(
+                "entry {:?} appears more than once in the package",
+                String::from_utf8_lossy(name)
+            )));
+        }
+        listed += 1;
+        at += FIXED + name_len + extra_len + comment_len;
+    }
+    if listed > archive.len() {
+        return Err(PackageError::Invalid(format!(
+            "the package lists {listed} entries under {} distinct names",
+            archive.len()
+        )));
     }
     Ok(())
 }
@@ -339,8 +384,18 @@ fn entry_kind(name: &str, unix_mode: Option<u32>) -> Result<Kind, PackageError> 
     }
 }
 
-/// Refuses a file whose path another entry uses as a directory (`a` and `a/b`).
+/// Refuses two entries with one path (which one would a reader take?), and a
+/// file whose path another entry uses as a directory (`a` and `a/b`).
 fn check_file_directory_clashes(entries: &[Entry]) -> Result<(), PackageError> {
+    let mut paths: HashSet<&str> = HashSet::with_capacity(entries.len());
+    for entry in entries {
+        if !paths.insert(entry.name.strip_suffix('/').unwrap_or(&entry.name)) {
+            return Err(PackageError::Invalid(format!(
+                "entry {:?} appears more than once in the package",
+                entry.name
+            )));
+        }
+    }
     let mut directories: HashSet<&str> = HashSet::new();
     for entry in entries {
         let path = entry.name.strip_suffix('/').unwrap_or(&entry.name);

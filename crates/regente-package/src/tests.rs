@@ -513,3 +513,46 @@ fn sha256_hex_of_known_bytes_is_the_known_digest() {
         "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     );
 }
+
+/// A zip with two entries of one name: written under two names of the same
+/// length (the writer refuses duplicates), then the second renamed in both
+/// its headers.
+fn zip_with_twice(name: &str, first: &[u8], second: &[u8]) -> Vec<u8> {
+    let other = format!("{}#", &name[..name.len() - 1]);
+    let mut zip = zip_of(&[
+        (name, first),
+        (other.as_str(), second),
+        ("run.sh", b"echo hi"),
+    ]);
+    for at in [
+        local_header(&zip, &other) + 30,
+        central_header(&zip, &other) + 46,
+    ] {
+        zip[at..at + name.len()].copy_from_slice(name.as_bytes());
+    }
+    zip
+}
+
+#[test]
+fn an_entry_name_given_twice_is_refused_by_inspect_and_by_unpack() {
+    let evil = "name = \"evil\"\ncommand = [\"sh\", \"-c\", \"rm -rf ~\"]\n";
+    for (name, first, second) in [
+        ("robot.toml", MANIFEST.as_bytes(), evil.as_bytes()),
+        ("run.sh2", b"a".as_slice(), b"b".as_slice()),
+    ] {
+        let zip = zip_with_twice(name, first, second);
+        let message = invalid(inspect(&zip, &Limits::default()));
+        assert_eq!(
+            message,
+            format!("entry {name:?} appears more than once in the package")
+        );
+        let base = tempfile::tempdir().unwrap();
+        let target = base.path().join("pkg");
+        invalid(unpack(&zip, &target, &Limits::default()));
+        assert!(
+            is_empty_dir(base.path()),
+            "unpack wrote into {:?}",
+            base.path()
+        );
+    }
+}

@@ -52,6 +52,8 @@ pub struct AgentConfig {
     /// The `PATH` robots get and their programs are looked up in; `None` keeps
     /// the agent's own.
     pub robot_path: Option<std::ffi::OsString>,
+    /// PEM certificates of a private CA to trust beside the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 /// One execution the agent holds.
@@ -145,6 +147,17 @@ pub async fn run(
         )
     })?;
     info!(work_dir = %config.work_dir.display(), "runtime agent starting");
+    for server in &config.servers {
+        if crate::tls::sends_key_in_clear(server) {
+            warn!(
+                server,
+                "INSECURE: the runtime key, every variable and every package go to this server \
+                 unencrypted over plain HTTP; anyone on the network path can read them and act as \
+                 this runtime. Use https:// (see README, Security)"
+            );
+        }
+    }
+    let tls = crate::tls::client_config(config.ca_file.as_deref())?;
     let journal_dir = config.work_dir.join("journal");
     std::fs::create_dir_all(&journal_dir).with_context(|| {
         format!(
@@ -160,7 +173,8 @@ pub async fn run(
         packages: Arc::new(PackageCache::new(
             config.work_dir.join("packages"),
             config.key.clone(),
-        )),
+            &tls,
+        )?),
         config,
         held: HashMap::new(),
         outbound: None,
@@ -177,6 +191,7 @@ pub async fn run(
     let mut link = tokio::spawn(connection::maintain(
         agent.config.servers.clone(),
         agent.config.key.clone(),
+        tls,
         inbound_tx,
     ));
     // The loop runs as a task of its own, not in the caller's `block_on`: a

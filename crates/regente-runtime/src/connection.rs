@@ -2,6 +2,7 @@
 //! WebSocket open, sends heartbeats, and reconnects with backoff, moving to the
 //! next server address when one does not answer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -9,7 +10,8 @@ use regente_proto::{AgentMessage, ServerMessage};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
-use tracing::{info, warn};
+use tokio_tungstenite::Connector;
+use tracing::{error, info, warn};
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a stopping agent waits for its close frame to go out.
@@ -31,16 +33,24 @@ pub enum Inbound {
 }
 
 /// Keeps a connection to one of `servers` open for as long as the agent runs.
-pub async fn maintain(servers: Vec<String>, key: String, inbound: mpsc::UnboundedSender<Inbound>) {
+pub async fn maintain(
+    servers: Vec<String>,
+    key: String,
+    tls: Arc<rustls::ClientConfig>,
+    inbound: mpsc::UnboundedSender<Inbound>,
+) {
     let mut backoff = FIRST_BACKOFF;
     let mut index = 0;
     loop {
         let server = &servers[index % servers.len()];
         let started = Instant::now();
-        match connect_once(server, &key, &inbound).await {
+        match connect_once(server, &key, &tls, &inbound).await {
             Ok(why) => info!(server, why, "disconnected from the server"),
             Err(e) => {
-                warn!(server, error = format!("{e:#}"), "cannot reach the server");
+                match crate::tls::certificate_problem(&e) {
+                    Some(problem) => error!(server, "{problem}"),
+                    None => warn!(server, error = format!("{e:#}"), "cannot reach the server"),
+                }
                 index += 1;
             }
         }
@@ -72,19 +82,23 @@ fn websocket_url(server: &str) -> String {
 async fn connect_once(
     server: &str,
     key: &str,
+    tls: &Arc<rustls::ClientConfig>,
     inbound: &mpsc::UnboundedSender<Inbound>,
 ) -> anyhow::Result<&'static str> {
     let mut request = websocket_url(server).into_client_request()?;
     request
         .headers_mut()
         .insert("authorization", format!("Bearer {key}").parse()?);
-    let (socket, _) =
-        tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(request))
-            .await
-            .map_err(|_| anyhow::anyhow!("connecting took longer than {CONNECT_TIMEOUT:?}"))??;
-    if let tokio_tungstenite::MaybeTlsStream::Plain(tcp) = socket.get_ref() {
-        let _ = tcp.set_nodelay(true);
-    }
+    // Small messages must not wait on Nagle's algorithm.
+    let connecting = tokio_tungstenite::connect_async_tls_with_config(
+        request,
+        None,
+        true,
+        Some(Connector::Rustls(tls.clone())),
+    );
+    let (socket, _) = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
+        .await
+        .map_err(|_| anyhow::anyhow!("connecting took longer than {CONNECT_TIMEOUT:?}"))??;
     info!(server, "connected to the server");
     let (mut sink, mut stream) = socket.split();
     let (outbound, mut outgoing) = mpsc::unbounded_channel();

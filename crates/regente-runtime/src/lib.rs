@@ -11,6 +11,7 @@
 //! - [`packages`]: download, check and cache robot packages.
 //! - [`guard`]: the small process that ties a robot's process tree to the agent's life.
 //! - [`hardening`]: keeps the runtime key out of robots' reach.
+//! - [`tls`]: the client TLS configuration (system roots plus `--ca-file`).
 
 pub mod agent;
 pub mod connection;
@@ -20,5 +21,6 @@ pub mod hardening;
 pub mod journal;
 pub mod packages;
 pub mod robot_output;
+pub mod tls;
 
 pub use agent::{run, AgentConfig};

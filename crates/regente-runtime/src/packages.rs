@@ -16,13 +16,20 @@ pub struct PackageCache {
 }
 
 impl PackageCache {
-    pub fn new(dir: PathBuf, key: String) -> PackageCache {
-        PackageCache {
+    pub fn new(
+        dir: PathBuf,
+        key: String,
+        tls: &Arc<rustls::ClientConfig>,
+    ) -> anyhow::Result<PackageCache> {
+        let http = reqwest::Client::builder()
+            .use_preconfigured_tls(rustls::ClientConfig::clone(tls))
+            .build()?;
+        Ok(PackageCache {
             dir,
-            http: reqwest::Client::new(),
+            http,
             key,
             locks: Mutex::new(HashMap::new()),
-        }
+        })
     }
 
     /// Where the package goes; `None` for a malformed reference.

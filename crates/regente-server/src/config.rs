@@ -25,14 +25,56 @@ pub struct ServerConfig {
     pub event_retention: Duration,
     /// How often every session looks at its runtime's queue without being told.
     pub resync_every: Duration,
+    /// Deadlines and caps for slow, large or many clients.
+    pub connections: ConnectionLimits,
+    /// Certificate and key when the server terminates TLS itself.
+    pub tls: Option<TlsFiles>,
 }
 
-/// Failed logins allowed per window before answers turn to 429.
+/// What the serving loop allows a client (see `serve`).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// A request's head (and a TLS handshake) must arrive within this; also how
+    /// long an idle kept-alive connection stays open.
+    pub header_timeout: Duration,
+    /// A request body must keep arriving at this many bytes per second on
+    /// average, after a first `header_timeout` of grace.
+    pub body_min_rate: u64,
+    /// Connections open at once (agents' WebSockets included); past it new
+    /// ones get a 503.
+    pub max_connections: usize,
+}
+
+impl Default for ConnectionLimits {
+    fn default() -> ConnectionLimits {
+        ConnectionLimits {
+            header_timeout: Duration::from_secs(10),
+            body_min_rate: 8 * 1024,
+            max_connections: 4096,
+        }
+    }
+}
+
+/// PEM files of the server's certificate chain and private key; read at start
+/// and again on SIGHUP.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// Failed logins allowed before answers turn to 429 (see `service::throttle`).
 #[derive(Debug, Clone)]
 pub struct LoginLimits {
+    /// Failures are forgotten once this has passed since the last one.
     pub window: Duration,
+    /// Failures of one username before each further attempt waits (1 s, 2 s,
+    /// 4 s, ... up to `max_backoff`).
     pub per_username: u32,
+    /// Failures from one address before it is refused until the window ends.
     pub per_address: u32,
+    /// The longest wait between two attempts on one username.
+    pub max_backoff: Duration,
 }
 
 impl Default for LoginLimits {
@@ -41,6 +83,7 @@ impl Default for LoginLimits {
             window: Duration::from_secs(15 * 60),
             per_username: 10,
             per_address: 100,
+            max_backoff: Duration::from_secs(60),
         }
     }
 }
@@ -61,6 +104,8 @@ impl ServerConfig {
             runtime_timeout: Duration::from_secs(30),
             event_retention: Duration::from_secs(30 * 24 * 3600),
             resync_every: Duration::from_secs(5),
+            connections: ConnectionLimits::default(),
+            tls: None,
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`retention`]: old events pruned from the store's event stream.
 //! - [`scheduler`]: fires schedules when due, on the leader; pauses those whose
 //!   runs keep failing.
+//! - [`serve`]: the serving loop: deadlines, the connection cap, TLS.
 //! - [`service`]: the use cases (runs, robots, users, runtimes, organisations,
 //!   schedules, auth),
 //!   free of HTTP types.
@@ -21,9 +22,10 @@ pub mod config;
 pub mod hub;
 pub mod retention;
 pub mod scheduler;
+pub mod serve;
 pub mod service;
 pub mod startup;
 pub mod supervisor;
 
-pub use config::{LoginLimits, ServerConfig};
+pub use config::{ConnectionLimits, LoginLimits, ServerConfig, TlsFiles};
 pub use startup::Server;

@@ -10,38 +10,50 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use tokio::net::TcpListener;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
-/// The start of the line the binary prints on stdout once it accepts connections.
-const LISTENING: &str = "regente listening on http://";
+/// The start of the line the binary prints on stdout once it accepts
+/// connections, before the URL's scheme.
+const LISTENING: &str = "regente listening on ";
 
 /// The line `regente serve` prints once it accepts connections: whoever starts
 /// the binary (tests, the benchmark, scripts) waits for it to learn the port.
-pub fn listening_line(addr: SocketAddr) -> String {
-    format!("{LISTENING}{addr}")
+pub fn listening_line(addr: SocketAddr, tls: bool) -> String {
+    let scheme = if tls { "https" } else { "http" };
+    format!("{LISTENING}{scheme}://{addr}")
+}
+
+/// The base URL (`http://ADDR` or `https://ADDR`) in a [`listening_line`];
+/// `None` for any other line.
+pub fn parse_listening_url(line: &str) -> Option<String> {
+    let url = line.trim().strip_prefix(LISTENING)?;
+    parse_listening_line(line).map(|_| url.to_owned())
 }
 
 /// The address in a [`listening_line`]; `None` for any other line.
 pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
-    line.trim().strip_prefix(LISTENING)?.parse().ok()
+    let url = line.trim().strip_prefix(LISTENING)?;
+    url.strip_prefix("http://")
+        .or_else(|| url.strip_prefix("https://"))?
+        .parse()
+        .ok()
 }
 
-/// How long in-flight requests may take to finish once a stop is requested.
-const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 /// How long background tasks may take to stop after the requests are done.
 const BACKGROUND_STOP: std::time::Duration = std::time::Duration::from_secs(5);
 
 use crate::clock::SystemClock;
 use crate::config::ServerConfig;
 use crate::hub;
+use crate::serve::tls::ReloadableTls;
 use crate::service::organizations::Bootstrap;
 use crate::service::{self, auth::Auth, Context};
 use crate::supervisor::Supervisor;
 
 pub struct Server {
     listener: TcpListener,
+    tls: Option<(Arc<ReloadableTls>, Hangups)>,
     ctx: Arc<Context>,
     /// What the start did about the first admin.
     bootstrap: Bootstrap,
@@ -61,6 +73,13 @@ impl Server {
         let store = regente_store::open(&config.database_url()).await?;
         let secret = jwt_secret(&config, store.as_ref()).await?;
         let auth = Auth::new(&secret, config.token_lifetime, config.login_limits.clone());
+        let tls = match &config.tls {
+            Some(files) => Some((
+                Arc::new(ReloadableTls::load(files.clone())?),
+                listen_for_hangups()?,
+            )),
+            None => None,
+        };
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -73,6 +92,7 @@ impl Server {
         }
         Ok(Server {
             listener,
+            tls,
             ctx,
             bootstrap,
         })
@@ -82,6 +102,17 @@ impl Server {
         self.listener
             .local_addr()
             .expect("a bound listener has an address")
+    }
+
+    /// Whether the server speaks TLS itself.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// The base URL clients reach the server at.
+    pub fn url(&self) -> String {
+        let scheme = if self.tls() { "https" } else { "http" };
+        format!("{scheme}://{}", self.local_addr())
     }
 
     /// The data directory, absolute.
@@ -131,37 +162,62 @@ impl Server {
             crate::scheduler::COUNT_FAILURES_EVERY,
             crate::scheduler::count_failures,
         );
-        info!(%addr, "listening");
-        // Small answers must not wait on Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let (stopping, stop_requested) = tokio::sync::oneshot::channel::<()>();
-        let serving = axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            shutdown.await;
-            let _ = stopping.send(());
-        });
-        // In-flight requests get a grace period; a client stuck mid-request must
-        // not hold the shutdown forever.
-        let grace_over = async {
-            if stop_requested.await.is_ok() {
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } else {
-                std::future::pending::<()>().await;
+        info!(%addr, tls = self.tls.is_some(), "listening");
+        let (tls, reloading) = match self.tls {
+            Some((tls, hangups)) => {
+                let reloading = tokio::spawn(reload_on_hangup(tls.clone(), hangups));
+                (Some(tls), Some(reloading))
             }
+            None => (None, None),
         };
-        tokio::select! {
-            served = serving => served.context("the server failed")?,
-            _ = grace_over => warn!("requests still open {SHUTDOWN_GRACE:?} after the stop signal were cut"),
+        crate::serve::serve(
+            self.listener,
+            app,
+            self.ctx.config.connections.clone(),
+            tls,
+            shutdown,
+        )
+        .await;
+        if let Some(reloading) = reloading {
+            reloading.abort();
         }
         background.stop(BACKGROUND_STOP).await;
         self.ctx.store.close().await;
         info!("stopped");
         Ok(())
+    }
+}
+
+/// SIGHUP, listened for from the build on (so that one sent as soon as the
+/// server is up does not end the process).
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+fn listen_for_hangups() -> anyhow::Result<Hangups> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        signal(SignalKind::hangup()).context("cannot listen for SIGHUP (TLS reloads)")
+    }
+    #[cfg(not(unix))]
+    Ok(())
+}
+
+/// Reads the certificate and key again on every SIGHUP.
+#[allow(unused_mut, unused_variables)]
+async fn reload_on_hangup(tls: Arc<ReloadableTls>, mut hangups: Hangups) {
+    #[cfg(unix)]
+    while hangups.recv().await.is_some() {
+        let files = tls.files();
+        match tls.reload() {
+            Ok(()) => info!(cert = %files.cert.display(), "TLS certificate reloaded"),
+            Err(e) => error!(
+                error = format!("{e:#}"),
+                "cannot reload the TLS certificate: the current one stays in use"
+            ),
+        }
     }
 }
 
@@ -226,10 +282,21 @@ mod tests {
     #[test]
     fn the_listening_line_gives_back_its_address() {
         let addr: SocketAddr = "127.0.0.1:43210".parse().unwrap();
-        assert_eq!(parse_listening_line(&listening_line(addr)), Some(addr));
         assert_eq!(
-            parse_listening_line(&format!("  {}\n", listening_line(addr))),
+            parse_listening_line(&listening_line(addr, false)),
             Some(addr)
+        );
+        assert_eq!(
+            parse_listening_line(&listening_line(addr, true)),
+            Some(addr)
+        );
+        assert_eq!(
+            parse_listening_line(&format!("  {}\n", listening_line(addr, false))),
+            Some(addr)
+        );
+        assert_eq!(
+            parse_listening_url(&listening_line(addr, true)).as_deref(),
+            Some("https://127.0.0.1:43210")
         );
         assert_eq!(parse_listening_line("first admin created: ..."), None);
         assert_eq!(

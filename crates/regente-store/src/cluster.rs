@@ -27,6 +27,8 @@ pub enum Notice {
     },
     /// A user was deleted: forget the tokens of theirs known valid.
     UserDeleted { user_id: String },
+    /// A runtime's key was replaced: close the connection made with the old one.
+    RuntimeKeyChanged { runtime_id: String },
     /// A schedule was created, changed or deleted: the scheduler looks again
     /// at what is due next.
     SchedulesChanged,

@@ -34,6 +34,14 @@ pub trait RuntimeStore: Send + Sync {
     async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime>;
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>>;
     async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>>;
+    /// Gives a runtime of the organisation a new key: the old one finds it no
+    /// more. `NotFound` for a runtime of another organisation.
+    async fn replace_runtime_key(
+        &self,
+        organization_id: &str,
+        id: &str,
+        key_hash: &str,
+    ) -> Result<()>;
     /// Records a heartbeat: the runtime was heard from at `seen`.
     async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()>;
     /// A connection of the runtime was registered: it becomes the runtime's

@@ -24,6 +24,7 @@ pub struct AgentOptions {
     key_in_env: bool,
     binary: Option<PathBuf>,
     log_file: Option<PathBuf>,
+    ca_file: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -39,7 +40,14 @@ impl AgentOptions {
             key_in_env: false,
             binary: None,
             log_file: None,
+            ca_file: None,
         }
+    }
+
+    /// Trusts the CA certificates in this PEM file (`--ca-file`).
+    pub fn ca_file(mut self, path: &Path) -> Self {
+        self.ca_file = Some(path.to_owned());
+        self
     }
 
     /// An agent for one server.
@@ -133,6 +141,9 @@ impl TestAgent {
             .arg(&self.work_dir);
         if options.slots > 0 {
             command.arg("--slots").arg(options.slots.to_string());
+        }
+        if let Some(ca_file) = &options.ca_file {
+            command.arg("--ca-file").arg(ca_file);
         }
         if options.key_in_env {
             command.env("REGENTE_RUNTIME_KEY", &options.key);

@@ -33,6 +33,22 @@ impl Api {
         }
     }
 
+    /// A client that trusts the CA certificate in `ca_pem` (for `https://`);
+    /// its base is set once the server says where it listens.
+    pub(crate) fn trusting(ca_pem: &[u8]) -> Api {
+        let ca = reqwest::Certificate::from_pem(ca_pem).expect("a PEM CA certificate");
+        Api {
+            base: String::new(),
+            http: Client::builder()
+                .no_proxy()
+                .timeout(Duration::from_secs(60))
+                .add_root_certificate(ca)
+                .build()
+                .expect("an HTTP client"),
+            admin_token: Mutex::new(None),
+        }
+    }
+
     /// Points the client at a server started again on another port.
     pub(crate) fn set_base(&mut self, base: String) {
         self.base = base;
@@ -44,7 +60,9 @@ impl Api {
 
     /// `host:port` of the server.
     pub fn addr(&self) -> &str {
-        self.base.trim_start_matches("http://")
+        self.base
+            .trim_start_matches("http://")
+            .trim_start_matches("https://")
     }
 
     /// A request to build; `path` may carry a query string.

@@ -2,7 +2,6 @@
 //! about processes.
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{mpsc, Arc, Mutex};
@@ -92,20 +91,20 @@ impl Running {
         }
     }
 
-    /// Waits for the server's listening line on stdout; answers the address
+    /// Waits for the server's listening line on stdout; answers its base URL
     /// and how long after the spawn it came, or why it did not.
     pub(crate) fn wait_listening(
         &mut self,
         timeout: Duration,
-    ) -> Result<(SocketAddr, Duration), String> {
+    ) -> Result<(String, Duration), String> {
         let deadline = self.spawned + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let line = self.lines.get_mut().unwrap().recv_timeout(left);
             match line {
                 Ok(line) => {
-                    if let Some(addr) = regente_server::startup::parse_listening_line(&line) {
-                        return Ok((addr, self.spawned.elapsed()));
+                    if let Some(url) = regente_server::startup::parse_listening_url(&line) {
+                        return Ok((url, self.spawned.elapsed()));
                     }
                 }
                 Err(why) => {
@@ -337,8 +336,8 @@ mod tests {
 
     #[test]
     fn the_listening_line_gives_the_address() {
-        let addr: SocketAddr = "127.0.0.1:4321".parse().unwrap();
-        let line = regente_server::startup::listening_line(addr);
+        let addr: std::net::SocketAddr = "127.0.0.1:4321".parse().unwrap();
+        let line = regente_server::startup::listening_line(addr, false);
         let mut command = Command::new("sh");
         command.args([
             "-c",
@@ -348,7 +347,7 @@ mod tests {
         let (found, _) = child
             .wait_listening(Duration::from_secs(10))
             .expect("a listening line");
-        assert_eq!(found, addr);
+        assert_eq!(found, format!("http://{addr}"));
         assert!(child.terminate("TERM", Duration::from_secs(10)).is_some());
     }
 

@@ -40,6 +40,8 @@ pub struct ServerOptions {
     database: Database,
     data_dir: Option<PathBuf>,
     log_file: Option<PathBuf>,
+    /// PEM of the CA the client trusts, for a server speaking TLS.
+    ca: Option<Vec<u8>>,
 }
 
 impl Default for ServerOptions {
@@ -61,7 +63,21 @@ impl ServerOptions {
             database: Database::Suite,
             data_dir: None,
             log_file: None,
+            ca: None,
         }
+    }
+
+    /// The server speaks TLS with this certificate and key; the client trusts
+    /// the CA in `ca_pem`.
+    pub fn tls(mut self, cert: &Path, key: &Path, ca_pem: &[u8]) -> Self {
+        set_var(
+            &mut self.env,
+            "REGENTE_TLS_CERT",
+            &cert.display().to_string(),
+        );
+        set_var(&mut self.env, "REGENTE_TLS_KEY", &key.display().to_string());
+        self.ca = Some(ca_pem.to_vec());
+        self
     }
 
     /// What panic messages call the server (e.g. a replica's letter).
@@ -141,7 +157,10 @@ impl ServerOptions {
             }
         };
         let mut server = TestServer {
-            api: Api::new(""),
+            api: match &self.ca {
+                Some(ca) => Api::trusting(ca),
+                None => Api::new(""),
+            },
             binary: self.binary.clone().unwrap_or_else(regente_binary),
             processes: Lifecycle::new(&self.name),
             options: self,
@@ -215,8 +234,8 @@ impl TestServer {
     /// [`ServerOptions::spawn`], and points the client at it.
     pub fn wait_listening(&mut self) {
         match self.processes.current_mut().wait_listening(START_DEADLINE) {
-            Ok((addr, after)) => {
-                self.api.set_base(format!("http://{addr}"));
+            Ok((url, after)) => {
+                self.api.set_base(url);
                 self.to_listening = after;
             }
             Err(why) => {

@@ -11,7 +11,7 @@ mod cli;
 mod examples;
 mod needs;
 mod up;
-use regente_server::{LoginLimits, Server, ServerConfig};
+use regente_server::{ConnectionLimits, LoginLimits, Server, ServerConfig, TlsFiles};
 use tracing_subscriber::EnvFilter;
 
 #[derive(Parser)]
@@ -171,9 +171,12 @@ struct RuntimeArgs {
     /// Directory for the journal of unacknowledged events and the package cache.
     #[arg(long, env = "REGENTE_WORK_DIR", default_value = "./regente-runtime")]
     work_dir: PathBuf,
-    /// Robots run at once; default: the slots set for the runtime on the server (1 unless changed).
+    /// Robots run at once, at most the slots set for the runtime on the server (the default).
     #[arg(long, env = "REGENTE_SLOTS")]
     slots: Option<u32>,
+    /// PEM certificates of a private CA to trust for https:// servers, beside the system's roots.
+    #[arg(long, env = "REGENTE_CA_FILE")]
+    ca_file: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -199,9 +202,12 @@ struct ServeArgs {
     /// Largest robot package accepted, in bytes.
     #[arg(long, env = "REGENTE_MAX_PACKAGE_BYTES", default_value_t = 64 * 1024 * 1024)]
     max_package_bytes: usize,
-    /// Failed logins per username allowed in 15 minutes before answers turn to 429.
+    /// Failed logins per username before each further attempt on it waits (1 s, doubling).
     #[arg(long, env = "REGENTE_LOGIN_FAILURES_PER_USER", default_value_t = 10)]
     login_failures_per_user: u32,
+    /// The longest wait between two login attempts on one username, in seconds.
+    #[arg(long, env = "REGENTE_LOGIN_MAX_BACKOFF_SECONDS", default_value_t = 60)]
+    login_max_backoff_seconds: u64,
     /// Failed logins per client address allowed in 15 minutes before answers turn to 429.
     #[arg(
         long,
@@ -224,6 +230,26 @@ struct ServeArgs {
         hide = true
     )]
     resync_seconds: f64,
+    /// PEM certificate chain: the server speaks HTTPS itself (with --tls-key; reread on SIGHUP).
+    #[arg(long, env = "REGENTE_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "REGENTE_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Seconds a client has to send a request's headers (and finish a TLS handshake); also how long
+    /// an idle connection stays open.
+    #[arg(long, env = "REGENTE_HEADER_TIMEOUT_SECONDS", default_value_t = 10.0)]
+    header_timeout_seconds: f64,
+    /// Bytes per second a request body must arrive at, on average, after the header timeout's grace.
+    #[arg(
+        long,
+        env = "REGENTE_BODY_MIN_BYTES_PER_SECOND",
+        default_value_t = 8192
+    )]
+    body_min_bytes_per_second: u64,
+    /// Connections open at once (runtime agents' included); past it new ones get a 503.
+    #[arg(long, env = "REGENTE_MAX_CONNECTIONS", default_value_t = 4096)]
+    max_connections: usize,
 }
 
 fn main() -> ExitCode {
@@ -313,8 +339,25 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config.login_limits = LoginLimits {
         per_username: args.login_failures_per_user,
         per_address: args.login_failures_per_address,
+        max_backoff: Duration::from_secs(args.login_max_backoff_seconds),
         ..LoginLimits::default()
     };
+    anyhow::ensure!(
+        args.header_timeout_seconds.is_finite() && args.header_timeout_seconds >= 0.1,
+        "--header-timeout-seconds must be at least 0.1"
+    );
+    anyhow::ensure!(
+        args.max_connections >= 1,
+        "--max-connections must be at least 1"
+    );
+    config.connections = ConnectionLimits {
+        header_timeout: Duration::from_secs_f64(args.header_timeout_seconds),
+        body_min_rate: args.body_min_bytes_per_second.max(1),
+        max_connections: args.max_connections,
+    };
+    if let (Some(cert), Some(key)) = (args.tls_cert, args.tls_key) {
+        config.tls = Some(TlsFiles { cert, key });
+    }
     anyhow::ensure!(
         args.runtime_timeout_seconds.is_finite() && args.runtime_timeout_seconds >= 0.5,
         "--runtime-timeout-seconds must be at least 0.5"
@@ -340,7 +383,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("data directory {}", server.data_dir().display());
     println!(
         "{}",
-        regente_server::startup::listening_line(server.local_addr())
+        regente_server::startup::listening_line(server.local_addr(), server.tls())
     );
     server.run(shutdown).await
 }
@@ -406,6 +449,7 @@ async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
         slots: args.slots.unwrap_or(0),
         guard: std::env::current_exe().ok(),
         robot_path: None,
+        ca_file: args.ca_file,
     };
     regente_runtime::run(config, shutdown_signal()).await
 }

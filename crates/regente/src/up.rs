@@ -130,6 +130,7 @@ pub async fn up(
         slots: options.slots,
         guard: std::env::current_exe().ok(),
         robot_path,
+        ca_file: None,
     };
     let agent_task = tokio::spawn(regente_runtime::run(agent, until_stopped(agent_stopped)));
 

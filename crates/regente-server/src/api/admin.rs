@@ -29,6 +29,10 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
             get(list_runtimes).post(create_runtime),
         )
         .route(
+            "/api/admin/runtimes/{id}/key",
+            axum::routing::post(replace_runtime_key),
+        )
+        .route(
             "/api/admin/robots",
             get(list_robots)
                 .post(upload_robot)
@@ -129,6 +133,17 @@ pub struct NewRuntimeAnswer {
     key: String,
 }
 
+impl NewRuntimeAnswer {
+    fn new(runtime: regente_store::Runtime, key: String) -> NewRuntimeAnswer {
+        NewRuntimeAnswer {
+            id: runtime.id,
+            name: runtime.name,
+            slots: runtime.slots,
+            key,
+        }
+    }
+}
+
 #[derive(Serialize, ToSchema)]
 pub struct RuntimeBody {
     id: String,
@@ -152,13 +167,21 @@ async fn create_runtime(
     let (runtime, key) = runtimes::create(&ctx, &caller, &body.name, body.slots).await?;
     Ok((
         StatusCode::CREATED,
-        Json(NewRuntimeAnswer {
-            id: runtime.id,
-            name: runtime.name,
-            slots: runtime.slots,
-            key,
-        }),
+        Json(NewRuntimeAnswer::new(runtime, key)),
     ))
+}
+
+/// Gives a runtime a new key, answered this once. The old key is refused at
+/// once and the agent connected with it is disconnected.
+#[utoipa::path(post, path = "/api/admin/runtimes/{id}/key", tag = "admin", params(("id" = String, Path)),
+    responses((status = 200, body = NewRuntimeAnswer), (status = 404, body = ErrorBody)), security(("bearer" = [])))]
+async fn replace_runtime_key(
+    Admin(caller): Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<NewRuntimeAnswer>> {
+    let (runtime, key) = runtimes::replace_key(&ctx, &caller, &id).await?;
+    Ok(Json(NewRuntimeAnswer::new(runtime, key)))
 }
 
 /// Lists runtimes with their online state.

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, State};
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::post;
@@ -16,10 +16,36 @@ use super::error::{ApiError, ApiResult, ErrorBody};
 use super::parse_json;
 use crate::service::{auth, Context};
 
+/// Largest login body: a name and a password fit many times over, and an
+/// unauthenticated client cannot make the server hold more.
+const MAX_LOGIN_BODY: usize = 64 * 1024;
+
 pub fn router() -> Router<Arc<Context>> {
     Router::new()
         .route("/api/user/auth", post(login_v1))
         .route("/api/user/v2/auth", post(login_v2))
+        .layer(DefaultBodyLimit::max(MAX_LOGIN_BODY))
+        .layer(axum::middleware::from_fn(refuse_declared_too_large))
+}
+
+/// Answers 413 at once for a login body declared larger than the limit,
+/// rather than reading it up to the limit first.
+async fn refuse_declared_too_large(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.trim().parse::<u64>().ok());
+    if declared.is_some_and(|length| length > MAX_LOGIN_BODY as u64) {
+        return ApiError(crate::service::Error::TooLarge(format!(
+            "a login body has at most {MAX_LOGIN_BODY} bytes"
+        )))
+        .into_response();
+    }
+    next.run(request).await
 }
 
 #[derive(Deserialize, ToSchema)]

@@ -98,14 +98,7 @@ pub async fn shape_errors(request: Request, next: Next) -> Response {
         Some(ErrorMessage(message)) => message.clone(),
         None => foreign_message(response).await,
     };
-    let body = ErrorBody {
-        timestamp: now_millis(),
-        status: status.as_u16(),
-        error: status.canonical_reason().unwrap_or("Error").to_owned(),
-        message,
-        path,
-    };
-    let mut shaped = (status, axum::Json(body)).into_response();
+    let mut shaped = shaped(status, message, path);
     if let Some(allow) = allow {
         shaped.headers_mut().insert(header::ALLOW, allow);
     }
@@ -115,6 +108,18 @@ pub async fn shape_errors(request: Request, next: Next) -> Response {
             .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
     }
     shaped
+}
+
+/// An error answer in the shape, for a status, a message and the request's path.
+pub fn shaped(status: StatusCode, message: String, path: String) -> Response {
+    let body = ErrorBody {
+        timestamp: now_millis(),
+        status: status.as_u16(),
+        error: status.canonical_reason().unwrap_or("Error").to_owned(),
+        message,
+        path,
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// The message for an answer axum made itself.

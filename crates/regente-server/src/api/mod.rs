@@ -38,60 +38,27 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
         .fallback(|| async { ApiError::not_found("no such route") })
+        // Bodies are read by the handlers, after the caller is known: an
+        // unauthenticated request is answered without its body being read.
         .layer(DefaultBodyLimit::max(ctx.config.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            ctx.config.max_body_bytes,
-            read_body_first,
-        ))
         .layer(axum::middleware::from_fn(error::shape_errors))
         .with_state(ctx)
 }
 
-/// Reads a body whose declared length is within the general limit before the
-/// handler runs. A handler that answers before reading the body (a bad token, an
-/// unknown route, a wrong method) would leave it unread, and hyper then closes
-/// the connection after the answer without saying so: a client that reuses its
-/// pooled connection for the next request gets a connection error instead of an
-/// answer. Larger bodies (robot packages) are left to the handler, after the
-/// token is checked.
-async fn read_body_first(
-    axum::extract::State(limit): axum::extract::State<usize>,
-    request: axum::extract::Request,
-    next: axum::middleware::Next,
-) -> axum::response::Response {
-    use axum::response::IntoResponse as _;
-    let declared = request
-        .headers()
-        .get(axum::http::header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.parse::<usize>().ok());
-    match declared {
-        Some(length) if length > 0 && length <= limit => {
-            let (parts, body) = request.into_parts();
-            match axum::body::to_bytes(body, length).await {
-                Ok(bytes) => {
-                    let request = axum::extract::Request::from_parts(parts, bytes.into());
-                    next.run(request).await
-                }
-                Err(_) => {
-                    ApiError::invalid("the request body could not be read whole").into_response()
-                }
-            }
-        }
-        _ => next.run(request).await,
-    }
-}
-
 /// Parses a JSON body; on failure says what was wrong and the shape expected.
+/// Only a JSON object is taken: serde would also fill a struct from an array
+/// of its fields in order (`["admin", "cGFzcw=="]`).
 pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8], expected: &str) -> ApiResult<T> {
-    serde_json::from_slice(body).map_err(|e| {
-        let why = if body.iter().all(u8::is_ascii_whitespace) {
-            "the body is empty".to_owned()
-        } else {
-            format!("the body does not fit ({e})")
-        };
-        ApiError::invalid(format!("{why}; expected {expected}"))
-    })
+    let first = body.iter().find(|b| !b.is_ascii_whitespace());
+    let why = match first {
+        None => "the body is empty".to_owned(),
+        Some(b'{') => match serde_json::from_slice(body) {
+            Ok(parsed) => return Ok(parsed),
+            Err(e) => format!("the body does not fit ({e})"),
+        },
+        Some(_) => "the body must be a JSON object".to_owned(),
+    };
+    Err(ApiError::invalid(format!("{why}; expected {expected}")))
 }
 
 /// Answers `ok` while the server runs.
@@ -116,7 +83,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         integration::run_v1, integration::run_v1_defaults, integration::run_v2,
         integration::result, integration::cancel,
         admin::create_user, admin::list_users, admin::delete_user,
-        admin::create_runtime, admin::list_runtimes,
+        admin::create_runtime, admin::list_runtimes, admin::replace_runtime_key,
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,

@@ -23,8 +23,8 @@ pub fn router() -> Router<Arc<Context>> {
         .route("/api/runtime/packages/{robot_id}/{version}", get(package))
 }
 
-/// The runtime whose key the request carries.
-pub struct RuntimeCaller(pub Runtime);
+/// The runtime whose key the request carries, and the key's hash.
+pub struct RuntimeCaller(pub Runtime, pub String);
 
 impl FromRequestParts<Arc<Context>> for RuntimeCaller {
     type Rejection = ApiError;
@@ -44,10 +44,10 @@ impl FromRequestParts<Arc<Context>> for RuntimeCaller {
             .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
             .map(|(_, key)| key.trim())
             .ok_or_else(unauthorized)?;
-        let runtime = runtimes::authenticate_key(ctx, key)
+        let (runtime, key_hash) = runtimes::authenticate_key(ctx, key)
             .await?
             .ok_or_else(unauthorized)?;
-        Ok(RuntimeCaller(runtime))
+        Ok(RuntimeCaller(runtime, key_hash))
     }
 }
 
@@ -59,7 +59,7 @@ impl FromRequestParts<Arc<Context>> for RuntimeCaller {
         (status = 401, description = "No or bad runtime key", body = ErrorBody),
     ), security(("runtime_key" = [])))]
 pub(crate) async fn connect(
-    RuntimeCaller(runtime): RuntimeCaller,
+    RuntimeCaller(runtime, key_hash): RuntimeCaller,
     State(ctx): State<Arc<Context>>,
     upgrade: WebSocketUpgrade,
 ) -> Response {
@@ -69,7 +69,7 @@ pub(crate) async fn connect(
         // hold 128 KiB each.
         .read_buffer_size(4 * 1024)
         .write_buffer_size(4 * 1024)
-        .on_upgrade(move |socket| session::serve(ctx, runtime, socket))
+        .on_upgrade(move |socket| session::serve(ctx, runtime, key_hash, socket))
 }
 
 /// A robot version's package, for a runtime of the robot's organisation.
@@ -81,7 +81,7 @@ pub(crate) async fn connect(
         (status = 404, description = "Unknown robot or version", body = ErrorBody),
     ), security(("runtime_key" = [])))]
 pub(crate) async fn package(
-    RuntimeCaller(runtime): RuntimeCaller,
+    RuntimeCaller(runtime, _): RuntimeCaller,
     State(ctx): State<Arc<Context>>,
     Path((robot_id, version)): Path<(String, String)>,
 ) -> ApiResult<impl IntoResponse> {

@@ -38,6 +38,8 @@ pub enum Command {
     },
     /// Another connection of the same runtime took over.
     Replaced,
+    /// The runtime's key was replaced: this connection's key is void.
+    KeyChanged,
 }
 
 struct Registered {
@@ -98,6 +100,7 @@ impl Hub {
                 reason,
             } => self.revoke(runtime_id, execution_id, lease, reason),
             Notice::Resync => self.resync_all(),
+            Notice::RuntimeKeyChanged { runtime_id } => self.send(runtime_id, Command::KeyChanged),
             Notice::UserDeleted { .. } | Notice::SchedulesChanged => {}
         }
     }

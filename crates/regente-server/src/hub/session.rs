@@ -35,8 +35,9 @@ struct Handed {
     spawned: bool,
 }
 
-/// Serves one agent connection until it closes.
-pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
+/// Serves one agent connection, made with the key whose hash is `key_hash`,
+/// until it closes.
+pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut socket: WebSocket) {
     let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<AgentMessage>(&text).ok(),
         _ => None,
@@ -70,20 +71,37 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, mut socket: WebSocket) {
         warn!(runtime = %runtime.id, error = format!("{e:#}"), "cannot record a runtime's visit");
     }
     let (connection, commands) = ctx.hub.register(&runtime.id);
+    // A key replaced between the upgrade and the registration: its notice
+    // found no session to close, so the key is looked at again.
+    let key_replaced =
+        !crate::service::runtimes::key_is_current(&ctx, &runtime.id, &key_hash).await;
     info!(runtime = %runtime.id, %agent_version, slots, "runtime connected");
     let runtime_id = runtime.id.clone();
-    let runtime_slots = runtime.slots.max(1) as usize;
+    // The admin's setting is the most an agent gets; it may ask for fewer.
+    let runtime_slots = runtime.slots.max(1);
+    if slots > runtime_slots {
+        warn!(runtime = %runtime_id, asked = slots, allowed = runtime_slots, "the agent asked for more slots than the runtime is set for: capped");
+    }
     let mut session = Session {
         ctx: ctx.clone(),
         runtime,
         socket,
         slots: match slots {
             0 => runtime_slots,
-            asked => asked.clamp(1, 1024) as usize,
-        },
+            asked => asked.min(runtime_slots),
+        } as usize,
         busy: HashMap::new(),
     };
-    let closed = session.run(held, commands).await;
+    let closed = if key_replaced {
+        close(
+            &mut session.socket,
+            "the runtime's key was replaced: this key is no longer valid",
+        )
+        .await;
+        Ok("its key was replaced")
+    } else {
+        session.run(held, commands).await
+    };
     ctx.hub.unregister(&runtime_id, connection);
     // Hand-outs this connection made that never started go back to the queue
     // now: the agent will not ask to start them over a dead connection.
@@ -166,6 +184,10 @@ impl Session {
                     None | Some(Command::Replaced) => {
                         close(&mut self.socket, "another connection of this runtime took over").await;
                         return Ok("replaced by a newer connection");
+                    }
+                    Some(Command::KeyChanged) => {
+                        close(&mut self.socket, "the runtime's key was replaced: this key is no longer valid").await;
+                        return Ok("its key was replaced");
                     }
                     Some(command) => self.command(command).await?,
                 },
@@ -344,7 +366,7 @@ impl Session {
                 self.revoke(&execution_id, &lease, &reason).await?;
                 self.dispatch().await
             }
-            Command::Replaced => Ok(()),
+            Command::Replaced | Command::KeyChanged => Ok(()),
         }
     }
 

@@ -23,6 +23,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use super::throttle::LoginThrottle;
 use super::{now_millis, Caller, Context, Error, Result};
 use crate::config::LoginLimits;
 
@@ -36,8 +37,8 @@ pub struct Auth {
     token_lifetime: Duration,
     /// Bounds concurrent argon2 computations (each holds 19 MiB).
     hashing: Arc<Semaphore>,
-    failures: Mutex<FailedLogins>,
-    limits: LoginLimits,
+    /// Counts login attempts before their check (see [`super::throttle`]).
+    throttle: LoginThrottle,
     /// Tokens known valid, with their caller and expiry (seconds).
     known: Mutex<KnownTokens>,
 }
@@ -56,6 +57,10 @@ struct KnownToken {
     expires: i64,
     checked: Instant,
 }
+
+/// Seconds a token is still taken past its `exp`, for clocks of servers that
+/// differ slightly; documented in the README.
+pub const TOKEN_LEEWAY_SECONDS: u64 = 2;
 
 /// How long a token's check is trusted before its user is read again.
 pub const RECHECK_AFTER: Duration = Duration::from_secs(5);
@@ -79,7 +84,7 @@ impl Auth {
     pub fn new(secret: &[u8], token_lifetime: Duration, limits: LoginLimits) -> Auth {
         let mut validation = Validation::new(Algorithm::HS512);
         validation.set_required_spec_claims(&["exp", "sub"]);
-        validation.leeway = 5;
+        validation.leeway = TOKEN_LEEWAY_SECONDS;
         validation.validate_exp = true;
         let permits = std::thread::available_parallelism().map_or(2, |n| n.get()) * 2;
         Auth {
@@ -88,8 +93,7 @@ impl Auth {
             validation,
             token_lifetime,
             hashing: Arc::new(Semaphore::new(permits)),
-            failures: Mutex::new(FailedLogins::default()),
-            limits,
+            throttle: LoginThrottle::new(limits),
             known: Mutex::new(KnownTokens::default()),
         }
     }
@@ -267,15 +271,33 @@ pub async fn login(
     password_base64: &str,
     client: IpAddr,
 ) -> Result<Login> {
-    let auth = &ctx.auth;
-    if let Some(wait) = auth.throttled(username, client) {
-        return Err(Error::TooManyRequests(format!(
-            "too many failed logins for this user or address: try again in {} seconds",
-            wait.as_secs().max(1)
-        )));
-    }
     let password = decode_base64(password_base64).ok_or_else(|| {
         Error::Invalid("password must be base64-encoded, as the Integration API specifies".into())
+    })?;
+    let user = check_credentials(ctx, username, password, client).await?;
+    Ok(Login {
+        token: ctx.auth.issue(&user)?,
+        expires_in: ctx.auth.token_lifetime,
+    })
+}
+
+/// The user with this name and password. The attempt is counted against the
+/// username and the client address before the password is checked, and
+/// refused (429) past their limits; a failure is logged with the username and
+/// the address, never the password.
+pub(crate) async fn check_credentials(
+    ctx: &Context,
+    username: &str,
+    password: Vec<u8>,
+    client: IpAddr,
+) -> Result<regente_store::User> {
+    let auth = &ctx.auth;
+    let attempt = auth.throttle.admit(username, client).map_err(|wait| {
+        tracing::debug!(username = ?loggable(username), %client, "login refused: too many failures");
+        Error::TooManyRequests(format!(
+            "too many failed logins for this user or address: try again in {} seconds",
+            wait.as_secs_f64().ceil().max(1.0)
+        ))
     })?;
     let user = ctx.store.find_user_by_username(username).await?;
     let matches = auth
@@ -283,16 +305,23 @@ pub async fn login(
         .await?;
     match user {
         Some(user) if matches => {
-            auth.record_success(username);
-            Ok(Login {
-                token: auth.issue(&user)?,
-                expires_in: auth.token_lifetime,
-            })
+            auth.throttle.succeeded(attempt, username);
+            Ok(user)
         }
         _ => {
-            auth.record_failure(username, client);
+            auth.throttle.failed(attempt);
+            tracing::warn!(username = ?loggable(username), %client, "login failed: bad username or password");
             Err(Error::Unauthorized("bad username or password".into()))
         }
+    }
+}
+
+/// A username as the log shows it: cut short (logged with `?`, which escapes
+/// control characters, so a name cannot forge log lines).
+fn loggable(username: &str) -> &str {
+    match username.char_indices().nth(64) {
+        Some((cut, _)) => &username[..cut],
+        None => username,
     }
 }
 
@@ -354,79 +383,4 @@ pub async fn authenticate(ctx: &Context, authorization: Option<&str>) -> Result<
     };
     ctx.auth.remember(token, &caller, claims.exp, forgotten);
     Ok(caller)
-}
-
-/// Failed logins per username and per client address, in fixed windows.
-#[derive(Default)]
-struct FailedLogins {
-    by_username: HashMap<String, Window>,
-    by_address: HashMap<IpAddr, Window>,
-}
-
-#[derive(Clone, Copy)]
-struct Window {
-    started: Instant,
-    failures: u32,
-}
-
-/// Entries are pruned when a map grows past this, so that a flood of distinct
-/// usernames cannot grow memory without bound.
-const MAX_TRACKED: usize = 100_000;
-
-impl Auth {
-    fn throttled(&self, username: &str, client: IpAddr) -> Option<Duration> {
-        let failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let window = self.limits.window;
-        let over = |entry: Option<&Window>, limit: u32| {
-            entry
-                .filter(|w| w.started.elapsed() < window && w.failures >= limit)
-                .map(|w| window.saturating_sub(w.started.elapsed()))
-        };
-        over(failures.by_username.get(username), self.limits.per_username)
-            .or_else(|| over(failures.by_address.get(&client), self.limits.per_address))
-    }
-
-    fn record_failure(&self, username: &str, client: IpAddr) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        let window = self.limits.window;
-        let bump = |entry: &mut Window| {
-            if entry.started.elapsed() >= window {
-                *entry = Window {
-                    started: Instant::now(),
-                    failures: 0,
-                };
-            }
-            entry.failures += 1;
-        };
-        let fresh = || Window {
-            started: Instant::now(),
-            failures: 0,
-        };
-        if failures.by_username.len() >= MAX_TRACKED {
-            failures
-                .by_username
-                .retain(|_, w| w.started.elapsed() < window);
-        }
-        if failures.by_address.len() >= MAX_TRACKED {
-            failures
-                .by_address
-                .retain(|_, w| w.started.elapsed() < window);
-        }
-        // A name longer than any user's cannot be guessed right: keeping it
-        // would only let a caller fill memory with names up to the body limit.
-        if username.len() <= super::users::MAX_USERNAME_LEN {
-            bump(
-                failures
-                    .by_username
-                    .entry(username.to_owned())
-                    .or_insert_with(fresh),
-            );
-        }
-        bump(failures.by_address.entry(client).or_insert_with(fresh));
-    }
-
-    fn record_success(&self, username: &str) {
-        let mut failures = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        failures.by_username.remove(username);
-    }
 }

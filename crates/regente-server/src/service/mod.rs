@@ -7,6 +7,7 @@ pub mod robots;
 pub mod runs;
 pub mod runtimes;
 pub mod schedules;
+pub mod throttle;
 pub mod users;
 
 use std::sync::Arc;

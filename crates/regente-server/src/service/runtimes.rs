@@ -2,6 +2,8 @@
 //! shown once at creation and stored only as its SHA-256 (the key is 40 random
 //! characters, so a fast hash is enough and lets the server find it by hash).
 
+use std::sync::Arc;
+
 use regente_store::{NewRuntime, Runtime};
 use sha2::{Digest, Sha256};
 
@@ -14,9 +16,65 @@ fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
 
-/// The runtime a key belongs to; `None` for a key no runtime has.
-pub async fn authenticate_key(ctx: &Context, key: &str) -> Result<Option<Runtime>> {
-    Ok(ctx.store.find_runtime_by_key_hash(&hash_key(key)).await?)
+/// The runtime a key belongs to, with the key's hash; `None` for a key no
+/// runtime has.
+pub async fn authenticate_key(ctx: &Context, key: &str) -> Result<Option<(Runtime, String)>> {
+    let hash = hash_key(key);
+    let runtime = ctx.store.find_runtime_by_key_hash(&hash).await?;
+    Ok(runtime.map(|runtime| (runtime, hash)))
+}
+
+/// Whether the key with this hash is still the runtime's (a store that cannot
+/// be read answers yes: the notice of a replacement closes the session too).
+pub async fn key_is_current(ctx: &Context, runtime_id: &str, key_hash: &str) -> bool {
+    match ctx.store.find_runtime_by_key_hash(key_hash).await {
+        Ok(found) => found.is_some_and(|runtime| runtime.id == runtime_id),
+        Err(e) => {
+            tracing::warn!(runtime = %runtime_id, error = format!("{e:#}"), "cannot check a runtime's key again");
+            true
+        }
+    }
+}
+
+/// Gives a runtime a new key, answered once: the old key is refused from now
+/// on, and the connection made with it is closed, on this server and the
+/// others sharing the store.
+pub async fn replace_key(
+    ctx: &Arc<Context>,
+    caller: &Caller,
+    id: &str,
+) -> Result<(Runtime, String)> {
+    let not_found = || format!("runtime {id} not found");
+    if !regente_core::is_valid_id(id) {
+        return Err(Error::NotFound(not_found()));
+    }
+    let runtime = super::or_not_found(
+        ctx.store.get_runtime(&caller.organization_id, id).await,
+        not_found,
+    )?;
+    let key = random_alphanumeric(KEY_LEN);
+    let hash = hash_key(&key);
+    // On a task of its own: a client hanging up must not leave the key
+    // replaced but the old key's connection open.
+    let (task_ctx, organization_id, runtime_id) =
+        (ctx.clone(), caller.organization_id.clone(), id.to_owned());
+    tokio::spawn(async move {
+        task_ctx
+            .store
+            .replace_runtime_key(&organization_id, &runtime_id, &hash)
+            .await?;
+        super::announce(
+            &task_ctx,
+            regente_store::Notice::RuntimeKeyChanged { runtime_id },
+        )
+        .await;
+        Ok::<_, regente_store::Error>(())
+    })
+    .await
+    .map_err(|e| Error::Internal(anyhow::anyhow!("replacing the key failed: {e}")))
+    .and_then(|replaced| super::or_not_found(replaced, not_found))?;
+    tracing::info!(runtime = %id, by = %caller.username, "runtime key replaced");
+    Ok((runtime, key))
 }
 
 /// Creates a runtime; returns it with its key, which is not kept.

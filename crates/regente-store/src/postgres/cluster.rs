@@ -72,6 +72,9 @@ fn encode_notice(notice: &Notice) -> String {
             json!({"kind": "revoke", "runtime_id": runtime_id, "execution_id": execution_id, "lease": lease, "reason": reason})
         }
         Notice::UserDeleted { user_id } => json!({"kind": "user_deleted", "user_id": user_id}),
+        Notice::RuntimeKeyChanged { runtime_id } => {
+            json!({"kind": "runtime_key_changed", "runtime_id": runtime_id})
+        }
         Notice::SchedulesChanged => json!({"kind": "schedules_changed"}),
         Notice::Resync => json!({"kind": "resync"}),
     };
@@ -98,6 +101,9 @@ fn decode_notice(payload: &str) -> Option<Notice> {
         },
         "user_deleted" => Notice::UserDeleted {
             user_id: field("user_id")?,
+        },
+        "runtime_key_changed" => Notice::RuntimeKeyChanged {
+            runtime_id: field("runtime_id")?,
         },
         "resync" => Notice::Resync,
         "schedules_changed" => Notice::SchedulesChanged,
@@ -185,6 +191,9 @@ mod tests {
             },
             Notice::UserDeleted {
                 user_id: "u".into(),
+            },
+            Notice::RuntimeKeyChanged {
+                runtime_id: "r".into(),
             },
             Notice::SchedulesChanged,
             Notice::Resync,

@@ -84,6 +84,26 @@ impl RuntimeStore for PostgresStore {
         .await
     }
 
+    async fn replace_runtime_key(
+        &self,
+        organization_id: &str,
+        id: &str,
+        key_hash: &str,
+    ) -> Result<()> {
+        let done =
+            sqlx::query("UPDATE runtimes SET key_hash = $1 WHERE organization_id = $2 AND id = $3")
+                .bind(key_hash)
+                .bind(organization_id)
+                .bind(id)
+                .execute(&self.pool)
+                .await
+                .map_err(conflict_as("a runtime with this key"))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::NotFound);
+        }
+        Ok(())
+    }
+
     async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()> {
         // Only when it moves forward: no dead row for a heartbeat that changes nothing.
         sqlx::query(

@@ -5,7 +5,7 @@ use rusqlite::params;
 
 use super::engine::Durability;
 use super::events::insert_events;
-use super::{all, change, insert, one, SqliteStore};
+use super::{all, change, conflict_as, insert, one, SqliteStore};
 use crate::rows::{runtime_from, runtime_session_from, RecordRow};
 use crate::rules::{runtime_offline_event, runtime_online_event};
 use crate::{Error, Millis, NewRuntime, Result, Runtime, RuntimeSession, RuntimeStore};
@@ -81,6 +81,32 @@ impl RuntimeStore for SqliteStore {
                 [organization_id],
                 |row| runtime_from(row),
             )
+        })
+        .await
+    }
+
+    async fn replace_runtime_key(
+        &self,
+        organization_id: &str,
+        id: &str,
+        key_hash: &str,
+    ) -> Result<()> {
+        let (organization_id, id, key_hash) = (
+            organization_id.to_owned(),
+            id.to_owned(),
+            key_hash.to_owned(),
+        );
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(
+                    "UPDATE runtimes SET key_hash = ?1 WHERE organization_id = ?2 AND id = ?3",
+                )
+                .and_then(|mut statement| statement.execute(params![key_hash, organization_id, id]))
+                .map_err(conflict_as("a runtime with this key"))?;
+            if changed == 0 {
+                return Err(Error::NotFound);
+            }
+            Ok(())
         })
         .await
     }

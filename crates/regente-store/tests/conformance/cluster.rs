@@ -135,6 +135,18 @@ async fn notices_secret_and_leadership_across_servers(store: Arc<dyn Store>, url
             "the notice never arrived"
         );
     }
+    // A replaced runtime key is told to the other servers too.
+    let rekeyed = Notice::RuntimeKeyChanged {
+        runtime_id: "0123456789abcdef".into(),
+    };
+    store.publish(&rekeyed).await.unwrap();
+    loop {
+        match tokio::time::timeout(std::time::Duration::from_secs(10), heard.recv()).await {
+            Ok(Ok(received)) if received == rekeyed => break,
+            Ok(Ok(_)) => continue,
+            other => panic!("the key notice never arrived: {other:?}"),
+        }
+    }
     assert!(store.lead().await.unwrap(), "the first to ask leads");
     assert!(store.lead().await.unwrap(), "and keeps leading");
     assert!(!other.lead().await.unwrap(), "only one leads");

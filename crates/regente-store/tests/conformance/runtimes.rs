@@ -56,6 +56,44 @@ async fn runtimes(store: Arc<dyn Store>) {
     clash.key_hash = first.key_hash.clone();
     assert!(is_conflict(store.create_runtime(&clash).await));
 
+    // A new key: the old one finds the runtime no more, the new one does;
+    // another organisation's admin cannot change it.
+    let rekeyed = "f".repeat(64);
+    store
+        .replace_runtime_key(&org.id, &second.runtime.id, &rekeyed)
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .find_runtime_by_key_hash(&second.key_hash)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store.find_runtime_by_key_hash(&rekeyed).await.unwrap(),
+        Some(second.runtime.clone())
+    );
+    assert!(is_not_found(
+        store
+            .replace_runtime_key(&other.id, &second.runtime.id, &"e".repeat(64))
+            .await
+    ));
+    assert!(is_not_found(
+        store
+            .replace_runtime_key(&org.id, "0123456789abcdef", &"e".repeat(64))
+            .await
+    ));
+    assert_eq!(
+        store.find_runtime_by_key_hash(&rekeyed).await.unwrap(),
+        Some(second.runtime.clone())
+    );
+    assert!(is_conflict(
+        store
+            .replace_runtime_key(&org.id, &second.runtime.id, &first.key_hash)
+            .await
+    ));
+
     // last_seen only moves forward.
     let id = &first.runtime.id;
     store.touch_runtime(id, 1_000).await.unwrap();

@@ -399,8 +399,9 @@ fn runs_queued_while_the_runtime_is_offline_run_in_order_when_it_connects() {
 
 #[test]
 fn fifty_concurrent_runs_over_two_runtimes_with_two_slots_each_end_finished_exactly_once() {
-    let (server, admin, runtime_a, key_a) = setup();
-    let (runtime_b, key_b) = server.create_runtime(&admin, "rt-agent-b");
+    let (server, admin, _, _) = setup();
+    let (runtime_a, key_a) = server.create_runtime_with_slots(&admin, "rt-agent-a", 2);
+    let (runtime_b, key_b) = server.create_runtime_with_slots(&admin, "rt-agent-b", 2);
     let robot = upload_shell_robot(
         &server,
         &admin,

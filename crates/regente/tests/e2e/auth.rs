@@ -2,6 +2,8 @@
 //! throttling and roles.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use std::time::Duration;
+
 use serde_json::{json, Value};
 
 use crate::support::*;
@@ -333,13 +335,105 @@ fn failed_logins_are_throttled_per_username_with_429() {
 #[test]
 fn huge_usernames_are_refused_like_any_unknown_user() {
     let server = TestServer::start_with(&[("REGENTE_LOGIN_FAILURES_PER_USER", "2")]);
-    let huge = "u".repeat(512 * 1024);
+    let huge = "u".repeat(32 * 1024);
     for _ in 0..4 {
         assert_error(&server.login_v1_reply(&huge, "whatever"), 401, V1);
     }
     let body = assert_error(&server.login_v2_reply(&huge, "whatever"), 401, V2);
     assert!(body.to_string().len() < 1024, "the name is not echoed back");
+    // A login body past 64 KiB is not read at all.
+    let body = assert_error(
+        &server.login_v1_reply(&"u".repeat(512 * 1024), "x"),
+        413,
+        V1,
+    );
+    assert!(message(&body).contains("at most"), "{body}");
     server.login(ADMIN_USER, ADMIN_PASSWORD);
+}
+
+#[test]
+fn forty_wrong_logins_at_once_are_checked_at_most_the_limit_and_logged() {
+    let server = TestServer::start();
+    let admin = server.admin_token();
+    server.create_user(&admin, "target", "target-password", "integration");
+    let start = std::sync::Barrier::new(40);
+    let statuses: Vec<u16> = std::thread::scope(|scope| {
+        let guesses: Vec<_> = (0..40)
+            .map(|n| {
+                let (server, start) = (&server, &start);
+                scope.spawn(move || {
+                    let client = Api::new(&server.base);
+                    start.wait();
+                    client
+                        .login_v1_reply("target", &format!("guess-{n}"))
+                        .status
+                })
+            })
+            .collect();
+        guesses.into_iter().map(|g| g.join().unwrap()).collect()
+    });
+    let checked = statuses.iter().filter(|s| **s == 401).count();
+    let refused = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(checked + refused, 40, "{statuses:?}");
+    assert!(
+        (1..=10).contains(&checked),
+        "at most the limit of 10 checked: {statuses:?}"
+    );
+    // The right password is refused for a while, never checked as wrong, and
+    // taken once the backoff has passed: slowed, not locked out.
+    wait_until(
+        Duration::from_secs(90),
+        "the right password to be taken",
+        || {
+            let reply = server.login_v1_reply("target", "target-password");
+            assert_ne!(reply.status, 401, "{}", reply.text());
+            (reply.status == 200).then_some(())
+        },
+    );
+    // Failures are logged with the username and the address, never the password.
+    let log = server.stderr();
+    let failures: Vec<&str> = log.lines().filter(|l| l.contains("login failed")).collect();
+    assert_eq!(failures.len(), checked, "{}", tail(&log, 20));
+    assert!(
+        failures
+            .iter()
+            .all(|l| l.contains("target") && l.contains("127.0.0.1")),
+        "{failures:?}"
+    );
+    assert!(!log.contains("guess-"), "a password reached the log");
+}
+
+#[test]
+fn a_login_body_must_be_a_json_object() {
+    let server = TestServer::start();
+    for path in [V1, V2] {
+        let array = json!([ADMIN_USER, b64(ADMIN_PASSWORD)]);
+        let body = assert_error(&server.req("POST", path).json(&array).send(), 400, path);
+        assert!(message(&body).contains("must be a JSON object"), "{body}");
+    }
+    server.login(ADMIN_USER, ADMIN_PASSWORD);
+}
+
+#[test]
+fn a_token_is_refused_a_few_seconds_past_its_expiry() {
+    let server = TestServer::start();
+    let admin = server.admin_token();
+    let admin_id = user_id(&server, &admin, ADMIN_USER);
+    let now = now_millis() / 1000;
+    let path = "/api/admin/users";
+    let expired = forge_token(
+        &claims(ADMIN_USER, &admin_id, now - 4),
+        JWT_SECRET,
+        Algorithm::HS512,
+    );
+    let body = assert_error(&server.get(path, &expired), 401, path);
+    assert!(message(&body).contains("expired"), "{body}");
+    let valid = forge_token(
+        &claims(ADMIN_USER, &admin_id, now + 60),
+        JWT_SECRET,
+        Algorithm::HS512,
+    );
+    server.get(path, &valid).expect(200);
 }
 
 #[test]

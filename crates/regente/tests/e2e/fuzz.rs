@@ -614,6 +614,8 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
                 pick_id(&mut rng, &[&victim_user, &admin_id], id_mode)
             } else if template.starts_with("/api/admin/robots") {
                 pick_id(&mut rng, &[&f.robot], id_mode)
+            } else if template.starts_with("/api/admin/runtimes") {
+                pick_id(&mut rng, &[&f.runtime], id_mode)
             } else if template.starts_with("/api/admin/schedules") {
                 // The first is deleted in the warm-up.
                 pick_id(&mut rng, &[&schedules[0], &schedules[1]], id_mode)

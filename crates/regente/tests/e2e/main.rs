@@ -17,8 +17,11 @@ mod isolation;
 mod replicas;
 mod restart;
 mod robot_environment;
+mod runtime_keys;
 mod schedules;
+mod slow_clients;
 mod support;
+mod tls;
 mod up;
 mod walkthrough;
 

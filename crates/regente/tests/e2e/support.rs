@@ -29,6 +29,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/admin/users/{id}"),
     ("GET", "/api/admin/runtimes"),
     ("POST", "/api/admin/runtimes"),
+    ("POST", "/api/admin/runtimes/{id}/key"),
     ("GET", "/api/admin/robots"),
     ("POST", "/api/admin/robots"),
     ("GET", "/api/admin/robots/{id}"),
@@ -53,6 +54,16 @@ pub const OTHER_ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/runtime/connect"),
     ("GET", "/api/runtime/packages/{robot_id}/{version}"),
 ];
+
+/// Queues a run with the robot's defaults and answers its result once it
+/// has ended FINISHED.
+pub fn run_to_the_end(api: &Api, token: &str, runtime: &str, robot: &str) -> Value {
+    let id = api.queue(token, runtime, robot, None);
+    let timeout = std::time::Duration::from_secs(60);
+    let done = wait_for_status(api, token, runtime, &id, ENDED, timeout);
+    assert_eq!(done["status"], "FINISHED", "{done}");
+    done
+}
 
 /// An HS-signed token with the given claims, as `Bearer <jwt>`.
 pub fn forge_token(claims: &Value, secret: &str, algorithm: jsonwebtoken::Algorithm) -> String {
