@@ -55,11 +55,18 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`).
-    pub fn new(base: &str) -> Result<Client> {
-        let http = reqwest::Client::builder()
+    /// A client of the server at `base` (e.g. `http://127.0.0.1:8080`). An
+    /// `https://` server needs `tls`, which says whom to trust (the agent's
+    /// `regente_runtime::tls::client_config` gives the system's roots and a
+    /// private CA).
+    pub fn new(base: &str, tls: Option<rustls::ClientConfig>) -> Result<Client> {
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(120))
+            .timeout(Duration::from_secs(120));
+        if let Some(tls) = tls {
+            builder = builder.use_preconfigured_tls(tls);
+        }
+        let http = builder
             .build()
             .map_err(|e| Error::Unexpected(format!("cannot build an HTTP client: {e}")))?;
         Ok(Client {

@@ -9,7 +9,7 @@
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand, ValueEnum};
-use regente_client::{Client, ExecutionFilter, RunRequest, Status};
+use regente_client::{ExecutionFilter, RunRequest, Status};
 use serde::Serialize;
 
 mod follow;
@@ -33,6 +33,9 @@ pub struct Common {
     server: Option<String>,
     #[arg(long, value_enum, default_value_t = Output::Text, global = true)]
     output: Output,
+    /// PEM certificates of a private CA to trust for https:// servers, besides the system's.
+    #[arg(long, env = "REGENTE_CA_FILE", global = true)]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Args)]
@@ -42,6 +45,9 @@ pub struct LoginArgs {
     server: String,
     #[arg(long)]
     username: String,
+    /// PEM certificates of a private CA to trust for https:// servers, besides the system's.
+    #[arg(long, env = "REGENTE_CA_FILE")]
+    ca_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -128,7 +134,7 @@ pub type Outcome = Result<ExitCode, anyhow::Error>;
 
 pub async fn login(args: LoginArgs) -> Outcome {
     let password = session::read_password(&args.username)?;
-    let client = Client::new(&args.server)?;
+    let client = session::connect(&args.server, args.ca_file.as_deref())?;
     let login = client.login(&args.username, &password).await?;
     let path = session::save(&session::Saved {
         server: client.base().to_owned(),

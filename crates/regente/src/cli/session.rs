@@ -75,12 +75,18 @@ pub fn client(common: &Common) -> anyhow::Result<Client> {
             anyhow::bail!("not signed in: run `regente login --server URL --username NAME`")
         }
     };
-    let client = Client::new(&server)?;
+    let client = connect(&server, common.ca_file.as_deref())?;
     Ok(match saved {
         // A token is only sent to the server it came from.
         Some(saved) if saved.server == server => client.with_token(&saved.token),
         _ => client,
     })
+}
+
+/// A client of `server`, trusting the system's roots and `ca_file` for TLS.
+pub fn connect(server: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Client> {
+    let tls = regente_runtime::tls::client_config(ca_file)?;
+    Ok(Client::new(server, Some((*tls).clone()))?)
 }
 
 /// The password: asked on the terminal without echo, or the first line of

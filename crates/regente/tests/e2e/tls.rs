@@ -236,3 +236,43 @@ fn a_new_certificate_is_taken_on_sighup_and_a_bad_one_is_not() {
         },
     );
 }
+
+#[test]
+fn the_command_line_signs_in_over_https_trusting_a_private_ca() {
+    let pki = Pki::new();
+    let ca = pki.ca("ca");
+    let (cert, key) = pki.server_cert("server", "ca");
+    let server = ServerOptions::new()
+        .tls(&cert, &key, &std::fs::read(&ca).unwrap())
+        .start();
+    let config = tempfile::tempdir().expect("a config folder");
+    let login = |ca_file: Option<&Path>| {
+        let mut command = regente_command(&regente_binary());
+        command
+            .args(["login", "--server", &server.base, "--username", ADMIN_USER])
+            .env("REGENTE_CONFIG_DIR", config.path().join("regente"))
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        if let Some(ca_file) = ca_file {
+            command.arg("--ca-file").arg(ca_file);
+        }
+        let mut child = command.spawn().expect("regente runs");
+        std::io::Write::write_all(
+            &mut child.stdin.take().unwrap(),
+            format!("{ADMIN_PASSWORD}\n").as_bytes(),
+        )
+        .unwrap();
+        child.wait_with_output().expect("regente ends")
+    };
+    let refused = login(None);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(said.contains("cannot reach"), "{said}");
+    let trusted = login(Some(&ca));
+    assert!(
+        trusted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trusted.stderr)
+    );
+}
