@@ -5,6 +5,7 @@
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
 //! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
+//! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
 
@@ -15,6 +16,7 @@ pub mod extract;
 pub mod flows;
 pub mod integration;
 pub mod runtime;
+pub mod schedules;
 
 use std::sync::Arc;
 
@@ -34,6 +36,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(integration::router())
         .merge(flows::router())
         .merge(admin::router(ctx.config.max_package_bytes))
+        .merge(schedules::router())
         .merge(runtime::router())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
@@ -89,6 +92,9 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         admin::create_organization,
         flows::save_flow, flows::list_flows, flows::get_flow,
         flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
+        schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,
+        schedules::update_schedule, schedules::delete_schedule, schedules::trigger_schedule,
+        schedules::backfill_schedule,
         runtime::connect, runtime::package,
         healthz, openapi,
     ),

@@ -8,6 +8,7 @@ pub mod organizations;
 pub mod robots;
 pub mod runs;
 pub mod runtimes;
+pub mod schedules;
 pub mod throttle;
 pub mod users;
 
@@ -31,6 +32,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// The flow engine's wake-up and parsed definitions.
     pub flows: flows::Flows,
+    /// Wakes the scheduler: a schedule changed here or on another server.
+    pub schedules_changed: tokio::sync::Notify,
 }
 
 impl Context {
@@ -48,6 +51,7 @@ impl Context {
             manifests: Default::default(),
             clock,
             flows: Default::default(),
+            schedules_changed: tokio::sync::Notify::new(),
         }
     }
 }
@@ -138,8 +142,10 @@ pub(crate) fn apply(ctx: &Context, notice: &Notice) {
         Notice::Resync => {
             ctx.auth.forget_all();
             ctx.flows.wake.notify_one();
+            ctx.schedules_changed.notify_one();
         }
         Notice::ExecutionEnded => ctx.flows.wake.notify_one(),
+        Notice::SchedulesChanged => ctx.schedules_changed.notify_one(),
         _ => {}
     }
     ctx.hub.apply(notice);
