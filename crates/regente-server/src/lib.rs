@@ -8,8 +8,11 @@
 //! - [`console`]: the web console's HTML pages, over the same services.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
 //! - [`retention`]: old events pruned from the store's event stream.
+//! - [`scheduler`]: fires schedules when due, on the leader; pauses those whose
+//!   runs keep failing.
 //! - [`serve`]: the serving loop: deadlines, the connection cap, TLS.
-//! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
+//! - [`service`]: the use cases (runs, robots, users, runtimes, organisations,
+//!   schedules, auth),
 //!   free of HTTP types.
 //! - [`supervisor`]: background tasks, their stop signal, leader-only work.
 //! - [`clock`]: the one source of time, which tests can move.
@@ -18,8 +21,10 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod flow_engine;
 pub mod hub;
 pub mod retention;
+pub mod scheduler;
 pub mod serve;
 pub mod service;
 pub mod startup;

@@ -150,8 +150,8 @@ mod tests {
     #[test]
     fn the_migrations_bucket_as_the_code_does() {
         for migration in [
-            include_str!("../migrations/sqlite/0004_execution_hours.sql"),
-            include_str!("../migrations/postgres/0005_execution_hours.sql"),
+            include_str!("../migrations/sqlite/0006_execution_hours.sql"),
+            include_str!("../migrations/postgres/0007_execution_hours.sql"),
         ] {
             for (bucket, bound) in TIME_BUCKETS.iter().enumerate() {
                 let clause = format!("< {bound} THEN {bucket}");

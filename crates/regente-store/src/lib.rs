@@ -9,8 +9,10 @@
 //!   [`organizations`] (and users), [`runtimes`], [`robots`], [`executions`] (the
 //!   queue, logs, cancels), [`leases`] (the runtime protocol: claims, starts,
 //!   reports, lost runtimes), [`events`] (the durable event stream every state
-//!   change writes to, with consumers' cursors), [`cluster`] (several servers on
-//!   one store), [`dashboard`] (hourly rollups of ended executions).
+//!   change writes to, with consumers' cursors), [`flows`] (definitions in
+//!   versions, runs and their steps), [`schedules`] (runs queued at the times of
+//!   a rule, and every fire), [`cluster`] (several servers on one store), [`dashboard`]
+//!   (hourly rollups of ended executions).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
@@ -30,6 +32,7 @@ pub mod copy;
 pub mod dashboard;
 pub mod events;
 pub mod executions;
+pub mod flows;
 pub mod leases;
 pub mod organizations;
 pub mod postgres;
@@ -37,6 +40,7 @@ pub mod robots;
 mod rows;
 mod rules;
 pub mod runtimes;
+pub mod schedules;
 pub mod sqlite;
 
 pub use cluster::{ClusterStore, Notice};
@@ -46,16 +50,24 @@ pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,
     NewExecution,
 };
+pub use flows::{
+    Flow, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStep, FlowStore, NewFlowRun, NewFlowVersion,
+    WakingRun,
+};
 pub use leases::{Change, Claimed, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome};
 pub use organizations::{Organization, OrganizationStore, User};
 pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion};
 pub use runtimes::{NewRuntime, Runtime, RuntimeDeletion, RuntimeSession, RuntimeStore};
+pub use schedules::{
+    Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, PausedSchedule, RunEnd,
+    RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
+};
 
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ClusterStore, DashboardStore, EventStore, ExecutionStore, LeaseStore, OrganizationStore,
-        RobotStore, RuntimeStore, Store,
+        ClusterStore, DashboardStore, EventStore, ExecutionStore, FlowStore, LeaseStore,
+        OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
     };
 }
 
@@ -84,6 +96,8 @@ pub trait Store:
     + ExecutionStore
     + LeaseStore
     + EventStore
+    + FlowStore
+    + ScheduleStore
     + ClusterStore
     + DashboardStore
     + Send
@@ -99,6 +113,8 @@ impl<T> Store for T where
         + ExecutionStore
         + LeaseStore
         + EventStore
+        + FlowStore
+        + ScheduleStore
         + ClusterStore
         + DashboardStore
         + Send

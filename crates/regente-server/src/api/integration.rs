@@ -71,7 +71,7 @@ pub struct RunBody {
 
 /// Parses a run body. Any content type is read as JSON, since integrations send
 /// `text/plain` and other types with JSON bodies.
-fn parse_run_body(body: &[u8]) -> ApiResult<Vec<RequestVariable>> {
+pub(crate) fn parse_run_body(body: &[u8]) -> ApiResult<Vec<RequestVariable>> {
     let shape_error = |why: &str| ApiError::invalid(format!("{why}; expected {RUN_BODY_SHAPE}"));
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(Vec::new());
@@ -81,37 +81,8 @@ fn parse_run_body(body: &[u8]) -> ApiResult<Vec<RequestVariable>> {
     let Value::Object(mut object) = value else {
         return Err(shape_error("the body must be a JSON object"));
     };
-    let one = |value: Value| -> ApiResult<RequestVariable> {
-        let Value::Object(mut variable) = value else {
-            return Err(shape_error("each variable must be an object"));
-        };
-        let name = match variable.remove("name") {
-            Some(Value::String(name)) => name,
-            _ => return Err(shape_error("each variable needs a \"name\" string")),
-        };
-        let kind = match variable.remove("type") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(kind)) => Some(kind),
-            Some(_) => {
-                return Err(shape_error(&format!(
-                    "the \"type\" of variable {name:?} must be a string"
-                )))
-            }
-        };
-        Ok(RequestVariable {
-            name,
-            kind,
-            value: variable.remove("value").unwrap_or(Value::Null),
-        })
-    };
-    match object.remove("variables") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items.into_iter().map(one).collect(),
-        Some(single @ Value::Object(_)) => Ok(vec![one(single)?]),
-        Some(_) => Err(shape_error(
-            "\"variables\" must be an array of variable objects or one variable object",
-        )),
-    }
+    runs::variables_from_json(object.remove("variables").unwrap_or(Value::Null))
+        .map_err(|why| shape_error(&why))
 }
 
 async fn enqueue(
@@ -121,14 +92,7 @@ async fn enqueue(
     headers: &HeaderMap,
     variables: Vec<RequestVariable>,
 ) -> ApiResult<String> {
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))?,
-        ),
-        None => None,
-    };
+    let idempotency_key = idempotency_key(headers)?;
     Ok(runs::enqueue(
         ctx,
         caller,
@@ -140,6 +104,18 @@ async fn enqueue(
         },
     )
     .await?)
+}
+
+/// The `Idempotency-Key` header, if sent.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
+    headers
+        .get("idempotency-key")
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
+        })
+        .transpose()
 }
 
 fn text(body: String) -> impl IntoResponse {
@@ -193,7 +169,7 @@ async fn run_v1_defaults(
 
 #[derive(Serialize, ToSchema)]
 pub struct RunIdBody {
-    id: String,
+    pub(crate) id: String,
 }
 
 /// Queues a run, with or without variables; answers `{"id": "..."}`.

@@ -4,6 +4,8 @@
 //! - [`auth`]: the two login routes of the Integration API.
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
+//! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
 
@@ -11,8 +13,10 @@ pub mod admin;
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod flows;
 pub mod integration;
 pub mod runtime;
+pub mod schedules;
 
 use std::sync::Arc;
 
@@ -32,7 +36,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(integration::router())
+        .merge(flows::router())
         .merge(admin::router(ctx.config.max_package_bytes))
+        .merge(schedules::router())
         .merge(runtime::router())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
@@ -104,6 +110,11 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,
+        flows::save_flow, flows::list_flows, flows::get_flow,
+        flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
+        schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,
+        schedules::update_schedule, schedules::delete_schedule, schedules::trigger_schedule,
+        schedules::backfill_schedule,
         runtime::connect, runtime::package,
         healthz, openapi,
     ),

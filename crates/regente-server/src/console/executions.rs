@@ -163,6 +163,7 @@ fn filter_of(ctx: &Context, query: &ListQuery) -> service::Result<ExecutionFilte
         runtime_id: optional_id(&query.runtime, "runtime")?,
         from,
         to: None,
+        schedule_id: None,
         before_seq,
         limit: PAGE,
     })
