@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+pub mod events;
 mod types;
 pub use types::*;
 
@@ -34,6 +35,11 @@ pub enum Error {
 }
 
 impl Error {
+    /// The server could not be reached, or the connection broke.
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, Error::Unreachable { .. })
+    }
+
     /// The HTTP status the server answered, for errors that have one.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -150,6 +156,44 @@ impl Client {
     pub async fn result(&self, runtime_id: &str, execution_id: &str) -> Result<RunResult> {
         let path = format!("/api/integration/v1/result/{runtime_id}/{execution_id}");
         self.call(Method::GET, &path, |r| r).await
+    }
+
+    /// The result once the execution has ended, or as it is after `wait` (at
+    /// most 60 seconds) if it has not.
+    pub async fn result_when_ended(
+        &self,
+        runtime_id: &str,
+        execution_id: &str,
+        wait: Duration,
+    ) -> Result<RunResult> {
+        let path = format!(
+            "/api/integration/v1/result/{runtime_id}/{execution_id}?wait={}",
+            wait.as_secs().min(60)
+        );
+        self.call(Method::GET, &path, |r| r).await
+    }
+
+    /// The execution's events as they happen (log lines after `after`, then
+    /// its progress, return value and status), until its final status.
+    pub async fn events(&self, execution_id: &str, after: i64) -> Result<events::EventStream> {
+        let url = format!(
+            "{}/api/integration/v2/executions/{execution_id}/events?after={after}",
+            self.base
+        );
+        let mut request = self.http.get(url).timeout(Duration::from_secs(24 * 3600));
+        if let Some(authorization) = &self.authorization {
+            request = request.header("Authorization", authorization);
+        }
+        let response = request.send().await.map_err(|source| Error::Unreachable {
+            server: self.base.clone(),
+            source,
+        })?;
+        if !response.status().is_success() {
+            return Err(decode::<Value>(response)
+                .await
+                .expect_err("an error status"));
+        }
+        Ok(events::EventStream::new(response))
     }
 
     /// Everything the admin API knows of one execution.

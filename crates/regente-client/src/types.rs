@@ -80,7 +80,7 @@ pub struct RunResult {
     pub progress: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LogLine {
     pub time: i64,
     pub level: String,

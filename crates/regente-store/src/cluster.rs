@@ -26,8 +26,9 @@ pub enum Notice {
         reason: String,
     },
     /// An execution ended: the flow engine (on the leader) reads the event
-    /// stream at once instead of at its next look.
-    ExecutionEnded,
+    /// stream at once instead of at its next look, and whoever waits for that
+    /// execution's end reads it again.
+    ExecutionEnded { execution_id: String },
     /// A user was deleted: forget the tokens of theirs known valid.
     UserDeleted { user_id: String },
     /// A runtime's key was replaced: close the connection made with the old one.

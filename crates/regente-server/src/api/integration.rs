@@ -1,10 +1,12 @@
 //! The Integration API's run, result and delete routes, as the RoboEasy document
 //! describes them: the shapes here are a compatibility contract.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
 use axum::response::IntoResponse;
 use axum::routing::{delete, get};
@@ -221,11 +223,16 @@ pub struct LogBody {
     message: String,
 }
 
-/// Reads an execution's status, progress, logs and return value.
+/// Reads an execution's status, progress, logs and return value. With
+/// `wait=SECONDS` (at most 60), an execution that has not ended is answered as
+/// soon as it ends, or at the deadline as it is then.
 #[utoipa::path(get, path = "/api/integration/v1/result/{runtime_id}/{execution_id}", tag = "integration",
-    params(("runtime_id" = String, Path), ("execution_id" = String, Path)),
+    params(("runtime_id" = String, Path), ("execution_id" = String, Path),
+           ("wait" = Option<u64>, Query, minimum = 0, maximum = 60,
+            description = "Seconds to wait for the execution's end before answering")),
     responses(
-        (status = 200, description = "The result so far", body = ResultBody),
+        (status = 200, description = "The result so far (or at its end)", body = ResultBody),
+        (status = 400, description = "A bad wait", body = ErrorBody),
         (status = 401, description = "No or bad token", body = ErrorBody),
         (status = 404, description = "Unknown execution", body = ErrorBody),
     ), security(("bearer" = [])))]
@@ -233,8 +240,12 @@ async fn result(
     Authenticated(caller): Authenticated,
     State(ctx): State<Arc<Context>>,
     Path((runtime_id, execution_id)): Path<(String, String)>,
+    Query(query): Query<HashMap<String, String>>,
 ) -> ApiResult<Json<ResultBody>> {
-    let execution = runs::get(&ctx, &caller, &runtime_id, &execution_id).await?;
+    let execution = match wait_of(&query)? {
+        Some(wait) => runs::get_when_ended(&ctx, &caller, &runtime_id, &execution_id, wait).await?,
+        None => runs::get(&ctx, &caller, &runtime_id, &execution_id).await?,
+    };
     let logs = runs::logs(&ctx, &caller, &execution).await?;
     Ok(Json(ResultBody {
         logs: logs
@@ -252,6 +263,20 @@ async fn result(
         status: execution.status.as_str(),
         progress: execution.progress,
     }))
+}
+
+/// The `wait` query parameter: whole seconds, 0 to 60.
+fn wait_of(query: &HashMap<String, String>) -> ApiResult<Option<Duration>> {
+    let Some(text) = query.get("wait") else {
+        return Ok(None);
+    };
+    let max = runs::MAX_WAIT.as_secs();
+    match text.parse::<u64>() {
+        Ok(seconds) if seconds <= max => Ok(Some(Duration::from_secs(seconds))),
+        _ => Err(ApiError::invalid(format!(
+            "query parameter wait must be a whole number of seconds from 0 to {max}, got {text:?}"
+        ))),
+    }
 }
 
 /// Cancels an execution. A PENDENT one becomes CANCELED and never runs; an ended

@@ -3,6 +3,7 @@
 //!
 //! - [`auth`]: the two login routes of the Integration API.
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
+//! - [`events`]: an execution's log, progress and status as Server-Sent Events.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
 //! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
 //! - [`schedules`]: schedules, their fires, triggers and backfills.
@@ -12,6 +13,7 @@
 pub mod admin;
 pub mod auth;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod flows;
 pub mod integration;
@@ -36,6 +38,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
     let api = Router::new()
         .merge(auth::router())
         .merge(integration::router())
+        .merge(events::router())
         .merge(flows::router())
         .merge(admin::router(ctx.config.max_package_bytes))
         .merge(schedules::router())
@@ -103,7 +106,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
     paths(
         auth::login_v1, auth::login_v2,
         integration::run_v1, integration::run_v1_defaults, integration::run_v2,
-        integration::result, integration::cancel,
+        integration::result, integration::cancel, events::events,
         admin::create_user, admin::list_users, admin::delete_user, admin::change_user,
         admin::create_runtime, admin::list_runtimes, admin::rename_runtime, admin::delete_runtime,
         admin::replace_runtime_key,

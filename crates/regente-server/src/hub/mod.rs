@@ -12,6 +12,7 @@
 pub mod notices;
 pub mod session;
 pub mod sweeper;
+pub mod watchers;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -61,6 +62,8 @@ pub struct Hub {
     sessions: Mutex<HashMap<String, Registered>>,
     next_connection: AtomicU64,
     changes: broadcast::Sender<Changed>,
+    /// Who waits for which execution's next change.
+    pub executions: watchers::ExecutionWatchers,
     /// When this server started: runtimes get one timeout from then to reconnect
     /// before their executions count as lost.
     pub started_at: Millis,
@@ -72,6 +75,7 @@ impl Hub {
             sessions: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
             changes: broadcast::channel(1024).0,
+            executions: Default::default(),
             started_at,
         }
     }
@@ -113,7 +117,10 @@ impl Hub {
             } => self.revoke(runtime_id, execution_id, lease, reason),
             Notice::Resync => self.resync_all(),
             Notice::RuntimeKeyChanged { runtime_id } => self.send(runtime_id, Command::KeyChanged),
-            Notice::UserDeleted { .. } | Notice::ExecutionEnded | Notice::SchedulesChanged => {}
+            Notice::ExecutionEnded { execution_id } => {
+                self.changed(Changed::Execution(execution_id.clone()))
+            }
+            Notice::UserDeleted { .. } | Notice::SchedulesChanged => {}
         }
     }
 
@@ -138,8 +145,12 @@ impl Hub {
         );
     }
 
-    /// Tells the live pages watching this server that something changed.
+    /// Tells the live pages and the waiters on this server that something
+    /// changed.
     pub fn changed(&self, change: Changed) {
+        if let Changed::Execution(id) = &change {
+            self.executions.changed(id);
+        }
         let _ = self.changes.send(change);
     }
 

@@ -464,7 +464,7 @@ impl Session {
                         })
                         .await?;
                         if ended {
-                            crate::service::execution_ended(&self.ctx).await;
+                            crate::service::execution_ended(&self.ctx, &execution_id).await;
                             self.busy.remove(&execution_id);
                             self.dispatch().await?;
                         }

@@ -146,7 +146,7 @@ pub(crate) fn apply(ctx: &Context, notice: &Notice) {
             ctx.flows.wake.notify_one();
             ctx.schedules_changed.notify_one();
         }
-        Notice::ExecutionEnded => ctx.flows.wake.notify_one(),
+        Notice::ExecutionEnded { .. } => ctx.flows.wake.notify_one(),
         Notice::SchedulesChanged => ctx.schedules_changed.notify_one(),
         _ => {}
     }
@@ -166,9 +166,11 @@ pub(crate) async fn announce(ctx: &Context, notice: Notice) {
 }
 
 /// An execution ended here: the flow engine, here or on the leader, looks at
-/// the event stream now.
-pub(crate) async fn execution_ended(ctx: &Context) {
-    announce(ctx, Notice::ExecutionEnded).await;
+/// the event stream now, and whoever waits for its end, here or elsewhere,
+/// reads it again.
+pub(crate) async fn execution_ended(ctx: &Context, execution_id: &str) {
+    let execution_id = execution_id.to_owned();
+    announce(ctx, Notice::ExecutionEnded { execution_id }).await;
 }
 
 /// The machine's time, for what is not a decision by time: ids and error

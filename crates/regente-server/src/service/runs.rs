@@ -1,5 +1,7 @@
 //! Executions: queue a run, read its result, cancel it, list them.
 
+use std::time::Duration;
+
 use regente_core::{is_valid_id, resolve_variables, ExecutionStatus, RequestVariable};
 use regente_store::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, IdempotencyKey, LogLine, NewExecution,
@@ -169,6 +171,40 @@ pub async fn get(
     Ok(execution)
 }
 
+/// The longest a caller may wait for an execution's end.
+pub const MAX_WAIT: Duration = Duration::from_secs(60);
+/// How often a waiter reads again without being woken: the safety net under a
+/// lost wake-up (another server's notice missed).
+const WAIT_REREAD: Duration = Duration::from_secs(1);
+
+/// Like [`get`], but if the execution has not ended, waits up to `wait` for its
+/// end and answers it as it is then. A waiter holds no thread: it sleeps on
+/// its execution's wake-up, which this server pokes when it stores a change of
+/// it and another server's notice pokes when that server ends it.
+pub async fn get_when_ended(
+    ctx: &Context,
+    caller: &Caller,
+    runtime_id: &str,
+    execution_id: &str,
+    wait: Duration,
+) -> Result<Execution> {
+    let deadline = tokio::time::Instant::now() + wait.min(MAX_WAIT);
+    let woken = ctx.hub.executions.watch(execution_id);
+    loop {
+        // Registered before the read: a change between the two still wakes.
+        let notified = woken.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let execution = get(ctx, caller, runtime_id, execution_id).await?;
+        let now = tokio::time::Instant::now();
+        if execution.status.is_ended() || now >= deadline {
+            return Ok(execution);
+        }
+        let reread = (now + WAIT_REREAD).min(deadline);
+        let _ = tokio::time::timeout_at(reread, notified).await;
+    }
+}
+
 /// Finds an execution of the caller's organisation by id alone (admin API).
 pub async fn get_any(ctx: &Context, caller: &Caller, execution_id: &str) -> Result<Execution> {
     let not_found = || format!("execution {execution_id} not found");
@@ -234,7 +270,7 @@ pub async fn cancel(
     ctx.hub
         .changed(crate::hub::Changed::Execution(execution.id.clone()));
     if let CancelOutcome::Canceled { .. } = outcome {
-        super::execution_ended(ctx).await;
+        super::execution_ended(ctx, &execution.id).await;
     }
     match outcome {
         CancelOutcome::Canceled { lease: None } => Ok(()),

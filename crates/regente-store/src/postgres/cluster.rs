@@ -77,7 +77,9 @@ fn encode_notice(notice: &Notice) -> String {
         }
         Notice::SchedulesChanged => json!({"kind": "schedules_changed"}),
         Notice::Resync => json!({"kind": "resync"}),
-        Notice::ExecutionEnded => json!({"kind": "execution_ended"}),
+        Notice::ExecutionEnded { execution_id } => {
+            json!({"kind": "execution_ended", "execution_id": execution_id})
+        }
     };
     value.to_string()
 }
@@ -100,7 +102,9 @@ fn decode_notice(payload: &str) -> Option<Notice> {
             lease: field("lease")?,
             reason: field("reason")?,
         },
-        "execution_ended" => Notice::ExecutionEnded,
+        "execution_ended" => Notice::ExecutionEnded {
+            execution_id: field("execution_id")?,
+        },
         "user_deleted" => Notice::UserDeleted {
             user_id: field("user_id")?,
         },
@@ -198,6 +202,9 @@ mod tests {
                 runtime_id: "r".into(),
             },
             Notice::SchedulesChanged,
+            Notice::ExecutionEnded {
+                execution_id: "e".into(),
+            },
             Notice::Resync,
         ];
         for notice in notices {

@@ -3,44 +3,91 @@
 use std::io::{IsTerminal as _, Write as _};
 use std::time::Duration;
 
+use regente_client::events::ExecutionEvent;
 use regente_client::{Client, Execution, LogLine, RunResult};
 
-/// How often the result is read again while waiting.
-const POLL: Duration = Duration::from_millis(200);
+/// How long one result request waits on the server for the run's end.
+const WAIT: Duration = Duration::from_secs(60);
+/// How many times in a row a broken event stream is opened again.
+const RECONNECTS: u32 = 5;
 
-/// Reads the run until it has ended; with `show_log`, prints each new log line
-/// on standard output and, on a terminal, a progress line on standard error.
+/// Waits until the run has ended and answers its result; with `show_log`,
+/// prints each log line on standard output as the server streams it and, on
+/// a terminal, a progress line on standard error. The server holds each
+/// request until the run ends, so waiting costs no polling.
 pub async fn until_ended(
     client: &Client,
     runtime_id: &str,
     execution_id: &str,
     show_log: bool,
 ) -> anyhow::Result<RunResult> {
-    let progress_bar = show_log && std::io::stderr().is_terminal();
-    let mut printed = 0;
+    if show_log {
+        print_events(client, execution_id).await?;
+    }
     loop {
-        let result = client.result(runtime_id, execution_id).await?;
-        if show_log {
-            let mut out = std::io::stdout().lock();
-            if progress_bar && result.logs.len() > printed {
-                eprint!("\r\x1b[K");
-            }
-            for line in result.logs.iter().skip(printed) {
-                writeln!(out, "{}", log_line(line))?;
-            }
-            out.flush()?;
-            printed = result.logs.len();
-            if progress_bar {
-                eprint!("\r\x1b[K{}", bar(result.progress, result.status.as_str()));
-            }
-        }
+        let result = client
+            .result_when_ended(runtime_id, execution_id, WAIT)
+            .await?;
         if result.status.is_ended() {
-            if progress_bar {
-                eprintln!();
-            }
             return Ok(result);
         }
-        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Prints the run's events until its final status, reconnecting after the
+/// last line printed when the stream breaks.
+async fn print_events(client: &Client, execution_id: &str) -> anyhow::Result<()> {
+    let progress_bar = std::io::stderr().is_terminal();
+    let (mut after, mut progress, mut broken) = (0, 0.0, 0);
+    let mut status_text = "PENDENT";
+    loop {
+        let mut stream = match client.events(execution_id, after).await {
+            Ok(stream) => stream,
+            Err(e) if broken < RECONNECTS && e.is_unreachable() => {
+                broken += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(e) => return Err(e.into()),
+        };
+        loop {
+            let event = match stream.next().await {
+                Ok(Some(event)) => event,
+                // The server ends the stream after the final status only; an
+                // end before it is a broken connection.
+                Ok(None) | Err(_) if broken < RECONNECTS => break,
+                Ok(None) => anyhow::bail!("the server ended the run's event stream early"),
+                Err(e) => return Err(e.into()),
+            };
+            broken = 0;
+            if progress_bar {
+                eprint!("\r\x1b[K");
+            }
+            match event {
+                ExecutionEvent::Log { seq, line } => {
+                    after = seq;
+                    let mut out = std::io::stdout().lock();
+                    writeln!(out, "{}", log_line(&line))?;
+                    out.flush()?;
+                }
+                ExecutionEvent::Progress(value) => progress = value,
+                ExecutionEvent::Return(_) => {}
+                ExecutionEvent::Status { status, .. } => {
+                    status_text = status.as_str();
+                    if status.is_ended() {
+                        if progress_bar {
+                            eprintln!("{}", bar(progress, status.as_str()));
+                        }
+                        return Ok(());
+                    }
+                }
+            }
+            if progress_bar {
+                eprint!("{}", bar(progress, status_text));
+            }
+        }
+        broken += 1;
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

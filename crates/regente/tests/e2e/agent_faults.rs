@@ -527,9 +527,11 @@ fn an_agent_restarted_on_its_work_dir_reports_the_robot_it_lost() {
     let mut agent = TestAgent::start(&server, &rig.key, 1);
     let id = rig.queue(&server, "300");
     let pids = rig.sleeper_pids(&id);
-    wait_for(RUN, "RUNNING", || {
+    // RUNNING, with the robot's first line stored: a line the robot printed
+    // but the agent had not read when it died is gone with it.
+    wait_for(RUN, "RUNNING with the robot's first line", || {
         let body = rig.result(&server, &id);
-        (body["status"] == "RUNNING")
+        (body["status"] == "RUNNING" && messages(&body).iter().any(|m| m == "robot started"))
             .then_some(())
             .ok_or(summary(&body))
     });

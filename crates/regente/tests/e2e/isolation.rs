@@ -116,6 +116,7 @@ fn probes(org: &Org, other: &Org) -> Vec<(&'static str, String, String, Vec<Stri
     add("GET", &|_, _, ex| {
         format!("/api/integration/v1/result/{own_rt}/{ex}")
     });
+
     add("DELETE", &|rt, _, ex| {
         format!("/api/integration/v1/delete/{rt}/{ex}")
     });
@@ -124,6 +125,9 @@ fn probes(org: &Org, other: &Org) -> Vec<(&'static str, String, String, Vec<Stri
     });
     add("GET", &|_, rb, _| format!("/api/admin/robots/{rb}"));
     add("GET", &|_, _, ex| format!("/api/admin/executions/{ex}"));
+    add("GET", &|_, _, ex| {
+        format!("/api/integration/v2/executions/{ex}/events")
+    });
     for user in &other.user_ids {
         probes.push((
             "DELETE",

@@ -57,6 +57,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("DELETE", "/api/admin/schedules/{id}"),
 ];
 
+/// The routes that answer a stream held open until an execution ends: the
+/// fuzz leaves them out (its executions never end); the tests in
+/// `waiting.rs` take their bad inputs.
+pub const STREAM_ROUTES: &[(&str, &str)] = &[(
+    "GET",
+    "/api/integration/v2/executions/{execution_id}/events",
+)];
+
 /// The routes outside the Integration and admin APIs: health, the OpenAPI
 /// document itself and the runtime agents' routes (authenticated by runtime key).
 pub const OTHER_ROUTES: &[(&str, &str)] = &[
