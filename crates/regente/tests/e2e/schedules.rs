@@ -306,7 +306,7 @@ fn bad_schedules_are_refused_naming_the_field() {
     );
     refused(
         &with(json!({"flow_id": "0123456789abcdef", "robot_id": null, "runtime_id": null})),
-        400,
+        404,
         "flow_id",
     );
     refused(
