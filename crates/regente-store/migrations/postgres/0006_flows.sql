@@ -37,16 +37,10 @@ CREATE TABLE flow_runs (
     revision         BIGINT NOT NULL DEFAULT 0,
     -- When the engine must look at the run without being told (a retry's backoff,
     -- a step's timeout); NULL when it waits on an execution only.
-    wake_at          BIGINT,
-    -- The schedule that started the run, and for when.
-    schedule_id      TEXT,
-    scheduled_for    BIGINT
+    wake_at          BIGINT
 );
 CREATE INDEX flow_runs_by_organization ON flow_runs (organization_id, seq);
 CREATE INDEX flow_runs_waking ON flow_runs (wake_at) WHERE wake_at IS NOT NULL;
--- The overlap rule looks at a schedule's live flow runs at every fire.
-CREATE INDEX flow_runs_live_by_schedule ON flow_runs (schedule_id, status)
-    WHERE status IN ('PENDENT', 'RUNNING') AND schedule_id IS NOT NULL;
 
 CREATE TABLE flow_steps (
     run_id           TEXT NOT NULL,

@@ -3,10 +3,8 @@ CREATE TABLE schedules (
     id                     TEXT PRIMARY KEY,
     organization_id        TEXT NOT NULL REFERENCES organizations(id),
     name                   TEXT NOT NULL,
-    -- The target: a robot on a runtime, or a flow (exactly one of the two).
-    robot_id               TEXT,
-    runtime_id             TEXT,
-    flow_id                TEXT,
+    robot_id               TEXT NOT NULL,
+    runtime_id             TEXT NOT NULL,
     -- JSON: the run body's variables, as given.
     variables              TEXT NOT NULL,
     -- JSON: {"cron": "..."} or {"every": {...}}, as given.
@@ -31,9 +29,7 @@ CREATE TABLE schedules (
     next_due_at            INTEGER,
     created_at             INTEGER NOT NULL,
     updated_at             INTEGER NOT NULL,
-    UNIQUE (organization_id, name),
-    CHECK ((flow_id IS NULL AND robot_id IS NOT NULL AND runtime_id IS NOT NULL)
-        OR (flow_id IS NOT NULL AND robot_id IS NULL AND runtime_id IS NULL))
+    UNIQUE (organization_id, name)
 );
 -- What the scheduler waits for: the next schedule due.
 CREATE INDEX schedules_due ON schedules (next_due_at) WHERE paused = 0 AND next_due_at IS NOT NULL;
@@ -48,9 +44,7 @@ CREATE TABLE schedule_fires (
     origin           TEXT NOT NULL,
     -- started, skipped_overlap, skipped_error or missed.
     outcome          TEXT NOT NULL,
-    -- What a started fire queued: an execution of the robot, or a run of the flow.
     execution_id     TEXT,
-    flow_run_id      TEXT,
     reason           TEXT,
     recorded_at      INTEGER NOT NULL,
     PRIMARY KEY (schedule_id, scheduled_for)
