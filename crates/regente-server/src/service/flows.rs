@@ -2,6 +2,8 @@
 //! cancel and retry a run, and advance a run as the engine does when a step's
 //! execution ends.
 
+use std::sync::Arc;
+
 use regente_core::{is_valid_id, resolve_variables, ExecutionStatus, RequestVariable};
 use regente_flows::{Definition, RunState};
 use regente_store::{
@@ -93,14 +95,9 @@ pub(crate) async fn with_inputs(
     caller: &Caller,
     flow_id: &str,
     variables: &[RequestVariable],
-) -> Result<(Flow, Definition, Value)> {
+) -> Result<(Flow, Arc<Definition>, Value)> {
     let flow = get(ctx, caller, flow_id).await?;
-    let definition = Definition::parse(&flow.definition).map_err(|e| {
-        Error::Internal(anyhow::anyhow!(
-            "stored flow {flow_id} version {}: {e}",
-            flow.version
-        ))
-    })?;
+    let definition = ctx.flows.definitions.of_flow(&flow)?;
     let input = resolve_variables(&definition.variables, variables)
         .map_err(|e| Error::Invalid(e.to_string()))?
         .to_json();
