@@ -8,14 +8,15 @@ use crate::schedules::{counters, firing, last_reason, outcomes, schedule};
 use crate::support::{events_after_at_least, events_of_kind};
 use regente_core::schedule::plan::Overlap;
 use regente_store::{
-    EventCursor, EventKind, FireOrigin, FireOutcome, FireRun, Fired, FlowRun, FlowStep, NewFlowRun,
-    NewFlowVersion, NewScheduledRun, RunEnd, RunEndsCounted, Schedule, ScheduleTarget,
-    ScheduledRun,
+    Advance, EventCursor, EventKind, FireOrigin, FireOutcome, FireRun, Fired, Firing, FlowRun,
+    FlowStep, NewFlowRun, NewFlowVersion, NewScheduledRun, RunEnd, RunEndsCounted, Schedule,
+    ScheduleTarget, ScheduledRun,
 };
 
 conformance! {
     store: [
         a_flow_fire_starts_the_run_whole_and_once,
+        concurrent_firings_of_one_flow_fire_start_one_run,
         overlap_rules_count_the_schedule_s_live_flow_runs,
         flow_run_ends_count_against_their_schedule,
     ],
@@ -236,6 +237,65 @@ async fn a_flow_fire_starts_the_run_whole_and_once(store: Arc<dyn Store>) {
     assert_eq!(done, Some("started"));
     let events = events_after_at_least(&*w.store, EventCursor::START, 6).await;
     assert_eq!(events.len(), 6, "only the last fire wrote: {events:#?}");
+}
+
+/// Servers that race to apply one fire, each with a run of its own (as two
+/// replicas that both believe they lead would): one run starts, with its first
+/// execution; the others leave nothing behind.
+async fn concurrent_firings_of_one_flow_fire_start_one_run(store: Arc<dyn Store>) {
+    let w = Arc::new(world(store).await);
+    let flow_id = flow(&w).await;
+    let s = Schedule {
+        target: ScheduleTarget::Flow { flow_id },
+        variables: json!([{"name": "MIN", "value": 2}]),
+        ..schedule(&w, "every ten minutes", Overlap::Allow, Some(600_000))
+    };
+    w.store.create_schedule(&s).await.unwrap();
+    let tasks: Vec<_> = (0..8)
+        .map(|n| {
+            let (w, s) = (w.clone(), s.clone());
+            tokio::spawn(async move {
+                let new = flow_run(&w, &s, 600_000, false);
+                let fire = Firing {
+                    advance: (n % 2 == 0).then_some(Advance {
+                        from: 600_000,
+                        next_fire_at: Some(1_200_000),
+                        next_due_at: Some(1_200_000),
+                    }),
+                    ..firing(&s, FireOrigin::Rule, vec![fire_of(&new)], 600_001)
+                };
+                (w.store.fire_schedule(&fire).await.unwrap(), new)
+            })
+        })
+        .collect();
+    let mut started = Vec::new();
+    for task in tasks {
+        let (fired, new) = task.await.unwrap();
+        let run = w.store.get_flow_run(&w.org.id, &new.run.id).await;
+        let execution = w
+            .store
+            .get_execution(&w.org.id, &first_execution(&new))
+            .await;
+        if let Fired::Applied(outcomes) = &fired {
+            if outcomes[0].1.is_some() {
+                assert_eq!(
+                    outcomes[0].1,
+                    Some(FireOutcome::Started(ScheduledRun::FlowRun(
+                        new.run.id.clone()
+                    )))
+                );
+                assert!(run.is_ok() && execution.is_ok(), "{run:?} {execution:?}");
+                started.push(new.run.id);
+                continue;
+            }
+        }
+        assert!(is_not_found(run), "a run of a fire not applied was written");
+        assert!(is_not_found(execution));
+    }
+    assert_eq!(started.len(), 1, "{started:?}");
+    assert_eq!(counters(&w, &s.id).await, (1, 0, 0));
+    let fires = w.store.schedule_fires(&w.org.id, &s.id, 10).await.unwrap();
+    assert_eq!(fires.len(), 1);
 }
 
 async fn overlap_rules_count_the_schedule_s_live_flow_runs(store: Arc<dyn Store>) {
