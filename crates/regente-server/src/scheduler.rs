@@ -12,14 +12,16 @@
 //!   their misfire rules. Two servers that both believe they lead for a moment
 //!   cannot fire one fire twice: the store applies a firing only where the
 //!   schedule still stands, and claims each (schedule, time) once.
-//! - [`count_failures`] follows the event stream's `execution.ended` events
-//!   and pauses a schedule after `pause_after_failures` consecutive ERROR runs.
+//! - [`count_failures`] follows the event stream's `execution.ended` and
+//!   `flow_run.ended` events and pauses a schedule after
+//!   `pause_after_failures` consecutive ERROR runs (executions of its robot, or
+//!   runs of its flow).
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use regente_core::ExecutionStatus;
-use regente_store::{EventKind, Millis, Notice, RunEnd, RunEndsCounted};
+use regente_store::{EventKind, Millis, Notice, RunEnd, RunEndsCounted, ScheduledRun};
 use tracing::{error, info, warn};
 
 use crate::service::{self, Context};
@@ -140,12 +142,16 @@ pub async fn count_failures(ctx: Arc<Context>) -> anyhow::Result<()> {
         };
         let ends: Vec<RunEnd> = events
             .iter()
-            .filter(|event| event.kind == EventKind::ExecutionEnded)
             .filter_map(|event| {
+                let run = match event.kind {
+                    EventKind::ExecutionEnded => ScheduledRun::Execution(event.subject_id.clone()),
+                    EventKind::FlowRunEnded => ScheduledRun::FlowRun(event.subject_id.clone()),
+                    _ => return None,
+                };
                 let status = event.data["status"].as_str()?;
                 Some(RunEnd {
                     organization_id: event.organization_id.clone(),
-                    execution_id: event.subject_id.clone(),
+                    run,
                     status: ExecutionStatus::parse(status)?,
                 })
             })

@@ -16,17 +16,18 @@ use std::time::{Duration, Instant};
 
 use regente_core::schedule::plan::{parse_instant, Misfire, Overlap};
 use regente_core::schedule::{Millis, When};
-use regente_core::{ExecutionStatus, Role};
+use regente_core::{ExecutionStatus, RequestVariable, Role};
 use regente_server::clock::{Clock, ManualClock};
 use regente_server::service::auth::Auth;
 use regente_server::service::schedules::{self, ScheduleChanges};
-use regente_server::service::{Caller, Context};
+use regente_server::service::{flows, Caller, Context, Error};
 use regente_server::supervisor::Supervisor;
-use regente_server::{scheduler, ServerConfig};
+use regente_server::{flow_engine, scheduler, ServerConfig};
 use regente_store::{
-    Change, EventKind, EventRecord, Execution, ExecutionFilter, FireOutcome, NewRobotVersion,
-    NewRuntime, Organization, Runtime, Store, User,
+    Change, EventKind, EventRecord, Execution, ExecutionFilter, FireOutcome, FlowRun,
+    NewRobotVersion, NewRuntime, Organization, Runtime, ScheduledRun, Store, User,
 };
+use serde_json::json;
 
 const MINUTE: Millis = 60_000;
 const HOUR: Millis = 60 * MINUTE;
@@ -64,6 +65,7 @@ on_both! {
     overlap_skip_with_a_robot_slower_than_the_period_skips_and_counts,
     the_scheduler_sleeps_until_the_next_fire_and_wakes_for_a_change,
     consecutive_failed_runs_pause_a_schedule_through_the_event_stream,
+    a_flow_schedule_starts_flow_runs_under_its_overlap_and_failure_rules,
 }
 
 // ---------------------------------------------------------------------------
@@ -573,16 +575,7 @@ async fn consecutive_failed_runs_pause_a_schedule_through_the_event_stream(
     // A second ERROR in a row pauses it, with the reason; nothing fires after.
     h.run_until(t0 + 40 * MINUTE, MINUTE).await;
     let (failed, _) = h.run_robot(Some(ExecutionStatus::Error)).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let paused = loop {
-        // On PostgreSQL the end shows on the stream once older transactions end.
-        count().await.unwrap();
-        let s = h.ctx.store.get_schedule(ORG, &id).await.unwrap();
-        if s.paused || Instant::now() > deadline {
-            break s;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    };
+    let paused = h.count_failures_until_paused(&id).await;
     assert!(paused.paused);
     let note = paused.pause_note.unwrap();
     assert!(note.contains("2 consecutive runs ended ERROR"), "{note}");
@@ -593,4 +586,149 @@ async fn consecutive_failed_runs_pause_a_schedule_through_the_event_stream(
     assert!(fires
         .iter()
         .all(|f| matches!(f.outcome, FireOutcome::Started { .. })));
+}
+
+// ---------------------------------------------------------------------------
+// A schedule of a flow.
+
+async fn a_flow_schedule_starts_flow_runs_under_its_overlap_and_failure_rules(
+    store: Arc<dyn Store>,
+    _url: String,
+) {
+    let t0 = at("2026-05-01T00:00:00Z");
+    let h = harness(store, t0).await;
+    let mut supervisor = Supervisor::new(h.ctx.clone());
+    supervisor.spawn("flow engine", flow_engine::run);
+    let definition = json!({
+        "name": "fetch then report",
+        "variables": [{"name": "N", "type": "number"}],
+        "steps": [
+            {"id": "fetch", "robot_id": ROBOT, "runtime_id": RUNTIME, "variables": {"N": "{{ input.N }}"}},
+            {"id": "report", "robot_id": ROBOT, "runtime_id": RUNTIME},
+        ],
+    });
+    let flow = flows::save(&h.ctx, &h.caller, &definition).await.unwrap();
+    let with_n = |value| {
+        Some(vec![RequestVariable {
+            name: "N".into(),
+            kind: None,
+            value,
+        }])
+    };
+    let changes = ScheduleChanges {
+        name: Some("flow every 10 minutes".into()),
+        flow_id: Some(flow.id.clone()),
+        variables: with_n(json!(3)),
+        when: Some(When::Cron("*/10 * * * *".into())),
+        overlap: Some(Overlap::Skip),
+        pause_after_failures: Some(Some(2)),
+        ..ScheduleChanges::default()
+    };
+    // The variables are the flow's inputs, checked as the schedule is saved.
+    let refused = schedules::create(
+        &h.ctx,
+        &h.caller,
+        ScheduleChanges {
+            variables: with_n(json!("many")),
+            ..changes.clone()
+        },
+    )
+    .await;
+    assert!(
+        matches!(&refused, Err(Error::Invalid(why)) if why.starts_with("variables")),
+        "{:?}",
+        refused.err()
+    );
+    let id = h.create(changes).await;
+
+    // Its fire starts a run of the flow, submitted by the schedule, whose first
+    // step's execution waits for the runtime.
+    h.run_until(t0 + 10 * MINUTE, MINUTE).await;
+    let first = h.only_flow_run(&id).await;
+    assert_eq!(first.schedule_id.as_deref(), Some(id.as_str()));
+    assert_eq!(first.scheduled_for, Some(t0 + 10 * MINUTE));
+    assert_eq!(first.submitted_by, format!("schedule:{id}"));
+    assert_eq!(first.input, json!({"N": 3}));
+    assert_eq!(first.steps[0].status, "RUNNING");
+    // While it is live, the next fire is skipped.
+    h.run_until(t0 + 20 * MINUTE, MINUTE).await;
+    assert_eq!(h.counters(&id).await, (1, 1, 0));
+
+    // The engine runs its steps as for any run.
+    let (fetch, _) = h.run_robot(Some(ExecutionStatus::Finished)).await;
+    let fetched = h.ctx.store.get_execution(ORG, &fetch).await.unwrap();
+    assert_eq!(fetched.flow_run_id.as_deref(), Some(first.id.as_str()));
+    assert_eq!(fetched.variables, json!({"N": 3}));
+    h.flow_run_reaches(&first.id, |run| run.steps[1].status == "RUNNING")
+        .await;
+    h.run_robot(Some(ExecutionStatus::Finished)).await;
+    h.flow_run_reaches(&first.id, |run| run.status == ExecutionStatus::Finished)
+        .await;
+
+    // Two runs ending ERROR in a row pause it, the note naming the last.
+    let mut failed = Vec::new();
+    for minutes in [30, 40] {
+        h.run_until(t0 + minutes * MINUTE, MINUTE).await;
+        let run = h.only_flow_run(&id).await;
+        h.run_robot(Some(ExecutionStatus::Error)).await;
+        h.flow_run_reaches(&run.id, |run| run.status == ExecutionStatus::Error)
+            .await;
+        failed.push(run.id);
+    }
+    let paused = h.count_failures_until_paused(&id).await;
+    assert!(paused.paused, "{paused:?}");
+    assert_eq!(paused.consecutive_failures, 2);
+    let note = paused.pause_note.unwrap();
+    assert!(note.contains(&format!("flow run {}", failed[1])), "{note}");
+    h.run_until(t0 + 2 * HOUR, 10 * MINUTE).await;
+    assert_eq!(h.counters(&id).await, (3, 1, 0));
+    supervisor.stop(Duration::from_secs(5)).await;
+}
+
+impl Harness {
+    /// Counts run ends until the schedule is paused (30 s at most: on
+    /// PostgreSQL an end shows on the stream once older transactions end);
+    /// answers the schedule.
+    async fn count_failures_until_paused(&self, id: &str) -> regente_store::Schedule {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            scheduler::count_failures(self.ctx.clone()).await.unwrap();
+            let s = self.ctx.store.get_schedule(ORG, id).await.unwrap();
+            if s.paused || Instant::now() > deadline {
+                return s;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// The flow run of the schedule's latest fire; it must have started one.
+    async fn only_flow_run(&self, schedule_id: &str) -> FlowRun {
+        let fires = self
+            .ctx
+            .store
+            .schedule_fires(ORG, schedule_id, 1)
+            .await
+            .unwrap();
+        let Some(FireOutcome::Started(ScheduledRun::FlowRun(run_id))) =
+            fires.first().map(|fire| &fire.outcome)
+        else {
+            panic!("the latest fire started no flow run: {fires:?}");
+        };
+        self.ctx.store.get_flow_run(ORG, run_id).await.unwrap()
+    }
+
+    /// Waits (10 s at most) for the engine to bring the run where `reached` says.
+    async fn flow_run_reaches(&self, run_id: &str, reached: impl Fn(&FlowRun) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            // The engine is woken like a session storing an execution's end wakes it.
+            self.ctx.flows.wake.notify_one();
+            let run = self.ctx.store.get_flow_run(ORG, run_id).await.unwrap();
+            if reached(&run) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the run stayed at {run:#?}");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
 }

@@ -75,6 +75,9 @@ pub struct FlowRun {
     /// Moves on with every change (see the module's documentation).
     pub revision: i64,
     pub wake_at: Option<Millis>,
+    /// The schedule that started it, and the fire's time.
+    pub schedule_id: Option<String>,
+    pub scheduled_for: Option<Millis>,
     /// In position order: the definition's steps, then `on_failure`.
     pub steps: Vec<FlowStep>,
     /// Listing order; larger is newer.

@@ -59,8 +59,9 @@ pub use organizations::{Organization, OrganizationStore, User};
 pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion};
 pub use runtimes::{NewRuntime, Runtime, RuntimeDeletion, RuntimeSession, RuntimeStore};
 pub use schedules::{
-    Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, PausedSchedule, RunEnd,
-    RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
+    Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, NewScheduledRun,
+    PausedSchedule, RunEnd, RunEndsCounted, Schedule, ScheduleFire, ScheduleStore, ScheduleTarget,
+    ScheduledRun,
 };
 
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.

@@ -13,7 +13,8 @@ use crate::dashboard::{HourCount, HourTimes, TimeKind};
 use crate::{
     Error, EventCursor, EventKind, Execution, ExecutionFilter, FireOrigin, FireOutcome, Flow,
     FlowRun, FlowStep, Lease, LogLine, Organization, Result, Robot, RobotVersion, Runtime,
-    RuntimeSession, Schedule, ScheduleFire, StoredEvent, User, WakingRun,
+    RuntimeSession, Schedule, ScheduleFire, ScheduleTarget, ScheduledRun, StoredEvent, User,
+    WakingRun,
 };
 
 /// A row of either backend, read column by column by name. The values of one
@@ -195,7 +196,8 @@ pub(crate) fn flow_from(row: &impl RecordRow) -> Result<Flow> {
 
 /// The columns [`flow_run_from`] reads.
 pub(crate) const FLOW_RUN_COLUMNS: &str = "seq, id, organization_id, flow_id, version, status, \
-     input, return_value, init, \"end\", end_reason, submitted_by, canceled_by, revision, wake_at";
+     input, return_value, init, \"end\", end_reason, submitted_by, canceled_by, revision, wake_at, \
+     schedule_id, scheduled_for";
 
 /// A run without its steps, which [`flow_step_from`] reads.
 pub(crate) fn flow_run_from(row: &impl RecordRow) -> Result<FlowRun> {
@@ -214,6 +216,8 @@ pub(crate) fn flow_run_from(row: &impl RecordRow) -> Result<FlowRun> {
         canceled_by: row.text_opt("canceled_by")?,
         revision: row.int("revision")?,
         wake_at: row.int_opt("wake_at")?,
+        schedule_id: row.text_opt("schedule_id")?,
+        scheduled_for: row.int_opt("scheduled_for")?,
         steps: Vec::new(),
         seq: row.int("seq")?,
     })
@@ -341,7 +345,7 @@ pub(crate) fn hour_times_from(row: &impl RecordRow) -> Result<HourTimes> {
 }
 /// The columns [`schedule_from`] reads.
 pub(crate) const SCHEDULE_COLUMNS: &str = "id, organization_id, name, robot_id, runtime_id, \
-     variables, rule, timezone, start_at, end_at, overlap, catchup_window_seconds, misfire, \
+     flow_id, variables, rule, timezone, start_at, end_at, overlap, catchup_window_seconds, misfire, \
      jitter_seconds, paused, pause_note, pause_after_failures, consecutive_failures, fired, \
      skipped, missed, next_fire_at, next_due_at, created_at, updated_at";
 
@@ -352,12 +356,27 @@ fn stored<T>(column: &str, text: &str, parsed: Option<T>) -> Result<T> {
 pub(crate) fn schedule_from(row: &impl RecordRow) -> Result<Schedule> {
     let overlap = row.text("overlap")?;
     let misfire = row.text("misfire")?;
+    let target = match (
+        row.text_opt("robot_id")?,
+        row.text_opt("runtime_id")?,
+        row.text_opt("flow_id")?,
+    ) {
+        (Some(robot_id), Some(runtime_id), None) => ScheduleTarget::Robot {
+            robot_id,
+            runtime_id,
+        },
+        (None, None, Some(flow_id)) => ScheduleTarget::Flow { flow_id },
+        other => {
+            return Err(Error::Other(anyhow::anyhow!(
+                "stored schedule target {other:?} is neither a robot and runtime nor a flow"
+            )))
+        }
+    };
     Ok(Schedule {
         id: row.text("id")?,
         organization_id: row.text("organization_id")?,
         name: row.text("name")?,
-        robot_id: row.text("robot_id")?,
-        runtime_id: row.text("runtime_id")?,
+        target,
         variables: json_column(row, "variables")?.unwrap_or_default(),
         rule: json_column(row, "rule")?.unwrap_or_default(),
         timezone: row.text("timezone")?,
@@ -383,14 +402,15 @@ pub(crate) fn schedule_from(row: &impl RecordRow) -> Result<Schedule> {
 
 /// The columns [`schedule_fire_from`] reads.
 pub(crate) const SCHEDULE_FIRE_COLUMNS: &str =
-    "schedule_id, scheduled_for, origin, outcome, execution_id, reason, recorded_at";
+    "schedule_id, scheduled_for, origin, outcome, execution_id, flow_run_id, reason, recorded_at";
 
 pub(crate) fn schedule_fire_from(row: &impl RecordRow) -> Result<ScheduleFire> {
     let origin = row.text("origin")?;
     let outcome = row.text("outcome")?;
-    let execution_id = row.text_opt("execution_id")?;
-    let outcome = match (outcome.as_str(), execution_id) {
-        ("started", Some(execution_id)) => FireOutcome::Started { execution_id },
+    let started = (row.text_opt("execution_id")?, row.text_opt("flow_run_id")?);
+    let outcome = match (outcome.as_str(), started) {
+        ("started", (Some(id), None)) => FireOutcome::Started(ScheduledRun::Execution(id)),
+        ("started", (None, Some(id))) => FireOutcome::Started(ScheduledRun::FlowRun(id)),
         ("skipped_overlap", _) => FireOutcome::SkippedOverlap,
         ("skipped_error", _) => FireOutcome::SkippedError,
         ("missed", _) => FireOutcome::Missed,
@@ -406,11 +426,12 @@ pub(crate) fn schedule_fire_from(row: &impl RecordRow) -> Result<ScheduleFire> {
     })
 }
 
-/// A fire's execution id, when it started one: the `execution_id` column.
-pub(crate) fn fire_execution_id(outcome: &FireOutcome) -> Option<&str> {
+/// What a fire started, if anything: its `execution_id` and `flow_run_id`
+/// columns.
+pub(crate) fn fire_run_ids(outcome: &FireOutcome) -> (Option<&str>, Option<&str>) {
     match outcome {
-        FireOutcome::Started { execution_id } => Some(execution_id),
-        _ => None,
+        FireOutcome::Started(run) => (run.execution_id(), run.flow_run_id()),
+        _ => (None, None),
     }
 }
 
@@ -427,10 +448,11 @@ pub(crate) enum Param<'a> {
 /// id, the organisation and the creation time, and what
 /// [`crate::ScheduleStore::update_schedule`] replaces. [`schedule_definition`]
 /// gives the values in this order.
-const DEFINITION_NAMES: [&str; 18] = [
+const DEFINITION_NAMES: [&str; 19] = [
     "name",
     "robot_id",
     "runtime_id",
+    "flow_id",
     "variables",
     "rule",
     "timezone",
@@ -454,12 +476,13 @@ pub(crate) fn schedule_definition<'s>(
     s: &'s Schedule,
     variables: &'s str,
     rule: &'s str,
-) -> [Param<'s>; 18] {
+) -> [Param<'s>; 19] {
     use Param::*;
     [
         Text(Some(&s.name)),
-        Text(Some(&s.robot_id)),
-        Text(Some(&s.runtime_id)),
+        Text(s.target.robot_id()),
+        Text(s.target.runtime_id()),
+        Text(s.target.flow_id()),
         Text(Some(variables)),
         Text(Some(rule)),
         Text(Some(&s.timezone)),

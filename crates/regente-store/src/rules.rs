@@ -14,7 +14,7 @@ use crate::events::NewEvent;
 use crate::rows::{status_of, RecordRow};
 use crate::{
     Change, EventKind, EventRecord, FireOutcome, Fired, Firing, FlowRun, LostOutcome, Millis,
-    NewExecution, PausedSchedule, Result,
+    NewExecution, NewScheduledRun, PausedSchedule, Result, ScheduledRun,
 };
 
 /// Why a PENDENT execution canceled by a user ended.
@@ -447,20 +447,39 @@ pub(crate) struct FiringState {
     pub overlap: Overlap,
     pub paused: bool,
     pub next_fire_at: Option<Millis>,
+    /// Live runs that wait: PENDENT executions, and flow runs whose current
+    /// step's execution is PENDENT.
     pub pendent: u64,
+    /// The other live runs: RUNNING executions and flow runs.
     pub running: u64,
     /// (scheduled time, outcome) of the fires already recorded.
     pub recorded: HashMap<Millis, String>,
 }
 
+/// The schedule's live flow runs (`live`) and those of them that wait
+/// (`waiting`: the current step's execution is PENDENT), as [`FiringState`]
+/// counts them; the organisation and schedule are placeholders 1 and 2.
+pub(crate) fn live_flow_runs_sql(placeholder: impl Fn(usize) -> String) -> String {
+    let (organization, schedule) = (placeholder(1), placeholder(2));
+    format!(
+        "SELECT COUNT(*) AS live, COALESCE(SUM(CASE WHEN r.status = 'PENDENT' OR EXISTS ( \
+           SELECT 1 FROM flow_steps s JOIN executions e \
+           ON e.id = s.execution_id AND e.organization_id = s.organization_id \
+           WHERE s.organization_id = r.organization_id AND s.run_id = r.id \
+           AND s.status = 'RUNNING' AND e.status = 'PENDENT') THEN 1 ELSE 0 END), 0) AS waiting \
+         FROM flow_runs r WHERE r.organization_id = {organization} AND r.schedule_id = {schedule} \
+         AND r.status IN ('PENDENT', 'RUNNING') AND r.schedule_id IS NOT NULL"
+    )
+}
+
 /// One fire to record: the row (inserted, or replacing a missed one), the run
-/// to queue if any (with its `execution.queued`), then the schedule's events.
+/// to start if any (with its own events), then the schedule's events.
 #[derive(Debug)]
 pub(crate) struct FireWrite<'f> {
     pub scheduled_for: Millis,
     pub outcome: FireOutcome,
     pub reason: Option<String>,
-    pub execution: Option<&'f NewExecution>,
+    pub start: Option<&'f NewScheduledRun>,
     pub events: Vec<NewEvent>,
 }
 
@@ -525,7 +544,7 @@ pub(crate) fn plan_firing(firing: &Firing, state: Option<FiringState>) -> Option
             scheduled_for: missed.scheduled_for,
             outcome: FireOutcome::Missed,
             reason: Some(missed.reason.clone()),
-            execution: None,
+            start: None,
             events: vec![event(
                 EventKind::ScheduleMissed,
                 missed.scheduled_for,
@@ -555,14 +574,14 @@ pub(crate) fn plan_firing(firing: &Firing, state: Option<FiringState>) -> Option
                 json!({ "origin": origin, "reason": reason, "message": message }),
             )
         };
-        let write = match &run.execution {
+        let write = match &run.start {
             Err(why) => {
                 decided.skipped += 1;
                 FireWrite {
                     scheduled_for: at,
                     outcome: FireOutcome::SkippedError,
                     reason: Some(why.clone()),
-                    execution: None,
+                    start: None,
                     events: vec![skipped("error", why)],
                 }
             }
@@ -579,24 +598,26 @@ pub(crate) fn plan_firing(firing: &Firing, state: Option<FiringState>) -> Option
                     outcome: FireOutcome::SkippedOverlap,
                     events: vec![skipped("overlap", &why)],
                     reason: Some(why),
-                    execution: None,
+                    start: None,
                 }
             }
-            Ok(execution) => {
+            Ok(start) => {
                 decided.fired += 1;
-                state.pendent += 1;
+                if start.starts_live() {
+                    state.pendent += 1;
+                }
+                let started = start.id();
+                let (field, id) = started.field();
                 FireWrite {
                     scheduled_for: at,
-                    outcome: FireOutcome::Started {
-                        execution_id: execution.id.clone(),
-                    },
-                    reason: None,
-                    execution: Some(execution),
                     events: vec![event(
                         EventKind::ScheduleFired,
                         at,
-                        json!({ "execution_id": execution.id, "origin": origin }),
+                        json!({ field: id, "origin": origin }),
                     )],
+                    outcome: FireOutcome::Started(started),
+                    reason: None,
+                    start: Some(start),
                 }
             }
         };
@@ -616,7 +637,7 @@ pub(crate) fn count_run_end(
     consecutive: u32,
     pause_after: Option<u32>,
     paused: bool,
-    execution_id: &str,
+    run: &ScheduledRun,
 ) -> Option<(u32, Option<String>)> {
     match status {
         ExecutionStatus::Error => {
@@ -626,7 +647,8 @@ pub(crate) fn count_run_end(
                 .map(|limit| {
                     format!(
                         "paused by the server: {limit} consecutive runs ended ERROR \
-                         (the last: execution {execution_id})"
+                         (the last: {})",
+                        run.describe()
                     )
                 });
             Some((consecutive, note))
@@ -636,17 +658,27 @@ pub(crate) fn count_run_end(
     }
 }
 
-/// `schedule.paused`, written as the server pauses a schedule.
+/// `schedule.paused`, written as the server pauses a schedule after `run`.
 pub(crate) fn schedule_paused_event(
     paused: &PausedSchedule,
-    execution_id: &str,
+    run: &ScheduledRun,
     now: Millis,
 ) -> NewEvent {
+    let (field, id) = run.field();
     NewEvent {
         organization_id: paused.organization_id.clone(),
         kind: EventKind::SchedulePaused,
         subject_id: paused.schedule_id.clone(),
         time: now,
-        data: json!({ "note": paused.note, "execution_id": execution_id }),
+        data: json!({ "note": paused.note, field: id }),
+    }
+}
+
+/// The table a scheduled run's row is in, for the query that finds its
+/// schedule.
+pub(crate) fn scheduled_run_table(run: &ScheduledRun) -> (&'static str, &str) {
+    match run {
+        ScheduledRun::Execution(id) => ("executions", id),
+        ScheduledRun::FlowRun(id) => ("flow_runs", id),
     }
 }

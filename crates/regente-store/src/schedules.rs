@@ -1,29 +1,142 @@
 //! Schedules: runs queued by the server itself at the times of a rule, and the
 //! record of every fire (run, skipped, or missed).
 //!
-//! A fire is applied by [`ScheduleStore::fire_schedule`] in one transaction: it
-//! claims the (schedule, scheduled time) pair, so that a fire happens at most
-//! once whatever the restarts and however many servers share the store; applies
-//! the overlap rule against the schedule's live runs; queues the run (with its
-//! `execution.queued` event) or records why not; writes the schedule's events,
-//! bumps its counters and moves it on to its next fire. Either all of it is
-//! committed or none.
+//! A schedule targets a robot on a runtime, or a flow. A fire is applied by
+//! [`ScheduleStore::fire_schedule`] in one transaction: it claims the
+//! (schedule, scheduled time) pair, so that a fire happens at most once whatever
+//! the restarts and however many servers share the store; applies the overlap
+//! rule against the schedule's live runs (executions and flow runs); queues the
+//! execution (with its `execution.queued` event) or starts the flow run (its
+//! steps, its first execution and their events, as
+//! [`crate::FlowStore::start_flow_run`] writes them), or records why not; writes
+//! the schedule's events, bumps its counters and moves it on to its next fire.
+//! Either all of it is committed or none.
 
 use async_trait::async_trait;
 use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_core::ExecutionStatus;
 use serde_json::Value;
 
-use crate::{EventCursor, Millis, NewExecution, Result};
+use crate::{EventCursor, Millis, NewExecution, NewFlowRun, Result};
+
+/// What a schedule runs at each fire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScheduleTarget {
+    /// An execution of the robot's newest version on the runtime.
+    Robot {
+        robot_id: String,
+        runtime_id: String,
+    },
+    /// A run of the flow's newest version.
+    Flow { flow_id: String },
+}
+
+impl ScheduleTarget {
+    pub fn robot_id(&self) -> Option<&str> {
+        match self {
+            ScheduleTarget::Robot { robot_id, .. } => Some(robot_id),
+            ScheduleTarget::Flow { .. } => None,
+        }
+    }
+
+    pub fn runtime_id(&self) -> Option<&str> {
+        match self {
+            ScheduleTarget::Robot { runtime_id, .. } => Some(runtime_id),
+            ScheduleTarget::Flow { .. } => None,
+        }
+    }
+
+    pub fn flow_id(&self) -> Option<&str> {
+        match self {
+            ScheduleTarget::Flow { flow_id } => Some(flow_id),
+            ScheduleTarget::Robot { .. } => None,
+        }
+    }
+}
+
+/// A run a schedule started: an execution of its robot, or a run of its flow.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ScheduledRun {
+    Execution(String),
+    FlowRun(String),
+}
+
+impl ScheduledRun {
+    pub fn execution_id(&self) -> Option<&str> {
+        match self {
+            ScheduledRun::Execution(id) => Some(id),
+            ScheduledRun::FlowRun(_) => None,
+        }
+    }
+
+    pub fn flow_run_id(&self) -> Option<&str> {
+        match self {
+            ScheduledRun::FlowRun(id) => Some(id),
+            ScheduledRun::Execution(_) => None,
+        }
+    }
+
+    /// `execution ID` or `flow run ID`, for people.
+    pub fn describe(&self) -> String {
+        match self {
+            ScheduledRun::Execution(id) => format!("execution {id}"),
+            ScheduledRun::FlowRun(id) => format!("flow run {id}"),
+        }
+    }
+
+    /// The field that names it in events and answers, and its id.
+    pub fn field(&self) -> (&'static str, &str) {
+        match self {
+            ScheduledRun::Execution(id) => ("execution_id", id),
+            ScheduledRun::FlowRun(id) => ("flow_run_id", id),
+        }
+    }
+}
+
+/// The run a fire starts, built whole before the firing's transaction.
+#[derive(Debug, Clone)]
+pub enum NewScheduledRun {
+    /// Its `schedule_id` and `scheduled_for` are the fire's.
+    Execution(Box<NewExecution>),
+    /// The run as its first decision left it (see [`NewFlowRun`]); its
+    /// `schedule_id` and `scheduled_for` are the fire's.
+    Flow(Box<NewFlowRun>),
+}
+
+impl NewScheduledRun {
+    pub fn id(&self) -> ScheduledRun {
+        match self {
+            NewScheduledRun::Execution(new) => ScheduledRun::Execution(new.id.clone()),
+            NewScheduledRun::Flow(new) => ScheduledRun::FlowRun(new.run.id.clone()),
+        }
+    }
+
+    /// Whether it is live once started (a flow run may end at once, its steps
+    /// all skipped), and so counts for the overlap rule.
+    pub fn starts_live(&self) -> bool {
+        match self {
+            NewScheduledRun::Execution(_) => true,
+            NewScheduledRun::Flow(new) => !new.run.status.is_ended(),
+        }
+    }
+
+    /// The runtime it queues an execution on, if any.
+    pub fn runtime_id(&self) -> Option<&str> {
+        match self {
+            NewScheduledRun::Execution(new) => Some(&new.runtime_id),
+            NewScheduledRun::Flow(new) => new.enqueue.as_ref().map(|e| e.runtime_id.as_str()),
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Schedule {
     pub id: String,
     pub organization_id: String,
     pub name: String,
-    pub robot_id: String,
-    pub runtime_id: String,
-    /// The run body's variables, as given: `[{"name", "type", "value"}]`.
+    pub target: ScheduleTarget,
+    /// The run body's variables, as given: `[{"name", "type", "value"}]`: a
+    /// robot's variables, or a flow's inputs.
     pub variables: Value,
     /// When it fires, as given: `{"cron": "..."}` or `{"every": {...}}`.
     pub rule: Value,
@@ -85,8 +198,8 @@ impl FireOrigin {
 /// What became of a fire.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FireOutcome {
-    /// Its run was queued.
-    Started { execution_id: String },
+    /// Its run was queued (or its flow run started).
+    Started(ScheduledRun),
     /// An earlier run of the schedule was live and the overlap rule said no.
     SkippedOverlap,
     /// The run could not be queued (the reason says why).
@@ -98,7 +211,7 @@ pub enum FireOutcome {
 impl FireOutcome {
     pub fn as_str(&self) -> &'static str {
         match self {
-            FireOutcome::Started { .. } => "started",
+            FireOutcome::Started(_) => "started",
             FireOutcome::SkippedOverlap => "skipped_overlap",
             FireOutcome::SkippedError => "skipped_error",
             FireOutcome::Missed => "missed",
@@ -118,13 +231,12 @@ pub struct ScheduleFire {
     pub recorded_at: Millis,
 }
 
-/// A fire that queues a run, unless the overlap rule says no.
+/// A fire that starts a run, unless the overlap rule says no.
 #[derive(Debug, Clone)]
 pub struct FireRun {
     pub scheduled_for: Millis,
-    /// The run: its `schedule_id` and `scheduled_for` are the fire's.
-    /// `Err(reason)` when it cannot be queued.
-    pub execution: std::result::Result<NewExecution, String>,
+    /// The run; `Err(reason)` when it cannot be queued.
+    pub start: std::result::Result<NewScheduledRun, String>,
 }
 
 /// A fire recorded as missed.
@@ -172,11 +284,11 @@ pub enum Fired {
     Stale,
 }
 
-/// An execution's end, read from the event stream.
+/// An execution's or a flow run's end, read from the event stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunEnd {
     pub organization_id: String,
-    pub execution_id: String,
+    pub run: ScheduledRun,
     pub status: ExecutionStatus,
 }
 

@@ -4,7 +4,7 @@
 use std::str::FromStr;
 
 use regente_core::ExecutionStatus;
-use regente_store::ExecutionFilter;
+use regente_store::{ExecutionFilter, FireOutcome, ScheduleTarget, ScheduledRun};
 use sqlx::migrate::Migrator;
 use sqlx::sqlite::SqliteConnectOptions;
 use sqlx::{Connection, Executor, SqliteConnection};
@@ -78,6 +78,73 @@ async fn a_database_of_the_first_schema_is_migrated_in_place() {
         .map(|m| m.version)
         .collect();
     assert_eq!(applied.into_iter().map(|(v,)| v).collect::<Vec<_>>(), every);
+}
+
+/// A robot's schedule and its fire, as a server before flow targets wrote them.
+const OLD_SCHEDULE: &str = "
+INSERT INTO schedules (id, organization_id, name, robot_id, runtime_id, variables, rule, timezone,
+    overlap, catchup_window_seconds, misfire, jitter_seconds, paused, fired, next_fire_at,
+    next_due_at, created_at, updated_at)
+    VALUES ('00000000000000e1', '00000000000000a1', 'nightly', '00000000000000c1',
+        '00000000000000b1', '[]', '{\"cron\":\"0 3 * * *\"}', 'UTC', 'skip', 3600,
+        'run_latest', 0, 0, 1, 5000, 5000, 1, 2);
+INSERT INTO schedule_fires (schedule_id, scheduled_for, organization_id, origin, outcome,
+    execution_id, recorded_at)
+    VALUES ('00000000000000e1', 20, '00000000000000a1', 'rule', 'started', '00000000000000d2', 21);
+";
+
+/// The migration that lets a schedule target a flow rebuilds SQLite's schedules
+/// table: a schedule written before it keeps its robot target, its counters and
+/// its place among the due ones, and its fire names its execution.
+#[tokio::test]
+async fn schedules_written_before_flow_targets_keep_their_robot_target() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("regente.db").display());
+    let mut before = Migrator::new(std::path::Path::new("./migrations/sqlite"))
+        .await
+        .unwrap();
+    before.migrations = before
+        .migrations
+        .iter()
+        .filter(|m| m.version < 10)
+        .cloned()
+        .collect::<Vec<_>>()
+        .into();
+    let options = SqliteConnectOptions::from_str(&url)
+        .unwrap()
+        .create_if_missing(true);
+    let mut old = SqliteConnection::connect_with(&options).await.unwrap();
+    before.run_direct(&mut old).await.unwrap();
+    old.execute(OLD_ROWS).await.unwrap();
+    old.execute(OLD_SCHEDULE).await.unwrap();
+    old.close().await.unwrap();
+
+    let store = regente_store::open(&url).await.unwrap();
+    let schedule = store
+        .get_schedule("00000000000000a1", "00000000000000e1")
+        .await
+        .unwrap();
+    assert_eq!(
+        schedule.target,
+        ScheduleTarget::Robot {
+            robot_id: "00000000000000c1".into(),
+            runtime_id: "00000000000000b1".into(),
+        }
+    );
+    assert_eq!(
+        (schedule.fired, schedule.next_due_at, schedule.updated_at),
+        (1, Some(5000), 2)
+    );
+    let due = store.due_schedules(5000, 10).await.unwrap();
+    assert_eq!(due, [schedule]);
+    let fires = store
+        .schedule_fires("00000000000000a1", "00000000000000e1", 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        fires[0].outcome,
+        FireOutcome::Started(ScheduledRun::Execution("00000000000000d2".into()))
+    );
 }
 
 #[tokio::test]

@@ -190,8 +190,12 @@ pub struct FlowRunBody {
     end: Option<i64>,
     /// Why it ended, when not FINISHED.
     reason: Option<String>,
+    /// A user's id, or `schedule:ID` for a schedule's run.
     submitted_by: String,
     canceled_by: Option<String>,
+    /// The schedule that started it, and the time of its fire; null otherwise.
+    schedule_id: Option<String>,
+    scheduled_for: Option<i64>,
 }
 
 impl From<FlowRun> for FlowRunBody {
@@ -221,6 +225,8 @@ impl From<FlowRun> for FlowRunBody {
             reason: run.end_reason,
             submitted_by: run.submitted_by,
             canceled_by: run.canceled_by,
+            schedule_id: run.schedule_id,
+            scheduled_for: run.scheduled_for,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The admin API's schedules (`/api/admin/schedules`): runs queued by the
-//! server at the times of a cron or `every` rule, in a time zone. Bodies are
-//! read field by field, so that a bad one is answered 400 naming its field.
+//! The admin API's schedules (`/api/admin/schedules`): runs of a robot, or of
+//! a flow, started by the server at the times of a cron or `every` rule, in a
+//! time zone. Bodies are read field by field, so that a bad one is answered
+//! 400 naming its field.
 
 use std::sync::Arc;
 
@@ -41,20 +42,22 @@ pub fn router() -> Router<Arc<Context>> {
         )
 }
 
-/// A schedule as created (every field but the target and the rule is
-/// optional) or edited (every field is; `null` clears `start_at`, `end_at`,
-/// `note` and `pause_after_failures`). Times are epoch milliseconds or
-/// ISO-8601 with an offset.
+/// A schedule as created (every field but the name, the target and the rule
+/// is optional) or edited (every field is; `null` clears `start_at`, `end_at`,
+/// `note` and `pause_after_failures`). The target is `robot_id` with
+/// `runtime_id`, or `flow_id`. Times are epoch milliseconds or ISO-8601 with
+/// an offset.
 #[derive(ToSchema)]
 #[allow(dead_code)]
 pub struct ScheduleRequest {
     name: String,
-    /// The robot to run, with `runtime_id`.
+    /// The robot to run, with `runtime_id` (or give `flow_id`).
     robot_id: Option<String>,
     runtime_id: Option<String>,
-    /// Not accepted yet: flows do not exist on this server.
+    /// The flow to run (or give `robot_id` with `runtime_id`).
     flow_id: Option<String>,
-    /// The run body's variables, passed to each run: `[{"name", "type", "value"}]`.
+    /// The run body's variables, passed to each run: `[{"name", "type", "value"}]`;
+    /// a flow's inputs for a flow.
     variables: Option<Vec<Value>>,
     /// 5 fields, or 6 with seconds first; or give `every`.
     cron: Option<String>,
@@ -98,7 +101,10 @@ pub struct FireBody {
     /// `started`, `skipped_overlap`, `skipped_error` or `missed`; `already_fired`
     /// in a backfill's answer for a fire that had happened.
     outcome: &'static str,
+    /// The execution a robot's fire queued.
     execution_id: Option<String>,
+    /// The run a flow's fire started (`GET /api/integration/v2/flows/runs/{id}`).
+    flow_run_id: Option<String>,
     reason: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     recorded_at: Option<i64>,
@@ -108,8 +114,11 @@ pub struct FireBody {
 pub struct ScheduleBody {
     id: String,
     name: String,
-    robot_id: String,
-    runtime_id: String,
+    /// The robot it runs, on `runtime_id`; null for a flow's schedule.
+    robot_id: Option<String>,
+    runtime_id: Option<String>,
+    /// The flow it runs; null for a robot's schedule.
+    flow_id: Option<String>,
     variables: Value,
     /// The rule as given.
     cron: Option<String>,
@@ -142,16 +151,26 @@ pub struct ScheduleBody {
     updated_at: i64,
 }
 
+/// The `execution_id` and `flow_run_id` of what a fire started.
+fn started_ids(outcome: Option<&FireOutcome>) -> (Option<String>, Option<String>) {
+    match outcome {
+        Some(FireOutcome::Started(run)) => (
+            run.execution_id().map(str::to_owned),
+            run.flow_run_id().map(str::to_owned),
+        ),
+        _ => (None, None),
+    }
+}
+
 fn fire_body(rule: &Rule, fire: &ScheduleFire) -> FireBody {
+    let (execution_id, flow_run_id) = started_ids(Some(&fire.outcome));
     FireBody {
         scheduled_for: fire.scheduled_for,
         local: rule.local_iso(fire.scheduled_for),
         origin: fire.origin.as_str(),
         outcome: fire.outcome.as_str(),
-        execution_id: match &fire.outcome {
-            FireOutcome::Started { execution_id } => Some(execution_id.clone()),
-            _ => None,
-        },
+        execution_id,
+        flow_run_id,
         reason: fire.reason.clone(),
         recorded_at: Some(fire.recorded_at),
     }
@@ -179,10 +198,11 @@ fn schedule_body(view: ScheduleView, detailed: bool) -> ScheduleBody {
             .and_then(Value::as_str)
             .map(str::to_owned),
         every: s.rule.get("every").cloned(),
+        robot_id: s.target.robot_id().map(str::to_owned),
+        runtime_id: s.target.runtime_id().map(str::to_owned),
+        flow_id: s.target.flow_id().map(str::to_owned),
         id: s.id,
         name: s.name,
-        robot_id: s.robot_id,
-        runtime_id: s.runtime_id,
         variables: s.variables,
         timezone: s.timezone,
         start_at: s.start_at,
@@ -388,9 +408,9 @@ fn parse_changes(body: &[u8]) -> ApiResult<ScheduleChanges> {
 /// Creates a schedule. Answers it with its next 10 fire times.
 #[utoipa::path(post, path = "/api/admin/schedules", tag = "schedules", request_body = ScheduleRequest,
     responses((status = 201, body = ScheduleBody),
-              (status = 400, description = "A field is wrong: the message names it (unknown zone, impossible cron, end_at before start_at, variables the robot refuses, ...)", body = ErrorBody),
+              (status = 400, description = "A field is wrong: the message names it (unknown zone, impossible cron, end_at before start_at, both targets or none, variables the robot or the flow's inputs refuse, ...)", body = ErrorBody),
               (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
-              (status = 404, description = "The robot or runtime is not the organisation's", body = ErrorBody),
+              (status = 404, description = "The robot, runtime or flow is not the organisation's", body = ErrorBody),
               (status = 409, description = "The name is taken", body = ErrorBody)),
     security(("bearer" = [])))]
 async fn create_schedule(
@@ -467,6 +487,7 @@ async fn delete_schedule(
 }
 
 fn answer_body(rule: &Rule, origin: &'static str, answer: FireAnswer) -> FireBody {
+    let (execution_id, flow_run_id) = started_ids(answer.outcome.as_ref());
     FireBody {
         scheduled_for: answer.scheduled_for,
         local: rule.local_iso(answer.scheduled_for),
@@ -475,10 +496,8 @@ fn answer_body(rule: &Rule, origin: &'static str, answer: FireAnswer) -> FireBod
             .outcome
             .as_ref()
             .map_or("already_fired", FireOutcome::as_str),
-        execution_id: match answer.outcome {
-            Some(FireOutcome::Started { execution_id }) => Some(execution_id),
-            _ => None,
-        },
+        execution_id,
+        flow_run_id,
         reason: None,
         recorded_at: None,
     }

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use regente_core::{resolve_variables, ExecutionStatus, RequestVariable, VariableType};
 use regente_flows::{next, Decision, Definition, RunState, StepState, StepStatus};
-use regente_store::{FlowAdvance, FlowRun, FlowStep, Millis, NewExecution};
+use regente_store::{Flow, FlowAdvance, FlowRun, FlowStep, Millis, NewExecution};
 use serde_json::{Map, Value};
 
 use super::{new_id, Context, Error, Result};
@@ -39,11 +39,20 @@ impl Definitions {
             .store
             .flow_version(&run.organization_id, &run.flow_id, run.version)
             .await?;
+        self.of_flow(&flow)
+    }
+
+    /// The definition of the flow's version as read, from the cache or parsed.
+    pub fn of_flow(&self, flow: &Flow) -> Result<Arc<Definition>> {
+        let key = (flow.id.clone(), flow.version);
+        if let Some(definition) = self.lock().get(&key) {
+            return Ok(definition.clone());
+        }
         let definition = Arc::new(Definition::parse(&flow.definition).map_err(|e| {
             Error::Internal(anyhow::anyhow!(
                 "stored flow {} version {}: {e}",
-                run.flow_id,
-                run.version
+                flow.id,
+                flow.version
             ))
         })?);
         let mut parsed = self.lock();

@@ -2,6 +2,8 @@
 //! cancel and retry a run, and advance a run as the engine does when a step's
 //! execution ends.
 
+use std::sync::Arc;
+
 use regente_core::{is_valid_id, resolve_variables, ExecutionStatus, RequestVariable};
 use regente_flows::{Definition, RunState};
 use regente_store::{
@@ -86,32 +88,33 @@ pub async fn list(ctx: &Context, caller: &Caller) -> Result<Vec<Flow>> {
     Ok(ctx.store.list_flows(&caller.organization_id).await?)
 }
 
-/// Starts a run of the flow's newest version with `variables` resolved against
-/// its declared inputs; its first step is queued in the same transaction. For
-/// users' requests and for the server's own callers (schedules).
-pub async fn start_run(
+/// The flow's newest version, its definition, and `variables` resolved against
+/// its declared inputs (`Invalid` when they do not fit).
+pub(crate) async fn with_inputs(
     ctx: &Context,
     caller: &Caller,
     flow_id: &str,
-    variables: Vec<RequestVariable>,
-    idempotency_key: Option<&str>,
-) -> Result<String> {
+    variables: &[RequestVariable],
+) -> Result<(Flow, Arc<Definition>, Value)> {
     let flow = get(ctx, caller, flow_id).await?;
-    let definition = Definition::parse(&flow.definition).map_err(|e| {
-        Error::Internal(anyhow::anyhow!(
-            "stored flow {flow_id} version {}: {e}",
-            flow.version
-        ))
-    })?;
-    let input = resolve_variables(&definition.variables, &variables)
+    let definition = ctx.flows.definitions.of_flow(&flow)?;
+    let input = resolve_variables(&definition.variables, variables)
         .map_err(|e| Error::Invalid(e.to_string()))?
         .to_json();
-    let key = super::runs::idempotency(
-        ctx,
-        caller,
-        idempotency_key,
-        &["flow", flow_id, &input.to_string()],
-    )?;
+    Ok((flow, definition, input))
+}
+
+/// A run of the flow's newest version as it starts, submitted by the caller:
+/// its inputs resolved, its first decisions applied (its first step's
+/// execution built), not stored yet. A run request and a schedule's fire both
+/// start runs from it.
+pub(crate) async fn new_run(
+    ctx: &Context,
+    caller: &Caller,
+    flow_id: &str,
+    variables: &[RequestVariable],
+) -> Result<(NewFlowRun, Planned)> {
+    let (flow, definition, input) = with_inputs(ctx, caller, flow_id, variables).await?;
     let now = ctx.clock.now();
     let run_id = new_id();
     let state = RunState::new(&definition, input.clone());
@@ -140,6 +143,8 @@ pub async fn start_run(
         canceled_by: None,
         revision: 0,
         wake_at: planned.wake_at,
+        schedule_id: None,
+        scheduled_for: None,
         steps: planned
             .state
             .steps
@@ -153,6 +158,25 @@ pub async fn start_run(
         run,
         enqueue: planned.enqueue.clone(),
     };
+    Ok((new, planned))
+}
+
+/// Starts a run of the flow's newest version with `variables` resolved against
+/// its declared inputs; its first step is queued in the same transaction.
+pub async fn start_run(
+    ctx: &Context,
+    caller: &Caller,
+    flow_id: &str,
+    variables: Vec<RequestVariable>,
+    idempotency_key: Option<&str>,
+) -> Result<String> {
+    let (new, planned) = new_run(ctx, caller, flow_id, &variables).await?;
+    let key = super::runs::idempotency(
+        ctx,
+        caller,
+        idempotency_key,
+        &["flow", flow_id, &new.run.input.to_string()],
+    )?;
     match ctx.store.start_flow_run(&new, key.as_ref()).await? {
         Enqueued::Created => {
             after_change(ctx, &caller.organization_id, &new.run.id, &planned).await;

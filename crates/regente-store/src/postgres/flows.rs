@@ -86,12 +86,17 @@ async fn lock_run(
     Ok((status_of(&row)?, row.try_get("revision").map_err(other)?))
 }
 
-async fn insert_run(conn: &mut PgConnection, new: &NewFlowRun) -> Result<()> {
+/// Writes a starting run in the caller's transaction: its row, its steps, its
+/// first execution and their events (`flow_run.started`, `execution.queued`,
+/// and `flow_run.ended` for a run that ended at once). A run request and a
+/// schedule's fire both start runs with it.
+pub(super) async fn insert_run(conn: &mut PgConnection, new: &NewFlowRun) -> Result<()> {
     let run = &new.run;
     sqlx::query(
         "INSERT INTO flow_runs (id, organization_id, flow_id, version, status, input, return_value, \
-         init, \"end\", end_reason, submitted_by, canceled_by, revision, wake_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, 0, $12)",
+         init, \"end\", end_reason, submitted_by, canceled_by, revision, wake_at, schedule_id, \
+         scheduled_for) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, NULL, 0, $12, $13, $14)",
     )
     .bind(&run.id)
     .bind(&run.organization_id)
@@ -105,6 +110,8 @@ async fn insert_run(conn: &mut PgConnection, new: &NewFlowRun) -> Result<()> {
     .bind(&run.end_reason)
     .bind(&run.submitted_by)
     .bind(run.wake_at)
+    .bind(&run.schedule_id)
+    .bind(run.scheduled_for)
     .execute(&mut *conn)
     .await
     .map_err(conflict_as("a flow run with this id"))?;

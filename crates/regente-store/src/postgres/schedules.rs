@@ -13,15 +13,19 @@ use sqlx::{PgConnection, Row};
 
 use super::events::{insert_events, save_cursor_in};
 use super::executions::insert_execution;
+use super::flows::insert_run;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::rows::{
-    fire_execution_id, insert_schedule_sql, schedule_definition, schedule_fire_from, schedule_from,
+    fire_run_ids, insert_schedule_sql, schedule_definition, schedule_fire_from, schedule_from,
     status_of, update_schedule_sql, Param, SCHEDULE_COLUMNS, SCHEDULE_FIRE_COLUMNS,
 };
-use crate::rules::{count_run_end, firing_range, plan_firing, schedule_paused_event, FiringState};
+use crate::rules::{
+    count_run_end, firing_range, live_flow_runs_sql, plan_firing, schedule_paused_event,
+    scheduled_run_table, FiringState,
+};
 use crate::{
-    Error, EventCursor, Fired, Firing, Millis, PausedSchedule, Result, RunEnd, RunEndsCounted,
-    Schedule, ScheduleFire, ScheduleStore,
+    Error, EventCursor, Fired, Firing, Millis, NewScheduledRun, PausedSchedule, Result, RunEnd,
+    RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
 };
 
 const NAME_TAKEN: &str = "a schedule with this name";
@@ -30,6 +34,7 @@ static INSERT_SCHEDULE: LazyLock<String> =
     LazyLock::new(|| insert_schedule_sql(|n| format!("${n}")));
 static UPDATE_SCHEDULE: LazyLock<String> =
     LazyLock::new(|| update_schedule_sql(|n| format!("${n}")));
+static LIVE_FLOW_RUNS: LazyLock<String> = LazyLock::new(|| live_flow_runs_sql(|n| format!("${n}")));
 
 type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
@@ -75,6 +80,16 @@ async fn firing_state(conn: &mut PgConnection, firing: &Firing) -> Result<Option
             _ => running = count as u64,
         }
     }
+    let flow_runs = sqlx::query(&LIVE_FLOW_RUNS)
+        .bind(&firing.organization_id)
+        .bind(&firing.schedule_id)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(other)?;
+    let live: i64 = flow_runs.try_get("live").map_err(other)?;
+    let waiting: i64 = flow_runs.try_get("waiting").map_err(other)?;
+    pendent += waiting as u64;
+    running += (live - waiting) as u64;
     let mut recorded = HashMap::new();
     if let Some((low, high)) = firing_range(firing) {
         let rows = sqlx::query(
@@ -111,26 +126,32 @@ async fn fire(conn: &mut PgConnection, firing: &Firing) -> Result<Option<Fired>>
         return Ok(None);
     };
     for write in &decided.writes {
+        let (execution_id, flow_run_id) = fire_run_ids(&write.outcome);
         sqlx::query(
             "INSERT INTO schedule_fires (schedule_id, scheduled_for, organization_id, origin, \
-             outcome, execution_id, reason, recorded_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+             outcome, execution_id, flow_run_id, reason, recorded_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
              ON CONFLICT (schedule_id, scheduled_for) DO UPDATE SET origin = EXCLUDED.origin, \
              outcome = EXCLUDED.outcome, execution_id = EXCLUDED.execution_id, \
-             reason = EXCLUDED.reason, recorded_at = EXCLUDED.recorded_at",
+             flow_run_id = EXCLUDED.flow_run_id, reason = EXCLUDED.reason, \
+             recorded_at = EXCLUDED.recorded_at",
         )
         .bind(&firing.schedule_id)
         .bind(write.scheduled_for)
         .bind(&firing.organization_id)
         .bind(firing.origin.as_str())
         .bind(write.outcome.as_str())
-        .bind(fire_execution_id(&write.outcome))
+        .bind(execution_id)
+        .bind(flow_run_id)
         .bind(write.reason.as_deref())
         .bind(firing.now)
         .execute(&mut *conn)
         .await
         .map_err(other)?;
-        if let Some(execution) = write.execution {
-            insert_execution(conn, execution).await?;
+        match write.start {
+            Some(NewScheduledRun::Execution(new)) => insert_execution(conn, new).await?,
+            Some(NewScheduledRun::Flow(new)) => insert_run(conn, new).await?,
+            None => {}
         }
         insert_events(conn, &write.events).await?;
     }
@@ -190,14 +211,15 @@ async fn count_ends(
     }
     let mut paused = Vec::new();
     for end in ends {
-        let Some(row) = sqlx::query(
+        let (table, run_id) = scheduled_run_table(&end.run);
+        let Some(row) = sqlx::query(&format!(
             "SELECT s.id, s.consecutive_failures, s.pause_after_failures, s.paused \
-             FROM executions e JOIN schedules s \
-             ON s.id = e.schedule_id AND s.organization_id = e.organization_id \
-             WHERE e.organization_id = $1 AND e.id = $2 FOR UPDATE OF s",
-        )
+             FROM {table} r JOIN schedules s \
+             ON s.id = r.schedule_id AND s.organization_id = r.organization_id \
+             WHERE r.organization_id = $1 AND r.id = $2 FOR UPDATE OF s"
+        ))
         .bind(&end.organization_id)
-        .bind(&end.execution_id)
+        .bind(run_id)
         .fetch_optional(&mut *conn)
         .await
         .map_err(other)?
@@ -212,7 +234,7 @@ async fn count_ends(
             consecutive as u32,
             pause_after.map(|n| n as u32),
             row.try_get("paused").map_err(other)?,
-            &end.execution_id,
+            &end.run,
         ) else {
             continue;
         };
@@ -234,11 +256,7 @@ async fn count_ends(
                 schedule_id,
                 note,
             };
-            insert_events(
-                conn,
-                &[schedule_paused_event(&pause, &end.execution_id, now)],
-            )
-            .await?;
+            insert_events(conn, &[schedule_paused_event(&pause, &end.run, now)]).await?;
             paused.push(pause);
         }
     }

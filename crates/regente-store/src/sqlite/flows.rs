@@ -94,17 +94,30 @@ fn start_run(
     new: &NewFlowRun,
     key: Option<&IdempotencyKey>,
 ) -> Result<Enqueued> {
-    let run = &new.run;
     if let Some(key) = key {
         if let Some(answer) = earlier_answer(conn, key)? {
             return Ok(answer);
         }
     }
+    insert_flow_run(conn, new)?;
+    if let Some(key) = key {
+        record_key(conn, key, &new.run.id, new.run.init)?;
+    }
+    Ok(Enqueued::Created)
+}
+
+/// Writes a starting run: its row, its steps, its first execution and their
+/// events (`flow_run.started`, `execution.queued`, and `flow_run.ended` for a
+/// run that ended at once). A run request and a schedule's fire both start
+/// runs with it.
+pub(super) fn insert_flow_run(conn: &Connection, new: &NewFlowRun) -> Result<()> {
+    let run = &new.run;
     insert(
         conn,
         "INSERT INTO flow_runs (id, organization_id, flow_id, version, status, input, return_value, \
-         init, \"end\", end_reason, submitted_by, canceled_by, revision, wake_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, 0, ?12)",
+         init, \"end\", end_reason, submitted_by, canceled_by, revision, wake_at, schedule_id, \
+         scheduled_for) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, NULL, 0, ?12, ?13, ?14)",
         params![
             run.id,
             run.organization_id,
@@ -117,7 +130,9 @@ fn start_run(
             run.end,
             run.end_reason,
             run.submitted_by,
-            run.wake_at
+            run.wake_at,
+            run.schedule_id,
+            run.scheduled_for
         ],
         "a flow run with this id",
     )?;
@@ -138,10 +153,7 @@ fn start_run(
         );
         insert_events(conn, &[ended])?;
     }
-    if let Some(key) = key {
-        record_key(conn, key, &run.id, run.init)?;
-    }
-    Ok(Enqueued::Created)
+    Ok(())
 }
 
 /// The run's status and revision, if it exists in the organisation.

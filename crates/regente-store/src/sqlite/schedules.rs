@@ -10,17 +10,23 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
 use super::events::{cursor_in, insert_events, save_cursor_in};
-use super::executions::{enqueue_one, RunToInsert};
+use super::executions::insert_execution;
+use super::flows::insert_flow_run;
 use super::{all, change, conflict_as, one, SqliteStore};
 use crate::rows::{
-    fire_execution_id, insert_schedule_sql, schedule_definition, schedule_fire_from, schedule_from,
+    fire_run_ids, insert_schedule_sql, schedule_definition, schedule_fire_from, schedule_from,
     status_of, update_schedule_sql, Param, RecordRow, SCHEDULE_COLUMNS, SCHEDULE_FIRE_COLUMNS,
 };
-use crate::rules::{count_run_end, firing_range, plan_firing, schedule_paused_event, FiringState};
-use crate::{
-    Error, EventCursor, Fired, Firing, Millis, PausedSchedule, Result, RunEnd, RunEndsCounted,
-    Schedule, ScheduleFire, ScheduleStore,
+use crate::rules::{
+    count_run_end, firing_range, live_flow_runs_sql, plan_firing, schedule_paused_event,
+    scheduled_run_table, FiringState,
 };
+use crate::{
+    Error, EventCursor, Fired, Firing, Millis, NewScheduledRun, PausedSchedule, Result, RunEnd,
+    RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
+};
+
+static LIVE_FLOW_RUNS: LazyLock<String> = LazyLock::new(|| live_flow_runs_sql(|n| format!("?{n}")));
 
 const NAME_TAKEN: &str = "a schedule with this name";
 
@@ -58,6 +64,15 @@ fn firing_state(conn: &Connection, firing: &Firing) -> Result<Option<FiringState
             _ => running = count,
         }
     }
+    let (live, waiting) = one(
+        conn,
+        &LIVE_FLOW_RUNS,
+        params![firing.organization_id, firing.schedule_id],
+        |row| Ok((row.int("live")? as u64, row.int("waiting")? as u64)),
+    )?
+    .unwrap_or_default();
+    pendent += waiting;
+    running += live - waiting;
     let mut recorded = HashMap::new();
     if let Some((low, high)) = firing_range(firing) {
         for (at, outcome) in all(
@@ -86,33 +101,34 @@ fn fire(conn: &Connection, firing: &Firing) -> Result<Fired> {
         return Ok(Fired::Stale);
     };
     for write in &decided.writes {
+        let (execution_id, flow_run_id) = fire_run_ids(&write.outcome);
         change(
             conn,
             "INSERT INTO schedule_fires (schedule_id, scheduled_for, organization_id, origin, \
-             outcome, execution_id, reason, recorded_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+             outcome, execution_id, flow_run_id, reason, recorded_at) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) \
              ON CONFLICT (schedule_id, scheduled_for) DO UPDATE SET origin = excluded.origin, \
              outcome = excluded.outcome, execution_id = excluded.execution_id, \
-             reason = excluded.reason, recorded_at = excluded.recorded_at",
+             flow_run_id = excluded.flow_run_id, reason = excluded.reason, \
+             recorded_at = excluded.recorded_at",
             params![
                 firing.schedule_id,
                 write.scheduled_for,
                 firing.organization_id,
                 firing.origin.as_str(),
                 write.outcome.as_str(),
-                fire_execution_id(&write.outcome),
+                execution_id,
+                flow_run_id,
                 write.reason,
                 firing.now
             ],
         )?;
-        if let Some(execution) = write.execution {
-            enqueue_one(
-                conn,
-                &RunToInsert {
-                    new: execution.clone(),
-                    variables: execution.variables.to_string(),
-                    key: None,
-                },
-            )?;
+        match write.start {
+            Some(NewScheduledRun::Execution(new)) => {
+                insert_execution(conn, new, &new.variables.to_string())?
+            }
+            Some(NewScheduledRun::Flow(new)) => insert_flow_run(conn, new)?,
+            None => {}
         }
         insert_events(conn, &write.events)?;
     }
@@ -151,13 +167,16 @@ fn count_ends(
     }
     let mut paused = Vec::new();
     for end in ends {
+        let (table, run_id) = scheduled_run_table(&end.run);
         let schedule = one(
             conn,
-            "SELECT s.id, s.consecutive_failures, s.pause_after_failures, s.paused \
-             FROM executions e JOIN schedules s \
-             ON s.id = e.schedule_id AND s.organization_id = e.organization_id \
-             WHERE e.organization_id = ?1 AND e.id = ?2",
-            params![end.organization_id, end.execution_id],
+            &format!(
+                "SELECT s.id, s.consecutive_failures, s.pause_after_failures, s.paused \
+                 FROM {table} r JOIN schedules s \
+                 ON s.id = r.schedule_id AND s.organization_id = r.organization_id \
+                 WHERE r.organization_id = ?1 AND r.id = ?2"
+            ),
+            params![end.organization_id, run_id],
             |row| {
                 Ok((
                     row.text("id")?,
@@ -170,13 +189,9 @@ fn count_ends(
         let Some((schedule_id, consecutive, pause_after, is_paused)) = schedule else {
             continue;
         };
-        let Some((consecutive, note)) = count_run_end(
-            end.status,
-            consecutive,
-            pause_after,
-            is_paused,
-            &end.execution_id,
-        ) else {
+        let Some((consecutive, note)) =
+            count_run_end(end.status, consecutive, pause_after, is_paused, &end.run)
+        else {
             continue;
         };
         change(
@@ -192,10 +207,7 @@ fn count_ends(
                 schedule_id,
                 note,
             };
-            insert_events(
-                conn,
-                &[schedule_paused_event(&pause, &end.execution_id, now)],
-            )?;
+            insert_events(conn, &[schedule_paused_event(&pause, &end.run, now)])?;
             paused.push(pause);
         }
     }

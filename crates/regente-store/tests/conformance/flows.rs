@@ -70,6 +70,8 @@ async fn started_run(w: &World) -> (FlowRun, String) {
         canceled_by: None,
         revision: 0,
         wake_at: None,
+        schedule_id: None,
+        scheduled_for: None,
         steps: vec![first, step(1, "report")],
         seq: 0,
     };
@@ -262,6 +264,8 @@ async fn an_idempotency_key_answers_the_run_it_started(store: Arc<dyn Store>) {
             canceled_by: None,
             revision: 0,
             wake_at: Some(8_000),
+            schedule_id: None,
+            scheduled_for: None,
             steps: vec![step(0, "a")],
             seq: 0,
         },

@@ -67,6 +67,7 @@ mod organizations;
 mod reports;
 mod robots;
 mod runtimes;
+mod schedule_flows;
 mod schedules;
 
 #[tokio::test]

@@ -8,7 +8,7 @@ use crate::support::{events_after_at_least, events_of_kind};
 use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_store::{
     Advance, EventCursor, EventKind, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire,
-    RunEnd, RunEndsCounted, Schedule,
+    NewScheduledRun, RunEnd, RunEndsCounted, Schedule, ScheduleTarget, ScheduledRun,
 };
 use serde_json::Value;
 
@@ -25,13 +25,20 @@ conformance! {
     ],
 }
 
-fn schedule(w: &World, name: &str, overlap: Overlap, next_fire_at: Option<Millis>) -> Schedule {
+pub(crate) fn schedule(
+    w: &World,
+    name: &str,
+    overlap: Overlap,
+    next_fire_at: Option<Millis>,
+) -> Schedule {
     Schedule {
         id: new_id(),
         organization_id: w.org.id.clone(),
         name: name.to_owned(),
-        robot_id: w.robot_id.clone(),
-        runtime_id: w.runtime.id.clone(),
+        target: ScheduleTarget::Robot {
+            robot_id: w.robot_id.clone(),
+            runtime_id: w.runtime.id.clone(),
+        },
         variables: json!([{"name": "N", "value": 1}]),
         rule: json!({"cron": "*/10 * * * *"}),
         timezone: "UTC".into(),
@@ -65,16 +72,16 @@ async fn stored_schedule(w: &World, overlap: Overlap, next_fire_at: Option<Milli
 fn run(w: &World, s: &Schedule, at: Millis) -> FireRun {
     FireRun {
         scheduled_for: at,
-        execution: Ok(NewExecution {
+        start: Ok(NewScheduledRun::Execution(Box::new(NewExecution {
             schedule_id: Some(s.id.clone()),
             scheduled_for: Some(at),
             submitted_by: format!("schedule:{}", s.id),
             ..w.execution(&w.runtime.id, at + 5, 1)
-        }),
+        }))),
     }
 }
 
-fn firing(s: &Schedule, origin: FireOrigin, runs: Vec<FireRun>, now: Millis) -> Firing {
+pub(crate) fn firing(s: &Schedule, origin: FireOrigin, runs: Vec<FireRun>, now: Millis) -> Firing {
     Firing {
         organization_id: s.organization_id.clone(),
         schedule_id: s.id.clone(),
@@ -93,13 +100,13 @@ fn started(fired: &Fired) -> Vec<String> {
     outcomes
         .iter()
         .filter_map(|(_, outcome)| match outcome {
-            Some(FireOutcome::Started { execution_id }) => Some(execution_id.clone()),
+            Some(FireOutcome::Started(run)) => Some(run.execution_id().unwrap().to_owned()),
             _ => None,
         })
         .collect()
 }
 
-fn outcomes(fired: &Fired) -> Vec<Option<&'static str>> {
+pub(crate) fn outcomes(fired: &Fired) -> Vec<Option<&'static str>> {
     let Fired::Applied(outcomes) = fired else {
         panic!("a stale firing: {fired:?}");
     };
@@ -109,7 +116,13 @@ fn outcomes(fired: &Fired) -> Vec<Option<&'static str>> {
         .collect()
 }
 
-async fn counters(w: &World, id: &str) -> (u64, u64, u64) {
+/// Why the schedule's latest fire was skipped or missed.
+pub(crate) async fn last_reason(w: &World, id: &str) -> String {
+    let fires = w.store.schedule_fires(&w.org.id, id, 1).await.unwrap();
+    fires[0].reason.clone().expect("a reason")
+}
+
+pub(crate) async fn counters(w: &World, id: &str) -> (u64, u64, u64) {
     let s = w.store.get_schedule(&w.org.id, id).await.unwrap();
     (s.fired, s.skipped, s.missed)
 }
@@ -214,7 +227,7 @@ async fn schedules_are_stored_and_scoped(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(fires.len(), 1);
-    let FireOutcome::Started { execution_id } = &fires[0].outcome else {
+    let FireOutcome::Started(ScheduledRun::Execution(execution_id)) = &fires[0].outcome else {
         panic!("{fires:?}");
     };
     w.store.delete_schedule(&w.org.id, &first.id).await.unwrap();
@@ -305,7 +318,7 @@ async fn a_fire_queues_a_run_with_its_events_and_counts_once(store: Arc<dyn Stor
     // A run that cannot be queued is skipped, with its reason.
     let broken = FireRun {
         scheduled_for: 1_200_000,
-        execution: Err("variable N: not a number".into()),
+        start: Err("variable N: not a number".into()),
     };
     let fired = w
         .store
@@ -413,15 +426,8 @@ async fn overlap_rules_look_at_the_schedule_s_live_runs(store: Arc<dyn Store>) {
     let skipped = w.store.fire_schedule(&fire(&skip, 3_000)).await.unwrap();
     assert_eq!(outcomes(&skipped), [Some("skipped_overlap")]);
     assert_eq!(counters(&w, &skip.id).await, (1, 2, 0));
-    let fires = w
-        .store
-        .schedule_fires(&w.org.id, &skip.id, 1)
-        .await
-        .unwrap();
-    assert!(
-        fires[0].reason.as_deref().unwrap().contains("1 RUNNING"),
-        "{fires:?}"
-    );
+    let reason = last_reason(&w, &skip.id).await;
+    assert!(reason.contains("1 RUNNING"), "{reason}");
     // Once it has ended, the next fire runs.
     let ended = w
         .report(
@@ -637,7 +643,7 @@ async fn consecutive_failures_pause_a_schedule_once(store: Arc<dyn Store>) {
     let unscheduled = w.enqueue(6_000).await;
     let end = |id: &str, status| RunEnd {
         organization_id: w.org.id.clone(),
-        execution_id: id.to_owned(),
+        run: ScheduledRun::Execution(id.to_owned()),
         status,
     };
     let cursor = |seq| EventCursor { txid: 0, seq };

@@ -307,7 +307,7 @@ pub(crate) async fn assert_same(
             source.get_schedule(organization, schedule).await.unwrap()
         );
     }
-    assert_eq!(fixture.schedules.len(), 2);
+    assert_eq!(fixture.schedules.len(), 3);
 
     // Live leases and the status under every lease ever handed out.
     for new in &fixture.runtimes {

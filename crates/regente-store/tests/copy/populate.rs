@@ -3,7 +3,9 @@
 use super::*;
 use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_store::prelude::*;
-use regente_store::{FireOrigin, FireRun, Fired, Firing, MissedFire, Schedule};
+use regente_store::{
+    FireOrigin, FireRun, Fired, Firing, MissedFire, NewScheduledRun, Schedule, ScheduleTarget,
+};
 
 pub(crate) fn id(n: u64) -> String {
     format!("{n:016x}")
@@ -570,8 +572,10 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
             id: id(81 + n),
             organization_id: b.fixture.organizations[organization].id.clone(),
             name: format!("nightly «{n}»"),
-            robot_id: b.fixture.robots[robot].1.clone(),
-            runtime_id: b.fixture.runtimes[runtime].runtime.id.clone(),
+            target: ScheduleTarget::Robot {
+                robot_id: b.fixture.robots[robot].1.clone(),
+                runtime_id: b.fixture.runtimes[runtime].runtime.id.clone(),
+            },
             variables: json!([{"name": "N", "type": "number", "value": n}]),
             rule: json!({"every": {"frequency": "weekly", "at": "02:30", "weekdays": ["mon"]}}),
             timezone: "America/Sao_Paulo".into(),
@@ -614,11 +618,11 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
                     runs: vec![
                         FireRun {
                             scheduled_for: b.init + 500,
-                            execution: Ok(run),
+                            start: Ok(NewScheduledRun::Execution(Box::new(run))),
                         },
                         FireRun {
                             scheduled_for: b.init + 600,
-                            execution: Err("no runtime «x»".into()),
+                            start: Err("no runtime «x»".into()),
                         },
                     ],
                     now: b.init + 700,
@@ -631,6 +635,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
             .schedules
             .push((schedule.organization_id.clone(), schedule.id.clone()));
     }
+    populate_flow_schedule(&mut b).await;
     // Runtimes online and offline, and consumers part way through the stream.
     let (online, offline) = (
         b.fixture.runtimes[0].runtime.id.clone(),
@@ -719,6 +724,8 @@ async fn populate_flows(b: &mut Builder) {
         canceled_by: None,
         revision: 0,
         wake_at: Some(b.init + 60_000),
+        schedule_id: None,
+        scheduled_for: None,
         steps: vec![fetched, waiting],
         seq: 0,
     };
@@ -731,4 +738,63 @@ async fn populate_flows(b: &mut Builder) {
         Enqueued::Created
     );
     b.fixture.flows.push((organization_id, flow.id, run.id));
+}
+
+/// A schedule of the flow, whose fire started a run of it (waiting on a
+/// retry's backoff, so that it queues nothing).
+async fn populate_flow_schedule(b: &mut Builder) {
+    let (organization_id, flow_id, first_run) = b.fixture.flows[0].clone();
+    let robot_schedule = &b.fixture.schedules[1];
+    let schedule = Schedule {
+        id: id(83),
+        name: "flow «report»".into(),
+        target: ScheduleTarget::Flow {
+            flow_id: flow_id.clone(),
+        },
+        variables: json!([{"name": "MIN", "value": 2}]),
+        paused: false,
+        pause_note: None,
+        ..b.store
+            .get_schedule(&robot_schedule.0, &robot_schedule.1)
+            .await
+            .unwrap()
+    };
+    assert_eq!(schedule.organization_id, organization_id);
+    b.store.create_schedule(&schedule).await.unwrap();
+    let scheduled_for = b.init + 900;
+    let run = FlowRun {
+        id: b.next_id(),
+        input: json!({"MIN": 2}),
+        submitted_by: format!("schedule:{}", schedule.id),
+        schedule_id: Some(schedule.id.clone()),
+        scheduled_for: Some(scheduled_for),
+        ..b.store
+            .get_flow_run(&organization_id, &first_run)
+            .await
+            .unwrap()
+    };
+    let fired = b
+        .store
+        .fire_schedule(&Firing {
+            organization_id: organization_id.clone(),
+            schedule_id: schedule.id.clone(),
+            origin: FireOrigin::Trigger,
+            advance: None,
+            missed: Vec::new(),
+            runs: vec![FireRun {
+                scheduled_for,
+                start: Ok(NewScheduledRun::Flow(Box::new(NewFlowRun {
+                    run: run.clone(),
+                    enqueue: None,
+                }))),
+            }],
+            now: scheduled_for + 1,
+        })
+        .await
+        .unwrap();
+    assert!(matches!(fired, Fired::Applied(_)));
+    b.fixture
+        .schedules
+        .push((organization_id.clone(), schedule.id));
+    b.fixture.flows.push((organization_id, flow_id, run.id));
 }

@@ -237,6 +237,7 @@ fn route_body(
     template: &str,
     zip: &[u8],
     f: &Fixture,
+    flow_id: &str,
 ) -> Option<Vec<u8>> {
     let odd_text = |rng: &mut Rng| -> Value {
         match rng.below(6) {
@@ -314,7 +315,7 @@ fn route_body(
         };
         json!({"from": bound(rng), "to": bound(rng)})
     } else if template.starts_with("/api/admin/schedules") && method != "GET" {
-        schedule_body(rng, f, odd_text)
+        schedule_body(rng, f, flow_id, odd_text)
     } else if template == "/api/admin/robots" && method == "POST" {
         return Some(match rng.below(5) {
             0 => zip.to_vec(),
@@ -349,13 +350,27 @@ fn flow_definition(name: &str, robot: &str, runtime: &str) -> Value {
     json!({"name": name, "steps": [{"id": "only", "robot_id": robot, "runtime_id": runtime}]})
 }
 
-/// A schedule's body, valid in parts: each field good, odd or missing.
-fn schedule_body(rng: &mut Rng, f: &Fixture, odd_text: impl Fn(&mut Rng) -> Value) -> Value {
+/// A schedule's body, valid in parts: its target a robot on a runtime, a flow
+/// (the fuzz's, or an unknown one), both or none; each field good, odd or
+/// missing.
+fn schedule_body(
+    rng: &mut Rng,
+    f: &Fixture,
+    flow_id: &str,
+    odd_text: impl Fn(&mut Rng) -> Value,
+) -> Value {
     let every = json!({"frequency": *rng.pick(&["weekly", "hourly"]), "at": "06:30", "weekdays": ["mon", "funday"]});
-    let good = [
+    let flow = json!(*rng.pick(&[flow_id, "0123456789abcdef"]));
+    let target = match rng.below(5) {
+        0 | 1 => vec![
+            ("robot_id", json!(f.robot)),
+            ("runtime_id", json!(f.runtime)),
+        ],
+        2 | 3 => vec![("flow_id", flow)],
+        _ => vec![("robot_id", json!(f.robot)), ("flow_id", flow)],
+    };
+    let fields = [
         ("name", json!(format!("fuzz-{}", rng.next()))),
-        ("robot_id", json!(f.robot)),
-        ("runtime_id", json!(f.runtime)),
         (
             "cron",
             json!(*rng.pick(&["0 3 * * *", "*/5 * * * *", "61 * * * *", "0 0 30 2 *", ""])),
@@ -387,12 +402,11 @@ fn schedule_body(rng: &mut Rng, f: &Fixture, odd_text: impl Fn(&mut Rng) -> Valu
             "variables",
             json!([{"name": "CNPJ", "type": "text", "value": "x"}]),
         ),
-        ("flow_id", json!("0123456789abcdef")),
     ];
     let mut body = serde_json::Map::new();
-    for (name, value) in good {
+    for (name, value) in fields.into_iter().chain(target) {
         match rng.below(5) {
-            0 | 1 if name == "every" || name == "flow_id" || name == "end_at" => {}
+            0 | 1 if name == "every" || name == "end_at" => {}
             0 => {}
             1 => {
                 body.insert(name.into(), odd_text(rng));
@@ -694,7 +708,7 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
         let body = if warming {
             warm_up_body(n, template, &zip, &f)
         } else if aiming {
-            route_body(&mut rng, method, template, &zip, &f)
+            route_body(&mut rng, method, template, &zip, &f, &flow_id)
         } else {
             body(&mut rng, &zip)
         };

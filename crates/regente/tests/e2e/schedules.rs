@@ -1,9 +1,11 @@
 //! Schedules through the API: a schedule fires ordinary runs (read through the
 //! Integration API's result route, with `schedule_id` and `scheduled_for` in
 //! the admin API), answers its next and last fires, is paused with a note,
-//! triggered, backfilled, resumed and deleted; bad definitions are refused
-//! naming the field, and another organisation's objects are not found. The
-//! fires of several replicas are in `replicas/schedules.rs`.
+//! triggered, backfilled, resumed and deleted; a schedule of a flow fires
+//! ordinary flow runs (read through the flow runs route) with its variables as
+//! the flow's inputs; bad definitions are refused naming the field, and another
+//! organisation's objects are not found. The fires of several replicas are in
+//! `replicas/schedules.rs`.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -227,6 +229,175 @@ fn a_schedule_fires_ordinary_runs_and_answers_for_its_fires() {
     server.result(&token, &runtime, triggered).expect(200);
 }
 
+/// A flow of two steps on the greeter: `greet` with the flow's `GREETING`
+/// input, then `again` with the first step's return value. It also declares a
+/// number, `TIMES`, with a default.
+fn greeting_flow(server: &Api, token: &str, name: &str, robot: &str, runtime: &str) -> String {
+    let step = |id: &str, greeting: &str| json!({"id": id, "robot_id": robot, "runtime_id": runtime, "variables": {"GREETING": greeting}});
+    let definition = json!({
+        "name": name,
+        "variables": [
+            {"name": "GREETING", "type": "text"},
+            {"name": "TIMES", "type": "number", "default": 1},
+        ],
+        "steps": [
+            step("greet", "{{ input.GREETING }}"),
+            step("again", "after {{ steps.greet.return_value }}"),
+        ],
+    });
+    let saved = send(server, "POST", "/api/admin/flows", token, Some(&definition))
+        .expect(201)
+        .json();
+    saved["id"].as_str().expect("a flow id").to_owned()
+}
+
+fn flow_run(server: &Api, token: &str, run: &str) -> Value {
+    server
+        .get(&format!("/api/integration/v2/flows/runs/{run}"), token)
+        .expect(200)
+        .json()
+}
+
+#[test]
+fn a_flow_schedule_fires_flow_runs_that_run_their_steps() {
+    let server = TestServer::start();
+    let token = server.admin_token();
+    let (runtime, key) = server.create_runtime(&token, "rt-flow-schedules");
+    let robot = upload_shell_robot(&server, &token, "greeter", GREETER, "");
+    let _agent = TestAgent::start(&server, &key, 2);
+    let flow = greeting_flow(&server, &token, "greet twice", &robot, &runtime);
+    let definition = json!({
+        "name": "greet every second",
+        "flow_id": flow,
+        "variables": [{"name": "GREETING", "type": "text", "value": "olá"}],
+        "cron": "* * * * * *",
+    });
+    let created = send(
+        &server,
+        "POST",
+        "/api/admin/schedules",
+        &token,
+        Some(&definition),
+    )
+    .expect(201)
+    .json();
+    let id = created["id"].as_str().expect("an id").to_owned();
+    assert_eq!(created["flow_id"], flow.as_str());
+    assert_eq!(
+        (&created["robot_id"], &created["runtime_id"]),
+        (&Value::Null, &Value::Null)
+    );
+    assert_eq!(created["overlap"], "skip");
+
+    // Its fires start flow runs; one runs both steps to the end.
+    let finished = wait_until(RUN, "a fire's flow run to finish", || {
+        let detail = server
+            .get(&schedule_path(&id, ""), &token)
+            .expect(200)
+            .json();
+        detail["last_fires"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|fire| fire["outcome"] == "started")
+            .map(|fire| {
+                assert_eq!(fire["execution_id"], Value::Null, "{fire}");
+                let run = fire["flow_run_id"].as_str().expect("a flow run id");
+                (fire.clone(), flow_run(&server, &token, run))
+            })
+            .find(|(_, run)| run["status"] == "FINISHED")
+    });
+    let (fire, run) = finished;
+    assert_eq!(fire["origin"], "rule");
+    assert_eq!(run["flow_id"], flow.as_str());
+    assert_eq!(run["schedule_id"], id.as_str());
+    assert_eq!(run["scheduled_for"], fire["scheduled_for"]);
+    assert_eq!(run["scheduled_for"].as_i64().unwrap() % 1000, 0, "{run}");
+    assert_eq!(run["submitted_by"], format!("schedule:{id}"));
+    assert_eq!(run["input"], json!({"GREETING": "olá", "TIMES": 1}));
+    let steps = run["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2, "{run}");
+    let executions: Vec<&str> = steps
+        .iter()
+        .map(|step| {
+            assert_eq!(step["status"], "FINISHED", "{run}");
+            step["execution_id"].as_str().unwrap()
+        })
+        .collect();
+    // Each step is an ordinary execution: the result route reads it.
+    let first = server
+        .result(&token, &runtime, executions[0])
+        .expect(200)
+        .json();
+    assert!(
+        messages(&first).contains(&"greeting: olá".to_owned()),
+        "{first}"
+    );
+    let second = server
+        .result(&token, &runtime, executions[1])
+        .expect(200)
+        .json();
+    let expected = format!("greeting: after {}", executions[0]);
+    assert!(messages(&second).contains(&expected), "{second}");
+    assert_eq!(run["returnValue"], executions[1], "{run}");
+
+    // Paused, its rule fires no more. With the overlap rule `skip` only its
+    // latest run may be live; once that one has ended, a trigger starts a run.
+    let paused = send(
+        &server,
+        "PATCH",
+        &schedule_path(&id, ""),
+        &token,
+        Some(&json!({"paused": true})),
+    )
+    .expect(200)
+    .json();
+    let latest = paused["last_fires"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|fire| fire["outcome"] == "started")
+        .expect("a started fire")["flow_run_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    wait_for(RUN, "the latest flow run to end", || {
+        let run = flow_run(&server, &token, &latest);
+        if run["status"] == "RUNNING" {
+            Err(run)
+        } else {
+            Ok(())
+        }
+    });
+    let trigger = send(
+        &server,
+        "POST",
+        &schedule_path(&id, "/trigger"),
+        &token,
+        None,
+    )
+    .expect(200)
+    .json();
+    assert_eq!(trigger["outcome"], "started", "{trigger}");
+    assert_eq!(trigger["origin"], "trigger");
+    let triggered = trigger["flow_run_id"].as_str().unwrap().to_owned();
+    let run_of_trigger = wait_for(RUN, "the triggered flow run to finish", || {
+        let run = flow_run(&server, &token, &triggered);
+        if run["status"] == "FINISHED" {
+            Ok(run)
+        } else {
+            Err(run)
+        }
+    });
+    assert_eq!(run_of_trigger["schedule_id"], id.as_str());
+    // Deleted, the schedule is gone; its flow runs stay.
+    send(&server, "DELETE", &schedule_path(&id, ""), &token, None).expect(204);
+    assert_eq!(
+        flow_run(&server, &token, run["id"].as_str().unwrap())["status"],
+        "FINISHED"
+    );
+}
+
 #[test]
 fn bad_schedules_are_refused_naming_the_field() {
     let server = InProcessServer::start();
@@ -304,10 +475,47 @@ fn bad_schedules_are_refused_naming_the_field() {
         400,
         "variables",
     );
+    // The target: a robot with its runtime, or a flow; one of the two.
+    let flow = greeting_flow(&server, token, "greet", &f.robot, &f.runtime);
+    let flow_target = |extra: Value| {
+        let mut body = with(json!({"robot_id": null, "runtime_id": null, "flow_id": flow}));
+        for (name, value) in extra.as_object().unwrap() {
+            body[name] = value.clone();
+        }
+        body
+    };
     refused(
-        &with(json!({"flow_id": "0123456789abcdef", "robot_id": null, "runtime_id": null})),
+        &with(json!({"flow_id": flow})),
         400,
+        "robot_id, runtime_id, flow_id",
+    );
+    refused(
+        &with(json!({"flow_id": flow, "robot_id": null})),
+        400,
+        "robot_id, runtime_id, flow_id",
+    );
+    refused(
+        &with(json!({"robot_id": null, "runtime_id": null})),
+        400,
+        "robot_id, runtime_id, flow_id",
+    );
+    refused(&with(json!({"robot_id": null})), 400, "robot_id");
+    refused(&flow_target(json!({"flow_id": 7})), 400, "flow_id");
+    refused(
+        &flow_target(json!({"flow_id": "0123456789abcdef"})),
+        404,
         "flow_id",
+    );
+    refused(&flow_target(json!({"flow_id": "../flows"})), 404, "flow_id");
+    // Variables are the flow's inputs: GREETING is required, TIMES a number.
+    refused(&flow_target(json!({})), 400, "variables");
+    refused(
+        &flow_target(json!({"variables": [
+            {"name": "GREETING", "value": "oi"},
+            {"name": "TIMES", "value": "many"},
+        ]})),
+        400,
+        "variables",
     );
     refused(
         &with(json!({"robot_id": "0123456789abcdef"})),
@@ -326,6 +534,11 @@ fn bad_schedules_are_refused_naming_the_field() {
     let (other_runtime, _) = server.create_runtime(&other, "b-runtime");
     let other_robot = robot(&server, &other, "b-robot");
     refused(&with(json!({"robot_id": other_robot})), 404, "robot_id");
+    let (other_flow_runtime, _) = server.create_runtime(&other, "b-flow-runtime");
+    let other_flow = greeting_flow(&server, &other, "theirs", &other_robot, &other_flow_runtime);
+    let other_flow_target = json!({"name": "nightly", "flow_id": other_flow, "cron": "30 2 * * *",
+        "variables": [{"name": "GREETING", "value": "hi"}]});
+    refused(&other_flow_target, 404, "flow_id");
     refused(
         &with(json!({"runtime_id": other_runtime})),
         404,
@@ -376,6 +589,56 @@ fn bad_schedules_are_refused_naming_the_field() {
     assert!(message(&assert_error(&reply, 400, &path)).starts_with("timezone"));
     let reply = send(&server, "POST", "/api/admin/schedules", token, Some(&good));
     assert_error(&reply, 409, "/api/admin/schedules");
+    // An edit may turn a robot's schedule into a flow's, given whole and with
+    // the flow's inputs, and back.
+    let greeting = json!([{"name": "GREETING", "value": "oi"}]);
+    for (body, status, field) in [
+        (
+            json!({"flow_id": flow, "robot_id": f.robot}),
+            400,
+            "robot_id, runtime_id, flow_id",
+        ),
+        (
+            json!({"flow_id": flow, "variables": null}),
+            400,
+            "variables",
+        ),
+        (
+            json!({"flow_id": other_flow, "variables": greeting}),
+            404,
+            "flow_id",
+        ),
+    ] {
+        let reply = send(&server, "PATCH", &path, token, Some(&body));
+        let text = message(&assert_error(&reply, status, &path));
+        assert!(text.starts_with(field), "{body}: {text}");
+    }
+    let to_flow = json!({"flow_id": flow, "variables": greeting});
+    let edited = send(&server, "PATCH", &path, token, Some(&to_flow))
+        .expect(200)
+        .json();
+    assert_eq!(
+        (
+            &edited["flow_id"],
+            &edited["robot_id"],
+            &edited["runtime_id"]
+        ),
+        (&json!(flow), &Value::Null, &Value::Null)
+    );
+    let reply = send(
+        &server,
+        "PATCH",
+        &path,
+        token,
+        Some(&json!({"robot_id": f.robot})),
+    );
+    assert!(message(&assert_error(&reply, 400, &path)).starts_with("runtime_id"));
+    let back = json!({"robot_id": f.robot, "runtime_id": f.runtime, "variables": null});
+    let edited = send(&server, "PATCH", &path, token, Some(&back))
+        .expect(200)
+        .json();
+    assert_eq!(edited["flow_id"], Value::Null);
+    assert_eq!(edited["robot_id"], f.robot.as_str());
     let backfill = schedule_path(ours, "/backfill");
     let now = now_millis();
     for (body, field) in [

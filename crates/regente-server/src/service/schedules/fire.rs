@@ -1,17 +1,21 @@
 //! A schedule's fires: those its rule makes due (the scheduler's), one now
 //! (a trigger), those of a past range (a backfill). Each becomes an ordinary
-//! execution of the schedule's robot, submitted by `schedule:ID`, applied in
-//! the store in one transaction ([`regente_store::ScheduleStore::fire_schedule`]),
-//! where it happens at most once.
+//! execution of the schedule's robot, or an ordinary run of its flow,
+//! submitted by `schedule:ID`, applied in the store in one transaction
+//! ([`regente_store::ScheduleStore::fire_schedule`]), where it happens at most
+//! once.
+
+use std::collections::{BTreeSet, HashSet};
 
 use regente_core::schedule::plan::{self, Catchup};
 use regente_core::schedule::Millis;
 use regente_store::{
-    Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, Notice, Schedule,
+    Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, NewScheduledRun, Notice,
+    Schedule, ScheduleTarget, ScheduledRun,
 };
 
 use super::{rule_of, stored, variables_of};
-use crate::service::{runs, Caller, Context, Error, Result};
+use crate::service::{flows, runs, Caller, Context, Error, Result};
 
 /// Fires a backfill may ask for at once.
 pub const MAX_BACKFILL_FIRES: usize = 1000;
@@ -32,45 +36,64 @@ fn catchup_of(schedule: &Schedule) -> Catchup {
     }
 }
 
-/// The run of one fire: the robot's newest version with the schedule's
-/// variables, submitted by the schedule. A run that cannot be made (the robot
-/// now refuses the variables) is the fire's reason to be skipped; a failure to
-/// read the store is an error.
+/// The run of one fire, submitted by the schedule with its variables: an
+/// execution of the robot's newest version, or a run of the flow's newest
+/// version as it starts (its first step's execution built). A run that cannot
+/// be made (the robot or the flow now refuses the variables) is the fire's
+/// reason to be skipped; a failure to read the store is an error.
 async fn run_for(ctx: &Context, schedule: &Schedule, at: Millis) -> Result<FireRun> {
     let caller = Caller::system(&schedule.organization_id, "schedule", &schedule.id);
     let variables = variables_of(schedule)?;
-    let execution = match runs::new_execution(
-        ctx,
-        &caller,
-        &schedule.runtime_id,
-        &schedule.robot_id,
-        &variables,
-    )
-    .await
-    {
-        Ok(mut execution) => {
-            execution.schedule_id = Some(schedule.id.clone());
-            execution.scheduled_for = Some(at);
-            Ok(execution)
-        }
+    let start = match &schedule.target {
+        ScheduleTarget::Robot {
+            robot_id,
+            runtime_id,
+        } => runs::new_execution(ctx, &caller, runtime_id, robot_id, &variables)
+            .await
+            .map(|mut execution| {
+                execution.schedule_id = Some(schedule.id.clone());
+                execution.scheduled_for = Some(at);
+                NewScheduledRun::Execution(Box::new(execution))
+            }),
+        ScheduleTarget::Flow { flow_id } => flows::new_run(ctx, &caller, flow_id, &variables)
+            .await
+            .map(|(mut new, _)| {
+                new.run.schedule_id = Some(schedule.id.clone());
+                new.run.scheduled_for = Some(at);
+                NewScheduledRun::Flow(Box::new(new))
+            }),
+    };
+    let start = match start {
+        Ok(start) => Ok(start),
         Err(Error::Internal(cause)) => return Err(Error::Internal(cause)),
         Err(refused) => Err(format!("the run could not be queued: {refused}")),
     };
     Ok(FireRun {
         scheduled_for: at,
-        execution,
+        start,
     })
 }
 
-/// Applies a firing and wakes the runtime of the runs it queued.
-async fn apply(ctx: &Context, schedule: &Schedule, firing: &Firing) -> Result<Fired> {
+/// Applies a firing and wakes the runtimes of the executions it queued.
+async fn apply(ctx: &Context, firing: &Firing) -> Result<Fired> {
     let fired = ctx.store.fire_schedule(firing).await?;
     if let Fired::Applied(outcomes) = &fired {
-        let started = outcomes
+        let started: HashSet<&ScheduledRun> = outcomes
             .iter()
-            .any(|(_, outcome)| matches!(outcome, Some(FireOutcome::Started { .. })));
-        if started {
-            let runtime_id = schedule.runtime_id.clone();
+            .filter_map(|(_, outcome)| match outcome {
+                Some(FireOutcome::Started(run)) => Some(run),
+                _ => None,
+            })
+            .collect();
+        let runtimes: BTreeSet<&str> = firing
+            .runs
+            .iter()
+            .filter_map(|run| run.start.as_ref().ok())
+            .filter(|start| started.contains(&start.id()))
+            .filter_map(NewScheduledRun::runtime_id)
+            .collect();
+        for runtime_id in runtimes {
+            let runtime_id = runtime_id.to_owned();
             crate::service::announce(ctx, Notice::Work { runtime_id }).await;
         }
     }
@@ -120,7 +143,7 @@ pub async fn fire_due(ctx: &Context, schedule: &Schedule, now: Millis) -> Result
             "fires due while no server could fire them are recorded as missed"
         );
     }
-    match apply(ctx, schedule, &firing).await? {
+    match apply(ctx, &firing).await? {
         // Another server, an edit or a pause got there first: read it again.
         Fired::Stale => Ok(true),
         Fired::Applied(_) => Ok(plan.next_due_at.is_some_and(|due| due <= now)),
@@ -202,7 +225,7 @@ async fn fire_runs(
         runs,
         now,
     };
-    match apply(ctx, schedule, &firing).await? {
+    match apply(ctx, &firing).await? {
         Fired::Applied(outcomes) => Ok(outcomes
             .into_iter()
             .map(|(scheduled_for, outcome)| FireAnswer {

@@ -1,10 +1,11 @@
 //! Schedules: define, edit, pause, resume and delete them; see what they did.
 //! Their fires (from the rule, a trigger, a backfill) are in [`fire`].
 //!
-//! A schedule's rule is checked here, in its zone, before it is stored: an
-//! unknown zone, an impossible cron, an end before the start, a robot or
-//! runtime of another organisation, or variables the robot refuses are
-//! refused with the field named.
+//! A schedule runs a robot on a runtime, or a flow. Its rule is checked here,
+//! in its zone, before it is stored: an unknown zone, an impossible cron, an
+//! end before the start, a robot, runtime or flow of another organisation, or
+//! variables the robot (or the flow's declared inputs) refuses are refused
+//! with the field named.
 
 pub mod fire;
 
@@ -12,10 +13,10 @@ use regente_core::is_valid_id;
 use regente_core::schedule::plan::{due_at, Misfire, Overlap};
 use regente_core::schedule::{Every, Frequency, Millis, Rule, RuleError, When};
 use regente_core::RequestVariable;
-use regente_store::{Notice, Schedule, ScheduleFire};
+use regente_store::{Notice, Schedule, ScheduleFire, ScheduleTarget};
 use serde_json::{json, Value};
 
-use super::{new_id, or_not_found, runs, Caller, Context, Error, Result};
+use super::{flows, new_id, or_not_found, runs, Caller, Context, Error, Result};
 
 /// Fires listed with a schedule.
 pub const NEXT_FIRES: usize = 10;
@@ -203,9 +204,52 @@ pub(crate) fn variables_of(schedule: &Schedule) -> Result<Vec<RequestVariable>> 
     })
 }
 
-/// Checks a schedule as it would be stored; answers its rule. The robot and
-/// runtime must be the organisation's, and the robot's newest version must
-/// accept the variables.
+/// The target `changes` set on `current` (`None` on a creation): `robot_id`
+/// with `runtime_id`, or `flow_id`. An edit may change a robot's robot or
+/// runtime alone; a target of the other kind is given whole.
+fn target_of(
+    current: Option<&ScheduleTarget>,
+    changes: &ScheduleChanges,
+) -> Result<ScheduleTarget> {
+    let (robot_id, runtime_id) = (changes.robot_id.clone(), changes.runtime_id.clone());
+    let robot_given = robot_id.is_some() || runtime_id.is_some();
+    match (&changes.flow_id, current) {
+        (Some(_), _) if robot_given => Err(Error::Invalid(
+            "robot_id, runtime_id, flow_id: a schedule runs a robot (robot_id with runtime_id) \
+             or a flow (flow_id), not both"
+                .into(),
+        )),
+        (Some(flow_id), _) => Ok(ScheduleTarget::Flow {
+            flow_id: flow_id.clone(),
+        }),
+        (None, Some(current)) if !robot_given => Ok(current.clone()),
+        (None, None) if !robot_given => Err(Error::Invalid(
+            "robot_id, runtime_id, flow_id: a target is required: robot_id with runtime_id, \
+             or flow_id"
+                .into(),
+        )),
+        (None, current) => {
+            let kept = |field: fn(&ScheduleTarget) -> Option<&str>| {
+                current.and_then(field).map(str::to_owned)
+            };
+            match (
+                robot_id.or_else(|| kept(ScheduleTarget::robot_id)),
+                runtime_id.or_else(|| kept(ScheduleTarget::runtime_id)),
+            ) {
+                (Some(robot_id), Some(runtime_id)) => Ok(ScheduleTarget::Robot {
+                    robot_id,
+                    runtime_id,
+                }),
+                (None, _) => Err(invalid("robot_id", "is required with runtime_id")),
+                (_, None) => Err(invalid("runtime_id", "is required with robot_id")),
+            }
+        }
+    }
+}
+
+/// Checks a schedule as it would be stored; answers its rule. Its robot and
+/// runtime, or its flow, must be the organisation's, and the variables must
+/// suit the robot's newest version, or the flow's newest declared inputs.
 async fn check(ctx: &Context, caller: &Caller, schedule: &Schedule, when: &When) -> Result<Rule> {
     let name_chars = schedule.name.chars().count();
     if schedule.name.trim().is_empty() || name_chars > MAX_NAME_CHARS {
@@ -246,7 +290,24 @@ async fn check(ctx: &Context, caller: &Caller, schedule: &Schedule, when: &When)
         schedule.end_at,
         schedule.created_at,
     )?;
-    let runtime_id = &schedule.runtime_id;
+    let variables = variables_of(schedule)?;
+    match &schedule.target {
+        ScheduleTarget::Robot {
+            robot_id,
+            runtime_id,
+        } => check_robot(ctx, caller, robot_id, runtime_id, &variables).await?,
+        ScheduleTarget::Flow { flow_id } => check_flow(ctx, caller, flow_id, &variables).await?,
+    }
+    Ok(rule)
+}
+
+async fn check_robot(
+    ctx: &Context,
+    caller: &Caller,
+    robot_id: &str,
+    runtime_id: &str,
+    variables: &[RequestVariable],
+) -> Result<()> {
     if !is_valid_id(runtime_id) {
         return Err(Error::NotFound(format!(
             "runtime_id: runtime {runtime_id} not found"
@@ -258,17 +319,31 @@ async fn check(ctx: &Context, caller: &Caller, schedule: &Schedule, when: &When)
             .await,
         || format!("runtime_id: runtime {runtime_id} not found"),
     )?;
-    let robot_id = &schedule.robot_id;
     if !is_valid_id(robot_id) {
         return Err(Error::NotFound(format!(
             "robot_id: robot {robot_id} not found"
         )));
     }
-    let variables = variables_of(schedule)?;
-    match runs::new_execution(ctx, caller, runtime_id, robot_id, &variables).await {
-        Ok(_) => Ok(rule),
+    match runs::new_execution(ctx, caller, runtime_id, robot_id, variables).await {
+        Ok(_) => Ok(()),
         Err(Error::NotFound(_)) => Err(Error::NotFound(format!(
             "robot_id: robot {robot_id} not found"
+        ))),
+        Err(Error::Invalid(why)) => Err(invalid("variables", why)),
+        Err(other) => Err(other),
+    }
+}
+
+async fn check_flow(
+    ctx: &Context,
+    caller: &Caller,
+    flow_id: &str,
+    variables: &[RequestVariable],
+) -> Result<()> {
+    match flows::with_inputs(ctx, caller, flow_id, variables).await {
+        Ok(_) => Ok(()),
+        Err(Error::NotFound(_)) => Err(Error::NotFound(format!(
+            "flow_id: flow {flow_id} not found"
         ))),
         Err(Error::Invalid(why)) => Err(invalid("variables", why)),
         Err(other) => Err(other),
@@ -279,23 +354,11 @@ async fn check(ctx: &Context, caller: &Caller, schedule: &Schedule, when: &When)
 /// its zone or bounds, the jitter) or it resumed, so that its next fire is
 /// counted again from now.
 fn apply(schedule: &mut Schedule, changes: ScheduleChanges, when: &mut When) -> Result<bool> {
-    if changes.flow_id.is_some() {
-        return Err(invalid(
-            "flow_id",
-            "flow targets need flows, which this server does not have yet; \
-             give robot_id and runtime_id",
-        ));
-    }
+    schedule.target = target_of(Some(&schedule.target), &changes)?;
     let was_paused = schedule.paused;
     let mut timing = false;
     if let Some(name) = changes.name {
         schedule.name = name;
-    }
-    if let Some(robot_id) = changes.robot_id {
-        schedule.robot_id = robot_id;
-    }
-    if let Some(runtime_id) = changes.runtime_id {
-        schedule.runtime_id = runtime_id;
     }
     if let Some(variables) = changes.variables {
         schedule.variables = runs::variables_to_json(&variables);
@@ -378,21 +441,10 @@ pub async fn create(
     caller: &Caller,
     changes: ScheduleChanges,
 ) -> Result<ScheduleView> {
-    for (field, given) in [
-        ("name", changes.name.is_some()),
-        (
-            "robot_id",
-            changes.robot_id.is_some() || changes.flow_id.is_some(),
-        ),
-        (
-            "runtime_id",
-            changes.runtime_id.is_some() || changes.flow_id.is_some(),
-        ),
-    ] {
-        if !given {
-            return Err(invalid(field, "is required"));
-        }
+    if changes.name.is_none() {
+        return Err(invalid("name", "is required"));
     }
+    let target = target_of(None, &changes)?;
     let Some(mut when) = changes.when.clone() else {
         return Err(Error::Invalid(
             "cron, every: one of the two is required".into(),
@@ -403,8 +455,7 @@ pub async fn create(
         id: new_id(),
         organization_id: caller.organization_id.clone(),
         name: String::new(),
-        robot_id: String::new(),
-        runtime_id: String::new(),
+        target,
         variables: json!([]),
         rule: Value::Null,
         timezone: DEFAULT_TIMEZONE.into(),

@@ -1,6 +1,7 @@
 //! Per-second schedules (6-field crons) on two replicas for 60 s, the replica
 //! that fires them killed with SIGKILL midway: each second fires at most once,
-//! and no fire is missed while a replica leads.
+//! and no fire is missed while a replica leads; the same for a schedule of a
+//! flow, each second one flow run.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -23,11 +24,20 @@ fn ended_fires(api: &Api, token: &str, schedule: &str) -> Vec<i64> {
             .all(|run| run["status"] != "PENDENT" && run["status"] != "RUNNING")
             .then_some(runs)
     });
+    each_once(&runs, |run| {
+        assert_eq!(run["submitted_by"], format!("schedule:{schedule}"));
+    })
+}
+
+/// The scheduled times of a schedule's ended runs (executions or flow runs),
+/// oldest first; each run must have FINISHED and passed `check`, and no two
+/// may share a time.
+fn each_once(runs: &[Value], check: impl Fn(&Value)) -> Vec<i64> {
     let mut fires: Vec<i64> = runs
         .iter()
         .map(|run| {
             assert_eq!(run["status"], "FINISHED", "{run}");
-            assert_eq!(run["submitted_by"], format!("schedule:{schedule}"));
+            check(run);
             run["scheduled_for"].as_i64().expect("a scheduled time")
         })
         .collect();
@@ -41,6 +51,30 @@ fn ended_fires(api: &Api, token: &str, schedule: &str) -> Vec<i64> {
     fires
 }
 
+/// The scheduled times of a flow schedule's runs, oldest first, once every run
+/// has ended; each must have FINISHED. Its flow's only step runs `robot`, which
+/// nothing else runs: each of that robot's executions is one run's step.
+fn ended_flow_fires(api: &Api, token: &str, robot: &str, schedule: &str) -> Vec<i64> {
+    let runs = wait_until(RUN, "the scheduled flow runs to end", || {
+        let steps = api.all_executions(token, &format!("&robot={robot}"));
+        let runs: Vec<Value> = steps
+            .iter()
+            .map(|step| {
+                let run = step["flow_run_id"].as_str().expect("a step of a flow run");
+                api.get(&format!("/api/integration/v2/flows/runs/{run}"), token)
+                    .expect(200)
+                    .json()
+            })
+            .collect();
+        runs.iter()
+            .all(|run| run["status"] != "PENDENT" && run["status"] != "RUNNING")
+            .then_some(runs)
+    });
+    each_once(&runs, |run| {
+        assert_eq!(run["schedule_id"], schedule, "{run}")
+    })
+}
+
 /// The seconds from the first fire to the last that have no run.
 fn gaps(fires: &[i64]) -> Vec<i64> {
     let have: BTreeSet<i64> = fires.iter().copied().collect();
@@ -49,6 +83,19 @@ fn gaps(fires: &[i64]) -> Vec<i64> {
         .map(|n| first + n * SECOND)
         .filter(|at| !have.contains(at))
         .collect()
+}
+
+/// The id of what a POST of `body` to `path` created.
+fn created(api: &Api, token: &str, path: &str, body: &Value) -> String {
+    api.req("POST", path)
+        .auth(token)
+        .json(body)
+        .send()
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .expect("an id")
+        .to_owned()
 }
 
 fn schedule(api: &Api, token: &str, id: &str) -> Value {
@@ -97,19 +144,22 @@ fn per_second_schedules_fire_once_a_second_across_replicas_and_a_killed_leader()
             "overlap": "allow",
             "misfire": misfire,
         });
-        follower
-            .req("POST", "/api/admin/schedules")
-            .auth(&token)
-            .json(&body)
-            .send()
-            .expect(201)
-            .json()["id"]
-            .as_str()
-            .unwrap()
-            .to_owned()
+        created(follower, &token, "/api/admin/schedules", &body)
     };
     let every = create("every second, all caught up", "run_all");
     let latest = create("every second, the latest caught up", "run_latest");
+    // A flow of one step, on a robot of its own, fired every second too.
+    let step_robot = upload_shell_robot(&cluster.a, &token, "tock", "echo tock\n", "");
+    let flow = json!({"name": "tock", "steps": [{"id": "tock", "robot_id": step_robot, "runtime_id": runtime}]});
+    let flow = created(follower, &token, "/api/admin/flows", &flow);
+    let flow_body = json!({
+        "name": "every second, a flow",
+        "flow_id": flow,
+        "cron": "* * * * * *",
+        "overlap": "allow",
+        "misfire": "run_all",
+    });
+    let flows = created(follower, &token, "/api/admin/schedules", &flow_body);
     let started = now_millis();
     let fired_past = |api: &Api, at: i64| {
         api.all_executions(&token, &format!("&schedule={every}"))
@@ -142,7 +192,7 @@ fn per_second_schedules_fire_once_a_second_across_replicas_and_a_killed_leader()
     wait_until(Duration::from_secs(60), "60 s of fires", || {
         fired_past(&survivor, started + 60 * SECOND).then_some(())
     });
-    for id in [&every, &latest] {
+    for id in [&every, &latest, &flows] {
         survivor
             .req("PATCH", &format!("/api/admin/schedules/{id}"))
             .auth(&token)
@@ -183,5 +233,17 @@ fn per_second_schedules_fire_once_a_second_across_replicas_and_a_killed_leader()
             .all(|at| *at > killed_at - 2 * SECOND && *at < killed_at + 20 * SECOND),
         "seconds missed while a replica led (killed at {killed_at}): {missing:?}"
     );
+
+    // The flow's schedule (run_all): every second one flow run, which ran its step.
+    let fires = ended_flow_fires(&survivor, &token, &step_robot, &flows);
+    assert!(fires.len() >= 55, "{} flow fires: {fires:?}", fires.len());
+    assert_eq!(
+        gaps(&fires),
+        Vec::<i64>::new(),
+        "seconds without a flow run"
+    );
+    let counted = schedule(&survivor, &token, &flows);
+    assert_eq!(counted["fired"].as_u64().unwrap() as usize, fires.len());
+    assert_eq!(counted["missed"], 0, "{counted}");
     drop(agent);
 }
