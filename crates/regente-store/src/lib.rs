@@ -27,6 +27,7 @@ use std::sync::Arc;
 
 pub mod cluster;
 pub mod copy;
+pub mod credentials;
 pub mod events;
 pub mod executions;
 pub mod flows;
@@ -40,6 +41,10 @@ pub mod runtimes;
 pub mod sqlite;
 
 pub use cluster::{ClusterStore, Notice};
+pub use credentials::{
+    Credential, CredentialStore, CredentialWrite, SealedCredential, SealedValue, SealedVariables,
+    StoredValue, VaultKey,
+};
 pub use events::{EventCursor, EventFilter, EventKind, EventStore, StoredEvent};
 pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,
@@ -57,8 +62,8 @@ pub use runtimes::{NewRuntime, Runtime, RuntimeSession, RuntimeStore};
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ClusterStore, EventStore, ExecutionStore, FlowStore, LeaseStore, OrganizationStore,
-        RobotStore, RuntimeStore, Store,
+        ClusterStore, CredentialStore, EventStore, ExecutionStore, FlowStore, LeaseStore,
+        OrganizationStore, RobotStore, RuntimeStore, Store,
     };
 }
 
@@ -88,6 +93,7 @@ pub trait Store:
     + LeaseStore
     + EventStore
     + FlowStore
+    + CredentialStore
     + ClusterStore
     + Send
     + Sync
@@ -103,6 +109,7 @@ impl<T> Store for T where
         + LeaseStore
         + EventStore
         + FlowStore
+        + CredentialStore
         + ClusterStore
         + Send
         + Sync

@@ -22,6 +22,7 @@
 //!   `events` (the stream, and the helpers every change writes its events with).
 
 mod cluster;
+mod credentials;
 mod events;
 mod executions;
 mod flows;
@@ -146,6 +147,9 @@ impl RecordRow for PgRow {
         self.try_get(column).map_err(other)
     }
     fn flag(&self, column: &str) -> Result<bool> {
+        self.try_get(column).map_err(other)
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>> {
         self.try_get(column).map_err(other)
     }
 }

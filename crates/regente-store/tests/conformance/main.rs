@@ -61,6 +61,7 @@ macro_rules! conformance {
 }
 
 mod cluster;
+mod credentials;
 mod events;
 mod events_postgres;
 mod executions;
