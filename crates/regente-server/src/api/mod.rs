@@ -4,12 +4,14 @@
 //! - [`auth`]: the two login routes of the Integration API.
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`credentials`]: the vault's credentials, written and listed, never read back.
 //! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
 
 pub mod admin;
 pub mod auth;
+pub mod credentials;
 pub mod error;
 pub mod extract;
 pub mod flows;
@@ -33,6 +35,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(auth::router())
         .merge(integration::router())
         .merge(flows::router())
+        .merge(credentials::router())
         .merge(admin::router(ctx.config.max_package_bytes))
         .merge(runtime::router())
         .route("/healthz", get(healthz))
@@ -87,6 +90,8 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,
+        credentials::create_credential, credentials::list_credentials, credentials::get_credential,
+        credentials::replace_credential, credentials::delete_credential,
         flows::save_flow, flows::list_flows, flows::get_flow,
         flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
         runtime::connect, runtime::package,

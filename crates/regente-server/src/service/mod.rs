@@ -2,6 +2,7 @@
 //! these; these call the [`Store`](regente_store::Store). No axum type appears here.
 
 pub mod auth;
+pub mod credentials;
 mod flow_plan;
 pub mod flows;
 pub mod organizations;
@@ -31,6 +32,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// The flow engine's wake-up and parsed definitions.
     pub flows: flows::Flows,
+    /// The credentials vault's keys.
+    pub vault: crate::vault::Vault,
 }
 
 impl Context {
@@ -48,7 +51,14 @@ impl Context {
             manifests: Default::default(),
             clock,
             flows: Default::default(),
+            vault: crate::vault::Vault::off(),
         }
+    }
+
+    /// The context with the vault opened at start.
+    pub fn with_vault(mut self, vault: crate::vault::Vault) -> Context {
+        self.vault = vault;
+        self
     }
 }
 

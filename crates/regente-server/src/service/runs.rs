@@ -57,6 +57,12 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
         idempotency_key,
         &[runtime_id, robot_id, &variables.to_string()],
     )?;
+    let variables = super::credentials::seal_secret_variables(
+        ctx,
+        &caller.organization_id,
+        &manifest,
+        variables,
+    )?;
     let mut execution = NewExecution {
         id: new_id(),
         organization_id: caller.organization_id.clone(),
