@@ -4,8 +4,8 @@
 //!
 //! Each value is looked for as it is, in base64 (standard and URL-safe, without
 //! the padding, which is then left visible) and URL-encoded (every
-//! non-alphanumeric byte encoded, or all but `-_.~`, with a space as `%20` or
-//! `+`). Values shorter than [`MIN_MASKED_LEN`] are not masked: a one- to
+//! non-alphanumeric byte encoded, or all but `-_.~`, or all but `-_.~/`, with a
+//! space as `%20` or `+`). Values shorter than [`MIN_MASKED_LEN`] are not masked: a one- to
 //! three-character value would turn every occurrence of common text into `***`,
 //! wrecking the log, while hiding nothing an attacker could not guess anyway.
 
@@ -22,6 +22,9 @@ const COMPONENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'.')
     .remove(b'~');
+
+/// What URL paths leave as they are besides (Python's `quote` by default).
+const PATH: &AsciiSet = &COMPONENT.remove(b'/');
 
 /// The texts to mask in a run's output, longest first (so that a value inside
 /// another's encoding is not masked half-way).
@@ -40,7 +43,7 @@ impl Masker {
             needles.push(value.to_owned());
             needles.push(STANDARD_NO_PAD.encode(value));
             needles.push(URL_SAFE_NO_PAD.encode(value));
-            for set in [NON_ALPHANUMERIC, COMPONENT] {
+            for set in [NON_ALPHANUMERIC, COMPONENT, PATH] {
                 let encoded = utf8_percent_encode(value, set).to_string();
                 needles.push(encoded.replace("%20", "+"));
                 needles.push(encoded);
@@ -81,6 +84,7 @@ mod tests {
             URL_SAFE_NO_PAD.encode(secret),
             "s3cr3t%20p%40ss%2Fword".to_owned(),
             "s3cr3t+p%40ss%2Fword".to_owned(),
+            "s3cr3t%20p%40ss/word".to_owned(),
         ] {
             let line = masker.mask(format!("signing in with {shown} now"));
             assert_eq!(line, "signing in with *** now", "{shown}");

@@ -273,6 +273,15 @@ fn route_body(rng: &mut Rng, method: &str, template: &str, zip: &[u8]) -> Option
         } else {
             json!({"name": odd_text(rng), "slots": odd_value(rng)})
         }
+    } else if template.starts_with("/api/admin/credentials") {
+        match rng.below(4) {
+            0 => {
+                json!({"name": format!("fuzz-{}", rng.next()), "fields": {"password": rng.text(20)}})
+            }
+            1 => json!({"name": odd_text(rng), "fields": odd_value(rng), "robots": odd_value(rng)}),
+            2 => json!({"fields": {"password": odd_value(rng)}, "description": odd_value(rng)}),
+            _ => json!({"fields": {"pass": rng.text(8)}, "robots": [odd_text(rng)]}),
+        }
     } else if template == "/api/admin/organizations" {
         if rng.chance(25) {
             let n = rng.next();
@@ -344,6 +353,10 @@ fn warm_up_body(
         }
         "/api/admin/runtimes" => json!({"name": format!("warm-{n}")}),
         "/api/admin/robots" => return Some(zip.to_vec()),
+        "/api/admin/credentials" => {
+            json!({"name": format!("warm-{n}"), "fields": {"password": "warm-value"}})
+        }
+        "/api/admin/credentials/{id}" => json!({"fields": {"password": "warm-value-2"}}),
         "/api/admin/flows" => {
             let (robot, runtime) = robot_and_runtime;
             flow_definition(&format!("warm-flow-{n}"), robot, runtime)
@@ -413,6 +426,17 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
         .json(&json!({}))
         .send()
         .expect(200)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A credential, for the vault's routes to reach.
+    let credential = server
+        .req("POST", "/api/admin/credentials")
+        .auth(&f.admin)
+        .json(&json!({"name": "fuzz-credential", "fields": {"password": "fuzz-value"}}))
+        .send()
+        .expect(201)
         .json()["id"]
         .as_str()
         .unwrap()
@@ -578,6 +602,8 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
                 pick_id(&mut rng, &[&f.runtime], id_mode)
             } else if template.starts_with("/api/admin/flows") {
                 pick_id(&mut rng, &[&flow_id], id_mode)
+            } else if template.starts_with("/api/admin/credentials") {
+                pick_id(&mut rng, &[&credential], id_mode)
             } else if template.starts_with("/api/integration/v2/flows/runs") {
                 pick_id(&mut rng, &[&flow_run], id_mode)
             } else {

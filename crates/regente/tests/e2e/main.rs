@@ -23,6 +23,7 @@ mod slow_clients;
 mod support;
 mod tls;
 mod up;
+mod vault;
 mod walkthrough;
 
 /// The kit finds the binary this suite was built with, the one Cargo names.
