@@ -32,6 +32,9 @@ pub enum Notice {
     UserDeleted { user_id: String },
     /// A runtime's key was replaced: close the connection made with the old one.
     RuntimeKeyChanged { runtime_id: String },
+    /// A schedule was created, changed or deleted: the scheduler looks again
+    /// at what is due next.
+    SchedulesChanged,
     /// Notices may have been missed (a listener reconnected): look again.
     Resync,
 }

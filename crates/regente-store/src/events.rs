@@ -55,10 +55,26 @@ pub enum EventKind {
     FlowRunStarted,
     /// A flow run ended. Data: `{status, reason}`.
     FlowRunEnded,
+    /// A schedule's fire queued a run (subject: the schedule). Data:
+    /// `{scheduled_for, execution_id, origin}` (`origin`: rule, trigger or
+    /// backfill); the run's own `execution.queued` precedes it.
+    ScheduleFired,
+    /// A schedule's fire queued no run (subject: the schedule). Data:
+    /// `{scheduled_for, origin, reason, message}`: `reason` is `overlap` (an
+    /// earlier run was live) or `error` (the run could not be queued; `message`
+    /// says why).
+    ScheduleSkipped,
+    /// A schedule's fire was due while no server could fire it and was not
+    /// caught up (subject: the schedule). Data: `{scheduled_for, reason}`:
+    /// `outside_window` or `superseded` (a later fire ran instead).
+    ScheduleMissed,
+    /// The server paused a schedule after consecutive failed runs (subject: the
+    /// schedule). Data: `{note, execution_id}` (the last failed run).
+    SchedulePaused,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 9] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::ExecutionQueued,
         EventKind::ExecutionStarted,
         EventKind::ExecutionEnded,
@@ -68,6 +84,10 @@ impl EventKind {
         EventKind::RuntimeOffline,
         EventKind::FlowRunStarted,
         EventKind::FlowRunEnded,
+        EventKind::ScheduleFired,
+        EventKind::ScheduleSkipped,
+        EventKind::ScheduleMissed,
+        EventKind::SchedulePaused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -81,6 +101,10 @@ impl EventKind {
             EventKind::RuntimeOffline => "runtime.offline",
             EventKind::FlowRunStarted => "flow_run.started",
             EventKind::FlowRunEnded => "flow_run.ended",
+            EventKind::ScheduleFired => "schedule.fired",
+            EventKind::ScheduleSkipped => "schedule.skipped",
+            EventKind::ScheduleMissed => "schedule.missed",
+            EventKind::SchedulePaused => "schedule.paused",
         }
     }
 
@@ -118,7 +142,7 @@ pub struct StoredEvent {
     pub cursor: EventCursor,
     pub organization_id: String,
     pub kind: EventKind,
-    /// The execution or runtime the event is about.
+    /// The execution, runtime or schedule the event is about.
     pub subject_id: String,
     pub time: Millis,
     /// What [`EventKind`] documents for the kind.

@@ -10,7 +10,8 @@
 //!   queue, logs, cancels), [`leases`] (the runtime protocol: claims, starts,
 //!   reports, lost runtimes), [`events`] (the durable event stream every state
 //!   change writes to, with consumers' cursors), [`flows`] (definitions in
-//!   versions, runs and their steps), [`cluster`] (several servers on one store).
+//!   versions, runs and their steps), [`schedules`] (runs queued at the times of
+//!   a rule, and every fire), [`cluster`] (several servers on one store).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
@@ -38,6 +39,7 @@ pub mod robots;
 mod rows;
 mod rules;
 pub mod runtimes;
+pub mod schedules;
 pub mod sqlite;
 
 pub use cluster::{ClusterStore, Notice};
@@ -58,12 +60,16 @@ pub use leases::{Change, Claimed, EventRecord, EventsOutcome, Lease, LeaseStore,
 pub use organizations::{Organization, OrganizationStore, User};
 pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion};
 pub use runtimes::{NewRuntime, Runtime, RuntimeSession, RuntimeStore};
+pub use schedules::{
+    Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, PausedSchedule, RunEnd,
+    RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
+};
 
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         ClusterStore, CredentialStore, EventStore, ExecutionStore, FlowStore, LeaseStore,
-        OrganizationStore, RobotStore, RuntimeStore, Store,
+        OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
     };
 }
 
@@ -94,6 +100,7 @@ pub trait Store:
     + EventStore
     + FlowStore
     + CredentialStore
+    + ScheduleStore
     + ClusterStore
     + Send
     + Sync
@@ -110,6 +117,7 @@ impl<T> Store for T where
         + EventStore
         + FlowStore
         + CredentialStore
+        + ScheduleStore
         + ClusterStore
         + Send
         + Sync

@@ -6,6 +6,7 @@
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
 //! - [`credentials`]: the vault's credentials, written and listed, never read back.
 //! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
+//! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
 
@@ -17,6 +18,7 @@ pub mod extract;
 pub mod flows;
 pub mod integration;
 pub mod runtime;
+pub mod schedules;
 
 use std::sync::Arc;
 
@@ -37,6 +39,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(flows::router())
         .merge(credentials::router())
         .merge(admin::router(ctx.config.max_package_bytes))
+        .merge(schedules::router())
         .merge(runtime::router())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
@@ -94,6 +97,9 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         credentials::replace_credential, credentials::delete_credential,
         flows::save_flow, flows::list_flows, flows::get_flow,
         flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
+        schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,
+        schedules::update_schedule, schedules::delete_schedule, schedules::trigger_schedule,
+        schedules::backfill_schedule,
         runtime::connect, runtime::package,
         healthz, openapi,
     ),

@@ -319,6 +319,8 @@ async fn execution_for(
         max_attempts: manifest.retries + 1,
         flow_run_id: Some(run_id.to_owned()),
         flow_step_id: Some(step.id.clone()),
+        schedule_id: None,
+        scheduled_for: None,
     }))
 }
 

@@ -9,6 +9,7 @@ pub mod organizations;
 pub mod robots;
 pub mod runs;
 pub mod runtimes;
+pub mod schedules;
 pub mod throttle;
 pub mod users;
 
@@ -34,6 +35,8 @@ pub struct Context {
     pub flows: flows::Flows,
     /// The credentials vault's keys.
     pub vault: crate::vault::Vault,
+    /// Wakes the scheduler: a schedule changed here or on another server.
+    pub schedules_changed: tokio::sync::Notify,
 }
 
 impl Context {
@@ -52,6 +55,7 @@ impl Context {
             clock,
             flows: Default::default(),
             vault: crate::vault::Vault::off(),
+            schedules_changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -148,8 +152,10 @@ pub(crate) fn apply(ctx: &Context, notice: &Notice) {
         Notice::Resync => {
             ctx.auth.forget_all();
             ctx.flows.wake.notify_one();
+            ctx.schedules_changed.notify_one();
         }
         Notice::ExecutionEnded => ctx.flows.wake.notify_one(),
+        Notice::SchedulesChanged => ctx.schedules_changed.notify_one(),
         _ => {}
     }
     ctx.hub.apply(notice);

@@ -5,6 +5,7 @@ use regente_store::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, IdempotencyKey, LogLine, NewExecution,
     Notice,
 };
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{new_id, or_not_found, Caller, Context, Error, Result};
@@ -47,35 +48,21 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
             .await,
         || format!("runtime {runtime_id} not found"),
     )?;
-    let (latest, manifest) = super::robots::latest_version(ctx, caller, robot_id).await?;
-    let resolved = resolve_variables(&manifest.variables, &variables)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-    let variables = resolved.to_json();
+    let (mut execution, manifest) =
+        plain_execution(ctx, caller, runtime_id, robot_id, &variables).await?;
     let key = idempotency(
         ctx,
         caller,
         idempotency_key,
-        &[runtime_id, robot_id, &variables.to_string()],
+        &[runtime_id, robot_id, &execution.variables.to_string()],
     )?;
-    let variables = super::credentials::seal_secret_variables(
+    // Sealed after the fingerprint, which must not depend on a random nonce.
+    execution.variables = super::credentials::seal_secret_variables(
         ctx,
         &caller.organization_id,
         &manifest,
-        variables,
+        execution.variables,
     )?;
-    let mut execution = NewExecution {
-        id: new_id(),
-        organization_id: caller.organization_id.clone(),
-        runtime_id: runtime_id.to_owned(),
-        robot_id: robot_id.to_owned(),
-        robot_version: latest.version,
-        variables,
-        init: ctx.clock.now(),
-        submitted_by: caller.user_id.clone(),
-        max_attempts: manifest.retries + 1,
-        flow_run_id: None,
-        flow_step_id: None,
-    };
     let mut draws = 1;
     let enqueued = loop {
         match ctx.store.enqueue(&execution, key.as_ref()).await {
@@ -129,6 +116,57 @@ pub(crate) fn idempotency(
         })
     })
     .transpose()
+}
+
+/// A run of the robot's newest version on the runtime, its variables resolved
+/// against the robot's declarations, submitted now by the caller: not queued
+/// yet, its secret variables sealed. The runtime is not looked up.
+pub(crate) async fn new_execution(
+    ctx: &Context,
+    caller: &Caller,
+    runtime_id: &str,
+    robot_id: &str,
+    variables: &[RequestVariable],
+) -> Result<NewExecution> {
+    let (mut execution, manifest) =
+        plain_execution(ctx, caller, runtime_id, robot_id, variables).await?;
+    execution.variables = super::credentials::seal_secret_variables(
+        ctx,
+        &caller.organization_id,
+        &manifest,
+        execution.variables,
+    )?;
+    Ok(execution)
+}
+
+/// [`new_execution`] with its secret variables not sealed yet, and the manifest
+/// that declares them.
+async fn plain_execution(
+    ctx: &Context,
+    caller: &Caller,
+    runtime_id: &str,
+    robot_id: &str,
+    variables: &[RequestVariable],
+) -> Result<(NewExecution, std::sync::Arc<regente_core::RobotManifest>)> {
+    let (latest, manifest) = super::robots::latest_version(ctx, caller, robot_id).await?;
+    let resolved = resolve_variables(&manifest.variables, variables)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    let execution = NewExecution {
+        id: new_id(),
+        organization_id: caller.organization_id.clone(),
+        runtime_id: runtime_id.to_owned(),
+        robot_id: robot_id.to_owned(),
+        robot_version: latest.version,
+        variables: resolved.to_json(),
+        init: ctx.clock.now(),
+        submitted_by: caller.user_id.clone(),
+        max_attempts: manifest.retries + 1,
+        flow_run_id: None,
+        flow_step_id: None,
+        schedule_id: None,
+        scheduled_for: None,
+    };
+    Ok((execution, manifest))
 }
 
 /// Finds an execution of the caller's organisation on the given runtime.
@@ -244,4 +282,59 @@ pub async fn list(
         .store
         .list_executions(&caller.organization_id, filter)
         .await?)
+}
+
+/// The `variables` of a run body: an array of variables, a single one, or
+/// `null` for none. The error says what does not fit.
+pub fn variables_from_json(value: Value) -> Result<Vec<RequestVariable>, String> {
+    let one = |value: Value| -> Result<RequestVariable, String> {
+        let Value::Object(mut variable) = value else {
+            return Err("each variable must be an object".into());
+        };
+        let name = match variable.remove("name") {
+            Some(Value::String(name)) => name,
+            _ => return Err("each variable needs a \"name\" string".into()),
+        };
+        let kind = match variable.remove("type") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(kind)) => Some(kind),
+            Some(_) => {
+                return Err(format!(
+                    "the \"type\" of variable {name:?} must be a string"
+                ))
+            }
+        };
+        Ok(RequestVariable {
+            name,
+            kind,
+            value: variable.remove("value").unwrap_or(Value::Null),
+        })
+    };
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items.into_iter().map(one).collect(),
+        single @ Value::Object(_) => Ok(vec![one(single)?]),
+        _ => {
+            Err("\"variables\" must be an array of variable objects or one variable object".into())
+        }
+    }
+}
+
+/// Variables in the form [`variables_from_json`] reads, to keep them.
+pub fn variables_to_json(variables: &[RequestVariable]) -> Value {
+    Value::Array(
+        variables
+            .iter()
+            .map(|variable| {
+                let mut object = json!({
+                    "name": variable.name,
+                    "value": variable.value,
+                });
+                if let Some(kind) = &variable.kind {
+                    object["type"] = json!(kind);
+                }
+                object
+            })
+            .collect(),
+    )
 }

@@ -235,8 +235,9 @@ pub(super) async fn insert_execution(
 ) -> Result<()> {
     sqlx::query(
         "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
-         variables, status, progress, init, submitted_by, max_attempts, flow_run_id, flow_step_id) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12)",
+         variables, status, progress, init, submitted_by, max_attempts, flow_run_id, flow_step_id, \
+         schedule_id, scheduled_for) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&new.id)
     .bind(&new.organization_id)
@@ -250,6 +251,8 @@ pub(super) async fn insert_execution(
     .bind(new.max_attempts as i64)
     .bind(&new.flow_run_id)
     .bind(&new.flow_step_id)
+    .bind(&new.schedule_id)
+    .bind(new.scheduled_for)
     .execute(&mut *conn)
     .await
     .map_err(conflict_as("an execution with this id"))?;

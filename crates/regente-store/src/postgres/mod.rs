@@ -19,7 +19,8 @@
 //!   rows through the shared [`RecordRow`].
 //! - One module per aggregate with its queries: `users`, `runtimes`, `robots`,
 //!   `executions`, `leases`, `cluster` (notices, the shared secret, the leader),
-//!   `events` (the stream, and the helpers every change writes its events with).
+//!   `events` (the stream, and the helpers every change writes its events with),
+//!   `schedules`.
 
 mod cluster;
 mod credentials;
@@ -29,6 +30,7 @@ mod flows;
 mod leases;
 mod robots;
 mod runtimes;
+mod schedules;
 mod users;
 
 use std::borrow::Cow;

@@ -610,6 +610,8 @@ mod tests {
                 max_attempts: 1,
                 flow_run_id: None,
                 flow_step_id: None,
+                schedule_id: None,
+                scheduled_for: None,
             },
             variables: "{}".into(),
             key: None,

@@ -119,8 +119,9 @@ pub(super) fn insert_execution(
     insert(
         conn,
         "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
-         variables, status, progress, init, submitted_by, max_attempts, flow_run_id, flow_step_id) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDENT', 0, ?7, ?8, ?9, ?10, ?11)",
+         variables, status, progress, init, submitted_by, max_attempts, flow_run_id, flow_step_id, \
+         schedule_id, scheduled_for) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDENT', 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             new.id,
             new.organization_id,
@@ -132,7 +133,9 @@ pub(super) fn insert_execution(
             new.submitted_by,
             new.max_attempts,
             new.flow_run_id,
-            new.flow_step_id
+            new.flow_step_id,
+            new.schedule_id,
+            new.scheduled_for
         ],
         "an execution with this id",
     )?;

@@ -117,6 +117,8 @@ impl World {
             max_attempts,
             flow_run_id: None,
             flow_step_id: None,
+            schedule_id: None,
+            scheduled_for: None,
         }
     }
 

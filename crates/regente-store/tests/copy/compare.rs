@@ -32,7 +32,7 @@ pub(crate) const HIDDEN_EXECUTIONS: &str =
 pub(crate) const HIDDEN_KEYS: &str = "SELECT user_id, key, fingerprint, execution_id, created_at \
      FROM idempotency_keys ORDER BY user_id, key";
 pub(crate) const HIDDEN_SESSIONS: &str = "SELECT id, session_id FROM runtimes ORDER BY id";
-pub(crate) const TABLES: [&str; 17] = [
+pub(crate) const TABLES: [&str; 19] = [
     "organizations",
     "users",
     "runtimes",
@@ -50,6 +50,8 @@ pub(crate) const TABLES: [&str; 17] = [
     "credentials",
     "credential_values",
     "vault_keys",
+    "schedules",
+    "schedule_fires",
 ];
 
 pub(crate) async fn hidden(url: &str) -> Hidden {
@@ -281,6 +283,32 @@ pub(crate) async fn assert_same(
         }
     }
     assert_eq!(listed, fixture.executions.len());
+
+    // Schedules and their fires.
+    for organization in &fixture.organizations {
+        assert_eq!(
+            target.list_schedules(&organization.id).await.unwrap(),
+            source.list_schedules(&organization.id).await.unwrap()
+        );
+    }
+    for (organization, schedule) in &fixture.schedules {
+        let fires = source
+            .schedule_fires(organization, schedule, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            target
+                .schedule_fires(organization, schedule, 100)
+                .await
+                .unwrap(),
+            fires
+        );
+        assert_eq!(
+            target.get_schedule(organization, schedule).await.unwrap(),
+            source.get_schedule(organization, schedule).await.unwrap()
+        );
+    }
+    assert_eq!(fixture.schedules.len(), 2);
 
     // Live leases and the status under every lease ever handed out.
     for new in &fixture.runtimes {

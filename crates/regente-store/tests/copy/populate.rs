@@ -1,7 +1,9 @@
 //! A store populated through the `Store` trait with every kind of row.
 
 use super::*;
+use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_store::prelude::*;
+use regente_store::{FireOrigin, FireRun, Fired, Firing, MissedFire, Schedule};
 
 pub(crate) fn id(n: u64) -> String {
     format!("{n:016x}")
@@ -98,6 +100,8 @@ pub(crate) struct Fixture {
     pub(crate) keyed: Vec<(NewExecution, IdempotencyKey)>,
     pub(crate) live: LiveRun,
     pub(crate) statuses: Vec<ExecutionStatus>,
+    /// (organization id, schedule id).
+    pub(crate) schedules: Vec<(String, String)>,
     /// Consumers of the event stream and the cursors they saved.
     pub(crate) consumers: Vec<(String, EventCursor)>,
     /// (organization id, flow id, run id): a flow in two versions and a run.
@@ -150,6 +154,8 @@ impl Builder {
             max_attempts,
             flow_run_id: None,
             flow_step_id: None,
+            schedule_id: None,
+            scheduled_for: None,
         }
     }
 
@@ -334,6 +340,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
                 acked: 0,
             },
             statuses: Vec::new(),
+            schedules: Vec::new(),
             consumers: Vec::new(),
             flows: Vec::new(),
             credentials: Vec::new(),
@@ -561,6 +568,73 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
     b.fixture.statuses = statuses;
     populate_flows(&mut b).await;
     populate_credentials(&mut b).await;
+    // Schedules: one with a run, a skip and a missed fire; one paused.
+    for (n, organization, runtime, robot, paused) in [(0, 0, 0, 0, false), (1, 1, 2, 1, true)] {
+        let schedule = Schedule {
+            id: id(81 + n),
+            organization_id: b.fixture.organizations[organization].id.clone(),
+            name: format!("nightly «{n}»"),
+            robot_id: b.fixture.robots[robot].1.clone(),
+            runtime_id: b.fixture.runtimes[runtime].runtime.id.clone(),
+            variables: json!([{"name": "N", "type": "number", "value": n}]),
+            rule: json!({"every": {"frequency": "weekly", "at": "02:30", "weekdays": ["mon"]}}),
+            timezone: "America/Sao_Paulo".into(),
+            start_at: Some(b.init),
+            end_at: (n == 1).then_some(b.init + 10_000_000),
+            overlap: Overlap::Skip,
+            catchup_window_seconds: 600,
+            misfire: Misfire::RunAll,
+            jitter_seconds: 5,
+            paused,
+            pause_note: paused.then(|| "holidays «é»".into()),
+            pause_after_failures: Some(3),
+            consecutive_failures: 0,
+            fired: 0,
+            skipped: 0,
+            missed: 0,
+            next_fire_at: Some(b.init + 1_000),
+            next_due_at: Some(b.init + 1_004),
+            created_at: b.init,
+            updated_at: b.init + 1,
+        };
+        store.create_schedule(&schedule).await.unwrap();
+        if n == 0 {
+            let mut run = b.new_execution(0, 0, 0, 2, json!({"N": 0}), 1);
+            run.schedule_id = Some(schedule.id.clone());
+            run.scheduled_for = Some(b.init + 500);
+            b.fixture
+                .executions
+                .push((schedule.organization_id.clone(), run.id.clone()));
+            let fired = store
+                .fire_schedule(&Firing {
+                    organization_id: schedule.organization_id.clone(),
+                    schedule_id: schedule.id.clone(),
+                    origin: FireOrigin::Backfill,
+                    advance: None,
+                    missed: vec![MissedFire {
+                        scheduled_for: b.init + 100,
+                        reason: "outside_window".into(),
+                    }],
+                    runs: vec![
+                        FireRun {
+                            scheduled_for: b.init + 500,
+                            execution: Ok(run),
+                        },
+                        FireRun {
+                            scheduled_for: b.init + 600,
+                            execution: Err("no runtime «x»".into()),
+                        },
+                    ],
+                    now: b.init + 700,
+                })
+                .await
+                .unwrap();
+            assert!(matches!(fired, Fired::Applied(_)));
+        }
+        b.fixture
+            .schedules
+            .push((schedule.organization_id.clone(), schedule.id.clone()));
+    }
     // Runtimes online and offline, and consumers part way through the stream.
     let (online, offline) = (
         b.fixture.runtimes[0].runtime.id.clone(),

@@ -19,6 +19,7 @@ mod replicas;
 mod restart;
 mod robot_environment;
 mod runtime_keys;
+mod schedules;
 mod slow_clients;
 mod support;
 mod tls;

@@ -1,8 +1,10 @@
 //! Several `regente serve` replicas on one PostgreSQL database: runs accepted by
 //! one reach runtimes connected to another at once, tokens and admin calls work
 //! through any replica, agents move to a surviving replica when theirs is killed
-//! with SIGKILL and nothing is lost or doubled (`failover.rs`), and the
-//! lost-runtime check runs once across replicas.
+//! with SIGKILL and nothing is lost or doubled (`failover.rs`), the
+//! lost-runtime check runs once across replicas, and per-second schedules fire
+//! each second once through a SIGKILL of the replica firing them
+//! (`schedules.rs`).
 //!
 //! These tests need PostgreSQL, whatever the suite's own servers run on: without
 //! `REGENTE_TEST_PG_URL` they are ignored and say SKIPPED. Each test makes a
@@ -11,6 +13,7 @@
 //! secret through the database.
 
 mod failover;
+mod schedules;
 
 use std::time::Duration;
 
