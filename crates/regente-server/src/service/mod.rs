@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod credentials;
+pub mod dashboard;
 mod flow_plan;
 pub mod flows;
 pub mod organizations;
@@ -10,6 +11,7 @@ pub mod robots;
 pub mod runs;
 pub mod runtimes;
 pub mod schedules;
+pub mod sessions;
 pub mod throttle;
 pub mod users;
 

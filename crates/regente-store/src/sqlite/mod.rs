@@ -25,6 +25,7 @@
 //!   small statement helpers every module uses.
 
 mod credentials;
+mod dashboard;
 mod engine;
 mod events;
 mod executions;
