@@ -117,6 +117,40 @@ impl Client {
         self.call(Method::GET, "/api/admin/runtimes", |r| r).await
     }
 
+    /// The vault's credentials: names and fields, never values.
+    pub async fn credentials(&self) -> Result<Vec<Credential>> {
+        self.call(Method::GET, "/api/admin/credentials", |r| r)
+            .await
+    }
+
+    /// Stores a credential's values: a new credential, or the next version of
+    /// the one of that name (its description and robots replaced too).
+    pub async fn set_credential(
+        &self,
+        name: &str,
+        fields: &std::collections::BTreeMap<String, String>,
+        description: Option<&str>,
+        robots: Option<&[String]>,
+    ) -> Result<Credential> {
+        let existing = self
+            .credentials()
+            .await?
+            .into_iter()
+            .find(|c| c.name == name);
+        let mut body = json!({"fields": fields, "description": description, "robots": robots});
+        match existing {
+            Some(credential) => {
+                let path = format!("/api/admin/credentials/{}", credential.id);
+                self.call(Method::PUT, &path, |r| r.json(&body)).await
+            }
+            None => {
+                body["name"] = json!(name);
+                self.call(Method::POST, "/api/admin/credentials", |r| r.json(&body))
+                    .await
+            }
+        }
+    }
+
     /// Uploads a robot package (a zip with a `robot.toml`) as the next version
     /// of the robot it names.
     pub async fn push_robot(&self, package: Vec<u8>) -> Result<PushedRobot> {

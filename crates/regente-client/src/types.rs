@@ -129,3 +129,19 @@ pub struct ExecutionFilter {
     pub cursor: Option<String>,
     pub limit: Option<u32>,
 }
+
+/// A credential of the vault as listed: its fields' names, never their values.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Credential {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub fields: Vec<String>,
+    /// Robot ids allowed; `None`: every robot of the organisation.
+    pub robots: Option<Vec<String>>,
+    pub version: u32,
+    pub created_by: String,
+    pub created_at: i64,
+    pub updated_by: String,
+    pub updated_at: i64,
+}

@@ -20,7 +20,9 @@ pub mod status;
 pub mod variables;
 
 pub use ids::is_valid_id;
-pub use manifest::{ManifestError, RobotManifest};
+pub use manifest::{
+    is_credential_name, CredentialNeed, ManifestError, RobotManifest, CREDENTIAL_NAME_RULE,
+};
 pub use role::Role;
 pub use status::ExecutionStatus;
 pub use variables::{

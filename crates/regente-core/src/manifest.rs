@@ -9,8 +9,13 @@
 //! name = "CNPJ"
 //! type = "text"
 //! default = "00.000.000/0001-00" # optional; without it the variable is required
+//! secret = false                 # optional; true: sealed when stored, masked in logs
+//! [[credentials]]                # handed out from the vault at start, never stored with the run
+//! name = "erp"
+//! fields = ["username", "password"] # optional; all of the credential's when absent
 //! ```
 
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -30,6 +35,18 @@ pub struct RobotManifest {
     pub timeout: Option<Duration>,
     pub retries: u32,
     pub variables: Vec<VariableDeclaration>,
+    /// Names of the variables declared `secret = true`.
+    pub secret_variables: BTreeSet<String>,
+    /// The vault's credentials the robot needs, each once.
+    pub credentials: Vec<CredentialNeed>,
+}
+
+/// A credential a robot declares it needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CredentialNeed {
+    pub name: String,
+    /// The fields it needs; `None`: every field of the credential.
+    pub fields: Option<Vec<String>>,
 }
 
 /// The file as written; [`RobotManifest::parse`] turns it into the checked form.
@@ -42,6 +59,15 @@ struct RawManifest {
     retries: Option<u32>,
     #[serde(default)]
     variables: Vec<RawVariable>,
+    #[serde(default)]
+    credentials: Vec<RawCredential>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCredential {
+    name: String,
+    fields: Option<Vec<String>>,
 }
 
 #[derive(Deserialize)]
@@ -51,6 +77,8 @@ struct RawVariable {
     #[serde(rename = "type")]
     kind: String,
     default: Option<toml::Value>,
+    #[serde(default)]
+    secret: bool,
 }
 
 impl RobotManifest {
@@ -97,7 +125,11 @@ impl RobotManifest {
             )));
         }
         let mut variables: Vec<VariableDeclaration> = Vec::with_capacity(raw.variables.len());
+        let mut secret_variables = BTreeSet::new();
         for raw_variable in raw.variables {
+            if raw_variable.secret {
+                secret_variables.insert(raw_variable.name.clone());
+            }
             let default = raw_variable
                 .default
                 .map(|value| serde_json::to_value(value).expect("TOML values are JSON values"));
@@ -114,14 +146,59 @@ impl RobotManifest {
             }
             variables.push(declaration);
         }
+        let mut credentials: Vec<CredentialNeed> = Vec::with_capacity(raw.credentials.len());
+        for raw_credential in raw.credentials {
+            if !is_credential_name(&raw_credential.name) {
+                return Err(ManifestError::Invalid(format!(
+                    "credential name {:?} is invalid: {CREDENTIAL_NAME_RULE}",
+                    raw_credential.name
+                )));
+            }
+            if let Some(field) = raw_credential
+                .fields
+                .iter()
+                .flatten()
+                .find(|field| !is_credential_name(field))
+            {
+                return Err(ManifestError::Invalid(format!(
+                    "credential {:?}: field name {field:?} is invalid: {CREDENTIAL_NAME_RULE}",
+                    raw_credential.name
+                )));
+            }
+            if credentials.iter().any(|c| c.name == raw_credential.name) {
+                return Err(ManifestError::Invalid(format!(
+                    "credential {:?} is declared twice",
+                    raw_credential.name
+                )));
+            }
+            credentials.push(CredentialNeed {
+                name: raw_credential.name,
+                fields: raw_credential.fields,
+            });
+        }
         Ok(RobotManifest {
             name: raw.name,
             command: raw.command,
             timeout,
             retries,
             variables,
+            secret_variables,
+            credentials,
         })
     }
+}
+
+/// What a credential's name and its fields' names may be.
+pub const CREDENTIAL_NAME_RULE: &str =
+    "use 1 to 64 letters, digits, '-', '_' or '.', starting with a letter or digit";
+
+/// Whether `name` follows [`CREDENTIAL_NAME_RULE`] (credentials and their fields).
+pub fn is_credential_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -140,6 +217,65 @@ mod tests {
 
     use super::*;
     use crate::variables::VariableType;
+
+    #[test]
+    fn credentials_and_secret_variables_are_declared() {
+        let manifest = RobotManifest::parse(
+            r#"
+            name = "erp-login"
+            command = ["sh", "run.sh"]
+            [[variables]]
+            name = "TOKEN"
+            type = "text"
+            secret = true
+            [[variables]]
+            name = "CITY"
+            type = "text"
+            [[credentials]]
+            name = "erp"
+            [[credentials]]
+            name = "bank.main"
+            fields = ["password"]
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            manifest.secret_variables.iter().collect::<Vec<_>>(),
+            ["TOKEN"]
+        );
+        assert_eq!(
+            manifest.credentials,
+            vec![
+                CredentialNeed {
+                    name: "erp".into(),
+                    fields: None
+                },
+                CredentialNeed {
+                    name: "bank.main".into(),
+                    fields: Some(vec!["password".into()])
+                },
+            ]
+        );
+        for (bad, says) in [
+            (
+                "[[credentials]]\nname = \"erp\"\n[[credentials]]\nname = \"erp\"",
+                "declared twice",
+            ),
+            ("[[credentials]]\nname = \"../x\"", "credential name"),
+            (
+                "[[credentials]]\nname = \"erp\"\nfields = [\"\"]",
+                "field name",
+            ),
+            (
+                "[[credentials]]\nname = \"erp\"\nvalue = \"x\"",
+                "unknown field",
+            ),
+        ] {
+            let text = format!("name = \"r\"\ncommand = [\"x\"]\n{bad}");
+            let error = RobotManifest::parse(&text).unwrap_err().to_string();
+            assert!(error.contains(says), "{bad}: {error}");
+        }
+    }
 
     #[test]
     fn the_documented_example_parses() {

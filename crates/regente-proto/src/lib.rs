@@ -15,6 +15,8 @@
 //! sent again after a reconnect. Reports under a lease the server has ended are
 //! answered with [`ServerMessage::Revoked`] and never written.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -117,6 +119,27 @@ pub struct Assignment {
     pub variables: Value,
     /// Sequence number of this attempt's first event.
     pub first_seq: u64,
+    /// The vault's credentials the robot declared, resolved at this hand-out:
+    /// `{"NAME": {"FIELD": "value"}}`. Held in memory only: never journaled,
+    /// written for the robot alone, masked in its output. Absent when empty, so
+    /// agents that predate it read assignments as before.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub credentials: BTreeMap<String, BTreeMap<String, String>>,
+    /// The values of the variables the robot declared secret, opened at this
+    /// hand-out (in `variables` they stay `"***"`); kept like `credentials`.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub secret_variables: BTreeMap<String, Value>,
+}
+
+impl Assignment {
+    /// The assignment without what the vault handed out, as the agent journals it.
+    pub fn without_secrets(&self) -> Assignment {
+        Assignment {
+            credentials: BTreeMap::new(),
+            secret_variables: BTreeMap::new(),
+            ..self.clone()
+        }
+    }
 }
 
 /// One numbered thing that happened to an execution on the agent.

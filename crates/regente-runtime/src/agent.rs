@@ -30,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
 use crate::connection::{self, Inbound};
-use crate::executor::{self, IdleGuard, Launcher, Report, RobotRun, Stop};
+use crate::executor::{self, IdleGuard, Launcher, Report, RobotRun, RunSecrets, Stop};
 use crate::journal::{self, Journal};
 use crate::packages::PackageCache;
 use crate::robot_output::log;
@@ -58,7 +58,10 @@ pub struct AgentConfig {
 
 /// One execution the agent holds.
 struct Held {
+    /// As journaled: without what the vault handed out.
     assignment: Assignment,
+    /// What the vault handed out, in memory only (see `executor::RunSecrets`).
+    secrets: RunSecrets,
     journal: Journal,
     next_seq: u64,
     /// Sent (or to send) and not acknowledged yet, in order.
@@ -259,6 +262,13 @@ impl Agent {
     /// Reads back the journals of a previous run of the agent. A robot that was
     /// running died with that agent: its end is recorded as an error.
     fn recover(&mut self, journal_dir: &std::path::Path) -> anyhow::Result<()> {
+        // No robot outlives its agent: run directories left by an earlier agent
+        // process belong to dead robots, and may hold credentials files.
+        let runs = self.config.work_dir.join("runs");
+        if runs.exists() {
+            std::fs::remove_dir_all(&runs)
+                .with_context(|| format!("cannot clear {}", runs.display()))?;
+        }
         for recovered in Journal::recover_all(journal_dir, self.boot.as_deref())? {
             let assignment = recovered.assignment;
             let next_seq = recovered
@@ -272,6 +282,7 @@ impl Agent {
             let execution_id = assignment.execution_id.clone();
             let mut held = Held {
                 assignment,
+                secrets: RunSecrets::default(),
                 journal: recovered.journal,
                 next_seq,
                 unacked: recovered.events,
@@ -418,6 +429,11 @@ impl Agent {
             warn!(execution = %assignment.execution_id, "assignment for an execution already held ignored");
             return;
         }
+        // Credentials and secrets stay in memory: never journaled. An agent that
+        // restarts before the start gives the assignment back (it never started),
+        // and the next hand-out resolves them again.
+        let secrets = RunSecrets::from_assignment(&assignment);
+        let assignment = assignment.without_secrets();
         let journal = Journal::create(
             &self.config.work_dir.join("journal"),
             &assignment,
@@ -449,6 +465,7 @@ impl Agent {
             Held {
                 next_seq: assignment.first_seq,
                 assignment,
+                secrets,
                 journal,
                 unacked: Vec::new(),
                 spawned: false,
@@ -534,6 +551,7 @@ impl Agent {
                 run.run_dir,
                 &run.manifest,
                 &held.assignment.variables,
+                &held.secrets,
                 self.config.robot_path.as_deref(),
             ));
         }

@@ -15,11 +15,58 @@ use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::guard::Launch;
+use crate::masking::Masker;
 use crate::robot_output::{self, log, MAX_LINE_BYTES};
 
 /// How long the output pipes may stay open after the robot exited (a leftover
 /// grandchild holding them) before the group is killed and the run closed.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// What the vault handed a run: credentials and secret variables, in memory
+/// only until written for the robot.
+#[derive(Debug, Default, Clone)]
+pub struct RunSecrets {
+    /// `{"NAME": {"FIELD": "value"}}`.
+    pub credentials: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
+    pub secret_variables: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl RunSecrets {
+    pub fn from_assignment(assignment: &regente_proto::Assignment) -> RunSecrets {
+        RunSecrets {
+            credentials: assignment.credentials.clone(),
+            secret_variables: assignment.secret_variables.clone(),
+        }
+    }
+
+    /// Every value to mask in the robot's output.
+    fn masker(&self) -> Masker {
+        let mut texts: Vec<String> = self
+            .credentials
+            .values()
+            .flat_map(|fields| fields.values().cloned())
+            .collect();
+        for value in self.secret_variables.values() {
+            match value {
+                serde_json::Value::String(text) => texts.push(text.clone()),
+                other => texts.push(other.to_string()),
+            }
+        }
+        Masker::new(texts.iter().map(String::as_str))
+    }
+}
+
+/// The file robots read their credentials from (`REGENTE_CREDENTIALS`).
+pub const CREDENTIALS_FILE: &str = "credentials.json";
+
+/// Writes a file only its owner may read, refusing to follow or reuse one.
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)?.write_all(bytes)
+}
 
 /// A robot ready to start: its run directory and variables file are written,
 /// its program looked up and its command line and environment set. All of it
@@ -32,6 +79,8 @@ pub struct RobotRun {
     pub launch: Launch,
     /// `launch` in the form a guard reads.
     wire: Vec<u8>,
+    /// Hides what the vault handed the run in its output.
+    masker: std::sync::Arc<Masker>,
 }
 
 impl RobotRun {
@@ -43,22 +92,46 @@ impl RobotRun {
         run_dir: PathBuf,
         manifest: &RobotManifest,
         variables: &serde_json::Value,
+        secrets: &RunSecrets,
         search_path: Option<&OsStr>,
     ) -> Result<RobotRun, String> {
         let (program, args) = manifest
             .command
             .split_first()
             .ok_or_else(|| "cannot start the robot: robot.toml has an empty command".to_owned())?;
-        std::fs::create_dir_all(&run_dir)
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+        builder
+            .create(&run_dir)
             .map_err(|e| format!("cannot create the run directory {}: {e}", run_dir.display()))?;
+        // Secret variables reach the robot with the others, opened.
+        let mut variables = variables.clone();
+        if let Some(object) = variables.as_object_mut() {
+            for (name, value) in &secrets.secret_variables {
+                object.insert(name.clone(), value.clone());
+            }
+        }
         let variables_file = run_dir.join("variables.json");
-        std::fs::write(&variables_file, variables.to_string())
+        write_private(&variables_file, variables.to_string().as_bytes())
             .map_err(|e| format!("cannot write the variables file: {e}"))?;
         let mut env: Vec<(OsString, OsString)> = vec![
             ("REGENTE_VARIABLES".into(), variables_file.into_os_string()),
             ("REGENTE_EXECUTION_ID".into(), execution_id.into()),
         ];
-        for (name, value) in ResolvedVariables::from_json(variables).iter() {
+        if !secrets.credentials.is_empty() {
+            let credentials_file = run_dir.join(CREDENTIALS_FILE);
+            let text = serde_json::to_vec(&secrets.credentials)
+                .map_err(|e| format!("cannot write the credentials file: {e}"))?;
+            write_private(&credentials_file, &text)
+                .map_err(|e| format!("cannot write the credentials file: {e}"))?;
+            env.push((
+                "REGENTE_CREDENTIALS".into(),
+                credentials_file.into_os_string(),
+            ));
+        }
+        for (name, value) in ResolvedVariables::from_json(&variables).iter() {
             env.push((
                 format!("REGENTE_VAR_{name}").into(),
                 value.text_form().into(),
@@ -87,6 +160,7 @@ impl RobotRun {
             timeout: manifest.timeout,
             launch,
             wire,
+            masker: std::sync::Arc::new(secrets.masker()),
         })
     }
 
@@ -287,6 +361,7 @@ pub async fn run(
             out,
             reports.clone(),
             execution_id.clone(),
+            run.masker.clone(),
             robot_output::parse_stdout_line,
         ))
     });
@@ -295,6 +370,7 @@ pub async fn run(
             err,
             reports.clone(),
             execution_id.clone(),
+            run.masker.clone(),
             robot_output::parse_stderr_line,
         ))
     });
@@ -430,12 +506,13 @@ fn kill_group(group: Option<i32>) {
     let _ = group;
 }
 
-/// Forwards each line of a pipe, parsed, in order; lines are capped at
+/// Forwards each line of a pipe, masked and parsed, in order; lines are capped at
 /// [`MAX_LINE_BYTES`] without buffering more than that.
 async fn forward_lines(
     pipe: impl AsyncRead + Unpin,
     reports: mpsc::Sender<Report>,
     execution_id: String,
+    masker: std::sync::Arc<Masker>,
     parse: fn(String) -> EventKind,
 ) {
     let mut reader = BufReader::with_capacity(64 * 1024, pipe);
@@ -447,7 +524,8 @@ async fn forward_lines(
             Ok(true) => {}
             Err(_) => return,
         }
-        let kind = parse(robot_output::line_text(&line));
+        // Masked before anything reads it: the journal and the server see only `***`.
+        let kind = parse(masker.mask(robot_output::line_text(&line)));
         if reports
             .send(Report {
                 execution_id: execution_id.clone(),

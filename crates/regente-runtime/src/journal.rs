@@ -189,6 +189,8 @@ mod tests {
             manifest: "name = \"r\"\ncommand = [\"true\"]\n".to_owned(),
             variables: serde_json::json!({}),
             first_seq: 1,
+            credentials: Default::default(),
+            secret_variables: Default::default(),
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`connection`]: the WebSocket to the server, heartbeats, reconnects.
 //! - [`executor`]: one robot process: spawn, output, timeout, kill.
 //! - [`robot_output`]: what a robot's output lines mean (the robot protocol).
+//! - [`masking`]: credential values and secret variables replaced by `***` in robots' output.
 //! - [`journal`]: unacknowledged events on disk, read back after a restart.
 //! - [`packages`]: download, check and cache robot packages.
 //! - [`guard`]: the small process that ties a robot's process tree to the agent's life.
@@ -19,6 +20,7 @@ pub mod executor;
 pub mod guard;
 pub mod hardening;
 pub mod journal;
+pub mod masking;
 pub mod packages;
 pub mod robot_output;
 pub mod tls;

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::vault::keys::SecretText;
+
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listen: SocketAddr,
@@ -32,6 +34,11 @@ pub struct ServerConfig {
     pub connections: ConnectionLimits,
     /// Certificate and key when the server terminates TLS itself.
     pub tls: Option<TlsFiles>,
+    /// The vault's master key (`REGENTE_MASTER_KEY`, base64 of 32 bytes); `None`
+    /// means the data dir's key file (or, on a shared store, no vault).
+    pub master_key: Option<SecretText>,
+    /// The key before a rotation (`REGENTE_MASTER_KEY_PREVIOUS`), still opened.
+    pub master_key_previous: Option<SecretText>,
 }
 
 /// What the serving loop allows a client (see `serve`).
@@ -110,6 +117,8 @@ impl ServerConfig {
             flow_engine: true,
             connections: ConnectionLimits::default(),
             tls: None,
+            master_key: None,
+            master_key_previous: None,
         }
     }
 

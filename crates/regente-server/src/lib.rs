@@ -16,6 +16,7 @@
 //!   free of HTTP types.
 //! - [`supervisor`]: background tasks, their stop signal, leader-only work.
 //! - [`clock`]: the one source of time, which tests can move.
+//! - [`vault`]: the credentials vault's master keys, sealing and opening, key rotation.
 
 pub mod api;
 pub mod clock;
@@ -29,6 +30,7 @@ pub mod serve;
 pub mod service;
 pub mod startup;
 pub mod supervisor;
+pub mod vault;
 
 pub use config::{ConnectionLimits, LoginLimits, ServerConfig, TlsFiles};
 pub use startup::Server;

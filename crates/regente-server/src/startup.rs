@@ -83,7 +83,9 @@ impl Server {
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        let ctx = Arc::new(Context::new(store, auth, config, Arc::new(SystemClock)));
+        let vault = crate::vault::open(&config, store.as_ref()).await?;
+        let ctx =
+            Arc::new(Context::new(store, auth, config, Arc::new(SystemClock)).with_vault(vault));
         let bootstrap = service::organizations::bootstrap(&ctx)
             .await
             .context("cannot create the first admin")?;

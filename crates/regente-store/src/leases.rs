@@ -119,4 +119,14 @@ pub trait LeaseStore: Send + Sync {
         reason: &str,
         now: Millis,
     ) -> Result<LostOutcome>;
+    /// Ends a handed-out execution that has not started, under its lease, with
+    /// status ERROR and `reason` logged, without queueing it again: what it needs
+    /// to start was refused. `Stale` when the lease has ended or the robot started.
+    async fn refuse_start(
+        &self,
+        execution_id: &str,
+        lease: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<LostOutcome>;
 }

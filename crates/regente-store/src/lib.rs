@@ -29,6 +29,7 @@ use std::sync::Arc;
 
 pub mod cluster;
 pub mod copy;
+pub mod credentials;
 pub mod dashboard;
 pub mod events;
 pub mod executions;
@@ -44,6 +45,10 @@ pub mod schedules;
 pub mod sqlite;
 
 pub use cluster::{ClusterStore, Notice};
+pub use credentials::{
+    Credential, CredentialStore, CredentialWrite, SealedCredential, SealedValue, SealedVariables,
+    StoredValue, VaultKey,
+};
 pub use dashboard::{DashboardStore, HourCount, HourTimes, Hours, TimeKind};
 pub use events::{EventCursor, EventFilter, EventKind, EventStore, StoredEvent};
 pub use executions::{
@@ -67,8 +72,8 @@ pub use schedules::{
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ClusterStore, DashboardStore, EventStore, ExecutionStore, FlowStore, LeaseStore,
-        OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
+        ClusterStore, CredentialStore, DashboardStore, EventStore, ExecutionStore, FlowStore,
+        LeaseStore, OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
     };
 }
 
@@ -98,6 +103,7 @@ pub trait Store:
     + LeaseStore
     + EventStore
     + FlowStore
+    + CredentialStore
     + ScheduleStore
     + ClusterStore
     + DashboardStore
@@ -115,6 +121,7 @@ impl<T> Store for T where
         + LeaseStore
         + EventStore
         + FlowStore
+        + CredentialStore
         + ScheduleStore
         + ClusterStore
         + DashboardStore

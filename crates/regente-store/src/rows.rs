@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_core::{ExecutionStatus, Role};
 
+use crate::credentials::{Credential, SealedValue, SealedVariables, StoredValue, VaultKey};
 use crate::dashboard::{HourCount, HourTimes, TimeKind};
 use crate::{
     Error, EventCursor, EventKind, Execution, ExecutionFilter, FireOrigin, FireOutcome, Flow,
@@ -28,6 +29,7 @@ pub(crate) trait RecordRow {
     fn int32_opt(&self, column: &str) -> Result<Option<i32>>;
     fn real(&self, column: &str) -> Result<f64>;
     fn flag(&self, column: &str) -> Result<bool>;
+    fn bytes(&self, column: &str) -> Result<Vec<u8>>;
 }
 
 fn role_of(text: &str) -> Result<Role> {
@@ -533,4 +535,96 @@ pub(crate) fn update_schedule_sql(placeholder: impl Fn(usize) -> String) -> Stri
         placeholder(n + 2),
         placeholder(n + 3)
     )
+}
+
+/// The columns [`credential_from`] reads.
+pub(crate) const CREDENTIAL_COLUMNS: &str = "id, organization_id, name, description, robots, \
+     version, created_by, created_at, updated_by, updated_at";
+
+/// A credential's row, with its fields' names (sorted) read apart.
+pub(crate) fn credential_from(row: &impl RecordRow, fields: Vec<String>) -> Result<Credential> {
+    let robots = match json_column(row, "robots")? {
+        None => None,
+        Some(value) => Some(serde_json::from_value(value).map_err(|e| Error::Other(e.into()))?),
+    };
+    Ok(Credential {
+        id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        name: row.text("name")?,
+        description: row.text_opt("description")?,
+        robots,
+        version: row.int("version")? as u32,
+        fields,
+        created_by: row.text("created_by")?,
+        created_at: row.int("created_at")?,
+        updated_by: row.text("updated_by")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+/// The robots column: a JSON array, or NULL for every robot.
+pub(crate) fn robots_text(robots: &Option<Vec<String>>) -> Option<String> {
+    robots
+        .as_ref()
+        .map(|ids| serde_json::Value::from(ids.clone()).to_string())
+}
+
+/// Credentials each given its fields, from (credential id, field) rows.
+pub(crate) fn credentials_with_fields(
+    credentials: Vec<Credential>,
+    fields: Vec<(String, String)>,
+) -> Vec<Credential> {
+    let mut by_credential: HashMap<String, Vec<String>> = HashMap::new();
+    for (credential_id, field) in fields {
+        by_credential.entry(credential_id).or_default().push(field);
+    }
+    credentials
+        .into_iter()
+        .map(|mut credential| {
+            let mut fields = by_credential.remove(&credential.id).unwrap_or_default();
+            fields.sort();
+            credential.fields = fields;
+            credential
+        })
+        .collect()
+}
+
+/// The columns [`sealed_value_from`] reads.
+pub(crate) const SEALED_VALUE_COLUMNS: &str = "field, key_id, nonce, ciphertext";
+
+pub(crate) fn sealed_value_from(row: &impl RecordRow) -> Result<SealedValue> {
+    Ok(SealedValue {
+        field: row.text("field")?,
+        key_id: row.text("key_id")?,
+        nonce: row.bytes("nonce")?,
+        ciphertext: row.bytes("ciphertext")?,
+    })
+}
+
+pub(crate) fn stored_value_from(row: &impl RecordRow) -> Result<StoredValue> {
+    Ok(StoredValue {
+        credential_id: row.text("credential_id")?,
+        organization_id: row.text("organization_id")?,
+        version: row.int("version")? as u32,
+        value: sealed_value_from(row)?,
+    })
+}
+
+pub(crate) fn vault_key_from(row: &impl RecordRow) -> Result<VaultKey> {
+    Ok(VaultKey {
+        key_id: row.text("key_id")?,
+        check_value: row.bytes("check_value")?,
+        created_at: row.int("created_at")?,
+    })
+}
+
+/// An execution's id, organisation and variables (`variables` column).
+pub(crate) fn sealed_variables_from(row: &impl RecordRow) -> Result<SealedVariables> {
+    let stored_text = row.text("variables")?;
+    Ok(SealedVariables {
+        execution_id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        variables: serde_json::from_str(&stored_text).map_err(|e| Error::Other(e.into()))?,
+        stored_text,
+    })
 }

@@ -345,13 +345,23 @@ pub(crate) struct LeaseEnd {
     pub events: Vec<NewEvent>,
 }
 
+/// Why a lease ends early.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Ending {
+    /// Its runtime was lost or gave it up; `spawned`: the robot may have run.
+    Lost { spawned: bool },
+    /// The server refused to start it (a credential it needs is missing or not
+    /// allowed): it ends ERROR, never queued again.
+    Refused,
+}
+
 /// Decides how a lease whose runtime was lost or gave it up ends. When the robot
 /// certainly never ran (`spawned` false, or still PENDENT), the execution waits
 /// for a runtime again without using up an attempt; otherwise it is queued again
 /// only if attempts remain, else ended with `reason`. A cancel is final.
 pub(crate) fn plan_lease_end(
     live: &LiveLease,
-    spawned: bool,
+    ending: Ending,
     reason: &str,
     now: Millis,
 ) -> LeaseEnd {
@@ -394,6 +404,12 @@ pub(crate) fn plan_lease_end(
             "WARN",
         );
     }
+    let spawned = match ending {
+        Ending::Lost { spawned } => spawned,
+        // The server refused what the run needs: queued again, it would fail the
+        // same way, so it ends here.
+        Ending::Refused => return ended(ExecutionStatus::Error, reason.to_owned(), "ERROR"),
+    };
     if live.status == ExecutionStatus::Pendent || !spawned {
         return LeaseEnd {
             outcome: LostOutcome::Requeued,

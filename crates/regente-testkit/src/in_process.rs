@@ -13,7 +13,7 @@ use tokio::sync::oneshot;
 
 use crate::client::Api;
 use crate::postgres::TestDatabase;
-use crate::server::{ADMIN_PASSWORD, ADMIN_USER, JWT_SECRET};
+use crate::server::{ADMIN_PASSWORD, ADMIN_USER, JWT_SECRET, MASTER_KEY};
 
 /// `regente_server::Server` on 127.0.0.1 with a random port, a temporary data
 /// directory (and a PostgreSQL database of its own when the suite runs on
@@ -54,6 +54,7 @@ impl InProcessServer {
         config.admin_username = ADMIN_USER.into();
         config.admin_password = Some(ADMIN_PASSWORD.into());
         config.jwt_secret = Some(JWT_SECRET.into());
+        config.master_key = Some(regente_server::config::SecretText::new(MASTER_KEY.into()));
         configure(&mut config);
         let (ready_tx, ready) = mpsc::channel::<Result<SocketAddr, String>>();
         let (stop, stopped) = oneshot::channel::<()>();

@@ -67,7 +67,7 @@ pub use robots::{
     deflated, fixture, manifest, robot, robot_zip, shell_robot, text_vars, upload_shell_robot,
     user_id, zip_of, Fixture,
 };
-pub use server::{ServerOptions, TestServer, ADMIN_PASSWORD, ADMIN_USER, JWT_SECRET};
+pub use server::{ServerOptions, TestServer, ADMIN_PASSWORD, ADMIN_USER, JWT_SECRET, MASTER_KEY};
 pub use shape::{
     assert_error, b64, check_error_shape, is_execution_id, keys, message, now_millis, reason,
 };

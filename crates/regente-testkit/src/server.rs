@@ -19,6 +19,9 @@ pub const ADMIN_USER: &str = "admin";
 pub const ADMIN_PASSWORD: &str = "admin-password-e2e";
 /// The signing secret a server gets unless the test removes it.
 pub const JWT_SECRET: &str = "e2e-signing-secret-0123456789abcdef0123456789abcdef";
+/// The vault's master key every test server gets (`REGENTE_MASTER_KEY`), so that
+/// the vault is on whatever the backend; tests of the data dir's key file remove it.
+pub const MASTER_KEY: &str = "ZTJlLW1hc3Rlci1rZXktMDEyMzQ1Njc4OWFiY2RlZjA=";
 /// How long a server may take to print its listening line.
 const START_DEADLINE: Duration = Duration::from_secs(60);
 
@@ -59,6 +62,7 @@ impl ServerOptions {
                 ("REGENTE_ADMIN_USER".into(), ADMIN_USER.into()),
                 ("REGENTE_ADMIN_PASSWORD".into(), ADMIN_PASSWORD.into()),
                 ("REGENTE_JWT_SECRET".into(), JWT_SECRET.into()),
+                ("REGENTE_MASTER_KEY".into(), MASTER_KEY.into()),
             ],
             database: Database::Suite,
             data_dir: None,

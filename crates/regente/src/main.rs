@@ -52,6 +52,12 @@ enum Command {
     /// List, show and cancel executions.
     #[command(subcommand)]
     Executions(cli::ExecutionsCommand),
+    /// Store credentials in the vault (write-only) and list them.
+    #[command(subcommand)]
+    Credentials(cli::CredentialsCommand),
+    /// The vault's master key, run against the store (the servers may be running).
+    #[command(subcommand)]
+    Vault(VaultCommand),
     /// The guard process between the agent and one robot (internal).
     #[command(name = "__guard", hide = true)]
     Guard { agent_pid: i32 },
@@ -97,16 +103,37 @@ enum AdminCommand {
     ResetPassword(ResetPasswordArgs),
 }
 
+#[derive(Subcommand)]
+enum VaultCommand {
+    /// Seal every value of the vault again under a new master key, while servers run.
+    ///
+    /// With the data directory's key file: a new key is made and written as the
+    /// file's `current` key (the old one kept as `previous` until the end); back
+    /// the file up afterwards. With REGENTE_MASTER_KEY (servers on PostgreSQL):
+    /// restart every server with the new key as REGENTE_MASTER_KEY and the old as
+    /// REGENTE_MASTER_KEY_PREVIOUS, run this with the same two, then restart the
+    /// servers without REGENTE_MASTER_KEY_PREVIOUS. An interrupted rotation is
+    /// finished by running it again.
+    RotateKey(StoreArgs),
+}
+
+/// Which store a command runs against.
 #[derive(Args)]
-struct ResetPasswordArgs {
-    /// The user's username.
-    username: String,
-    /// The server's data directory (its SQLite store).
+struct StoreArgs {
+    /// The server's data directory (its SQLite store and key file).
     #[arg(long, env = "REGENTE_DATA_DIR", default_value = "./regente-data")]
     data_dir: PathBuf,
     /// The server's database URL; default: the SQLite file in the data directory.
     #[arg(long, env = "REGENTE_DATABASE_URL")]
     database_url: Option<String>,
+}
+
+#[derive(Args)]
+struct ResetPasswordArgs {
+    /// The user's username.
+    username: String,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Read the new password from the first line of standard input instead of generating one.
     #[arg(long)]
     password_stdin: bool,
@@ -279,6 +306,7 @@ fn main() -> ExitCode {
             | Command::Runtimes(_)
             | Command::Run(_)
             | Command::Executions(_)
+            | Command::Credentials(_)
     );
     let default_filter = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -319,6 +347,8 @@ fn main() -> ExitCode {
             Command::Runtimes(command) => cli::runtimes(command).await,
             Command::Run(args) => cli::run(args).await,
             Command::Executions(command) => cli::executions(command).await,
+            Command::Credentials(command) => cli::credentials(command).await,
+            Command::Vault(VaultCommand::RotateKey(args)) => done(rotate_key(args).await),
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }
     });
@@ -378,6 +408,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     config.resync_every = Duration::from_secs_f64(args.resync_seconds);
     config.flow_engine = args.flow_engine == "on";
+    master_keys(&mut config);
     let admin_username = config.admin_username.clone();
     let server = Server::build(config).await?;
     let shutdown = shutdown_signal();
@@ -393,6 +424,49 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.run(shutdown).await
 }
 
+/// The vault's keys from the environment (never flags: arguments are visible to
+/// every local user).
+fn master_keys(config: &mut ServerConfig) {
+    let read = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|text| !text.trim().is_empty())
+            .map(regente_server::config::SecretText::new)
+    };
+    config.master_key = read("REGENTE_MASTER_KEY");
+    config.master_key_previous = read("REGENTE_MASTER_KEY_PREVIOUS");
+}
+
+/// The store a command runs against, and the server settings it was started with.
+fn existing_store(args: &StoreArgs) -> anyhow::Result<(String, ServerConfig)> {
+    let mut config = ServerConfig::new(std::path::absolute(&args.data_dir)?);
+    config.database_url = args.database_url.clone();
+    if args.database_url.is_none() {
+        let path = config.data_dir.join("regente.db");
+        // Not created here: a mistyped directory must not look like an empty store.
+        anyhow::ensure!(
+            path.is_file(),
+            "there is no store at {} (give the server's --data-dir or --database-url)",
+            path.display()
+        );
+    }
+    master_keys(&mut config);
+    Ok((config.database_url(), config))
+}
+
+async fn rotate_key(args: StoreArgs) -> anyhow::Result<()> {
+    let (url, config) = existing_store(&args)?;
+    let store = regente_store::open(&url).await?;
+    let outcome = regente_server::vault::rotate::rotate_key(&config, store.as_ref()).await;
+    store.close().await;
+    let report = outcome?;
+    println!(
+        "vault sealed under master key {}: {} credential values and {} executions' secret variables sealed again",
+        report.key_id, report.values, report.variables
+    );
+    Ok(())
+}
+
 async fn store_copy(args: StoreCopyArgs) -> anyhow::Result<()> {
     let report = regente_store::copy::copy(&args.from, &args.to).await?;
     if report.source_migrated {
@@ -403,20 +477,7 @@ async fn store_copy(args: StoreCopyArgs) -> anyhow::Result<()> {
 }
 
 async fn reset_password(args: ResetPasswordArgs) -> anyhow::Result<()> {
-    let url = match args.database_url {
-        Some(url) => url,
-        None => {
-            let config = ServerConfig::new(std::path::absolute(&args.data_dir)?);
-            let path = config.data_dir.join("regente.db");
-            // Not created here: a mistyped directory must not look like an empty store.
-            anyhow::ensure!(
-                path.is_file(),
-                "there is no store at {} (give the server's --data-dir or --database-url)",
-                path.display()
-            );
-            config.database_url()
-        }
-    };
+    let (url, _) = existing_store(&args.store)?;
     let password = if args.password_stdin {
         let mut line = String::new();
         std::io::stdin().read_line(&mut line)?;

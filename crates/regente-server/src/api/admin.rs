@@ -456,7 +456,7 @@ impl From<Execution> for ExecutionBody {
             runtime_id: execution.runtime_id,
             robot_id: execution.robot_id,
             robot_version: execution.robot_version,
-            variables: execution.variables,
+            variables: crate::service::credentials::shown_variables(&execution.variables),
             status: execution.status.as_str(),
             progress: execution.progress,
             init: execution.init,

@@ -5,6 +5,7 @@
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`events`]: an execution's log, progress and status as Server-Sent Events.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`credentials`]: the vault's credentials, written and listed, never read back.
 //! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
 //! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
@@ -12,6 +13,7 @@
 
 pub mod admin;
 pub mod auth;
+pub mod credentials;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -40,6 +42,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(integration::router())
         .merge(events::router())
         .merge(flows::router())
+        .merge(credentials::router())
         .merge(admin::router(ctx.config.max_package_bytes))
         .merge(schedules::router())
         .merge(runtime::router())
@@ -113,6 +116,8 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,
+        credentials::create_credential, credentials::list_credentials, credentials::get_credential,
+        credentials::replace_credential, credentials::delete_credential,
         flows::save_flow, flows::list_flows, flows::get_flow,
         flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
         schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,

@@ -4,7 +4,8 @@
 //! - [`session`]: the session cookie, who is looking, forms with their CSRF token.
 //! - [`pages`]: the frame of every page, rendering, the error pages.
 //! - [`auth`]: signing in and out.
-//! - [`executions`], [`runtimes`], [`robots`], [`users`]: the sections.
+//! - [`executions`], [`runtimes`], [`robots`], [`users`], [`credentials`]: the
+//!   sections.
 //! - [`dashboard`] with [`charts`] (SVG drawn here): the window's figures.
 //! - [`live`]: Server-Sent Events for the pages that update themselves.
 //! - [`assets`]: the stylesheet and scripts compiled in; [`format`]: times and numbers.
@@ -15,6 +16,7 @@
 pub mod assets;
 pub mod auth;
 pub mod charts;
+pub mod credentials;
 pub mod dashboard;
 pub mod executions;
 pub mod format;
@@ -55,6 +57,7 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}/delete", post(users::delete))
         .route("/users/{id}/role", post(users::set_role))
+        .route("/credentials", get(credentials::list))
         .route("/dashboard", get(dashboard::page))
         .route("/assets/{version}/{name}", get(assets::serve))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))

@@ -49,6 +49,7 @@ pub const SECTIONS: &[(&str, &str, bool)] = &[
     ("/runtimes", "Runtimes", true),
     ("/robots", "Robots", true),
     ("/users", "Users", true),
+    ("/credentials", "Credentials", true),
     ("/dashboard", "Dashboard", true),
 ];
 

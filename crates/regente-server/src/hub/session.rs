@@ -7,11 +7,12 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use regente_core::ExecutionStatus;
 use regente_proto::{AgentMessage, EventKind, HeldLease, ServerMessage, PROTOCOL_VERSION};
-use regente_store::{Change, EventRecord, EventsOutcome, Runtime};
+use regente_store::{Change, Claimed, EventRecord, EventsOutcome, Runtime};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Command;
+use crate::service::credentials::{self, shown_variables, Handout, RunToHand};
 use crate::service::{new_id, Context};
 
 /// How long an agent has to say hello after connecting.
@@ -306,6 +307,17 @@ impl Session {
                 break;
             };
             debug!(execution = %claimed.execution_id, runtime = %self.runtime.id, "assigned");
+            let (credentials, secret_variables) =
+                match vault_handout(&self.ctx, &self.runtime, &claimed).await? {
+                    Handout::Ready {
+                        credentials,
+                        secret_variables,
+                    } => (credentials, secret_variables),
+                    Handout::Refused(why) => {
+                        self.refuse(&claimed, &why).await?;
+                        continue;
+                    }
+                };
             self.busy.insert(
                 claimed.execution_id.clone(),
                 Handed {
@@ -320,10 +332,34 @@ impl Session {
                 robot_version: claimed.robot_version,
                 sha256: claimed.sha256,
                 manifest: claimed.manifest,
-                variables: claimed.variables,
+                variables: shown_variables(&claimed.variables),
                 first_seq: claimed.first_seq,
+                credentials,
+                secret_variables,
             }))
             .await?;
+        }
+        Ok(())
+    }
+
+    /// Ends a handed-out run ERROR before its robot starts.
+    async fn refuse(&mut self, claimed: &Claimed, why: &str) -> anyhow::Result<()> {
+        warn!(execution = %claimed.execution_id, runtime = %self.runtime.id, reason = why, "run refused before its start");
+        let outcome = self
+            .ctx
+            .store
+            .refuse_start(
+                &claimed.execution_id,
+                &claimed.lease,
+                why,
+                self.ctx.clock.now(),
+            )
+            .await?;
+        if matches!(outcome, regente_store::LostOutcome::Ended(_)) {
+            self.ctx
+                .hub
+                .changed(super::Changed::Execution(claimed.execution_id.clone()));
+            crate::service::execution_ended(&self.ctx, &claimed.execution_id).await;
         }
         Ok(())
     }
@@ -519,4 +555,34 @@ fn record_of(event: regente_proto::Event) -> Option<EventRecord> {
         time: event.time,
         change,
     })
+}
+
+/// What the vault hands this run: its robot's credentials and its secret
+/// variables, resolved now (never when queued), or why it cannot start.
+async fn vault_handout(
+    ctx: &Context,
+    runtime: &Runtime,
+    claimed: &Claimed,
+) -> anyhow::Result<Handout> {
+    let manifest = match ctx.manifests.parse_text(&claimed.sha256, &claimed.manifest) {
+        Ok(manifest) => manifest,
+        // The agent says so in words when it parses it.
+        Err(_) => {
+            return Ok(Handout::Ready {
+                credentials: Default::default(),
+                secret_variables: Default::default(),
+            })
+        }
+    };
+    let run = RunToHand {
+        organization_id: &runtime.organization_id,
+        runtime_id: &runtime.id,
+        execution_id: &claimed.execution_id,
+        robot_id: &claimed.robot_id,
+        manifest: &manifest,
+        variables: &claimed.variables,
+    };
+    credentials::resolve_for_run(ctx, run)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot resolve a run's credentials: {e}"))
 }

@@ -303,13 +303,26 @@ async fn execution_for(
         Ok(resolved) => resolved,
         Err(e) => return Ok(Err(e.to_string())),
     };
+    let variables = match super::credentials::seal_secret_variables(
+        ctx,
+        organization_id,
+        &manifest,
+        resolved.to_json(),
+    ) {
+        Ok(variables) => variables,
+        Err(e) => {
+            return Ok(Err(format!(
+                "the step's secret variables cannot be sealed: {e}"
+            )))
+        }
+    };
     Ok(Ok(NewExecution {
         id: new_id(),
         organization_id: organization_id.to_owned(),
         runtime_id: step.runtime_id.clone(),
         robot_id: step.robot_id.clone(),
         robot_version: version.version,
-        variables: resolved.to_json(),
+        variables,
         init: now,
         submitted_by: format!("flow:{run_id}"),
         max_attempts: manifest.retries + 1,

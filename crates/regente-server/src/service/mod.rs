@@ -2,6 +2,7 @@
 //! these; these call the [`Store`](regente_store::Store). No axum type appears here.
 
 pub mod auth;
+pub mod credentials;
 pub mod dashboard;
 mod flow_plan;
 pub mod flows;
@@ -34,6 +35,8 @@ pub struct Context {
     pub clock: Arc<dyn Clock>,
     /// The flow engine's wake-up and parsed definitions.
     pub flows: flows::Flows,
+    /// The credentials vault's keys.
+    pub vault: crate::vault::Vault,
     /// Wakes the scheduler: a schedule changed here or on another server.
     pub schedules_changed: tokio::sync::Notify,
 }
@@ -53,8 +56,15 @@ impl Context {
             manifests: Default::default(),
             clock,
             flows: Default::default(),
+            vault: crate::vault::Vault::off(),
             schedules_changed: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The context with the vault opened at start.
+    pub fn with_vault(mut self, vault: crate::vault::Vault) -> Context {
+        self.vault = vault;
+        self
     }
 }
 

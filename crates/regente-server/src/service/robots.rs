@@ -134,15 +134,24 @@ impl ManifestCache {
         &self,
         version: &RobotVersion,
     ) -> Result<Arc<RobotManifest>, regente_core::ManifestError> {
-        if let Some(manifest) = self.lock().get(&version.sha256) {
+        self.parse_text(&version.sha256, &version.manifest)
+    }
+
+    /// The manifest `text` of the package whose SHA-256 is `sha256`, parsed.
+    pub fn parse_text(
+        &self,
+        sha256: &str,
+        text: &str,
+    ) -> Result<Arc<RobotManifest>, regente_core::ManifestError> {
+        if let Some(manifest) = self.lock().get(sha256) {
             return Ok(manifest.clone());
         }
-        let manifest = Arc::new(RobotManifest::parse(&version.manifest)?);
+        let manifest = Arc::new(RobotManifest::parse(text)?);
         let mut parsed = self.lock();
         if parsed.len() >= MANIFESTS_KEPT {
             parsed.clear();
         }
-        parsed.insert(version.sha256.clone(), manifest.clone());
+        parsed.insert(sha256.to_owned(), manifest.clone());
         Ok(manifest)
     }
 

@@ -50,12 +50,20 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
             .await,
         || format!("runtime {runtime_id} not found"),
     )?;
-    let mut execution = new_execution(ctx, caller, runtime_id, robot_id, &variables).await?;
+    let (mut execution, manifest) =
+        plain_execution(ctx, caller, runtime_id, robot_id, &variables).await?;
     let key = idempotency(
         ctx,
         caller,
         idempotency_key,
         &[runtime_id, robot_id, &execution.variables.to_string()],
+    )?;
+    // Sealed after the fingerprint, which must not depend on a random nonce.
+    execution.variables = super::credentials::seal_secret_variables(
+        ctx,
+        &caller.organization_id,
+        &manifest,
+        execution.variables,
     )?;
     let mut draws = 1;
     let enqueued = loop {
@@ -114,7 +122,7 @@ pub(crate) fn idempotency(
 
 /// A run of the robot's newest version on the runtime, its variables resolved
 /// against the robot's declarations, submitted now by the caller: not queued
-/// yet. The runtime is not looked up.
+/// yet, its secret variables sealed. The runtime is not looked up.
 pub(crate) async fn new_execution(
     ctx: &Context,
     caller: &Caller,
@@ -122,10 +130,30 @@ pub(crate) async fn new_execution(
     robot_id: &str,
     variables: &[RequestVariable],
 ) -> Result<NewExecution> {
+    let (mut execution, manifest) =
+        plain_execution(ctx, caller, runtime_id, robot_id, variables).await?;
+    execution.variables = super::credentials::seal_secret_variables(
+        ctx,
+        &caller.organization_id,
+        &manifest,
+        execution.variables,
+    )?;
+    Ok(execution)
+}
+
+/// [`new_execution`] with its secret variables not sealed yet, and the manifest
+/// that declares them.
+async fn plain_execution(
+    ctx: &Context,
+    caller: &Caller,
+    runtime_id: &str,
+    robot_id: &str,
+    variables: &[RequestVariable],
+) -> Result<(NewExecution, std::sync::Arc<regente_core::RobotManifest>)> {
     let (latest, manifest) = super::robots::latest_version(ctx, caller, robot_id).await?;
     let resolved = resolve_variables(&manifest.variables, variables)
         .map_err(|e| Error::Invalid(e.to_string()))?;
-    Ok(NewExecution {
+    let execution = NewExecution {
         id: new_id(),
         organization_id: caller.organization_id.clone(),
         runtime_id: runtime_id.to_owned(),
@@ -139,7 +167,8 @@ pub(crate) async fn new_execution(
         flow_step_id: None,
         schedule_id: None,
         scheduled_for: None,
-    })
+    };
+    Ok((execution, manifest))
 }
 
 /// Finds an execution of the caller's organisation on the given runtime.

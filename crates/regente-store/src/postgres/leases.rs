@@ -8,7 +8,7 @@ use super::events::insert_events;
 use super::{fetch_all, fetch_optional, other, storable, PostgresStore};
 use crate::rows::{json_column, lease_from, status_of};
 use crate::rules::{
-    apply_events, event_target_from, live_lease_from, plan_lease_end, started_event,
+    apply_events, event_target_from, live_lease_from, plan_lease_end, started_event, Ending,
     EVENT_TARGET_COLUMNS, LIVE_LEASE_COLUMNS,
 };
 use crate::{
@@ -240,12 +240,41 @@ impl LeaseStore for PostgresStore {
         reason: &str,
         now: Millis,
     ) -> Result<LostOutcome> {
+        self.end_lease_as(execution_id, lease, Ending::Lost { spawned }, reason, now)
+            .await
+    }
+
+    async fn refuse_start(
+        &self,
+        execution_id: &str,
+        lease: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<LostOutcome> {
+        self.end_lease_as(execution_id, lease, Ending::Refused, reason, now)
+            .await
+    }
+}
+
+impl PostgresStore {
+    async fn end_lease_as(
+        &self,
+        execution_id: &str,
+        lease: &str,
+        ending: Ending,
+        reason: &str,
+        now: Millis,
+    ) -> Result<LostOutcome> {
+        let statuses = match ending {
+            Ending::Lost { .. } => "'PENDENT', 'RUNNING'",
+            Ending::Refused => "'PENDENT'",
+        };
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Locked: two servers ending the same lease (or a report racing the end)
         // are ordered, and the second one finds it Stale.
         let row = sqlx::query(&format!(
             "SELECT {LIVE_LEASE_COLUMNS} FROM executions \
-             WHERE id = $1 AND lease = $2 AND status IN ('PENDENT', 'RUNNING') FOR UPDATE"
+             WHERE id = $1 AND lease = $2 AND status IN ({statuses}) FOR UPDATE"
         ))
         .bind(execution_id)
         .bind(lease)
@@ -256,7 +285,7 @@ impl LeaseStore for PostgresStore {
             return Ok(LostOutcome::Stale);
         };
         let live = live_lease_from(&row)?;
-        let end = plan_lease_end(&live, spawned, &storable(reason), now);
+        let end = plan_lease_end(&live, ending, &storable(reason), now);
         sqlx::query(
             "UPDATE executions SET status = $1, lease = NULL, \"end\" = $2, end_reason = $3, \
              started = CASE WHEN $1 = 'PENDENT' THEN NULL ELSE started END, \

@@ -23,6 +23,7 @@
 //!   `schedules`.
 
 mod cluster;
+mod credentials;
 mod dashboard;
 mod events;
 mod executions;
@@ -149,6 +150,9 @@ impl RecordRow for PgRow {
         self.try_get(column).map_err(other)
     }
     fn flag(&self, column: &str) -> Result<bool> {
+        self.try_get(column).map_err(other)
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>> {
         self.try_get(column).map_err(other)
     }
 }

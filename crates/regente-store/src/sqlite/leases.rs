@@ -9,7 +9,7 @@ use super::events::insert_events;
 use super::{all, change, one, other, SqliteStore};
 use crate::rows::{lease_from, status_of, RecordRow};
 use crate::rules::{
-    apply_events, event_target_from, live_lease_from, plan_lease_end, started_event,
+    apply_events, event_target_from, live_lease_from, plan_lease_end, started_event, Ending,
     EVENT_TARGET_COLUMNS, LIVE_LEASE_COLUMNS,
 };
 use crate::{
@@ -179,15 +179,19 @@ fn end_lease(
     conn: &Connection,
     execution_id: &str,
     lease: &str,
-    spawned: bool,
+    ending: Ending,
     reason: &str,
     now: Millis,
 ) -> Result<LostOutcome> {
+    let statuses = match ending {
+        Ending::Lost { .. } => "'PENDENT', 'RUNNING'",
+        Ending::Refused => "'PENDENT'",
+    };
     let live = one(
         conn,
         &format!(
             "SELECT {LIVE_LEASE_COLUMNS} FROM executions \
-             WHERE id = ?1 AND lease = ?2 AND status IN ('PENDENT', 'RUNNING')"
+             WHERE id = ?1 AND lease = ?2 AND status IN ({statuses})"
         ),
         params![execution_id, lease],
         |row| live_lease_from(row),
@@ -195,7 +199,7 @@ fn end_lease(
     let Some(live) = live else {
         return Ok(LostOutcome::Stale);
     };
-    let end = plan_lease_end(&live, spawned, reason, now);
+    let end = plan_lease_end(&live, ending, reason, now);
     change(
         conn,
         "UPDATE executions SET status = ?1, lease = NULL, \"end\" = ?2, end_reason = ?3, \
@@ -352,7 +356,23 @@ impl LeaseStore for SqliteStore {
     ) -> Result<LostOutcome> {
         let (execution_id, lease, reason) =
             (execution_id.to_owned(), lease.to_owned(), reason.to_owned());
-        self.write(move |conn| end_lease(conn, &execution_id, &lease, spawned, &reason, now))
+        let ending = Ending::Lost { spawned };
+        self.write(move |conn| end_lease(conn, &execution_id, &lease, ending, &reason, now))
             .await
+    }
+
+    async fn refuse_start(
+        &self,
+        execution_id: &str,
+        lease: &str,
+        reason: &str,
+        now: Millis,
+    ) -> Result<LostOutcome> {
+        let (execution_id, lease, reason) =
+            (execution_id.to_owned(), lease.to_owned(), reason.to_owned());
+        self.write(move |conn| {
+            end_lease(conn, &execution_id, &lease, Ending::Refused, &reason, now)
+        })
+        .await
     }
 }

@@ -24,6 +24,7 @@
 //! - Here: reading rusqlite rows through the shared [`RecordRow`], and the
 //!   small statement helpers every module uses.
 
+mod credentials;
 mod dashboard;
 mod engine;
 mod events;
@@ -67,6 +68,9 @@ impl RecordRow for LiteRow<'_, '_> {
         self.0.get(column).map_err(other)
     }
     fn flag(&self, column: &str) -> Result<bool> {
+        self.0.get(column).map_err(other)
+    }
+    fn bytes(&self, column: &str) -> Result<Vec<u8>> {
         self.0.get(column).map_err(other)
     }
 }

@@ -32,7 +32,7 @@ pub(crate) const HIDDEN_EXECUTIONS: &str =
 pub(crate) const HIDDEN_KEYS: &str = "SELECT user_id, key, fingerprint, execution_id, created_at \
      FROM idempotency_keys ORDER BY user_id, key";
 pub(crate) const HIDDEN_SESSIONS: &str = "SELECT id, session_id FROM runtimes ORDER BY id";
-pub(crate) const TABLES: [&str; 18] = [
+pub(crate) const TABLES: [&str; 21] = [
     "organizations",
     "users",
     "runtimes",
@@ -49,6 +49,9 @@ pub(crate) const TABLES: [&str; 18] = [
     "flow_versions",
     "flow_runs",
     "flow_steps",
+    "credentials",
+    "credential_values",
+    "vault_keys",
     "schedules",
     "schedule_fires",
 ];
@@ -461,6 +464,22 @@ pub(crate) async fn assert_same_events(
             source.get_flow_run(organization_id, run_id).await.unwrap()
         );
     }
+    for (organization_id, name) in &fixture.credentials {
+        assert_eq!(
+            target
+                .sealed_credential(organization_id, name)
+                .await
+                .unwrap(),
+            source
+                .sealed_credential(organization_id, name)
+                .await
+                .unwrap()
+        );
+    }
+    assert_eq!(
+        target.vault_keys().await.unwrap(),
+        source.vault_keys().await.unwrap()
+    );
     for (consumer, cursor) in &fixture.consumers {
         let at = original.iter().position(|e| e.cursor == *cursor).unwrap();
         let moved = target.load_cursor(consumer).await.unwrap();

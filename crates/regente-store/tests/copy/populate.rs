@@ -108,6 +108,8 @@ pub(crate) struct Fixture {
     pub(crate) consumers: Vec<(String, EventCursor)>,
     /// (organization id, flow id, run id): a flow in two versions and a run.
     pub(crate) flows: Vec<(String, String, String)>,
+    /// (organization id, credential name): sealed values in two versions.
+    pub(crate) credentials: Vec<(String, String)>,
 }
 
 pub(crate) struct Builder {
@@ -343,6 +345,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
             schedules: Vec::new(),
             consumers: Vec::new(),
             flows: Vec::new(),
+            credentials: Vec::new(),
         },
     };
 
@@ -566,6 +569,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
     }
     b.fixture.statuses = statuses;
     populate_flows(&mut b).await;
+    populate_credentials(&mut b).await;
     // Schedules: one with a run, a skip and a missed fire; one paused.
     for (n, organization, runtime, robot, paused) in [(0, 0, 0, 0, false), (1, 1, 2, 1, true)] {
         let schedule = Schedule {
@@ -797,4 +801,51 @@ async fn populate_flow_schedule(b: &mut Builder) {
         .schedules
         .push((organization_id.clone(), schedule.id));
     b.fixture.flows.push((organization_id, flow_id, run.id));
+}
+
+async fn populate_credentials(b: &mut Builder) {
+    let organization_id = b.fixture.organizations[0].id.clone();
+    let robot_id = b.fixture.robots[0].1.clone();
+    let sealed = |field: &str, byte: u8| regente_store::SealedValue {
+        field: field.into(),
+        key_id: "0011223344556677".into(),
+        nonce: vec![byte; 24],
+        // Every byte value, as a ciphertext has.
+        ciphertext: (0..=255u8).map(|b| b ^ byte).collect(),
+    };
+    let mut write = regente_store::CredentialWrite {
+        id: b.next_id(),
+        organization_id: organization_id.clone(),
+        name: "erp «prod»".into(),
+        description: Some("the ERP's robot user".into()),
+        robots: Some(vec![robot_id]),
+        version: 1,
+        values: vec![sealed("username", 1), sealed("password", 2)],
+        by: b.fixture.users[0].id.clone(),
+        at: b.init + 300,
+    };
+    b.store.create_credential(&write).await.unwrap();
+    write.version = 2;
+    write.values = vec![sealed("password", 3)];
+    write.description = None;
+    write.at += 1;
+    b.store.replace_credential(&write).await.unwrap();
+    let mut bank = write.clone();
+    bank.id = b.next_id();
+    bank.name = "bank".into();
+    bank.robots = None;
+    bank.version = 1;
+    b.store.create_credential(&bank).await.unwrap();
+    b.store
+        .add_vault_key(&regente_store::VaultKey {
+            key_id: "0011223344556677".into(),
+            check_value: vec![0, 1, 2, 255],
+            created_at: b.init,
+        })
+        .await
+        .unwrap();
+    b.fixture.credentials = vec![
+        (organization_id.clone(), write.name),
+        (organization_id, bank.name),
+    ];
 }

@@ -12,6 +12,9 @@ use clap::{Args, Subcommand, ValueEnum};
 use regente_client::{ExecutionFilter, RunRequest, Status};
 use serde::Serialize;
 
+pub use credentials::{credentials, CredentialsCommand};
+
+mod credentials;
 mod follow;
 mod package;
 mod session;

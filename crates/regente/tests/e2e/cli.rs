@@ -303,3 +303,73 @@ fn without_a_session_or_with_a_wrong_password_commands_say_so() {
     assert!(stderr(&login).contains("(401)"), "{}", stderr(&login));
     assert!(!Path::new(&config.path().join("session.json")).exists());
 }
+
+#[test]
+fn credentials_are_set_from_standard_input_and_listed_without_their_values() {
+    let world = World::start();
+    let secret = "s3cret-from-stdin «é»";
+    let set = world.cli_with_stdin(
+        &[
+            "credentials",
+            "set",
+            "erp",
+            "--field",
+            "username=robot-erp",
+            "--field-stdin",
+            "password",
+        ],
+        &format!("{secret}\n"),
+    );
+    assert_success(&set);
+    assert_eq!(
+        stdout(&set).trim(),
+        "credential erp stored (version 1, fields password, username)"
+    );
+    let again = world.cli_with_stdin(
+        &[
+            "credentials",
+            "set",
+            "erp",
+            "--field-stdin",
+            "password",
+            "--output",
+            "json",
+        ],
+        &format!("{secret}-2\n"),
+    );
+    let replaced = json(&again);
+    assert_eq!(replaced["version"], 2);
+    assert_eq!(replaced["fields"], serde_json::json!(["password"]));
+    let list = world.cli(&["credentials", "list"]);
+    assert_success(&list);
+    let text = stdout(&list);
+    assert!(text.contains("erp") && text.contains("password"), "{text}");
+    assert!(text.contains(" all "), "every robot allowed: {text}");
+    for output in [&set, &again, &list] {
+        let shown = format!("{}{}", stdout(output), stderr(output));
+        assert!(!shown.contains("s3cret"), "{shown}");
+    }
+    let unknown = world.cli_with_stdin(
+        &[
+            "credentials",
+            "set",
+            "erp",
+            "--field-stdin",
+            "password",
+            "--robot",
+            "nobody",
+        ],
+        &format!("{secret}\n"),
+    );
+    assert_eq!(unknown.status.code(), Some(2), "{}", stderr(&unknown));
+    let empty = world.cli_with_stdin(
+        &["credentials", "set", "erp", "--field-stdin", "password"],
+        "",
+    );
+    assert_eq!(empty.status.code(), Some(2));
+    assert!(
+        stderr(&empty).contains("standard input ended before password"),
+        "{}",
+        stderr(&empty)
+    );
+}

@@ -413,6 +413,7 @@ fn console_keeps_integration_users_and_other_organisations_out() {
         "/users",
         "/runtimes",
         "/robots",
+        "/credentials",
         "/dashboard",
         &format!("/robots/{}", f.robot),
     ] {
@@ -550,4 +551,106 @@ fn console_shows_a_log_longer_than_a_page_whole_and_in_order() {
         "return Array.from(document.querySelectorAll('#log li .message')).every((m, i) => m.textContent === String(i + 1));",
     );
     assert_eq!(in_order, json!(true));
+}
+
+#[test]
+fn console_lists_credentials_for_admins_without_their_values() {
+    let server = TestServer::start();
+    let admin = server.admin_token();
+    let erp_robot = robot(&server, &admin, "erp-robot");
+    let password = format!("console-vault-{}", rand::random::<u64>());
+    let create = |body: serde_json::Value| {
+        let created = server
+            .req("POST", "/api/admin/credentials")
+            .auth(&admin)
+            .json(&body)
+            .send()
+            .expect(201)
+            .json();
+        created["id"].as_str().expect("an id").to_owned()
+    };
+    let erp_id = create(json!({
+        "name": "erp", "description": "ERP sign-in",
+        "fields": {"username": "robot-erp", "password": password},
+        "robots": [erp_robot],
+    }));
+    create(json!({"name": "mail", "fields": {"token": password}}));
+    // A second version, by replacing the values.
+    server
+        .req("PUT", &format!("/api/admin/credentials/{erp_id}"))
+        .auth(&admin)
+        .json(&json!({
+            "description": "ERP sign-in",
+            "fields": {"username": "robot-erp", "password": format!("{password}-2")},
+            "robots": [erp_robot],
+        }))
+        .send()
+        .expect(200);
+
+    let session = http_session(&server, ADMIN_USER, ADMIN_PASSWORD);
+    let get = |session: &str, path: &str| {
+        let reply = http()
+            .get(server.url(path))
+            .header("Cookie", format!("regente_session={session}"))
+            .send()
+            .unwrap();
+        (reply.status().as_u16(), reply.text().unwrap())
+    };
+    let (status, executions) = get(&session, "/executions");
+    assert_eq!(status, 200);
+    assert!(
+        executions.contains(r#"<a href="/credentials">Credentials</a>"#),
+        "the navigation links the page: {executions}"
+    );
+    let (status, page) = get(&session, "/credentials");
+    assert_eq!(status, 200, "{page}");
+    assert!(
+        page.contains(r#"aria-current="page">Credentials"#),
+        "{page}"
+    );
+    let row = |name: &str| {
+        let start = page
+            .find(&format!(r#"data-credential="{name}""#))
+            .unwrap_or_else(|| panic!("no row for {name}: {page}"));
+        let end = page[start..].find("</tr>").unwrap() + start;
+        page[start..end].to_owned()
+    };
+    let erp_row = row("erp");
+    for shown in [
+        "ERP sign-in",
+        "password, username",
+        "erp-robot",
+        "v2",
+        ADMIN_USER,
+    ] {
+        assert!(erp_row.contains(shown), "{shown}: {erp_row}");
+    }
+    let mail_row = row("mail");
+    for shown in ["token", "every robot", "v1"] {
+        assert!(mail_row.contains(shown), "{shown}: {mail_row}");
+    }
+    assert!(page.find(r#"data-credential="erp""#) < page.find(r#"data-credential="mail""#));
+    assert!(!page.contains("console-vault-"), "a value is shown: {page}");
+    assert!(!page.contains("robot-erp"), "a value is shown: {page}");
+
+    // Admins only, of this organisation only.
+    server.create_user(&admin, "integrator", "integrator-password", "integration");
+    let integrator = http_session(&server, "integrator", "integrator-password");
+    let (status, refused) = get(&integrator, "/credentials");
+    assert_eq!(status, 403);
+    assert!(
+        !refused.contains("erp") && !refused.contains("/credentials\""),
+        "{refused}"
+    );
+    server
+        .req("POST", "/api/admin/organizations")
+        .auth(&admin)
+        .json(&json!({"name": "Other", "admin_username": "other-admin", "admin_password": "other-password"}))
+        .send()
+        .expect(201);
+    let other = http_session(&server, "other-admin", "other-password");
+    let (status, theirs) = get(&other, "/credentials");
+    assert_eq!(status, 200);
+    assert!(theirs.contains("No credentials yet."), "{theirs}");
+    assert!(!theirs.contains("data-credential"), "{theirs}");
 }

@@ -284,6 +284,15 @@ fn route_body(
         json!({"name": if rng.chance(25) { json!(rng.text(30)) } else { odd_text(rng) }})
     } else if method == "PATCH" && template == "/api/admin/users/{id}" {
         json!({"role": *rng.pick(&["admin", "integration", "root", "", "ADMIN"])})
+    } else if template.starts_with("/api/admin/credentials") {
+        match rng.below(4) {
+            0 => {
+                json!({"name": format!("fuzz-{}", rng.next()), "fields": {"password": rng.text(20)}})
+            }
+            1 => json!({"name": odd_text(rng), "fields": odd_value(rng), "robots": odd_value(rng)}),
+            2 => json!({"fields": {"password": odd_value(rng)}, "description": odd_value(rng)}),
+            _ => json!({"fields": {"pass": rng.text(8)}, "robots": [odd_text(rng)]}),
+        }
     } else if template == "/api/admin/organizations" {
         if rng.chance(25) {
             let n = rng.next();
@@ -441,6 +450,10 @@ fn warm_up_body(n: usize, template: &str, zip: &[u8], f: &Fixture) -> Option<Vec
         "/api/admin/runtimes" | "/api/admin/runtimes/{id}" => json!({"name": format!("warm-{n}")}),
         "/api/admin/users/{id}" => json!({"role": "integration"}),
         "/api/admin/robots" => return Some(zip.to_vec()),
+        "/api/admin/credentials" => {
+            json!({"name": format!("warm-{n}"), "fields": {"password": "warm-value"}})
+        }
+        "/api/admin/credentials/{id}" => json!({"fields": {"password": "warm-value-2"}}),
         "/api/admin/flows" => flow_definition(&format!("warm-flow-{n}"), &f.robot, &f.runtime),
         _ if template.ends_with("/run") => json!({}),
         "/api/admin/organizations" => json!({
@@ -509,6 +522,17 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
         .json(&json!({}))
         .send()
         .expect(200)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // A credential, for the vault's routes to reach.
+    let credential = server
+        .req("POST", "/api/admin/credentials")
+        .auth(&f.admin)
+        .json(&json!({"name": "fuzz-credential", "fields": {"password": "fuzz-value"}}))
+        .send()
+        .expect(201)
         .json()["id"]
         .as_str()
         .unwrap()
@@ -685,6 +709,8 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
                 pick_id(&mut rng, &[&f.robot], id_mode)
             } else if template.starts_with("/api/admin/flows") {
                 pick_id(&mut rng, &[&flow_id], id_mode)
+            } else if template.starts_with("/api/admin/credentials") {
+                pick_id(&mut rng, &[&credential], id_mode)
             } else if template.starts_with("/api/integration/v2/flows/runs") {
                 pick_id(&mut rng, &[&flow_run], id_mode)
             } else if template.starts_with("/api/admin/schedules") {

@@ -28,6 +28,7 @@ mod slow_clients;
 mod support;
 mod tls;
 mod up;
+mod vault;
 mod waiting;
 mod walkthrough;
 
