@@ -105,11 +105,28 @@ fn files_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     found
 }
 
+/// Debian's newest `pg_dump` (its binaries sit under a directory per version),
+/// or the one on the PATH.
+fn pg_dump() -> PathBuf {
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|version| version.path().join("bin/pg_dump"))
+        .filter(|path| path.is_file())
+        .collect();
+    found.sort_by_key(|path| {
+        let version = path.components().nth(4);
+        version.and_then(|v| v.as_os_str().to_str()?.parse::<u32>().ok())
+    });
+    found.pop().unwrap_or_else(|| PathBuf::from("pg_dump"))
+}
+
 /// The server's store as bytes: its SQLite files, or a `pg_dump` of its database.
 fn store_bytes(server: &TestServer) -> Vec<(String, Vec<u8>)> {
     match server.database_url() {
         Some(url) => {
-            let output = std::process::Command::new("/usr/lib/postgresql/15/bin/pg_dump")
+            let output = std::process::Command::new(pg_dump())
                 .arg("--dbname")
                 .arg(&url)
                 .output()
