@@ -4,12 +4,13 @@
 //! (with `retries`) to another copy.
 //!
 //! The server declares a runtime lost once it has heard nothing from it for the
-//! runtime timeout T (between T - T/30 and T after the last word). Both ends
-//! send heartbeats every T/6, so when the network between them goes, the
-//! server's last word from the agent is at most T/6 older than the agent's last
-//! word from the server. The agent fences at 2T/3 of silence: at least
-//! T/3 - T/6 - T/30 = 2T/15 (4 s with the default 30 s) before the server can
-//! act, which is the margin for the kill and for clocks running unevenly. The
+//! runtime timeout T (at the earliest T - T/15 after the last word, see the
+//! server's sweeper). Both ends send heartbeats every T/6, so when the network
+//! between them goes, the server's last word from the agent is at most T/6
+//! older than the agent's last word from the server. The agent fences at 2T/3
+//! of silence: at least T/3 - T/6 - T/15 = T/10 (3 s with the default 30 s)
+//! before the server can act, which is the margin for the kill and for clocks
+//! running unevenly. The
 //! agent gives up on a silent connection at T/2, so that it can reach another
 //! server before it has to fence.
 
@@ -82,7 +83,7 @@ mod tests {
         for seconds in [1.0, 3.0, 30.0, 300.0] {
             let timeout = Duration::from_secs_f64(seconds);
             let heartbeat = timeout / 6;
-            let server_earliest = timeout - timeout / 30;
+            let server_earliest = timeout - timeout / 15;
             // Worst case: the agent heard its last word a heartbeat after the
             // server heard the agent's.
             let fenced = heartbeat + fence_after(timeout);

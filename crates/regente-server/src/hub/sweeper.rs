@@ -3,8 +3,9 @@
 //! offline.
 //!
 //! A runtime is lost once silent for the runtime timeout T: the sweep runs every
-//! T/30 (at most 1 s) and ends the leases of a runtime silent for T - T/30, so
-//! that they end between T - T/30 and T after the runtime's last word. Its
+//! p = T/30 (at most 1 s) and ends the leases of a runtime silent for T - 2p, so
+//! that they end between T - 2p and T - p after the runtime's last word (28 to
+//! 29 s with the default 30 s), within T even when the sweep runs late. Its
 //! session ends at the same silence (or at once when the connection drops) and
 //! records that last word first. Agents stop their robots well before (see
 //! `regente_runtime::fence`).
@@ -24,10 +25,11 @@ pub fn period(timeout: Duration) -> Duration {
     (timeout / 30).clamp(Duration::from_millis(50), Duration::from_secs(1))
 }
 
-/// The silence after which a runtime's leases end: one period short of the
-/// timeout, so that a sweep ends them within the timeout.
+/// The silence after which a runtime's leases end: two periods short of the
+/// timeout, so that the sweep that ends them, late by up to a period, still
+/// does within the timeout.
 pub fn lost_after(timeout: Duration) -> Duration {
-    timeout.saturating_sub(period(timeout))
+    timeout.saturating_sub(2 * period(timeout))
 }
 
 pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {

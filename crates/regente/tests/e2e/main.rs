@@ -10,6 +10,7 @@ mod admin_cli;
 mod agent_faults;
 mod agent_runs;
 mod auth;
+mod chaos;
 mod cli;
 mod fuzz;
 mod integration_api;
