@@ -72,46 +72,8 @@ pub struct RunBody {
 /// Parses a run body. Any content type is read as JSON, since integrations send
 /// `text/plain` and other types with JSON bodies.
 fn parse_run_body(body: &[u8]) -> ApiResult<Vec<RequestVariable>> {
-    let shape_error = |why: &str| ApiError::invalid(format!("{why}; expected {RUN_BODY_SHAPE}"));
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
-    }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| shape_error(&format!("the body is not valid JSON ({e})")))?;
-    let Value::Object(mut object) = value else {
-        return Err(shape_error("the body must be a JSON object"));
-    };
-    let one = |value: Value| -> ApiResult<RequestVariable> {
-        let Value::Object(mut variable) = value else {
-            return Err(shape_error("each variable must be an object"));
-        };
-        let name = match variable.remove("name") {
-            Some(Value::String(name)) => name,
-            _ => return Err(shape_error("each variable needs a \"name\" string")),
-        };
-        let kind = match variable.remove("type") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(kind)) => Some(kind),
-            Some(_) => {
-                return Err(shape_error(&format!(
-                    "the \"type\" of variable {name:?} must be a string"
-                )))
-            }
-        };
-        Ok(RequestVariable {
-            name,
-            kind,
-            value: variable.remove("value").unwrap_or(Value::Null),
-        })
-    };
-    match object.remove("variables") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items.into_iter().map(one).collect(),
-        Some(single @ Value::Object(_)) => Ok(vec![one(single)?]),
-        Some(_) => Err(shape_error(
-            "\"variables\" must be an array of variable objects or one variable object",
-        )),
-    }
+    regente_core::parse_run_body(body)
+        .map_err(|why| ApiError::invalid(format!("{why}; expected {RUN_BODY_SHAPE}")))
 }
 
 async fn enqueue(
