@@ -6,9 +6,12 @@
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
+//! - [`document`]: the OpenAPI document, completed with what every route refuses,
+//!   the constraints on inputs and links between operations.
 
 pub mod admin;
 pub mod auth;
+pub mod document;
 pub mod error;
 pub mod extract;
 pub mod integration;
@@ -20,8 +23,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
 
 use crate::service::Context;
 use error::{ApiError, ApiResult};
@@ -68,46 +69,6 @@ async fn healthz() -> &'static str {
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "server",
     responses((status = 200, description = "The OpenAPI document of every route", content_type = "application/json")))]
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Regente", description = "The RoboEasy Orchestrator Integration API and Regente's admin API."),
-    paths(
-        auth::login_v1, auth::login_v2,
-        integration::run_v1, integration::run_v1_defaults, integration::run_v2,
-        integration::result, integration::cancel,
-        admin::create_user, admin::list_users, admin::delete_user,
-        admin::create_runtime, admin::list_runtimes, admin::replace_runtime_key,
-        admin::upload_robot, admin::list_robots, admin::get_robot,
-        admin::list_executions, admin::get_execution,
-        admin::create_organization,
-        runtime::connect, runtime::package,
-        healthz, openapi,
-    ),
-    modifiers(&BearerAuth)
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "runtime_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
+async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(document::json())
 }

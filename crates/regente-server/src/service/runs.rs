@@ -11,7 +11,7 @@ use super::{new_id, or_not_found, Caller, Context, Error, Result};
 
 /// How long an `Idempotency-Key` keeps answering the same execution.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Fresh ids tried for one run; a clash is rare (see `regente_core::ids::id_bits`).
 const MAX_ID_DRAWS: u32 = 4;
 

@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 use super::{new_id, random_alphanumeric, Caller, Context, Error, Result};
 
 const KEY_LEN: usize = 40;
-const MAX_SLOTS: u32 = 256;
+pub const MAX_SLOTS: u32 = 256;
 
 fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -84,12 +84,7 @@ pub async fn create(
     name: &str,
     slots: Option<u32>,
 ) -> Result<(Runtime, String)> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(Error::Invalid(
-            "runtime name must have 1 to 200 bytes, with no control characters".into(),
-        ));
-    }
+    let name = super::check_name("runtime name", name)?;
     let slots = slots.unwrap_or(1);
     if !(1..=MAX_SLOTS).contains(&slots) {
         return Err(Error::Invalid(format!(

@@ -15,6 +15,7 @@ mod cli;
 mod fuzz;
 mod integration_api;
 mod isolation;
+mod openapi_contract;
 mod partition;
 mod replicas;
 mod restart;
