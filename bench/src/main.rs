@@ -9,10 +9,12 @@
 //! slow.
 
 mod figures;
+mod flows;
 mod http;
 mod memory;
 mod procs;
 mod report;
+mod schedules;
 mod setup;
 mod sim;
 
@@ -65,6 +67,9 @@ struct Cli {
     /// Runs of the end-to-end figure [default: 10000; smoke 200].
     #[arg(long)]
     e2e_runs: Option<u64>,
+    /// Fires measured by the schedule lag figure, one a second [default: 60; smoke 3].
+    #[arg(long)]
+    schedule_fires: Option<u64>,
     /// Lines the log-ingestion robot prints [default: 1000000; smoke 10000].
     #[arg(long)]
     log_lines: Option<u64>,
@@ -81,7 +86,8 @@ struct Cli {
     /// Longest wait for anything to finish before it counts as broken [default: 900; smoke 40].
     #[arg(long)]
     deadline_secs: Option<f64>,
-    /// Run only these figure groups (floors always run): enqueue, dispatch, e2e, results, logs, memory.
+    /// Run only these figure groups (floors always run): enqueue, dispatch, e2e, results, logs, flows,
+    /// schedules, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to create the temporary data and work directories [default: the system's temp dir].
@@ -92,7 +98,16 @@ struct Cli {
     keep: bool,
 }
 
-const GROUPS: [&str; 6] = ["enqueue", "dispatch", "e2e", "results", "logs", "memory"];
+const GROUPS: [&str; 8] = [
+    "enqueue",
+    "dispatch",
+    "e2e",
+    "results",
+    "logs",
+    "flows",
+    "schedules",
+    "memory",
+];
 
 struct Sizes {
     smoke: bool,
@@ -102,6 +117,7 @@ struct Sizes {
     floor_samples: u64,
     dispatch_runs: u64,
     e2e_runs: u64,
+    schedule_fires: u64,
     log_lines: u64,
     executions: u64,
     runtimes: u64,
@@ -126,6 +142,7 @@ impl Sizes {
             floor_samples: pick(cli.floor_samples, 2_000, 200).max(1),
             dispatch_runs: pick(cli.dispatch_runs, 500, 20).max(1),
             e2e_runs: pick(cli.e2e_runs, 10_000, 200).max(1),
+            schedule_fires: pick(cli.schedule_fires, 60, 3).max(1),
             log_lines: pick(cli.log_lines, 1_000_000, 10_000).max(1),
             executions: pick(cli.executions, 1_000_000, 10_000),
             runtimes: pick(cli.runtimes, 1_000, 50),
@@ -470,14 +487,14 @@ impl Bench {
             }
             served.check_alive()?;
         }
-        if !["dispatch", "e2e", "results", "logs"]
+        if !["dispatch", "e2e", "results", "logs", "flows", "schedules"]
             .iter()
             .any(|g| self.wants(g))
         {
             return Ok(());
         }
         let mut agents = self.start_agents(served)?;
-        for group in ["dispatch", "e2e", "results", "logs"] {
+        for group in ["dispatch", "e2e", "results", "logs", "flows", "schedules"] {
             if !self.wants(group) {
                 continue;
             }
@@ -485,6 +502,8 @@ impl Bench {
                 "dispatch" => self.dispatch(served, &agents),
                 "e2e" => self.end_to_end(served, &agents),
                 "results" => self.result_reads(served, &agents),
+                "flows" => self.flow_chain(served, &agents),
+                "schedules" => self.schedule_lag(served, &agents),
                 _ => self.logs(served, &agents),
             });
             if let Err(e) = outcome {

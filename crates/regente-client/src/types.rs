@@ -105,6 +105,11 @@ pub struct Execution {
     pub exit_code: Option<i32>,
     pub submitted_by: Option<String>,
     pub canceled_by: Option<String>,
+    /// The schedule that queued it, and the fire it is for.
+    #[serde(default)]
+    pub schedule_id: Option<String>,
+    #[serde(default)]
+    pub scheduled_for: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_position: Option<u64>,
 }

@@ -24,6 +24,6 @@ pub use manifest::{ManifestError, RobotManifest};
 pub use role::Role;
 pub use status::ExecutionStatus;
 pub use variables::{
-    parse_run_body, resolve_variables, RequestVariable, ResolvedVariables, TypedValue,
-    VariableDeclaration, VariableError, VariableName, VariableType,
+    parse_run_body, resolve_variables, variables_from_json, RequestVariable, ResolvedVariables,
+    TypedValue, VariableDeclaration, VariableError, VariableName, VariableType,
 };

@@ -14,6 +14,9 @@
 //!
 //! `every` compiles to a cron rule; `biweekly` adds "every other week, counted
 //! from the week of the start" on top of its weekly rule.
+//!
+//! [`plan`] decides which fires are due at a given time, and what becomes of
+//! fires due while nobody could fire them.
 
 use croner::parser::{CronParser, Seconds};
 use croner::Cron;
@@ -24,6 +27,8 @@ use jiff::{Timestamp, Zoned};
 pub type Millis = i64;
 
 const MILLIS_PER_WEEK: i64 = 7 * 24 * 3600 * 1000;
+
+pub mod plan;
 
 /// A rule that cannot be used, naming the field at fault.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -219,13 +219,19 @@ pub fn parse_run_body(body: &[u8]) -> Result<Vec<RequestVariable>, String> {
     let Value::Object(mut object) = value else {
         return Err("the body must be a JSON object".to_owned());
     };
+    variables_from_json(object.remove("variables").unwrap_or(Value::Null))
+}
+
+/// The `variables` of a run body: an array of variables, a single one, or
+/// `null` for none. The error says what does not fit.
+pub fn variables_from_json(value: Value) -> Result<Vec<RequestVariable>, String> {
     let one = |value: Value| -> Result<RequestVariable, String> {
         let Value::Object(mut variable) = value else {
-            return Err("each variable must be an object".to_owned());
+            return Err("each variable must be an object".into());
         };
         let name = match variable.remove("name") {
             Some(Value::String(name)) => name,
-            _ => return Err("each variable needs a \"name\" string".to_owned()),
+            _ => return Err("each variable needs a \"name\" string".into()),
         };
         let kind = match variable.remove("type") {
             None | Some(Value::Null) => None,
@@ -242,13 +248,13 @@ pub fn parse_run_body(body: &[u8]) -> Result<Vec<RequestVariable>, String> {
             value: variable.remove("value").unwrap_or(Value::Null),
         })
     };
-    match object.remove("variables") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items.into_iter().map(one).collect(),
-        Some(single @ Value::Object(_)) => Ok(vec![one(single)?]),
-        Some(_) => Err(
-            "\"variables\" must be an array of variable objects or one variable object".to_owned(),
-        ),
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items.into_iter().map(one).collect(),
+        single @ Value::Object(_) => Ok(vec![one(single)?]),
+        _ => {
+            Err("\"variables\" must be an array of variable objects or one variable object".into())
+        }
     }
 }
 

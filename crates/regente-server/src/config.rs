@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub event_retention: Duration,
     /// How often every session looks at its runtime's queue without being told.
     pub resync_every: Duration,
+    /// Whether this server runs the flow engine (when it leads). Off only in
+    /// tests that need a run to stand still between two steps.
+    pub flow_engine: bool,
     /// Deadlines and caps for slow, large or many clients.
     pub connections: ConnectionLimits,
     /// Certificate and key when the server terminates TLS itself.
@@ -104,6 +107,7 @@ impl ServerConfig {
             runtime_timeout: Duration::from_secs(30),
             event_retention: Duration::from_secs(30 * 24 * 3600),
             resync_every: Duration::from_secs(5),
+            flow_engine: true,
             connections: ConnectionLimits::default(),
             tls: None,
         }

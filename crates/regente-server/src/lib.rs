@@ -7,8 +7,11 @@
 //! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
 //! - [`retention`]: old events pruned from the store's event stream.
+//! - [`scheduler`]: fires schedules when due, on the leader; pauses those whose
+//!   runs keep failing.
 //! - [`serve`]: the serving loop: deadlines, the connection cap, TLS.
-//! - [`service`]: the use cases (runs, robots, users, runtimes, organisations, auth),
+//! - [`service`]: the use cases (runs, robots, users, runtimes, organisations,
+//!   schedules, auth),
 //!   free of HTTP types.
 //! - [`supervisor`]: background tasks, their stop signal, leader-only work.
 //! - [`clock`]: the one source of time, which tests can move.
@@ -16,8 +19,10 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod flow_engine;
 pub mod hub;
 pub mod retention;
+pub mod scheduler;
 pub mod serve;
 pub mod service;
 pub mod startup;

@@ -1,6 +1,6 @@
 //! Build, then run: [`Server::build`] binds the listener (port 0 is fine), opens
 //! and migrates the store and bootstraps the first admin; [`Server::run`] serves
-//! (with the sweeper, the notice relay and event retention beside) until the
+//! (with the sweeper, the notice relay, event retention and the scheduler beside) until the
 //! shutdown future completes.
 
 use std::future::Future;
@@ -151,10 +151,17 @@ impl Server {
         let mut background = Supervisor::new(self.ctx.clone());
         background.spawn("lost-runtime sweeper", hub::sweeper::run);
         background.spawn("notices", hub::notices::run);
+        background.spawn("flow engine", crate::flow_engine::run);
         background.every_as_leader(
             "event retention",
             crate::retention::PRUNE_EVERY,
             crate::retention::prune,
+        );
+        background.spawn("scheduler", crate::scheduler::run);
+        background.every_as_leader(
+            "schedule failures",
+            crate::scheduler::COUNT_FAILURES_EVERY,
+            crate::scheduler::count_failures,
         );
         info!(%addr, tls = self.tls.is_some(), "listening");
         let (tls, reloading) = match self.tls {

@@ -25,10 +25,16 @@ pub enum Notice {
         lease: String,
         reason: String,
     },
+    /// An execution ended: the flow engine (on the leader) reads the event
+    /// stream at once instead of at its next look.
+    ExecutionEnded,
     /// A user was deleted: forget the tokens of theirs known valid.
     UserDeleted { user_id: String },
     /// A runtime's key was replaced: close the connection made with the old one.
     RuntimeKeyChanged { runtime_id: String },
+    /// A schedule was created, changed or deleted: the scheduler looks again
+    /// at what is due next.
+    SchedulesChanged,
     /// Notices may have been missed (a listener reconnected): look again.
     Resync,
 }

@@ -50,10 +50,31 @@ pub enum EventKind {
     /// A runtime went offline: its current connection ended, or it was silent
     /// past the runtime timeout. Data: `{session_id, reason}`.
     RuntimeOffline,
+    /// A flow run started, or went on again after a retry request. Data:
+    /// `{flow_id, version, submitted_by, resumed}`.
+    FlowRunStarted,
+    /// A flow run ended. Data: `{status, reason}`.
+    FlowRunEnded,
+    /// A schedule's fire queued a run (subject: the schedule). Data:
+    /// `{scheduled_for, execution_id, origin}` (`origin`: rule, trigger or
+    /// backfill); the run's own `execution.queued` precedes it.
+    ScheduleFired,
+    /// A schedule's fire queued no run (subject: the schedule). Data:
+    /// `{scheduled_for, origin, reason, message}`: `reason` is `overlap` (an
+    /// earlier run was live) or `error` (the run could not be queued; `message`
+    /// says why).
+    ScheduleSkipped,
+    /// A schedule's fire was due while no server could fire it and was not
+    /// caught up (subject: the schedule). Data: `{scheduled_for, reason}`:
+    /// `outside_window` or `superseded` (a later fire ran instead).
+    ScheduleMissed,
+    /// The server paused a schedule after consecutive failed runs (subject: the
+    /// schedule). Data: `{note, execution_id}` (the last failed run).
+    SchedulePaused,
 }
 
 impl EventKind {
-    pub const ALL: [EventKind; 7] = [
+    pub const ALL: [EventKind; 13] = [
         EventKind::ExecutionQueued,
         EventKind::ExecutionStarted,
         EventKind::ExecutionEnded,
@@ -61,6 +82,12 @@ impl EventKind {
         EventKind::ExecutionRequeued,
         EventKind::RuntimeOnline,
         EventKind::RuntimeOffline,
+        EventKind::FlowRunStarted,
+        EventKind::FlowRunEnded,
+        EventKind::ScheduleFired,
+        EventKind::ScheduleSkipped,
+        EventKind::ScheduleMissed,
+        EventKind::SchedulePaused,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -72,6 +99,12 @@ impl EventKind {
             EventKind::ExecutionRequeued => "execution.requeued",
             EventKind::RuntimeOnline => "runtime.online",
             EventKind::RuntimeOffline => "runtime.offline",
+            EventKind::FlowRunStarted => "flow_run.started",
+            EventKind::FlowRunEnded => "flow_run.ended",
+            EventKind::ScheduleFired => "schedule.fired",
+            EventKind::ScheduleSkipped => "schedule.skipped",
+            EventKind::ScheduleMissed => "schedule.missed",
+            EventKind::SchedulePaused => "schedule.paused",
         }
     }
 
@@ -109,7 +142,7 @@ pub struct StoredEvent {
     pub cursor: EventCursor,
     pub organization_id: String,
     pub kind: EventKind,
-    /// The execution or runtime the event is about.
+    /// The execution, runtime or schedule the event is about.
     pub subject_id: String,
     pub time: Millis,
     /// What [`EventKind`] documents for the kind.

@@ -27,8 +27,14 @@ pub struct Execution {
     pub exit_code: Option<i32>,
     pub submitted_by: Option<String>,
     pub canceled_by: Option<String>,
+    /// The schedule that queued it, and the fire it is for.
+    pub schedule_id: Option<String>,
+    pub scheduled_for: Option<Millis>,
     /// Queue order; larger is newer.
     pub seq: i64,
+    /// The flow run and step this execution runs, if it is a flow's step.
+    pub flow_run_id: Option<String>,
+    pub flow_step_id: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -43,6 +49,12 @@ pub struct NewExecution {
     pub submitted_by: String,
     /// 1 + the robot's `retries`.
     pub max_attempts: u32,
+    /// The flow run and step it runs, if any.
+    pub flow_run_id: Option<String>,
+    pub flow_step_id: Option<String>,
+    /// For a run queued by a schedule: the schedule, and the fire it is for.
+    pub schedule_id: Option<String>,
+    pub scheduled_for: Option<Millis>,
 }
 
 /// An `Idempotency-Key` to honour while enqueuing.
@@ -93,6 +105,8 @@ pub struct ExecutionFilter {
     pub status: Option<ExecutionStatus>,
     pub robot_id: Option<String>,
     pub runtime_id: Option<String>,
+    /// Queued by this schedule.
+    pub schedule_id: Option<String>,
     /// Submitted at or after.
     pub from: Option<Millis>,
     /// Submitted before.

@@ -9,8 +9,9 @@
 //!   [`organizations`] (and users), [`runtimes`], [`robots`], [`executions`] (the
 //!   queue, logs, cancels), [`leases`] (the runtime protocol: claims, starts,
 //!   reports, lost runtimes), [`events`] (the durable event stream every state
-//!   change writes to, with consumers' cursors), [`cluster`] (several servers on
-//!   one store).
+//!   change writes to, with consumers' cursors), [`flows`] (definitions in
+//!   versions, runs and their steps), [`schedules`] (runs queued at the times of
+//!   a rule, and every fire), [`cluster`] (several servers on one store).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
@@ -29,6 +30,7 @@ pub mod cluster;
 pub mod copy;
 pub mod events;
 pub mod executions;
+pub mod flows;
 pub mod leases;
 pub mod organizations;
 pub mod postgres;
@@ -36,6 +38,7 @@ pub mod robots;
 mod rows;
 mod rules;
 pub mod runtimes;
+pub mod schedules;
 pub mod sqlite;
 
 pub use cluster::{ClusterStore, Notice};
@@ -44,16 +47,24 @@ pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,
     NewExecution,
 };
+pub use flows::{
+    Flow, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStep, FlowStore, NewFlowRun, NewFlowVersion,
+    WakingRun,
+};
 pub use leases::{Change, Claimed, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome};
 pub use organizations::{Organization, OrganizationStore, User};
 pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion};
 pub use runtimes::{NewRuntime, Runtime, RuntimeSession, RuntimeStore};
+pub use schedules::{
+    Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, PausedSchedule, RunEnd,
+    RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
+};
 
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ClusterStore, EventStore, ExecutionStore, LeaseStore, OrganizationStore, RobotStore,
-        RuntimeStore, Store,
+        ClusterStore, EventStore, ExecutionStore, FlowStore, LeaseStore, OrganizationStore,
+        RobotStore, RuntimeStore, ScheduleStore, Store,
     };
 }
 
@@ -82,6 +93,8 @@ pub trait Store:
     + ExecutionStore
     + LeaseStore
     + EventStore
+    + FlowStore
+    + ScheduleStore
     + ClusterStore
     + Send
     + Sync
@@ -96,6 +109,8 @@ impl<T> Store for T where
         + ExecutionStore
         + LeaseStore
         + EventStore
+        + FlowStore
+        + ScheduleStore
         + ClusterStore
         + Send
         + Sync

@@ -6,11 +6,13 @@
 
 use std::collections::HashMap;
 
+use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_core::{ExecutionStatus, Role};
 
 use crate::{
-    Error, EventCursor, EventKind, Execution, ExecutionFilter, Lease, LogLine, Organization,
-    Result, Robot, RobotVersion, Runtime, RuntimeSession, StoredEvent, User,
+    Error, EventCursor, EventKind, Execution, ExecutionFilter, FireOrigin, FireOutcome, Flow,
+    FlowRun, FlowStep, Lease, LogLine, Organization, Result, Robot, RobotVersion, Runtime,
+    RuntimeSession, Schedule, ScheduleFire, StoredEvent, User, WakingRun,
 };
 
 /// A row of either backend, read column by column by name. The values of one
@@ -144,7 +146,8 @@ pub(crate) fn log_line_from(row: &impl RecordRow) -> Result<LogLine> {
 /// The columns [`execution_from`] reads.
 pub(crate) const EXECUTION_COLUMNS: &str = "seq, id, organization_id, runtime_id, robot_id, \
      robot_version, variables, status, progress, init, started, \"end\", return_value, \
-     end_reason, exit_code, submitted_by, canceled_by";
+     end_reason, exit_code, submitted_by, canceled_by, flow_run_id, flow_step_id, schedule_id, \
+     scheduled_for";
 
 pub(crate) fn execution_from(row: &impl RecordRow) -> Result<Execution> {
     Ok(Execution {
@@ -164,8 +167,86 @@ pub(crate) fn execution_from(row: &impl RecordRow) -> Result<Execution> {
         exit_code: row.int32_opt("exit_code")?,
         submitted_by: row.text_opt("submitted_by")?,
         canceled_by: row.text_opt("canceled_by")?,
+        schedule_id: row.text_opt("schedule_id")?,
+        scheduled_for: row.int_opt("scheduled_for")?,
+        seq: row.int("seq")?,
+        flow_run_id: row.text_opt("flow_run_id")?,
+        flow_step_id: row.text_opt("flow_step_id")?,
+    })
+}
+
+/// The columns [`flow_from`] reads, from `flows f JOIN flow_versions v`.
+pub(crate) const FLOW_COLUMNS: &str = "f.id, f.organization_id, f.name, f.created, v.version, \
+     v.definition, v.created AS version_created, v.created_by";
+
+pub(crate) fn flow_from(row: &impl RecordRow) -> Result<Flow> {
+    Ok(Flow {
+        id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        name: row.text("name")?,
+        created: row.int("created")?,
+        version: row.int("version")? as u32,
+        definition: json_column(row, "definition")?.unwrap_or_default(),
+        version_created: row.int("version_created")?,
+        created_by: row.text("created_by")?,
+    })
+}
+
+/// The columns [`flow_run_from`] reads.
+pub(crate) const FLOW_RUN_COLUMNS: &str = "seq, id, organization_id, flow_id, version, status, \
+     input, return_value, init, \"end\", end_reason, submitted_by, canceled_by, revision, wake_at";
+
+/// A run without its steps, which [`flow_step_from`] reads.
+pub(crate) fn flow_run_from(row: &impl RecordRow) -> Result<FlowRun> {
+    Ok(FlowRun {
+        id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        flow_id: row.text("flow_id")?,
+        version: row.int("version")? as u32,
+        status: status_of(row)?,
+        input: json_column(row, "input")?.unwrap_or_default(),
+        return_value: json_column(row, "return_value")?,
+        init: row.int("init")?,
+        end: row.int_opt("end")?,
+        end_reason: row.text_opt("end_reason")?,
+        submitted_by: row.text("submitted_by")?,
+        canceled_by: row.text_opt("canceled_by")?,
+        revision: row.int("revision")?,
+        wake_at: row.int_opt("wake_at")?,
+        steps: Vec::new(),
         seq: row.int("seq")?,
     })
+}
+
+/// The columns [`flow_step_from`] reads.
+pub(crate) const FLOW_STEP_COLUMNS: &str = "position, step_id, status, attempt, execution_id, \
+     return_value, reason, not_before, deadline";
+
+pub(crate) fn flow_step_from(row: &impl RecordRow) -> Result<FlowStep> {
+    Ok(FlowStep {
+        position: row.int("position")? as u32,
+        step_id: row.text("step_id")?,
+        status: row.text("status")?,
+        attempt: row.int("attempt")? as u32,
+        execution_id: row.text_opt("execution_id")?,
+        return_value: json_column(row, "return_value")?,
+        reason: row.text_opt("reason")?,
+        not_before: row.int_opt("not_before")?,
+        deadline: row.int_opt("deadline")?,
+    })
+}
+
+pub(crate) fn waking_run_from(row: &impl RecordRow) -> Result<WakingRun> {
+    Ok(WakingRun {
+        organization_id: row.text("organization_id")?,
+        run_id: row.text("id")?,
+        wake_at: row.int("wake_at")?,
+    })
+}
+
+/// JSON text of an optional value, as stored.
+pub(crate) fn json_text(value: &Option<serde_json::Value>) -> Option<String> {
+    value.as_ref().map(serde_json::Value::to_string)
 }
 
 /// A value [`execution_conditions`] compares with.
@@ -191,6 +272,9 @@ pub(crate) fn execution_conditions<'a>(
     }
     if let Some(runtime_id) = &filter.runtime_id {
         conditions.push(("runtime_id =", FilterValue::Text(runtime_id)));
+    }
+    if let Some(schedule_id) = &filter.schedule_id {
+        conditions.push(("schedule_id =", FilterValue::Text(schedule_id)));
     }
     if let Some(from) = filter.from {
         conditions.push(("init >=", FilterValue::Int(from)));
@@ -229,4 +313,177 @@ pub(crate) fn runtime_session_from(row: &impl RecordRow) -> Result<RuntimeSessio
         runtime_id: row.text("id")?,
         session_id: row.text("session_id")?,
     })
+}
+
+/// The columns [`schedule_from`] reads.
+pub(crate) const SCHEDULE_COLUMNS: &str = "id, organization_id, name, robot_id, runtime_id, \
+     variables, rule, timezone, start_at, end_at, overlap, catchup_window_seconds, misfire, \
+     jitter_seconds, paused, pause_note, pause_after_failures, consecutive_failures, fired, \
+     skipped, missed, next_fire_at, next_due_at, created_at, updated_at";
+
+fn stored<T>(column: &str, text: &str, parsed: Option<T>) -> Result<T> {
+    parsed.ok_or_else(|| Error::Other(anyhow::anyhow!("stored {column} {text:?} is unknown")))
+}
+
+pub(crate) fn schedule_from(row: &impl RecordRow) -> Result<Schedule> {
+    let overlap = row.text("overlap")?;
+    let misfire = row.text("misfire")?;
+    Ok(Schedule {
+        id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        name: row.text("name")?,
+        robot_id: row.text("robot_id")?,
+        runtime_id: row.text("runtime_id")?,
+        variables: json_column(row, "variables")?.unwrap_or_default(),
+        rule: json_column(row, "rule")?.unwrap_or_default(),
+        timezone: row.text("timezone")?,
+        start_at: row.int_opt("start_at")?,
+        end_at: row.int_opt("end_at")?,
+        overlap: stored("overlap", &overlap, Overlap::parse(&overlap).ok())?,
+        catchup_window_seconds: row.int("catchup_window_seconds")?,
+        misfire: stored("misfire", &misfire, Misfire::parse(&misfire).ok())?,
+        jitter_seconds: row.int("jitter_seconds")?,
+        paused: row.flag("paused")?,
+        pause_note: row.text_opt("pause_note")?,
+        pause_after_failures: row.int_opt("pause_after_failures")?.map(|n| n as u32),
+        consecutive_failures: row.int("consecutive_failures")? as u32,
+        fired: row.int("fired")? as u64,
+        skipped: row.int("skipped")? as u64,
+        missed: row.int("missed")? as u64,
+        next_fire_at: row.int_opt("next_fire_at")?,
+        next_due_at: row.int_opt("next_due_at")?,
+        created_at: row.int("created_at")?,
+        updated_at: row.int("updated_at")?,
+    })
+}
+
+/// The columns [`schedule_fire_from`] reads.
+pub(crate) const SCHEDULE_FIRE_COLUMNS: &str =
+    "schedule_id, scheduled_for, origin, outcome, execution_id, reason, recorded_at";
+
+pub(crate) fn schedule_fire_from(row: &impl RecordRow) -> Result<ScheduleFire> {
+    let origin = row.text("origin")?;
+    let outcome = row.text("outcome")?;
+    let execution_id = row.text_opt("execution_id")?;
+    let outcome = match (outcome.as_str(), execution_id) {
+        ("started", Some(execution_id)) => FireOutcome::Started { execution_id },
+        ("skipped_overlap", _) => FireOutcome::SkippedOverlap,
+        ("skipped_error", _) => FireOutcome::SkippedError,
+        ("missed", _) => FireOutcome::Missed,
+        _ => stored("fire outcome", &outcome, None)?,
+    };
+    Ok(ScheduleFire {
+        schedule_id: row.text("schedule_id")?,
+        scheduled_for: row.int("scheduled_for")?,
+        origin: stored("fire origin", &origin, FireOrigin::parse(&origin))?,
+        outcome,
+        reason: row.text_opt("reason")?,
+        recorded_at: row.int("recorded_at")?,
+    })
+}
+
+/// A fire's execution id, when it started one: the `execution_id` column.
+pub(crate) fn fire_execution_id(outcome: &FireOutcome) -> Option<&str> {
+    match outcome {
+        FireOutcome::Started { execution_id } => Some(execution_id),
+        _ => None,
+    }
+}
+
+/// A value to bind, for statements both backends build from one list.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Param<'a> {
+    Text(Option<&'a str>),
+    Int(Option<i64>),
+    Flag(bool),
+}
+
+/// What a user may change of a schedule (and its next fire, which follows
+/// from it): what [`crate::ScheduleStore::create_schedule`] writes beside the
+/// id, the organisation and the creation time, and what
+/// [`crate::ScheduleStore::update_schedule`] replaces. [`schedule_definition`]
+/// gives the values in this order.
+const DEFINITION_NAMES: [&str; 18] = [
+    "name",
+    "robot_id",
+    "runtime_id",
+    "variables",
+    "rule",
+    "timezone",
+    "start_at",
+    "end_at",
+    "overlap",
+    "catchup_window_seconds",
+    "misfire",
+    "jitter_seconds",
+    "paused",
+    "pause_note",
+    "pause_after_failures",
+    "next_fire_at",
+    "next_due_at",
+    "updated_at",
+];
+
+/// A schedule's values for [`DEFINITION_NAMES`]; `variables` and `rule` are
+/// its JSON as text.
+pub(crate) fn schedule_definition<'s>(
+    s: &'s Schedule,
+    variables: &'s str,
+    rule: &'s str,
+) -> [Param<'s>; 18] {
+    use Param::*;
+    [
+        Text(Some(&s.name)),
+        Text(Some(&s.robot_id)),
+        Text(Some(&s.runtime_id)),
+        Text(Some(variables)),
+        Text(Some(rule)),
+        Text(Some(&s.timezone)),
+        Int(s.start_at),
+        Int(s.end_at),
+        Text(Some(s.overlap.as_str())),
+        Int(Some(s.catchup_window_seconds)),
+        Text(Some(s.misfire.as_str())),
+        Int(Some(s.jitter_seconds)),
+        Flag(s.paused),
+        Text(s.pause_note.as_deref()),
+        Int(s.pause_after_failures.map(i64::from)),
+        Int(s.next_fire_at),
+        Int(s.next_due_at),
+        Int(Some(s.updated_at)),
+    ]
+}
+
+/// `INSERT` of a new schedule: its id, organisation and creation time, then
+/// its definition, with placeholders written by `placeholder(n)` (1-based).
+pub(crate) fn insert_schedule_sql(placeholder: impl Fn(usize) -> String) -> String {
+    let names: Vec<&str> = ["id", "organization_id", "created_at"]
+        .into_iter()
+        .chain(DEFINITION_NAMES)
+        .collect();
+    let marks: Vec<String> = (1..=names.len()).map(placeholder).collect();
+    format!(
+        "INSERT INTO schedules ({}) VALUES ({})",
+        names.join(", "),
+        marks.join(", ")
+    )
+}
+
+/// `UPDATE` of a schedule's definition: the definition's placeholders first,
+/// then `reset_failures`, the organisation and the id.
+pub(crate) fn update_schedule_sql(placeholder: impl Fn(usize) -> String) -> String {
+    let sets: Vec<String> = DEFINITION_NAMES
+        .iter()
+        .enumerate()
+        .map(|(n, name)| format!("{name} = {}", placeholder(n + 1)))
+        .collect();
+    let n = DEFINITION_NAMES.len();
+    format!(
+        "UPDATE schedules SET {}, consecutive_failures = CASE WHEN {} THEN 0 \
+         ELSE consecutive_failures END WHERE organization_id = {} AND id = {}",
+        sets.join(", "),
+        placeholder(n + 1),
+        placeholder(n + 2),
+        placeholder(n + 3)
+    )
 }

@@ -1,14 +1,21 @@
 //! The rules written once for both backends: how a batch of reports changes an
-//! execution, how a lease ends when its runtime is lost or gives it up, and the
-//! events of the stream each change writes. The backends read the row, ask these
-//! what to write, and write it, events included, in the same transaction.
+//! execution, how a lease ends when its runtime is lost or gives it up, what a
+//! schedule's firing writes, and the events of the stream each change writes.
+//! The backends read the row, ask these what to write, and write it, events
+//! included, in the same transaction.
 
+use std::collections::HashMap;
+
+use regente_core::schedule::plan::Overlap;
 use regente_core::ExecutionStatus;
 use serde_json::json;
 
 use crate::events::NewEvent;
 use crate::rows::{status_of, RecordRow};
-use crate::{Change, EventKind, EventRecord, LostOutcome, Millis, NewExecution, Result};
+use crate::{
+    Change, EventKind, EventRecord, FireOutcome, Fired, Firing, FlowRun, LostOutcome, Millis,
+    NewExecution, PausedSchedule, Result,
+};
 
 /// Why a PENDENT execution canceled by a user ended.
 pub(crate) const CANCELED_BEFORE_START: &str = "canceled before it started";
@@ -27,6 +34,68 @@ pub(crate) fn queued_event(new: &NewExecution) -> NewEvent {
             "submitted_by": new.submitted_by,
         }),
     }
+}
+
+/// `flow_run.started`, written as a run starts, or goes on after a retry
+/// request (`resumed`).
+pub(crate) fn flow_run_started_event(run: &FlowRun, resumed: bool, now: Millis) -> NewEvent {
+    NewEvent {
+        organization_id: run.organization_id.clone(),
+        kind: EventKind::FlowRunStarted,
+        subject_id: run.id.clone(),
+        time: now,
+        data: json!({
+            "flow_id": run.flow_id,
+            "version": run.version,
+            "submitted_by": run.submitted_by,
+            "resumed": resumed,
+        }),
+    }
+}
+
+/// `flow_run.ended`, written as a run ends.
+pub(crate) fn flow_run_ended_event(
+    organization_id: &str,
+    run_id: &str,
+    status: ExecutionStatus,
+    reason: Option<&str>,
+    now: Millis,
+) -> NewEvent {
+    NewEvent {
+        organization_id: organization_id.to_owned(),
+        kind: EventKind::FlowRunEnded,
+        subject_id: run_id.to_owned(),
+        time: now,
+        data: json!({ "status": status.as_str(), "reason": reason }),
+    }
+}
+
+/// The events of a run's change from `before` to `after`: it ended, or it went
+/// on again after a retry request.
+pub(crate) fn flow_run_change_events(
+    run: &FlowRun,
+    before: ExecutionStatus,
+    now: Millis,
+) -> Vec<NewEvent> {
+    let running = ExecutionStatus::Running;
+    if before == running && run.status != running {
+        vec![flow_run_ended_event(
+            &run.organization_id,
+            &run.id,
+            run.status,
+            run.end_reason.as_deref(),
+            now,
+        )]
+    } else if before != running && run.status == running {
+        vec![flow_run_started_event(run, true, now)]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Why a run canceled by `canceled_by` ended.
+pub(crate) fn flow_run_canceled_reason(canceled_by: &str) -> String {
+    format!("canceled by {canceled_by}")
 }
 
 /// `execution.started`, written as the execution becomes RUNNING.
@@ -365,5 +434,219 @@ pub(crate) fn clamp_progress(value: f64) -> f64 {
         0.0
     } else {
         value.clamp(0.0, 100.0)
+    }
+}
+
+// --- Schedules ----------------------------------------------------------------
+
+/// What a firing reads before it decides: the schedule (locked on PostgreSQL,
+/// so firings of one schedule take turns), its live runs, and the fires of the
+/// firing's range already recorded.
+#[derive(Debug, Clone)]
+pub(crate) struct FiringState {
+    pub overlap: Overlap,
+    pub paused: bool,
+    pub next_fire_at: Option<Millis>,
+    pub pendent: u64,
+    pub running: u64,
+    /// (scheduled time, outcome) of the fires already recorded.
+    pub recorded: HashMap<Millis, String>,
+}
+
+/// One fire to record: the row (inserted, or replacing a missed one), the run
+/// to queue if any (with its `execution.queued`), then the schedule's events.
+#[derive(Debug)]
+pub(crate) struct FireWrite<'f> {
+    pub scheduled_for: Millis,
+    pub outcome: FireOutcome,
+    pub reason: Option<String>,
+    pub execution: Option<&'f NewExecution>,
+    pub events: Vec<NewEvent>,
+}
+
+/// A firing decided: what to write, what to add to the counters, what to answer.
+#[derive(Debug)]
+pub(crate) struct FiringWrites<'f> {
+    pub writes: Vec<FireWrite<'f>>,
+    pub fired: i64,
+    pub skipped: i64,
+    pub missed: i64,
+    pub answer: Fired,
+}
+
+/// The earliest and latest scheduled times of a firing: the range of recorded
+/// fires a backend reads for [`FiringState::recorded`].
+pub(crate) fn firing_range(firing: &Firing) -> Option<(Millis, Millis)> {
+    let times = firing
+        .missed
+        .iter()
+        .map(|fire| fire.scheduled_for)
+        .chain(firing.runs.iter().map(|run| run.scheduled_for));
+    times.fold(None, |range, at| match range {
+        None => Some((at, at)),
+        Some((low, high)) => Some((low.min(at), high.max(at))),
+    })
+}
+
+/// Decides a firing; `None` when it is stale (the schedule is gone, or, for
+/// fires from the rule, paused or moved on since they were decided).
+pub(crate) fn plan_firing(firing: &Firing, state: Option<FiringState>) -> Option<FiringWrites<'_>> {
+    let mut state = state?;
+    if let Some(advance) = &firing.advance {
+        if state.paused || state.next_fire_at != Some(advance.from) {
+            return None;
+        }
+    }
+    let origin = firing.origin.as_str();
+    let event = |kind, scheduled_for, data: serde_json::Value| NewEvent {
+        organization_id: firing.organization_id.clone(),
+        kind,
+        subject_id: firing.schedule_id.clone(),
+        time: firing.now,
+        data: {
+            let mut data = data;
+            data["scheduled_for"] = json!(scheduled_for);
+            data
+        },
+    };
+    let mut decided = FiringWrites {
+        writes: Vec::new(),
+        fired: 0,
+        skipped: 0,
+        missed: 0,
+        answer: Fired::Applied(Vec::new()),
+    };
+    for missed in &firing.missed {
+        if state.recorded.contains_key(&missed.scheduled_for) {
+            continue;
+        }
+        decided.missed += 1;
+        decided.writes.push(FireWrite {
+            scheduled_for: missed.scheduled_for,
+            outcome: FireOutcome::Missed,
+            reason: Some(missed.reason.clone()),
+            execution: None,
+            events: vec![event(
+                EventKind::ScheduleMissed,
+                missed.scheduled_for,
+                json!({ "reason": missed.reason }),
+            )],
+        });
+    }
+    let mut outcomes = Vec::with_capacity(firing.runs.len());
+    for run in &firing.runs {
+        let at = run.scheduled_for;
+        // A fire runs once; one recorded as missed may still run (a backfill).
+        if state
+            .recorded
+            .get(&at)
+            .is_some_and(|outcome| outcome != FireOutcome::Missed.as_str())
+        {
+            outcomes.push((at, None));
+            continue;
+        }
+        state
+            .recorded
+            .insert(at, FireOutcome::SkippedOverlap.as_str().to_owned());
+        let skipped = |reason: &str, message: &str| {
+            event(
+                EventKind::ScheduleSkipped,
+                at,
+                json!({ "origin": origin, "reason": reason, "message": message }),
+            )
+        };
+        let write = match &run.execution {
+            Err(why) => {
+                decided.skipped += 1;
+                FireWrite {
+                    scheduled_for: at,
+                    outcome: FireOutcome::SkippedError,
+                    reason: Some(why.clone()),
+                    execution: None,
+                    events: vec![skipped("error", why)],
+                }
+            }
+            Ok(_) if !state.overlap.allows(state.pendent, state.running) => {
+                decided.skipped += 1;
+                let why = format!(
+                    "an earlier run was live ({} PENDENT, {} RUNNING) and the overlap rule is {}",
+                    state.pendent,
+                    state.running,
+                    state.overlap.as_str()
+                );
+                FireWrite {
+                    scheduled_for: at,
+                    outcome: FireOutcome::SkippedOverlap,
+                    events: vec![skipped("overlap", &why)],
+                    reason: Some(why),
+                    execution: None,
+                }
+            }
+            Ok(execution) => {
+                decided.fired += 1;
+                state.pendent += 1;
+                FireWrite {
+                    scheduled_for: at,
+                    outcome: FireOutcome::Started {
+                        execution_id: execution.id.clone(),
+                    },
+                    reason: None,
+                    execution: Some(execution),
+                    events: vec![event(
+                        EventKind::ScheduleFired,
+                        at,
+                        json!({ "execution_id": execution.id, "origin": origin }),
+                    )],
+                }
+            }
+        };
+        outcomes.push((at, Some(write.outcome.clone())));
+        decided.writes.push(write);
+    }
+    decided.answer = Fired::Applied(outcomes);
+    Some(decided)
+}
+
+/// How a run's end changes its schedule's count of consecutive failures: an
+/// ERROR adds one, a FINISHED starts again, a CANCELED changes nothing
+/// (`None`). The note is set when the count reaches `pause_after` on a
+/// schedule not paused yet.
+pub(crate) fn count_run_end(
+    status: ExecutionStatus,
+    consecutive: u32,
+    pause_after: Option<u32>,
+    paused: bool,
+    execution_id: &str,
+) -> Option<(u32, Option<String>)> {
+    match status {
+        ExecutionStatus::Error => {
+            let consecutive = consecutive + 1;
+            let note = pause_after
+                .filter(|limit| consecutive >= *limit && !paused)
+                .map(|limit| {
+                    format!(
+                        "paused by the server: {limit} consecutive runs ended ERROR \
+                         (the last: execution {execution_id})"
+                    )
+                });
+            Some((consecutive, note))
+        }
+        ExecutionStatus::Finished => (consecutive != 0).then_some((0, None)),
+        _ => None,
+    }
+}
+
+/// `schedule.paused`, written as the server pauses a schedule.
+pub(crate) fn schedule_paused_event(
+    paused: &PausedSchedule,
+    execution_id: &str,
+    now: Millis,
+) -> NewEvent {
+    NewEvent {
+        organization_id: paused.organization_id.clone(),
+        kind: EventKind::SchedulePaused,
+        subject_id: paused.schedule_id.clone(),
+        time: now,
+        data: json!({ "note": paused.note, "execution_id": execution_id }),
     }
 }

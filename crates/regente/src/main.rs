@@ -235,6 +235,10 @@ struct ServeArgs {
         hide = true
     )]
     resync_seconds: f64,
+    /// `off` keeps this server from running the flow engine: for tests that need a flow run to
+    /// stand still between two steps.
+    #[arg(long, env = "REGENTE_FLOW_ENGINE", default_value = "on", value_parser = ["on", "off"], hide = true)]
+    flow_engine: String,
     /// PEM certificate chain: the server speaks HTTPS itself (with --tls-key; reread on SIGHUP).
     #[arg(long, env = "REGENTE_TLS_CERT", requires = "tls_key")]
     tls_cert: Option<PathBuf>,
@@ -382,6 +386,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "--resync-seconds must be at least 0.1"
     );
     config.resync_every = Duration::from_secs_f64(args.resync_seconds);
+    config.flow_engine = args.flow_engine == "on";
     let admin_username = config.admin_username.clone();
     let server = Server::build(config).await?;
     let shutdown = shutdown_signal();

@@ -358,8 +358,17 @@ pub struct ExecutionBody {
     /// Why it ended, in words.
     end_reason: Option<String>,
     exit_code: Option<i32>,
+    /// A user's id, or `schedule:ID` for a run a schedule queued.
     submitted_by: Option<String>,
     canceled_by: Option<String>,
+    /// The flow run this execution is a step of, if any.
+    flow_run_id: Option<String>,
+    /// Its step's id in the flow.
+    flow_step_id: Option<String>,
+    /// The schedule that queued it, if one did.
+    schedule_id: Option<String>,
+    /// The fire it is for (epoch ms), if a schedule queued it.
+    scheduled_for: Option<i64>,
     /// PENDENT executions ahead of this one on its runtime (detail view only).
     #[serde(skip_serializing_if = "Option::is_none")]
     queue_position: Option<u64>,
@@ -383,6 +392,10 @@ impl From<Execution> for ExecutionBody {
             exit_code: execution.exit_code,
             submitted_by: execution.submitted_by,
             canceled_by: execution.canceled_by,
+            flow_run_id: execution.flow_run_id,
+            flow_step_id: execution.flow_step_id,
+            schedule_id: execution.schedule_id,
+            scheduled_for: execution.scheduled_for,
             queue_position: None,
         }
     }
@@ -428,12 +441,12 @@ fn parse_filter(params: &HashMap<String, String>) -> ApiResult<ExecutionFilter> 
     };
     if let Some(unknown) = params.keys().find(|k| {
         ![
-            "status", "robot", "runtime", "from", "to", "limit", "cursor",
+            "status", "robot", "runtime", "schedule", "from", "to", "limit", "cursor",
         ]
         .contains(&k.as_str())
     }) {
         return Err(ApiError::invalid(format!(
-            "unknown query parameter {unknown:?}: use status, robot, runtime, from, to, limit or cursor"
+            "unknown query parameter {unknown:?}: use status, robot, runtime, schedule, from, to, limit or cursor"
         )));
     }
     let status = params
@@ -459,6 +472,7 @@ fn parse_filter(params: &HashMap<String, String>) -> ApiResult<ExecutionFilter> 
         status,
         robot_id: id("robot")?,
         runtime_id: id("runtime")?,
+        schedule_id: id("schedule")?,
         from: number("from")?,
         to: number("to")?,
         before_seq: number("cursor")?,
@@ -469,6 +483,7 @@ fn parse_filter(params: &HashMap<String, String>) -> ApiResult<ExecutionFilter> 
 /// Lists executions, newest first, filtered and paginated.
 #[utoipa::path(get, path = "/api/admin/executions", tag = "admin",
     params(("status" = Option<String>, Query), ("robot" = Option<String>, Query), ("runtime" = Option<String>, Query),
+           ("schedule" = Option<String>, Query, description = "Queued by this schedule"),
            ("from" = Option<i64>, Query, description = "Submitted at or after (epoch ms)"),
            ("to" = Option<i64>, Query, description = "Submitted before (epoch ms)"),
            ("limit" = Option<u32>, Query, description = "1 to 500, default 50"),

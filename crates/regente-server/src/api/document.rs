@@ -18,7 +18,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Components, OpenApi, RefOr};
 use utoipa::Modify;
 
-use super::{admin, auth, integration, runtime};
+use super::{admin, auth, flows, integration, runtime, schedules};
 use crate::service::MAX_NAME_LEN;
 
 /// A character that is neither a control character (`char::is_control`) nor
@@ -80,6 +80,11 @@ fn status_pattern() -> String {
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,
+        flows::save_flow, flows::list_flows, flows::get_flow,
+        flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
+        schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,
+        schedules::update_schedule, schedules::delete_schedule, schedules::trigger_schedule,
+        schedules::backfill_schedule,
         runtime::connect, runtime::package,
         super::healthz, super::openapi,
     ),

@@ -71,7 +71,7 @@ pub struct RunBody {
 
 /// Parses a run body. Any content type is read as JSON, since integrations send
 /// `text/plain` and other types with JSON bodies.
-fn parse_run_body(body: &[u8]) -> ApiResult<Vec<RequestVariable>> {
+pub(crate) fn parse_run_body(body: &[u8]) -> ApiResult<Vec<RequestVariable>> {
     regente_core::parse_run_body(body)
         .map_err(|why| ApiError::invalid(format!("{why}; expected {RUN_BODY_SHAPE}")))
 }
@@ -83,14 +83,7 @@ async fn enqueue(
     headers: &HeaderMap,
     variables: Vec<RequestVariable>,
 ) -> ApiResult<String> {
-    let idempotency_key = match headers.get("idempotency-key") {
-        Some(value) => Some(
-            value
-                .to_str()
-                .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))?,
-        ),
-        None => None,
-    };
+    let idempotency_key = idempotency_key(headers)?;
     Ok(runs::enqueue(
         ctx,
         caller,
@@ -102,6 +95,18 @@ async fn enqueue(
         },
     )
     .await?)
+}
+
+/// The `Idempotency-Key` header, if sent.
+pub(crate) fn idempotency_key(headers: &HeaderMap) -> ApiResult<Option<&str>> {
+    headers
+        .get("idempotency-key")
+        .map(|value| {
+            value
+                .to_str()
+                .map_err(|_| ApiError::invalid("Idempotency-Key must be printable ASCII"))
+        })
+        .transpose()
 }
 
 fn text(body: String) -> impl IntoResponse {
@@ -155,7 +160,7 @@ async fn run_v1_defaults(
 
 #[derive(Serialize, ToSchema)]
 pub struct RunIdBody {
-    id: String,
+    pub(crate) id: String,
 }
 
 /// Queues a run, with or without variables; answers `{"id": "..."}`.

@@ -4,6 +4,8 @@
 //! - [`auth`]: the two login routes of the Integration API.
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
+//! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
 //! - [`document`]: the OpenAPI document, completed with what every route refuses,
@@ -14,8 +16,10 @@ pub mod auth;
 pub mod document;
 pub mod error;
 pub mod extract;
+pub mod flows;
 pub mod integration;
 pub mod runtime;
+pub mod schedules;
 
 use std::sync::Arc;
 
@@ -31,7 +35,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
     Router::new()
         .merge(auth::router())
         .merge(integration::router())
+        .merge(flows::router())
         .merge(admin::router(ctx.config.max_package_bytes))
+        .merge(schedules::router())
         .merge(runtime::router())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))

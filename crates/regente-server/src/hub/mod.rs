@@ -101,7 +101,7 @@ impl Hub {
             } => self.revoke(runtime_id, execution_id, lease, reason),
             Notice::Resync => self.resync_all(),
             Notice::RuntimeKeyChanged { runtime_id } => self.send(runtime_id, Command::KeyChanged),
-            Notice::UserDeleted { .. } => {}
+            Notice::UserDeleted { .. } | Notice::ExecutionEnded | Notice::SchedulesChanged => {}
         }
     }
 

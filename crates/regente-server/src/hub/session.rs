@@ -482,6 +482,7 @@ impl Session {
                         })
                         .await?;
                         if ended {
+                            crate::service::execution_ended(&self.ctx).await;
                             self.busy.remove(&execution_id);
                             self.dispatch().await?;
                         }

@@ -89,6 +89,9 @@ async fn sweep(ctx: &Context, timeout: Duration, grace_from: Millis) -> anyhow::
         if outcome != LostOutcome::Stale {
             warn!(execution = %lease.execution_id, runtime = %lease.runtime_id, ?outcome, "runtime lost");
         }
+        if let LostOutcome::Ended(_) = outcome {
+            crate::service::execution_ended(ctx).await;
+        }
     }
     // Given up: offline, unless a connection of it came back meanwhile.
     for silent in ctx.store.silent_runtimes(seen_before).await? {

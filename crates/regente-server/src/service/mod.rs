@@ -2,10 +2,13 @@
 //! these; these call the [`Store`](regente_store::Store). No axum type appears here.
 
 pub mod auth;
+mod flow_plan;
+pub mod flows;
 pub mod organizations;
 pub mod robots;
 pub mod runs;
 pub mod runtimes;
+pub mod schedules;
 pub mod throttle;
 pub mod users;
 
@@ -27,6 +30,10 @@ pub struct Context {
     pub manifests: robots::ManifestCache,
     /// The time every decision is made by.
     pub clock: Arc<dyn Clock>,
+    /// The flow engine's wake-up and parsed definitions.
+    pub flows: flows::Flows,
+    /// Wakes the scheduler: a schedule changed here or on another server.
+    pub schedules_changed: tokio::sync::Notify,
 }
 
 impl Context {
@@ -43,6 +50,8 @@ impl Context {
             hub: Hub::new(clock.now()),
             manifests: Default::default(),
             clock,
+            flows: Default::default(),
+            schedules_changed: tokio::sync::Notify::new(),
         }
     }
 }
@@ -130,7 +139,13 @@ pub(crate) fn or_not_found<T>(
 pub(crate) fn apply(ctx: &Context, notice: &Notice) {
     match notice {
         Notice::UserDeleted { user_id } => ctx.auth.forget_user(user_id),
-        Notice::Resync => ctx.auth.forget_all(),
+        Notice::Resync => {
+            ctx.auth.forget_all();
+            ctx.flows.wake.notify_one();
+            ctx.schedules_changed.notify_one();
+        }
+        Notice::ExecutionEnded => ctx.flows.wake.notify_one(),
+        Notice::SchedulesChanged => ctx.schedules_changed.notify_one(),
         _ => {}
     }
     ctx.hub.apply(notice);
@@ -146,6 +161,12 @@ pub(crate) async fn announce(ctx: &Context, notice: Notice) {
             "cannot tell the other servers"
         );
     }
+}
+
+/// An execution ended here: the flow engine, here or on the leader, looks at
+/// the event stream now.
+pub(crate) async fn execution_ended(ctx: &Context) {
+    announce(ctx, Notice::ExecutionEnded).await;
 }
 
 /// The machine's time, for what is not a decision by time: ids and error

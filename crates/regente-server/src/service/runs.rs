@@ -5,6 +5,7 @@ use regente_store::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, IdempotencyKey, LogLine, NewExecution,
     Notice,
 };
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{new_id, or_not_found, Caller, Context, Error, Result};
@@ -47,42 +48,13 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
             .await,
         || format!("runtime {runtime_id} not found"),
     )?;
-    let (latest, manifest) = super::robots::latest_version(ctx, caller, robot_id).await?;
-    let resolved = resolve_variables(&manifest.variables, &variables)
-        .map_err(|e| Error::Invalid(e.to_string()))?;
-    let variables = resolved.to_json();
-    let key = idempotency_key
-        .map(|key| {
-            let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
-            if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable {
-                return Err(Error::Invalid(format!(
-                    "Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
-                )));
-            }
-            let mut fingerprint = Sha256::new();
-            for part in [runtime_id, robot_id, &variables.to_string()] {
-                fingerprint.update(part.as_bytes());
-                fingerprint.update([0]);
-            }
-            Ok(IdempotencyKey {
-                user_id: caller.user_id.clone(),
-                key: key.to_owned(),
-                fingerprint: hex::encode(fingerprint.finalize()),
-                expired_before: ctx.clock.now() - IDEMPOTENCY_WINDOW_MS,
-            })
-        })
-        .transpose()?;
-    let mut execution = NewExecution {
-        id: new_id(),
-        organization_id: caller.organization_id.clone(),
-        runtime_id: runtime_id.to_owned(),
-        robot_id: robot_id.to_owned(),
-        robot_version: latest.version,
-        variables,
-        init: ctx.clock.now(),
-        submitted_by: caller.user_id.clone(),
-        max_attempts: manifest.retries + 1,
-    };
+    let mut execution = new_execution(ctx, caller, runtime_id, robot_id, &variables).await?;
+    let key = idempotency(
+        ctx,
+        caller,
+        idempotency_key,
+        &[runtime_id, robot_id, &execution.variables.to_string()],
+    )?;
     let mut draws = 1;
     let enqueued = loop {
         match ctx.store.enqueue(&execution, key.as_ref()).await {
@@ -105,6 +77,67 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
             "this Idempotency-Key was already used for a different run request".into(),
         )),
     }
+}
+
+/// The `Idempotency-Key` of a request, checked, with the fingerprint of what the
+/// request asks (`request`'s parts), so that a key reused for another request is
+/// refused.
+pub(crate) fn idempotency(
+    ctx: &Context,
+    caller: &Caller,
+    key: Option<&str>,
+    request: &[&str],
+) -> Result<Option<IdempotencyKey>> {
+    key.map(|key| {
+        let printable = key.bytes().all(|b| (0x21..=0x7e).contains(&b));
+        if key.is_empty() || key.len() > MAX_IDEMPOTENCY_KEY_LEN || !printable {
+            return Err(Error::Invalid(format!(
+                "Idempotency-Key must have 1 to {MAX_IDEMPOTENCY_KEY_LEN} printable ASCII characters"
+            )));
+        }
+        let mut fingerprint = Sha256::new();
+        for part in request {
+            fingerprint.update(part.as_bytes());
+            fingerprint.update([0]);
+        }
+        Ok(IdempotencyKey {
+            user_id: caller.user_id.clone(),
+            key: key.to_owned(),
+            fingerprint: hex::encode(fingerprint.finalize()),
+            expired_before: ctx.clock.now() - IDEMPOTENCY_WINDOW_MS,
+        })
+    })
+    .transpose()
+}
+
+/// A run of the robot's newest version on the runtime, its variables resolved
+/// against the robot's declarations, submitted now by the caller: not queued
+/// yet. The runtime is not looked up.
+pub(crate) async fn new_execution(
+    ctx: &Context,
+    caller: &Caller,
+    runtime_id: &str,
+    robot_id: &str,
+    variables: &[RequestVariable],
+) -> Result<NewExecution> {
+    let (latest, manifest) = super::robots::latest_version(ctx, caller, robot_id).await?;
+    let resolved = resolve_variables(&manifest.variables, variables)
+        .map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(NewExecution {
+        id: new_id(),
+        organization_id: caller.organization_id.clone(),
+        runtime_id: runtime_id.to_owned(),
+        robot_id: robot_id.to_owned(),
+        robot_version: latest.version,
+        variables: resolved.to_json(),
+        init: ctx.clock.now(),
+        submitted_by: caller.user_id.clone(),
+        max_attempts: manifest.retries + 1,
+        flow_run_id: None,
+        flow_step_id: None,
+        schedule_id: None,
+        scheduled_for: None,
+    })
 }
 
 /// Finds an execution of the caller's organisation on the given runtime.
@@ -181,6 +214,9 @@ pub async fn cancel(
             ctx.clock.now(),
         )
         .await?;
+    if let CancelOutcome::Canceled { .. } = outcome {
+        super::execution_ended(ctx).await;
+    }
     match outcome {
         CancelOutcome::Canceled { lease: None } => Ok(()),
         CancelOutcome::Canceled { lease: Some(lease) } => {
@@ -217,4 +253,25 @@ pub async fn list(
         .store
         .list_executions(&caller.organization_id, filter)
         .await?)
+}
+
+pub use regente_core::variables_from_json;
+
+/// Variables in the form [`variables_from_json`] reads, to keep them.
+pub fn variables_to_json(variables: &[RequestVariable]) -> Value {
+    Value::Array(
+        variables
+            .iter()
+            .map(|variable| {
+                let mut object = json!({
+                    "name": variable.name,
+                    "value": variable.value,
+                });
+                if let Some(kind) = &variable.kind {
+                    object["type"] = json!(kind);
+                }
+                object
+            })
+            .collect(),
+    )
 }

@@ -264,20 +264,15 @@ async fn copy_between(source: &mut Conn, target: &mut Conn) -> anyhow::Result<Co
     if target.backend() == Backend::Postgres {
         // The next run queued on the target comes after every copied one. (setval
         // is not undone by a rollback: a failed copy leaves at worst a higher start.)
-        target
-            .run(
-                "SELECT setval(pg_get_serial_sequence('executions', 'seq'), \
-                 COALESCE(MAX(seq), 0) + 1, false) FROM executions",
-            )
-            .await
-            .context("cannot advance the executions sequence")?;
-        target
-            .run(
-                "SELECT setval(pg_get_serial_sequence('events', 'seq'), \
-                 COALESCE(MAX(seq), 0) + 1, false) FROM events",
-            )
-            .await
-            .context("cannot advance the events sequence")?;
+        for table in ["executions", "events", "flow_runs"] {
+            target
+                .run(&format!(
+                    "SELECT setval(pg_get_serial_sequence('{table}', 'seq'), \
+                     COALESCE(MAX(seq), 0) + 1, false) FROM {table}"
+                ))
+                .await
+                .with_context(|| format!("cannot advance the {table} sequence"))?;
+        }
     }
     Ok((counts, left_behind))
 }

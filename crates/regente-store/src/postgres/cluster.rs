@@ -75,7 +75,9 @@ fn encode_notice(notice: &Notice) -> String {
         Notice::RuntimeKeyChanged { runtime_id } => {
             json!({"kind": "runtime_key_changed", "runtime_id": runtime_id})
         }
+        Notice::SchedulesChanged => json!({"kind": "schedules_changed"}),
         Notice::Resync => json!({"kind": "resync"}),
+        Notice::ExecutionEnded => json!({"kind": "execution_ended"}),
     };
     value.to_string()
 }
@@ -98,6 +100,7 @@ fn decode_notice(payload: &str) -> Option<Notice> {
             lease: field("lease")?,
             reason: field("reason")?,
         },
+        "execution_ended" => Notice::ExecutionEnded,
         "user_deleted" => Notice::UserDeleted {
             user_id: field("user_id")?,
         },
@@ -105,6 +108,7 @@ fn decode_notice(payload: &str) -> Option<Notice> {
             runtime_id: field("runtime_id")?,
         },
         "resync" => Notice::Resync,
+        "schedules_changed" => Notice::SchedulesChanged,
         _ => return None,
     })
 }
@@ -163,5 +167,42 @@ impl ClusterStore for PostgresStore {
             *leader = Some(session.detach());
         }
         Ok(locked)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_notice_reads_back_from_its_payload() {
+        let notices = [
+            Notice::Work {
+                runtime_id: "r".into(),
+            },
+            Notice::Cancel {
+                runtime_id: "r".into(),
+                execution_id: "e".into(),
+                lease: "l".into(),
+            },
+            Notice::Revoke {
+                runtime_id: "r".into(),
+                execution_id: "e".into(),
+                lease: "l".into(),
+                reason: "why \"quoted\"".into(),
+            },
+            Notice::UserDeleted {
+                user_id: "u".into(),
+            },
+            Notice::RuntimeKeyChanged {
+                runtime_id: "r".into(),
+            },
+            Notice::SchedulesChanged,
+            Notice::Resync,
+        ];
+        for notice in notices {
+            assert_eq!(decode_notice(&encode_notice(&notice)), Some(notice));
+        }
+        assert_eq!(decode_notice(r#"{"kind": "unknown"}"#), None);
     }
 }

@@ -15,10 +15,6 @@ use crate::{
     LogLine, Millis, NewExecution, Result,
 };
 
-/// How often an enqueue retries when the idempotency key it found vanished
-/// between two statements (replaced by a concurrent request after it expired).
-const IDEMPOTENCY_ATTEMPTS: usize = 5;
-
 #[async_trait]
 impl ExecutionStore for PostgresStore {
     async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued> {
@@ -30,55 +26,17 @@ impl ExecutionStore for PostgresStore {
         };
         for _ in 0..IDEMPOTENCY_ATTEMPTS {
             let mut tx = self.pool.begin().await.map_err(other)?;
-            // Takes the key: inserts it, or replaces it when it has expired. A
-            // concurrent request with the same key waits here until this
-            // transaction ends, then finds the key taken, so one execution is
-            // queued whatever the timing.
-            let taken = sqlx::query(
-                "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
-                 VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
-                 execution_id = EXCLUDED.execution_id, created_at = EXCLUDED.created_at \
-                 WHERE idempotency_keys.created_at < $6",
-            )
-            .bind(&key.user_id)
-            .bind(&key.key)
-            .bind(&key.fingerprint)
-            .bind(&new.id)
-            .bind(new.init)
-            .bind(key.expired_before)
-            .execute(&mut *tx)
-            .await
-            .map_err(other)?;
-            if taken.rows_affected() == 1 {
-                insert_execution(&mut tx, new).await?;
-                tx.commit().await.map_err(other)?;
-                return Ok(Enqueued::Created);
+            match take_key(&mut tx, key, &new.id, new.init).await? {
+                KeyTaken::Taken => {
+                    insert_execution(&mut tx, new).await?;
+                    tx.commit().await.map_err(other)?;
+                    return Ok(Enqueued::Created);
+                }
+                KeyTaken::Answered(answer) => return Ok(answer),
+                KeyTaken::Vanished => continue,
             }
-            // The key is live: ON CONFLICT locked its row, and this statement sees
-            // the committed version.
-            let earlier = sqlx::query(
-                "SELECT fingerprint, execution_id FROM idempotency_keys \
-                 WHERE user_id = $1 AND key = $2",
-            )
-            .bind(&key.user_id)
-            .bind(&key.key)
-            .fetch_optional(&mut *tx)
-            .await
-            .map_err(other)?;
-            let Some(earlier) = earlier else {
-                continue;
-            };
-            let fingerprint: String = earlier.try_get("fingerprint").map_err(other)?;
-            return Ok(if fingerprint == key.fingerprint {
-                Enqueued::Existing(earlier.try_get("execution_id").map_err(other)?)
-            } else {
-                Enqueued::KeyReused
-            });
         }
-        Err(Error::Other(anyhow::anyhow!(
-            "the Idempotency-Key kept changing while queuing the run"
-        )))
+        Err(key_kept_changing())
     }
 
     async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution> {
@@ -199,12 +157,87 @@ impl ExecutionStore for PostgresStore {
     }
 }
 
+/// How often an enqueue retries when the idempotency key it found vanished
+/// between two statements (replaced by a concurrent request after it expired).
+pub(super) const IDEMPOTENCY_ATTEMPTS: usize = 5;
+
+pub(super) fn key_kept_changing() -> Error {
+    Error::Other(anyhow::anyhow!(
+        "the Idempotency-Key kept changing while queuing the run"
+    ))
+}
+
+/// What taking an idempotency key found.
+pub(super) enum KeyTaken {
+    /// The key is this request's now: go on, in the same transaction.
+    Taken,
+    /// A live key answered: the id it was recorded with, or a refusal.
+    Answered(Enqueued),
+    /// The key vanished between two statements: try again.
+    Vanished,
+}
+
+/// Takes the key for `id` (an execution's or a flow run's): inserts it, or
+/// replaces it when it has expired. A concurrent request with the same key waits
+/// until this transaction ends, then finds the key taken, so one request wins
+/// whatever the timing.
+pub(super) async fn take_key(
+    tx: &mut sqlx::PgConnection,
+    key: &IdempotencyKey,
+    id: &str,
+    created_at: Millis,
+) -> Result<KeyTaken> {
+    let taken = sqlx::query(
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
+         VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (user_id, key) DO UPDATE SET fingerprint = EXCLUDED.fingerprint, \
+         execution_id = EXCLUDED.execution_id, created_at = EXCLUDED.created_at \
+         WHERE idempotency_keys.created_at < $6",
+    )
+    .bind(&key.user_id)
+    .bind(&key.key)
+    .bind(&key.fingerprint)
+    .bind(id)
+    .bind(created_at)
+    .bind(key.expired_before)
+    .execute(&mut *tx)
+    .await
+    .map_err(other)?;
+    if taken.rows_affected() == 1 {
+        return Ok(KeyTaken::Taken);
+    }
+    // The key is live: ON CONFLICT locked its row, and this statement sees the
+    // committed version.
+    let earlier = sqlx::query(
+        "SELECT fingerprint, execution_id FROM idempotency_keys \
+         WHERE user_id = $1 AND key = $2",
+    )
+    .bind(&key.user_id)
+    .bind(&key.key)
+    .fetch_optional(&mut *tx)
+    .await
+    .map_err(other)?;
+    let Some(earlier) = earlier else {
+        return Ok(KeyTaken::Vanished);
+    };
+    let fingerprint: String = earlier.try_get("fingerprint").map_err(other)?;
+    Ok(KeyTaken::Answered(if fingerprint == key.fingerprint {
+        Enqueued::Existing(earlier.try_get("execution_id").map_err(other)?)
+    } else {
+        Enqueued::KeyReused
+    }))
+}
+
 /// Inserts a new execution with its `execution.queued` event.
-async fn insert_execution(conn: &mut sqlx::PgConnection, new: &NewExecution) -> Result<()> {
+pub(super) async fn insert_execution(
+    conn: &mut sqlx::PgConnection,
+    new: &NewExecution,
+) -> Result<()> {
     sqlx::query(
         "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
-         variables, status, progress, init, submitted_by, max_attempts) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10)",
+         variables, status, progress, init, submitted_by, max_attempts, flow_run_id, flow_step_id, \
+         schedule_id, scheduled_for) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14)",
     )
     .bind(&new.id)
     .bind(&new.organization_id)
@@ -216,6 +249,10 @@ async fn insert_execution(conn: &mut sqlx::PgConnection, new: &NewExecution) -> 
     .bind(new.init)
     .bind(&new.submitted_by)
     .bind(new.max_attempts as i64)
+    .bind(&new.flow_run_id)
+    .bind(&new.flow_step_id)
+    .bind(&new.schedule_id)
+    .bind(new.scheduled_for)
     .execute(&mut *conn)
     .await
     .map_err(conflict_as("an execution with this id"))?;

@@ -19,14 +19,17 @@
 //!   rows through the shared [`RecordRow`].
 //! - One module per aggregate with its queries: `users`, `runtimes`, `robots`,
 //!   `executions`, `leases`, `cluster` (notices, the shared secret, the leader),
-//!   `events` (the stream, and the helpers every change writes its events with).
+//!   `events` (the stream, and the helpers every change writes its events with),
+//!   `schedules`.
 
 mod cluster;
 mod events;
 mod executions;
+mod flows;
 mod leases;
 mod robots;
 mod runtimes;
+mod schedules;
 mod users;
 
 use std::borrow::Cow;

@@ -52,6 +52,23 @@ pub(super) fn save_cursor_in(
     .map(drop)
 }
 
+/// The cursor `consumer` saved last, read in the caller's transaction;
+/// [`EventCursor::START`] if none.
+pub(super) fn cursor_in(conn: &Connection, consumer: &str) -> Result<EventCursor> {
+    let saved = one(
+        conn,
+        "SELECT txid, seq FROM event_cursors WHERE consumer = ?1",
+        [consumer],
+        |row| {
+            Ok(EventCursor {
+                txid: row.int("txid")?,
+                seq: row.int("seq")?,
+            })
+        },
+    )?;
+    Ok(saved.unwrap_or(EventCursor::START))
+}
+
 #[async_trait]
 impl EventStore for SqliteStore {
     async fn events_after(&self, after: EventCursor, limit: u32) -> Result<Vec<StoredEvent>> {
@@ -104,20 +121,7 @@ impl EventStore for SqliteStore {
     }
 
     async fn load_cursor(&self, consumer: &str) -> Result<EventCursor> {
-        let saved = self.readers.with(|conn| {
-            one(
-                conn,
-                "SELECT txid, seq FROM event_cursors WHERE consumer = ?1",
-                [consumer],
-                |row| {
-                    Ok(EventCursor {
-                        txid: row.int("txid")?,
-                        seq: row.int("seq")?,
-                    })
-                },
-            )
-        })?;
-        Ok(saved.unwrap_or(EventCursor::START))
+        self.readers.with(|conn| cursor_in(conn, consumer))
     }
 
     async fn save_cursor(&self, consumer: &str, cursor: EventCursor, now: Millis) -> Result<()> {

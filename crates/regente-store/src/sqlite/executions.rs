@@ -47,64 +47,99 @@ pub(super) struct RunToInsert {
 }
 
 pub(super) fn enqueue_one(conn: &Connection, run: &RunToInsert) -> Result<Enqueued> {
-    let new = &run.new;
     if let Some(key) = &run.key {
-        let earlier = one(
-            conn,
-            "SELECT fingerprint, execution_id, created_at FROM idempotency_keys \
-             WHERE user_id = ?1 AND key = ?2",
-            params![key.user_id, key.key],
-            |row| {
-                Ok((
-                    row.text("fingerprint")?,
-                    row.text("execution_id")?,
-                    row.int("created_at")?,
-                ))
-            },
-        )?;
-        if let Some((fingerprint, execution_id, created_at)) = earlier {
-            if created_at >= key.expired_before {
-                return Ok(if fingerprint == key.fingerprint {
-                    Enqueued::Existing(execution_id)
-                } else {
-                    Enqueued::KeyReused
-                });
-            }
-            change(
-                conn,
-                "DELETE FROM idempotency_keys WHERE user_id = ?1 AND key = ?2",
-                params![key.user_id, key.key],
-            )?;
+        if let Some(answer) = earlier_answer(conn, key)? {
+            return Ok(answer);
         }
     }
+    insert_execution(conn, &run.new, &run.variables)?;
+    if let Some(key) = &run.key {
+        record_key(conn, key, &run.new.id, run.new.init)?;
+    }
+    Ok(Enqueued::Created)
+}
+
+/// What a live idempotency key answers (the id it was recorded with, or a
+/// refusal for another request); `None` when the key is free (an expired one is
+/// deleted).
+pub(super) fn earlier_answer(conn: &Connection, key: &IdempotencyKey) -> Result<Option<Enqueued>> {
+    let earlier = one(
+        conn,
+        "SELECT fingerprint, execution_id, created_at FROM idempotency_keys \
+         WHERE user_id = ?1 AND key = ?2",
+        params![key.user_id, key.key],
+        |row| {
+            Ok((
+                row.text("fingerprint")?,
+                row.text("execution_id")?,
+                row.int("created_at")?,
+            ))
+        },
+    )?;
+    let Some((fingerprint, execution_id, created_at)) = earlier else {
+        return Ok(None);
+    };
+    if created_at >= key.expired_before {
+        return Ok(Some(if fingerprint == key.fingerprint {
+            Enqueued::Existing(execution_id)
+        } else {
+            Enqueued::KeyReused
+        }));
+    }
+    change(
+        conn,
+        "DELETE FROM idempotency_keys WHERE user_id = ?1 AND key = ?2",
+        params![key.user_id, key.key],
+    )?;
+    Ok(None)
+}
+
+/// Records that `key` answers `id` (an execution's, or a flow run's).
+pub(super) fn record_key(
+    conn: &Connection,
+    key: &IdempotencyKey,
+    id: &str,
+    created_at: Millis,
+) -> Result<()> {
+    change(
+        conn,
+        "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![key.user_id, key.key, key.fingerprint, id, created_at],
+    )
+    .map(drop)
+}
+
+/// Inserts a new execution with its `execution.queued` event.
+pub(super) fn insert_execution(
+    conn: &Connection,
+    new: &NewExecution,
+    variables: &str,
+) -> Result<()> {
     insert(
         conn,
         "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
-         variables, status, progress, init, submitted_by, max_attempts) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDENT', 0, ?7, ?8, ?9)",
+         variables, status, progress, init, submitted_by, max_attempts, flow_run_id, flow_step_id, \
+         schedule_id, scheduled_for) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'PENDENT', 0, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
         params![
             new.id,
             new.organization_id,
             new.runtime_id,
             new.robot_id,
             new.robot_version,
-            run.variables,
+            variables,
             new.init,
             new.submitted_by,
-            new.max_attempts
+            new.max_attempts,
+            new.flow_run_id,
+            new.flow_step_id,
+            new.schedule_id,
+            new.scheduled_for
         ],
         "an execution with this id",
     )?;
-    if let Some(key) = &run.key {
-        change(
-            conn,
-            "INSERT INTO idempotency_keys (user_id, key, fingerprint, execution_id, created_at) \
-             VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![key.user_id, key.key, key.fingerprint, new.id, new.init],
-        )?;
-    }
-    insert_events(conn, &[queued_event(new)])?;
-    Ok(Enqueued::Created)
+    insert_events(conn, &[queued_event(new)])
 }
 
 fn cancel(

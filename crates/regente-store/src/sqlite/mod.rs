@@ -20,16 +20,18 @@
 //!   of the store but its queries.
 //! - One module per aggregate with its queries: `users`, `runtimes`, `robots`,
 //!   `executions`, `leases`, `events` (the stream, and the helpers every change
-//!   writes its events with).
+//!   writes its events with), `schedules`.
 //! - Here: reading rusqlite rows through the shared [`RecordRow`], and the
 //!   small statement helpers every module uses.
 
 mod engine;
 mod events;
 mod executions;
+mod flows;
 mod leases;
 mod robots;
 mod runtimes;
+mod schedules;
 mod users;
 
 pub use engine::SqliteStore;

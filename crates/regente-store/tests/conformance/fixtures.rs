@@ -115,6 +115,10 @@ impl World {
             init,
             submitted_by: self.admin.id.clone(),
             max_attempts,
+            flow_run_id: None,
+            flow_step_id: None,
+            schedule_id: None,
+            scheduled_for: None,
         }
     }
 

@@ -9,14 +9,9 @@
 //!   so tests are independent and run in parallel, and drops it at the end.
 //!   Without the variable they say they were skipped and pass. `.ci/run` sets it.
 
-use std::future::Future;
-use std::sync::Arc;
-
-use regente_store::Store;
-
 #[path = "../support/mod.rs"]
 mod support;
-use support::with_database;
+use support::{on_postgres, on_sqlite, with_database};
 
 // ---------------------------------------------------------------------------
 // Running every test on every backend.
@@ -65,35 +60,13 @@ mod events;
 mod events_postgres;
 mod executions;
 mod fixtures;
+mod flows;
 mod leases;
 mod organizations;
 mod reports;
 mod robots;
 mod runtimes;
-
-async fn on_sqlite<F, Fut>(test: F)
-where
-    F: FnOnce(Arc<dyn Store>, String) -> Fut,
-    Fut: Future<Output = ()>,
-{
-    let dir = tempfile::tempdir().expect("temporary folder");
-    let url = format!("sqlite://{}", dir.path().join("regente.db").display());
-    let store = regente_store::open(&url).await.expect("open SQLite");
-    test(store, url).await;
-}
-
-async fn on_postgres<F, Fut>(name: &str, test: F)
-where
-    F: FnOnce(Arc<dyn Store>, String) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    support::with_postgres(name, 1, |urls| async move {
-        let url = urls.into_iter().next().expect("one database");
-        let store = regente_store::open(&url).await.expect("open PostgreSQL");
-        test(store, url).await;
-    })
-    .await;
-}
+mod schedules;
 
 #[tokio::test]
 async fn open_names_both_schemes_for_an_unknown_one() {

@@ -32,7 +32,7 @@ pub(crate) const HIDDEN_EXECUTIONS: &str =
 pub(crate) const HIDDEN_KEYS: &str = "SELECT user_id, key, fingerprint, execution_id, created_at \
      FROM idempotency_keys ORDER BY user_id, key";
 pub(crate) const HIDDEN_SESSIONS: &str = "SELECT id, session_id FROM runtimes ORDER BY id";
-pub(crate) const TABLES: [&str; 10] = [
+pub(crate) const TABLES: [&str; 16] = [
     "organizations",
     "users",
     "runtimes",
@@ -43,6 +43,12 @@ pub(crate) const TABLES: [&str; 10] = [
     "idempotency_keys",
     "events",
     "event_cursors",
+    "flows",
+    "flow_versions",
+    "flow_runs",
+    "flow_steps",
+    "schedules",
+    "schedule_fires",
 ];
 
 pub(crate) async fn hidden(url: &str) -> Hidden {
@@ -275,6 +281,32 @@ pub(crate) async fn assert_same(
     }
     assert_eq!(listed, fixture.executions.len());
 
+    // Schedules and their fires.
+    for organization in &fixture.organizations {
+        assert_eq!(
+            target.list_schedules(&organization.id).await.unwrap(),
+            source.list_schedules(&organization.id).await.unwrap()
+        );
+    }
+    for (organization, schedule) in &fixture.schedules {
+        let fires = source
+            .schedule_fires(organization, schedule, 100)
+            .await
+            .unwrap();
+        assert_eq!(
+            target
+                .schedule_fires(organization, schedule, 100)
+                .await
+                .unwrap(),
+            fires
+        );
+        assert_eq!(
+            target.get_schedule(organization, schedule).await.unwrap(),
+            source.get_schedule(organization, schedule).await.unwrap()
+        );
+    }
+    assert_eq!(fixture.schedules.len(), 2);
+
     // Live leases and the status under every lease ever handed out.
     for new in &fixture.runtimes {
         assert_eq!(
@@ -408,6 +440,24 @@ pub(crate) async fn assert_same_events(
     );
     for (event, seq) in copied.iter().zip(1..) {
         assert_eq!(event.cursor, EventCursor { txid: 0, seq });
+    }
+    for (organization_id, flow_id, run_id) in &fixture.flows {
+        for version in [1, 2] {
+            assert_eq!(
+                target
+                    .flow_version(organization_id, flow_id, version)
+                    .await
+                    .unwrap(),
+                source
+                    .flow_version(organization_id, flow_id, version)
+                    .await
+                    .unwrap()
+            );
+        }
+        assert_eq!(
+            target.get_flow_run(organization_id, run_id).await.unwrap(),
+            source.get_flow_run(organization_id, run_id).await.unwrap()
+        );
     }
     for (consumer, cursor) in &fixture.consumers {
         let at = original.iter().position(|e| e.cursor == *cursor).unwrap();

@@ -20,8 +20,8 @@ use regente_core::{ExecutionStatus, Role};
 use regente_store::copy::copy;
 use regente_store::{
     CancelOutcome, Change, Enqueued, EventRecord, EventsOutcome, Execution, ExecutionFilter,
-    IdempotencyKey, LostOutcome, Millis, NewExecution, NewRobotVersion, NewRuntime, Organization,
-    Runtime, Store, User,
+    FlowRun, FlowStep, IdempotencyKey, LostOutcome, Millis, NewExecution, NewFlowRun,
+    NewFlowVersion, NewRobotVersion, NewRuntime, Organization, Runtime, Store, User,
 };
 use serde_json::{json, Value};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};

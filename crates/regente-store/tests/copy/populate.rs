@@ -1,7 +1,9 @@
 //! A store populated through the `Store` trait with every kind of row.
 
 use super::*;
+use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_store::prelude::*;
+use regente_store::{FireOrigin, FireRun, Fired, Firing, MissedFire, Schedule};
 
 pub(crate) fn id(n: u64) -> String {
     format!("{n:016x}")
@@ -98,8 +100,12 @@ pub(crate) struct Fixture {
     pub(crate) keyed: Vec<(NewExecution, IdempotencyKey)>,
     pub(crate) live: LiveRun,
     pub(crate) statuses: Vec<ExecutionStatus>,
+    /// (organization id, schedule id).
+    pub(crate) schedules: Vec<(String, String)>,
     /// Consumers of the event stream and the cursors they saved.
     pub(crate) consumers: Vec<(String, EventCursor)>,
+    /// (organization id, flow id, run id): a flow in two versions and a run.
+    pub(crate) flows: Vec<(String, String, String)>,
 }
 
 pub(crate) struct Builder {
@@ -144,6 +150,10 @@ impl Builder {
             init: self.init,
             submitted_by,
             max_attempts,
+            flow_run_id: None,
+            flow_step_id: None,
+            schedule_id: None,
+            scheduled_for: None,
         }
     }
 
@@ -328,7 +338,9 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
                 acked: 0,
             },
             statuses: Vec::new(),
+            schedules: Vec::new(),
             consumers: Vec::new(),
+            flows: Vec::new(),
         },
     };
 
@@ -551,6 +563,74 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
         assert!(statuses.contains(&status), "no {status} execution");
     }
     b.fixture.statuses = statuses;
+    populate_flows(&mut b).await;
+    // Schedules: one with a run, a skip and a missed fire; one paused.
+    for (n, organization, runtime, robot, paused) in [(0, 0, 0, 0, false), (1, 1, 2, 1, true)] {
+        let schedule = Schedule {
+            id: id(81 + n),
+            organization_id: b.fixture.organizations[organization].id.clone(),
+            name: format!("nightly «{n}»"),
+            robot_id: b.fixture.robots[robot].1.clone(),
+            runtime_id: b.fixture.runtimes[runtime].runtime.id.clone(),
+            variables: json!([{"name": "N", "type": "number", "value": n}]),
+            rule: json!({"every": {"frequency": "weekly", "at": "02:30", "weekdays": ["mon"]}}),
+            timezone: "America/Sao_Paulo".into(),
+            start_at: Some(b.init),
+            end_at: (n == 1).then_some(b.init + 10_000_000),
+            overlap: Overlap::Skip,
+            catchup_window_seconds: 600,
+            misfire: Misfire::RunAll,
+            jitter_seconds: 5,
+            paused,
+            pause_note: paused.then(|| "holidays «é»".into()),
+            pause_after_failures: Some(3),
+            consecutive_failures: 0,
+            fired: 0,
+            skipped: 0,
+            missed: 0,
+            next_fire_at: Some(b.init + 1_000),
+            next_due_at: Some(b.init + 1_004),
+            created_at: b.init,
+            updated_at: b.init + 1,
+        };
+        store.create_schedule(&schedule).await.unwrap();
+        if n == 0 {
+            let mut run = b.new_execution(0, 0, 0, 2, json!({"N": 0}), 1);
+            run.schedule_id = Some(schedule.id.clone());
+            run.scheduled_for = Some(b.init + 500);
+            b.fixture
+                .executions
+                .push((schedule.organization_id.clone(), run.id.clone()));
+            let fired = store
+                .fire_schedule(&Firing {
+                    organization_id: schedule.organization_id.clone(),
+                    schedule_id: schedule.id.clone(),
+                    origin: FireOrigin::Backfill,
+                    advance: None,
+                    missed: vec![MissedFire {
+                        scheduled_for: b.init + 100,
+                        reason: "outside_window".into(),
+                    }],
+                    runs: vec![
+                        FireRun {
+                            scheduled_for: b.init + 500,
+                            execution: Ok(run),
+                        },
+                        FireRun {
+                            scheduled_for: b.init + 600,
+                            execution: Err("no runtime «x»".into()),
+                        },
+                    ],
+                    now: b.init + 700,
+                })
+                .await
+                .unwrap();
+            assert!(matches!(fired, Fired::Applied(_)));
+        }
+        b.fixture
+            .schedules
+            .push((schedule.organization_id.clone(), schedule.id.clone()));
+    }
     // Runtimes online and offline, and consumers part way through the stream.
     let (online, offline) = (
         b.fixture.runtimes[0].runtime.id.clone(),
@@ -586,4 +666,69 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
             .push((consumer.into(), events[at].cursor));
     }
     b.fixture
+}
+
+/// A flow saved twice (two versions) and a run of it waiting on a retry's
+/// backoff, with a step that ran and one that waits.
+async fn populate_flows(b: &mut Builder) {
+    let organization_id = b.fixture.organizations[1].id.clone();
+    let created_by = b.fixture.users[1].id.clone();
+    let mut saved = None;
+    for n in 0..2 {
+        let new = NewFlowVersion {
+            id: b.next_id(),
+            organization_id: organization_id.clone(),
+            name: "nightly «report»".into(),
+            definition: json!({"name": "nightly «report»", "steps": [], "n": n}),
+            created: b.init + n,
+            created_by: created_by.clone(),
+        };
+        saved = Some(b.store.save_flow(&new).await.unwrap());
+    }
+    let flow = saved.unwrap();
+    assert_eq!(flow.version, 2);
+    let step = |position: u32, id: &str, status: &str| FlowStep {
+        position,
+        step_id: id.into(),
+        status: status.into(),
+        attempt: position,
+        execution_id: None,
+        return_value: None,
+        reason: None,
+        not_before: None,
+        deadline: None,
+    };
+    let mut fetched = step(0, "fetch", "FINISHED");
+    fetched.return_value = Some(json!({"count": 3, "text": "a\u{0}b"}));
+    fetched.execution_id = Some(b.next_id());
+    let mut waiting = step(1, "report", "PENDENT");
+    waiting.reason = Some("failed once".into());
+    waiting.not_before = Some(b.init + 60_000);
+    let run = FlowRun {
+        id: b.next_id(),
+        organization_id: organization_id.clone(),
+        flow_id: flow.id.clone(),
+        version: 2,
+        status: ExecutionStatus::Running,
+        input: json!({"MIN": 1}),
+        return_value: None,
+        init: b.init,
+        end: None,
+        end_reason: None,
+        submitted_by: created_by,
+        canceled_by: None,
+        revision: 0,
+        wake_at: Some(b.init + 60_000),
+        steps: vec![fetched, waiting],
+        seq: 0,
+    };
+    let new = NewFlowRun {
+        run: run.clone(),
+        enqueue: None,
+    };
+    assert_eq!(
+        b.store.start_flow_run(&new, None).await.unwrap(),
+        Enqueued::Created
+    );
+    b.fixture.flows.push((organization_id, flow.id, run.id));
 }

@@ -1,5 +1,6 @@
-//! What the store's test binaries share: fresh PostgreSQL databases per test, and
-//! reading the event stream until what was committed shows.
+//! What the store's test binaries (and the server's schedule tests) share: a
+//! store on each backend (fresh PostgreSQL databases per test), and reading the
+//! event stream until what was committed shows.
 
 // Each test binary uses a part of this module.
 #![allow(dead_code)]
@@ -9,7 +10,9 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use regente_store::{EventCursor, EventStore, StoredEvent};
+use std::sync::Arc;
+
+use regente_store::{EventCursor, EventKind, EventStore, Store, StoredEvent};
 use sqlx::{Connection, Executor, PgConnection};
 
 /// Runs `test` with `count` fresh PostgreSQL database URLs, then drops them.
@@ -105,6 +108,56 @@ pub async fn events_after_at_least(
             "only {} of {at_least} events after {after:?} showed: {events:#?}",
             events.len()
         );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs `test` on a fresh SQLite store, with its URL.
+pub async fn on_sqlite<F, Fut>(test: F)
+where
+    F: FnOnce(Arc<dyn Store>, String) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let dir = tempfile::tempdir().expect("temporary folder");
+    let url = format!("sqlite://{}", dir.path().join("regente.db").display());
+    let store = regente_store::open(&url).await.expect("open SQLite");
+    test(store, url).await;
+}
+
+/// Runs `test` on a fresh PostgreSQL database, with its URL; says it was
+/// skipped when `REGENTE_TEST_PG_URL` is not set.
+pub async fn on_postgres<F, Fut>(name: &str, test: F)
+where
+    F: FnOnce(Arc<dyn Store>, String) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    with_postgres(name, 1, |urls| async move {
+        let url = urls.into_iter().next().expect("one database");
+        let store = regente_store::open(&url).await.expect("open PostgreSQL");
+        test(store, url).await;
+    })
+    .await;
+}
+
+/// The stream's events of `kind`, once at least `count` of them show (see
+/// [`events_after_at_least`]); what shows after 30 s otherwise.
+pub async fn events_of_kind(
+    store: &(impl EventStore + ?Sized),
+    kind: EventKind,
+    count: usize,
+) -> Vec<StoredEvent> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let events: Vec<StoredEvent> = store
+            .events_after(EventCursor::START, 100_000)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|event| event.kind == kind)
+            .collect();
+        if events.len() >= count || Instant::now() > deadline {
+            return events;
+        }
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
 }

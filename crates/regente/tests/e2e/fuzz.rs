@@ -231,7 +231,13 @@ const QUERIES: &[&str] = &[
 
 /// A body aimed at what the route expects, so that requests get past the
 /// token and id checks and reach the parsers and validators.
-fn route_body(rng: &mut Rng, method: &str, template: &str, zip: &[u8]) -> Option<Vec<u8>> {
+fn route_body(
+    rng: &mut Rng,
+    method: &str,
+    template: &str,
+    zip: &[u8],
+    f: &Fixture,
+) -> Option<Vec<u8>> {
     let odd_text = |rng: &mut Rng| -> Value {
         match rng.below(6) {
             0 => Value::String("u".repeat(5000)),
@@ -280,6 +286,31 @@ fn route_body(rng: &mut Rng, method: &str, template: &str, zip: &[u8]) -> Option
         } else {
             json!({"name": odd_text(rng), "admin_username": odd_text(rng), "admin_password": odd_text(rng)})
         }
+    } else if template == "/api/admin/flows" && method == "POST" {
+        match rng.below(4) {
+            0 => json!({"name": rng.text(20), "steps": odd_value(rng)}),
+            1 => {
+                json!({"name": odd_text(rng), "steps": [{"id": odd_text(rng), "robot_id": odd_text(rng)}]})
+            }
+            2 => json!({"name": "fuzz-bad", "steps": [{"id": "a", "robot_id": "0000000000000000",
+                "runtime_id": "0000000000000000", "when": rng.text(40)}]}),
+            _ => {
+                json!({"name": rng.text(12), "variables": odd_value(rng), "steps": [], "return": odd_text(rng)})
+            }
+        }
+    } else if template.ends_with("/run") {
+        odd_run_body(rng)
+    } else if template.ends_with("/backfill") {
+        let bound = |rng: &mut Rng| match rng.below(5) {
+            0 => json!(now_millis() - rng.below(10 * 86_400_000) as i64),
+            1 => json!("2026-05-01T08:00:00-03:00"),
+            2 => json!(-1),
+            3 => json!(now_millis() + 86_400_000),
+            _ => odd_text(rng),
+        };
+        json!({"from": bound(rng), "to": bound(rng)})
+    } else if template.starts_with("/api/admin/schedules") && method != "GET" {
+        schedule_body(rng, f, odd_text)
     } else if template == "/api/admin/robots" && method == "POST" {
         return Some(match rng.below(5) {
             0 => zip.to_vec(),
@@ -309,9 +340,80 @@ fn route_body(rng: &mut Rng, method: &str, template: &str, zip: &[u8]) -> Option
     })
 }
 
+/// A flow of one step on the fuzz's robot and runtime.
+fn flow_definition(name: &str, robot: &str, runtime: &str) -> Value {
+    json!({"name": name, "steps": [{"id": "only", "robot_id": robot, "runtime_id": runtime}]})
+}
+
+/// A schedule's body, valid in parts: each field good, odd or missing.
+fn schedule_body(rng: &mut Rng, f: &Fixture, odd_text: impl Fn(&mut Rng) -> Value) -> Value {
+    let every = json!({"frequency": *rng.pick(&["weekly", "hourly"]), "at": "06:30", "weekdays": ["mon", "funday"]});
+    let good = [
+        ("name", json!(format!("fuzz-{}", rng.next()))),
+        ("robot_id", json!(f.robot)),
+        ("runtime_id", json!(f.runtime)),
+        (
+            "cron",
+            json!(*rng.pick(&["0 3 * * *", "*/5 * * * *", "61 * * * *", "0 0 30 2 *", ""])),
+        ),
+        ("every", every),
+        (
+            "timezone",
+            json!(*rng.pick(&["UTC", "America/Sao_Paulo", "Mars/Olympus", ""])),
+        ),
+        ("start_at", json!(now_millis() + 3_600_000)),
+        ("end_at", json!("2020-01-01T00:00:00Z")),
+        ("paused", json!(rng.chance(50))),
+        ("note", json!("fuzz")),
+        (
+            "overlap",
+            json!(*rng.pick(&["skip", "buffer_one", "allow", "sometimes"])),
+        ),
+        (
+            "misfire",
+            json!(*rng.pick(&["run_latest", "run_all", "never"])),
+        ),
+        (
+            "catchup_window_seconds",
+            json!(rng.below(100_000) as i64 - 10),
+        ),
+        ("jitter_seconds", json!(rng.below(5_000))),
+        ("pause_after_failures", json!(rng.below(3))),
+        (
+            "variables",
+            json!([{"name": "CNPJ", "type": "text", "value": "x"}]),
+        ),
+        ("flow_id", json!("0123456789abcdef")),
+    ];
+    let mut body = serde_json::Map::new();
+    for (name, value) in good {
+        match rng.below(5) {
+            0 | 1 if name == "every" || name == "flow_id" || name == "end_at" => {}
+            0 => {}
+            1 => {
+                body.insert(name.into(), odd_text(rng));
+            }
+            _ => {
+                body.insert(name.into(), value);
+            }
+        }
+    }
+    Value::Object(body)
+}
+
 /// A valid body for each route, so that the warm-up reaches every handler.
-fn warm_up_body(n: usize, template: &str, zip: &[u8]) -> Option<Vec<u8>> {
+fn warm_up_body(n: usize, template: &str, zip: &[u8], f: &Fixture) -> Option<Vec<u8>> {
     let value = match template {
+        "/api/admin/schedules" => json!({
+            "name": format!("warm-{n}"),
+            "robot_id": f.robot,
+            "runtime_id": f.runtime,
+            "cron": "0 3 * * *",
+        }),
+        "/api/admin/schedules/{id}" => json!({"paused": true, "note": "warm"}),
+        "/api/admin/schedules/{id}/backfill" => {
+            json!({"from": now_millis() - 2 * 86_400_000, "to": now_millis()})
+        }
         "/api/user/auth" | "/api/user/v2/auth" => {
             json!({"username": "fuzz-integration", "password": b64("fuzz-integration-pw")})
         }
@@ -320,6 +422,8 @@ fn warm_up_body(n: usize, template: &str, zip: &[u8]) -> Option<Vec<u8>> {
         }
         "/api/admin/runtimes" => json!({"name": format!("warm-{n}")}),
         "/api/admin/robots" => return Some(zip.to_vec()),
+        "/api/admin/flows" => flow_definition(&format!("warm-flow-{n}"), &f.robot, &f.runtime),
+        _ if template.ends_with("/run") => json!({}),
         "/api/admin/organizations" => json!({
             "name": format!("warm {n}"),
             "admin_username": format!("warm-admin-{n}"),
@@ -367,10 +471,42 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
     let victims: Vec<String> = (0..3)
         .map(|_| server.queue(&integration, &f.runtime, &f.robot, None))
         .collect();
+    // A flow and a run of it, for the flow routes to reach.
+    let flow_id = server
+        .req("POST", "/api/admin/flows")
+        .auth(&f.admin)
+        .json(&flow_definition("fuzz-flow", &f.robot, &f.runtime))
+        .send()
+        .expect(201)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let flow_run = server
+        .req("POST", &format!("/api/integration/v2/flows/{flow_id}/run"))
+        .auth(&integration)
+        .json(&json!({}))
+        .send()
+        .expect(200)
+        .json()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let keep_result = server
         .result(&f.admin, &f.runtime, &keep)
         .expect(200)
         .json();
+    let schedules: Vec<String> = ["fuzz-victim", "fuzz-kept"]
+        .iter()
+        .map(|name| {
+            let body = json!({"name": name, "robot_id": f.robot, "runtime_id": f.runtime, "cron": "0 3 * * *"});
+            server.req("POST", "/api/admin/schedules").auth(&f.admin).json(&body).send().expect(201).json()
+                ["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
     let without_queue = |mut detail: Value| {
         detail.as_object_mut().unwrap().remove("queue_position");
         detail
@@ -511,6 +647,10 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
             let id = pick_id(&mut rng, &good, id_mode);
             path = path.replace("{execution_id}", &id);
         }
+        if path.contains("{flow_id}") {
+            let id = pick_id(&mut rng, &[&flow_id], id_mode);
+            path = path.replace("{flow_id}", &id);
+        }
         if path.contains("{version}") {
             let version = *rng.pick(&["1", "1", "2", "0", "x", "99999999999", "-1"]);
             path = path.replace("{version}", version);
@@ -522,6 +662,13 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
                 pick_id(&mut rng, &[&f.robot], id_mode)
             } else if template.starts_with("/api/admin/runtimes") {
                 pick_id(&mut rng, &[&f.runtime], id_mode)
+            } else if template.starts_with("/api/admin/flows") {
+                pick_id(&mut rng, &[&flow_id], id_mode)
+            } else if template.starts_with("/api/integration/v2/flows/runs") {
+                pick_id(&mut rng, &[&flow_run], id_mode)
+            } else if template.starts_with("/api/admin/schedules") {
+                // The first is deleted in the warm-up.
+                pick_id(&mut rng, &[&schedules[0], &schedules[1]], id_mode)
             } else {
                 let mut good: Vec<&String> = victims.iter().collect();
                 good.push(&keep);
@@ -538,9 +685,9 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
             headers.push(("Authorization", token.as_bytes().to_vec()));
         }
         let body = if warming {
-            warm_up_body(n, template, &zip)
+            warm_up_body(n, template, &zip, &f)
         } else if aiming {
-            route_body(&mut rng, method, template, &zip)
+            route_body(&mut rng, method, template, &zip, &f)
         } else {
             body(&mut rng, &zip)
         };

@@ -36,6 +36,21 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/admin/executions"),
     ("GET", "/api/admin/executions/{id}"),
     ("POST", "/api/admin/organizations"),
+    ("POST", "/api/admin/flows"),
+    ("GET", "/api/admin/flows"),
+    ("GET", "/api/admin/flows/{id}"),
+    ("POST", "/api/integration/v2/flows/{flow_id}/run"),
+    ("GET", "/api/integration/v2/flows/runs/{id}"),
+    ("DELETE", "/api/integration/v2/flows/runs/{id}"),
+    ("POST", "/api/integration/v2/flows/runs/{id}/retry"),
+    ("GET", "/api/admin/schedules"),
+    ("POST", "/api/admin/schedules"),
+    ("GET", "/api/admin/schedules/{id}"),
+    ("PATCH", "/api/admin/schedules/{id}"),
+    ("POST", "/api/admin/schedules/{id}/trigger"),
+    ("POST", "/api/admin/schedules/{id}/backfill"),
+    // After the others: the warm-up deletes the schedule they use.
+    ("DELETE", "/api/admin/schedules/{id}"),
 ];
 
 /// The routes outside the Integration and admin APIs: health, the OpenAPI

@@ -1,8 +1,10 @@
 //! Several `regente serve` replicas on one PostgreSQL database: runs accepted by
 //! one reach runtimes connected to another at once, tokens and admin calls work
 //! through any replica, agents move to a surviving replica when theirs is killed
-//! with SIGKILL and nothing is lost or doubled (`failover.rs`), and the
-//! lost-runtime check runs once across replicas.
+//! with SIGKILL and nothing is lost or doubled (`failover.rs`), the
+//! lost-runtime check runs once across replicas, and per-second schedules fire
+//! each second once through a SIGKILL of the replica firing them
+//! (`schedules.rs`).
 //!
 //! These tests need PostgreSQL, whatever the suite's own servers run on: without
 //! `REGENTE_TEST_PG_URL` they are ignored and say SKIPPED. Each test makes a
@@ -11,6 +13,7 @@
 //! secret through the database.
 
 mod failover;
+mod schedules;
 
 use std::time::Duration;
 
@@ -142,7 +145,7 @@ fn the_lost_runtime_check_runs_on_one_replica() {
     let cluster = Cluster::start("3");
     let (a, b) = (&cluster.a, &cluster.b);
     let token = b.admin_token();
-    let (runtime, key) = a.create_runtime(&token, "rt-lost");
+    let (runtime, key) = a.create_runtime_with_slots(&token, "rt-lost", 2);
     let robot = upload_shell_robot(a, &token, "timed-robot", TIMED_ROBOT, "");
     let out = scratch();
     let mut agent = TestAgent::start_on(&[cluster.b.base.clone(), cluster.a.base.clone()], &key, 2);

@@ -1,0 +1,177 @@
+//! The flow engine: on the leader only, a consumer of the event stream (cursor
+//! `flows`) that advances a flow run each time one of its steps' executions ends,
+//! and the runs whose time came (a retry's backoff, a step's timeout).
+//!
+//! It reads `execution.ended` events; for one whose execution is a flow step it
+//! records the end and applies the engine's decisions in one store transaction
+//! that also saves its cursor (`service::flows::advance`). Other events only move
+//! the cursor, saved every [`SAVE_EVERY`] events or when idle. Killed anywhere,
+//! it reads again from its saved cursor: an event whose change committed finds
+//! its step already recorded (no change), one whose change did not commit is
+//! handled as if for the first time, and the run's revision refuses a decision
+//! made from a state that changed meanwhile. So each step is queued once.
+//!
+//! It waits for: a wake-up when this server stores an execution's end (or hears
+//! that another server did), the soonest `wake_at` of the waiting runs, and a
+//! safety net re-read every [`SAFETY_NET`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use regente_store::{EventCursor, EventKind, StoredEvent};
+use tracing::{debug, warn};
+
+use crate::service::{flows, Context};
+use crate::supervisor::StopSignal;
+
+/// The engine's name in the event stream's cursors.
+pub const CONSUMER: &str = "flows";
+/// Events read at a time.
+const BATCH: u32 = 500;
+/// Events passed over before the cursor is saved (it is also saved when idle).
+const SAVE_EVERY: usize = 1_000;
+/// How often the engine looks without being told.
+const SAFETY_NET: Duration = Duration::from_secs(1);
+/// Runs with a due `wake_at` handled per look.
+const WAKING_PER_LOOK: u32 = 100;
+
+pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
+    if !ctx.config.flow_engine {
+        return;
+    }
+    let mut engine = Engine {
+        cursor: None,
+        unsaved: 0,
+    };
+    while !stop.is_requested() {
+        let pause = match engine.look(&ctx).await {
+            Ok(Look::More) => continue,
+            Ok(Look::Idle { wake_at }) => wake_at,
+            Err(e) => {
+                warn!(
+                    error = format!("{e:#}"),
+                    "the flow engine failed; it looks again shortly"
+                );
+                // Reload the cursor: what failed is read again.
+                engine.cursor = None;
+                None
+            }
+        };
+        let clock = ctx.clock.clone();
+        let timer = async move {
+            match pause {
+                Some(at) => clock.sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = stop.requested() => {}
+            _ = ctx.flows.wake.notified() => {}
+            _ = tokio::time::sleep(SAFETY_NET) => {}
+            _ = timer => {}
+        }
+    }
+    engine.save(&ctx).await;
+}
+
+enum Look {
+    /// A full batch was read: read on at once.
+    More,
+    /// Nothing more for now; look again at `wake_at` at the latest.
+    Idle { wake_at: Option<i64> },
+}
+
+struct Engine {
+    /// Where the engine is; `None` until loaded (and after a failure or a lost
+    /// leadership, when the saved one is what counts).
+    cursor: Option<EventCursor>,
+    /// Events passed over since the cursor was last saved.
+    unsaved: usize,
+}
+
+impl Engine {
+    async fn look(&mut self, ctx: &Context) -> anyhow::Result<Look> {
+        if !ctx.store.lead().await? {
+            self.cursor = None;
+            return Ok(Look::Idle { wake_at: None });
+        }
+        let after = match self.cursor {
+            Some(cursor) => cursor,
+            None => ctx.store.load_cursor(CONSUMER).await?,
+        };
+        self.cursor = Some(after);
+        let events = ctx.store.events_after(after, BATCH).await?;
+        let full = events.len() == BATCH as usize;
+        for event in events {
+            self.handle(ctx, &event).await?;
+            self.cursor = Some(event.cursor);
+        }
+        let now = ctx.clock.now();
+        let waking = ctx.store.waking_flow_runs(WAKING_PER_LOOK).await?;
+        for run in waking.iter().filter(|run| run.wake_at <= now) {
+            debug!(run = %run.run_id, "a flow run's time came");
+            flows::advance(ctx, &run.organization_id, &run.run_id, None, None).await?;
+        }
+        if full {
+            if self.unsaved >= SAVE_EVERY {
+                self.save(ctx).await;
+            }
+            return Ok(Look::More);
+        }
+        self.save(ctx).await;
+        let later = ctx.store.waking_flow_runs(WAKING_PER_LOOK).await?;
+        Ok(Look::Idle {
+            wake_at: flows::soonest(&later),
+        })
+    }
+
+    async fn handle(&mut self, ctx: &Context, event: &StoredEvent) -> anyhow::Result<()> {
+        self.unsaved += 1;
+        if event.kind != EventKind::ExecutionEnded {
+            return Ok(());
+        }
+        let execution = match ctx
+            .store
+            .get_execution(&event.organization_id, &event.subject_id)
+            .await
+        {
+            Err(regente_store::Error::NotFound) => return Ok(()),
+            execution => execution?,
+        };
+        let Some(run_id) = &execution.flow_run_id else {
+            return Ok(());
+        };
+        let cursor = Some((CONSUMER.to_owned(), event.cursor));
+        let changed = flows::advance(
+            ctx,
+            &event.organization_id,
+            run_id,
+            Some(&execution),
+            cursor,
+        )
+        .await?;
+        if changed {
+            // Saved with the change.
+            self.unsaved = 0;
+        }
+        Ok(())
+    }
+
+    /// Saves the cursor if events were passed over since it was saved.
+    async fn save(&mut self, ctx: &Context) {
+        let Some(cursor) = self.cursor.filter(|_| self.unsaved > 0) else {
+            return;
+        };
+        match ctx
+            .store
+            .save_cursor(CONSUMER, cursor, ctx.clock.now())
+            .await
+        {
+            Ok(()) => self.unsaved = 0,
+            Err(e) => warn!(
+                error = format!("{e:#}"),
+                "cannot save the flow engine's cursor"
+            ),
+        }
+    }
+}
