@@ -8,6 +8,7 @@
 //! not finish within the deadline, log lines missing), never because a figure is
 //! slow.
 
+mod console;
 mod figures;
 mod flows;
 mod http;

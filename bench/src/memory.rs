@@ -76,6 +76,9 @@ impl Bench {
                 .target(Target::AtMost(64.0))
                 .details(json!({"executions": inserted.ok})),
         );
+        if let Err(e) = caught(|| self.console_pages(&served, &queue, inserted.ok)) {
+            self.problem(format!("console: {e:#}"));
+        }
 
         let (agent_runtime, key) = served.create_runtime(&unique("bench-memory-agent"), 1)?;
         let mut agent = served.start_agent(

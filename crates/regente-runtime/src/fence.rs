@@ -4,15 +4,17 @@
 //! (with `retries`) to another copy.
 //!
 //! The server declares a runtime lost once it has heard nothing from it for the
-//! runtime timeout T (at the earliest T - T/15 after the last word, see the
-//! server's sweeper). Both ends send heartbeats every T/6, so when the network
-//! between them goes, the server's last word from the agent is at most T/6
-//! older than the agent's last word from the server. The agent fences at 2T/3
-//! of silence: at least T/3 - T/6 - T/15 = T/10 (3 s with the default 30 s)
-//! before the server can act, which is the margin for the kill and for clocks
-//! running unevenly. The
-//! agent gives up on a silent connection at T/2, so that it can reach another
-//! server before it has to fence.
+//! runtime timeout T (at the earliest two sweep periods short of it: T - T/15
+//! after the last word while the sweep runs every T/30, see the server's
+//! sweeper). Both ends send heartbeats every T/6, so when the network between
+//! them goes, the server's last word from the agent is at most T/6 older than
+//! the agent's last word from the server. The agent fences at 2T/3 of silence:
+//! at least T/3 - T/6 - T/15 = T/10 (3 s with the default 30 s) before the
+//! server can act, which is the margin for the kill and for clocks running
+//! unevenly. Under 1.5 s the sweep's 50 ms floor takes from it (67 ms are left
+//! at 1 s, the tests' shortest timeout). The agent gives up on a silent
+//! connection at T/2, so that it can reach another server before it has to
+//! fence.
 
 use std::time::Duration;
 
@@ -78,20 +80,35 @@ impl Fence {
 mod tests {
     use super::*;
 
+    /// The earliest silence after which the server's sweeper declares a
+    /// runtime lost (regente-server's `hub::sweeper::lost_after`: two sweep
+    /// periods of T/30, within 50 ms to 1 s, short of the timeout).
+    fn server_earliest(timeout: Duration) -> Duration {
+        let sweep_period = (timeout / 30).clamp(Duration::from_millis(50), Duration::from_secs(1));
+        timeout - 2 * sweep_period
+    }
+
     #[test]
     fn the_fence_comes_before_the_server_can_declare_the_runtime_lost() {
-        for seconds in [1.0, 3.0, 30.0, 300.0] {
+        for seconds in [1.0, 1.5, 3.0, 30.0, 300.0] {
             let timeout = Duration::from_secs_f64(seconds);
             let heartbeat = timeout / 6;
-            let server_earliest = timeout - timeout / 15;
+            let server_earliest = server_earliest(timeout);
             // Worst case: the agent heard its last word a heartbeat after the
             // server heard the agent's.
             let fenced = heartbeat + fence_after(timeout);
             assert!(fenced < server_earliest, "{seconds} s");
-            assert!(
-                fenced + timeout / 10 < server_earliest,
-                "{seconds} s: a margin"
-            );
+            if seconds >= 1.5 {
+                assert!(
+                    fenced + timeout / 10 <= server_earliest,
+                    "{seconds} s: a margin of T/10 at least"
+                );
+            } else {
+                assert!(
+                    fenced + Duration::from_millis(60) <= server_earliest,
+                    "{seconds} s: a margin of 60 ms at least"
+                );
+            }
         }
     }
 

@@ -5,6 +5,7 @@
 //! - [`config`]: [`ServerConfig`], filled by the binary from flags and environment.
 //! - [`startup`]: [`Server::build`] (bind, open the store, bootstrap) and [`Server::run`].
 //! - [`api`]: axum routers, one per route group; the JSON error shape; auth extractors.
+//! - [`console`]: the web console's HTML pages, over the same services.
 //! - [`hub`]: connected runtimes, push dispatch, lost-runtime detection.
 //! - [`retention`]: old events pruned from the store's event stream.
 //! - [`scheduler`]: fires schedules when due, on the leader; pauses those whose
@@ -19,6 +20,7 @@
 pub mod api;
 pub mod clock;
 pub mod config;
+pub mod console;
 pub mod flow_engine;
 pub mod hub;
 pub mod retention;

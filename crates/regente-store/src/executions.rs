@@ -122,6 +122,15 @@ pub trait ExecutionStore: Send + Sync {
     async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued>;
     async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution>;
     async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>>;
+    /// At most `limit` log lines numbered after `after_seq`, in order: a page
+    /// of the log, for readers that follow it by cursor.
+    async fn execution_logs_after(
+        &self,
+        organization_id: &str,
+        id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<LogLine>>;
     async fn list_executions(
         &self,
         organization_id: &str,

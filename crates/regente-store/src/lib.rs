@@ -11,7 +11,8 @@
 //!   reports, lost runtimes), [`events`] (the durable event stream every state
 //!   change writes to, with consumers' cursors), [`flows`] (definitions in
 //!   versions, runs and their steps), [`schedules`] (runs queued at the times of
-//!   a rule, and every fire), [`cluster`] (several servers on one store).
+//!   a rule, and every fire), [`cluster`] (several servers on one store), [`dashboard`]
+//!   (hourly rollups of ended executions).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
@@ -28,6 +29,7 @@ use std::sync::Arc;
 
 pub mod cluster;
 pub mod copy;
+pub mod dashboard;
 pub mod events;
 pub mod executions;
 pub mod flows;
@@ -42,6 +44,7 @@ pub mod schedules;
 pub mod sqlite;
 
 pub use cluster::{ClusterStore, Notice};
+pub use dashboard::{DashboardStore, HourCount, HourTimes, Hours, TimeKind};
 pub use events::{EventCursor, EventFilter, EventKind, EventStore, StoredEvent};
 pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,
@@ -54,7 +57,7 @@ pub use flows::{
 pub use leases::{Change, Claimed, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome};
 pub use organizations::{Organization, OrganizationStore, User};
 pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion};
-pub use runtimes::{NewRuntime, Runtime, RuntimeSession, RuntimeStore};
+pub use runtimes::{NewRuntime, Runtime, RuntimeDeletion, RuntimeSession, RuntimeStore};
 pub use schedules::{
     Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, PausedSchedule, RunEnd,
     RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
@@ -63,8 +66,8 @@ pub use schedules::{
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ClusterStore, EventStore, ExecutionStore, FlowStore, LeaseStore, OrganizationStore,
-        RobotStore, RuntimeStore, ScheduleStore, Store,
+        ClusterStore, DashboardStore, EventStore, ExecutionStore, FlowStore, LeaseStore,
+        OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
     };
 }
 
@@ -96,6 +99,7 @@ pub trait Store:
     + FlowStore
     + ScheduleStore
     + ClusterStore
+    + DashboardStore
     + Send
     + Sync
     + 'static
@@ -112,6 +116,7 @@ impl<T> Store for T where
         + FlowStore
         + ScheduleStore
         + ClusterStore
+        + DashboardStore
         + Send
         + Sync
         + 'static

@@ -39,4 +39,7 @@ pub trait OrganizationStore: Send + Sync {
     /// Replaces a user's password hash; [`Error::NotFound`](crate::Error) when
     /// there is no such user.
     async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()>;
+    /// Gives a user of the organisation another role; [`Error::NotFound`](crate::Error)
+    /// when it has no such user.
+    async fn set_user_role(&self, organization_id: &str, id: &str, role: Role) -> Result<()>;
 }

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_core::{ExecutionStatus, Role};
 
+use crate::dashboard::{HourCount, HourTimes, TimeKind};
 use crate::{
     Error, EventCursor, EventKind, Execution, ExecutionFilter, FireOrigin, FireOutcome, Flow,
     FlowRun, FlowStep, Lease, LogLine, Organization, Result, Robot, RobotVersion, Runtime,
@@ -315,6 +316,29 @@ pub(crate) fn runtime_session_from(row: &impl RecordRow) -> Result<RuntimeSessio
     })
 }
 
+pub(crate) fn hour_count_from(row: &impl RecordRow) -> Result<HourCount> {
+    Ok(HourCount {
+        hour: row.int("hour")?,
+        robot_id: row.text("robot_id")?,
+        runtime_id: row.text("runtime_id")?,
+        status: status_of(row)?,
+        reason: row.text("reason")?,
+        runs: row.int("runs")? as u64,
+        busy_ms: row.int("busy_ms")?,
+    })
+}
+
+pub(crate) fn hour_times_from(row: &impl RecordRow) -> Result<HourTimes> {
+    let kind = row.text("kind")?;
+    Ok(HourTimes {
+        hour: row.int("hour")?,
+        robot_id: row.text("robot_id")?,
+        kind: TimeKind::parse(&kind)
+            .ok_or_else(|| Error::Other(anyhow::anyhow!("stored time kind {kind:?} is unknown")))?,
+        bucket: row.int("bucket")? as usize,
+        runs: row.int("runs")? as u64,
+    })
+}
 /// The columns [`schedule_from`] reads.
 pub(crate) const SCHEDULE_COLUMNS: &str = "id, organization_id, name, robot_id, runtime_id, \
      variables, rule, timezone, start_at, end_at, overlap, catchup_window_seconds, misfire, \

@@ -21,6 +21,16 @@ pub struct NewRuntime {
     pub key_hash: String,
 }
 
+/// What deleting a runtime did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RuntimeDeletion {
+    Deleted,
+    /// Refused: it is online (stop its agent first).
+    Online,
+    /// Refused: executions of it are queued or running.
+    Busy,
+}
+
 /// The connection an online runtime is online through.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RuntimeSession {
@@ -34,6 +44,18 @@ pub trait RuntimeStore: Send + Sync {
     async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime>;
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>>;
     async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>>;
+    /// Renames a runtime; [`Error::NotFound`](crate::Error) when the
+    /// organisation has no such runtime.
+    async fn rename_runtime(&self, organization_id: &str, id: &str, name: &str) -> Result<()>;
+    /// Deletes an offline runtime with nothing queued or running: it leaves every
+    /// list and lookup and its key stops working, while its ended executions keep
+    /// naming it. [`Error::NotFound`](crate::Error) when there is no such runtime.
+    async fn delete_runtime(
+        &self,
+        organization_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<RuntimeDeletion>;
     /// Gives a runtime of the organisation a new key: the old one finds it no
     /// more. `NotFound` for a runtime of another organisation.
     async fn replace_runtime_key(

@@ -11,6 +11,7 @@
 //!   above dereferences to it.
 //! - Robot packages ([`robot_zip`], [`shell_robot`]), result and log helpers,
 //!   the error shape ([`assert_error`]).
+//! - The web console over plain HTTP: [`console_sign_in`], [`set_cookie`], [`form_field`].
 //! - [`wait_for`] and its kin: nothing here sleeps to synchronise; every wait
 //!   polls with a deadline and panics saying what it waited for and what it saw.
 //! - [`TestDatabase`]: a fresh PostgreSQL database on `REGENTE_TEST_PG_URL`.
@@ -32,6 +33,7 @@
 mod agent;
 mod binary;
 mod client;
+mod console;
 mod in_process;
 mod lifecycle;
 mod poll;
@@ -47,6 +49,7 @@ mod shape;
 pub use agent::{AgentOptions, TestAgent};
 pub use binary::{regente_binary, regente_command};
 pub use client::{Api, Reply, Req};
+pub use console::{console_sign_in, form_field, set_cookie};
 pub use in_process::InProcessServer;
 pub use poll::{poll, wait_for, wait_for_every, wait_until, POLL};
 pub use postgres::{on_postgres, TestDatabase};

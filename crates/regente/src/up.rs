@@ -220,6 +220,7 @@ fn print_welcome(welcome: &Welcome) {
     let (username, runtime_id) = (welcome.username, welcome.runtime_id);
     println!("Regente is up.");
     println!();
+    println!("  console    {base}/  (sign in as the admin below)");
     println!("  server     {base}");
     println!("  data       {}", welcome.data_dir.display());
     match welcome.password {

@@ -23,7 +23,10 @@ use crate::service::{organizations, robots, runs, runtimes, users, Context};
 pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
     Router::new()
         .route("/api/admin/users", get(list_users).post(create_user))
-        .route("/api/admin/users/{id}", delete(delete_user))
+        .route(
+            "/api/admin/users/{id}",
+            delete(delete_user).patch(change_user),
+        )
         .route(
             "/api/admin/runtimes",
             get(list_runtimes).post(create_runtime),
@@ -37,6 +40,10 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
             get(list_robots)
                 .post(upload_robot)
                 .layer(DefaultBodyLimit::max(max_package_bytes)),
+        )
+        .route(
+            "/api/admin/runtimes/{id}",
+            delete(delete_runtime).patch(rename_runtime),
         )
         .route("/api/admin/robots/{id}", get(get_robot))
         .route("/api/admin/executions", get(list_executions))
@@ -118,6 +125,32 @@ async fn delete_user(
 }
 
 #[derive(Deserialize, ToSchema)]
+pub struct UserChangeBody {
+    /// `admin` or `integration`.
+    role: String,
+}
+
+/// Gives a user another role (not your own).
+#[utoipa::path(patch, path = "/api/admin/users/{id}", tag = "admin", params(("id" = String, Path)),
+    request_body = UserChangeBody,
+    responses((status = 200, body = UserBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
+              (status = 409, description = "Changing your own role", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn change_user(
+    Admin(caller): Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<UserBody>> {
+    let body: UserChangeBody = parse_json(&body, r#"{"role": "admin" | "integration"}"#)?;
+    Ok(Json(
+        users::set_role(&ctx, &caller, &id, &body.role)
+            .await?
+            .into(),
+    ))
+}
+
+#[derive(Deserialize, ToSchema)]
 pub struct NewRuntimeBody {
     name: String,
     /// Robots it runs at once; 1 by default (desktop robots need the screen).
@@ -153,6 +186,19 @@ pub struct RuntimeBody {
     /// Epoch milliseconds; null if never seen.
     last_seen: Option<i64>,
     created_at: i64,
+}
+
+impl RuntimeBody {
+    fn of(ctx: &Context, runtime: regente_store::Runtime) -> RuntimeBody {
+        RuntimeBody {
+            online: runtimes::is_online(ctx, &runtime),
+            id: runtime.id,
+            name: runtime.name,
+            slots: runtime.slots,
+            last_seen: runtime.last_seen,
+            created_at: runtime.created_at,
+        }
+    }
 }
 
 /// Creates a runtime and answers its key, once.
@@ -194,16 +240,45 @@ async fn list_runtimes(
     let list = runtimes::list(&ctx, &caller).await?;
     Ok(Json(
         list.into_iter()
-            .map(|runtime| RuntimeBody {
-                online: runtimes::is_online(&ctx, &runtime),
-                id: runtime.id,
-                name: runtime.name,
-                slots: runtime.slots,
-                last_seen: runtime.last_seen,
-                created_at: runtime.created_at,
-            })
+            .map(|runtime| RuntimeBody::of(&ctx, runtime))
             .collect(),
     ))
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct RuntimeChangeBody {
+    name: String,
+}
+
+/// Renames a runtime.
+#[utoipa::path(patch, path = "/api/admin/runtimes/{id}", tag = "admin", params(("id" = String, Path)),
+    request_body = RuntimeChangeBody,
+    responses((status = 200, body = RuntimeBody), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn rename_runtime(
+    Admin(caller): Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> ApiResult<Json<RuntimeBody>> {
+    let body: RuntimeChangeBody = parse_json(&body, r#"{"name": "..."}"#)?;
+    let runtime = runtimes::rename(&ctx, &caller, &id, &body.name).await?;
+    Ok(Json(RuntimeBody::of(&ctx, runtime)))
+}
+
+/// Deletes an offline runtime with nothing queued or running; its key stops
+/// working, its executions keep naming it.
+#[utoipa::path(delete, path = "/api/admin/runtimes/{id}", tag = "admin", params(("id" = String, Path)),
+    responses((status = 204), (status = 404, body = ErrorBody),
+              (status = 409, description = "Online, or executions queued or running", body = ErrorBody)),
+    security(("bearer" = [])))]
+async fn delete_runtime(
+    Admin(caller): Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    runtimes::delete(&ctx, &caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 #[derive(Serialize, ToSchema)]

@@ -11,7 +11,7 @@
 use std::sync::OnceLock;
 
 use serde_json::{json, Value};
-use utoipa::openapi::path::Operation;
+use utoipa::openapi::path::{Operation, PathItem};
 use utoipa::openapi::response::Response;
 use utoipa::openapi::schema::{Object, Schema};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -75,8 +75,9 @@ fn status_pattern() -> String {
         auth::login_v1, auth::login_v2,
         integration::run_v1, integration::run_v1_defaults, integration::run_v2,
         integration::result, integration::cancel,
-        admin::create_user, admin::list_users, admin::delete_user,
-        admin::create_runtime, admin::list_runtimes, admin::replace_runtime_key,
+        admin::create_user, admin::list_users, admin::delete_user, admin::change_user,
+        admin::create_runtime, admin::list_runtimes, admin::rename_runtime, admin::delete_runtime,
+        admin::replace_runtime_key,
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
         admin::create_organization,
@@ -115,13 +116,26 @@ impl Modify for SecuritySchemes {
 
 struct Completed;
 
+/// Every operation of a path, whatever its method.
+fn operations(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
+    [
+        &mut item.get,
+        &mut item.post,
+        &mut item.put,
+        &mut item.patch,
+        &mut item.delete,
+        &mut item.head,
+        &mut item.options,
+        &mut item.trace,
+    ]
+    .into_iter()
+    .flatten()
+}
+
 impl Modify for Completed {
     fn modify(&self, openapi: &mut OpenApi) {
         for item in openapi.paths.paths.values_mut() {
-            for operation in [&mut item.get, &mut item.post, &mut item.delete]
-                .into_iter()
-                .flatten()
-            {
+            for operation in operations(item) {
                 document_refusals(operation);
             }
         }
@@ -236,6 +250,10 @@ fn constrain_bodies(components: &mut Components) {
         role.enum_values = Some(vec![json!("admin"), json!("integration")]);
     }
     name(components, "NewRuntimeBody", "name");
+    name(components, "RuntimeChangeBody", "name");
+    if let Some(role) = property(components, "UserChangeBody", "role") {
+        role.enum_values = Some(vec![json!("admin"), json!("integration")]);
+    }
     if let Some(slots) = property(components, "NewRuntimeBody", "slots") {
         slots.minimum = Some(1.into());
         slots.maximum = Some((crate::service::runtimes::MAX_SLOTS as usize).into());
@@ -250,17 +268,14 @@ fn constrain_bodies(components: &mut Components) {
 
 fn constrain_parameters(openapi: &mut OpenApi) {
     for (path, item) in openapi.paths.paths.iter_mut() {
-        for operation in [&mut item.get, &mut item.post, &mut item.delete]
-            .into_iter()
-            .flatten()
-        {
+        for operation in operations(item) {
             for parameter in operation.parameters.iter_mut().flatten() {
                 let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut() else {
                     continue;
                 };
                 match (path.as_str(), parameter.name.as_str()) {
                     ("/api/admin/executions", "status") => schema.pattern = Some(status_pattern()),
-                    ("/api/admin/executions", "robot" | "runtime") => {
+                    ("/api/admin/executions", "robot" | "runtime" | "schedule") => {
                         schema.pattern = Some("^[0-9a-f]{16}$".into())
                     }
                     ("/api/admin/executions", "from" | "to" | "cursor") => {
@@ -297,6 +312,8 @@ pub fn json() -> &'static Value {
         add_links(&mut document);
         document["paths"]["/api/admin/robots"]["post"]["requestBody"]["content"]
             ["application/zip"]["schema"] = json!({"type": "string", "format": "binary"});
+        // Schedule bodies are read field by field, and a field not of the body is refused.
+        document["components"]["schemas"]["ScheduleRequest"]["additionalProperties"] = json!(false);
         document
     })
 }

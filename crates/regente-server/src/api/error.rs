@@ -89,7 +89,12 @@ pub async fn shape_errors(request: Request, next: Next) -> Response {
     let path = request.uri().path().to_owned();
     let response = next.run(request).await;
     let status = response.status();
-    if !status.is_client_error() && !status.is_server_error() {
+    // An HTML answer is the console's page for a browser, already shaped.
+    let is_html = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
+    if (!status.is_client_error() && !status.is_server_error()) || is_html {
         return response;
     }
     // A 405 must say which methods the path takes (RFC 9110, 15.5.6).

@@ -31,8 +31,10 @@ use serde::de::DeserializeOwned;
 use crate::service::Context;
 use error::{ApiError, ApiResult};
 
+/// Every route of the server: the API's, under its error shape and body
+/// limits, and the console's HTML pages beside them.
 pub fn router(ctx: Arc<Context>) -> Router {
-    Router::new()
+    let api = Router::new()
         .merge(auth::router())
         .merge(integration::router())
         .merge(flows::router())
@@ -41,12 +43,29 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(runtime::router())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
-        .fallback(|| async { ApiError::not_found("no such route") })
+        .fallback(unknown_route)
         // Bodies are read by the handlers, after the caller is known: an
         // unauthenticated request is answered without its body being read.
         .layer(DefaultBodyLimit::max(ctx.config.max_body_bytes))
-        .layer(axum::middleware::from_fn(error::shape_errors))
+        .layer(axum::middleware::from_fn(error::shape_errors));
+    api.merge(crate::console::router(ctx.config.max_package_bytes))
         .with_state(ctx)
+}
+
+/// An unknown path: the console's 404 page for a browser outside `/api/`,
+/// the JSON error otherwise.
+async fn unknown_route(request: axum::extract::Request) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+    let wants_html = request
+        .headers()
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/html"));
+    if wants_html && !request.uri().path().starts_with("/api/") {
+        crate::console::pages::not_found_page()
+    } else {
+        ApiError::not_found("no such route").into_response()
+    }
 }
 
 /// Parses a JSON body; on failure says what was wrong and the shape expected.

@@ -18,7 +18,17 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use regente_store::{Millis, Notice};
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
+
+/// What changed on this server, for the console's live pages. Missed changes
+/// are no loss: the pages read the store again every second as well.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Changed {
+    /// The execution's status, progress or log moved.
+    Execution(String),
+    /// A runtime connected or disconnected.
+    Runtimes,
+}
 
 /// What the rest of the server asks of a runtime's session.
 #[derive(Debug)]
@@ -50,6 +60,7 @@ struct Registered {
 pub struct Hub {
     sessions: Mutex<HashMap<String, Registered>>,
     next_connection: AtomicU64,
+    changes: broadcast::Sender<Changed>,
     /// When this server started: runtimes get one timeout from then to reconnect
     /// before their executions count as lost.
     pub started_at: Millis,
@@ -60,6 +71,7 @@ impl Hub {
         Hub {
             sessions: Mutex::new(HashMap::new()),
             next_connection: AtomicU64::new(1),
+            changes: broadcast::channel(1024).0,
             started_at,
         }
     }
@@ -126,6 +138,16 @@ impl Hub {
         );
     }
 
+    /// Tells the live pages watching this server that something changed.
+    pub fn changed(&self, change: Changed) {
+        let _ = self.changes.send(change);
+    }
+
+    /// Changes from now on (a lagging receiver skips ahead; readers re-read).
+    pub fn watch(&self) -> broadcast::Receiver<Changed> {
+        self.changes.subscribe()
+    }
+
     pub fn is_connected(&self, runtime_id: &str) -> bool {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.contains_key(runtime_id)
@@ -145,6 +167,8 @@ impl Hub {
         ) {
             let _ = earlier.commands.send(Command::Replaced);
         }
+        drop(sessions);
+        self.changed(Changed::Runtimes);
         (connection, receiver)
     }
 
@@ -155,6 +179,8 @@ impl Hub {
             .is_some_and(|s| s.connection == connection)
         {
             sessions.remove(runtime_id);
+            drop(sessions);
+            self.changed(Changed::Runtimes);
         }
     }
 }

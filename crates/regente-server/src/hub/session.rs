@@ -421,6 +421,9 @@ impl Session {
                             spawned: true,
                         },
                     );
+                    self.ctx
+                        .hub
+                        .changed(super::Changed::Execution(execution_id.clone()));
                     self.send(&ServerMessage::Started {
                         execution_id,
                         lease,
@@ -475,6 +478,9 @@ impl Session {
                             acked = lost.seq;
                             ended = true;
                         }
+                        self.ctx
+                            .hub
+                            .changed(super::Changed::Execution(execution_id.clone()));
                         self.send(&ServerMessage::Ack {
                             execution_id: execution_id.clone(),
                             lease,

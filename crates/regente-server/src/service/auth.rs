@@ -43,6 +43,8 @@ pub struct Auth {
     throttle: LoginThrottle,
     /// Tokens known valid, with their caller and expiry (seconds).
     known: Mutex<KnownTokens>,
+    /// The console's sign-ins, under a key of their own.
+    pub sessions: super::sessions::Sessions,
 }
 
 #[derive(Default)]
@@ -97,6 +99,7 @@ impl Auth {
             hashing: Arc::new(Semaphore::new(permits)),
             throttle: LoginThrottle::new(limits),
             known: Mutex::new(KnownTokens::default()),
+            sessions: super::sessions::Sessions::new(secret),
         }
     }
 
@@ -301,7 +304,14 @@ pub(crate) async fn check_credentials(
             wait.as_secs_f64().ceil().max(1.0)
         ))
     })?;
-    let user = ctx.store.find_user_by_username(username).await?;
+    // No username holds a control character (see `users::check_username`), and
+    // PostgreSQL refuses a NUL in text outright: such a name is unknown, and is
+    // checked against the dummy hash like any unknown name.
+    let user = if username.chars().any(char::is_control) {
+        None
+    } else {
+        ctx.store.find_user_by_username(username).await?
+    };
     let matches = auth
         .verify_password(password, user.as_ref().map(|u| u.password_hash.clone()))
         .await?;

@@ -2,6 +2,7 @@
 //! these; these call the [`Store`](regente_store::Store). No axum type appears here.
 
 pub mod auth;
+pub mod dashboard;
 mod flow_plan;
 pub mod flows;
 pub mod organizations;
@@ -9,6 +10,7 @@ pub mod robots;
 pub mod runs;
 pub mod runtimes;
 pub mod schedules;
+pub mod sessions;
 pub mod throttle;
 pub mod users;
 

@@ -190,6 +190,23 @@ pub async fn logs(ctx: &Context, caller: &Caller, execution: &Execution) -> Resu
         .await?)
 }
 
+/// Log lines a page holds at most.
+pub const LOG_PAGE: u32 = 1000;
+
+/// A page of the log: at most [`LOG_PAGE`] lines after `after_seq`, for a
+/// reader that follows the log by cursor (the console's live page).
+pub async fn logs_after(
+    ctx: &Context,
+    caller: &Caller,
+    execution: &Execution,
+    after_seq: i64,
+) -> Result<Vec<LogLine>> {
+    Ok(ctx
+        .store
+        .execution_logs_after(&caller.organization_id, &execution.id, after_seq, LOG_PAGE)
+        .await?)
+}
+
 pub async fn queue_position(ctx: &Context, execution: &Execution) -> Result<Option<u64>> {
     if execution.status != ExecutionStatus::Pendent {
         return Ok(None);
@@ -214,6 +231,8 @@ pub async fn cancel(
             ctx.clock.now(),
         )
         .await?;
+    ctx.hub
+        .changed(crate::hub::Changed::Execution(execution.id.clone()));
     if let CancelOutcome::Canceled { .. } = outcome {
         super::execution_ended(ctx).await;
     }

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use regente_store::{NewRuntime, Runtime};
+use regente_core::ExecutionStatus;
+use regente_store::{Execution, ExecutionFilter, NewRuntime, Runtime, RuntimeDeletion};
 use sha2::{Digest, Sha256};
 
 use super::{new_id, random_alphanumeric, Caller, Context, Error, Result};
@@ -109,6 +110,51 @@ pub async fn create(
     Ok((runtime, key))
 }
 
+pub async fn rename(ctx: &Context, caller: &Caller, id: &str, name: &str) -> Result<Runtime> {
+    let name = super::check_name("runtime name", name)?;
+    let not_found = || format!("runtime {id} not found");
+    if !regente_core::is_valid_id(id) {
+        return Err(Error::NotFound(not_found()));
+    }
+    super::or_not_found(
+        ctx.store
+            .rename_runtime(&caller.organization_id, id, name)
+            .await,
+        not_found,
+    )?;
+    super::or_not_found(
+        ctx.store.get_runtime(&caller.organization_id, id).await,
+        not_found,
+    )
+}
+
+/// Deletes a runtime that is offline with nothing queued or running; its
+/// executions keep their history, its key stops working.
+pub async fn delete(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
+    let not_found = || format!("runtime {id} not found");
+    if !regente_core::is_valid_id(id) {
+        return Err(Error::NotFound(not_found()));
+    }
+    let outcome = super::or_not_found(
+        ctx.store
+            .delete_runtime(&caller.organization_id, id, ctx.clock.now())
+            .await,
+        not_found,
+    )?;
+    match outcome {
+        RuntimeDeletion::Deleted => {
+            ctx.hub.changed(crate::hub::Changed::Runtimes);
+            Ok(())
+        }
+        RuntimeDeletion::Online => Err(Error::Conflict(format!(
+            "runtime {id} is online: stop its agent first"
+        ))),
+        RuntimeDeletion::Busy => Err(Error::Conflict(format!(
+            "runtime {id} has executions queued or running: cancel them or let them end first"
+        ))),
+    }
+}
+
 pub async fn list(ctx: &Context, caller: &Caller) -> Result<Vec<Runtime>> {
     Ok(ctx.store.list_runtimes(&caller.organization_id).await?)
 }
@@ -121,4 +167,45 @@ pub fn is_online(ctx: &Context, runtime: &Runtime) -> bool {
         || runtime
             .last_seen
             .is_some_and(|seen| ctx.clock.now() - seen < timeout)
+}
+
+/// A runtime as the console shows it: online or not, and what it runs now.
+pub struct RuntimeState {
+    pub runtime: Runtime,
+    pub online: bool,
+    /// Its RUNNING executions, newest first.
+    pub running: Vec<Execution>,
+}
+
+/// Executions read at most to tell what runtimes run now (a runtime has at
+/// most 256 slots).
+const RUNNING_READ: u32 = 500;
+
+/// Every runtime of the organisation with its state (the running executions come
+/// from the status index, not from a walk over all executions).
+pub async fn states(ctx: &Context, caller: &Caller) -> Result<Vec<RuntimeState>> {
+    let runtimes = list(ctx, caller).await?;
+    let running = ctx
+        .store
+        .list_executions(
+            &caller.organization_id,
+            &ExecutionFilter {
+                status: Some(ExecutionStatus::Running),
+                limit: RUNNING_READ,
+                ..ExecutionFilter::default()
+            },
+        )
+        .await?;
+    Ok(runtimes
+        .into_iter()
+        .map(|runtime| RuntimeState {
+            online: is_online(ctx, &runtime),
+            running: running
+                .iter()
+                .filter(|e| e.runtime_id == runtime.id)
+                .cloned()
+                .collect(),
+            runtime,
+        })
+        .collect())
 }

@@ -88,6 +88,43 @@ pub async fn delete(ctx: &Arc<Context>, caller: &Caller, id: &str) -> Result<()>
     .map_err(|e| Error::Internal(anyhow::anyhow!("deleting the user failed: {e}")))?
 }
 
+/// Gives a user of the caller's organisation another role. Admins cannot
+/// change their own (an organisation keeps the admin who acts). Tokens known
+/// here are checked again at once; other servers sharing the store see the
+/// new role within [`super::auth::RECHECK_AFTER`].
+pub async fn set_role(ctx: &Context, caller: &Caller, id: &str, role: &str) -> Result<User> {
+    let role = Role::parse(role).ok_or_else(|| {
+        Error::Invalid(format!(
+            "role {role:?} is unknown: use \"admin\" or \"integration\""
+        ))
+    })?;
+    if id == caller.user_id {
+        return Err(Error::Conflict("you cannot change your own role".into()));
+    }
+    let not_found = || format!("user {id} not found");
+    if !regente_core::is_valid_id(id) {
+        return Err(Error::NotFound(not_found()));
+    }
+    or_not_found(
+        ctx.store
+            .set_user_role(&caller.organization_id, id, role)
+            .await,
+        not_found,
+    )?;
+    ctx.auth.forget_user(id);
+    or_not_found(ctx.store.get_user(id).await, not_found)
+}
+
+/// The name of a user of the caller's organisation, for showing who did what;
+/// `None` for a user deleted since (or another organisation's).
+pub async fn name_of(ctx: &Context, caller: &Caller, id: &str) -> Result<Option<String>> {
+    match ctx.store.get_user(id).await {
+        Ok(user) if user.organization_id == caller.organization_id => Ok(Some(user.username)),
+        Ok(_) | Err(regente_store::Error::NotFound) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Sets a new password for `username`, for an operator with access to the
 /// store itself (`regente admin reset-password`), with or without a server
 /// running. Returns the password: the one given, or a generated one.

@@ -63,6 +63,27 @@ impl ExecutionStore for PostgresStore {
         .await
     }
 
+    async fn execution_logs_after(
+        &self,
+        organization_id: &str,
+        id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<LogLine>> {
+        let rows = sqlx::query(
+            "SELECT seq, time, level, message FROM execution_logs \
+             WHERE organization_id = $1 AND execution_id = $2 AND seq > $3 ORDER BY seq LIMIT $4",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .bind(after_seq)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(other)?;
+        rows.iter().map(log_line_from).collect()
+    }
+
     async fn list_executions(
         &self,
         organization_id: &str,

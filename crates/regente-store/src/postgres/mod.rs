@@ -23,6 +23,7 @@
 //!   `schedules`.
 
 mod cluster;
+mod dashboard;
 mod events;
 mod executions;
 mod flows;
@@ -193,6 +194,19 @@ where
 {
     let row = bound(sql, args).fetch_optional(pool).await.map_err(other)?;
     row.as_ref().map(from).transpose()
+}
+
+/// Runs a change of one row with `args` bound in order;
+/// [`Error::NotFound`] when it changed none.
+async fn change_one<'a, A>(pool: &PgPool, sql: &'a str, args: &[A]) -> Result<()>
+where
+    A: Copy + 'a + Encode<'a, Postgres> + Type<Postgres>,
+{
+    let done = bound(sql, args).execute(pool).await.map_err(other)?;
+    if done.rows_affected() == 0 {
+        return Err(Error::NotFound);
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -5,10 +5,12 @@ use async_trait::async_trait;
 use sqlx::Row;
 
 use super::events::insert_events;
-use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
+use super::{change_one, conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::rows::{runtime_from, runtime_session_from};
 use crate::rules::{runtime_offline_event, runtime_online_event};
-use crate::{Error, Millis, NewRuntime, Result, Runtime, RuntimeSession, RuntimeStore};
+use crate::{
+    Error, Millis, NewRuntime, Result, Runtime, RuntimeDeletion, RuntimeSession, RuntimeStore,
+};
 
 /// The runtime's organisation and current connection, its row locked until the
 /// transaction ends, so that connects and disconnects of one runtime are
@@ -56,7 +58,7 @@ impl RuntimeStore for PostgresStore {
     async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime> {
         fetch_optional(
             &self.pool,
-            "SELECT * FROM runtimes WHERE organization_id = $1 AND id = $2",
+            "SELECT * FROM runtimes WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
             &[organization_id, id],
             runtime_from,
         )
@@ -67,7 +69,7 @@ impl RuntimeStore for PostgresStore {
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>> {
         fetch_optional(
             &self.pool,
-            "SELECT * FROM runtimes WHERE key_hash = $1",
+            "SELECT * FROM runtimes WHERE key_hash = $1 AND deleted_at IS NULL",
             &[key_hash],
             runtime_from,
         )
@@ -77,11 +79,65 @@ impl RuntimeStore for PostgresStore {
     async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>> {
         fetch_all(
             &self.pool,
-            "SELECT * FROM runtimes WHERE organization_id = $1 ORDER BY created_at, id",
+            "SELECT * FROM runtimes WHERE organization_id = $1 AND deleted_at IS NULL \
+             ORDER BY created_at, id",
             &[organization_id],
             runtime_from,
         )
         .await
+    }
+
+    async fn rename_runtime(&self, organization_id: &str, id: &str, name: &str) -> Result<()> {
+        change_one(
+            &self.pool,
+            "UPDATE runtimes SET name = $1 \
+             WHERE organization_id = $2 AND id = $3 AND deleted_at IS NULL",
+            &[name, organization_id, id],
+        )
+        .await
+    }
+
+    async fn delete_runtime(
+        &self,
+        organization_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<RuntimeDeletion> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        // Locked as a connect or disconnect locks it, so neither races the check.
+        let row = sqlx::query(
+            "SELECT session_id FROM runtimes \
+             WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL FOR UPDATE",
+        )
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(other)?
+        .ok_or(Error::NotFound)?;
+        let session: Option<String> = row.try_get("session_id").map_err(other)?;
+        if session.is_some() {
+            return Ok(RuntimeDeletion::Online);
+        }
+        let busy: Option<i32> = sqlx::query_scalar(
+            "SELECT 1 FROM executions \
+             WHERE runtime_id = $1 AND status IN ('PENDENT', 'RUNNING') LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(other)?;
+        if busy.is_some() {
+            return Ok(RuntimeDeletion::Busy);
+        }
+        sqlx::query("UPDATE runtimes SET deleted_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await
+            .map_err(other)?;
+        tx.commit().await.map_err(other)?;
+        Ok(RuntimeDeletion::Deleted)
     }
 
     async fn replace_runtime_key(
@@ -91,7 +147,7 @@ impl RuntimeStore for PostgresStore {
         key_hash: &str,
     ) -> Result<()> {
         let done =
-            sqlx::query("UPDATE runtimes SET key_hash = $1 WHERE organization_id = $2 AND id = $3")
+            sqlx::query("UPDATE runtimes SET key_hash = $1 WHERE organization_id = $2 AND id = $3 AND deleted_at IS NULL")
                 .bind(key_hash)
                 .bind(organization_id)
                 .bind(id)

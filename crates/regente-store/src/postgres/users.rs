@@ -1,8 +1,9 @@
 //! Organisations and users on PostgreSQL.
 
 use async_trait::async_trait;
+use regente_core::Role;
 
-use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore, NO_ARGS};
+use super::{change_one, conflict_as, fetch_all, fetch_optional, other, PostgresStore, NO_ARGS};
 use crate::rows::{organization_from, user_from};
 use crate::{Error, Organization, OrganizationStore, Result, User};
 
@@ -90,29 +91,30 @@ impl OrganizationStore for PostgresStore {
     }
 
     async fn delete_user(&self, organization_id: &str, id: &str) -> Result<()> {
-        let done = sqlx::query("DELETE FROM users WHERE organization_id = $1 AND id = $2")
-            .bind(organization_id)
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(other)?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        change_one(
+            &self.pool,
+            "DELETE FROM users WHERE organization_id = $1 AND id = $2",
+            &[organization_id, id],
+        )
+        .await
     }
 
     async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()> {
-        let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-            .bind(password_hash)
-            .bind(user_id)
-            .execute(&self.pool)
-            .await
-            .map_err(other)?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        change_one(
+            &self.pool,
+            "UPDATE users SET password_hash = $1 WHERE id = $2",
+            &[password_hash, user_id],
+        )
+        .await
+    }
+
+    async fn set_user_role(&self, organization_id: &str, id: &str, role: Role) -> Result<()> {
+        change_one(
+            &self.pool,
+            "UPDATE users SET role = $1 WHERE organization_id = $2 AND id = $3",
+            &[role.as_str(), organization_id, id],
+        )
+        .await
     }
 }
 

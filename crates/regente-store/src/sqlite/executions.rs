@@ -268,6 +268,18 @@ impl ExecutionStore for SqliteStore {
         Ok(lines)
     }
 
+    async fn execution_logs_after(
+        &self,
+        organization_id: &str,
+        id: &str,
+        after_seq: i64,
+        limit: u32,
+    ) -> Result<Vec<LogLine>> {
+        // A page is bounded: read on the caller's task, as a point read.
+        self.readers
+            .with(|conn| select_logs(conn, organization_id, id, after_seq, i64::from(limit)))
+    }
+
     async fn list_executions(
         &self,
         organization_id: &str,

@@ -8,7 +8,9 @@ use super::events::insert_events;
 use super::{all, change, conflict_as, insert, one, SqliteStore};
 use crate::rows::{runtime_from, runtime_session_from, RecordRow};
 use crate::rules::{runtime_offline_event, runtime_online_event};
-use crate::{Error, Millis, NewRuntime, Result, Runtime, RuntimeSession, RuntimeStore};
+use crate::{
+    Error, Millis, NewRuntime, Result, Runtime, RuntimeDeletion, RuntimeSession, RuntimeStore,
+};
 
 /// The runtime's organisation and current connection, if it exists.
 fn runtime_session(
@@ -53,7 +55,7 @@ impl RuntimeStore for SqliteStore {
             .with(|conn| {
                 one(
                     conn,
-                    "SELECT * FROM runtimes WHERE organization_id = ?1 AND id = ?2",
+                    "SELECT * FROM runtimes WHERE organization_id = ?1 AND id = ?2 AND deleted_at IS NULL",
                     [organization_id, id],
                     |row| runtime_from(row),
                 )
@@ -65,7 +67,7 @@ impl RuntimeStore for SqliteStore {
         self.readers.with(|conn| {
             one(
                 conn,
-                "SELECT * FROM runtimes WHERE key_hash = ?1",
+                "SELECT * FROM runtimes WHERE key_hash = ?1 AND deleted_at IS NULL",
                 [key_hash],
                 |row| runtime_from(row),
             )
@@ -77,10 +79,67 @@ impl RuntimeStore for SqliteStore {
         self.read_blocking(move |conn| {
             all(
                 conn,
-                "SELECT * FROM runtimes WHERE organization_id = ?1 ORDER BY created_at, id",
+                "SELECT * FROM runtimes WHERE organization_id = ?1 AND deleted_at IS NULL \
+                 ORDER BY created_at, id",
                 [organization_id],
                 |row| runtime_from(row),
             )
+        })
+        .await
+    }
+
+    async fn rename_runtime(&self, organization_id: &str, id: &str, name: &str) -> Result<()> {
+        let (organization_id, id, name) =
+            (organization_id.to_owned(), id.to_owned(), name.to_owned());
+        self.write(move |conn| {
+            match change(
+                conn,
+                "UPDATE runtimes SET name = ?1 \
+                 WHERE organization_id = ?2 AND id = ?3 AND deleted_at IS NULL",
+                params![name, organization_id, id],
+            )? {
+                0 => Err(Error::NotFound),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+
+    async fn delete_runtime(
+        &self,
+        organization_id: &str,
+        id: &str,
+        now: Millis,
+    ) -> Result<RuntimeDeletion> {
+        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+        self.write(move |conn| {
+            let online = one(
+                conn,
+                "SELECT session_id FROM runtimes \
+                 WHERE organization_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+                [&organization_id, &id],
+                |row| Ok(row.text_opt("session_id")?.is_some()),
+            )?
+            .ok_or(Error::NotFound)?;
+            if online {
+                return Ok(RuntimeDeletion::Online);
+            }
+            let busy = one(
+                conn,
+                "SELECT 1 AS busy FROM executions \
+                 WHERE runtime_id = ?1 AND status IN ('PENDENT', 'RUNNING') LIMIT 1",
+                [&id],
+                |row| row.int("busy"),
+            )?;
+            if busy.is_some() {
+                return Ok(RuntimeDeletion::Busy);
+            }
+            change(
+                conn,
+                "UPDATE runtimes SET deleted_at = ?1 WHERE id = ?2",
+                params![now, id],
+            )?;
+            Ok(RuntimeDeletion::Deleted)
         })
         .await
     }
@@ -99,7 +158,8 @@ impl RuntimeStore for SqliteStore {
         self.write(move |conn| {
             let changed = conn
                 .prepare_cached(
-                    "UPDATE runtimes SET key_hash = ?1 WHERE organization_id = ?2 AND id = ?3",
+                    "UPDATE runtimes SET key_hash = ?1 WHERE organization_id = ?2 AND id = ?3 \
+                     AND deleted_at IS NULL",
                 )
                 .and_then(|mut statement| statement.execute(params![key_hash, organization_id, id]))
                 .map_err(conflict_as("a runtime with this key"))?;

@@ -1,6 +1,7 @@
 //! Organisations and users on SQLite.
 
 use async_trait::async_trait;
+use regente_core::Role;
 use rusqlite::{params, Connection};
 
 use super::{all, change, insert, one, other, SqliteStore};
@@ -138,6 +139,20 @@ impl OrganizationStore for SqliteStore {
                 conn,
                 "UPDATE users SET password_hash = ?1 WHERE id = ?2",
                 params![password_hash, user_id],
+            )? {
+                0 => Err(Error::NotFound),
+                _ => Ok(()),
+            }
+        })
+        .await
+    }
+    async fn set_user_role(&self, organization_id: &str, id: &str, role: Role) -> Result<()> {
+        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+        self.write(move |conn| {
+            match change(
+                conn,
+                "UPDATE users SET role = ?1 WHERE organization_id = ?2 AND id = ?3",
+                params![role.as_str(), organization_id, id],
             )? {
                 0 => Err(Error::NotFound),
                 _ => Ok(()),

@@ -56,6 +56,7 @@ macro_rules! conformance {
 }
 
 mod cluster;
+mod dashboard;
 mod events;
 mod events_postgres;
 mod executions;

@@ -6,6 +6,7 @@ conformance! {
     store: [
         organizations_and_users,
         a_password_is_replaced,
+        set_user_role_within_the_organisation,
     ],
 }
 
@@ -90,4 +91,41 @@ async fn a_password_is_replaced(store: Arc<dyn Store>) {
     assert!(is_not_found(
         store.set_password("ffffffffffffffff", "x").await
     ));
+}
+
+async fn set_user_role_within_the_organisation(store: Arc<dyn Store>) {
+    let root = organization("root", true, 10);
+    let admin = user(&root.id, "admin", Role::Admin, 10);
+    store.create_organization(&root, &admin).await.unwrap();
+    let member = user(&root.id, "member", Role::Integration, 11);
+    store.create_user(&member).await.unwrap();
+    store
+        .set_user_role(&root.id, &member.id, Role::Admin)
+        .await
+        .unwrap();
+    assert_eq!(store.get_user(&member.id).await.unwrap().role, Role::Admin);
+    store
+        .set_user_role(&root.id, &member.id, Role::Integration)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_user(&member.id).await.unwrap().role,
+        Role::Integration
+    );
+    // Another organisation's user is not found, and keeps its role.
+    let other = organization("other", false, 10);
+    let other_admin = user(&other.id, "other-admin", Role::Admin, 10);
+    store
+        .create_organization(&other, &other_admin)
+        .await
+        .unwrap();
+    assert!(is_not_found(
+        store
+            .set_user_role(&root.id, &other_admin.id, Role::Integration)
+            .await
+    ));
+    assert_eq!(
+        store.get_user(&other_admin.id).await.unwrap().role,
+        Role::Admin
+    );
 }

@@ -8,6 +8,7 @@ conformance! {
         record_events_end_the_execution,
         concurrent_copies_of_one_report,
         a_long_batch_of_lines_is_stored_whole_and_in_order,
+        the_log_is_read_by_pages_after_a_cursor,
     ],
 }
 
@@ -265,4 +266,47 @@ async fn a_long_batch_of_lines_is_stored_whole_and_in_order(store: Arc<dyn Store
         assert_eq!(line.time, 5_000 + seq);
         assert_eq!(line.message, format!("line {seq}"));
     }
+}
+
+async fn the_log_is_read_by_pages_after_a_cursor(store: Arc<dyn Store>) {
+    let w = world(store.clone()).await;
+    let (id, lease) = w.running(1).await;
+    let batch: Vec<EventRecord> = (1..=5)
+        .map(|seq| log(seq, &format!("line {seq}")))
+        .collect();
+    assert_eq!(w.report(&id, &lease, &batch).await, stored(5, false));
+    let page = |after, limit| {
+        let store = store.clone();
+        let (org, id) = (w.org.id.clone(), id.clone());
+        async move {
+            store
+                .execution_logs_after(&org, &id, after, limit)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|line| (line.seq, line.message))
+                .collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(
+        page(0, 2).await,
+        [(1, "line 1".to_owned()), (2, "line 2".to_owned())]
+    );
+    assert_eq!(
+        page(2, 2).await,
+        [(3, "line 3".to_owned()), (4, "line 4".to_owned())]
+    );
+    assert_eq!(page(4, 2).await, [(5, "line 5".to_owned())]);
+    assert!(page(5, 2).await.is_empty());
+    let other = organization("other", false, 10);
+    let other_admin = user(&other.id, "other-admin", Role::Admin, 10);
+    store
+        .create_organization(&other, &other_admin)
+        .await
+        .unwrap();
+    let theirs = store
+        .execution_logs_after(&other.id, &id, 0, 10)
+        .await
+        .unwrap();
+    assert!(theirs.is_empty(), "another organisation reads none of it");
 }

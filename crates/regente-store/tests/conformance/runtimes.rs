@@ -5,6 +5,7 @@ use crate::fixtures::*;
 conformance! {
     store: [
         runtimes,
+        rename_and_delete_runtimes,
     ],
 }
 
@@ -117,6 +118,88 @@ async fn runtimes(store: Arc<dyn Store>) {
             .await
             .unwrap()
             .last_seen,
+        None
+    );
+}
+
+async fn rename_and_delete_runtimes(store: Arc<dyn Store>) {
+    let w = world(store.clone()).await;
+    let org = &w.org.id;
+    store
+        .rename_runtime(org, &w.runtime.id, "desk-renamed")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_runtime(org, &w.runtime.id).await.unwrap().name,
+        "desk-renamed"
+    );
+    let other = organization("other", false, 10);
+    let other_admin = user(&other.id, "other-admin", Role::Admin, 10);
+    store
+        .create_organization(&other, &other_admin)
+        .await
+        .unwrap();
+    assert!(is_not_found(
+        store.rename_runtime(&other.id, &w.runtime.id, "x").await
+    ));
+    assert!(is_not_found(
+        store.delete_runtime(&other.id, &w.runtime.id, 50).await
+    ));
+
+    // Online, then busy: refused; offline and idle: deleted.
+    assert!(store
+        .runtime_connected(&w.runtime.id, "session-1", 30)
+        .await
+        .unwrap());
+    assert_eq!(
+        store.delete_runtime(org, &w.runtime.id, 40).await.unwrap(),
+        RuntimeDeletion::Online
+    );
+    assert!(store
+        .runtime_disconnected(&w.runtime.id, "session-1", "gone", 41)
+        .await
+        .unwrap());
+    let queued = w.enqueue(42).await;
+    assert_eq!(
+        store.delete_runtime(org, &w.runtime.id, 43).await.unwrap(),
+        RuntimeDeletion::Busy
+    );
+    store.cancel(org, &queued, &w.admin.id, 44).await.unwrap();
+    assert_eq!(
+        store.delete_runtime(org, &w.runtime.id, 45).await.unwrap(),
+        RuntimeDeletion::Deleted
+    );
+    assert!(is_not_found(store.get_runtime(org, &w.runtime.id).await));
+    assert!(store.list_runtimes(org).await.unwrap().is_empty());
+    assert!(is_not_found(
+        store.rename_runtime(org, &w.runtime.id, "again").await
+    ));
+    assert!(is_not_found(
+        store.delete_runtime(org, &w.runtime.id, 46).await
+    ));
+    // Its executions still name it.
+    assert_eq!(w.get(&queued).await.runtime_id, w.runtime.id);
+
+    // A deleted runtime's key no longer finds it.
+    let extra = new_runtime(org, "extra", 20);
+    store.create_runtime(&extra).await.unwrap();
+    assert!(store
+        .find_runtime_by_key_hash(&extra.key_hash)
+        .await
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        store
+            .delete_runtime(org, &extra.runtime.id, 47)
+            .await
+            .unwrap(),
+        RuntimeDeletion::Deleted
+    );
+    assert_eq!(
+        store
+            .find_runtime_by_key_hash(&extra.key_hash)
+            .await
+            .unwrap(),
         None
     );
 }

@@ -32,7 +32,7 @@ pub(crate) const HIDDEN_EXECUTIONS: &str =
 pub(crate) const HIDDEN_KEYS: &str = "SELECT user_id, key, fingerprint, execution_id, created_at \
      FROM idempotency_keys ORDER BY user_id, key";
 pub(crate) const HIDDEN_SESSIONS: &str = "SELECT id, session_id FROM runtimes ORDER BY id";
-pub(crate) const TABLES: [&str; 16] = [
+pub(crate) const TABLES: [&str; 18] = [
     "organizations",
     "users",
     "runtimes",
@@ -40,6 +40,8 @@ pub(crate) const TABLES: [&str; 16] = [
     "robot_versions",
     "executions",
     "execution_logs",
+    "execution_hours",
+    "execution_hour_times",
     "idempotency_keys",
     "events",
     "event_cursors",
@@ -545,7 +547,7 @@ pub(crate) async fn round_trip(from: &str, to: &str) {
         }
     }
 
-    let copied = assert_same_events(&source, &target, &fixture, before.counts[8]).await;
+    let copied = assert_same_events(&source, &target, &fixture, before.counts[10]).await;
     let handed_out = assert_usable(&target, &fixture).await;
     // What the target writes itself comes after every copied event.
     let stream = events_after_at_least(&*target, EventCursor::START, copied.len() + 1).await;

@@ -207,12 +207,21 @@ pub fn no_axum_in_service(root: &Path) -> Vec<Violation> {
     })
 }
 
-/// Handlers never touch the store: `api/` calls `service/`.
+/// Handlers never touch the store: `api/` and the console's `console/` call
+/// `service/`.
 pub fn no_store_in_api(root: &Path) -> Vec<Violation> {
-    code_lines(root, "crates/regente-server/src/api", |line| {
-        reads_field(line, "store")
-            .then(|| "the store read by a handler: call service/ instead".into())
+    [
+        "crates/regente-server/src/api",
+        "crates/regente-server/src/console",
+    ]
+    .into_iter()
+    .flat_map(|dir| {
+        code_lines(root, dir, |line| {
+            reads_field(line, "store")
+                .then(|| "the store read by a handler: call service/ instead".into())
+        })
     })
+    .collect()
 }
 
 /// No source file under `crates/*/src` is longer than [`MAX_LINES`], but for

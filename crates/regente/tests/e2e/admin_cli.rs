@@ -4,6 +4,7 @@
 
 use std::io::Write as _;
 use std::process::{Output, Stdio};
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -53,11 +54,20 @@ fn admin_settings_ignored_on_a_store_with_an_admin_are_named_and_a_password_can_
     server.stop();
     server.set_env("REGENTE_ADMIN_PASSWORD", "another-password-entirely");
     server.start_again();
-    let log = server.stderr();
-    assert!(
-        log.contains("REGENTE_ADMIN_USER/REGENTE_ADMIN_PASSWORD were ignored")
-            && log.contains("regente admin reset-password admin"),
-        "the server says the password was ignored and how to set one: {log}"
+    // Its log is read by a thread of its own: wait for the line, not just the start.
+    wait_for(
+        Duration::from_secs(10),
+        "the server saying the password was ignored and how to set one",
+        || {
+            let log = server.stderr();
+            let said = log.contains("REGENTE_ADMIN_USER/REGENTE_ADMIN_PASSWORD were ignored")
+                && log.contains("regente admin reset-password admin");
+            if said {
+                Ok(())
+            } else {
+                Err(log)
+            }
+        },
     );
     assert_eq!(
         server

@@ -279,6 +279,10 @@ fn route_body(
         } else {
             json!({"name": odd_text(rng), "slots": odd_value(rng)})
         }
+    } else if method == "PATCH" && template == "/api/admin/runtimes/{id}" {
+        json!({"name": if rng.chance(25) { json!(rng.text(30)) } else { odd_text(rng) }})
+    } else if method == "PATCH" && template == "/api/admin/users/{id}" {
+        json!({"role": *rng.pick(&["admin", "integration", "root", "", "ADMIN"])})
     } else if template == "/api/admin/organizations" {
         if rng.chance(25) {
             let n = rng.next();
@@ -420,7 +424,8 @@ fn warm_up_body(n: usize, template: &str, zip: &[u8], f: &Fixture) -> Option<Vec
         "/api/admin/users" => {
             json!({"username": format!("warm-{n}"), "password": "fuzz-password", "role": "integration"})
         }
-        "/api/admin/runtimes" => json!({"name": format!("warm-{n}")}),
+        "/api/admin/runtimes" | "/api/admin/runtimes/{id}" => json!({"name": format!("warm-{n}")}),
+        "/api/admin/users/{id}" => json!({"role": "integration"}),
         "/api/admin/robots" => return Some(zip.to_vec()),
         "/api/admin/flows" => flow_definition(&format!("warm-flow-{n}"), &f.robot, &f.runtime),
         _ if template.ends_with("/run") => json!({}),
@@ -461,6 +466,8 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
     let integration = server.login("fuzz-integration", "fuzz-integration-pw");
     let victim_user = server.create_user(&f.admin, "fuzz-victim", "fuzz-victim-pw", "integration");
     let victim_user = victim_user["id"].as_str().unwrap().to_owned();
+    // Offline and idle: renamed, given a new key, then deleted.
+    let (victim_runtime, _) = server.create_runtime(&f.admin, "fuzz-victim-runtime");
     let admin_id = user_id(&server, &f.admin, ADMIN_USER);
     let keep = server.queue(
         &f.admin,
@@ -658,10 +665,10 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
         if path.contains("{id}") {
             let id = if template.starts_with("/api/admin/users") {
                 pick_id(&mut rng, &[&victim_user, &admin_id], id_mode)
+            } else if template.starts_with("/api/admin/runtimes") {
+                pick_id(&mut rng, &[&victim_runtime], id_mode)
             } else if template.starts_with("/api/admin/robots") {
                 pick_id(&mut rng, &[&f.robot], id_mode)
-            } else if template.starts_with("/api/admin/runtimes") {
-                pick_id(&mut rng, &[&f.runtime], id_mode)
             } else if template.starts_with("/api/admin/flows") {
                 pick_id(&mut rng, &[&flow_id], id_mode)
             } else if template.starts_with("/api/integration/v2/flows/runs") {

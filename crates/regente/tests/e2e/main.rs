@@ -6,12 +6,16 @@
 //! database of its own (see README.md, "Test it").
 
 mod admin_api;
+mod admin_changes;
 mod admin_cli;
 mod agent_faults;
 mod agent_runs;
 mod auth;
 mod chaos;
 mod cli;
+mod console;
+mod console_browser;
+mod console_up;
 mod flows;
 mod fuzz;
 mod integration_api;

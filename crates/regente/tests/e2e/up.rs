@@ -15,7 +15,7 @@ const DEADLINE: Duration = Duration::from_secs(90);
 /// Creating a Python environment and installing Robot Framework into it.
 const INSTALL_DEADLINE: Duration = Duration::from_secs(300);
 
-struct Up {
+pub(crate) struct Up {
     child: Child,
     lines: mpsc::Receiver<String>,
     /// Where its log (standard error) goes.
@@ -32,19 +32,28 @@ impl Drop for Up {
 /// What `regente up` printed: the server, the token, the ids and what it
 /// could not load.
 #[derive(Debug)]
-struct Welcome {
+pub(crate) struct Welcome {
+    /// The console's address (`http://…/`).
+    pub(crate) console: String,
+    /// The admin line: `NAME / PASSWORD` when the password was generated.
+    pub(crate) admin: String,
     base: String,
     data_dir: String,
     token: String,
     runtime_id: String,
-    robots: Vec<(String, String)>,
+    pub(crate) robots: Vec<(String, String)>,
     /// The `missing` lines and the fix lines after them.
-    missing: Vec<String>,
+    pub(crate) missing: Vec<String>,
 }
 
 /// `regente up` with `args` from `cwd`, with no `REGENTE_*` setting but a
 /// random port, and `PATH` as given.
-fn start_up(cwd: &Path, args: &[&str], path: Option<&str>, deadline: Duration) -> (Up, Welcome) {
+pub(crate) fn start_up(
+    cwd: &Path,
+    args: &[&str],
+    path: Option<&str>,
+    deadline: Duration,
+) -> (Up, Welcome) {
     let mut command = Command::new(env!("CARGO_BIN_EXE_regente"));
     command
         .arg("up")
@@ -123,6 +132,8 @@ fn start_up(cwd: &Path, args: &[&str], path: Option<&str>, deadline: Duration) -
         .map(|line| line.trim().to_owned())
         .collect();
     let welcome = Welcome {
+        console: first_word(&one("console")),
+        admin: one("admin"),
         base: first_word(&one("server")),
         data_dir: one("data"),
         token: one("TOKEN='").trim_end_matches('\'').to_owned(),

@@ -1,0 +1,40 @@
+//! The dashboard's hourly rollups on PostgreSQL (kept by a trigger; read here).
+
+use async_trait::async_trait;
+
+use super::{other, PostgresStore};
+use crate::rows::{hour_count_from, hour_times_from};
+use crate::{DashboardStore, Hours, Millis, Result};
+
+#[async_trait]
+impl DashboardStore for PostgresStore {
+    async fn hours(&self, organization_id: &str, from: Millis, to: Millis) -> Result<Hours> {
+        let counts = sqlx::query(
+            "SELECT hour, robot_id, runtime_id, status, reason, runs, busy_ms \
+             FROM execution_hours WHERE organization_id = $1 AND hour >= $2 AND hour < $3",
+        )
+        .bind(organization_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(other)?
+        .iter()
+        .map(hour_count_from)
+        .collect::<Result<_>>()?;
+        let times = sqlx::query(
+            "SELECT hour, robot_id, kind, bucket, runs FROM execution_hour_times \
+             WHERE organization_id = $1 AND hour >= $2 AND hour < $3",
+        )
+        .bind(organization_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(other)?
+        .iter()
+        .map(hour_times_from)
+        .collect::<Result<_>>()?;
+        Ok(Hours { counts, times })
+    }
+}

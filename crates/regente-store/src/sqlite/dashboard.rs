@@ -1,0 +1,34 @@
+//! The dashboard's hourly rollups on SQLite (kept by a trigger; read here).
+
+use async_trait::async_trait;
+use rusqlite::params;
+
+use super::{all, SqliteStore};
+use crate::rows::{hour_count_from, hour_times_from};
+use crate::{DashboardStore, Hours, Millis, Result};
+
+#[async_trait]
+impl DashboardStore for SqliteStore {
+    async fn hours(&self, organization_id: &str, from: Millis, to: Millis) -> Result<Hours> {
+        let organization_id = organization_id.to_owned();
+        // At most a window's hours of rows, read on the primary key's prefix.
+        self.read_blocking(move |conn| {
+            let counts = all(
+                conn,
+                "SELECT hour, robot_id, runtime_id, status, reason, runs, busy_ms \
+                 FROM execution_hours WHERE organization_id = ?1 AND hour >= ?2 AND hour < ?3",
+                params![organization_id, from, to],
+                |row| hour_count_from(row),
+            )?;
+            let times = all(
+                conn,
+                "SELECT hour, robot_id, kind, bucket, runs FROM execution_hour_times \
+                 WHERE organization_id = ?1 AND hour >= ?2 AND hour < ?3",
+                params![organization_id, from, to],
+                |row| hour_times_from(row),
+            )?;
+            Ok(Hours { counts, times })
+        })
+        .await
+    }
+}

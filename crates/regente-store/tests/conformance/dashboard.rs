@@ -1,0 +1,103 @@
+//! The dashboard's hourly rollups, kept in the transaction that ends an
+//! execution, however it ends, and counted once.
+
+use regente_store::dashboard::{quantile, time_bucket, TIME_BUCKETS};
+use regente_store::{HourCount, TimeKind};
+
+use crate::fixtures::*;
+
+conformance! {
+    store: [executions_are_counted_by_the_hour_they_end_in],
+}
+
+const HOUR: Millis = 3_600_000;
+
+async fn executions_are_counted_by_the_hour_they_end_in(store: Arc<dyn Store>) {
+    let w = world(store.clone()).await;
+    // Queued at 1 000, started at 2 000 (see `World::running`).
+    let (finished, lease) = w.running(1).await;
+    let done = [ended(1, 5_000, ExecutionStatus::Finished, Some(0))];
+    assert_eq!(w.report(&finished, &lease, &done).await, stored(1, true));
+    // The same report again changes nothing.
+    assert_eq!(w.report(&finished, &lease, &done).await, stored(1, false));
+    let (failed, lease) = w.running(1).await;
+    let failure = [
+        log(1, "about to fail"),
+        ended(2, HOUR + 2_500, ExecutionStatus::Error, Some(3)),
+    ];
+    assert_eq!(w.report(&failed, &lease, &failure).await, stored(2, true));
+    let pendent = w.enqueue(3_000).await;
+    let canceled = store
+        .cancel(&w.org.id, &pendent, &w.admin.id, 4_000)
+        .await
+        .unwrap();
+    assert_eq!(canceled, CancelOutcome::Canceled { lease: None });
+    // Still running: not counted until it ends.
+    let _running = w.running(1).await;
+
+    let hours = store.hours(&w.org.id, 0, 2 * HOUR).await.unwrap();
+    let mut counts = hours.counts.clone();
+    counts.sort_by_key(|c| (c.hour, c.status.as_str()));
+    let count = |hour, status, reason: &str, busy_ms| HourCount {
+        hour,
+        robot_id: w.robot_id.clone(),
+        runtime_id: w.runtime.id.clone(),
+        status,
+        reason: reason.to_owned(),
+        runs: 1,
+        busy_ms,
+    };
+    assert_eq!(
+        counts,
+        [
+            count(0, ExecutionStatus::Canceled, "", 0),
+            count(0, ExecutionStatus::Finished, "", 3_000),
+            count(HOUR, ExecutionStatus::Error, "ended ERROR", HOUR + 500),
+        ]
+    );
+    let mut times: Vec<(Millis, TimeKind, usize, u64)> = hours
+        .times
+        .iter()
+        .map(|t| {
+            assert_eq!(t.robot_id, w.robot_id);
+            (t.hour, t.kind, t.bucket, t.runs)
+        })
+        .collect();
+    times.sort_by_key(|t| (t.0, t.1.as_str()));
+    assert_eq!(
+        times,
+        [
+            (0, TimeKind::Duration, time_bucket(3_000), 1),
+            (0, TimeKind::Wait, time_bucket(1_000), 1),
+            (HOUR, TimeKind::Duration, time_bucket(HOUR + 500), 1),
+            (HOUR, TimeKind::Wait, time_bucket(1_000), 1),
+        ]
+    );
+    let mut waits = vec![0; TIME_BUCKETS.len() + 1];
+    for t in hours.times.iter().filter(|t| t.kind == TimeKind::Wait) {
+        waits[t.bucket] += t.runs;
+    }
+    assert_eq!(
+        quantile(&waits, 0.95),
+        Some(TIME_BUCKETS[time_bucket(1_000)])
+    );
+
+    // The window is read by hour, and by organisation.
+    let second = store.hours(&w.org.id, HOUR, 2 * HOUR).await.unwrap();
+    assert_eq!(second.counts.len(), 1);
+    assert_eq!(second.counts[0].status, ExecutionStatus::Error);
+    assert_eq!(
+        store.hours(&w.org.id, 2 * HOUR, 3 * HOUR).await.unwrap(),
+        Default::default()
+    );
+    let other = organization("other", false, 10);
+    let other_admin = user(&other.id, "other-admin", Role::Admin, 10);
+    store
+        .create_organization(&other, &other_admin)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.hours(&other.id, 0, 2 * HOUR).await.unwrap(),
+        Default::default()
+    );
+}
