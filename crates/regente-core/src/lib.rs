@@ -26,6 +26,6 @@ pub use manifest::{
 pub use role::Role;
 pub use status::ExecutionStatus;
 pub use variables::{
-    resolve_variables, RequestVariable, ResolvedVariables, TypedValue, VariableDeclaration,
-    VariableError, VariableName, VariableType,
+    parse_run_body, resolve_variables, variables_from_json, RequestVariable, ResolvedVariables,
+    TypedValue, VariableDeclaration, VariableError, VariableName, VariableType,
 };

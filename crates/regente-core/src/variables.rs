@@ -206,6 +206,58 @@ pub struct RequestVariable {
     pub value: Value,
 }
 
+/// Reads a run request's body: `{"variables": [{"name", "type", "value"}, ...]}`,
+/// `variables` also a single object; absent, `null`, or a body of blanks: no
+/// variables. Any content type is read as JSON. The error says what is wrong
+/// with the shape, in words.
+pub fn parse_run_body(body: &[u8]) -> Result<Vec<RequestVariable>, String> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON ({e})"))?;
+    let Value::Object(mut object) = value else {
+        return Err("the body must be a JSON object".to_owned());
+    };
+    variables_from_json(object.remove("variables").unwrap_or(Value::Null))
+}
+
+/// The `variables` of a run body: an array of variables, a single one, or
+/// `null` for none. The error says what does not fit.
+pub fn variables_from_json(value: Value) -> Result<Vec<RequestVariable>, String> {
+    let one = |value: Value| -> Result<RequestVariable, String> {
+        let Value::Object(mut variable) = value else {
+            return Err("each variable must be an object".into());
+        };
+        let name = match variable.remove("name") {
+            Some(Value::String(name)) => name,
+            _ => return Err("each variable needs a \"name\" string".into()),
+        };
+        let kind = match variable.remove("type") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(kind)) => Some(kind),
+            Some(_) => {
+                return Err(format!(
+                    "the \"type\" of variable {name:?} must be a string"
+                ))
+            }
+        };
+        Ok(RequestVariable {
+            name,
+            kind,
+            value: variable.remove("value").unwrap_or(Value::Null),
+        })
+    };
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Array(items) => items.into_iter().map(one).collect(),
+        single @ Value::Object(_) => Ok(vec![one(single)?]),
+        _ => {
+            Err("\"variables\" must be an array of variable objects or one variable object".into())
+        }
+    }
+}
+
 /// The variables of one run, by name, with typed values.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ResolvedVariables(BTreeMap<String, TypedValue>);

@@ -76,6 +76,11 @@ pub enum ServerMessage {
         runtime_id: String,
         /// How often the agent sends a heartbeat.
         heartbeat_ms: u64,
+        /// The runtime timeout: silent that long, the runtime is lost. Agents
+        /// stop their robots before it (self-fencing). Absent from older
+        /// servers, whose heartbeat is a sixth of it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        runtime_timeout_ms: Option<u64>,
     },
     Assign(Assignment),
     /// The start is granted: spawn the robot now.

@@ -17,7 +17,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -29,32 +29,20 @@ use regente_proto::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
+use crate::config::create_work_dirs;
+pub use crate::config::AgentConfig;
 use crate::connection::{self, Inbound};
-use crate::executor::{self, IdleGuard, Launcher, Report, RobotRun, RunSecrets, Stop};
+use crate::executor::{
+    self, HeldUser, IdleGuard, Launcher, Report, RobotRun, RunParts, RunSecrets, Stop,
+};
+use crate::fence::Fence;
 use crate::journal::{self, Journal};
 use crate::packages::PackageCache;
 use crate::robot_output::log;
+use crate::robot_user::Pool;
 
 /// Events per message, so that a chatty robot's backlog goes in bounded pieces.
 const MAX_EVENTS_PER_MESSAGE: usize = 1000;
-
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    /// Server base URLs (`http://host:port`), tried in turn.
-    pub servers: Vec<String>,
-    pub key: String,
-    /// Made absolute once at start: every path handed to a robot derives from it.
-    pub work_dir: PathBuf,
-    /// Robots run at once; 0 leaves it to the runtime's setting on the server.
-    pub slots: u32,
-    /// The `regente` executable, used as each robot's guard process.
-    pub guard: Option<PathBuf>,
-    /// The `PATH` robots get and their programs are looked up in; `None` keeps
-    /// the agent's own.
-    pub robot_path: Option<std::ffi::OsString>,
-    /// PEM certificates of a private CA to trust beside the system's roots.
-    pub ca_file: Option<PathBuf>,
-}
 
 /// One execution the agent holds.
 struct Held {
@@ -123,6 +111,10 @@ struct Agent {
     boot: Option<String>,
     /// Runs to prepare once the `Start`s just sent are out.
     deferred: Vec<Deferred>,
+    /// Robot users not running a robot.
+    users: Arc<Mutex<Pool>>,
+    /// When a server was last heard from, and when robots must stop without.
+    fence: Fence,
 }
 
 fn now_millis() -> i64 {
@@ -162,7 +154,8 @@ pub async fn run(
     }
     let tls = crate::tls::client_config(config.ca_file.as_deref())?;
     let journal_dir = config.work_dir.join("journal");
-    std::fs::create_dir_all(&journal_dir).with_context(|| {
+    let shared = !config.robot_users.is_empty();
+    create_work_dirs(&config.work_dir, shared).with_context(|| {
         format!(
             "cannot create the work directory {}",
             config.work_dir.display()
@@ -177,7 +170,10 @@ pub async fn run(
             config.work_dir.join("packages"),
             config.key.clone(),
             &tls,
+            shared,
         )?),
+        users: Arc::new(Mutex::new(Pool::new(config.robot_users.clone()))),
+        fence: Fence::default(),
         config,
         held: HashMap::new(),
         outbound: None,
@@ -204,9 +200,15 @@ pub async fn run(
     // parent-death signal follows the spawning thread).
     let (stop, mut stopped) = oneshot::channel::<()>();
     let mut looping = tokio::spawn(async move {
+        let fence_check = tokio::time::sleep_until(agent.fence.next_check());
+        tokio::pin!(fence_check);
         loop {
             tokio::select! {
                 _ = &mut stopped => break,
+                _ = &mut fence_check => {
+                    agent.fence_if_due();
+                    fence_check.as_mut().reset(agent.fence.next_check());
+                }
                 Some(message) = inbound.recv() => agent.on_inbound(message),
                 Some(report) = reports.recv() => {
                     let mut batch = vec![report];
@@ -264,10 +266,23 @@ impl Agent {
     fn recover(&mut self, journal_dir: &std::path::Path) -> anyhow::Result<()> {
         // No robot outlives its agent: run directories left by an earlier agent
         // process belong to dead robots, and may hold credentials files.
+        // The directory itself stays, with the modes `create_work_dirs` gave it
+        // (robot users must be able to pass through it).
         let runs = self.config.work_dir.join("runs");
         if runs.exists() {
-            std::fs::remove_dir_all(&runs)
-                .with_context(|| format!("cannot clear {}", runs.display()))?;
+            for entry in std::fs::read_dir(&runs)
+                .with_context(|| format!("cannot read {}", runs.display()))?
+            {
+                let entry = entry?;
+                let path = entry.path();
+                // The entry's own type: a link is removed, never followed.
+                let removed = if entry.file_type()?.is_dir() {
+                    std::fs::remove_dir_all(&path)
+                } else {
+                    std::fs::remove_file(&path)
+                };
+                removed.with_context(|| format!("cannot clear {}", path.display()))?;
+            }
         }
         for recovered in Journal::recover_all(journal_dir, self.boot.as_deref())? {
             let assignment = recovered.assignment;
@@ -325,6 +340,7 @@ impl Agent {
     fn on_inbound(&mut self, inbound: Inbound) {
         match inbound {
             Inbound::Connected { outbound, server } => {
+                self.fence.heard();
                 self.outbound = Some(outbound);
                 self.server = Some(server);
                 let held = self
@@ -339,7 +355,7 @@ impl Agent {
                 self.send(AgentMessage::Hello {
                     protocol: PROTOCOL_VERSION,
                     agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-                    slots: self.config.slots,
+                    slots: self.config.slots_asked(),
                     held,
                 });
                 for held in self.held.values() {
@@ -349,7 +365,30 @@ impl Agent {
             Inbound::Disconnected => {
                 self.outbound = None;
             }
-            Inbound::Message(message) => self.on_message(message),
+            Inbound::Message(message) => {
+                self.fence.heard();
+                self.on_message(message)
+            }
+        }
+    }
+
+    /// Stops every running robot when no server has been heard from for the
+    /// fence point (see [`crate::fence`]). Each ends ERROR, journaled, and is
+    /// reported once a server is reached again.
+    fn fence_if_due(&mut self) {
+        if !self.fence.is_due() {
+            return;
+        }
+        let silent_for = self.fence.silent_for();
+        for (execution_id, held) in &mut self.held {
+            if let Some(stop) = held.stop.take() {
+                warn!(
+                    execution = %execution_id,
+                    silent_ms = silent_for.as_millis() as u64,
+                    "no word from any server: stopping the robot (fenced)"
+                );
+                let _ = stop.send(Stop::Fence { silent_for });
+            }
         }
     }
 
@@ -362,7 +401,16 @@ impl Agent {
 
     fn on_message(&mut self, message: ServerMessage) {
         match message {
-            ServerMessage::Welcome { runtime_id, .. } => {
+            ServerMessage::Welcome {
+                runtime_id,
+                heartbeat_ms,
+                runtime_timeout_ms,
+                ..
+            } => {
+                // A server that does not say sends heartbeats every sixth of it.
+                let timeout = runtime_timeout_ms.unwrap_or(heartbeat_ms.saturating_mul(6));
+                self.fence
+                    .set_timeout(std::time::Duration::from_millis(timeout.max(100)));
                 info!(runtime = %runtime_id, "welcomed by the server")
             }
             ServerMessage::Heartbeat => {}
@@ -545,15 +593,28 @@ impl Agent {
             let Some(held) = self.held.get_mut(&run.execution_id) else {
                 continue;
             };
-            held.ready = Some(RobotRun::prepare(
-                &run.execution_id,
-                &run.package_dir,
-                run.run_dir,
-                &run.manifest,
-                &held.assignment.variables,
-                &held.secrets,
-                self.config.robot_path.as_deref(),
-            ));
+            let user = if self.config.robot_users.is_empty() {
+                Ok(None)
+            } else {
+                HeldUser::take(&self.users).map(Some).ok_or_else(|| {
+                    "cannot start the robot: every robot user runs a robot already".to_owned()
+                })
+            };
+            held.ready = Some(user.and_then(|user| {
+                let parts = RunParts {
+                    package_dir: &run.package_dir,
+                    manifest: &run.manifest,
+                    variables: &held.assignment.variables,
+                    secrets: &held.secrets,
+                };
+                RobotRun::prepare(
+                    &run.execution_id,
+                    run.run_dir,
+                    parts,
+                    self.config.robot_path.as_deref(),
+                    user,
+                )
+            }));
         }
         self.balance_guards();
     }

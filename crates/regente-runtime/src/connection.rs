@@ -148,8 +148,10 @@ async fn connect_once(
                 sink.send(Message::Text(serde_json::to_string(&message)?.into())).await?;
             }
             _ = tick.tick() => {
-                // The server sends a heartbeat every period: six missed ones mean it is gone.
-                if last_heard.elapsed() > heartbeat * 6 {
+                // The server sends a heartbeat every period: three missed ones
+                // (half the runtime timeout) mean it is gone; another server may
+                // answer before the agent must fence its robots (see `fence`).
+                if last_heard.elapsed() > heartbeat * 3 {
                     return Err(anyhow::anyhow!("no word from the server for {:?}", last_heard.elapsed()));
                 }
                 sink.send(Message::Text(serde_json::to_string(&AgentMessage::Heartbeat)?.into())).await?;

@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::guard::Launch;
 use crate::masking::Masker;
 use crate::robot_output::{self, log, MAX_LINE_BYTES};
+use crate::robot_user::{self, Pool, RobotUser};
 
 /// How long the output pipes may stay open after the robot exited (a leftover
 /// grandchild holding them) before the group is killed and the run closed.
@@ -81,31 +82,66 @@ pub struct RobotRun {
     wire: Vec<u8>,
     /// Hides what the vault handed the run in its output.
     masker: std::sync::Arc<Masker>,
+    /// The robot user this run holds, if robots run as users of their own.
+    user: Option<HeldUser>,
+}
+
+/// A robot user taken from the pool; given back when dropped.
+pub struct HeldUser {
+    pub user: RobotUser,
+    pool: std::sync::Arc<std::sync::Mutex<Pool>>,
+}
+
+impl HeldUser {
+    /// A free user of `pool`, or `None` when every one runs a robot.
+    pub fn take(pool: &std::sync::Arc<std::sync::Mutex<Pool>>) -> Option<HeldUser> {
+        let user = pool.lock().unwrap_or_else(|e| e.into_inner()).take()?;
+        Some(HeldUser {
+            user,
+            pool: pool.clone(),
+        })
+    }
+}
+
+impl Drop for HeldUser {
+    fn drop(&mut self) {
+        self.pool
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .give_back(&self.user);
+    }
+}
+
+/// What a run is made of: its robot's unpacked package and manifest, and the
+/// values it is handed.
+pub struct RunParts<'a> {
+    pub package_dir: &'a Path,
+    pub manifest: &'a RobotManifest,
+    pub variables: &'a serde_json::Value,
+    pub secrets: &'a RunSecrets,
 }
 
 impl RobotRun {
-    /// Writes the run directory and the variables file, and settles the
-    /// command. The error says, in words, what failed.
+    /// Writes the run directory (0700) and the variables file (0600), owned by
+    /// the robot user when there is one, and settles the command. The error
+    /// says, in words, what failed.
     pub fn prepare(
         execution_id: &str,
-        package_dir: &Path,
         run_dir: PathBuf,
-        manifest: &RobotManifest,
-        variables: &serde_json::Value,
-        secrets: &RunSecrets,
+        parts: RunParts<'_>,
         search_path: Option<&OsStr>,
+        user: Option<HeldUser>,
     ) -> Result<RobotRun, String> {
+        let RunParts {
+            package_dir,
+            manifest,
+            variables,
+            secrets,
+        } = parts;
         let (program, args) = manifest
             .command
             .split_first()
             .ok_or_else(|| "cannot start the robot: robot.toml has an empty command".to_owned())?;
-        let mut builder = std::fs::DirBuilder::new();
-        builder.recursive(true);
-        #[cfg(unix)]
-        std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
-        builder
-            .create(&run_dir)
-            .map_err(|e| format!("cannot create the run directory {}: {e}", run_dir.display()))?;
         // Secret variables reach the robot with the others, opened.
         let mut variables = variables.clone();
         if let Some(object) = variables.as_object_mut() {
@@ -114,22 +150,28 @@ impl RobotRun {
             }
         }
         let variables_file = run_dir.join("variables.json");
-        write_private(&variables_file, variables.to_string().as_bytes())
-            .map_err(|e| format!("cannot write the variables file: {e}"))?;
+        let mut files = vec![(variables_file.clone(), variables.to_string().into_bytes())];
+        let credentials_file = run_dir.join(CREDENTIALS_FILE);
+        if !secrets.credentials.is_empty() {
+            let text = serde_json::to_vec(&secrets.credentials)
+                .map_err(|e| format!("cannot write the credentials file: {e}"))?;
+            files.push((credentials_file.clone(), text));
+        }
+        write_run_dir(&run_dir, &files, user.as_ref().map(|held| &held.user))?;
         let mut env: Vec<(OsString, OsString)> = vec![
             ("REGENTE_VARIABLES".into(), variables_file.into_os_string()),
             ("REGENTE_EXECUTION_ID".into(), execution_id.into()),
         ];
         if !secrets.credentials.is_empty() {
-            let credentials_file = run_dir.join(CREDENTIALS_FILE);
-            let text = serde_json::to_vec(&secrets.credentials)
-                .map_err(|e| format!("cannot write the credentials file: {e}"))?;
-            write_private(&credentials_file, &text)
-                .map_err(|e| format!("cannot write the credentials file: {e}"))?;
             env.push((
                 "REGENTE_CREDENTIALS".into(),
                 credentials_file.into_os_string(),
             ));
+        }
+        if let Some(held) = &user {
+            env.push(("HOME".into(), held.user.home.clone().into_os_string()));
+            env.push(("USER".into(), held.user.name.clone().into()));
+            env.push(("LOGNAME".into(), held.user.name.clone().into()));
         }
         for (name, value) in ResolvedVariables::from_json(&variables).iter() {
             env.push((
@@ -150,6 +192,7 @@ impl RobotRun {
             ),
             args: args.iter().map(OsString::from).collect(),
             env,
+            user: user.as_ref().map(|held| held.user.credentials()),
         };
         let wire = launch
             .encode()
@@ -161,6 +204,7 @@ impl RobotRun {
             launch,
             wire,
             masker: std::sync::Arc::new(secrets.masker()),
+            user,
         })
     }
 
@@ -168,6 +212,51 @@ impl RobotRun {
     pub fn discard(self) {
         let _ = std::fs::remove_dir_all(&self.run_dir);
     }
+}
+
+/// Creates the run directory (0700) and writes the variables file (0600) in it,
+/// both handed to the robot user when there is one.
+fn write_run_dir(
+    run_dir: &Path,
+    files: &[(PathBuf, Vec<u8>)],
+    user: Option<&RobotUser>,
+) -> Result<(), String> {
+    use std::os::unix::fs::DirBuilderExt;
+    let failed = |what: &str, e: std::io::Error| format!("cannot {what}: {e}");
+    let mut builder = std::fs::DirBuilder::new();
+    builder.mode(0o700);
+    match builder.create(run_dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+            // Left by an earlier attempt: nothing in it is trusted.
+            let _ = std::fs::remove_dir_all(run_dir);
+            builder.create(run_dir)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            builder.recursive(true).create(run_dir)
+        }
+        other => other,
+    }
+    .map_err(|e| {
+        failed(
+            &format!("create the run directory {}", run_dir.display()),
+            e,
+        )
+    })?;
+    for (path, bytes) in files {
+        write_private(path, bytes).map_err(|e| failed(&format!("write {}", path.display()), e))?;
+    }
+    if let Some(user) = user {
+        let paths = std::iter::once(run_dir).chain(files.iter().map(|(path, _)| path.as_path()));
+        for path in paths {
+            std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
+                failed(
+                    &format!("give {} to the robot user {}", path.display(), user.name),
+                    e,
+                )
+            })?;
+        }
+    }
+    Ok(())
 }
 
 /// The program to execute: a path is relative to the package; a bare name is
@@ -313,6 +402,10 @@ pub enum Stop {
     Cancel,
     /// The server ended the lease: stop quietly, report nothing.
     Revoke,
+    /// No server was heard from for this long: the agent stops its robots
+    /// before the server can give up on the runtime and hand the work to
+    /// another copy. Ends ERROR.
+    Fence { silent_for: Duration },
 }
 
 /// A report from a running robot, for the agent to number and send.
@@ -401,8 +494,16 @@ pub async fn run(
             kill_group(group);
         }
     }
-    // Nothing the robot left behind in its group outlives the run.
+    // Nothing the robot left behind in its group outlives the run, nor, with a
+    // robot user, anything left under that user anywhere.
     kill_group(group);
+    if let Some(held) = run.user {
+        let _ = tokio::task::spawn_blocking(move || {
+            robot_user::sweep(&held.user);
+            drop(held);
+        })
+        .await;
+    }
     let _ = tokio::fs::remove_dir_all(&run.run_dir).await;
     match outcome {
         Outcome::Exited(Ok(status)) => {
@@ -438,8 +539,22 @@ pub async fn run(
             send(log(LogLevel::Warn, why.clone())).await;
             send(ended(EndStatus::Canceled, None, why)).await;
         }
+        Outcome::Stopped(Stop::Fence { silent_for }) => {
+            let why = fence_reason(silent_for);
+            send(log(LogLevel::Error, why.clone())).await;
+            send(ended(EndStatus::Error, None, why)).await;
+        }
         Outcome::Stopped(Stop::Revoke) => {}
     }
+}
+
+/// Why a fenced robot ended.
+pub fn fence_reason(silent_for: Duration) -> String {
+    format!(
+        "fenced: the runtime agent heard from no server for {:.1} s, so it stopped the robot's \
+         process tree before the server could declare the runtime lost and run the work elsewhere",
+        silent_for.as_secs_f64()
+    )
 }
 
 /// Hands the robot's command to its guard, which starts it at once.
@@ -484,6 +599,17 @@ fn spawn_direct(launch: &Launch) -> Result<Child, String> {
         }
     }
     command.envs(launch.env.iter().map(|(n, v)| (n, v)));
+    if let Some(user) = &launch.user {
+        command.uid(user.uid).gid(user.gid);
+    }
+    unsafe {
+        // Only stdin, stdout and stderr reach the robot (the agent runs threads:
+        // only a system call here).
+        command.pre_exec(|| {
+            libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
+            Ok(())
+        });
+    }
     command.spawn().map_err(|e| {
         let shown = launch.program.to_string_lossy();
         if e.kind() == std::io::ErrorKind::NotFound {

@@ -11,12 +11,20 @@
 //! SIGTERM, SIGINT or SIGHUP (the agent died, or someone asked) it kills the
 //! whole group, robot grandchildren included. The agent stops a robot by killing
 //! the group outright.
+//!
+//! A robot gets only its stdin, stdout and stderr: the guard closes every other
+//! descriptor it may have inherited before anything else. With a robot user
+//! (`--robot-user`), the robot's process takes that user's groups, group and
+//! user between fork and exec; the guard itself stays the agent's user, so that
+//! it can still kill the group.
 
 use std::ffi::{OsStr, OsString};
 use std::io::Read;
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+
+use crate::robot_user::Credentials;
 
 /// What a guard starts: sent by the agent on the guard's stdin.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,12 +36,15 @@ pub struct Launch {
     pub args: Vec<OsString>,
     /// Set on top of the guard's own environment (which holds no `REGENTE_*`).
     pub env: Vec<(OsString, OsString)>,
+    /// The user the robot runs as; `None`: the agent's.
+    pub user: Option<Credentials>,
 }
 
 impl Launch {
     /// The wire form: the length of the rest (4 bytes, little-endian), then
-    /// NUL-terminated fields (directory, program, the number of arguments, the
-    /// arguments, then `NAME=VALUE` pairs). The length lets the guard start the
+    /// NUL-terminated fields (directory, program, the user as
+    /// `uid:gid:groups` or empty, the number of arguments, the arguments, then
+    /// `NAME=VALUE` pairs). The length lets the guard start the
     /// robot as soon as the command is in, without waiting for end of file.
     /// Refused when a field holds a NUL, which no program, argument or
     /// environment can carry.
@@ -49,6 +60,12 @@ impl Launch {
         };
         field(self.dir.as_os_str().as_bytes(), "the working directory")?;
         field(self.program.as_bytes(), "the program")?;
+        let user = self
+            .user
+            .as_ref()
+            .map(Credentials::encode)
+            .unwrap_or_default();
+        field(user.as_bytes(), "")?;
         field(self.args.len().to_string().as_bytes(), "")?;
         for arg in &self.args {
             field(arg.as_bytes(), "an argument")?;
@@ -96,6 +113,10 @@ impl Launch {
         let os = |b: &[u8]| OsString::from_vec(b.to_vec());
         let dir = PathBuf::from(os(fields.next()?));
         let program = os(fields.next()?);
+        let user = match std::str::from_utf8(fields.next()?).ok()? {
+            "" => None,
+            text => Some(Credentials::decode(text)?),
+        };
         let argc: usize = std::str::from_utf8(fields.next()?).ok()?.parse().ok()?;
         let mut args = Vec::with_capacity(argc.min(1024));
         for _ in 0..argc {
@@ -111,6 +132,7 @@ impl Launch {
             program,
             args,
             env,
+            user,
         })
     }
 }
@@ -133,6 +155,7 @@ pub fn run(agent_pid: i32) -> i32 {
         );
         return 125;
     }
+    close_inherited_descriptors();
     unsafe {
         for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
             libc::signal(signal, kill_group as *const () as libc::sighandler_t);
@@ -150,6 +173,31 @@ pub fn run(agent_pid: i32) -> i32 {
 pub fn run(_agent_pid: i32) -> i32 {
     read_and_run()
 }
+
+/// Closes every descriptor above stderr: whatever the agent's process had open
+/// without close-on-exec is not the robot's business.
+#[cfg(target_os = "linux")]
+pub fn close_inherited_descriptors() {
+    // close_range(2) (Linux 5.9); on older kernels, each open descriptor.
+    if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0 {
+        return;
+    }
+    let open: Vec<i32> = match std::fs::read_dir("/proc/self/fd") {
+        Ok(entries) => entries
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .filter(|fd| *fd > 2)
+            .collect(),
+        Err(_) => (3..1024).collect(),
+    };
+    for fd in open {
+        unsafe {
+            libc::close(fd);
+        }
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+pub fn close_inherited_descriptors() {}
 
 fn read_and_run() -> i32 {
     match Launch::read_from(&mut std::io::stdin().lock()) {
@@ -171,6 +219,13 @@ fn spawn_and_wait(launch: &Launch) -> i32 {
         .stdin(Stdio::null());
     for (name, value) in &launch.env {
         command.env(name, value);
+    }
+    if let Some(user) = launch.user.clone() {
+        use std::os::unix::process::CommandExt;
+        // The guard has one thread: only system calls run between fork and exec.
+        unsafe {
+            command.pre_exec(move || user.assume());
+        }
     }
     let mut child = match command.spawn() {
         Ok(child) => child,
@@ -233,6 +288,11 @@ mod tests {
                 ("REGENTE_VAR_EMPTY".into(), "".into()),
                 ("REGENTE_VAR_UTF".into(), "ação\n".into()),
             ],
+            user: Some(Credentials {
+                uid: 1001,
+                gid: 1001,
+                groups: vec![1001, 4],
+            }),
         };
         let read = |wire: Vec<u8>| Launch::read_from(&mut &wire[..]).unwrap();
         assert_eq!(read(launch.encode().unwrap()), Some(launch.clone()));
@@ -241,6 +301,7 @@ mod tests {
             program: "true".into(),
             args: vec![],
             env: vec![],
+            user: None,
         };
         assert_eq!(read(bare.encode().unwrap()), Some(bare));
         assert_eq!(read(Vec::new()), None, "end of file before a command");
@@ -253,6 +314,7 @@ mod tests {
             program: "true".into(),
             args: vec!["a\0b".into()],
             env: vec![],
+            user: None,
         };
         assert!(launch.encode().is_err());
         launch.args.clear();
@@ -266,10 +328,11 @@ mod tests {
         for garbage in [
             &b""[..],
             b"/\0true\0",
-            b"/\0true\0x\0",
-            b"/\0true\x002\0a\0",
-            b"/\0true\x000\0NOEQUALS\0",
-            b"/\0true\x000",
+            b"/\0true\0\0x\0",
+            b"/\0true\0\x002\0a\0",
+            b"/\0true\0\x000\0NOEQUALS\0",
+            b"/\0true\0\x000",
+            b"/\0true\0root\x000\0",
         ] {
             assert_eq!(Launch::decode(garbage), None, "{garbage:?}");
         }

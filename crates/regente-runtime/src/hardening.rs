@@ -42,3 +42,13 @@ unsafe fn blank_environment_value(name: &str) {
         entry = entry.add(1);
     }
 }
+
+/// Makes everything this process creates private to its user (umask 077),
+/// whatever the caller's umask. Explicit modes stay where a file must be
+/// readable by others (packages for robot users).
+pub fn private_umask() {
+    #[cfg(unix)]
+    unsafe {
+        libc::umask(0o077);
+    }
+}

@@ -68,11 +68,12 @@ impl Journal {
     ) -> std::io::Result<Journal> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(format!("{}.jsonl", assignment.execution_id));
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .open(&path)?;
+        // Variables and logs: readable by the agent's user only.
+        let file = std::os::unix::fs::OpenOptionsExt::mode(
+            OpenOptions::new().create(true).truncate(true).write(true),
+            0o600,
+        )
+        .open(&path)?;
         let mut journal = Journal { path, file };
         journal.append(
             &[Entry::Assignment(assignment.clone()), Entry::Boot(boot)],

@@ -25,6 +25,7 @@ pub struct AgentOptions {
     binary: Option<PathBuf>,
     log_file: Option<PathBuf>,
     ca_file: Option<PathBuf>,
+    robot_users: Vec<String>,
 }
 
 impl AgentOptions {
@@ -41,7 +42,14 @@ impl AgentOptions {
             binary: None,
             log_file: None,
             ca_file: None,
+            robot_users: Vec::new(),
         }
+    }
+
+    /// Robots run as these OS users (`--robot-user`, one per running robot).
+    pub fn robot_users(mut self, users: &[&str]) -> Self {
+        self.robot_users = users.iter().map(|u| u.to_string()).collect();
+        self
     }
 
     /// Trusts the CA certificates in this PEM file (`--ca-file`).
@@ -145,6 +153,11 @@ impl TestAgent {
         if let Some(ca_file) = &options.ca_file {
             command.arg("--ca-file").arg(ca_file);
         }
+        if !options.robot_users.is_empty() {
+            command
+                .arg("--robot-user")
+                .arg(options.robot_users.join(","));
+        }
         if options.key_in_env {
             command.env("REGENTE_RUNTIME_KEY", &options.key);
         } else {
@@ -156,6 +169,11 @@ impl TestAgent {
 
     pub fn pid(&self) -> u32 {
         self.processes.pid()
+    }
+
+    /// The agent's work directory (journal, packages, run directories).
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
     }
 
     /// What the current process logged (printed on stderr) so far.

@@ -1,13 +1,19 @@
 //! A TCP relay between agents and a server.
 
+use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 
 struct RelayState {
     /// `host:port` of the server.
     target: Mutex<String>,
     cut: AtomicBool,
+    /// A partition: bytes are held, not delivered, and nothing is closed.
+    partitioned: Mutex<bool>,
+    healed: Condvar,
+    /// When bytes last went through toward the server (epoch milliseconds).
+    last_to_server: AtomicI64,
     closing: AtomicBool,
     /// Both ends of every open connection, to shut them down on a cut.
     open: Mutex<Vec<TcpStream>>,
@@ -15,7 +21,8 @@ struct RelayState {
 
 /// Forwards TCP connections to a server, so that agents keep one address
 /// while the server restarts on new ports, and can be cut off: a cut closes
-/// every open connection and closes new ones at once until restored.
+/// every open connection and closes new ones at once until restored; a
+/// partition lets nothing through and closes nothing until healed.
 pub struct Relay {
     port: u16,
     state: Arc<RelayState>,
@@ -29,6 +36,9 @@ impl Relay {
         let state = Arc::new(RelayState {
             target: Mutex::new(host_port(base)),
             cut: AtomicBool::new(false),
+            partitioned: Mutex::new(false),
+            healed: Condvar::new(),
+            last_to_server: AtomicI64::new(0),
             closing: AtomicBool::new(false),
             open: Mutex::new(Vec::new()),
         });
@@ -43,24 +53,32 @@ impl Relay {
                     let _ = agent_side.shutdown(Shutdown::Both);
                     continue;
                 }
-                let target = shared.target.lock().unwrap().clone();
-                let Ok(server_side) = TcpStream::connect(&target) else {
-                    let _ = agent_side.shutdown(Shutdown::Both);
-                    continue;
-                };
-                let _ = agent_side.set_nodelay(true);
-                let _ = server_side.set_nodelay(true);
-                {
-                    let mut open = shared.open.lock().unwrap();
-                    open.retain(|s| s.peer_addr().is_ok());
-                    open.push(agent_side.try_clone().unwrap());
-                    open.push(server_side.try_clone().unwrap());
-                }
-                pipe(
-                    agent_side.try_clone().unwrap(),
-                    server_side.try_clone().unwrap(),
-                );
-                pipe(server_side, agent_side);
+                let shared = shared.clone();
+                // Connected on a thread of its own: during a partition the
+                // connection waits (as a SYN would be retried) until healed.
+                std::thread::spawn(move || {
+                    shared.wait_healed();
+                    let target = shared.target.lock().unwrap().clone();
+                    let Ok(server_side) = TcpStream::connect(&target) else {
+                        let _ = agent_side.shutdown(Shutdown::Both);
+                        return;
+                    };
+                    let _ = agent_side.set_nodelay(true);
+                    let _ = server_side.set_nodelay(true);
+                    {
+                        let mut open = shared.open.lock().unwrap();
+                        open.retain(|s| s.peer_addr().is_ok());
+                        open.push(agent_side.try_clone().unwrap());
+                        open.push(server_side.try_clone().unwrap());
+                    }
+                    pipe(
+                        &shared,
+                        agent_side.try_clone().unwrap(),
+                        server_side.try_clone().unwrap(),
+                        true,
+                    );
+                    pipe(&shared, server_side, agent_side, false);
+                });
             }
         });
         Relay { port, state }
@@ -86,6 +104,25 @@ impl Relay {
         self.state.cut.store(false, Ordering::SeqCst);
     }
 
+    /// A network partition: from now on nothing gets through either way, and
+    /// nothing is closed either (no FIN, no reset); new connections hang. What
+    /// was sent meanwhile arrives after [`Relay::heal`], as TCP would deliver
+    /// it once the network is back.
+    pub fn partition(&self) {
+        *self.state.partitioned.lock().unwrap() = true;
+    }
+
+    /// When the server last got bytes through the relay (epoch milliseconds;
+    /// 0 before any): during a partition, the last word it heard.
+    pub fn last_to_server_millis(&self) -> i64 {
+        self.state.last_to_server.load(Ordering::SeqCst)
+    }
+
+    pub fn heal(&self) {
+        *self.state.partitioned.lock().unwrap() = false;
+        self.state.healed.notify_all();
+    }
+
     fn close_all(&self) {
         for stream in self.state.open.lock().unwrap().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
@@ -93,19 +130,48 @@ impl Relay {
     }
 }
 
+impl RelayState {
+    fn wait_healed(&self) {
+        let mut partitioned = self.partitioned.lock().unwrap();
+        while *partitioned && !self.closing.load(Ordering::SeqCst) {
+            partitioned = self.healed.wait(partitioned).unwrap();
+        }
+    }
+}
+
 impl Drop for Relay {
     fn drop(&mut self) {
         self.state.closing.store(true, Ordering::SeqCst);
+        self.heal();
         self.close_all();
         // Wakes the accept loop so that it sees `closing`.
         let _ = TcpStream::connect(("127.0.0.1", self.port));
     }
 }
 
-/// Copies one direction of a relayed connection; at its end, both directions close.
-fn pipe(mut from: TcpStream, mut to: TcpStream) {
+/// Copies one direction of a relayed connection, holding what it read (and its
+/// end) while partitioned; at its end, both directions close.
+fn pipe(state: &Arc<RelayState>, mut from: TcpStream, mut to: TcpStream, toward_server: bool) {
+    let state = state.clone();
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from, &mut to);
+        let mut buffer = vec![0; 64 * 1024];
+        loop {
+            let n = match from.read(&mut buffer) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            };
+            state.wait_healed();
+            if to.write_all(&buffer[..n]).is_err() {
+                break;
+            }
+            if toward_server {
+                state
+                    .last_to_server
+                    .store(crate::now_millis(), Ordering::SeqCst);
+            }
+        }
+        // A close does not cross a partition either.
+        state.wait_healed();
         let _ = from.shutdown(Shutdown::Both);
         let _ = to.shutdown(Shutdown::Both);
     });

@@ -204,6 +204,11 @@ struct RuntimeArgs {
     /// PEM certificates of a private CA to trust for https:// servers, beside the system's roots.
     #[arg(long, env = "REGENTE_CA_FILE")]
     ca_file: Option<PathBuf>,
+    /// Run robots as this OS user instead of the agent's (the agent runs as root); repeat, or separate
+    /// with commas, for one user per robot running at once, which keeps robots from each other's files,
+    /// environment and processes. The agent runs at most as many robots as it has users.
+    #[arg(long = "robot-user", env = "REGENTE_ROBOT_USER", value_delimiter = ',')]
+    robot_users: Vec<String>,
 }
 
 #[derive(Args)]
@@ -290,6 +295,10 @@ fn main() -> ExitCode {
     if let Some(agent_pid) = guard_invocation() {
         return run_guard(agent_pid);
     }
+    // Everything the server, the agent and the commands create is private to
+    // their user (the data directory, the database, journals, run directories),
+    // whatever the caller's umask; robots start with it too.
+    regente_runtime::hardening::private_umask();
     let cli = Cli::parse();
     if let Command::Runtime(_) = &cli.command {
         // Read already; hidden before any thread starts.
@@ -508,6 +517,22 @@ async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
             anyhow::bail!("give the runtime key with --key, REGENTE_RUNTIME_KEY or --key-file")
         }
     };
+    let mut robot_users = Vec::new();
+    for name in args.robot_users.iter().filter(|name| !name.is_empty()) {
+        let user = regente_runtime::robot_user::RobotUser::resolve(name)
+            .map_err(|e| anyhow::anyhow!("--robot-user: {e}"))?;
+        anyhow::ensure!(
+            !robot_users
+                .iter()
+                .any(|u: &regente_runtime::robot_user::RobotUser| u.uid == user.uid),
+            "--robot-user: {name:?} is given twice (or shares its uid with another)"
+        );
+        robot_users.push(user);
+    }
+    anyhow::ensure!(
+        robot_users.is_empty() || regente_runtime::robot_user::agent_is_root(),
+        "--robot-user needs the agent to run as root (it switches each robot to its user)"
+    );
     let config = regente_runtime::AgentConfig {
         servers: args.servers,
         key,
@@ -516,6 +541,7 @@ async fn runtime_agent(args: RuntimeArgs) -> anyhow::Result<()> {
         guard: std::env::current_exe().ok(),
         robot_path: None,
         ca_file: args.ca_file,
+        robot_users,
     };
     regente_runtime::run(config, shutdown_signal()).await
 }

@@ -131,6 +131,7 @@ pub async fn up(
         guard: std::env::current_exe().ok(),
         robot_path,
         ca_file: None,
+        robot_users: Vec::new(),
     };
     let agent_task = tokio::spawn(regente_runtime::run(agent, until_stopped(agent_stopped)));
 

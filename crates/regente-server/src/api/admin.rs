@@ -485,7 +485,7 @@ pub struct ExecutionPage {
 }
 
 const DEFAULT_PAGE: u32 = 50;
-const MAX_PAGE: u32 = 500;
+pub(crate) const MAX_PAGE: u32 = 500;
 
 fn parse_filter(params: &HashMap<String, String>) -> ApiResult<ExecutionFilter> {
     let number = |name: &str| -> ApiResult<Option<i64>> {
@@ -562,7 +562,7 @@ fn parse_filter(params: &HashMap<String, String>) -> ApiResult<ExecutionFilter> 
            ("from" = Option<i64>, Query, description = "Submitted at or after (epoch ms)"),
            ("to" = Option<i64>, Query, description = "Submitted before (epoch ms)"),
            ("limit" = Option<u32>, Query, description = "1 to 500, default 50"),
-           ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+           ("cursor" = Option<i64>, Query, description = "next_cursor of the previous page")),
     responses((status = 200, body = ExecutionPage), (status = 400, body = ErrorBody)), security(("bearer" = [])))]
 async fn list_executions(
     Admin(caller): Admin,

@@ -74,17 +74,8 @@ pub struct RunBody {
 /// Parses a run body. Any content type is read as JSON, since integrations send
 /// `text/plain` and other types with JSON bodies.
 pub(crate) fn parse_run_body(body: &[u8]) -> ApiResult<Vec<RequestVariable>> {
-    let shape_error = |why: &str| ApiError::invalid(format!("{why}; expected {RUN_BODY_SHAPE}"));
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(Vec::new());
-    }
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| shape_error(&format!("the body is not valid JSON ({e})")))?;
-    let Value::Object(mut object) = value else {
-        return Err(shape_error("the body must be a JSON object"));
-    };
-    runs::variables_from_json(object.remove("variables").unwrap_or(Value::Null))
-        .map_err(|why| shape_error(&why))
+    regente_core::parse_run_body(body)
+        .map_err(|why| ApiError::invalid(format!("{why}; expected {RUN_BODY_SHAPE}")))
 }
 
 async fn enqueue(

@@ -10,10 +10,13 @@
 //! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
 //! - [`error`]: the JSON error shape; [`extract`]: who is calling.
+//! - [`document`]: the OpenAPI document, completed with what every route refuses,
+//!   the constraints on inputs and links between operations.
 
 pub mod admin;
 pub mod auth;
 pub mod credentials;
+pub mod document;
 pub mod error;
 pub mod events;
 pub mod extract;
@@ -28,8 +31,6 @@ use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-use utoipa::{Modify, OpenApi};
 
 use crate::service::Context;
 use error::{ApiError, ApiResult};
@@ -99,54 +100,6 @@ async fn healthz() -> &'static str {
 /// This document.
 #[utoipa::path(get, path = "/api/openapi.json", tag = "server",
     responses((status = 200, description = "The OpenAPI document of every route", content_type = "application/json")))]
-async fn openapi() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
-}
-
-#[derive(OpenApi)]
-#[openapi(
-    info(title = "Regente", description = "The RoboEasy Orchestrator Integration API and Regente's admin API."),
-    paths(
-        auth::login_v1, auth::login_v2,
-        integration::run_v1, integration::run_v1_defaults, integration::run_v2,
-        integration::result, integration::cancel, events::events,
-        admin::create_user, admin::list_users, admin::delete_user, admin::change_user,
-        admin::create_runtime, admin::list_runtimes, admin::rename_runtime, admin::delete_runtime,
-        admin::replace_runtime_key,
-        admin::upload_robot, admin::list_robots, admin::get_robot,
-        admin::list_executions, admin::get_execution,
-        admin::create_organization,
-        credentials::create_credential, credentials::list_credentials, credentials::get_credential,
-        credentials::replace_credential, credentials::delete_credential,
-        flows::save_flow, flows::list_flows, flows::get_flow,
-        flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
-        schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,
-        schedules::update_schedule, schedules::delete_schedule, schedules::trigger_schedule,
-        schedules::backfill_schedule,
-        runtime::connect, runtime::package,
-        healthz, openapi,
-    ),
-    modifiers(&BearerAuth)
-)]
-struct ApiDoc;
-
-struct BearerAuth;
-
-impl Modify for BearerAuth {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "bearer",
-            SecurityScheme::Http(
-                HttpBuilder::new()
-                    .scheme(HttpAuthScheme::Bearer)
-                    .bearer_format("JWT")
-                    .build(),
-            ),
-        );
-        components.add_security_scheme(
-            "runtime_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
-    }
+async fn openapi() -> Json<&'static serde_json::Value> {
+    Json(document::json())
 }

@@ -28,6 +28,10 @@ struct Session {
     slots: usize,
     /// Executions handed to the agent and not ended.
     busy: HashMap<String, Handed>,
+    /// When the agent was last heard from (the store's clock): written as the
+    /// runtime's last sight at each heartbeat period and when the session ends,
+    /// so that the lost-runtime sweep counts the silence from the last word.
+    last_heard_at: regente_store::Millis,
 }
 
 struct Handed {
@@ -92,6 +96,7 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut so
             asked => asked.min(runtime_slots),
         } as usize,
         busy: HashMap::new(),
+        last_heard_at: ctx.clock.now(),
     };
     let closed = if key_replaced {
         close(
@@ -103,6 +108,14 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut so
     } else {
         session.run(held, commands).await
     };
+    // Written before the session leaves the hub: from then on the sweep goes by it.
+    if let Err(e) = ctx
+        .store
+        .touch_runtime(&runtime_id, session.last_heard_at)
+        .await
+    {
+        warn!(runtime = %runtime_id, error = format!("{e:#}"), "cannot record a runtime's last word");
+    }
     ctx.hub.unregister(&runtime_id, connection);
     // Hand-outs this connection made that never started go back to the queue
     // now: the agent will not ask to start them over a dead connection.
@@ -152,11 +165,13 @@ impl Session {
         held: Vec<HeldLease>,
         mut commands: mpsc::UnboundedReceiver<Command>,
     ) -> Closed {
-        let heartbeat = self.ctx.config.runtime_timeout / 6;
+        let timeout = self.ctx.config.runtime_timeout;
+        let heartbeat = timeout / 6;
         self.send(&ServerMessage::Welcome {
             protocol: PROTOCOL_VERSION,
             runtime_id: self.runtime.id.clone(),
             heartbeat_ms: heartbeat.as_millis() as u64,
+            runtime_timeout_ms: Some(timeout.as_millis() as u64),
         })
         .await?;
         self.reconcile(held).await?;
@@ -165,6 +180,11 @@ impl Session {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut last_heard = Instant::now();
         let mut heard_since_tick = true;
+        // Silent this long, the session ends and the sweep takes over at once
+        // (see `sweeper::lost_after`).
+        let silence_limit = super::sweeper::lost_after(timeout);
+        let silence = tokio::time::sleep(silence_limit);
+        tokio::pin!(silence);
         loop {
             tokio::select! {
                 message = self.socket.recv() => {
@@ -175,6 +195,7 @@ impl Session {
                         Some(Ok(_)) => continue,
                     };
                     last_heard = Instant::now();
+                    self.last_heard_at = self.ctx.clock.now();
                     heard_since_tick = true;
                     match serde_json::from_str::<AgentMessage>(&text) {
                         Ok(message) => self.handle(message).await?,
@@ -192,13 +213,16 @@ impl Session {
                     }
                     Some(command) => self.command(command).await?,
                 },
-                _ = tick.tick() => {
-                    if last_heard.elapsed() > self.ctx.config.runtime_timeout {
+                _ = &mut silence => {
+                    if last_heard.elapsed() >= silence_limit {
                         close(&mut self.socket, "no heartbeat").await;
                         return Ok("no heartbeat within the runtime timeout");
                     }
+                    silence.as_mut().reset((last_heard + silence_limit).into());
+                }
+                _ = tick.tick() => {
                     if heard_since_tick {
-                        self.ctx.store.touch_runtime(&self.runtime.id, self.ctx.clock.now()).await?;
+                        self.ctx.store.touch_runtime(&self.runtime.id, self.last_heard_at).await?;
                         heard_since_tick = false;
                     }
                     self.send(&ServerMessage::Heartbeat).await?;

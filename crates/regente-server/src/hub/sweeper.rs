@@ -1,6 +1,14 @@
 //! Ends the leases of runtimes that stopped answering, so that an execution never
 //! stays RUNNING for long after its runtime died, and records those runtimes
 //! offline.
+//!
+//! A runtime is lost once silent for the runtime timeout T: the sweep runs every
+//! p = T/30 (at most 1 s) and ends the leases of a runtime silent for T - 2p, so
+//! that they end between T - 2p and T - p after the runtime's last word (28 to
+//! 29 s with the default 30 s), within T even when the sweep runs late. Its
+//! session ends at the same silence (or at once when the connection drops) and
+//! records that last word first. Agents stop their robots well before (see
+//! `regente_runtime::fence`).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,9 +20,24 @@ use tracing::{error, warn};
 use crate::service::Context;
 use crate::supervisor::StopSignal;
 
+/// How often the sweep runs, for a runtime timeout.
+pub fn period(timeout: Duration) -> Duration {
+    (timeout / 30).clamp(Duration::from_millis(50), Duration::from_secs(1))
+}
+
+/// The silence after which a runtime's leases end: two periods short of the
+/// timeout, so that the sweep that ends them, late by up to a period, still
+/// does within the timeout.
+pub fn lost_after(timeout: Duration) -> Duration {
+    timeout.saturating_sub(2 * period(timeout))
+}
+
 pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
     let timeout = ctx.config.runtime_timeout;
-    let period = (timeout / 10).max(Duration::from_millis(100));
+    let period = period(timeout);
+    // A stall shorter than a heartbeat period cannot make a live runtime look
+    // lost: it is answered within the rest of the timeout.
+    let stall = (3 * period).max(timeout / 6);
     // Runtimes get a full timeout to reconnect from here on.
     let mut grace_from = ctx.hub.started_at;
     let mut last_sweep = ctx.clock.now();
@@ -23,7 +46,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
         // A server that was not running (stopped by SIGSTOP, a VM pause, a long
         // stall) heard nobody meanwhile: that says nothing about its runtimes, so
         // they get a fresh grace period, as after a restart.
-        if now - last_sweep > 3 * period.as_millis() as i64 {
+        if now - last_sweep > stall.as_millis() as i64 {
             warn!(
                 stalled_ms = now - last_sweep,
                 "the server was stalled; runtimes get a new grace period"
@@ -47,7 +70,8 @@ async fn sweep(ctx: &Context, timeout: Duration, grace_from: Millis) -> anyhow::
     if !ctx.store.lead().await? {
         return Ok(());
     }
-    for lease in ctx.store.leases_seen_before(now - timeout_ms).await? {
+    let seen_before = now - lost_after(timeout).as_millis() as i64;
+    for lease in ctx.store.leases_seen_before(seen_before).await? {
         if ctx.hub.is_connected(&lease.runtime_id) {
             continue;
         }
@@ -70,7 +94,7 @@ async fn sweep(ctx: &Context, timeout: Duration, grace_from: Millis) -> anyhow::
         }
     }
     // Given up: offline, unless a connection of it came back meanwhile.
-    for silent in ctx.store.silent_runtimes(now - timeout_ms).await? {
+    for silent in ctx.store.silent_runtimes(seen_before).await? {
         if ctx.hub.is_connected(&silent.runtime_id) {
             continue;
         }

@@ -29,6 +29,8 @@ use crate::config::LoginLimits;
 
 const MIN_PASSWORD_LEN: usize = 8;
 const MAX_PASSWORD_LEN: usize = 1024;
+/// Characters a new password has, at least and at most.
+pub const PASSWORD_LEN: (usize, usize) = (MIN_PASSWORD_LEN, MAX_PASSWORD_LEN);
 
 pub struct Auth {
     encoding_key: EncodingKey,
@@ -253,9 +255,9 @@ pub fn hash_password(password: &str) -> Result<String> {
 
 pub fn check_new_password(password: &str) -> Result<()> {
     let chars = password.chars().count();
-    if chars < MIN_PASSWORD_LEN || password.len() > MAX_PASSWORD_LEN {
+    if !(MIN_PASSWORD_LEN..=MAX_PASSWORD_LEN).contains(&chars) {
         return Err(Error::Invalid(format!(
-            "password must have at least {MIN_PASSWORD_LEN} characters and at most {MAX_PASSWORD_LEN} bytes"
+            "password must have {MIN_PASSWORD_LEN} to {MAX_PASSWORD_LEN} characters"
         )));
     }
     Ok(())

@@ -203,3 +203,22 @@ pub fn random_alphanumeric(len: usize) -> String {
     use rand::distributions::{Alphanumeric, DistString};
     Alphanumeric.sample_string(&mut rand::rngs::OsRng, len)
 }
+
+/// Characters a runtime or organization name may have (before the surrounding
+/// spaces are trimmed; what the OpenAPI document's `maxLength` counts).
+pub const MAX_NAME_LEN: usize = 200;
+
+/// A runtime or organization name, trimmed: 1 to [`MAX_NAME_LEN`] characters
+/// as sent, not all spaces, with no control characters.
+pub(crate) fn check_name<'a>(what: &str, name: &'a str) -> Result<&'a str> {
+    let trimmed = name.trim();
+    if trimmed.is_empty()
+        || name.chars().count() > MAX_NAME_LEN
+        || name.chars().any(char::is_control)
+    {
+        return Err(Error::Invalid(format!(
+            "{what} must have 1 to {MAX_NAME_LEN} characters, not all spaces, with no control characters"
+        )));
+    }
+    Ok(trimmed)
+}

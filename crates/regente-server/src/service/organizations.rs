@@ -19,12 +19,7 @@ pub async fn create(
             "only admins of the first organization can create organizations".into(),
         ));
     }
-    let name = name.trim();
-    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(Error::Invalid(
-            "organization name must have 1 to 200 bytes, with no control characters".into(),
-        ));
-    }
+    let name = super::check_name("organization name", name)?;
     let organization = Organization {
         id: new_id(),
         name: name.to_owned(),

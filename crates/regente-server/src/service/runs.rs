@@ -14,7 +14,7 @@ use super::{new_id, or_not_found, Caller, Context, Error, Result};
 
 /// How long an `Idempotency-Key` keeps answering the same execution.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
-const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
+pub const MAX_IDEMPOTENCY_KEY_LEN: usize = 255;
 /// Fresh ids tried for one run; a clash is rare (see `regente_core::ids::id_bits`).
 const MAX_ID_DRAWS: u32 = 4;
 
@@ -339,41 +339,7 @@ pub async fn list(
         .await?)
 }
 
-/// The `variables` of a run body: an array of variables, a single one, or
-/// `null` for none. The error says what does not fit.
-pub fn variables_from_json(value: Value) -> Result<Vec<RequestVariable>, String> {
-    let one = |value: Value| -> Result<RequestVariable, String> {
-        let Value::Object(mut variable) = value else {
-            return Err("each variable must be an object".into());
-        };
-        let name = match variable.remove("name") {
-            Some(Value::String(name)) => name,
-            _ => return Err("each variable needs a \"name\" string".into()),
-        };
-        let kind = match variable.remove("type") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(kind)) => Some(kind),
-            Some(_) => {
-                return Err(format!(
-                    "the \"type\" of variable {name:?} must be a string"
-                ))
-            }
-        };
-        Ok(RequestVariable {
-            name,
-            kind,
-            value: variable.remove("value").unwrap_or(Value::Null),
-        })
-    };
-    match value {
-        Value::Null => Ok(Vec::new()),
-        Value::Array(items) => items.into_iter().map(one).collect(),
-        single @ Value::Object(_) => Ok(vec![one(single)?]),
-        _ => {
-            Err("\"variables\" must be an array of variable objects or one variable object".into())
-        }
-    }
-}
+pub use regente_core::variables_from_json;
 
 /// Variables in the form [`variables_from_json`] reads, to keep them.
 pub fn variables_to_json(variables: &[RequestVariable]) -> Value {

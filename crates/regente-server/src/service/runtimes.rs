@@ -11,18 +11,7 @@ use sha2::{Digest, Sha256};
 use super::{new_id, random_alphanumeric, Caller, Context, Error, Result};
 
 const KEY_LEN: usize = 40;
-const MAX_SLOTS: u32 = 256;
-
-/// A runtime's name, trimmed: 1 to 200 bytes, no control characters.
-fn check_name(name: &str) -> Result<&str> {
-    let name = name.trim();
-    if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
-        return Err(Error::Invalid(
-            "runtime name must have 1 to 200 bytes, with no control characters".into(),
-        ));
-    }
-    Ok(name)
-}
+pub const MAX_SLOTS: u32 = 256;
 
 fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
@@ -96,7 +85,7 @@ pub async fn create(
     name: &str,
     slots: Option<u32>,
 ) -> Result<(Runtime, String)> {
-    let name = check_name(name)?;
+    let name = super::check_name("runtime name", name)?;
     let slots = slots.unwrap_or(1);
     if !(1..=MAX_SLOTS).contains(&slots) {
         return Err(Error::Invalid(format!(
@@ -122,7 +111,7 @@ pub async fn create(
 }
 
 pub async fn rename(ctx: &Context, caller: &Caller, id: &str, name: &str) -> Result<Runtime> {
-    let name = check_name(name)?;
+    let name = super::check_name("runtime name", name)?;
     let not_found = || format!("runtime {id} not found");
     if !regente_core::is_valid_id(id) {
         return Err(Error::NotFound(not_found()));

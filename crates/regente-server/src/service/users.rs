@@ -7,19 +7,20 @@ use regente_store::User;
 
 use super::{auth::check_new_password, new_id, or_not_found, Caller, Context, Error, Result};
 
+/// Characters (not bytes: what the OpenAPI document's `maxLength` counts).
 pub(crate) const MAX_USERNAME_LEN: usize = 254;
 
 /// Checks a username: non-empty, bounded, no control characters or surrounding spaces.
 pub fn check_username(username: &str) -> Result<()> {
     let ok = !username.is_empty()
-        && username.len() <= MAX_USERNAME_LEN
+        && username.chars().count() <= MAX_USERNAME_LEN
         && username.trim() == username
         && !username.chars().any(char::is_control);
     if ok {
         Ok(())
     } else {
         Err(Error::Invalid(format!(
-            "username must have 1 to {MAX_USERNAME_LEN} bytes, with no control characters or surrounding spaces"
+            "username must have 1 to {MAX_USERNAME_LEN} characters, with no control characters or surrounding spaces"
         )))
     }
 }

@@ -45,6 +45,20 @@ const WAL_SIZE_LIMIT: i64 = 16 << 20;
 /// How long the checkpoint at close waits for readers to finish.
 const CLOSE_WAIT: Duration = Duration::from_secs(2);
 
+/// Creates the database file readable by its owner only, when it is not there
+/// yet: SQLite gives its WAL and shared-memory files the database file's mode.
+fn create_private(path: &std::path::Path) {
+    if path.as_os_str().is_empty() || path.as_os_str() == ":memory:" {
+        return;
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    // Already there, or its directory missing: SQLite opens it, or says why.
+    let _ = options.open(path);
+}
+
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
     pub(super) readers: Arc<Readers>,
@@ -63,6 +77,7 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(BUSY_TIMEOUT);
         let path = options.get_filename().to_owned();
+        create_private(&path);
         // A pool of one connection, used for the migrations only and closed.
         let migrator = SqlitePoolOptions::new()
             .max_connections(1)

@@ -11,7 +11,7 @@ use serde_json::{json, Value};
 
 use crate::support::*;
 
-const RUN: Duration = Duration::from_secs(30);
+pub(crate) const RUN: Duration = Duration::from_secs(30);
 /// The runtime timeout of the tests that wait for it.
 const SHORT_TIMEOUT: &str = "3";
 
@@ -31,7 +31,7 @@ echo "::return::slept"
 /// Records its start and prints `line N` every 0.1 s until `go` appears in its
 /// directory (its count so far in `count`), then one more line and returns
 /// `{"lines": N}`.
-const LINES: &str = r#"echo "$REGENTE_EXECUTION_ID" >> "$REGENTE_VAR_LEDGER"
+pub(crate) const LINES: &str = r#"echo "$REGENTE_EXECUTION_ID" >> "$REGENTE_VAR_LEDGER"
 d="$REGENTE_VAR_DIR/$REGENTE_EXECUTION_ID"
 mkdir -p "$d"
 echo $$ > "$d/robot.pid"
@@ -48,16 +48,16 @@ echo "::return::{\"lines\": $i}"
 "#;
 
 /// What a fault test works with.
-struct Rig {
-    admin: String,
-    runtime: String,
-    key: String,
-    robot: String,
-    out: tempfile::TempDir,
+pub(crate) struct Rig {
+    pub(crate) admin: String,
+    pub(crate) runtime: String,
+    pub(crate) key: String,
+    pub(crate) robot: String,
+    pub(crate) out: tempfile::TempDir,
 }
 
 impl Rig {
-    fn new(server: &TestServer, script: &str, manifest: &str) -> Rig {
+    pub(crate) fn new(server: &TestServer, script: &str, manifest: &str) -> Rig {
         let admin = server.admin_token();
         let (runtime, key) = server.create_runtime(&admin, "rt-fault");
         let robot = upload_shell_robot(server, &admin, "fault-robot", script, manifest);
@@ -70,15 +70,15 @@ impl Rig {
         }
     }
 
-    fn ledger_path(&self) -> PathBuf {
+    pub(crate) fn ledger_path(&self) -> PathBuf {
         self.out.path().join("ledger")
     }
 
-    fn dir(&self, id: &str) -> PathBuf {
+    pub(crate) fn dir(&self, id: &str) -> PathBuf {
         self.out.path().join(id)
     }
 
-    fn queue(&self, server: &TestServer, sleep: &str) -> String {
+    pub(crate) fn queue(&self, server: &TestServer, sleep: &str) -> String {
         let vars = text_vars(&[
             ("LEDGER", &path_text(&self.ledger_path())),
             ("DIR", &path_text(self.out.path())),
@@ -87,16 +87,16 @@ impl Rig {
         server.queue(&self.admin, &self.runtime, &self.robot, Some(&vars))
     }
 
-    fn result(&self, server: &TestServer, id: &str) -> Value {
+    pub(crate) fn result(&self, server: &TestServer, id: &str) -> Value {
         result_of(server, &self.admin, &self.runtime, id)
     }
 
-    fn wait_status(&self, server: &TestServer, id: &str, timeout: Duration) -> Value {
+    pub(crate) fn wait_status(&self, server: &TestServer, id: &str, timeout: Duration) -> Value {
         wait_for_status(server, &self.admin, &self.runtime, id, ENDED, timeout)
     }
 
     /// The robot's pid, its grandchild's and its guard's (the robot's parent).
-    fn sleeper_pids(&self, id: &str) -> Vec<(&'static str, u32)> {
+    pub(crate) fn sleeper_pids(&self, id: &str) -> Vec<(&'static str, u32)> {
         let dir = self.dir(id);
         let robot = wait_for_pid_file(&dir.join("robot.pid"), RUN);
         let grandchild = wait_for_pid_file(&dir.join("grandchild.pid"), RUN);
@@ -109,19 +109,25 @@ impl Rig {
     }
 
     /// The last count the lines robot wrote.
-    fn count(&self, id: &str) -> u64 {
+    pub(crate) fn count(&self, id: &str) -> u64 {
         std::fs::read_to_string(self.dir(id).join("count"))
             .ok()
             .and_then(|t| t.trim().parse().ok())
             .unwrap_or(0)
     }
 
-    fn go(&self, id: &str) {
+    pub(crate) fn go(&self, id: &str) {
         std::fs::write(self.dir(id).join("go"), "").unwrap();
     }
 
     /// Waits until the server shows a numbered line above `n`.
-    fn wait_lines_above(&self, server: &TestServer, id: &str, n: u64, timeout: Duration) {
+    pub(crate) fn wait_lines_above(
+        &self,
+        server: &TestServer,
+        id: &str,
+        n: u64,
+        timeout: Duration,
+    ) {
         wait_for(timeout, &format!("a line above {n} on the server"), || {
             let body = self.result(server, id);
             assert!(
@@ -140,7 +146,7 @@ impl Rig {
 
     /// Lets the lines robot finish and checks: FINISHED, lines 1..=N once each
     /// and in order, the return value, one start in the ledger.
-    fn finish_and_check(&self, server: &TestServer, id: &str) {
+    pub(crate) fn finish_and_check(&self, server: &TestServer, id: &str) {
         self.go(id);
         let body = self.wait_status(server, id, RUN);
         assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
@@ -164,7 +170,7 @@ impl Rig {
 }
 
 /// Checks `invariant` repeatedly for `duration`: a fault held for that long.
-fn hold_for(duration: Duration, mut invariant: impl FnMut()) {
+pub(crate) fn hold_for(duration: Duration, mut invariant: impl FnMut()) {
     let until = Instant::now() + duration;
     while Instant::now() < until {
         invariant();
@@ -172,7 +178,7 @@ fn hold_for(duration: Duration, mut invariant: impl FnMut()) {
     }
 }
 
-fn wait_running_with_lines(rig: &Rig, server: &TestServer, id: &str, n: usize) {
+pub(crate) fn wait_running_with_lines(rig: &Rig, server: &TestServer, id: &str, n: usize) {
     wait_for(RUN, &format!("RUNNING with {n} lines"), || {
         let body = rig.result(server, id);
         if body["status"] == "RUNNING" && numbered_lines(&body).len() >= n {
@@ -197,6 +203,7 @@ fn an_agent_killed_mid_run_takes_its_robot_along_and_the_run_ends_error_after_th
             .ok_or(summary(&body))
     });
 
+    let killed_at = now_millis();
     agent.kill9();
     let killed = Instant::now();
     let just_after = rig.result(&server, &id);
@@ -213,6 +220,12 @@ fn an_agent_killed_mid_run_takes_its_robot_along_and_the_run_ends_error_after_th
     assert!(
         after >= Duration::from_millis(1500),
         "declared lost {after:?} after the kill: sooner than the 3 s timeout allows"
+    );
+    let ended_at = body["end"].as_i64().expect("an end time");
+    assert!(
+        ended_at - killed_at <= 3000,
+        "ended {} ms after the kill: the runtime timeout is 3 s from the last word",
+        ended_at - killed_at
     );
     let all = logs(&body);
     assert!(
@@ -284,16 +297,27 @@ fn a_server_killed_with_sigkill_mid_run_gets_every_line_and_the_result() {
     server_restart_mid_run(true);
 }
 
+/// A rig whose agent reaches `server` through a relay, with one run of its
+/// robot RUNNING and three lines stored.
+pub(crate) fn relayed(
+    server: &TestServer,
+    script: &str,
+    manifest: &str,
+) -> (Rig, Relay, TestAgent, String) {
+    let rig = Rig::new(server, script, manifest);
+    let relay = Relay::start(&server.base);
+    let agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
+    agent.wait_welcomed(1, RUN);
+    let id = rig.queue(server, "0");
+    wait_running_with_lines(&rig, server, &id, 3);
+    (rig, relay, agent, id)
+}
+
 #[test]
 fn an_agent_cut_off_for_ten_seconds_loses_nothing_and_doubles_nothing() {
     // The default runtime timeout (30 s): a 10 s cut is not a lost runtime.
     let server = TestServer::start();
-    let rig = Rig::new(&server, LINES, "");
-    let relay = Relay::start(&server.base);
-    let agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
-    let id = rig.queue(&server, "0");
-    wait_running_with_lines(&rig, &server, &id, 3);
-    agent.wait_welcomed(1, RUN);
+    let (rig, relay, agent, id) = relayed(&server, LINES, "");
 
     relay.cut();
     let at_cut = rig.count(&id);
@@ -324,36 +348,45 @@ fn an_agent_cut_off_for_ten_seconds_loses_nothing_and_doubles_nothing() {
 }
 
 #[test]
-fn a_server_frozen_for_ten_seconds_loses_nothing_and_doubles_nothing() {
-    // With a 5 s runtime timeout the agent notices the silent server within
-    // the 10 s freeze and reconnects as soon as it thaws. The time the server
-    // itself could not listen is not the runtime's silence: nothing is lost.
+fn a_server_frozen_past_the_fence_point_gets_the_fenced_end_and_every_line_before_it() {
+    // With a 5 s runtime timeout the agent gives up on the silent connection
+    // at 2.5 s and stops its robot at 3.3 s of silence: it cannot tell a
+    // frozen server from a cut network. The server, thawed, counts its own
+    // stall as nobody's silence, takes the agent back and stores the end the
+    // agent reports: ERROR, fenced, with every line printed before.
     let server = TestServer::start_with(&[("REGENTE_RUNTIME_TIMEOUT_SECONDS", "5")]);
     let rig = Rig::new(&server, LINES, "");
     let agent = TestAgent::start(&server, &rig.key, 1);
     let id = rig.queue(&server, "0");
     wait_running_with_lines(&rig, &server, &id, 3);
     agent.wait_welcomed(1, RUN);
+    let robot = wait_for_pid_file(&rig.dir(&id).join("robot.pid"), RUN);
 
     server.pause();
-    let at_stop = rig.count(&id);
-    hold_for(Duration::from_secs(10), || {});
+    wait_gone(&[("robot", robot)], Duration::from_secs(10));
+    let at_fence = rig.count(&id);
+    hold_for(Duration::from_secs(2), || {});
     server.resume();
-    assert!(
-        rig.count(&id) > at_stop + 20,
-        "the robot kept running while the server was frozen ({} -> {})",
-        at_stop,
-        rig.count(&id)
-    );
     assert!(
         agent.stderr().contains("no word from the server"),
         "the agent noticed the silent server:\n{}",
         tail(&agent.stderr(), 20)
     );
-    agent.wait_welcomed(2, RUN);
-    let resumed = rig.count(&id);
-    rig.wait_lines_above(&server, &id, resumed, RUN);
-    rig.finish_and_check(&server, &id);
+    let body = rig.wait_status(&server, &id, RUN);
+    assert_eq!(body["status"], "ERROR", "{}", summary(&body));
+    let lines = numbered_lines(&body);
+    assert_one_to_n(&lines, lines.len() as u64, "the lines before the fence");
+    assert!(
+        lines.len() as u64 >= at_fence,
+        "every line printed before the fence is stored ({} of {at_fence})",
+        lines.len()
+    );
+    assert!(
+        messages(&body).iter().any(|m| m.starts_with("fenced:")),
+        "the end says the agent fenced the robot: {}",
+        summary(&body)
+    );
+    assert_eq!(ledger_count(&rig.ledger_path(), &id), 1, "started once");
 }
 
 #[test]
