@@ -19,6 +19,7 @@ pub mod events;
 pub mod extract;
 pub mod flows;
 pub mod integration;
+pub mod metrics;
 pub mod runtime;
 pub mod schedules;
 
@@ -46,6 +47,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(admin::router(ctx.config.max_package_bytes))
         .merge(schedules::router())
         .merge(runtime::router())
+        .merge(metrics::router())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
         .fallback(unknown_route)
@@ -54,6 +56,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .layer(DefaultBodyLimit::max(ctx.config.max_body_bytes))
         .layer(axum::middleware::from_fn(error::shape_errors));
     api.merge(crate::console::router(ctx.config.max_package_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            metrics::count_answers,
+        ))
         .with_state(ctx)
 }
 
@@ -124,7 +130,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         schedules::update_schedule, schedules::delete_schedule, schedules::trigger_schedule,
         schedules::backfill_schedule,
         runtime::connect, runtime::package,
-        healthz, openapi,
+        healthz, openapi, metrics::exposition,
     ),
     modifiers(&BearerAuth)
 )]

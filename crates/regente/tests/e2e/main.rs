@@ -19,6 +19,7 @@ mod flows;
 mod fuzz;
 mod integration_api;
 mod isolation;
+mod metrics;
 mod replicas;
 mod restart;
 mod robot_environment;
