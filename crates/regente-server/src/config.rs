@@ -39,6 +39,9 @@ pub struct ServerConfig {
     pub master_key: Option<SecretText>,
     /// The key before a rotation (`REGENTE_MASTER_KEY_PREVIOUS`), still opened.
     pub master_key_previous: Option<SecretText>,
+    /// The bearer token `/metrics` asks of its scraper
+    /// (`REGENTE_METRICS_TOKEN`); `None` turns `/metrics` off.
+    pub metrics_token: Option<SecretText>,
 }
 
 /// What the serving loop allows a client (see `serve`).
@@ -119,6 +122,7 @@ impl ServerConfig {
             tls: None,
             master_key: None,
             master_key_previous: None,
+            metrics_token: None,
         }
     }
 

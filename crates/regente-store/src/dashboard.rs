@@ -106,12 +106,48 @@ pub fn quantile(buckets: &[u64], quantile: f64) -> Option<Millis> {
     None
 }
 
+/// The store's figures since it began, every organisation, for `/metrics`:
+/// counters that only grow (the rollups outlive the executions they count)
+/// and how many executions wait and run now.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    /// Ended executions by organisation and status (FINISHED, ERROR, CANCELED).
+    pub ended: Vec<StatusCount>,
+    /// Executions PENDENT or RUNNING now, by organisation and status.
+    pub live: Vec<StatusCount>,
+    /// How long the robots of ended executions ran, together (ms).
+    pub busy_ms: i64,
+    /// Ended executions by time bucket (see [`TIME_BUCKETS`]), per kind.
+    pub times: Vec<(TimeKind, usize, u64)>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StatusCount {
+    pub organization_id: String,
+    pub status: ExecutionStatus,
+    pub count: u64,
+}
+
 #[async_trait]
 pub trait DashboardStore: Send + Sync {
     /// The organisation's figures of the hours from `from` (inclusive) to `to`
     /// (exclusive), both hour starts.
     async fn hours(&self, organization_id: &str, from: Millis, to: Millis) -> Result<Hours>;
+
+    /// Every organisation's figures since the store began (the rollups summed)
+    /// and its live executions (read on the status index).
+    async fn totals(&self) -> Result<Totals>;
 }
+
+/// The queries of [`DashboardStore::totals`], the same on both backends: the
+/// ended counts with the robots' busy time, the time buckets, the live counts.
+pub(crate) const TOTALS_ENDED: &str = "SELECT organization_id, status, \
+     CAST(sum(runs) AS BIGINT) AS count, CAST(sum(busy_ms) AS BIGINT) AS busy_ms \
+     FROM execution_hours GROUP BY organization_id, status";
+pub(crate) const TOTALS_TIMES: &str = "SELECT kind, bucket, CAST(sum(runs) AS BIGINT) AS runs \
+     FROM execution_hour_times GROUP BY kind, bucket";
+pub(crate) const TOTALS_LIVE: &str = "SELECT organization_id, status, count(*) AS count \
+     FROM executions WHERE status IN ('PENDENT', 'RUNNING') GROUP BY organization_id, status";
 
 #[cfg(test)]
 mod tests {

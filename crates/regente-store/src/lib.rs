@@ -49,7 +49,7 @@ pub use credentials::{
     Credential, CredentialStore, CredentialWrite, SealedCredential, SealedValue, SealedVariables,
     StoredValue, VaultKey,
 };
-pub use dashboard::{DashboardStore, HourCount, HourTimes, Hours, TimeKind};
+pub use dashboard::{DashboardStore, HourCount, HourTimes, Hours, StatusCount, TimeKind, Totals};
 pub use events::{EventCursor, EventFilter, EventKind, EventStore, StoredEvent};
 pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,

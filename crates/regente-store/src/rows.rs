@@ -10,7 +10,7 @@ use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_core::{ExecutionStatus, Role};
 
 use crate::credentials::{Credential, SealedValue, SealedVariables, StoredValue, VaultKey};
-use crate::dashboard::{HourCount, HourTimes, TimeKind};
+use crate::dashboard::{HourCount, HourTimes, StatusCount, TimeKind};
 use crate::{
     Error, EventCursor, EventKind, Execution, ExecutionFilter, FireOrigin, FireOutcome, Flow,
     FlowRun, FlowStep, Lease, LogLine, Organization, Result, Robot, RobotVersion, Runtime,
@@ -332,6 +332,26 @@ pub(crate) fn hour_count_from(row: &impl RecordRow) -> Result<HourCount> {
         runs: row.int("runs")? as u64,
         busy_ms: row.int("busy_ms")?,
     })
+}
+
+pub(crate) fn status_count_from(row: &impl RecordRow) -> Result<StatusCount> {
+    Ok(StatusCount {
+        organization_id: row.text("organization_id")?,
+        status: status_of(row)?,
+        count: row.int("count")? as u64,
+    })
+}
+
+/// A row of the ended totals: its count and the robots' busy time.
+pub(crate) fn ended_total_from(row: &impl RecordRow) -> Result<(StatusCount, i64)> {
+    Ok((status_count_from(row)?, row.int("busy_ms")?))
+}
+
+pub(crate) fn time_total_from(row: &impl RecordRow) -> Result<(TimeKind, usize, u64)> {
+    let kind = row.text("kind")?;
+    let kind = TimeKind::parse(&kind)
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("stored time kind {kind:?} is unknown")))?;
+    Ok((kind, row.int("bucket")? as usize, row.int("runs")? as u64))
 }
 
 pub(crate) fn hour_times_from(row: &impl RecordRow) -> Result<HourTimes> {

@@ -433,8 +433,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     server.run(shutdown).await
 }
 
-/// The vault's keys from the environment (never flags: arguments are visible to
-/// every local user).
+/// The vault's keys and the metrics token from the environment (never flags:
+/// arguments are visible to every local user).
 fn master_keys(config: &mut ServerConfig) {
     let read = |name: &str| {
         std::env::var(name)
@@ -444,6 +444,7 @@ fn master_keys(config: &mut ServerConfig) {
     };
     config.master_key = read("REGENTE_MASTER_KEY");
     config.master_key_previous = read("REGENTE_MASTER_KEY_PREVIOUS");
+    config.metrics_token = read("REGENTE_METRICS_TOKEN");
 }
 
 /// The store a command runs against, and the server settings it was started with.

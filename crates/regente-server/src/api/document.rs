@@ -18,7 +18,7 @@ use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::openapi::{Components, OpenApi, RefOr};
 use utoipa::Modify;
 
-use super::{admin, auth, credentials, events, flows, integration, runtime, schedules};
+use super::{admin, auth, credentials, events, flows, integration, metrics, runtime, schedules};
 use crate::service::MAX_NAME_LEN;
 
 /// A character that is neither a control character (`char::is_control`) nor
@@ -89,7 +89,7 @@ fn status_pattern() -> String {
         schedules::update_schedule, schedules::delete_schedule, schedules::trigger_schedule,
         schedules::backfill_schedule,
         runtime::connect, runtime::package,
-        super::healthz, super::openapi,
+        super::healthz, super::openapi, metrics::exposition,
     ),
     modifiers(&SecuritySchemes, &Completed)
 )]

@@ -22,6 +22,7 @@ pub mod events;
 pub mod extract;
 pub mod flows;
 pub mod integration;
+pub mod metrics;
 pub mod runtime;
 pub mod schedules;
 
@@ -47,6 +48,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(admin::router(ctx.config.max_package_bytes))
         .merge(schedules::router())
         .merge(runtime::router())
+        .merge(metrics::router())
         .route("/healthz", get(healthz))
         .route("/api/openapi.json", get(openapi))
         .fallback(unknown_route)
@@ -55,6 +57,10 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .layer(DefaultBodyLimit::max(ctx.config.max_body_bytes))
         .layer(axum::middleware::from_fn(error::shape_errors));
     api.merge(crate::console::router(ctx.config.max_package_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            ctx.clone(),
+            metrics::count_answers,
+        ))
         .with_state(ctx)
 }
 

@@ -159,6 +159,14 @@ impl Hub {
         self.changes.subscribe()
     }
 
+    /// How many runtimes have a session with this server now.
+    pub fn connected(&self) -> usize {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .len()
+    }
+
     pub fn is_connected(&self, runtime_id: &str) -> bool {
         let sessions = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         sessions.contains_key(runtime_id)

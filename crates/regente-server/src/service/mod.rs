@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod dashboard;
 mod flow_plan;
 pub mod flows;
+pub mod metrics;
 pub mod organizations;
 pub mod robots;
 pub mod runs;
@@ -39,6 +40,8 @@ pub struct Context {
     pub vault: crate::vault::Vault,
     /// Wakes the scheduler: a schedule changed here or on another server.
     pub schedules_changed: tokio::sync::Notify,
+    /// This server's answers by status code, for `/metrics`.
+    pub http_counts: metrics::HttpCounts,
 }
 
 impl Context {
@@ -58,6 +61,7 @@ impl Context {
             flows: Default::default(),
             vault: crate::vault::Vault::off(),
             schedules_changed: tokio::sync::Notify::new(),
+            http_counts: Default::default(),
         }
     }
 

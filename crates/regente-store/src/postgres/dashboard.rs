@@ -3,8 +3,11 @@
 use async_trait::async_trait;
 
 use super::{other, PostgresStore};
-use crate::rows::{hour_count_from, hour_times_from};
-use crate::{DashboardStore, Hours, Millis, Result};
+use crate::dashboard::{TOTALS_ENDED, TOTALS_LIVE, TOTALS_TIMES};
+use crate::rows::{
+    ended_total_from, hour_count_from, hour_times_from, status_count_from, time_total_from,
+};
+use crate::{DashboardStore, Hours, Millis, Result, Totals};
 
 #[async_trait]
 impl DashboardStore for PostgresStore {
@@ -36,5 +39,37 @@ impl DashboardStore for PostgresStore {
         .map(hour_times_from)
         .collect::<Result<_>>()?;
         Ok(Hours { counts, times })
+    }
+
+    async fn totals(&self) -> Result<Totals> {
+        let (ended, busy): (Vec<_>, Vec<i64>) = sqlx::query(TOTALS_ENDED)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(other)?
+            .iter()
+            .map(ended_total_from)
+            .collect::<Result<Vec<_>>>()?
+            .into_iter()
+            .unzip();
+        let times = sqlx::query(TOTALS_TIMES)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(other)?
+            .iter()
+            .map(time_total_from)
+            .collect::<Result<_>>()?;
+        let live = sqlx::query(TOTALS_LIVE)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(other)?
+            .iter()
+            .map(status_count_from)
+            .collect::<Result<_>>()?;
+        Ok(Totals {
+            ended,
+            live,
+            busy_ms: busy.iter().sum(),
+            times,
+        })
     }
 }

@@ -4,8 +4,11 @@ use async_trait::async_trait;
 use rusqlite::params;
 
 use super::{all, SqliteStore};
-use crate::rows::{hour_count_from, hour_times_from};
-use crate::{DashboardStore, Hours, Millis, Result};
+use crate::dashboard::{TOTALS_ENDED, TOTALS_LIVE, TOTALS_TIMES};
+use crate::rows::{
+    ended_total_from, hour_count_from, hour_times_from, status_count_from, time_total_from,
+};
+use crate::{DashboardStore, Hours, Millis, Result, Totals};
 
 #[async_trait]
 impl DashboardStore for SqliteStore {
@@ -28,6 +31,24 @@ impl DashboardStore for SqliteStore {
                 |row| hour_times_from(row),
             )?;
             Ok(Hours { counts, times })
+        })
+        .await
+    }
+
+    async fn totals(&self) -> Result<Totals> {
+        self.read_blocking(|conn| {
+            let (ended, busy): (Vec<_>, Vec<i64>) =
+                all(conn, TOTALS_ENDED, params![], |row| ended_total_from(row))?
+                    .into_iter()
+                    .unzip();
+            let times = all(conn, TOTALS_TIMES, params![], |row| time_total_from(row))?;
+            let live = all(conn, TOTALS_LIVE, params![], |row| status_count_from(row))?;
+            Ok(Totals {
+                ended,
+                live,
+                busy_ms: busy.iter().sum(),
+                times,
+            })
         })
         .await
     }

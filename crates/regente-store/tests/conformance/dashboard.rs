@@ -90,6 +90,46 @@ async fn executions_are_counted_by_the_hour_they_end_in(store: Arc<dyn Store>) {
         store.hours(&w.org.id, 2 * HOUR, 3 * HOUR).await.unwrap(),
         Default::default()
     );
+    // Every organisation's totals: the ended counts, the robots' busy time,
+    // the time buckets, and the executions waiting or running now.
+    let totals = store.totals().await.unwrap();
+    let mut ended: Vec<(&str, &str, u64)> = totals
+        .ended
+        .iter()
+        .map(|c| (c.organization_id.as_str(), c.status.as_str(), c.count))
+        .collect();
+    ended.sort();
+    let org = w.org.id.as_str();
+    assert_eq!(
+        ended,
+        [
+            (org, "CANCELED", 1),
+            (org, "ERROR", 1),
+            (org, "FINISHED", 1)
+        ]
+    );
+    assert_eq!(totals.busy_ms, 3_000 + HOUR + 500);
+    let mut buckets: Vec<(&str, usize, u64)> = totals
+        .times
+        .iter()
+        .map(|(kind, bucket, runs)| (kind.as_str(), *bucket, *runs))
+        .collect();
+    buckets.sort();
+    assert_eq!(
+        buckets,
+        [
+            ("duration", time_bucket(3_000), 1),
+            ("duration", time_bucket(HOUR + 500), 1),
+            ("wait", time_bucket(1_000), 2),
+        ]
+    );
+    let live: Vec<(&str, &str, u64)> = totals
+        .live
+        .iter()
+        .map(|c| (c.organization_id.as_str(), c.status.as_str(), c.count))
+        .collect();
+    assert_eq!(live, [(org, "RUNNING", 1)]);
+
     let other = organization("other", false, 10);
     let other_admin = user(&other.id, "other-admin", Role::Admin, 10);
     store

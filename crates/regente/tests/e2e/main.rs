@@ -20,6 +20,7 @@ mod flows;
 mod fuzz;
 mod integration_api;
 mod isolation;
+mod metrics;
 mod openapi_contract;
 mod partition;
 mod replicas;

@@ -74,6 +74,7 @@ pub const STREAM_ROUTES: &[(&str, &str)] = &[(
 /// document itself and the runtime agents' routes (authenticated by runtime key).
 pub const OTHER_ROUTES: &[(&str, &str)] = &[
     ("GET", "/healthz"),
+    ("GET", "/metrics"),
     ("GET", "/api/openapi.json"),
     ("GET", "/api/runtime/connect"),
     ("GET", "/api/runtime/packages/{robot_id}/{version}"),
