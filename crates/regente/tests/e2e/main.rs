@@ -14,6 +14,7 @@ mod auth;
 mod cli;
 mod console;
 mod console_browser;
+mod console_schedules_flows;
 mod console_up;
 mod flows;
 mod fuzz;
