@@ -10,7 +10,6 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Redirect};
 use regente_store::{FireOutcome, Schedule, ScheduleTarget};
 use serde::Deserialize;
-use serde_json::Value;
 
 use super::executions::Names;
 use super::format;
@@ -108,32 +107,15 @@ impl Targets {
     }
 }
 
-/// A rule as people read it: `cron 0 9 * * 1-5`, `weekly on mon, fri at 09:00`.
-pub fn rule_text(rule: &Value) -> String {
-    if let Some(cron) = rule.get("cron").and_then(Value::as_str) {
-        return format!("cron {cron}");
-    }
-    let Some(every) = rule.get("every") else {
-        return rule.to_string();
-    };
-    let text = |field: &str| every.get(field).and_then(Value::as_str).unwrap_or("");
-    let mut words = text("frequency").to_owned();
-    if let Some(days) = every.get("weekdays").and_then(Value::as_array) {
-        let days: Vec<&str> = days.iter().filter_map(Value::as_str).collect();
-        words.push_str(&format!(" on {}", days.join(", ")));
-    }
-    if let Some(day) = every.get("day").and_then(Value::as_u64) {
-        words.push_str(&format!(" on day {day}"));
-    }
-    format!("{words} at {}", text("at"))
-}
-
 fn row(schedule: &Schedule, targets: &Targets) -> ScheduleRow {
+    // A rule that no longer reads shows as stored; the API says what is wrong.
+    let rule = schedules::stored_when(schedule)
+        .map_or_else(|_| schedule.rule.to_string(), |when| when.to_string());
     ScheduleRow {
         id: schedule.id.clone(),
         name: schedule.name.clone(),
         target: targets.of(&schedule.target),
-        rule: rule_text(&schedule.rule),
+        rule,
         timezone: schedule.timezone.clone(),
         next_fire: format::maybe_time_html(schedule.next_fire_at),
         paused: schedule.paused,
