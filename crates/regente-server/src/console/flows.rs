@@ -2,6 +2,7 @@
 //! its recent runs, and one run (anyone signed in who may read it, as in the
 //! API) with its steps, cancelling and retrying it.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -93,6 +94,32 @@ struct FlowRunPage {
     can_retry: bool,
 }
 
+/// Who saved flows or started runs, each user read once per page.
+struct People<'a> {
+    ctx: &'a Context,
+    viewer: &'a Viewer,
+    known: HashMap<String, String>,
+}
+
+impl<'a> People<'a> {
+    fn new(ctx: &'a Context, viewer: &'a Viewer) -> People<'a> {
+        People {
+            ctx,
+            viewer,
+            known: HashMap::new(),
+        }
+    }
+
+    async fn name(&mut self, id: &str) -> service::Result<String> {
+        if let Some(name) = self.known.get(id) {
+            return Ok(name.clone());
+        }
+        let name = who(self.ctx, self.viewer, id).await?;
+        self.known.insert(id.to_owned(), name.clone());
+        Ok(name)
+    }
+}
+
 fn definition_steps(flow: &Flow) -> impl Iterator<Item = &Value> {
     let steps = flow.definition.get("steps").and_then(Value::as_array);
     steps
@@ -119,11 +146,10 @@ fn duration_of(init: i64, end: Option<i64>) -> String {
 pub async fn list(AdminViewer(viewer): AdminViewer, State(ctx): State<Arc<Context>>) -> PageResult {
     let framed = viewer.fail();
     let list = flows::list(&ctx, viewer.caller()).await.map_err(&framed)?;
+    let mut people = People::new(&ctx, &viewer);
     let mut rows = Vec::with_capacity(list.len());
     for flow in &list {
-        let by = who(&ctx, &viewer, &flow.created_by)
-            .await
-            .map_err(&framed)?;
+        let by = people.name(&flow.created_by).await.map_err(&framed)?;
         rows.push(flow_row(by, flow));
     }
     Ok(render(&FlowsPage {
@@ -162,6 +188,7 @@ pub async fn detail(
             }
         })
         .collect();
+    let mut people = People::new(&ctx, &viewer);
     let mut runs = Vec::new();
     for run in flows::recent_runs(&ctx, viewer.caller(), &id, RECENT_RUNS)
         .await
@@ -172,15 +199,11 @@ pub async fn detail(
             version: run.version,
             started: format::time_html(run.init),
             duration: duration_of(run.init, run.end),
-            by: who(&ctx, &viewer, &run.submitted_by)
-                .await
-                .map_err(&framed)?,
+            by: people.name(&run.submitted_by).await.map_err(&framed)?,
             id: run.id,
         });
     }
-    let by = who(&ctx, &viewer, &flow.created_by)
-        .await
-        .map_err(&framed)?;
+    let by = people.name(&flow.created_by).await.map_err(&framed)?;
     Ok(render(&FlowPage {
         flow: flow_row(by, &flow),
         steps,
