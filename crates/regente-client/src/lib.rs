@@ -1,5 +1,6 @@
 //! A client of Regente's HTTP API, for programs and for the `regente` command
-//! line: sign in, push robots, run them, wait for and read executions.
+//! line: sign in, push robots, run them, wait for and read executions; read,
+//! pause, resume and trigger schedules; run flows and read their runs.
 //!
 //! Every call answers a typed value or an [`Error`]; an error from the server
 //! keeps its status and message, as the API's JSON error shape gives them.
@@ -13,7 +14,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 pub mod events;
+mod flows;
+mod schedules;
 mod types;
+pub use flows::{Flow, FlowRun, FlowRunStep};
+pub use schedules::{Fire, FireTime, Schedule};
 pub use types::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -162,19 +167,30 @@ impl Client {
 
     /// Queues a run; answers the execution's id once it is on the server's disk.
     pub async fn run(&self, request: &RunRequest<'_>) -> Result<String> {
-        let variables: Vec<Value> = request
-            .variables
-            .iter()
-            .map(|(name, value)| json!({"name": name, "type": "text", "value": value}))
-            .collect();
         let path = format!(
             "/api/integration/v2/run/{}/{}",
             request.runtime_id, request.robot_id
         );
+        self.post_run(&path, &request.variables, request.idempotency_key)
+            .await
+    }
+
+    /// Posts a run body (`variables` as text: the declared types decide) and
+    /// answers the `id` of what it started.
+    pub(crate) async fn post_run(
+        &self,
+        path: &str,
+        variables: &[(String, String)],
+        idempotency_key: Option<&str>,
+    ) -> Result<String> {
+        let variables: Vec<Value> = variables
+            .iter()
+            .map(|(name, value)| json!({"name": name, "type": "text", "value": value}))
+            .collect();
         let answer: Value = self
-            .call(Method::POST, &path, |r| {
+            .call(Method::POST, path, |r| {
                 let r = r.json(&json!({ "variables": variables }));
-                match request.idempotency_key {
+                match idempotency_key {
                     Some(key) => r.header("Idempotency-Key", key),
                     None => r,
                 }

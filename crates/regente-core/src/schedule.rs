@@ -55,6 +55,15 @@ pub enum Frequency {
 }
 
 impl Frequency {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Frequency::Daily => "daily",
+            Frequency::Weekly => "weekly",
+            Frequency::Biweekly => "biweekly",
+            Frequency::Monthly => "monthly",
+        }
+    }
+
     pub fn parse(text: &str) -> Result<Frequency, RuleError> {
         match text {
             "daily" => Ok(Frequency::Daily),
@@ -86,6 +95,25 @@ pub struct Every {
 pub enum When {
     Cron(String),
     Every(Every),
+}
+
+/// For people: `cron 0 9 * * 1-5`, `weekly on mon, fri at 09:00`, `monthly on
+/// day 31 at 18:00`.
+impl std::fmt::Display for When {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let every = match self {
+            When::Cron(pattern) => return write!(f, "cron {pattern}"),
+            When::Every(every) => every,
+        };
+        write!(f, "{}", every.frequency.as_str())?;
+        if !every.weekdays.is_empty() {
+            write!(f, " on {}", every.weekdays.join(", "))?;
+        }
+        if let Some(day) = every.day {
+            write!(f, " on day {day}")?;
+        }
+        write!(f, " at {}", every.at)
+    }
 }
 
 /// A checked rule, ready to say when it fires.

@@ -149,6 +149,13 @@ pub trait FlowStore: Send + Sync {
         key: Option<&IdempotencyKey>,
     ) -> Result<Enqueued>;
     async fn get_flow_run(&self, organization_id: &str, id: &str) -> Result<FlowRun>;
+    /// The flow's latest runs, newest first, without their steps.
+    async fn recent_flow_runs(
+        &self,
+        organization_id: &str,
+        flow_id: &str,
+        limit: u32,
+    ) -> Result<Vec<FlowRun>>;
     /// Writes a decision; `false` (nothing written) when the run's revision is
     /// no longer `advance.revision`.
     async fn advance_flow_run(&self, advance: &FlowAdvance) -> Result<bool>;

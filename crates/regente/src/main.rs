@@ -55,6 +55,12 @@ enum Command {
     /// Store credentials in the vault (write-only) and list them.
     #[command(subcommand)]
     Credentials(cli::CredentialsCommand),
+    /// List and show schedules; pause, resume or run one now.
+    #[command(subcommand)]
+    Schedules(cli::SchedulesCommand),
+    /// List flows, run one (--wait: the exit status says how it ended), show a run.
+    #[command(subcommand)]
+    Flows(cli::FlowsCommand),
     /// The vault's master key, run against the store (the servers may be running).
     #[command(subcommand)]
     Vault(VaultCommand),
@@ -316,6 +322,8 @@ fn main() -> ExitCode {
             | Command::Run(_)
             | Command::Executions(_)
             | Command::Credentials(_)
+            | Command::Schedules(_)
+            | Command::Flows(_)
     );
     let default_filter = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -357,6 +365,8 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run(args).await,
             Command::Executions(command) => cli::executions(command).await,
             Command::Credentials(command) => cli::credentials(command).await,
+            Command::Schedules(command) => cli::schedules(command).await,
+            Command::Flows(command) => cli::flows(command).await,
             Command::Vault(VaultCommand::RotateKey(args)) => done(rotate_key(args).await),
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }

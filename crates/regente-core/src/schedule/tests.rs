@@ -287,3 +287,29 @@ fn bad_rules_name_their_field() {
         "every.frequency"
     );
 }
+
+#[test]
+fn rules_read_as_people_write_them() {
+    assert_eq!(
+        When::Cron("0 9 * * 1-5".into()).to_string(),
+        "cron 0 9 * * 1-5"
+    );
+    let every = |frequency, weekdays: &[&str], day| {
+        When::Every(Every {
+            frequency,
+            at: "09:30".into(),
+            weekdays: weekdays.iter().map(|d| d.to_string()).collect(),
+            day,
+        })
+        .to_string()
+    };
+    assert_eq!(
+        every(Frequency::Weekly, &["mon", "fri"], None),
+        "weekly on mon, fri at 09:30"
+    );
+    assert_eq!(
+        every(Frequency::Monthly, &[], Some(31)),
+        "monthly on day 31 at 09:30"
+    );
+    assert_eq!(every(Frequency::Daily, &[], None), "daily at 09:30");
+}

@@ -249,7 +249,7 @@ impl DetailPage {
 }
 
 /// Who did something, as the console names them.
-async fn who(ctx: &Context, viewer: &Viewer, id: &str) -> service::Result<String> {
+pub(super) async fn who(ctx: &Context, viewer: &Viewer, id: &str) -> service::Result<String> {
     if id.contains(':') {
         return Ok(id.to_owned());
     }

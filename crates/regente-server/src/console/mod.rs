@@ -4,8 +4,8 @@
 //! - [`session`]: the session cookie, who is looking, forms with their CSRF token.
 //! - [`pages`]: the frame of every page, rendering, the error pages.
 //! - [`auth`]: signing in and out.
-//! - [`executions`], [`runtimes`], [`robots`], [`users`], [`credentials`]: the
-//!   sections.
+//! - [`executions`], [`runtimes`], [`robots`], [`schedules`], [`flows`],
+//!   [`users`], [`credentials`]: the sections.
 //! - [`dashboard`] with [`charts`] (SVG drawn here): the window's figures.
 //! - [`live`]: Server-Sent Events for the pages that update themselves.
 //! - [`assets`]: the stylesheet and scripts compiled in; [`format`]: times and numbers.
@@ -19,11 +19,13 @@ pub mod charts;
 pub mod credentials;
 pub mod dashboard;
 pub mod executions;
+pub mod flows;
 pub mod format;
 pub mod live;
 pub mod pages;
 pub mod robots;
 pub mod runtimes;
+pub mod schedules;
 pub mod session;
 pub mod users;
 
@@ -54,6 +56,16 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
         .route("/runtimes/{id}/delete", post(runtimes::delete))
         .route("/robots/{id}", get(robots::detail))
         .route("/robots/{id}/run", post(robots::run))
+        .route("/schedules", get(schedules::list))
+        .route("/schedules/{id}", get(schedules::detail))
+        .route("/schedules/{id}/pause", post(schedules::pause))
+        .route("/schedules/{id}/resume", post(schedules::resume))
+        .route("/schedules/{id}/trigger", post(schedules::trigger))
+        .route("/flows", get(flows::list))
+        .route("/flows/{id}", get(flows::detail))
+        .route("/flows/runs/{id}", get(flows::run))
+        .route("/flows/runs/{id}/cancel", post(flows::cancel))
+        .route("/flows/runs/{id}/retry", post(flows::retry))
         .route("/users", get(users::list).post(users::create))
         .route("/users/{id}/delete", post(users::delete))
         .route("/users/{id}/role", post(users::set_role))

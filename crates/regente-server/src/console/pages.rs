@@ -48,6 +48,8 @@ pub const SECTIONS: &[(&str, &str, bool)] = &[
     ("/executions", "Executions", false),
     ("/runtimes", "Runtimes", true),
     ("/robots", "Robots", true),
+    ("/schedules", "Schedules", true),
+    ("/flows", "Flows", true),
     ("/users", "Users", true),
     ("/credentials", "Credentials", true),
     ("/dashboard", "Dashboard", true),

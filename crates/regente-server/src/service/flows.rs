@@ -199,6 +199,20 @@ pub async fn get_run(ctx: &Context, caller: &Caller, id: &str) -> Result<FlowRun
     )
 }
 
+/// The flow's latest `limit` runs, newest first, without their steps.
+pub async fn recent_runs(
+    ctx: &Context,
+    caller: &Caller,
+    flow_id: &str,
+    limit: u32,
+) -> Result<Vec<FlowRun>> {
+    get(ctx, caller, flow_id).await?;
+    Ok(ctx
+        .store
+        .recent_flow_runs(&caller.organization_id, flow_id, limit)
+        .await?)
+}
+
 /// Cancels a RUNNING run: it ends CANCELED at once, and its running step's
 /// execution is canceled the usual way, so its robot is stopped.
 pub async fn cancel_run(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {

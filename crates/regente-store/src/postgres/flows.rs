@@ -244,6 +244,25 @@ impl FlowStore for PostgresStore {
         get_run(&mut conn, organization_id, id).await
     }
 
+    async fn recent_flow_runs(
+        &self,
+        organization_id: &str,
+        flow_id: &str,
+        limit: u32,
+    ) -> Result<Vec<FlowRun>> {
+        let rows = sqlx::query(&format!(
+            "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs \
+             WHERE organization_id = $1 AND flow_id = $2 ORDER BY seq DESC LIMIT $3"
+        ))
+        .bind(organization_id)
+        .bind(flow_id)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(other)?;
+        rows.iter().map(flow_run_from).collect()
+    }
+
     async fn advance_flow_run(&self, advance: &FlowAdvance) -> Result<bool> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         let (before, revision) =

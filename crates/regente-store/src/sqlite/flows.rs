@@ -324,6 +324,27 @@ impl FlowStore for SqliteStore {
         self.readers.with(|conn| get_run(conn, organization_id, id))
     }
 
+    async fn recent_flow_runs(
+        &self,
+        organization_id: &str,
+        flow_id: &str,
+        limit: u32,
+    ) -> Result<Vec<FlowRun>> {
+        let (organization_id, flow_id) = (organization_id.to_owned(), flow_id.to_owned());
+        self.read_blocking(move |conn| {
+            all(
+                conn,
+                &format!(
+                    "SELECT {FLOW_RUN_COLUMNS} FROM flow_runs \
+                     WHERE organization_id = ?1 AND flow_id = ?2 ORDER BY seq DESC LIMIT ?3"
+                ),
+                params![organization_id, flow_id, limit],
+                |row| flow_run_from(row),
+            )
+        })
+        .await
+    }
+
     async fn advance_flow_run(&self, change: &FlowAdvance) -> Result<bool> {
         let change = change.clone();
         self.write(move |conn| advance(conn, &change)).await

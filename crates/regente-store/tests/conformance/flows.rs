@@ -16,6 +16,7 @@ conformance!(store: [
     a_retry_brings_an_ended_run_back,
     a_cancel_ends_the_run_once_and_names_the_running_execution,
     runs_waiting_for_a_time_are_listed_for_the_engine,
+    a_flows_recent_runs_are_listed_newest_first_in_its_organisation,
 ]);
 
 fn new_flow(w: &World, organization_id: &str, name: &str, n: i64) -> NewFlowVersion {
@@ -426,4 +427,33 @@ async fn runs_waiting_for_a_time_are_listed_for_the_engine(store: Arc<dyn Store>
         .await
         .unwrap();
     assert!(w.store.waking_flow_runs(10).await.unwrap().is_empty());
+}
+
+async fn a_flows_recent_runs_are_listed_newest_first_in_its_organisation(store: Arc<dyn Store>) {
+    let w = world(store).await;
+    let (first, _) = started_run(&w).await;
+    // The same flow (saved again under its name), run a second time.
+    let (second, _) = started_run(&w).await;
+    assert_eq!(first.flow_id, second.flow_id);
+    let ids = |runs: Vec<FlowRun>| runs.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    let recent = w
+        .store
+        .recent_flow_runs(&w.org.id, &first.flow_id, 10)
+        .await
+        .unwrap();
+    assert!(recent.iter().all(|run| run.steps.is_empty()));
+    assert_eq!(ids(recent), [second.id.clone(), first.id.clone()]);
+    let latest = w
+        .store
+        .recent_flow_runs(&w.org.id, &first.flow_id, 1)
+        .await
+        .unwrap();
+    assert_eq!(ids(latest), [second.id]);
+    let other = organization("other", false, 10);
+    assert!(w
+        .store
+        .recent_flow_runs(&other.id, &first.flow_id, 10)
+        .await
+        .unwrap()
+        .is_empty());
 }

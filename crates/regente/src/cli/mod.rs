@@ -1,5 +1,6 @@
 //! The command line for people and scripts: sign in once, then push robots, run
-//! them and follow or read executions. Built on `regente-client`.
+//! them and follow or read executions; read, pause, resume and trigger
+//! schedules; run flows and read their runs. Built on `regente-client`.
 //!
 //! Exit status: 0 when the command did what it was asked (a run waited for
 //! ended FINISHED); 1 when a run waited for ended ERROR; 3 when it ended
@@ -13,10 +14,14 @@ use regente_client::{ExecutionFilter, RunRequest, Status};
 use serde::Serialize;
 
 pub use credentials::{credentials, CredentialsCommand};
+pub use flows::{flows, FlowsCommand};
+pub use schedules::{schedules, SchedulesCommand};
 
 mod credentials;
+mod flows;
 mod follow;
 mod package;
+mod schedules;
 mod session;
 
 /// How answers are printed.
@@ -208,15 +213,7 @@ pub async fn runtimes(command: RuntimesCommand) -> Outcome {
 
 pub async fn run(args: RunArgs) -> Outcome {
     let client = session::client(&args.common)?;
-    let variables = args
-        .variables
-        .iter()
-        .map(|pair| {
-            pair.split_once('=')
-                .map(|(name, value)| (name.to_owned(), value.to_owned()))
-                .ok_or_else(|| anyhow::anyhow!("--var {pair:?} is not NAME=VALUE"))
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+    let variables = parse_variables(&args.variables)?;
     let runtime_id = client.find_runtime(&args.runtime).await?;
     let robot_id = client.find_robot(&args.robot).await?;
     let id = client
@@ -329,6 +326,18 @@ pub async fn executions(command: ExecutionsCommand) -> Outcome {
             print(common.output, &canceled, || format!("{id} canceled"))
         }
     }
+}
+
+/// `--var NAME=VALUE` pairs.
+fn parse_variables(pairs: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    pairs
+        .iter()
+        .map(|pair| {
+            pair.split_once('=')
+                .map(|(name, value)| (name.to_owned(), value.to_owned()))
+                .ok_or_else(|| anyhow::anyhow!("--var {pair:?} is not NAME=VALUE"))
+        })
+        .collect()
 }
 
 /// The exit status a run's end maps to.

@@ -373,3 +373,306 @@ fn credentials_are_set_from_standard_input_and_listed_without_their_values() {
         stderr(&empty)
     );
 }
+
+/// The id of the runtime the world's agent serves.
+fn office_pc(world: &World, token: &str) -> String {
+    let runtimes = world
+        .server
+        .get("/api/admin/runtimes", token)
+        .expect(200)
+        .json();
+    runtimes[0]["id"].as_str().expect("a runtime id").to_owned()
+}
+
+fn robot_id(world: &World, token: &str, name: &str) -> String {
+    let robots = world
+        .server
+        .get("/api/admin/robots", token)
+        .expect(200)
+        .json();
+    let robot = robots
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == name);
+    robot
+        .and_then(|r| r["id"].as_str())
+        .expect("the robot")
+        .to_owned()
+}
+
+#[test]
+fn schedules_are_listed_paused_resumed_and_triggered_from_the_command_line() {
+    let world = World::start();
+    let greeter = world.robot_folder("greeter", GREETER, GREETER_VARIABLES);
+    assert_success(&world.cli(&["robots", "push", &greeter]));
+    let token = world.server.admin_token();
+    let created = world
+        .server
+        .req("POST", "/api/admin/schedules")
+        .auth(&token)
+        .json(&serde_json::json!({
+            "name": "nightly", "robot_id": robot_id(&world, &token, "greeter"),
+            "runtime_id": office_pc(&world, &token), "cron": "0 0 1 1 *", "timezone": "Europe/Lisbon",
+        }))
+        .send()
+        .expect(201)
+        .json();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let stored = || {
+        world
+            .server
+            .get(&format!("/api/admin/schedules/{id}"), &token)
+            .expect(200)
+            .json()
+    };
+
+    let listed = world.cli(&["schedules", "list"]);
+    assert_success(&listed);
+    let line = stdout(&listed)
+        .lines()
+        .find(|l| l.starts_with(&id))
+        .map(str::to_owned);
+    let line = line.unwrap_or_else(|| panic!("no line for {id}: {}", stdout(&listed)));
+    for shown in [
+        "nightly",
+        "robot greeter on office-pc",
+        "cron 0 0 1 1 *",
+        "Europe/Lisbon",
+        "active",
+    ] {
+        assert!(line.contains(shown), "{shown}: {line}");
+    }
+    let listed = json(&world.cli(&["schedules", "list", "--output", "json"]));
+    assert_eq!(listed[0]["name"], "nightly", "{listed}");
+    assert_eq!(listed[0]["paused"], false);
+
+    // By name: pause with a note, then resume.
+    let paused = world.cli(&["schedules", "pause", "nightly", "--note", "month closing"]);
+    assert_success(&paused);
+    assert!(
+        stdout(&paused).contains("paused (month closing)"),
+        "{}",
+        stdout(&paused)
+    );
+    let now = stored();
+    assert_eq!(
+        (&now["paused"], &now["note"]),
+        (&Value::from(true), &Value::from("month closing"))
+    );
+    let resumed = json(&world.cli(&["schedules", "resume", &id, "--output", "json"]));
+    assert_eq!(resumed["paused"], false, "{resumed}");
+    assert_eq!(stored()["paused"], false);
+
+    // Run now: a fire of origin `trigger` whose execution runs on the agent.
+    let fire = json(&world.cli(&["schedules", "trigger", "nightly", "--output", "json"]));
+    assert_eq!(
+        (&fire["origin"], &fire["outcome"]),
+        (&Value::from("trigger"), &Value::from("started")),
+        "{fire}"
+    );
+    let execution = fire["execution_id"]
+        .as_str()
+        .expect("an execution")
+        .to_owned();
+    let ended = wait_until(
+        Duration::from_secs(60),
+        "the triggered run to finish",
+        || {
+            let shown = world
+                .server
+                .get(&format!("/api/admin/executions/{execution}"), &token)
+                .json();
+            (shown["status"] == "FINISHED").then_some(shown)
+        },
+    );
+    assert_eq!(ended["schedule_id"], id.as_str());
+    let shown = world.cli(&["schedules", "show", "nightly"]);
+    assert_success(&shown);
+    let text = stdout(&shown);
+    assert!(
+        text.contains(&format!("started execution {execution}")),
+        "{text}"
+    );
+    assert!(
+        text.contains("trigger") && text.contains("1 run, 0 skipped"),
+        "{text}"
+    );
+    let shown = json(&world.cli(&["schedules", "show", &id, "--output", "json"]));
+    assert_eq!(
+        shown["last_fires"][0]["execution_id"],
+        execution.as_str(),
+        "{shown}"
+    );
+
+    // A schedule that is not there: status 2, saying so.
+    let unknown = world.cli(&["schedules", "pause", "weekly"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("no schedule is named \"weekly\""),
+        "{}",
+        stderr(&unknown)
+    );
+    let unknown = world.cli(&["schedules", "trigger", "0123456789abcdef"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(stderr(&unknown).contains("(404)"), "{}", stderr(&unknown));
+}
+
+/// A step that fails when asked (`FAIL=yes`), or blocks until its `GATE`
+/// file exists when given one.
+const FLOW_STEP: &str = r#"echo "step $REGENTE_VAR_STEP"
+if [ -n "${REGENTE_VAR_GATE:-}" ]; then
+  while [ ! -e "$REGENTE_VAR_GATE" ]; do sleep 0.05; done
+fi
+if [ "${REGENTE_VAR_FAIL:-}" = yes ]; then exit 3; fi
+echo "::return::{\"step\": \"$REGENTE_VAR_STEP\"}"
+"#;
+
+#[test]
+fn flows_run_wait_exit_status_says_how_the_flow_run_ended() {
+    let world = World::start();
+    let step = world.robot_folder("flow-step", FLOW_STEP, "");
+    assert_success(&world.cli(&["robots", "push", &step]));
+    let token = world.server.admin_token();
+    let (robot, runtime) = (
+        robot_id(&world, &token, "flow-step"),
+        office_pc(&world, &token),
+    );
+    let save = |name: &str, first: Value| {
+        let second = serde_json::json!({"id": "report", "robot_id": robot, "runtime_id": runtime,
+                                        "variables": {"STEP": "report"}});
+        let saved = world
+            .server
+            .req("POST", "/api/admin/flows")
+            .auth(&token)
+            .json(&serde_json::json!({
+                "name": name,
+                "variables": [{"name": "FAIL", "type": "text", "default": "no"}],
+                "steps": [first, second],
+            }))
+            .send()
+            .expect(201)
+            .json();
+        saved["id"].as_str().unwrap().to_owned()
+    };
+    let checks = save(
+        "checks",
+        serde_json::json!({"id": "check", "robot_id": robot, "runtime_id": runtime,
+                           "variables": {"STEP": "check", "FAIL": "{{ input.FAIL }}"}}),
+    );
+    let gate = world.robots.path().join("never-opened");
+    save(
+        "gated",
+        serde_json::json!({"id": "wait", "robot_id": robot, "runtime_id": runtime,
+                           "variables": {"STEP": "wait", "GATE": gate.to_str().unwrap()}}),
+    );
+
+    let listed = world.cli(&["flows", "list"]);
+    assert_success(&listed);
+    let line = stdout(&listed)
+        .lines()
+        .find(|l| l.starts_with(&checks))
+        .map(str::to_owned);
+    let line = line.unwrap_or_else(|| panic!("no line for {checks}: {}", stdout(&listed)));
+    assert!(
+        line.contains("checks") && line.contains("check -> report"),
+        "{line}"
+    );
+
+    // FINISHED: 0, with the run's return value (the last step's).
+    let finished = world.cli(&["flows", "run", "checks", "--wait"]);
+    assert_success(&finished);
+    let text = stdout(&finished);
+    assert!(
+        text.contains(" FINISHED") && text.contains(r#""step":"report""#),
+        "{text}"
+    );
+    let run = text.split_whitespace().next().unwrap().to_owned();
+    let shown = json(&world.cli(&["flows", "runs", "show", &run, "--output", "json"]));
+    assert_eq!(shown["status"], "FINISHED");
+    assert_eq!(
+        (&shown["steps"][0]["status"], &shown["steps"][1]["status"]),
+        (&Value::from("FINISHED"), &Value::from("FINISHED")),
+        "{shown}"
+    );
+    let shown = world.cli(&["flows", "runs", "show", &run]);
+    assert_success(&shown);
+    assert!(
+        stdout(&shown).contains("check") && stdout(&shown).contains("FINISHED"),
+        "{}",
+        stdout(&shown)
+    );
+
+    // ERROR: 1; by id, with an input.
+    let failed = world.cli(&[
+        "flows", "run", &checks, "--var", "FAIL=yes", "--wait", "--output", "json",
+    ]);
+    assert_eq!(
+        failed.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&failed),
+        stderr(&failed)
+    );
+    let failed: Value = serde_json::from_slice(&failed.stdout).expect("JSON");
+    assert_eq!(failed["status"], "ERROR", "{failed}");
+    assert_eq!(failed["steps"][0]["status"], "ERROR", "{failed}");
+
+    // CANCELED while waited for: 3.
+    let mut waiting: Child = world
+        .command(&["flows", "run", "gated", "--wait"])
+        .spawn()
+        .expect("regente runs");
+    let gated_run = wait_until(
+        Duration::from_secs(30),
+        "the gated step to be RUNNING",
+        || {
+            world
+                .server
+                .all_executions(&token, "&status=RUNNING")
+                .first()
+                .and_then(|e| e["flow_run_id"].as_str().map(str::to_owned))
+        },
+    );
+    world
+        .server
+        .req(
+            "DELETE",
+            &format!("/api/integration/v2/flows/runs/{gated_run}"),
+        )
+        .auth(&token)
+        .send()
+        .expect(200);
+    let ended = wait_until(
+        Duration::from_secs(30),
+        "the waiting command to end",
+        || waiting.try_wait().expect("waitable"),
+    );
+    let output = waiting.wait_with_output().expect("its output");
+    assert_eq!(
+        ended.code(),
+        Some(3),
+        "{}{}",
+        stdout(&output),
+        stderr(&output)
+    );
+    assert!(
+        stdout(&output).contains(&format!("{gated_run} CANCELED")),
+        "{}",
+        stdout(&output)
+    );
+
+    // Without --wait: the run's id at once; a wrong input or flow: status 2.
+    let started = json(&world.cli(&["flows", "run", "checks", "--output", "json"]));
+    assert_eq!(started["flow_id"], checks.as_str());
+    assert_eq!(started["id"].as_str().map(str::len), Some(16), "{started}");
+    let bad = world.cli(&["flows", "run", "checks", "--var", "NOVALUE"]);
+    assert_eq!(bad.status.code(), Some(2));
+    let unknown = world.cli(&["flows", "run", "no-such-flow", "--wait"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("no flow is named \"no-such-flow\""),
+        "{}",
+        stderr(&unknown)
+    );
+}

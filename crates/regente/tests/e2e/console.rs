@@ -252,7 +252,7 @@ fn save_readme_screenshots() {
     }
 }
 
-fn http() -> Client {
+pub(crate) fn http() -> Client {
     Client::builder()
         .no_proxy()
         .redirect(Policy::none())
@@ -261,12 +261,12 @@ fn http() -> Client {
         .unwrap()
 }
 
-fn hidden_field(html: &str, name: &str) -> String {
+pub(crate) fn hidden_field(html: &str, name: &str) -> String {
     form_field(html, name).unwrap_or_else(|| panic!("no {name} field in {html}"))
 }
 
 /// Signs in over plain HTTP; answers the session cookie's value.
-fn http_session(server: &TestServer, username: &str, password: &str) -> String {
+pub(crate) fn http_session(server: &TestServer, username: &str, password: &str) -> String {
     let reply = console_sign_in(&http(), &server.base, username, password).unwrap();
     assert_eq!(reply.status(), 303, "sign-in of {username}");
     let cookie = set_cookie(&reply, "regente_session").expect("a session cookie");
@@ -415,6 +415,8 @@ fn console_keeps_integration_users_and_other_organisations_out() {
         "/robots",
         "/credentials",
         "/dashboard",
+        "/schedules",
+        "/flows",
         &format!("/robots/{}", f.robot),
     ] {
         browser.goto(&server.url(page));

@@ -15,6 +15,7 @@ mod chaos;
 mod cli;
 mod console;
 mod console_browser;
+mod console_schedules_flows;
 mod console_up;
 mod flows;
 mod fuzz;

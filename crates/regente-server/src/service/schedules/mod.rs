@@ -148,13 +148,7 @@ fn when_to_json(when: &When) -> Value {
     match when {
         When::Cron(pattern) => json!({ "cron": pattern }),
         When::Every(every) => {
-            let frequency = match every.frequency {
-                Frequency::Daily => "daily",
-                Frequency::Weekly => "weekly",
-                Frequency::Biweekly => "biweekly",
-                Frequency::Monthly => "monthly",
-            };
-            let mut fields = json!({ "frequency": frequency, "at": every.at });
+            let mut fields = json!({ "frequency": every.frequency.as_str(), "at": every.at });
             if !every.weekdays.is_empty() {
                 fields["weekdays"] = json!(every.weekdays);
             }
@@ -167,7 +161,7 @@ fn when_to_json(when: &When) -> Value {
 }
 
 /// What a stored schedule says of when it fires.
-fn stored_when(schedule: &Schedule) -> Result<When> {
+pub(crate) fn stored_when(schedule: &Schedule) -> Result<When> {
     when_from_json(schedule.rule.get("cron"), schedule.rule.get("every")).map_err(|e| {
         Error::Internal(anyhow::anyhow!(
             "schedule {}'s stored rule {}: {e}",
