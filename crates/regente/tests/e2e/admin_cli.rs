@@ -96,7 +96,7 @@ fn admin_settings_ignored_on_a_store_with_an_admin_are_named_and_a_password_can_
     // An unknown user, or a password too short: an error, nothing changed.
     for (username, stdin, says) in [
         ("nobody", None, "there is no user \"nobody\""),
-        (ADMIN_USER, Some("short\n"), "password must have at least"),
+        (ADMIN_USER, Some("short\n"), "password must have 8 to"),
     ] {
         let output = reset_password(&server, username, stdin);
         let stderr = String::from_utf8_lossy(&output.stderr);
