@@ -29,8 +29,8 @@ use regente_proto::{
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 
-use crate::config::create_work_dirs;
 pub use crate::config::AgentConfig;
+use crate::config::{clear_runs, create_work_dirs};
 use crate::connection::{self, Inbound};
 use crate::executor::{
     self, HeldUser, IdleGuard, Launcher, Report, RobotRun, RunParts, RunSecrets, Stop,
@@ -264,26 +264,8 @@ impl Agent {
     /// Reads back the journals of a previous run of the agent. A robot that was
     /// running died with that agent: its end is recorded as an error.
     fn recover(&mut self, journal_dir: &std::path::Path) -> anyhow::Result<()> {
-        // No robot outlives its agent: run directories left by an earlier agent
-        // process belong to dead robots, and may hold credentials files.
-        // The directory itself stays, with the modes `create_work_dirs` gave it
-        // (robot users must be able to pass through it).
-        let runs = self.config.work_dir.join("runs");
-        if runs.exists() {
-            for entry in std::fs::read_dir(&runs)
-                .with_context(|| format!("cannot read {}", runs.display()))?
-            {
-                let entry = entry?;
-                let path = entry.path();
-                // The entry's own type: a link is removed, never followed.
-                let removed = if entry.file_type()?.is_dir() {
-                    std::fs::remove_dir_all(&path)
-                } else {
-                    std::fs::remove_file(&path)
-                };
-                removed.with_context(|| format!("cannot clear {}", path.display()))?;
-            }
-        }
+        // No robot outlives its agent: what earlier robots left may hold credentials.
+        clear_runs(&self.config.work_dir)?;
         for recovered in Journal::recover_all(journal_dir, self.boot.as_deref())? {
             let assignment = recovered.assignment;
             let next_seq = recovered

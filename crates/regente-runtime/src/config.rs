@@ -58,3 +58,29 @@ pub(crate) fn create_work_dirs(work_dir: &Path, shared: bool) -> std::io::Result
     }
     Ok(())
 }
+
+/// Empties `runs/` of the work dir: run directories left by an earlier agent
+/// process belong to dead robots, and may hold credentials files. The directory
+/// itself stays, with the modes [`create_work_dirs`] gave it (robot users must
+/// be able to pass through it).
+pub fn clear_runs(work_dir: &Path) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    let runs = work_dir.join("runs");
+    if !runs.exists() {
+        return Ok(());
+    }
+    for entry in
+        std::fs::read_dir(&runs).with_context(|| format!("cannot read {}", runs.display()))?
+    {
+        let entry = entry?;
+        let path = entry.path();
+        // The entry's own type: a link is removed, never followed.
+        let removed = if entry.file_type()?.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        removed.with_context(|| format!("cannot clear {}", path.display()))?;
+    }
+    Ok(())
+}

@@ -316,6 +316,32 @@ pub fn json() -> &'static Value {
             ["application/zip"]["schema"] = json!({"type": "string", "format": "binary"});
         // Schedule bodies are read field by field, and a field not of the body is refused.
         document["components"]["schemas"]["ScheduleRequest"]["additionalProperties"] = json!(false);
+        // A schedule's times: epoch milliseconds or ISO-8601 with an offset,
+        // from 1970 to the end of 9999; null clears them.
+        for field in ["start_at", "end_at"] {
+            document["components"]["schemas"]["ScheduleRequest"]["properties"][field] = json!({
+                "type": ["integer", "string", "null"],
+                "minimum": 0,
+                "maximum": 253_402_300_799_999_i64,
+                "format": "date-time",
+                "pattern": "^(?:19[7-9][0-9]|[2-9][0-9]{3})-",
+            });
+        }
+        // Last-Event-ID is a log sequence number, as the stream's ids are.
+        let events =
+            &mut document["paths"]["/api/integration/v2/executions/{execution_id}/events"]["get"];
+        if let Some(parameters) = events["parameters"].as_array_mut() {
+            for parameter in parameters
+                .iter_mut()
+                .filter(|p| p["name"] == "Last-Event-ID")
+            {
+                parameter["schema"] = json!({"type": "string", "pattern": "^\\s*[0-9]{1,18}\\s*$"});
+            }
+        }
+        // Credential bodies are read whole, and a member not of the body is refused.
+        for body in ["NewCredentialBody", "ReplaceCredentialBody"] {
+            document["components"]["schemas"][body]["additionalProperties"] = json!(false);
+        }
         document
     })
 }

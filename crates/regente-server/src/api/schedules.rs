@@ -58,7 +58,7 @@ pub struct ScheduleRequest {
     flow_id: Option<String>,
     /// The run body's variables, passed to each run: `[{"name", "type", "value"}]`;
     /// a flow's inputs for a flow.
-    variables: Option<Vec<Value>>,
+    variables: Option<Vec<super::integration::VariableBody>>,
     /// 5 fields, or 6 with seconds first; or give `every`.
     cron: Option<String>,
     /// `{"frequency": "daily" | "weekly" | "biweekly" | "monthly", "at": "HH:MM", "weekdays": ["monday", ...], "day": 1}`.
