@@ -81,6 +81,12 @@ impl Client {
         self.post_run(&path, variables, idempotency_key).await
     }
 
+    /// A flow's most recent runs, newest first (admins).
+    pub async fn flow_runs(&self, flow_id: &str, limit: u32) -> Result<Vec<FlowRun>> {
+        let path = format!("/api/admin/flows/{flow_id}/runs?limit={limit}");
+        self.call(Method::GET, &path, |r| r).await
+    }
+
     pub async fn flow_run(&self, id: &str) -> Result<FlowRun> {
         let path = format!("/api/integration/v2/flows/runs/{id}");
         self.call(Method::GET, &path, |r| r).await

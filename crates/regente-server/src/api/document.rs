@@ -83,7 +83,7 @@ fn status_pattern() -> String {
         admin::create_organization,
         credentials::create_credential, credentials::list_credentials, credentials::get_credential,
         credentials::replace_credential, credentials::delete_credential,
-        flows::save_flow, flows::list_flows, flows::get_flow,
+        flows::save_flow, flows::list_flows, flows::get_flow, flows::list_flow_runs,
         flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
         schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,
         schedules::update_schedule, schedules::delete_schedule, schedules::trigger_schedule,

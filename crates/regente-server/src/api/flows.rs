@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::error::{ApiResult, ErrorBody};
+use super::error::{ApiError, ApiResult, ErrorBody};
 use super::extract::{Admin, Authenticated};
 use super::integration::{idempotency_key, parse_run_body, RunBody, RunIdBody};
 use crate::service::{flows, Context};
@@ -23,6 +23,7 @@ pub fn router() -> Router<Arc<Context>> {
     Router::new()
         .route("/api/admin/flows", post(save_flow).get(list_flows))
         .route("/api/admin/flows/{id}", get(get_flow))
+        .route("/api/admin/flows/{id}/runs", get(list_flow_runs))
         .route("/api/integration/v2/flows/{flow_id}/run", post(run_flow))
         .route(
             "/api/integration/v2/flows/runs/{id}",
@@ -125,6 +126,42 @@ async fn get_flow(
     Path(id): Path<String>,
 ) -> ApiResult<Json<FlowBody>> {
     Ok(Json(flows::get(&ctx, &caller, &id).await?.into()))
+}
+
+/// The most runs [`list_flow_runs`] answers at once.
+pub const MAX_RUNS_PAGE: u32 = 200;
+
+/// A flow's most recent runs, newest first: `limit` of them (50 by default).
+#[utoipa::path(get, path = "/api/admin/flows/{id}/runs", tag = "flows",
+    params(("id" = String, Path),
+           ("limit" = Option<u32>, Query, minimum = 1, maximum = 200, description = "1 to 200, default 50")),
+    responses(
+        (status = 200, body = Vec<FlowRunBody>),
+        (status = 400, description = "A bad limit", body = ErrorBody),
+        (status = 401, description = "No or bad token", body = ErrorBody),
+        (status = 403, description = "Not an admin", body = ErrorBody),
+        (status = 404, description = "Unknown flow", body = ErrorBody),
+    ), security(("bearer" = [])))]
+async fn list_flow_runs(
+    Admin(caller): Admin,
+    State(ctx): State<Arc<Context>>,
+    Path(id): Path<String>,
+    Query(query): Query<std::collections::HashMap<String, String>>,
+) -> ApiResult<Json<Vec<FlowRunBody>>> {
+    let limit = match query.get("limit") {
+        None => 50,
+        Some(text) => text
+            .parse::<u32>()
+            .ok()
+            .filter(|n| (1..=MAX_RUNS_PAGE).contains(n))
+            .ok_or_else(|| {
+                ApiError::invalid(format!(
+                    "query parameter limit must be a whole number from 1 to {MAX_RUNS_PAGE}, got {text:?}"
+                ))
+            })?,
+    };
+    let runs = flows::recent_runs(&ctx, &caller, &id, limit).await?;
+    Ok(Json(runs.into_iter().map(FlowRunBody::from).collect()))
 }
 
 /// Runs the flow's newest version with the run body's variables as its inputs;

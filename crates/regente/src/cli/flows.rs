@@ -1,5 +1,5 @@
 //! `regente flows`: list flows (admins), run one (waiting for its end if
-//! asked) and show a run.
+//! asked), list a flow's recent runs and show a run.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -46,6 +46,16 @@ pub enum FlowsCommand {
 
 #[derive(Subcommand)]
 pub enum FlowRunsCommand {
+    /// A flow's most recent runs, newest first (admins).
+    List {
+        /// The flow, by name or id.
+        flow: String,
+        /// How many, 1 to 200.
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        common: Common,
+    },
     /// One run: its status and each step's, with their executions.
     Show {
         id: String,
@@ -105,6 +115,29 @@ pub async fn flows(command: FlowsCommand) -> anyhow::Result<ExitCode> {
                 format!("{id} {}{value}", run.status.as_str())
             })?;
             Ok(exit_status(run.status))
+        }
+        FlowsCommand::Runs(FlowRunsCommand::List {
+            flow,
+            limit,
+            common,
+        }) => {
+            let client = session::client(&common)?;
+            let flow_id = client.find_flow(&flow).await?;
+            let runs = client.flow_runs(&flow_id, limit).await?;
+            print(common.output, &runs, || {
+                table(
+                    &["ID", "VERSION", "STATUS", "STARTED", "ENDED"],
+                    runs.iter().map(|run| {
+                        vec![
+                            run.id.clone(),
+                            run.version.to_string(),
+                            run.status.as_str().to_owned(),
+                            local_time(run.init),
+                            run.end.map(local_time).unwrap_or_default(),
+                        ]
+                    }),
+                )
+            })
         }
         FlowsCommand::Runs(FlowRunsCommand::Show { id, common }) => {
             let client = session::client(&common)?;

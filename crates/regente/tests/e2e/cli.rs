@@ -595,6 +595,12 @@ fn flows_run_wait_exit_status_says_how_the_flow_run_ended() {
         (&Value::from("FINISHED"), &Value::from("FINISHED")),
         "{shown}"
     );
+    let listed = json(&world.cli(&["flows", "runs", "list", "checks", "--output", "json"]));
+    assert_eq!(
+        listed[0]["id"],
+        run.as_str(),
+        "the newest run first: {listed}"
+    );
     let shown = world.cli(&["flows", "runs", "show", &run]);
     assert_success(&shown);
     assert!(

@@ -204,6 +204,33 @@ fn a_three_step_flow_passes_values_and_a_false_condition_skips() {
         rig.ledger().last().unwrap(),
         "report  processed=SKIPPED,count=0"
     );
+
+    // The flow's runs, newest first, for admins only; a bad limit says so.
+    let newest = done;
+    let path = format!("/api/admin/flows/{flow}/runs");
+    let listed = server.get(&path, &rig.admin).expect(200).json();
+    let ids: Vec<&str> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids.len(), 2, "{listed}");
+    assert_eq!(ids[0], newest["id"].as_str().unwrap(), "newest first");
+    assert_eq!(listed[0]["status"], "FINISHED");
+    let one = server
+        .get(&format!("{path}?limit=1"), &rig.admin)
+        .expect(200)
+        .json();
+    assert_eq!(one.as_array().unwrap().len(), 1);
+    for limit in ["0", "201", "x"] {
+        let reply = server.get(&format!("{path}?limit={limit}"), &rig.admin);
+        let body = assert_error(&reply, 400, &path);
+        assert!(message(&body).contains("limit"), "{body}");
+    }
+    assert_error(&server.get(&path, &integration), 403, &path);
+    let unknown = "/api/admin/flows/0123456789abcdef/runs";
+    assert_error(&server.get(unknown, &rig.admin), 404, unknown);
 }
 
 #[test]

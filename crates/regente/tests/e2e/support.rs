@@ -48,6 +48,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/admin/flows"),
     ("GET", "/api/admin/flows"),
     ("GET", "/api/admin/flows/{id}"),
+    ("GET", "/api/admin/flows/{id}/runs"),
     ("POST", "/api/integration/v2/flows/{flow_id}/run"),
     ("GET", "/api/integration/v2/flows/runs/{id}"),
     ("DELETE", "/api/integration/v2/flows/runs/{id}"),
