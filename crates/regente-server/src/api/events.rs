@@ -93,16 +93,10 @@ async fn events(
     Ok(Sse::new(stream).keep_alive(KeepAlive::default()))
 }
 
+/// A log sequence number, as the stream's event ids are.
 fn parse_after(what: &str, text: &str) -> ApiResult<i64> {
-    text.trim()
-        .parse::<i64>()
-        .ok()
-        .filter(|after| *after >= 0)
-        .ok_or_else(|| {
-            ApiError::invalid(format!(
-                "{what} must be a log sequence number (a whole number, 0 or more), got {text:?}"
-            ))
-        })
+    let after = super::whole_number(what, text.trim(), 0..=i64::MAX as u64)?;
+    Ok(after as i64)
 }
 
 /// What the client has been told of the execution's state.

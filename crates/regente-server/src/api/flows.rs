@@ -14,7 +14,7 @@ use serde::Serialize;
 use serde_json::Value;
 use utoipa::ToSchema;
 
-use super::error::{ApiError, ApiResult, ErrorBody};
+use super::error::{ApiResult, ErrorBody};
 use super::extract::{Admin, Authenticated};
 use super::integration::{idempotency_key, parse_run_body, RunBody, RunIdBody};
 use crate::service::{flows, Context};
@@ -150,15 +150,9 @@ async fn list_flow_runs(
 ) -> ApiResult<Json<Vec<FlowRunBody>>> {
     let limit = match query.get("limit") {
         None => 50,
-        Some(text) => text
-            .parse::<u32>()
-            .ok()
-            .filter(|n| (1..=MAX_RUNS_PAGE).contains(n))
-            .ok_or_else(|| {
-                ApiError::invalid(format!(
-                    "query parameter limit must be a whole number from 1 to {MAX_RUNS_PAGE}, got {text:?}"
-                ))
-            })?,
+        Some(text) => {
+            super::whole_number("query parameter limit", text, 1..=u64::from(MAX_RUNS_PAGE))? as u32
+        }
     };
     let runs = flows::recent_runs(&ctx, &caller, &id, limit).await?;
     Ok(Json(runs.into_iter().map(FlowRunBody::from).collect()))

@@ -258,16 +258,17 @@ async fn result(
 
 /// The `wait` query parameter: whole seconds, 0 to 60.
 fn wait_of(query: &HashMap<String, String>) -> ApiResult<Option<Duration>> {
-    let Some(text) = query.get("wait") else {
-        return Ok(None);
-    };
-    let max = runs::MAX_WAIT.as_secs();
-    match text.parse::<u64>() {
-        Ok(seconds) if seconds <= max => Ok(Some(Duration::from_secs(seconds))),
-        _ => Err(ApiError::invalid(format!(
-            "query parameter wait must be a whole number of seconds from 0 to {max}, got {text:?}"
-        ))),
-    }
+    query
+        .get("wait")
+        .map(|text| {
+            let seconds = super::whole_number(
+                "query parameter wait (seconds)",
+                text,
+                0..=runs::MAX_WAIT.as_secs(),
+            )?;
+            Ok(Duration::from_secs(seconds))
+        })
+        .transpose()
 }
 
 /// Cancels an execution. A PENDENT one becomes CANCELED and never runs; an ended

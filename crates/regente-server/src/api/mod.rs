@@ -80,6 +80,25 @@ async fn unknown_route(request: axum::extract::Request) -> axum::response::Respo
     }
 }
 
+/// A whole number within `range`, read from the query parameter or header
+/// `what` names; a 400 saying the range otherwise.
+pub(crate) fn whole_number(
+    what: &str,
+    text: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> ApiResult<u64> {
+    text.parse::<u64>()
+        .ok()
+        .filter(|n| range.contains(n))
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "{what} must be a whole number from {} to {}, got {text:?}",
+                range.start(),
+                range.end()
+            ))
+        })
+}
+
 /// Parses a JSON body; on failure says what was wrong and the shape expected.
 /// Only a JSON object is taken: serde would also fill a struct from an array
 /// of its fields in order (`["admin", "cGFzcw=="]`).
