@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use super::{other, PostgresStore};
+use super::{fetch_all, other, PostgresStore, NO_ARGS};
 use crate::dashboard::{TOTALS_ENDED, TOTALS_LIVE, TOTALS_TIMES};
 use crate::rows::{
     ended_total_from, hour_count_from, hour_times_from, status_count_from, time_total_from,
@@ -42,29 +42,13 @@ impl DashboardStore for PostgresStore {
     }
 
     async fn totals(&self) -> Result<Totals> {
-        let (ended, busy): (Vec<_>, Vec<i64>) = sqlx::query(TOTALS_ENDED)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(other)?
-            .iter()
-            .map(ended_total_from)
-            .collect::<Result<Vec<_>>>()?
-            .into_iter()
-            .unzip();
-        let times = sqlx::query(TOTALS_TIMES)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(other)?
-            .iter()
-            .map(time_total_from)
-            .collect::<Result<_>>()?;
-        let live = sqlx::query(TOTALS_LIVE)
-            .fetch_all(&self.pool)
-            .await
-            .map_err(other)?
-            .iter()
-            .map(status_count_from)
-            .collect::<Result<_>>()?;
+        let (ended, busy): (Vec<_>, Vec<i64>) =
+            fetch_all(&self.pool, TOTALS_ENDED, NO_ARGS, ended_total_from)
+                .await?
+                .into_iter()
+                .unzip();
+        let times = fetch_all(&self.pool, TOTALS_TIMES, NO_ARGS, time_total_from).await?;
+        let live = fetch_all(&self.pool, TOTALS_LIVE, NO_ARGS, status_count_from).await?;
         Ok(Totals {
             ended,
             live,
