@@ -380,9 +380,6 @@ impl Session {
             )
             .await?;
         if matches!(outcome, regente_store::LostOutcome::Ended(_)) {
-            self.ctx
-                .hub
-                .changed(super::Changed::Execution(claimed.execution_id.clone()));
             crate::service::execution_ended(&self.ctx, &claimed.execution_id).await;
         }
         Ok(())

@@ -183,6 +183,9 @@ pub(crate) async fn announce(ctx: &Context, notice: Notice) {
 /// the event stream now, and whoever waits for its end, here or elsewhere,
 /// reads it again.
 pub(crate) async fn execution_ended(ctx: &Context, execution_id: &str) {
+    // This server's waiters and live pages here; the notice wakes the others'.
+    ctx.hub
+        .changed(crate::hub::Changed::Execution(execution_id.to_owned()));
     let execution_id = execution_id.to_owned();
     announce(ctx, Notice::ExecutionEnded { execution_id }).await;
 }
