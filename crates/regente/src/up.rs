@@ -60,10 +60,10 @@ pub async fn up(
     let addr = server.local_addr();
     let password = match (
         server.generated_admin_password(),
-        server.ignored_admin_settings(),
+        server.ignored_admin_settings().await?,
     ) {
         (Some(generated), _) => Password::Shown(generated.to_owned()),
-        (None, Some(why)) => Password::Ignored(why.to_owned()),
+        (None, Some(why)) => Password::Ignored(why),
         (None, None) => options
             .admin_password
             .clone()
