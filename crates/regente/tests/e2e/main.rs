@@ -15,6 +15,7 @@ mod auth;
 mod chaos;
 mod cli;
 mod console;
+mod console_api_keys;
 mod console_browser;
 mod console_schedules_flows;
 mod console_up;
