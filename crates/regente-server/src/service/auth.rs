@@ -394,7 +394,8 @@ pub async fn authenticate(ctx: &Context, authorization: Option<&str>) -> Result<
         return Err(gone());
     }
     let caller = Caller::of_user(user);
-    let valid_until = (claims.exp + ctx.auth.validation.leeway as i64) * 1000;
+    // The last millisecond of the last second the token is taken in.
+    let valid_until = (claims.exp + ctx.auth.validation.leeway as i64) * 1000 + 999;
     ctx.auth.remember(token, &caller, valid_until, forgotten);
     Ok(caller)
 }

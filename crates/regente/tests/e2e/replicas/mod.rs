@@ -308,7 +308,11 @@ fn an_api_key_revoked_on_one_replica_is_refused_on_the_other_within_seconds() {
         .auth(&admin)
         .send()
         .expect(204);
-    assert_eq!(a.get(probe, &key).status, 401, "refused at once where revoked");
+    assert_eq!(
+        a.get(probe, &key).status,
+        401,
+        "refused at once where revoked"
+    );
     // B learns of the revoke through the store's notices, a moment later.
     wait_for_every(
         Duration::from_millis(20),
