@@ -80,12 +80,7 @@ pub async fn up(
                 data_dir.display()
             )
         })?;
-    let caller = Caller {
-        user_id: admin.id.clone(),
-        username: admin.username.clone(),
-        organization_id: admin.organization_id.clone(),
-        role: admin.role,
-    };
+    let caller = Caller::of_user(admin.clone());
     let (runtime_id, key) = local_runtime(&ctx, &caller, &data_dir, options.slots).await?;
     let robot_path = needs::robot_path(&data_dir);
     let install = install_command();

@@ -1,0 +1,102 @@
+//! API keys on PostgreSQL.
+
+use async_trait::async_trait;
+
+use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
+use crate::api_keys::{ApiKey, ApiKeyStore};
+use crate::rows::api_key_from;
+use crate::{Error, Millis, Result};
+
+/// Every column but the hash, which no read answers.
+const COLUMNS: &str = "id, organization_id, name, role, prefix, created_by, created_at, \
+                       last_used_at, expires_at, revoked_at";
+
+#[async_trait]
+impl ApiKeyStore for PostgresStore {
+    async fn create_api_key(&self, key: &ApiKey, key_hash: &str) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO api_keys (id, organization_id, name, role, prefix, key_hash, \
+             created_by, created_at, last_used_at, expires_at, revoked_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&key.id)
+        .bind(&key.organization_id)
+        .bind(&key.name)
+        .bind(key.role.as_str())
+        .bind(&key.prefix)
+        .bind(key_hash)
+        .bind(&key.created_by)
+        .bind(key.created_at)
+        .bind(key.last_used_at)
+        .bind(key.expires_at)
+        .bind(key.revoked_at)
+        .execute(&self.pool)
+        .await
+        .map_err(conflict_as("an API key with this name"))?;
+        Ok(())
+    }
+
+    async fn list_api_keys(&self, organization_id: &str) -> Result<Vec<ApiKey>> {
+        fetch_all(
+            &self.pool,
+            &format!(
+                "SELECT {COLUMNS} FROM api_keys WHERE organization_id = $1 ORDER BY created_at, id"
+            ),
+            &[organization_id],
+            api_key_from,
+        )
+        .await
+    }
+
+    async fn get_api_key(&self, organization_id: &str, id: &str) -> Result<ApiKey> {
+        fetch_optional(
+            &self.pool,
+            &format!("SELECT {COLUMNS} FROM api_keys WHERE organization_id = $1 AND id = $2"),
+            &[organization_id, id],
+            api_key_from,
+        )
+        .await?
+        .ok_or(Error::NotFound)
+    }
+
+    async fn find_api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKey>> {
+        fetch_optional(
+            &self.pool,
+            &format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1"),
+            &[key_hash],
+            api_key_from,
+        )
+        .await
+    }
+
+    async fn revoke_api_key(&self, organization_id: &str, id: &str, at: Millis) -> Result<ApiKey> {
+        let row = sqlx::query(&format!(
+            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
+             WHERE organization_id = $1 AND id = $2 RETURNING {COLUMNS}"
+        ))
+        .bind(organization_id)
+        .bind(id)
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(other)?;
+        row.as_ref()
+            .map(api_key_from)
+            .transpose()?
+            .ok_or(Error::NotFound)
+    }
+
+    async fn touch_api_key(&self, id: &str, at: Millis, since: Millis) -> Result<()> {
+        sqlx::query(
+            "UPDATE api_keys SET last_used_at = $2 \
+             WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < $3)",
+        )
+        .bind(id)
+        .bind(at)
+        .bind(since)
+        .execute(&self.pool)
+        .await
+        .map_err(other)?;
+        Ok(())
+    }
+}
