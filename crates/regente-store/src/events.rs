@@ -194,7 +194,8 @@ pub(crate) struct NewEvent {
     pub data: Value,
 }
 
-/// Events deleted per transaction by [`EventStore::prune_events`].
+/// Rows deleted per transaction by [`EventStore::prune_events`] (and
+/// [`crate::AuditStore::prune_audit`]).
 pub(crate) const PRUNE_BATCH: i64 = 5_000;
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //!   change writes to, with consumers' cursors), [`flows`] (definitions in
 //!   versions, runs and their steps), [`schedules`] (runs queued at the times of
 //!   a rule, and every fire), [`cluster`] (several servers on one store), [`dashboard`]
-//!   (hourly rollups of ended executions).
+//!   (hourly rollups of ended executions), [`audit`] (the audit log, written in
+//!   the transaction of each change it records).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
@@ -27,6 +28,7 @@
 
 use std::sync::Arc;
 
+pub mod audit;
 pub mod cluster;
 pub mod copy;
 pub mod credentials;
@@ -44,6 +46,7 @@ pub mod runtimes;
 pub mod schedules;
 pub mod sqlite;
 
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, AuditStore};
 pub use cluster::{ClusterStore, Notice};
 pub use credentials::{
     Credential, CredentialStore, CredentialWrite, SealedCredential, SealedValue, SealedVariables,
@@ -72,8 +75,8 @@ pub use schedules::{
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ClusterStore, CredentialStore, DashboardStore, EventStore, ExecutionStore, FlowStore,
-        LeaseStore, OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
+        AuditStore, ClusterStore, CredentialStore, DashboardStore, EventStore, ExecutionStore,
+        FlowStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
     };
 }
 
@@ -97,6 +100,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// this one follows.
 pub trait Store:
     OrganizationStore
+    + AuditStore
     + RuntimeStore
     + RobotStore
     + ExecutionStore
@@ -115,6 +119,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: OrganizationStore
+        + AuditStore
         + RuntimeStore
         + RobotStore
         + ExecutionStore

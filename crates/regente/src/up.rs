@@ -85,6 +85,7 @@ pub async fn up(
         username: admin.username.clone(),
         organization_id: admin.organization_id.clone(),
         role: admin.role,
+        address: None,
     };
     let (runtime_id, key) = local_runtime(&ctx, &caller, &data_dir, options.slots).await?;
     let robot_path = needs::robot_path(&data_dir);

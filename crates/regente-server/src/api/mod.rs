@@ -5,6 +5,7 @@
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`events`]: an execution's log, progress and status as Server-Sent Events.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`audit`]: the audit log, read only.
 //! - [`credentials`]: the vault's credentials, written and listed, never read back.
 //! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
 //! - [`schedules`]: schedules, their fires, triggers and backfills.
@@ -14,6 +15,7 @@
 //!   the constraints on inputs and links between operations.
 
 pub mod admin;
+pub mod audit;
 pub mod auth;
 pub mod credentials;
 pub mod document;
@@ -46,6 +48,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(flows::router())
         .merge(credentials::router())
         .merge(admin::router(ctx.config.max_package_bytes))
+        .merge(audit::router())
         .merge(schedules::router())
         .merge(runtime::router())
         .merge(metrics::router())

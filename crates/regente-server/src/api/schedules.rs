@@ -297,7 +297,7 @@ impl Fields {
 const LAST_INSTANT: Millis = 253_402_300_799_999;
 
 /// A time: epoch milliseconds, or ISO-8601 with an offset; from 1970 to 9999.
-fn instant(field: &'static str, value: &Value) -> ApiResult<Millis> {
+pub(crate) fn instant(field: &'static str, value: &Value) -> ApiResult<Millis> {
     let at = match value {
         Value::Number(number) => number
             .as_i64()

@@ -1,6 +1,7 @@
 //! Use cases: what the server does, independent of HTTP. Handlers in `api/` call
 //! these; these call the [`Store`](regente_store::Store). No axum type appears here.
 
+pub mod audit;
 pub mod auth;
 pub mod credentials;
 pub mod dashboard;
@@ -81,6 +82,9 @@ pub struct Caller {
     pub username: String,
     pub organization_id: String,
     pub role: regente_core::Role,
+    /// The client address the request came from, for the audit log; `None`
+    /// for the server acting on its own.
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl Caller {
@@ -95,6 +99,7 @@ impl Caller {
             username: name,
             organization_id: organization_id.to_owned(),
             role: regente_core::Role::Admin,
+            address: None,
         }
     }
 

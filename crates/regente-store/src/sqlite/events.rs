@@ -131,18 +131,23 @@ impl EventStore for SqliteStore {
     }
 
     async fn prune_events(&self, older_than: Millis) -> Result<u64> {
+        self.prune_older("events", older_than).await
+    }
+}
+
+impl SqliteStore {
+    /// Deletes the rows of `table` (numbered by `seq`, dated by `time`) older
+    /// than `older_than`, [`PRUNE_BATCH`] per write, so that other writes go on
+    /// in between. How many.
+    pub(super) async fn prune_older(&self, table: &'static str, older_than: Millis) -> Result<u64> {
+        let sql = format!(
+            "DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE time < ?1 LIMIT ?2)"
+        );
         let mut pruned = 0;
-        // A batch per write, so that other writes go on in between.
         loop {
+            let sql = sql.clone();
             let deleted = self
-                .write(move |conn| {
-                    change(
-                        conn,
-                        "DELETE FROM events WHERE seq IN \
-                         (SELECT seq FROM events WHERE time < ?1 LIMIT ?2)",
-                        params![older_than, PRUNE_BATCH],
-                    )
-                })
+                .write(move |conn| change(conn, &sql, params![older_than, PRUNE_BATCH]))
                 .await?;
             pruned += deleted as u64;
             if (deleted as i64) < PRUNE_BATCH {

@@ -55,6 +55,7 @@ macro_rules! conformance {
     };
 }
 
+mod audit;
 mod cluster;
 mod credentials;
 mod dashboard;
