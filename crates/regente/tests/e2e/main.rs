@@ -10,6 +10,7 @@ mod admin_changes;
 mod admin_cli;
 mod agent_faults;
 mod agent_runs;
+mod audit;
 mod auth;
 mod chaos;
 mod cli;
