@@ -13,10 +13,12 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+mod audit;
 pub mod events;
 mod flows;
 mod schedules;
 mod types;
+pub use audit::{AuditPage, AuditQuery, AuditRecord};
 pub use flows::{Flow, FlowRun, FlowRunStep};
 pub use schedules::{Fire, FireTime, Schedule};
 pub use types::*;

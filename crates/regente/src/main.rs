@@ -61,6 +61,9 @@ enum Command {
     /// List flows, run one (--wait: the exit status says how it ended), show a run.
     #[command(subcommand)]
     Flows(cli::FlowsCommand),
+    /// The audit log: who changed what, newest first (admins).
+    #[command(subcommand)]
+    Audit(cli::AuditCommand),
     /// The vault's master key, run against the store (the servers may be running).
     #[command(subcommand)]
     Vault(VaultCommand),
@@ -327,6 +330,7 @@ fn main() -> ExitCode {
             | Command::Credentials(_)
             | Command::Schedules(_)
             | Command::Flows(_)
+            | Command::Audit(_)
     );
     let default_filter = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -370,6 +374,7 @@ fn main() -> ExitCode {
             Command::Credentials(command) => cli::credentials(command).await,
             Command::Schedules(command) => cli::schedules(command).await,
             Command::Flows(command) => cli::flows(command).await,
+            Command::Audit(command) => cli::audit(command).await,
             Command::Vault(VaultCommand::RotateKey(args)) => done(rotate_key(args).await),
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }

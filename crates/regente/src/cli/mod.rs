@@ -1,6 +1,7 @@
 //! The command line for people and scripts: sign in once, then push robots, run
 //! them and follow or read executions; read, pause, resume and trigger
-//! schedules; run flows and read their runs. Built on `regente-client`.
+//! schedules; run flows and read their runs; read the audit log. Built on
+//! `regente-client`.
 //!
 //! Exit status: 0 when the command did what it was asked (a run waited for
 //! ended FINISHED); 1 when a run waited for ended ERROR; 3 when it ended
@@ -13,10 +14,12 @@ use clap::{Args, Subcommand, ValueEnum};
 use regente_client::{ExecutionFilter, RunRequest, Status};
 use serde::Serialize;
 
+pub use audit::{audit, AuditCommand};
 pub use credentials::{credentials, CredentialsCommand};
 pub use flows::{flows, FlowsCommand};
 pub use schedules::{schedules, SchedulesCommand};
 
+mod audit;
 mod credentials;
 mod flows;
 mod follow;
