@@ -5,7 +5,7 @@
 //! - [`pages`]: the frame of every page, rendering, the error pages.
 //! - [`auth`]: signing in and out.
 //! - [`executions`], [`runtimes`], [`robots`], [`schedules`], [`flows`],
-//!   [`users`], [`credentials`]: the sections.
+//!   [`users`], [`credentials`], [`audit`]: the sections.
 //! - [`dashboard`] with [`charts`] (SVG drawn here): the window's figures.
 //! - [`live`]: Server-Sent Events for the pages that update themselves.
 //! - [`assets`]: the stylesheet and scripts compiled in; [`format`]: times and numbers.
@@ -14,6 +14,7 @@
 //! `assets/`.
 
 pub mod assets;
+pub mod audit;
 pub mod auth;
 pub mod charts;
 pub mod credentials;
@@ -71,6 +72,7 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
         .route("/users/{id}/role", post(users::set_role))
         .route("/credentials", get(credentials::list))
         .route("/dashboard", get(dashboard::page))
+        .route("/audit", get(audit::list))
         .route("/assets/{version}/{name}", get(assets::serve))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         // Packages are counted by the upload as they come; a little room for

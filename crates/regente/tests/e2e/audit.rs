@@ -432,3 +432,61 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     assert_eq!(seen[0]["actor_name"], "other-admin");
     assert!(all_records(&server, &admin, &format!("&object_id={theirs}")).is_empty());
 }
+
+#[test]
+fn console_changes_are_recorded_and_the_audit_page_lists_them_for_admins() {
+    use crate::console::{hidden_field, http, http_session};
+
+    let server = TestServer::start();
+    let admin = server.admin_token();
+    let client = http();
+    let cookie = format!(
+        "regente_session={}",
+        http_session(&server, ADMIN_USER, ADMIN_PASSWORD)
+    );
+    let get = |path: &str, cookie: &str| {
+        client
+            .get(server.url(path))
+            .header("Cookie", cookie)
+            .send()
+            .unwrap()
+    };
+
+    // A user created through the console's form.
+    let csrf = hidden_field(&get("/users", &cookie).text().unwrap(), "csrf");
+    let created = client
+        .post(server.url("/users"))
+        .header("Cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", "console-made"),
+            ("password", PASSWORD),
+            ("role", "integration"),
+        ])
+        .send()
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let records = all_records(&server, &admin, "&action=user.create");
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(records[0]["actor_name"], ADMIN_USER);
+    assert_eq!(records[0]["address"], "127.0.0.1");
+    assert_eq!(records[0]["summary"]["username"], "console-made");
+
+    // The page lists it, filtered; a filter that matches nothing says so.
+    let page = get("/audit?action=user.create&actor=", &cookie);
+    assert_eq!(page.status(), 200);
+    let html = page.text().unwrap();
+    assert!(html.contains("data-action=\"user.create\""), "{html}");
+    assert!(html.contains("console-made"), "{html}");
+    assert!(!html.contains(PASSWORD), "{html}");
+    let none = get("/audit?action=user.delete", &cookie).text().unwrap();
+    assert!(none.contains("No records match."), "{none}");
+    assert_eq!(get("/audit?limit=0", &cookie).status(), 400);
+
+    // An integration user gets the 403 page.
+    let reader = format!(
+        "regente_session={}",
+        http_session(&server, "console-made", PASSWORD)
+    );
+    assert_eq!(get("/audit", &reader).status(), 403);
+}
