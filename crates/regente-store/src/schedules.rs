@@ -271,7 +271,7 @@ pub struct Firing {
     pub runs: Vec<FireRun>,
     pub now: Millis,
     /// The record of a person's trigger or backfill, written with the firing
-    /// unless it is stale.
+    /// when it records a fire ([`Fired::recorded_a_fire`]).
     pub audit: Option<AuditEntry>,
 }
 
@@ -285,6 +285,17 @@ pub enum Fired {
     /// Nothing was written: the schedule has moved on, was paused or deleted
     /// since the fires were decided.
     Stale,
+}
+
+impl Fired {
+    /// Whether a fire was recorded: a firing that found every fire already
+    /// run or skipped changed nothing (and its `audit` is not written).
+    pub fn recorded_a_fire(&self) -> bool {
+        match self {
+            Fired::Applied(outcomes) => outcomes.iter().any(|(_, outcome)| outcome.is_some()),
+            Fired::Stale => false,
+        }
+    }
 }
 
 /// An execution's or a flow run's end, read from the event stream.

@@ -409,7 +409,9 @@ impl ScheduleStore for PostgresStore {
         let Some(fired) = fire(&mut tx, firing).await? else {
             return Ok(Fired::Stale);
         };
-        insert_audit(&mut tx, firing.audit.as_ref()).await?;
+        if fired.recorded_a_fire() {
+            insert_audit(&mut tx, firing.audit.as_ref()).await?;
+        }
         tx.commit().await.map_err(other)?;
         Ok(fired)
     }

@@ -406,7 +406,7 @@ impl ScheduleStore for SqliteStore {
         let firing = firing.clone();
         self.write(move |conn| {
             let fired = fire(conn, &firing)?;
-            if matches!(fired, Fired::Applied(_)) {
+            if fired.recorded_a_fire() {
                 insert_audit(conn, firing.audit.as_ref())?;
             }
             Ok(fired)

@@ -262,7 +262,19 @@ async fn a_fire_queues_a_run_with_its_events_and_counts_once(store: Arc<dyn Stor
     let s = stored_schedule(&w, Overlap::Allow, Some(600_000)).await;
     // A new world has written no event yet.
     let skip = 0;
-    let fire = firing(&s, FireOrigin::Trigger, vec![run(&w, &s, 600_000)], 600_004);
+    let mut fire = firing(&s, FireOrigin::Trigger, vec![run(&w, &s, 600_000)], 600_004);
+    // A person's trigger: its record is written with the fire, once.
+    fire.audit = Some(regente_store::AuditEntry {
+        organization_id: w.org.id.clone(),
+        time: 600_004,
+        actor_id: w.admin.id.clone(),
+        actor_name: w.admin.username.clone(),
+        action: "schedule.trigger".into(),
+        object_type: "schedule".into(),
+        object_id: s.id.clone(),
+        address: None,
+        summary: json!({}),
+    });
     let fired = w.store.fire_schedule(&fire).await.unwrap();
     let ids = started(&fired);
     assert_eq!(ids.len(), 1);
@@ -318,6 +330,17 @@ async fn a_fire_queues_a_run_with_its_events_and_counts_once(store: Arc<dyn Stor
         Fired::Applied(vec![(600_000, None)])
     );
     assert_eq!(counters(&w, &s.id).await, (1, 0, 0));
+    let every_record = regente_store::AuditFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    let records = w
+        .store
+        .audit_records(&w.org.id, &every_record)
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(Some(&records[0].entry), fire.audit.as_ref());
     let fires = w.store.schedule_fires(&w.org.id, &s.id, 10).await.unwrap();
     assert_eq!(fires.len(), 1);
     assert_eq!(fires[0].origin, FireOrigin::Trigger);
