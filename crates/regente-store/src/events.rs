@@ -1,5 +1,5 @@
 //! The event stream: one durable record per state change, in a global order that
-//! consumers (flows, webhooks, audit, metrics, the live console) follow with a
+//! consumers (flows, webhooks, metrics, the live console) follow with a
 //! cursor they keep in the store.
 //!
 //! - Every event is written in the transaction that makes the change it reports,
