@@ -287,7 +287,11 @@ pub async fn cancel(
     execution_id: &str,
 ) -> Result<()> {
     let execution = get(ctx, caller, runtime_id, execution_id).await?;
-    let summary = json!({"robot_id": execution.robot_id, "runtime_id": execution.runtime_id, "status": execution.status.as_str()});
+    let summary = json!({
+        "robot_id": execution.robot_id,
+        "runtime_id": execution.runtime_id,
+        "status": execution.status.as_str(),
+    });
     let audit = super::audit::of_person(ctx, caller, "execution.cancel", &execution.id, summary);
     let outcome = ctx
         .store

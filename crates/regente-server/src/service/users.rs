@@ -77,8 +77,6 @@ pub async fn delete(ctx: &Arc<Context>, caller: &Caller, id: &str) -> Result<()>
     if id == caller.user_id {
         return Err(Error::Conflict("you cannot delete your own user".into()));
     }
-    // On a task of its own: a client hanging up must not leave the user deleted
-    // but their tokens still known.
     let not_found = || format!("user {id} not found");
     if !regente_core::is_valid_id(id) {
         return Err(Error::NotFound(not_found()));
@@ -95,6 +93,8 @@ pub async fn delete(ctx: &Arc<Context>, caller: &Caller, id: &str) -> Result<()>
         id,
         json!({"username": username}),
     );
+    // On a task of its own: a client hanging up must not leave the user deleted
+    // but their tokens still known.
     let (ctx, organization_id, id) = (ctx.clone(), caller.organization_id.clone(), id.to_owned());
     tokio::spawn(async move {
         or_not_found(
