@@ -75,7 +75,18 @@ pub async fn login_failed(
     let Some(organization_id) = organization_id else {
         return;
     };
-    let tried: String = username.chars().take(TRIED_USERNAME_CHARS).collect();
+    // Cut short, and without NUL, which PostgreSQL text cannot hold.
+    let tried: String = username
+        .chars()
+        .take(TRIED_USERNAME_CHARS)
+        .map(|c| {
+            if c == '\0' {
+                char::REPLACEMENT_CHARACTER
+            } else {
+                c
+            }
+        })
+        .collect();
     let entry = AuditEntry {
         organization_id,
         time: ctx.clock.now(),

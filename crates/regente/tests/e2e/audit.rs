@@ -483,6 +483,16 @@ fn console_changes_are_recorded_and_the_audit_page_lists_them_for_admins() {
     assert!(none.contains("No records match."), "{none}");
     assert_eq!(get("/audit?limit=0", &cookie).status(), 400);
 
+    // A failed login with a NUL in the name tried is recorded too (PostgreSQL
+    // text holds no NUL: it shows as U+FFFD).
+    assert_eq!(
+        server.login_v2_reply("bad\0name", "wrong-password").status,
+        401
+    );
+    let failed = all_records(&server, &admin, "&action=auth.login_failed");
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0]["actor_name"], "bad\u{FFFD}name");
+
     // An integration user gets the 403 page.
     let reader = format!(
         "regente_session={}",
