@@ -21,23 +21,34 @@ pub fn one_connection() -> reqwest::Client {
 /// A run request sent the way the loads send theirs, on `client`'s connection,
 /// for a figure that times one run at a time; answers the execution id.
 pub async fn post_run(client: &reqwest::Client, url: &str, token: &str) -> anyhow::Result<String> {
-    let response = client
-        .post(url)
-        .header("authorization", token)
-        .send()
-        .await
-        .context("a run")?;
-    let status = response.status();
-    let text = response.text().await?;
-    if status != reqwest::StatusCode::OK {
-        bail!("a run answered {status}: {text}");
-    }
-    let answer: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("a run answered non-JSON: {text}"))?;
+    let answer = json_answer(client.post(url).header("authorization", token), "a run").await?;
     Ok(answer["id"]
         .as_str()
         .with_context(|| format!("no id in {answer}"))?
         .to_owned())
+}
+
+/// `GET url` with the token, on `client`'s connection: its JSON answer.
+pub async fn get_json(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> anyhow::Result<serde_json::Value> {
+    json_answer(client.get(url).header("authorization", token), "a GET").await
+}
+
+/// Sends a request that must answer 200 with JSON (`what` names it in errors).
+async fn json_answer(
+    request: reqwest::RequestBuilder,
+    what: &str,
+) -> anyhow::Result<serde_json::Value> {
+    let response = request.send().await.context(what.to_owned())?;
+    let status = response.status();
+    let text = response.text().await?;
+    if status != reqwest::StatusCode::OK {
+        bail!("{what} answered {status}: {text}");
+    }
+    serde_json::from_str(&text).with_context(|| format!("{what} answered non-JSON: {text}"))
 }
 
 pub fn run_url(base: &str, runtime: &str, robot: &str) -> String {

@@ -18,6 +18,7 @@ mod report;
 mod schedules;
 mod setup;
 mod sim;
+mod waits;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -71,6 +72,12 @@ struct Cli {
     /// Fires measured by the schedule lag figure, one a second [default: 60; smoke 3].
     #[arg(long)]
     schedule_fires: Option<u64>,
+    /// Runs awaited with `?wait=` by the wait figure [default: 100; smoke 5].
+    #[arg(long)]
+    wait_runs: Option<u64>,
+    /// Clients parked at once on one run by the waiters' memory figure [default: 1000; smoke 50].
+    #[arg(long)]
+    waiters: Option<u64>,
     /// Lines the log-ingestion robot prints [default: 1000000; smoke 10000].
     #[arg(long)]
     log_lines: Option<u64>,
@@ -88,7 +95,7 @@ struct Cli {
     #[arg(long)]
     deadline_secs: Option<f64>,
     /// Run only these figure groups (floors always run): enqueue, dispatch, e2e, results, logs, flows,
-    /// schedules, memory.
+    /// schedules, waits, memory.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Where to create the temporary data and work directories [default: the system's temp dir].
@@ -99,16 +106,24 @@ struct Cli {
     keep: bool,
 }
 
-const GROUPS: [&str; 8] = [
-    "enqueue",
+/// The groups measured with real agents connected to the first server.
+const AGENT_GROUPS: [&str; 7] = [
     "dispatch",
     "e2e",
     "results",
     "logs",
     "flows",
     "schedules",
-    "memory",
+    "waits",
 ];
+
+/// Every figure group, in the order they run.
+fn groups() -> Vec<&'static str> {
+    let mut groups = vec!["enqueue"];
+    groups.extend(AGENT_GROUPS);
+    groups.push("memory");
+    groups
+}
 
 struct Sizes {
     smoke: bool,
@@ -119,6 +134,8 @@ struct Sizes {
     dispatch_runs: u64,
     e2e_runs: u64,
     schedule_fires: u64,
+    wait_runs: u64,
+    waiters: u64,
     log_lines: u64,
     executions: u64,
     runtimes: u64,
@@ -144,6 +161,8 @@ impl Sizes {
             dispatch_runs: pick(cli.dispatch_runs, 500, 20).max(1),
             e2e_runs: pick(cli.e2e_runs, 10_000, 200).max(1),
             schedule_fires: pick(cli.schedule_fires, 60, 3).max(1),
+            wait_runs: pick(cli.wait_runs, 100, 5).max(1),
+            waiters: pick(cli.waiters, 1_000, 50).max(1),
             log_lines: pick(cli.log_lines, 1_000_000, 10_000).max(1),
             executions: pick(cli.executions, 1_000_000, 10_000),
             runtimes: pick(cli.runtimes, 1_000, 50),
@@ -193,10 +212,10 @@ struct Agents {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(unknown) = cli.only.iter().find(|g| !GROUPS.contains(&g.as_str())) {
+    if let Some(unknown) = cli.only.iter().find(|g| !groups().contains(&g.as_str())) {
         eprintln!(
             "error: unknown figure group {unknown:?} in --only: use {}",
-            GROUPS.join(", ")
+            groups().join(", ")
         );
         return ExitCode::from(2);
     }
@@ -488,14 +507,11 @@ impl Bench {
             }
             served.check_alive()?;
         }
-        if !["dispatch", "e2e", "results", "logs", "flows", "schedules"]
-            .iter()
-            .any(|g| self.wants(g))
-        {
+        if !AGENT_GROUPS.iter().any(|g| self.wants(g)) {
             return Ok(());
         }
         let mut agents = self.start_agents(served)?;
-        for group in ["dispatch", "e2e", "results", "logs", "flows", "schedules"] {
+        for group in AGENT_GROUPS {
             if !self.wants(group) {
                 continue;
             }
@@ -505,6 +521,9 @@ impl Bench {
                 "results" => self.result_reads(served, &agents),
                 "flows" => self.flow_chain(served, &agents),
                 "schedules" => self.schedule_lag(served, &agents),
+                "waits" => self
+                    .wait_answers(served, &agents)
+                    .and_then(|()| self.waiters_memory(served)),
                 _ => self.logs(served, &agents),
             });
             if let Err(e) = outcome {

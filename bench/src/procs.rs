@@ -60,3 +60,13 @@ pub fn cpu(pid: u32) -> Cpu {
 pub fn own_cpu() -> Cpu {
     cpu(std::process::id())
 }
+
+/// How many sockets the process has open (its descriptors that are sockets).
+pub fn sockets(pid: u32) -> anyhow::Result<usize> {
+    let dir = format!("/proc/{pid}/fd");
+    let entries = std::fs::read_dir(&dir).with_context(|| format!("reading {dir}"))?;
+    Ok(entries
+        .filter_map(|entry| std::fs::read_link(entry.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count())
+}

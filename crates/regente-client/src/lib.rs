@@ -1,6 +1,7 @@
 //! A client of Regente's HTTP API, for programs and for the `regente` command
 //! line: sign in, push robots, run them, wait for and read executions; read,
-//! pause, resume and trigger schedules; run flows and read their runs.
+//! pause, resume and trigger schedules; run flows and read their runs; create,
+//! list and revoke API keys.
 //!
 //! Every call answers a typed value or an [`Error`]; an error from the server
 //! keeps its status and message, as the API's JSON error shape gives them.
@@ -13,11 +14,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+mod api_keys;
 mod audit;
 pub mod events;
 mod flows;
 mod schedules;
 mod types;
+pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditPage, AuditQuery, AuditRecord};
 pub use flows::{Flow, FlowRun, FlowRunStep};
 pub use schedules::{Fire, FireTime, Schedule};

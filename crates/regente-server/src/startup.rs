@@ -89,9 +89,6 @@ impl Server {
         let bootstrap = service::organizations::bootstrap(&ctx)
             .await
             .context("cannot create the first admin")?;
-        if let Bootstrap::Existing { ignored: Some(why) } = &bootstrap {
-            warn!("{why}");
-        }
         Ok(Server {
             listener,
             tls,
@@ -131,16 +128,16 @@ impl Server {
     pub fn generated_admin_password(&self) -> Option<&str> {
         match &self.bootstrap {
             Bootstrap::Created { generated_password } => generated_password.as_deref(),
-            Bootstrap::Existing { .. } => None,
+            Bootstrap::Existing => None,
         }
     }
 
     /// Why the configured admin settings were ignored, when they were and differ
-    /// from what the store holds.
-    pub fn ignored_admin_settings(&self) -> Option<&str> {
+    /// from what the store holds (on a store that had its admin already).
+    pub async fn ignored_admin_settings(&self) -> anyhow::Result<Option<String>> {
         match &self.bootstrap {
-            Bootstrap::Existing { ignored } => ignored.as_deref(),
-            Bootstrap::Created { .. } => None,
+            Bootstrap::Existing => service::organizations::ignored_admin_settings(&self.ctx).await,
+            Bootstrap::Created { .. } => Ok(None),
         }
     }
 
@@ -160,6 +157,15 @@ impl Server {
             crate::retention::prune,
         );
         background.spawn("scheduler", crate::scheduler::run);
+        if self.bootstrap == Bootstrap::Existing {
+            background.spawn("admin settings check", |ctx, _stop| async move {
+                match service::organizations::ignored_admin_settings(&ctx).await {
+                    Ok(Some(why)) => warn!("{why}"),
+                    Ok(None) => {}
+                    Err(e) => warn!(error = %e, "cannot check the configured admin settings"),
+                }
+            });
+        }
         background.every_as_leader(
             "schedule failures",
             crate::scheduler::COUNT_FAILURES_EVERY,

@@ -146,6 +146,7 @@ fn server(store: Arc<dyn Store>, now: Millis) -> Harness {
         username: "admin".into(),
         organization_id: ORG.into(),
         role: Role::Admin,
+        api_key_id: None,
         address: None,
     };
     Harness {

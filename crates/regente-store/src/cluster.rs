@@ -31,6 +31,8 @@ pub enum Notice {
     ExecutionEnded { execution_id: String },
     /// A user was deleted: forget the tokens of theirs known valid.
     UserDeleted { user_id: String },
+    /// An API key was revoked: forget it if it is known valid.
+    ApiKeyRevoked { key_id: String },
     /// A runtime's key was replaced: close the connection made with the old one.
     RuntimeKeyChanged { runtime_id: String },
     /// A schedule was created, changed or deleted: the scheduler looks again

@@ -12,8 +12,9 @@
 //!   change writes to, with consumers' cursors), [`flows`] (definitions in
 //!   versions, runs and their steps), [`schedules`] (runs queued at the times of
 //!   a rule, and every fire), [`cluster`] (several servers on one store), [`dashboard`]
-//!   (hourly rollups of ended executions), [`audit`] (the audit log, written in
-//!   the transaction of each change it records).
+//!   (hourly rollups of ended executions), [`api_keys`] (organisation API keys by
+//!   their hash), [`audit`] (the audit log, written in the transaction of each
+//!   change it records).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
@@ -28,6 +29,7 @@
 
 use std::sync::Arc;
 
+pub mod api_keys;
 pub mod audit;
 pub mod cluster;
 pub mod copy;
@@ -46,6 +48,7 @@ pub mod runtimes;
 pub mod schedules;
 pub mod sqlite;
 
+pub use api_keys::{ApiKey, ApiKeyStore};
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, AuditStore};
 pub use cluster::{ClusterStore, Notice};
 pub use credentials::{
@@ -75,8 +78,9 @@ pub use schedules::{
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        AuditStore, ClusterStore, CredentialStore, DashboardStore, EventStore, ExecutionStore,
-        FlowStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
+        ApiKeyStore, AuditStore, ClusterStore, CredentialStore, DashboardStore, EventStore,
+        ExecutionStore, FlowStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore,
+        ScheduleStore, Store,
     };
 }
 
@@ -108,6 +112,7 @@ pub trait Store:
     + EventStore
     + FlowStore
     + CredentialStore
+    + ApiKeyStore
     + ScheduleStore
     + ClusterStore
     + DashboardStore
@@ -127,6 +132,7 @@ impl<T> Store for T where
         + EventStore
         + FlowStore
         + CredentialStore
+        + ApiKeyStore
         + ScheduleStore
         + ClusterStore
         + DashboardStore

@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_core::{ExecutionStatus, Role};
 
+use crate::api_keys::ApiKey;
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::credentials::{Credential, SealedValue, SealedVariables, StoredValue, VaultKey};
 use crate::dashboard::{HourCount, HourTimes, StatusCount, TimeKind};
@@ -61,6 +62,21 @@ pub(crate) fn user_from(row: &impl RecordRow) -> Result<User> {
         password_hash: row.text("password_hash")?,
         role: role_of(&row.text("role")?)?,
         created_at: row.int("created_at")?,
+    })
+}
+
+pub(crate) fn api_key_from(row: &impl RecordRow) -> Result<ApiKey> {
+    Ok(ApiKey {
+        id: row.text("id")?,
+        organization_id: row.text("organization_id")?,
+        name: row.text("name")?,
+        role: role_of(&row.text("role")?)?,
+        prefix: row.text("prefix")?,
+        created_by: row.text("created_by")?,
+        created_at: row.int("created_at")?,
+        last_used_at: row.int_opt("last_used_at")?,
+        expires_at: row.int_opt("expires_at")?,
+        revoked_at: row.int_opt("revoked_at")?,
     })
 }
 

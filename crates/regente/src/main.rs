@@ -55,6 +55,9 @@ enum Command {
     /// Store credentials in the vault (write-only) and list them.
     #[command(subcommand)]
     Credentials(cli::CredentialsCommand),
+    /// Create organisation API keys (printed once), list and revoke them.
+    #[command(subcommand)]
+    ApiKeys(cli::ApiKeysCommand),
     /// List and show schedules; pause, resume or run one now.
     #[command(subcommand)]
     Schedules(cli::SchedulesCommand),
@@ -328,6 +331,7 @@ fn main() -> ExitCode {
             | Command::Run(_)
             | Command::Executions(_)
             | Command::Credentials(_)
+            | Command::ApiKeys(_)
             | Command::Schedules(_)
             | Command::Flows(_)
             | Command::Audit(_)
@@ -372,6 +376,7 @@ fn main() -> ExitCode {
             Command::Run(args) => cli::run(args).await,
             Command::Executions(command) => cli::executions(command).await,
             Command::Credentials(command) => cli::credentials(command).await,
+            Command::ApiKeys(command) => cli::api_keys(command).await,
             Command::Schedules(command) => cli::schedules(command).await,
             Command::Flows(command) => cli::flows(command).await,
             Command::Audit(command) => cli::audit(command).await,

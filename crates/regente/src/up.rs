@@ -60,10 +60,10 @@ pub async fn up(
     let addr = server.local_addr();
     let password = match (
         server.generated_admin_password(),
-        server.ignored_admin_settings(),
+        server.ignored_admin_settings().await?,
     ) {
         (Some(generated), _) => Password::Shown(generated.to_owned()),
-        (None, Some(why)) => Password::Ignored(why.to_owned()),
+        (None, Some(why)) => Password::Ignored(why),
         (None, None) => options
             .admin_password
             .clone()
@@ -80,13 +80,7 @@ pub async fn up(
                 data_dir.display()
             )
         })?;
-    let caller = Caller {
-        user_id: admin.id.clone(),
-        username: admin.username.clone(),
-        organization_id: admin.organization_id.clone(),
-        role: admin.role,
-        address: None,
-    };
+    let caller = Caller::of_user(admin.clone());
     let (runtime_id, key) = local_runtime(&ctx, &caller, &data_dir, options.slots).await?;
     let robot_path = needs::robot_path(&data_dir);
     let install = install_command();

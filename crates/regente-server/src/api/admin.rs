@@ -534,14 +534,9 @@ fn parse_filter(params: &HashMap<String, String>) -> ApiResult<ExecutionFilter> 
             })
         })
         .transpose()?;
-    let limit = match number("limit")? {
+    let limit = match params.get("limit") {
         None => DEFAULT_PAGE,
-        Some(n) if (1..=MAX_PAGE as i64).contains(&n) => n as u32,
-        Some(_) => {
-            return Err(ApiError::invalid(format!(
-                "limit must be between 1 and {MAX_PAGE}"
-            )))
-        }
+        Some(text) => super::whole_number("limit", text, 1..=u64::from(MAX_PAGE))? as u32,
     };
     Ok(ExecutionFilter {
         status,

@@ -116,7 +116,7 @@ pub(crate) fn parse_query(params: &HashMap<String, String>) -> ApiResult<AuditFi
                     .parse::<i64>()
                     .map(Value::from)
                     .unwrap_or_else(|_| Value::String(text.clone()));
-                super::schedules::instant(name, &value)
+                super::fields::instant(name, &value)
             })
             .transpose()
     };

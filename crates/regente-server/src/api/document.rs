@@ -19,7 +19,8 @@ use utoipa::openapi::{Components, OpenApi, RefOr};
 use utoipa::Modify;
 
 use super::{
-    admin, audit, auth, credentials, events, flows, integration, metrics, runtime, schedules,
+    admin, api_keys, audit, auth, credentials, events, flows, integration, metrics, runtime,
+    schedules,
 };
 use crate::service::MAX_NAME_LEN;
 
@@ -85,6 +86,8 @@ fn status_pattern() -> String {
         admin::create_organization, audit::list_audit,
         credentials::create_credential, credentials::list_credentials, credentials::get_credential,
         credentials::replace_credential, credentials::delete_credential,
+        api_keys::create_api_key, api_keys::list_api_keys, api_keys::get_api_key,
+        api_keys::revoke_api_key,
         flows::save_flow, flows::list_flows, flows::get_flow, flows::list_flow_runs,
         flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
         schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,
@@ -108,6 +111,9 @@ impl Modify for SecuritySchemes {
                 HttpBuilder::new()
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
+                    .description(Some(
+                        "A user's token from the login, or an organisation API key (`rgk_...`)",
+                    ))
                     .build(),
             ),
         );
@@ -263,6 +269,17 @@ fn constrain_bodies(components: &mut Components) {
         slots.maximum = Some((crate::service::runtimes::MAX_SLOTS as usize).into());
     }
     name(components, "NewOrganizationBody", "name");
+    if let Some(o) = property(components, "NewApiKeyBody", "name") {
+        text(
+            o,
+            1,
+            crate::service::api_keys::MAX_NAME_LEN,
+            Some(username_pattern()),
+        );
+    }
+    if let Some(role) = property(components, "NewApiKeyBody", "role") {
+        role.enum_values = Some(vec![json!("admin"), json!("integration")]);
+    }
     username(components, "NewOrganizationBody", "admin_username");
     password(components, "NewOrganizationBody", "admin_password");
     if let Some(password) = property(components, "LoginBody", "password") {
@@ -356,6 +373,18 @@ pub fn json() -> &'static Value {
                 parameter["schema"] = json!({"type": "string", "pattern": "^\\s*[0-9]{1,18}\\s*$"});
             }
         }
+        // API key bodies are read field by field, and a field not of the body
+        // is refused; the expiry is a time like a schedule's, in the future.
+        let new_key = &mut document["components"]["schemas"]["NewApiKeyBody"];
+        new_key["additionalProperties"] = json!(false);
+        new_key["properties"]["expires_at"] = json!({
+            "type": ["integer", "string", "null"],
+            "minimum": 0,
+            "maximum": 253_402_300_799_999_i64,
+            "format": "date-time",
+            "pattern": "^(?:19[7-9][0-9]|[2-9][0-9]{3})-",
+            "description": "When the key stops working (in the future); null: never",
+        });
         // Credential bodies are read whole, and a member not of the body is refused.
         for body in ["NewCredentialBody", "ReplaceCredentialBody"] {
             document["components"]["schemas"][body]["additionalProperties"] = json!(false);
@@ -383,6 +412,11 @@ fn add_links(document: &mut Value) {
             "/api/admin/runtimes",
             "201",
             json!({"ReplaceKey": body_id("replace_runtime_key", "id")}),
+        ),
+        (
+            "/api/admin/api-keys",
+            "201",
+            json!({"GetApiKey": body_id("get_api_key", "id"), "RevokeApiKey": body_id("revoke_api_key", "id")}),
         ),
         (
             "/api/admin/robots",

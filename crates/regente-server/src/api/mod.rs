@@ -7,14 +7,17 @@
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
 //! - [`audit`]: the audit log, read only.
 //! - [`credentials`]: the vault's credentials, written and listed, never read back.
+//! - [`api_keys`]: the organisation's API keys, shown once, listed, revoked.
 //! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
 //! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
-//! - [`error`]: the JSON error shape; [`extract`]: who is calling.
+//! - [`error`]: the JSON error shape; [`extract`]: who is calling; [`fields`]:
+//!   bodies read field by field, errors naming the field.
 //! - [`document`]: the OpenAPI document, completed with what every route refuses,
 //!   the constraints on inputs and links between operations.
 
 pub mod admin;
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod credentials;
@@ -22,6 +25,7 @@ pub mod document;
 pub mod error;
 pub mod events;
 pub mod extract;
+pub mod fields;
 pub mod flows;
 pub mod integration;
 pub mod metrics;
@@ -47,6 +51,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(events::router())
         .merge(flows::router())
         .merge(credentials::router())
+        .merge(api_keys::router())
         .merge(admin::router(ctx.config.max_package_bytes))
         .merge(audit::router())
         .merge(schedules::router())

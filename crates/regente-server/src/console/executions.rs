@@ -1,6 +1,7 @@
 //! Executions: the list (filters, cursor paging), one execution (with its live
 //! log) and cancelling one.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -256,6 +257,33 @@ pub(super) async fn who(ctx: &Context, viewer: &Viewer, id: &str) -> service::Re
     Ok(users::name_of(ctx, viewer.caller(), id)
         .await?
         .unwrap_or_else(|| format!("deleted user {id}")))
+}
+
+/// Who did something (saved a flow, started a run, created a key), each
+/// user read once per page.
+pub(super) struct People<'a> {
+    ctx: &'a Context,
+    viewer: &'a Viewer,
+    known: HashMap<String, String>,
+}
+
+impl<'a> People<'a> {
+    pub(super) fn new(ctx: &'a Context, viewer: &'a Viewer) -> People<'a> {
+        People {
+            ctx,
+            viewer,
+            known: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn name(&mut self, id: &str) -> service::Result<String> {
+        if let Some(name) = self.known.get(id) {
+            return Ok(name.clone());
+        }
+        let name = who(self.ctx, self.viewer, id).await?;
+        self.known.insert(id.to_owned(), name.clone());
+        Ok(name)
+    }
 }
 
 pub async fn detail(

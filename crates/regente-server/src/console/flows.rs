@@ -2,7 +2,6 @@
 //! its recent runs, and one run (anyone signed in who may read it, as in the
 //! API) with its steps, cancelling and retrying it.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use askama::Template;
@@ -12,7 +11,7 @@ use regente_core::ExecutionStatus;
 use regente_store::{Flow, FlowRun};
 use serde_json::Value;
 
-use super::executions::{who, Names};
+use super::executions::{who, Names, People};
 use super::format;
 use super::pages::{render, Chrome, PageResult};
 use super::session::{AdminViewer, NoFields, Posted, Viewer};
@@ -92,32 +91,6 @@ struct FlowRunPage {
     return_value: Option<String>,
     can_cancel: bool,
     can_retry: bool,
-}
-
-/// Who saved flows or started runs, each user read once per page.
-struct People<'a> {
-    ctx: &'a Context,
-    viewer: &'a Viewer,
-    known: HashMap<String, String>,
-}
-
-impl<'a> People<'a> {
-    fn new(ctx: &'a Context, viewer: &'a Viewer) -> People<'a> {
-        People {
-            ctx,
-            viewer,
-            known: HashMap::new(),
-        }
-    }
-
-    async fn name(&mut self, id: &str) -> service::Result<String> {
-        if let Some(name) = self.known.get(id) {
-            return Ok(name.clone());
-        }
-        let name = who(self.ctx, self.viewer, id).await?;
-        self.known.insert(id.to_owned(), name.clone());
-        Ok(name)
-    }
 }
 
 fn definition_steps(flow: &Flow) -> impl Iterator<Item = &Value> {

@@ -5,7 +5,7 @@
 //! - [`pages`]: the frame of every page, rendering, the error pages.
 //! - [`auth`]: signing in and out.
 //! - [`executions`], [`runtimes`], [`robots`], [`schedules`], [`flows`],
-//!   [`users`], [`credentials`], [`audit`]: the sections.
+//!   [`users`], [`credentials`], [`api_keys`], [`audit`]: the sections.
 //! - [`dashboard`] with [`charts`] (SVG drawn here): the window's figures.
 //! - [`live`]: Server-Sent Events for the pages that update themselves.
 //! - [`assets`]: the stylesheet and scripts compiled in; [`format`]: times and numbers.
@@ -13,6 +13,7 @@
 //! Templates are in `templates/` (askama, checked when compiling), assets in
 //! `assets/`.
 
+pub mod api_keys;
 pub mod assets;
 pub mod audit;
 pub mod auth;
@@ -71,6 +72,8 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
         .route("/users/{id}/delete", post(users::delete))
         .route("/users/{id}/role", post(users::set_role))
         .route("/credentials", get(credentials::list))
+        .route("/api-keys", get(api_keys::list).post(api_keys::create))
+        .route("/api-keys/{id}/revoke", post(api_keys::revoke))
         .route("/dashboard", get(dashboard::page))
         .route("/audit", get(audit::list))
         .route("/assets/{version}/{name}", get(assets::serve))

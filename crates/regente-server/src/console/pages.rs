@@ -52,6 +52,7 @@ pub const SECTIONS: &[(&str, &str, bool)] = &[
     ("/flows", "Flows", true),
     ("/users", "Users", true),
     ("/credentials", "Credentials", true),
+    ("/api-keys", "API keys", true),
     ("/dashboard", "Dashboard", true),
     ("/audit", "Audit", true),
 ];

@@ -120,7 +120,9 @@ impl Hub {
             Notice::ExecutionEnded { execution_id } => {
                 self.changed(Changed::Execution(execution_id.clone()))
             }
-            Notice::UserDeleted { .. } | Notice::SchedulesChanged => {}
+            Notice::UserDeleted { .. }
+            | Notice::ApiKeyRevoked { .. }
+            | Notice::SchedulesChanged => {}
         }
     }
 

@@ -58,7 +58,9 @@ struct KnownTokens {
 #[derive(Clone)]
 struct KnownToken {
     caller: Caller,
-    expires: i64,
+    /// Epoch milliseconds past which it is checked again (a token's expiry
+    /// with the leeway, a key's expiry).
+    valid_until: i64,
     checked: Instant,
 }
 
@@ -113,8 +115,7 @@ impl Auth {
         let known = self.known();
         match known.tokens.get(token) {
             Some(entry)
-                if entry.checked.elapsed() < RECHECK_AFTER
-                    && now_millis() / 1000 <= entry.expires + self.validation.leeway as i64 =>
+                if entry.checked.elapsed() < RECHECK_AFTER && now_millis() <= entry.valid_until =>
             {
                 Ok(entry.caller.clone())
             }
@@ -124,7 +125,7 @@ impl Auth {
 
     /// Remembers a token just checked, unless something was forgotten since the
     /// check began (`forgotten` from [`Auth::known_caller`]).
-    fn remember(&self, token: &str, caller: &Caller, expires: i64, forgotten: u64) {
+    fn remember(&self, token: &str, caller: &Caller, valid_until: i64, forgotten: u64) {
         let mut known = self.known();
         if known.forgotten != forgotten {
             return;
@@ -137,13 +138,13 @@ impl Auth {
             token.to_owned(),
             KnownToken {
                 caller,
-                expires,
+                valid_until,
                 checked: Instant::now(),
             },
         );
     }
 
-    /// Forgets the tokens of a deleted user.
+    /// Forgets the tokens of a deleted user (or a revoked API key, by its id).
     pub fn forget_user(&self, user_id: &str) {
         let mut known = self.known();
         known.forgotten += 1;
@@ -363,6 +364,11 @@ pub async fn authenticate(ctx: &Context, authorization: Option<&str>) -> Result<
         Ok(caller) => return Ok(caller),
         Err(forgotten) => forgotten,
     };
+    if super::api_keys::is_api_key(token) {
+        let (caller, valid_until) = super::api_keys::authenticate(ctx, token).await?;
+        ctx.auth.remember(token, &caller, valid_until, forgotten);
+        return Ok(caller);
+    }
     let claims =
         jsonwebtoken::decode::<Claims>(token, &ctx.auth.decoding_key, &ctx.auth.validation)
             .map_err(|e| {
@@ -388,13 +394,9 @@ pub async fn authenticate(ctx: &Context, authorization: Option<&str>) -> Result<
     if user.username != claims.sub {
         return Err(gone());
     }
-    let caller = Caller {
-        user_id: user.id,
-        username: user.username,
-        organization_id: user.organization_id,
-        role: user.role,
-        address: None,
-    };
-    ctx.auth.remember(token, &caller, claims.exp, forgotten);
+    let caller = Caller::of_user(user);
+    // The last millisecond of the last second the token is taken in.
+    let valid_until = (claims.exp + ctx.auth.validation.leeway as i64) * 1000 + 999;
+    ctx.auth.remember(token, &caller, valid_until, forgotten);
     Ok(caller)
 }

@@ -245,30 +245,34 @@ pub async fn cancel_run(ctx: &Context, caller: &Caller, id: &str) -> Result<()> 
 }
 
 /// Resumes an ended run at its failed (or canceled) step; the steps that
-/// succeeded keep their results.
+/// succeeded keep their results. The engine may still be recording the end of
+/// the step a cancel stopped: the retry then reads the run again, a few times,
+/// rather than answer a conflict the caller did not cause.
 pub async fn retry_run(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
-    let run = get_run(ctx, caller, id).await?;
-    let definition = ctx.flows.definitions.of_run(ctx, &run).await?;
-    let mut state = state_of(&run)?;
-    if !state.retry(&definition) {
-        return Err(Error::Conflict(format!(
-            "flow run {id} is {}: only a run that ended ERROR or CANCELED can be retried",
-            run.status
-        )));
+    for _ in 0..ADVANCE_ATTEMPTS {
+        let run = get_run(ctx, caller, id).await?;
+        let definition = ctx.flows.definitions.of_run(ctx, &run).await?;
+        let mut state = state_of(&run)?;
+        if !state.retry(&definition) {
+            return Err(Error::Conflict(format!(
+                "flow run {id} is {}: only a run that ended ERROR or CANCELED can be retried",
+                run.status
+            )));
+        }
+        let now = ctx.clock.now();
+        let planned = plan(ctx, &run.organization_id, &run.id, &definition, state, now).await?;
+        let summary =
+            json!({"flow_id": run.flow_id, "version": run.version, "was": run.status.as_str()});
+        let mut advance = planned.advance(&run, None, now);
+        advance.audit = super::audit::of_person(ctx, caller, "flow_run.retry", id, summary);
+        if ctx.store.advance_flow_run(&advance).await? {
+            after_change(ctx, &run.organization_id, &run.id, &planned).await;
+            return Ok(());
+        }
     }
-    let now = ctx.clock.now();
-    let planned = plan(ctx, &run.organization_id, &run.id, &definition, state, now).await?;
-    let summary =
-        json!({"flow_id": run.flow_id, "version": run.version, "was": run.status.as_str()});
-    let mut advance = planned.advance(&run, None, now);
-    advance.audit = super::audit::of_person(ctx, caller, "flow_run.retry", id, summary);
-    if !ctx.store.advance_flow_run(&advance).await? {
-        return Err(Error::Conflict(format!(
-            "flow run {id} changed meanwhile: read it and try again"
-        )));
-    }
-    after_change(ctx, &run.organization_id, &run.id, &planned).await;
-    Ok(())
+    Err(Error::Conflict(format!(
+        "flow run {id} keeps changing: read it and try again"
+    )))
 }
 
 /// Advances a run as its step's `execution` ended (or, without one, because

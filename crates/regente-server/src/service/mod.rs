@@ -1,6 +1,7 @@
 //! Use cases: what the server does, independent of HTTP. Handlers in `api/` call
 //! these; these call the [`Store`](regente_store::Store). No axum type appears here.
 
+pub mod api_keys;
 pub mod audit;
 pub mod auth;
 pub mod credentials;
@@ -77,17 +78,34 @@ impl Context {
 /// acting for an organisation (see [`Caller::system`]).
 #[derive(Debug, Clone)]
 pub struct Caller {
-    /// A user's id, or `KIND:ID` for the server acting on its own.
+    /// A user's id, an API key's id (see `api_key_id`), or `KIND:ID` for the
+    /// server acting on its own. What the caller does is recorded under it.
     pub user_id: String,
+    /// The user's name; `api-key:NAME` for an API key.
     pub username: String,
     pub organization_id: String,
     pub role: regente_core::Role,
+    /// The API key calling, if one is (then `user_id` is the key's id, and no
+    /// user is behind the call).
+    pub api_key_id: Option<String>,
     /// The client address the request came from, for the audit log; `None`
     /// for the server acting on its own.
     pub address: Option<std::net::IpAddr>,
 }
 
 impl Caller {
+    /// A signed-in user.
+    pub fn of_user(user: regente_store::User) -> Caller {
+        Caller {
+            user_id: user.id,
+            username: user.username,
+            organization_id: user.organization_id,
+            role: user.role,
+            api_key_id: None,
+            address: None,
+        }
+    }
+
     /// The server acting on its own in an organisation, for the object that
     /// makes it act (`origin` e.g. `"schedule"`, with that schedule's id). What
     /// it does is recorded as done by `origin:id` (an execution's
@@ -99,6 +117,7 @@ impl Caller {
             username: name,
             organization_id: organization_id.to_owned(),
             role: regente_core::Role::Admin,
+            api_key_id: None,
             address: None,
         }
     }
@@ -160,6 +179,8 @@ pub(crate) fn or_not_found<T>(
 pub(crate) fn apply(ctx: &Context, notice: &Notice) {
     match notice {
         Notice::UserDeleted { user_id } => ctx.auth.forget_user(user_id),
+        // A key caller's `user_id` is the key's id.
+        Notice::ApiKeyRevoked { key_id } => ctx.auth.forget_user(key_id),
         Notice::Resync => {
             ctx.auth.forget_all();
             ctx.flows.wake.notify_one();

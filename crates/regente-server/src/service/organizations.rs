@@ -62,18 +62,14 @@ pub enum Bootstrap {
     /// once, when none was configured.
     Created { generated_password: Option<String> },
     /// The store has users already: the configured admin settings were not
-    /// used. `ignored` says so in words when they differ from what is stored.
-    Existing { ignored: Option<String> },
+    /// used ([`ignored_admin_settings`] says whether they differ).
+    Existing,
 }
 
-/// On a store with no user: makes the first organisation and its admin. On a
-/// store with users, checks whether the configured admin matches what is
-/// stored, so that a password that was silently ignored can be named.
+/// On a store with no user: makes the first organisation and its admin.
 pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Bootstrap> {
     if ctx.store.count_users().await? > 0 {
-        return Ok(Bootstrap::Existing {
-            ignored: ignored_admin_settings(ctx).await?,
-        });
+        return Ok(Bootstrap::Existing);
     }
     let generated = ctx
         .config
@@ -113,15 +109,16 @@ pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Bootstrap> {
         // Servers starting together on one empty database: another one won.
         Err(regente_store::Error::Conflict(_)) if ctx.store.count_users().await? > 0 => {
             info!("the first admin was created by another server");
-            Ok(Bootstrap::Existing { ignored: None })
+            Ok(Bootstrap::Existing)
         }
         Err(e) => Err(e.into()),
     }
 }
 
 /// Why a configured admin password was not used, when it does not sign in the
-/// configured admin of a store that has users already.
-async fn ignored_admin_settings(ctx: &Context) -> anyhow::Result<Option<String>> {
+/// configured admin of a store that has users already. It verifies a password
+/// hash (tens of milliseconds by design): the server asks after it listens.
+pub async fn ignored_admin_settings(ctx: &Context) -> anyhow::Result<Option<String>> {
     let Some(password) = &ctx.config.admin_password else {
         return Ok(None);
     };

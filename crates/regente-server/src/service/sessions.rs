@@ -131,13 +131,7 @@ pub async fn sign_in(
     let payload = format!("{}.{id}.{expires}", user.id);
     let value = format!("{payload}.{}", ctx.auth.sessions.sign(&payload));
     let session = Session {
-        caller: Caller {
-            user_id: user.id,
-            username: user.username,
-            organization_id: user.organization_id,
-            role: user.role,
-            address: None,
-        },
+        caller: Caller::of_user(user),
         id,
         expires,
     };
@@ -169,13 +163,7 @@ pub async fn resume(ctx: &Context, value: &str) -> Result<Session> {
         Err(e) => return Err(e.into()),
     };
     Ok(Session {
-        caller: Caller {
-            user_id: user.id,
-            username: user.username,
-            organization_id: user.organization_id,
-            role: user.role,
-            address: None,
-        },
+        caller: Caller::of_user(user),
         id: id.to_owned(),
         expires,
     })

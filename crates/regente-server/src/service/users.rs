@@ -144,12 +144,14 @@ pub async fn set_role(ctx: &Context, caller: &Caller, id: &str, role: &str) -> R
     or_not_found(ctx.store.get_user(id).await, not_found)
 }
 
-/// The name of a user of the caller's organisation, for showing who did what;
-/// `None` for a user deleted since (or another organisation's).
+/// The name of a user of the caller's organisation, or `api-key:NAME` for one
+/// of its API keys, for showing who did what; `None` for a user deleted since
+/// (or another organisation's).
 pub async fn name_of(ctx: &Context, caller: &Caller, id: &str) -> Result<Option<String>> {
     match ctx.store.get_user(id).await {
         Ok(user) if user.organization_id == caller.organization_id => Ok(Some(user.username)),
-        Ok(_) | Err(regente_store::Error::NotFound) => Ok(None),
+        Ok(_) => Ok(None),
+        Err(regente_store::Error::NotFound) => super::api_keys::name_of(ctx, caller, id).await,
         Err(e) => Err(e.into()),
     }
 }

@@ -292,6 +292,28 @@ pub(super) const TABLES: &[Table] = &[
         sqlite_key: None,
         rewrite: None,
     },
+    // Keys by their hash, as they are: the keys handed out keep working.
+    Table {
+        name: "api_keys",
+        columns: &[
+            ("id", Kind::Text),
+            ("organization_id", Kind::Text),
+            ("name", Kind::Text),
+            ("role", Kind::Text),
+            ("prefix", Kind::Text),
+            ("key_hash", Kind::Text),
+            ("created_by", Kind::Text),
+            ("created_at", Kind::Int),
+            ("last_used_at", Kind::Int),
+            ("expires_at", Kind::Int),
+            ("revoked_at", Kind::Int),
+        ],
+        key: &["id"],
+        bulky: None,
+        only_on: None,
+        sqlite_key: None,
+        rewrite: None,
+    },
     Table {
         name: "execution_logs",
         columns: &[

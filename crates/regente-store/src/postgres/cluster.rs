@@ -72,6 +72,7 @@ fn encode_notice(notice: &Notice) -> String {
             json!({"kind": "revoke", "runtime_id": runtime_id, "execution_id": execution_id, "lease": lease, "reason": reason})
         }
         Notice::UserDeleted { user_id } => json!({"kind": "user_deleted", "user_id": user_id}),
+        Notice::ApiKeyRevoked { key_id } => json!({"kind": "api_key_revoked", "key_id": key_id}),
         Notice::RuntimeKeyChanged { runtime_id } => {
             json!({"kind": "runtime_key_changed", "runtime_id": runtime_id})
         }
@@ -107,6 +108,9 @@ fn decode_notice(payload: &str) -> Option<Notice> {
         },
         "user_deleted" => Notice::UserDeleted {
             user_id: field("user_id")?,
+        },
+        "api_key_revoked" => Notice::ApiKeyRevoked {
+            key_id: field("key_id")?,
         },
         "runtime_key_changed" => Notice::RuntimeKeyChanged {
             runtime_id: field("runtime_id")?,
@@ -198,6 +202,7 @@ mod tests {
             Notice::UserDeleted {
                 user_id: "u".into(),
             },
+            Notice::ApiKeyRevoked { key_id: "k".into() },
             Notice::RuntimeKeyChanged {
                 runtime_id: "r".into(),
             },

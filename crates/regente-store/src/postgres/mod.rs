@@ -22,6 +22,7 @@
 //!   `events` (the stream, and the helpers every change writes its events with),
 //!   `schedules`.
 
+mod api_keys;
 mod audit;
 mod cluster;
 mod credentials;

@@ -36,7 +36,8 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(200);
 /// the WAL over. It also bounds what a start after a crash has to read back.
 /// (SQLite's own automatic checkpoint is off: it would not release the readers.)
 const WRITER_CHECKPOINT_BYTES: u64 = 8 << 20;
-/// Tries of a WAL restart before it waits for a later look.
+/// Tries of a WAL restart before the writer goes on; it tries again after each
+/// of its next commits until the restart is done.
 const RESTART_TRIES: usize = 64;
 /// Commits between two looks at the WAL's size by the writer.
 const WAL_SIZE_CHECK_EVERY: u64 = 32;
@@ -96,6 +97,14 @@ impl SqliteStore {
             .pragma_update(None, "wal_autocheckpoint", 0)
             .and_then(|()| writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT))
             .context("cannot set the WAL's limits")?;
+        // Group commit runs each write under a savepoint, whose journal keeps the
+        // pages the write changes. Past 64 KiB SQLite spills that journal into a
+        // temporary file: under a burst of runs that file's writes were about
+        // half of the writer's time. It lives only until the savepoint is
+        // released, so memory holds at most one write's pages.
+        writer
+            .pragma_update(None, "temp_store", "MEMORY")
+            .context("cannot keep the writer's savepoint journal in memory")?;
         let commits = Arc::new(AtomicU64::new(0));
         let readers = Arc::new(Readers {
             path,
@@ -275,6 +284,9 @@ fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, reader
     let commits = &readers.commits;
     let wal = wal_path(&readers.path);
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_WRITE_BATCH);
+    // A restart that readers kept from finishing: tried again after the next
+    // commit, not 32 commits later, so that the WAL stays near its bound.
+    let mut restart_due = false;
     while let Ok(job) = queue.recv() {
         batch.push(job);
         while batch.len() < MAX_WRITE_BATCH {
@@ -294,10 +306,16 @@ fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, reader
             job.answer(commit_error.as_deref());
         }
         let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
-        if count.is_multiple_of(WAL_SIZE_CHECK_EVERY) && wal_size() > WRITER_CHECKPOINT_BYTES {
-            if let Err(e) = restart_wal(&conn, readers) {
-                tracing::warn!(error = %e, "cannot checkpoint the database");
-            }
+        if restart_due
+            || (count.is_multiple_of(WAL_SIZE_CHECK_EVERY) && wal_size() > WRITER_CHECKPOINT_BYTES)
+        {
+            restart_due = match restart_wal(&conn, readers) {
+                Ok(restarted) => !restarted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot checkpoint the database");
+                    false
+                }
+            };
         }
     }
 }
@@ -348,7 +366,7 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite:
 /// and idle ones are released here. Tries do not sleep (SQLite's busy handler
 /// would, for milliseconds, with every write waiting): they yield between, and
 /// a reader still on an old snapshot after them only defers the restart.
-fn restart_wal(conn: &Connection, readers: &Readers) -> rusqlite::Result<()> {
+fn restart_wal(conn: &Connection, readers: &Readers) -> rusqlite::Result<bool> {
     readers.commits.fetch_add(1, Ordering::Release);
     conn.busy_timeout(Duration::ZERO)?;
     let mut restarted = Ok(false);
@@ -365,10 +383,11 @@ fn restart_wal(conn: &Connection, readers: &Readers) -> rusqlite::Result<()> {
         std::thread::yield_now();
     }
     conn.busy_timeout(BUSY_TIMEOUT)?;
-    if !restarted? {
+    let restarted = restarted?;
+    if !restarted {
         tracing::debug!("the WAL could not start over yet: readers still use it");
     }
-    Ok(())
+    Ok(restarted)
 }
 
 /// The WAL file of the database at `path`.

@@ -24,6 +24,7 @@
 //! - Here: reading rusqlite rows through the shared [`RecordRow`], and the
 //!   small statement helpers every module uses.
 
+mod api_keys;
 mod audit;
 mod credentials;
 mod dashboard;

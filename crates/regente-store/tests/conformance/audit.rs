@@ -9,6 +9,7 @@ conformance! {
         a_record_commits_with_its_change_and_only_then,
         records_read_newest_first_by_filter_and_page,
         records_are_pruned_by_age,
+        an_api_key_change_commits_its_record_and_only_then,
     ],
 }
 
@@ -144,6 +145,48 @@ async fn a_record_commits_with_its_change_and_only_then(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(records(&store, &other.id).await.is_empty());
+}
+
+async fn an_api_key_change_commits_its_record_and_only_then(store: Arc<dyn Store>) {
+    let w = world(store.clone()).await;
+    let org = &w.org.id;
+    let erp = crate::api_keys::api_key(org, "erp", Role::Integration, 10);
+    let created = entry(org, "api_key.create", &erp.id, 10);
+    store
+        .create_api_key(&erp, "hash-erp", Some(&created))
+        .await
+        .unwrap();
+    // A name taken: refused, no record.
+    let clash = crate::api_keys::api_key(org, "erp", Role::Admin, 11);
+    let refused = entry(org, "api_key.create.refused", &clash.id, 11);
+    assert!(is_conflict(
+        store
+            .create_api_key(&clash, "hash-clash", Some(&refused))
+            .await
+    ));
+    // Revoked: recorded once; a second revoke and an unknown key change nothing.
+    let revoked = entry(org, "api_key.revoke", &erp.id, 12);
+    store
+        .revoke_api_key(org, &erp.id, 12, Some(&revoked))
+        .await
+        .unwrap();
+    let again = entry(org, "api_key.revoke.again", &erp.id, 13);
+    let kept = store
+        .revoke_api_key(org, &erp.id, 13, Some(&again))
+        .await
+        .unwrap();
+    assert_eq!(kept.revoked_at, Some(12));
+    let missing = entry(org, "api_key.revoke.missing", "ffffffffffffffff", 14);
+    assert!(is_not_found(
+        store
+            .revoke_api_key(org, "ffffffffffffffff", 14, Some(&missing))
+            .await
+    ));
+    assert_eq!(
+        actions(&store, org).await,
+        ["api_key.create", "api_key.revoke"]
+    );
+    assert_eq!(records(&store, org).await[0].entry, revoked);
 }
 
 async fn records_read_newest_first_by_filter_and_page(store: Arc<dyn Store>) {

@@ -32,7 +32,7 @@ pub(crate) const HIDDEN_EXECUTIONS: &str =
 pub(crate) const HIDDEN_KEYS: &str = "SELECT user_id, key, fingerprint, execution_id, created_at \
      FROM idempotency_keys ORDER BY user_id, key";
 pub(crate) const HIDDEN_SESSIONS: &str = "SELECT id, session_id FROM runtimes ORDER BY id";
-pub(crate) const TABLES: [&str; 22] = [
+pub(crate) const TABLES: [&str; 23] = [
     "organizations",
     "users",
     "runtimes",
@@ -52,6 +52,7 @@ pub(crate) const TABLES: [&str; 22] = [
     "credentials",
     "credential_values",
     "vault_keys",
+    "api_keys",
     "schedules",
     "schedule_fires",
     "audit_records",
@@ -497,6 +498,15 @@ pub(crate) async fn assert_same_events(
         target.vault_keys().await.unwrap(),
         source.vault_keys().await.unwrap()
     );
+    for (organization_id, hash) in &fixture.api_keys {
+        let copied = target.find_api_key_by_hash(hash).await.unwrap();
+        assert!(copied.is_some(), "the key with hash {hash} was not copied");
+        assert_eq!(copied, source.find_api_key_by_hash(hash).await.unwrap());
+        assert_eq!(
+            target.list_api_keys(organization_id).await.unwrap(),
+            source.list_api_keys(organization_id).await.unwrap()
+        );
+    }
     for (consumer, cursor) in &fixture.consumers {
         let at = original.iter().position(|e| e.cursor == *cursor).unwrap();
         let moved = target.load_cursor(consumer).await.unwrap();

@@ -110,6 +110,8 @@ pub(crate) struct Fixture {
     pub(crate) flows: Vec<(String, String, String)>,
     /// (organization id, credential name): sealed values in two versions.
     pub(crate) credentials: Vec<(String, String)>,
+    /// (organization id, key hash): one key used and live, one revoked.
+    pub(crate) api_keys: Vec<(String, String)>,
 }
 
 pub(crate) struct Builder {
@@ -382,6 +384,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
             consumers: Vec::new(),
             flows: Vec::new(),
             credentials: Vec::new(),
+            api_keys: Vec::new(),
         },
     };
 
@@ -606,6 +609,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
     b.fixture.statuses = statuses;
     populate_flows(&mut b).await;
     populate_credentials(&mut b).await;
+    populate_api_keys(&mut b).await;
     // Schedules: one with a run, a skip and a missed fire; one paused.
     for (n, organization, runtime, robot, paused) in [(0, 0, 0, 0, false), (1, 1, 2, 1, true)] {
         let schedule = Schedule {
@@ -886,4 +890,38 @@ async fn populate_credentials(b: &mut Builder) {
         (organization_id.clone(), write.name),
         (organization_id, bank.name),
     ];
+}
+
+async fn populate_api_keys(b: &mut Builder) {
+    let organization_id = b.fixture.organizations[0].id.clone();
+    let mut keys = Vec::new();
+    for (n, name) in ["erp «prod»", "old"].into_iter().enumerate() {
+        let key = regente_store::ApiKey {
+            id: b.next_id(),
+            organization_id: organization_id.clone(),
+            name: name.into(),
+            role: regente_core::Role::Integration,
+            prefix: format!("abcdefg{n}"),
+            created_by: b.fixture.users[0].id.clone(),
+            created_at: b.init + 400 + n as i64,
+            last_used_at: None,
+            expires_at: Some(b.init + 1_000_000),
+            revoked_at: None,
+        };
+        let hash = format!("{n:064x}");
+        b.store.create_api_key(&key, &hash, None).await.unwrap();
+        keys.push((key, hash));
+    }
+    b.store
+        .touch_api_key(&keys[0].0.id, b.init + 500, b.init + 440)
+        .await
+        .unwrap();
+    b.store
+        .revoke_api_key(&organization_id, &keys[1].0.id, b.init + 501, None)
+        .await
+        .unwrap();
+    b.fixture.api_keys = keys
+        .into_iter()
+        .map(|(_, hash)| (organization_id.clone(), hash))
+        .collect();
 }

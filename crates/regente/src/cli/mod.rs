@@ -1,7 +1,7 @@
 //! The command line for people and scripts: sign in once, then push robots, run
 //! them and follow or read executions; read, pause, resume and trigger
-//! schedules; run flows and read their runs; read the audit log. Built on
-//! `regente-client`.
+//! schedules; run flows and read their runs; create, list and revoke API keys;
+//! read the audit log. Built on `regente-client`.
 //!
 //! Exit status: 0 when the command did what it was asked (a run waited for
 //! ended FINISHED); 1 when a run waited for ended ERROR; 3 when it ended
@@ -14,11 +14,13 @@ use clap::{Args, Subcommand, ValueEnum};
 use regente_client::{ExecutionFilter, RunRequest, Status};
 use serde::Serialize;
 
+pub use api_keys::{api_keys, ApiKeysCommand};
 pub use audit::{audit, AuditCommand};
 pub use credentials::{credentials, CredentialsCommand};
 pub use flows::{flows, FlowsCommand};
 pub use schedules::{schedules, SchedulesCommand};
 
+mod api_keys;
 mod audit;
 mod credentials;
 mod flows;
@@ -54,8 +56,12 @@ pub struct LoginArgs {
     /// The server, e.g. http://127.0.0.1:8080.
     #[arg(long, env = "REGENTE_SERVER")]
     server: String,
+    #[arg(long, required_unless_present = "api_key", conflicts_with = "api_key")]
+    username: Option<String>,
+    /// Sign in with an organisation API key instead, read from standard input
+    /// (without echo on a terminal) and kept like a token.
     #[arg(long)]
-    username: String,
+    api_key: bool,
     /// PEM certificates of a private CA to trust for https:// servers, besides the system's.
     #[arg(long, env = "REGENTE_CA_FILE")]
     ca_file: Option<std::path::PathBuf>,
@@ -144,18 +150,38 @@ pub enum ExecutionsCommand {
 pub type Outcome = Result<ExitCode, anyhow::Error>;
 
 pub async fn login(args: LoginArgs) -> Outcome {
-    let password = session::read_password(&args.username)?;
     let client = session::connect(&args.server, args.ca_file.as_deref())?;
-    let login = client.login(&args.username, &password).await?;
+    let (username, token) = match &args.username {
+        Some(username) => {
+            let password = session::read_secret(&format!("password for {username}"))?;
+            (
+                username.clone(),
+                client.login(username, &password).await?.token,
+            )
+        }
+        None => {
+            let key = session::read_secret("API key")?.trim().to_owned();
+            anyhow::ensure!(key.starts_with("rgk_"), "an API key starts with rgk_");
+            // Any authenticated answer proves the key: an admin's reads the
+            // keys, an integration key's is refused there with 403, a bad key's 401.
+            let keyed = client.clone().with_token(&key);
+            match keyed.api_keys().await {
+                Ok(_) => {}
+                Err(e) if e.status() == Some(403) => {}
+                Err(e) => return Err(e.into()),
+            }
+            ("api-key".to_owned(), key)
+        }
+    };
     let path = session::save(&session::Saved {
         server: client.base().to_owned(),
-        username: args.username.clone(),
-        token: login.token,
+        username: username.clone(),
+        token,
     })?;
     println!(
         "signed in to {} as {:?}; the token is kept in {}",
         client.base(),
-        args.username,
+        username,
         path.display()
     );
     Ok(ExitCode::SUCCESS)

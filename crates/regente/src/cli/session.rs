@@ -1,5 +1,7 @@
 //! The signed-in session of the command line: the server and token of the last
-//! `regente login`, kept in the user's config folder, readable by them only.
+//! `regente login` (a user's token, or an API key with `--api-key`), kept in
+//! the user's config folder, readable by them only. `REGENTE_API_KEY`, when
+//! set, is sent instead of the kept token, and is never written anywhere.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::path::PathBuf;
@@ -57,7 +59,11 @@ pub fn save(saved: &Saved) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
-/// A client of `--server` (or the saved server), with the saved token.
+/// The variable holding an API key to use instead of the saved session.
+pub const API_KEY_VARIABLE: &str = "REGENTE_API_KEY";
+
+/// A client of `--server` (or the saved server), with `REGENTE_API_KEY` or
+/// the saved token.
 pub fn client(common: &Common) -> anyhow::Result<Client> {
     let path = file()?;
     let saved: Option<Saved> = match std::fs::read_to_string(&path) {
@@ -72,10 +78,16 @@ pub fn client(common: &Common) -> anyhow::Result<Client> {
         (Some(server), _) => server.trim_end_matches('/').to_owned(),
         (None, Some(saved)) => saved.server.clone(),
         (None, None) => {
-            anyhow::bail!("not signed in: run `regente login --server URL --username NAME`")
+            anyhow::bail!("not signed in: run `regente login --server URL --username NAME` (or set --server and {API_KEY_VARIABLE})")
         }
     };
     let client = connect(&server, common.ca_file.as_deref())?;
+    if let Some(key) = std::env::var(API_KEY_VARIABLE)
+        .ok()
+        .filter(|k| !k.is_empty())
+    {
+        return Ok(client.with_token(key.trim()));
+    }
     Ok(match saved {
         // A token is only sent to the server it came from.
         Some(saved) if saved.server == server => client.with_token(&saved.token),
@@ -89,17 +101,18 @@ pub fn connect(server: &str, ca_file: Option<&std::path::Path>) -> anyhow::Resul
     Ok(Client::new(server, Some((*tls).clone()))?)
 }
 
-/// The password: asked on the terminal without echo, or the first line of
-/// standard input when it is not a terminal (for scripts).
-pub fn read_password(username: &str) -> anyhow::Result<String> {
+/// A secret (`what`: "password for NAME", "API key"): asked on the terminal
+/// without echo, or the first line of standard input when it is not a terminal
+/// (for scripts).
+pub fn read_secret(what: &str) -> anyhow::Result<String> {
     if std::io::stdin().is_terminal() {
-        return rpassword::prompt_password(format!("password for {username}: "))
-            .context("cannot read the password");
+        return rpassword::prompt_password(format!("{what}: "))
+            .with_context(|| format!("cannot read the {what}"));
     }
     let mut line = String::new();
     std::io::stdin()
         .lock()
         .read_line(&mut line)
-        .context("cannot read the password from standard input")?;
+        .with_context(|| format!("cannot read the {what} from standard input"))?;
     Ok(line.trim_end_matches(['\r', '\n']).to_owned())
 }

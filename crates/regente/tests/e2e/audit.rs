@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
 
 use crate::support::*;
 
@@ -44,6 +45,8 @@ const AUDITED: &[(&str, &str, &str)] = &[
         "schedule.backfill",
     ),
     ("DELETE", "/api/admin/schedules/{id}", "schedule.delete"),
+    ("POST", "/api/admin/api-keys", "api_key.create"),
+    ("DELETE", "/api/admin/api-keys/{id}", "api_key.revoke"),
 ];
 
 const PASSWORD: &str = "audited-password-1";
@@ -205,8 +208,8 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     let run_path = format!("/api/integration/v2/flows/runs/{run}");
     send("DELETE", &run_path, None).expect(200);
     expected.push("flow_run.cancel", &run);
-    // The engine records the canceled step's end; a retry before that is told
-    // the run changed meanwhile.
+    // Retried once the engine has recorded the canceled step's end, so that
+    // the retry has an ended run to resume.
     wait_until(Duration::from_secs(30), "the canceled step's end", || {
         let read = send("GET", &run_path, None).expect(200).json();
         (read["steps"][0]["status"] == "CANCELED").then_some(())
@@ -289,6 +292,34 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     );
     expected.push("organization.create", &other_org);
 
+    // An API key: created, used for a change (recorded under the key), revoked;
+    // a second revoke changes nothing and records nothing.
+    let created_key = send(
+        "POST",
+        "/api/admin/api-keys",
+        Some(json!({"name": "audited-key", "role": "admin",
+            "expires_at": "2999-01-01T00:00:00Z"})),
+    )
+    .expect(201)
+    .json();
+    let api_key_id = created_key["id"].as_str().expect("an id").to_owned();
+    let api_key = created_key["key"].as_str().expect("the key").to_owned();
+    expected.push("api_key.create", &api_key_id);
+    let keyed_user = id_of(
+        server
+            .req("POST", "/api/admin/users")
+            .auth(&format!("Bearer {api_key}"))
+            .json(&json!({"username": "keyed-user", "password": PASSWORD,
+                "role": "integration"}))
+            .send()
+            .expect(201),
+    );
+    expected.push("user.create", &keyed_user);
+    let api_key_path = format!("/api/admin/api-keys/{api_key_id}");
+    send("DELETE", &api_key_path, None).expect(204);
+    expected.push("api_key.revoke", &api_key_id);
+    send("DELETE", &api_key_path, None).expect(204);
+
     // A failed login, for a known name and an unknown one.
     assert_eq!(
         server.login_v2_reply(ADMIN_USER, "wrong-password").status,
@@ -324,8 +355,13 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     recorded.reverse();
     assert_eq!(recorded, expected.0);
     for record in &changes {
-        assert_eq!(record["actor_id"], admin_id.as_str(), "{record}");
-        assert_eq!(record["actor_name"], ADMIN_USER, "{record}");
+        if record["object_id"] == keyed_user.as_str() {
+            assert_eq!(record["actor_id"], api_key_id.as_str(), "{record}");
+            assert_eq!(record["actor_name"], "api-key:audited-key", "{record}");
+        } else {
+            assert_eq!(record["actor_id"], admin_id.as_str(), "{record}");
+            assert_eq!(record["actor_name"], ADMIN_USER, "{record}");
+        }
         assert_eq!(record["address"], "127.0.0.1", "{record}");
         assert_eq!(
             record["object_type"],
@@ -354,9 +390,23 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
         summary_of("credential.replace")["fields"],
         json!(["password"])
     );
-    // No secret anywhere in the log.
+    let key_summary = json!({"name": "audited-key", "role": "admin",
+        "expires_at": 32_472_144_000_000_i64});
+    assert_eq!(summary_of("api_key.create"), key_summary);
+    assert_eq!(summary_of("api_key.revoke"), key_summary);
+    // No secret anywhere in the log: no password, credential value, runtime
+    // key, API key nor its hash.
     let text = serde_json::to_string(&changes).unwrap();
-    for secret in [PASSWORD, CREDENTIAL_VALUE, key.as_str(), new_key.as_str()] {
+    let api_key_hash = hex::encode(Sha256::digest(api_key.as_bytes()));
+    let api_key_secret = api_key.trim_start_matches("rgk_");
+    for secret in [
+        PASSWORD,
+        CREDENTIAL_VALUE,
+        key.as_str(),
+        new_key.as_str(),
+        api_key_secret,
+        api_key_hash.as_str(),
+    ] {
         assert!(!text.contains(secret), "the log shows a secret: {text}");
     }
 
@@ -388,9 +438,11 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
         7
     );
     assert_eq!(actions("&actor=nobody-at-all"), ["auth.login_failed"]);
+    assert_eq!(actions("&actor=api-key:audited-key"), ["user.create"]);
+    assert_eq!(actions(&format!("&actor={api_key_id}")), ["user.create"]);
     assert_eq!(
         actions(&format!("&actor={admin_id}")).len(),
-        expected.0.len()
+        expected.0.len() - 1
     );
     assert!(actions("&to=2000-01-01T00:00:00Z").is_empty());
     assert_eq!(actions("&from=0").len(), expected.0.len() + 2);

@@ -1,6 +1,7 @@
 //! The command line against a real server and agent: sign in with the password
 //! on standard input, push a robot's folder, list, run with `--wait` and
-//! `--follow` (exit status by how the run ended), `--output json`, cancel.
+//! `--follow` (exit status by how the run ended), `--output json`, cancel; API
+//! keys created, used (REGENTE_API_KEY, `login --api-key`) and revoked.
 
 use std::io::Write as _;
 use std::path::Path;
@@ -681,6 +682,122 @@ fn flows_run_wait_exit_status_says_how_the_flow_run_ended() {
         "{}",
         stderr(&unknown)
     );
+}
+
+#[test]
+fn api_keys_are_created_used_and_revoked_from_the_command_line() {
+    let world = World::start();
+    let folder = world.robot_folder("keyed", "echo keyed\n", "");
+    assert_success(&world.cli(&["robots", "push", &folder]));
+    let admin = world.server.admin_token();
+    let (runtime, robot) = (office_pc(&world, &admin), robot_id(&world, &admin, "keyed"));
+
+    // Created: the key printed alone on standard output, once.
+    let ops = world.cli(&["api-keys", "create", "ops", "--role", "admin"]);
+    assert_success(&ops);
+    let ops_key = stdout(&ops).trim().to_owned();
+    assert!(ops_key.starts_with("rgk_"), "{ops_key}");
+    assert!(stderr(&ops).contains("shown this once"), "{}", stderr(&ops));
+    let erp = json(&world.cli(&[
+        "api-keys",
+        "create",
+        "erp",
+        "--role",
+        "integration",
+        "--expires",
+        "2999-01-01T00:00:00Z",
+        "--output",
+        "json",
+    ]));
+    let erp_key = erp["key"].as_str().expect("the key").to_owned();
+    assert_eq!(erp["role"], "integration");
+    assert_eq!(erp["expires_at"], 32_472_144_000_000_i64);
+    let past = world.cli(&[
+        "api-keys",
+        "create",
+        "old",
+        "--role",
+        "admin",
+        "--expires",
+        "1000",
+    ]);
+    assert_eq!(past.status.code(), Some(2));
+    assert!(stderr(&past).contains("expires_at"), "{}", stderr(&past));
+
+    // Listed without the keys.
+    let list = world.cli(&["api-keys", "list"]);
+    assert_success(&list);
+    let text = stdout(&list);
+    assert!(text.contains("ops") && text.contains("erp"), "{text}");
+    assert!(text.contains(&format!("rgk_{}", &erp["prefix"].as_str().unwrap())));
+    let listed = json(&world.cli(&["api-keys", "list", "--output", "json"]));
+    assert_eq!(listed.as_array().unwrap().len(), 2, "{listed}");
+    let shown = format!("{text}{}", stderr(&list));
+    assert!(
+        !shown.contains(&ops_key[4..]) && !shown.contains(&erp_key[4..]),
+        "{shown}"
+    );
+
+    // Used from REGENTE_API_KEY, with no session: the admin key manages, the
+    // integration key runs robots by id and is refused admin commands.
+    let no_session = tempfile::tempdir().expect("a config folder");
+    let with_key = |key: &str, args: &[&str]| {
+        world
+            .command(args)
+            .env("REGENTE_CONFIG_DIR", no_session.path())
+            .env("REGENTE_SERVER", &world.server.base)
+            .env("REGENTE_API_KEY", key)
+            .output()
+            .expect("regente runs")
+    };
+    assert_success(&with_key(&ops_key, &["runtimes", "list"]));
+    let run = with_key(&erp_key, &["run", &robot, "--runtime", &runtime, "--wait"]);
+    assert_success(&run);
+    assert!(stdout(&run).contains("FINISHED"), "{}", stdout(&run));
+    let refused = with_key(&erp_key, &["runtimes", "list"]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(stderr(&refused).contains("(403)"), "{}", stderr(&refused));
+    assert!(!no_session.path().join("session.json").exists());
+
+    // Or kept by `login --api-key`, read from standard input.
+    let keyed_session = tempfile::tempdir().expect("a config folder");
+    let login_with = |key: &str| {
+        let mut child = world
+            .command(&["login", "--server", &world.server.base, "--api-key"])
+            .env("REGENTE_CONFIG_DIR", keyed_session.path())
+            .stdin(Stdio::piped())
+            .spawn()
+            .expect("regente runs");
+        let mut stdin = child.stdin.take().expect("piped stdin");
+        stdin.write_all(format!("{key}\n").as_bytes()).unwrap();
+        drop(stdin);
+        child.wait_with_output().expect("regente ends")
+    };
+    let bad = login_with("rgk_not-a-key");
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("(401)"), "{}", stderr(&bad));
+    assert_success(&login_with(&erp_key));
+    assert_eq!(mode(&keyed_session.path().join("session.json")), 0o600);
+    let kept = world
+        .command(&["run", &robot, "--runtime", &runtime, "--wait"])
+        .env("REGENTE_CONFIG_DIR", keyed_session.path())
+        .output()
+        .expect("regente runs");
+    assert_success(&kept);
+
+    // Revoked by name: refused from then on.
+    let revoked = world.cli(&["api-keys", "revoke", "erp"]);
+    assert_success(&revoked);
+    let after = with_key(&erp_key, &["run", &robot, "--runtime", &runtime]);
+    assert_eq!(after.status.code(), Some(2));
+    assert!(stderr(&after).contains("revoked"), "{}", stderr(&after));
+    let again = world.cli(&["api-keys", "revoke", "erp"]);
+    assert_eq!(
+        again.status.code(),
+        Some(2),
+        "no key not revoked is named erp"
+    );
+    assert_success(&with_key(&ops_key, &["runtimes", "list"]));
 }
 
 #[test]

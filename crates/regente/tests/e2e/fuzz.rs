@@ -293,6 +293,20 @@ fn route_body(
             2 => json!({"fields": {"password": odd_value(rng)}, "description": odd_value(rng)}),
             _ => json!({"fields": {"pass": rng.text(8)}, "robots": [odd_text(rng)]}),
         }
+    } else if template == "/api/admin/api-keys" && method == "POST" {
+        let role = *rng.pick(&["admin", "integration", "root", "", "ADMIN"]);
+        let expires_at = match rng.below(5) {
+            0 => json!(now_millis() + 86_400_000),
+            1 => json!(now_millis() - 1),
+            2 => json!("2999-05-01T08:00:00-03:00"),
+            3 => Value::Null,
+            _ => odd_text(rng),
+        };
+        if rng.chance(25) {
+            json!({"name": format!("fuzz-key-{}", rng.next()), "role": role, "expires_at": expires_at})
+        } else {
+            json!({"name": odd_text(rng), "role": odd_text(rng), "expires_at": expires_at})
+        }
     } else if template == "/api/admin/organizations" {
         if rng.chance(25) {
             let n = rng.next();
@@ -454,6 +468,7 @@ fn warm_up_body(n: usize, template: &str, zip: &[u8], f: &Fixture) -> Option<Vec
             json!({"name": format!("warm-{n}"), "fields": {"password": "warm-value"}})
         }
         "/api/admin/credentials/{id}" => json!({"fields": {"password": "warm-value-2"}}),
+        "/api/admin/api-keys" => json!({"name": format!("warm-{n}"), "role": "integration"}),
         "/api/admin/flows" => flow_definition(&format!("warm-flow-{n}"), &f.robot, &f.runtime),
         _ if template.ends_with("/run") => json!({}),
         "/api/admin/organizations" => json!({
@@ -537,6 +552,19 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
         .as_str()
         .unwrap()
         .to_owned();
+    // An API key for its routes to reach (revoked in the warm-up), and one
+    // kept, sent as a token.
+    let new_key = |name: &str| {
+        server
+            .req("POST", "/api/admin/api-keys")
+            .auth(&f.admin)
+            .json(&json!({"name": name, "role": "integration"}))
+            .send()
+            .expect(201)
+            .json()
+    };
+    let api_key = new_key("fuzz-key")["id"].as_str().unwrap().to_owned();
+    let kept_key = new_key("fuzz-kept-key")["key"].as_str().unwrap().to_owned();
     let keep_result = server
         .result(&f.admin, &f.runtime, &keep)
         .expect(200)
@@ -570,6 +598,8 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
         Some(f.admin.clone()),
         Some(integration.clone()),
         Some(format!("Bearer {runtime_key}")),
+        Some(format!("Bearer {kept_key}")),
+        Some("Bearer rgk_not-a-key".into()),
         Some("Bearer".into()),
         Some("Bearer x.y.z".into()),
         Some(format!("Basic {}", b64("admin:admin"))),
@@ -711,6 +741,8 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
                 pick_id(&mut rng, &[&flow_id], id_mode)
             } else if template.starts_with("/api/admin/credentials") {
                 pick_id(&mut rng, &[&credential], id_mode)
+            } else if template.starts_with("/api/admin/api-keys") {
+                pick_id(&mut rng, &[&api_key], id_mode)
             } else if template.starts_with("/api/integration/v2/flows/runs") {
                 pick_id(&mut rng, &[&flow_run], id_mode)
             } else if template.starts_with("/api/admin/schedules") {

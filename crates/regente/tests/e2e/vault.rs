@@ -54,7 +54,7 @@ fn expected(username: &str, password: &str, token: &str) -> String {
     hex::encode(Sha256::digest(format!("{username}:{password}:{token}")))
 }
 
-fn id_of(reply: &Value) -> String {
+pub(crate) fn id_of(reply: &Value) -> String {
     reply["id"].as_str().expect("an id").to_owned()
 }
 
@@ -74,7 +74,7 @@ fn forms(secret: &str) -> Vec<String> {
     vec![secret.to_owned(), b64, url]
 }
 
-fn assert_absent(secrets: &[&str], text: &[u8], where_: &str) {
+pub(crate) fn assert_absent(secrets: &[&str], text: &[u8], where_: &str) {
     for secret in secrets {
         for form in forms(secret) {
             assert!(
@@ -123,7 +123,7 @@ fn pg_dump() -> PathBuf {
 }
 
 /// The server's store as bytes: its SQLite files, or a `pg_dump` of its database.
-fn store_bytes(server: &TestServer) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn store_bytes(server: &TestServer) -> Vec<(String, Vec<u8>)> {
     match server.database_url() {
         Some(url) => {
             let output = std::process::Command::new(pg_dump())

@@ -4,7 +4,8 @@
 //! with SIGKILL and nothing is lost or doubled (`failover.rs`), the
 //! lost-runtime check runs once across replicas, and per-second schedules fire
 //! each second once through a SIGKILL of the replica firing them
-//! (`schedules.rs`).
+//! (`schedules.rs`); a deleted user or a revoked API key is refused on every
+//! replica within seconds.
 //!
 //! These tests need PostgreSQL, whatever the suite's own servers run on: without
 //! `REGENTE_TEST_PG_URL` they are ignored and say SKIPPED. Each test makes a
@@ -276,4 +277,51 @@ fn a_user_deleted_on_one_replica_loses_its_tokens_on_the_other() {
         },
     );
     assert_eq!(a.get(probe, &token).status, 401);
+}
+
+// ---------------------------------------------------------------------------
+// A revoked API key, across replicas
+
+#[test]
+#[cfg_attr(
+    not(regente_pg),
+    ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)"
+)]
+fn an_api_key_revoked_on_one_replica_is_refused_on_the_other_within_seconds() {
+    let cluster = Cluster::start("30");
+    let (a, b) = (&cluster.a, &cluster.b);
+    let admin = a.admin_token();
+    let created = a
+        .req("POST", "/api/admin/api-keys")
+        .auth(&admin)
+        .json(&serde_json::json!({"name": "erp", "role": "integration"}))
+        .send()
+        .expect(201)
+        .json();
+    let key = format!("Bearer {}", created["key"].as_str().unwrap());
+    // Used on B, so B remembers the key as valid: unknown ids answer 404, not 401.
+    let probe = "/api/integration/v1/result/0123456789abcdef/0123456789abcdef";
+    assert_eq!(b.get(probe, &key).status, 404);
+
+    let id = created["id"].as_str().unwrap();
+    a.req("DELETE", &format!("/api/admin/api-keys/{id}"))
+        .auth(&admin)
+        .send()
+        .expect(204);
+    assert_eq!(
+        a.get(probe, &key).status,
+        401,
+        "refused at once where revoked"
+    );
+    // B learns of the revoke through the store's notices, a moment later.
+    wait_for_every(
+        Duration::from_millis(20),
+        Duration::from_secs(5),
+        "B to refuse the key revoked on A",
+        || match b.get(probe, &key).status {
+            401 => Ok(()),
+            404 => Err("the key still works on B"),
+            other => panic!("before the notice, the key still works: {other}"),
+        },
+    );
 }
