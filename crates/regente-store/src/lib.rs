@@ -13,7 +13,8 @@
 //!   versions, runs and their steps), [`schedules`] (runs queued at the times of
 //!   a rule, and every fire), [`cluster`] (several servers on one store), [`dashboard`]
 //!   (hourly rollups of ended executions), [`api_keys`] (organisation API keys by
-//!   their hash).
+//!   their hash), [`audit`] (the audit log, written in the transaction of each
+//!   change it records).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
@@ -29,6 +30,7 @@
 use std::sync::Arc;
 
 pub mod api_keys;
+pub mod audit;
 pub mod cluster;
 pub mod copy;
 pub mod credentials;
@@ -47,6 +49,7 @@ pub mod schedules;
 pub mod sqlite;
 
 pub use api_keys::{ApiKey, ApiKeyStore};
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, AuditStore};
 pub use cluster::{ClusterStore, Notice};
 pub use credentials::{
     Credential, CredentialStore, CredentialWrite, SealedCredential, SealedValue, SealedVariables,
@@ -75,8 +78,9 @@ pub use schedules::{
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ApiKeyStore, ClusterStore, CredentialStore, DashboardStore, EventStore, ExecutionStore,
-        FlowStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
+        ApiKeyStore, AuditStore, ClusterStore, CredentialStore, DashboardStore, EventStore,
+        ExecutionStore, FlowStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore,
+        ScheduleStore, Store,
     };
 }
 
@@ -100,6 +104,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// this one follows.
 pub trait Store:
     OrganizationStore
+    + AuditStore
     + RuntimeStore
     + RobotStore
     + ExecutionStore
@@ -119,6 +124,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: OrganizationStore
+        + AuditStore
         + RuntimeStore
         + RobotStore
         + ExecutionStore

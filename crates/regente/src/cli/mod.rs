@@ -1,7 +1,7 @@
 //! The command line for people and scripts: sign in once, then push robots, run
 //! them and follow or read executions; read, pause, resume and trigger
-//! schedules; run flows and read their runs; create, list and revoke API keys.
-//! Built on `regente-client`.
+//! schedules; run flows and read their runs; create, list and revoke API keys;
+//! read the audit log. Built on `regente-client`.
 //!
 //! Exit status: 0 when the command did what it was asked (a run waited for
 //! ended FINISHED); 1 when a run waited for ended ERROR; 3 when it ended
@@ -15,11 +15,13 @@ use regente_client::{ExecutionFilter, RunRequest, Status};
 use serde::Serialize;
 
 pub use api_keys::{api_keys, ApiKeysCommand};
+pub use audit::{audit, AuditCommand};
 pub use credentials::{credentials, CredentialsCommand};
 pub use flows::{flows, FlowsCommand};
 pub use schedules::{schedules, SchedulesCommand};
 
 mod api_keys;
+mod audit;
 mod credentials;
 mod flows;
 mod follow;
