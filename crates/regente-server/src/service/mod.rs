@@ -44,6 +44,10 @@ pub struct Context {
     pub schedules_changed: tokio::sync::Notify,
     /// This server's answers by status code, for `/metrics`.
     pub http_counts: metrics::HttpCounts,
+    /// The root organisation's id once read (it never changes), so that a
+    /// failed login on an unknown name costs no more store reads than one on a
+    /// known name.
+    pub root_organization_id: std::sync::OnceLock<String>,
 }
 
 impl Context {
@@ -64,6 +68,7 @@ impl Context {
             vault: crate::vault::Vault::off(),
             schedules_changed: tokio::sync::Notify::new(),
             http_counts: Default::default(),
+            root_organization_id: Default::default(),
         }
     }
 
