@@ -373,6 +373,23 @@ pub fn json() -> &'static Value {
                 parameter["schema"] = json!({"type": "string", "pattern": "^\\s*[0-9]{1,18}\\s*$"});
             }
         }
+        // The audit log's time range: epoch milliseconds or ISO-8601 with an
+        // offset, like a schedule's times.
+        let audit = &mut document["paths"]["/api/admin/audit"]["get"];
+        if let Some(parameters) = audit["parameters"].as_array_mut() {
+            for parameter in parameters
+                .iter_mut()
+                .filter(|p| p["name"] == "from" || p["name"] == "to")
+            {
+                parameter["schema"] = json!({
+                    "type": ["integer", "string"],
+                    "minimum": 0,
+                    "maximum": 253_402_300_799_999_i64,
+                    "format": "date-time",
+                    "pattern": "^(?:19[7-9][0-9]|[2-9][0-9]{3})-",
+                });
+            }
+        }
         // API key bodies are read field by field, and a field not of the body
         // is refused; the expiry is a time like a schedule's, in the future.
         let new_key = &mut document["components"]["schemas"]["NewApiKeyBody"];
