@@ -45,6 +45,7 @@ mod rules;
 pub mod runtimes;
 pub mod schedules;
 pub mod sqlite;
+pub mod webhooks;
 
 pub use api_keys::{ApiKey, ApiKeyStore};
 pub use cluster::{ClusterStore, Notice};
@@ -71,12 +72,16 @@ pub use schedules::{
     PausedSchedule, RunEnd, RunEndsCounted, Schedule, ScheduleFire, ScheduleStore, ScheduleTarget,
     ScheduledRun,
 };
+pub use webhooks::{
+    AttemptOutcome, DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookStore,
+};
 
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         ApiKeyStore, ClusterStore, CredentialStore, DashboardStore, EventStore, ExecutionStore,
         FlowStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
+        WebhookStore,
     };
 }
 
@@ -111,6 +116,7 @@ pub trait Store:
     + ScheduleStore
     + ClusterStore
     + DashboardStore
+    + WebhookStore
     + Send
     + Sync
     + 'static
@@ -130,6 +136,7 @@ impl<T> Store for T where
         + ScheduleStore
         + ClusterStore
         + DashboardStore
+        + WebhookStore
         + Send
         + Sync
         + 'static

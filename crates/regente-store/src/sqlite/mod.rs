@@ -36,6 +36,7 @@ mod robots;
 mod runtimes;
 mod schedules;
 mod users;
+mod webhooks;
 
 pub use engine::SqliteStore;
 
