@@ -295,6 +295,18 @@ struct ServeArgs {
     /// Connections open at once (runtime agents' included); past it new ones get a 503.
     #[arg(long, env = "REGENTE_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
+    /// Waits between a webhook delivery's attempts, comma-separated (ms, s, m, h): one retry per
+    /// wait, then the delivery has failed.
+    #[arg(
+        long,
+        env = "REGENTE_WEBHOOK_RETRY_DELAYS",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    webhook_retry_delays: String,
+    /// Hosts, addresses or CIDRs webhooks may target even when link-local or cloud metadata
+    /// addresses (refused otherwise); comma-separated.
+    #[arg(long, env = "REGENTE_WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
+    webhook_allow_hosts: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -432,6 +444,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     config.resync_every = Duration::from_secs_f64(args.resync_seconds);
     config.flow_engine = args.flow_engine == "on";
+    config.webhook_retry_delays =
+        regente_server::webhooks::parse_retry_delays(&args.webhook_retry_delays)?;
+    regente_server::webhooks::target::TargetPolicy::parse(&args.webhook_allow_hosts)?;
+    config.webhook_allow_hosts = args.webhook_allow_hosts;
     master_keys(&mut config);
     let admin_username = config.admin_username.clone();
     let server = Server::build(config).await?;
