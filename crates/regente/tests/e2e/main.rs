@@ -39,6 +39,8 @@ mod up;
 mod vault;
 mod waiting;
 mod walkthrough;
+mod webhook_receiver;
+mod webhooks;
 
 /// The kit finds the binary this suite was built with, the one Cargo names.
 #[test]
