@@ -25,14 +25,16 @@ pub enum Mode {
     /// 410 Gone.
     Gone,
     /// 429 with `Retry-After: seconds` for this many requests, then 200.
-    TooMany { retry_after: u64, times: usize },
+    TooMany {
+        retry_after: u64,
+        times: usize,
+    },
 }
 
 /// One request that passed the checks, and what was answered.
 #[derive(Debug, Clone)]
 pub struct Received {
     pub id: String,
-    pub timestamp: i64,
     pub body: Value,
     pub raw_body: String,
     /// For each secret the receiver knows, in order, whether one of the
@@ -41,7 +43,6 @@ pub struct Received {
     pub user_agent: String,
     pub content_type: String,
     pub answered: u16,
-    pub at: Instant,
 }
 
 #[derive(Default)]
@@ -138,7 +139,9 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
                 .find(|(n, _)| n == name)
                 .map(|(_, v)| v.clone())
         };
-        let length: usize = header("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let length: usize = header("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let mut body = vec![0; length];
         if reader.read_exact(&mut body).is_err() {
             return;
@@ -151,9 +154,7 @@ fn serve(stream: TcpStream, state: &Mutex<State>) {
             429 => "Too Many Requests",
             _ => "Service Unavailable",
         };
-        let response = format!(
-            "HTTP/1.1 {status} {reason}\r\ncontent-length: 2\r\n{extra}\r\nok"
-        );
+        let response = format!("HTTP/1.1 {status} {reason}\r\ncontent-length: 2\r\n{extra}\r\nok");
         if writer.write_all(response.as_bytes()).is_err() {
             return;
         }
@@ -185,9 +186,15 @@ fn answer(
     let Ok(timestamp) = timestamp.parse::<i64>() else {
         return refuse(&mut state, format!("timestamp {timestamp:?}"));
     };
-    let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
     if (now - timestamp).abs() > 300 {
-        return refuse(&mut state, format!("stale timestamp {timestamp} (now {now})"));
+        return refuse(
+            &mut state,
+            format!("stale timestamp {timestamp} (now {now})"),
+        );
     }
     let raw_body = String::from_utf8(body).unwrap_or_default();
     let signed = format!("{id}.{timestamp}.{raw_body}");
@@ -227,14 +234,12 @@ fn answer(
     };
     state.received.push(Received {
         id,
-        timestamp,
         body,
         raw_body,
         signed_by,
         user_agent: header("user-agent").unwrap_or_default(),
         content_type: header("content-type").unwrap_or_default(),
         answered: status,
-        at: Instant::now(),
     });
     (status, extra)
 }
