@@ -19,10 +19,12 @@ pub mod events;
 mod flows;
 mod schedules;
 mod types;
+mod webhooks;
 pub use api_keys::{ApiKey, NewApiKey};
 pub use flows::{Flow, FlowRun, FlowRunStep};
 pub use schedules::{Fire, FireTime, Schedule};
 pub use types::*;
+pub use webhooks::{Delivery, DeliveryPage, Webhook, WebhookUpdate, WebhookWithSecret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -58,6 +58,9 @@ enum Command {
     /// Create organisation API keys (printed once), list and revoke them.
     #[command(subcommand)]
     ApiKeys(cli::ApiKeysCommand),
+    /// Create webhooks (their secret printed once), change them; their deliveries and replays.
+    #[command(subcommand)]
+    Webhooks(cli::WebhooksCommand),
     /// List and show schedules; pause, resume or run one now.
     #[command(subcommand)]
     Schedules(cli::SchedulesCommand),
@@ -338,6 +341,7 @@ fn main() -> ExitCode {
             | Command::Executions(_)
             | Command::Credentials(_)
             | Command::ApiKeys(_)
+            | Command::Webhooks(_)
             | Command::Schedules(_)
             | Command::Flows(_)
     );
@@ -382,6 +386,7 @@ fn main() -> ExitCode {
             Command::Executions(command) => cli::executions(command).await,
             Command::Credentials(command) => cli::credentials(command).await,
             Command::ApiKeys(command) => cli::api_keys(command).await,
+            Command::Webhooks(command) => cli::webhooks(command).await,
             Command::Schedules(command) => cli::schedules(command).await,
             Command::Flows(command) => cli::flows(command).await,
             Command::Vault(VaultCommand::RotateKey(args)) => done(rotate_key(args).await),

@@ -1,6 +1,7 @@
 //! The command line for people and scripts: sign in once, then push robots, run
 //! them and follow or read executions; read, pause, resume and trigger
-//! schedules; run flows and read their runs; create, list and revoke API keys.
+//! schedules; run flows and read their runs; create, list and revoke API keys;
+//! manage webhooks and their deliveries.
 //! Built on `regente-client`.
 //!
 //! Exit status: 0 when the command did what it was asked (a run waited for
@@ -18,6 +19,7 @@ pub use api_keys::{api_keys, ApiKeysCommand};
 pub use credentials::{credentials, CredentialsCommand};
 pub use flows::{flows, FlowsCommand};
 pub use schedules::{schedules, SchedulesCommand};
+pub use webhooks::{webhooks, WebhooksCommand};
 
 mod api_keys;
 mod credentials;
@@ -26,6 +28,7 @@ mod follow;
 mod package;
 mod schedules;
 mod session;
+mod webhooks;
 
 /// How answers are printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]
