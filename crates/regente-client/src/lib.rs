@@ -15,12 +15,14 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 mod api_keys;
+mod audit;
 pub mod events;
 mod flows;
 mod schedules;
 mod types;
 mod webhooks;
 pub use api_keys::{ApiKey, NewApiKey};
+pub use audit::{AuditPage, AuditQuery, AuditRecord};
 pub use flows::{Flow, FlowRun, FlowRunStep};
 pub use schedules::{Fire, FireTime, Schedule};
 pub use types::*;

@@ -25,6 +25,8 @@ pub struct ServerConfig {
     pub runtime_timeout: Duration,
     /// Events of the store's event stream older than this are deleted.
     pub event_retention: Duration,
+    /// Audit records older than this are deleted; `None` keeps them forever.
+    pub audit_retention: Option<Duration>,
     /// How often every session looks at its runtime's queue without being told.
     pub resync_every: Duration,
     /// Whether this server runs the flow engine (when it leads). Off only in
@@ -122,6 +124,7 @@ impl ServerConfig {
             login_limits: LoginLimits::default(),
             runtime_timeout: Duration::from_secs(30),
             event_retention: Duration::from_secs(30 * 24 * 3600),
+            audit_retention: None,
             resync_every: Duration::from_secs(5),
             flow_engine: true,
             connections: ConnectionLimits::default(),

@@ -98,31 +98,37 @@ async fn world(store: &Arc<dyn Store>) {
         role: Role::Admin,
         created_at: 0,
     };
-    store.create_organization(&org, &admin).await.unwrap();
+    store.create_organization(&org, &admin, None).await.unwrap();
     store
-        .create_runtime(&NewRuntime {
-            runtime: Runtime {
-                id: RUNTIME.into(),
-                organization_id: ORG.into(),
-                name: "desk".into(),
-                slots: 1,
-                last_seen: None,
-                created_at: 0,
+        .create_runtime(
+            &NewRuntime {
+                runtime: Runtime {
+                    id: RUNTIME.into(),
+                    organization_id: ORG.into(),
+                    name: "desk".into(),
+                    slots: 1,
+                    last_seen: None,
+                    created_at: 0,
+                },
+                key_hash: "key hash".into(),
             },
-            key_hash: "key hash".into(),
-        })
+            None,
+        )
         .await
         .unwrap();
     let (robot, _) = store
-        .add_robot_version(&NewRobotVersion {
-            organization_id: ORG.into(),
-            new_robot_id: ROBOT.into(),
-            name: "robot".into(),
-            sha256: "digest".into(),
-            manifest: "name = \"robot\"\ncommand = [\"true\"]\n".into(),
-            package: Vec::new(),
-            created_at: 0,
-        })
+        .add_robot_version(
+            &NewRobotVersion {
+                organization_id: ORG.into(),
+                new_robot_id: ROBOT.into(),
+                name: "robot".into(),
+                sha256: "digest".into(),
+                manifest: "name = \"robot\"\ncommand = [\"true\"]\n".into(),
+                package: Vec::new(),
+                created_at: 0,
+            },
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(robot, ROBOT);
@@ -141,6 +147,7 @@ fn server(store: Arc<dyn Store>, now: Millis) -> Harness {
         organization_id: ORG.into(),
         role: Role::Admin,
         api_key_id: None,
+        address: None,
     };
     Harness {
         ctx,

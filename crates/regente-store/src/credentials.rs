@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::{Millis, Result};
+use crate::{AuditEntry, Millis, Result};
 
 /// A credential as listed: its fields' names, never their values.
 #[derive(Debug, Clone, PartialEq)]
@@ -94,13 +94,27 @@ pub const SEALED_VARIABLE_MARK: &str = "\"$secret\":\"";
 #[async_trait]
 pub trait CredentialStore: Send + Sync {
     /// Stores a new credential (its `version` is 1); a name taken in the
-    /// organisation is a [`crate::Error::Conflict`].
-    async fn create_credential(&self, new: &CredentialWrite) -> Result<()>;
+    /// organisation is a [`crate::Error::Conflict`]. Each change takes `audit`,
+    /// written in its transaction only if the change is (see [`crate::audit`]).
+    async fn create_credential(
+        &self,
+        new: &CredentialWrite,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
     /// Replaces a credential's values (and description and robots) with those of
     /// `write.version`, only if the stored version is still `write.version - 1`:
     /// a [`crate::Error::Conflict`] otherwise; NotFound when it does not exist.
-    async fn replace_credential(&self, write: &CredentialWrite) -> Result<()>;
-    async fn delete_credential(&self, organization_id: &str, id: &str) -> Result<()>;
+    async fn replace_credential(
+        &self,
+        write: &CredentialWrite,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
+    async fn delete_credential(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
     async fn get_credential(&self, organization_id: &str, id: &str) -> Result<Credential>;
     async fn list_credentials(&self, organization_id: &str) -> Result<Vec<Credential>>;
     /// A credential by name with its sealed values, read together.

@@ -1,5 +1,5 @@
 //! The event stream: one durable record per state change, in a global order that
-//! consumers (flows, webhooks, audit, metrics, the live console) follow with a
+//! consumers (flows, webhooks, metrics, the live console) follow with a
 //! cursor they keep in the store.
 //!
 //! - Every event is written in the transaction that makes the change it reports,
@@ -194,7 +194,8 @@ pub(crate) struct NewEvent {
     pub data: Value,
 }
 
-/// Events deleted per transaction by [`EventStore::prune_events`].
+/// Rows deleted per transaction by [`EventStore::prune_events`] (and
+/// [`crate::AuditStore::prune_audit`]).
 pub(crate) const PRUNE_BATCH: i64 = 5_000;
 
 #[cfg(test)]

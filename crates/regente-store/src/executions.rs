@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use regente_core::ExecutionStatus;
 use serde_json::Value;
 
-use crate::{Millis, Result};
+use crate::{AuditEntry, Millis, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Execution {
@@ -138,12 +138,14 @@ pub trait ExecutionStore: Send + Sync {
     ) -> Result<Vec<Execution>>;
     /// How many PENDENT executions are ahead of this one on its runtime.
     async fn queue_position(&self, execution: &Execution) -> Result<u64>;
-    /// Cancels a PENDENT execution, or marks a RUNNING one for cancellation.
+    /// Cancels a PENDENT execution, or marks a RUNNING one for cancellation;
+    /// `audit` is written only then, in the same transaction.
     async fn cancel(
         &self,
         organization_id: &str,
         id: &str,
         canceled_by: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<CancelOutcome>;
 }

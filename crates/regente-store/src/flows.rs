@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use regente_core::ExecutionStatus;
 use serde_json::Value;
 
-use crate::{Enqueued, EventCursor, IdempotencyKey, Millis, NewExecution, Result};
+use crate::{AuditEntry, Enqueued, EventCursor, IdempotencyKey, Millis, NewExecution, Result};
 
 /// A flow and its newest version (or the version asked for).
 #[derive(Debug, Clone, PartialEq)]
@@ -111,6 +111,8 @@ pub struct FlowAdvance {
     /// The engine's place in the event stream, saved with the change.
     pub cursor: Option<(String, EventCursor)>,
     pub now: Millis,
+    /// The record of a person's retry, written with the change.
+    pub audit: Option<AuditEntry>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,8 +136,9 @@ pub struct WakingRun {
 #[async_trait]
 pub trait FlowStore: Send + Sync {
     /// Saves a definition under its name: a new flow (version 1, id `new.id`), or
-    /// the existing flow's next version.
-    async fn save_flow(&self, new: &NewFlowVersion) -> Result<Flow>;
+    /// the existing flow's next version. `audit` (its object id left empty:
+    /// the flow's id is known only here) is written with it.
+    async fn save_flow(&self, new: &NewFlowVersion, audit: Option<&AuditEntry>) -> Result<Flow>;
     /// The flow with its newest version.
     async fn get_flow(&self, organization_id: &str, id: &str) -> Result<Flow>;
     async fn flow_version(&self, organization_id: &str, id: &str, version: u32) -> Result<Flow>;
@@ -159,13 +162,14 @@ pub trait FlowStore: Send + Sync {
     /// Writes a decision; `false` (nothing written) when the run's revision is
     /// no longer `advance.revision`.
     async fn advance_flow_run(&self, advance: &FlowAdvance) -> Result<bool>;
-    /// Ends a RUNNING run CANCELED.
+    /// Ends a RUNNING run CANCELED; `audit` is written only then.
     async fn cancel_flow_run(
         &self,
         organization_id: &str,
         id: &str,
         canceled_by: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<FlowCancelOutcome>;
     /// The RUNNING runs with a `wake_at`, of every organisation, soonest first.
     async fn waking_flow_runs(&self, limit: u32) -> Result<Vec<WakingRun>>;

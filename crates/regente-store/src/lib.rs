@@ -13,7 +13,8 @@
 //!   versions, runs and their steps), [`schedules`] (runs queued at the times of
 //!   a rule, and every fire), [`cluster`] (several servers on one store), [`dashboard`]
 //!   (hourly rollups of ended executions), [`api_keys`] (organisation API keys by
-//!   their hash).
+//!   their hash), [`audit`] (the audit log, written in the transaction of each
+//!   change it records).
 //! - [`sqlite`]: the embedded default (WAL, `synchronous=FULL`, one writer thread);
 //!   [`postgres`]: for several servers on one database (row locks, `SKIP LOCKED`
 //!   claims). Each has a module per aggregate beside its engine.
@@ -29,6 +30,7 @@
 use std::sync::Arc;
 
 pub mod api_keys;
+pub mod audit;
 pub mod cluster;
 pub mod copy;
 pub mod credentials;
@@ -48,6 +50,7 @@ pub mod sqlite;
 pub mod webhooks;
 
 pub use api_keys::{ApiKey, ApiKeyStore};
+pub use audit::{AuditEntry, AuditFilter, AuditRecord, AuditStore};
 pub use cluster::{ClusterStore, Notice};
 pub use credentials::{
     Credential, CredentialStore, CredentialWrite, SealedCredential, SealedValue, SealedVariables,
@@ -79,9 +82,9 @@ pub use webhooks::{
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
-        ApiKeyStore, ClusterStore, CredentialStore, DashboardStore, EventStore, ExecutionStore,
-        FlowStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore, ScheduleStore, Store,
-        WebhookStore,
+        ApiKeyStore, AuditStore, ClusterStore, CredentialStore, DashboardStore, EventStore,
+        ExecutionStore, FlowStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore,
+        ScheduleStore, Store, WebhookStore,
     };
 }
 
@@ -105,6 +108,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// this one follows.
 pub trait Store:
     OrganizationStore
+    + AuditStore
     + RuntimeStore
     + RobotStore
     + ExecutionStore
@@ -125,6 +129,7 @@ pub trait Store:
 
 impl<T> Store for T where
     T: OrganizationStore
+        + AuditStore
         + RuntimeStore
         + RobotStore
         + ExecutionStore

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::{Millis, Result};
+use crate::{AuditEntry, Millis, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Robot {
@@ -41,7 +41,13 @@ pub struct NewRobotVersion {
 pub trait RobotStore: Send + Sync {
     /// Stores a package as version 1 of a new robot, or as the next version of the
     /// robot of that name in the organisation. Returns the robot's id and version.
-    async fn add_robot_version(&self, new: &NewRobotVersion) -> Result<(String, u32)>;
+    /// `audit` (its object id left empty: the robot's id is known only here) is
+    /// written with it.
+    async fn add_robot_version(
+        &self,
+        new: &NewRobotVersion,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(String, u32)>;
     async fn get_robot(&self, organization_id: &str, id: &str) -> Result<Robot>;
     /// The robot's newest version (what a run uses), without the others.
     async fn latest_robot_version(&self, organization_id: &str, id: &str) -> Result<RobotVersion>;

@@ -10,6 +10,7 @@ use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_core::{ExecutionStatus, Role};
 
 use crate::api_keys::ApiKey;
+use crate::audit::{AuditEntry, AuditRecord};
 use crate::credentials::{Credential, SealedValue, SealedVariables, StoredValue, VaultKey};
 use crate::dashboard::{HourCount, HourTimes, StatusCount, TimeKind};
 use crate::{
@@ -309,6 +310,24 @@ pub(crate) fn execution_conditions<'a>(
         conditions.push(("seq <", FilterValue::Int(before)));
     }
     conditions
+}
+
+/// An audit record, read from [`crate::audit::AUDIT_COLUMNS`].
+pub(crate) fn audit_record_from(row: &impl RecordRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        seq: row.int("seq")?,
+        entry: AuditEntry {
+            organization_id: row.text("organization_id")?,
+            time: row.int("time")?,
+            actor_id: row.text("actor_id")?,
+            actor_name: row.text("actor_name")?,
+            action: row.text("action")?,
+            object_type: row.text("object_type")?,
+            object_id: row.text("object_id")?,
+            address: row.text_opt("address")?,
+            summary: json_column(row, "summary")?.unwrap_or(serde_json::Value::Null),
+        },
+    })
 }
 
 /// The columns [`stored_event_from`] reads.

@@ -2,7 +2,7 @@
 
 use async_trait::async_trait;
 
-use crate::{Millis, Result};
+use crate::{AuditEntry, Millis, Result};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Runtime {
@@ -40,21 +40,31 @@ pub struct RuntimeSession {
 
 #[async_trait]
 pub trait RuntimeStore: Send + Sync {
-    async fn create_runtime(&self, runtime: &NewRuntime) -> Result<()>;
+    /// The changes admins make take `audit`: the record of the change, written
+    /// in its transaction only if the change is (see [`crate::audit`]).
+    async fn create_runtime(&self, runtime: &NewRuntime, audit: Option<&AuditEntry>) -> Result<()>;
     async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime>;
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>>;
     async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>>;
     /// Renames a runtime; [`Error::NotFound`](crate::Error) when the
     /// organisation has no such runtime.
-    async fn rename_runtime(&self, organization_id: &str, id: &str, name: &str) -> Result<()>;
+    async fn rename_runtime(
+        &self,
+        organization_id: &str,
+        id: &str,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
     /// Deletes an offline runtime with nothing queued or running: it leaves every
     /// list and lookup and its key stops working, while its ended executions keep
     /// naming it. [`Error::NotFound`](crate::Error) when there is no such runtime.
+    /// `audit` is written only when it is deleted.
     async fn delete_runtime(
         &self,
         organization_id: &str,
         id: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<RuntimeDeletion>;
     /// Gives a runtime of the organisation a new key: the old one finds it no
     /// more. `NotFound` for a runtime of another organisation.
@@ -63,6 +73,7 @@ pub trait RuntimeStore: Send + Sync {
         organization_id: &str,
         id: &str,
         key_hash: &str,
+        audit: Option<&AuditEntry>,
     ) -> Result<()>;
     /// Records a heartbeat: the runtime was heard from at `seen`.
     async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()>;

@@ -17,7 +17,7 @@ use regente_core::schedule::plan::{Misfire, Overlap};
 use regente_core::ExecutionStatus;
 use serde_json::Value;
 
-use crate::{EventCursor, Millis, NewExecution, NewFlowRun, Result};
+use crate::{AuditEntry, EventCursor, Millis, NewExecution, NewFlowRun, Result};
 
 /// What a schedule runs at each fire.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -270,6 +270,9 @@ pub struct Firing {
     /// Oldest first.
     pub runs: Vec<FireRun>,
     pub now: Millis,
+    /// The record of a person's trigger or backfill, written with the firing
+    /// when it records a fire ([`Fired::recorded_a_fire`]).
+    pub audit: Option<AuditEntry>,
 }
 
 /// What a firing did.
@@ -282,6 +285,17 @@ pub enum Fired {
     /// Nothing was written: the schedule has moved on, was paused or deleted
     /// since the fires were decided.
     Stale,
+}
+
+impl Fired {
+    /// Whether a fire was recorded: a firing that found every fire already
+    /// run or skipped changed nothing (and its `audit` is not written).
+    pub fn recorded_a_fire(&self) -> bool {
+        match self {
+            Fired::Applied(outcomes) => outcomes.iter().any(|(_, outcome)| outcome.is_some()),
+            Fired::Stale => false,
+        }
+    }
 }
 
 /// An execution's or a flow run's end, read from the event stream.
@@ -312,8 +326,9 @@ pub enum RunEndsCounted {
 #[async_trait]
 pub trait ScheduleStore: Send + Sync {
     /// Stores a new schedule, its counters at zero; a name taken in the
-    /// organisation is a conflict.
-    async fn create_schedule(&self, schedule: &Schedule) -> Result<()>;
+    /// organisation is a conflict. Each change takes `audit`, written in its
+    /// transaction only if the change is (see [`crate::audit`]).
+    async fn create_schedule(&self, schedule: &Schedule, audit: Option<&AuditEntry>) -> Result<()>;
     async fn get_schedule(&self, organization_id: &str, id: &str) -> Result<Schedule>;
     /// The organisation's schedules, oldest first.
     async fn list_schedules(&self, organization_id: &str) -> Result<Vec<Schedule>>;
@@ -321,9 +336,19 @@ pub trait ScheduleStore: Send + Sync {
     /// bounds, overlap, catch-up, jitter, pause, next fire); the counters stay.
     /// `reset_failures` starts the count of consecutive failures again (a
     /// resume).
-    async fn update_schedule(&self, schedule: &Schedule, reset_failures: bool) -> Result<()>;
+    async fn update_schedule(
+        &self,
+        schedule: &Schedule,
+        reset_failures: bool,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
     /// Deletes a schedule and its fires; its runs stay.
-    async fn delete_schedule(&self, organization_id: &str, id: &str) -> Result<()>;
+    async fn delete_schedule(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
     /// The schedule's latest fires, newest first.
     async fn schedule_fires(
         &self,

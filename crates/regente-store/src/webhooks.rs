@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 
-use crate::{EventCursor, Millis, Result};
+use crate::{AuditEntry, EventCursor, Millis, Result};
 
 /// A registered endpoint.
 #[derive(Debug, Clone, PartialEq)]
@@ -120,16 +120,22 @@ pub enum AttemptOutcome {
 
 #[async_trait]
 pub trait WebhookStore: Send + Sync {
-    async fn create_webhook(&self, webhook: &Webhook) -> Result<()>;
+    /// Stores a new webhook, with its audit record.
+    async fn create_webhook(&self, webhook: &Webhook, audit: Option<&AuditEntry>) -> Result<()>;
     /// The organisation's webhooks, oldest first.
     async fn list_webhooks(&self, organization_id: &str) -> Result<Vec<Webhook>>;
     async fn get_webhook(&self, organization_id: &str, id: &str) -> Result<Webhook>;
     /// Writes a webhook's changeable fields (url, events, description, enabled,
-    /// disabled reason, secrets, updated time); [`Error::NotFound`](crate::Error)
-    /// for no such webhook in its organisation.
-    async fn update_webhook(&self, webhook: &Webhook) -> Result<()>;
+    /// disabled reason, secrets, updated time) with its audit record;
+    /// [`Error::NotFound`](crate::Error) for no such webhook in its organisation.
+    async fn update_webhook(&self, webhook: &Webhook, audit: Option<&AuditEntry>) -> Result<()>;
     /// Deletes a webhook with its deliveries and their attempts.
-    async fn delete_webhook(&self, organization_id: &str, id: &str) -> Result<()>;
+    async fn delete_webhook(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()>;
     /// Every organisation's enabled webhooks (the consumer's routing table).
     async fn enabled_webhooks(&self) -> Result<Vec<Webhook>>;
     /// Inserts `deliveries` and saves `consumer`'s cursor at `cursor`, in one
@@ -179,6 +185,7 @@ pub trait WebhookStore: Send + Sync {
         webhook_id: &str,
         delivery_id: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<WebhookDelivery>;
     /// How many deliveries are pending, every organisation together.
     async fn pending_webhook_deliveries(&self) -> Result<i64>;

@@ -199,7 +199,7 @@ async fn the_wal_stays_bounded_under_steady_writes_and_reads() {
             package: vec![version as u8; 256 << 10],
             created_at: 1,
         };
-        store.add_robot_version(&upload).await.unwrap();
+        store.add_robot_version(&upload, None).await.unwrap();
         largest = largest.max(std::fs::metadata(&wal).map_or(0, |m| m.len()));
     }
     reading.store(false, std::sync::atomic::Ordering::Relaxed);
@@ -229,7 +229,7 @@ async fn root_and_admin(
         created_at: 1,
     };
     store
-        .create_organization(&organization, &admin)
+        .create_organization(&organization, &admin, None)
         .await
         .unwrap();
     (organization, admin)

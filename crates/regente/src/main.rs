@@ -67,6 +67,9 @@ enum Command {
     /// List flows, run one (--wait: the exit status says how it ended), show a run.
     #[command(subcommand)]
     Flows(cli::FlowsCommand),
+    /// The audit log: who changed what, newest first (admins).
+    #[command(subcommand)]
+    Audit(cli::AuditCommand),
     /// The vault's master key, run against the store (the servers may be running).
     #[command(subcommand)]
     Vault(VaultCommand),
@@ -265,6 +268,9 @@ struct ServeArgs {
     /// Days the event stream keeps an event (execution and runtime changes) before deleting it.
     #[arg(long, env = "REGENTE_EVENT_RETENTION_DAYS", default_value_t = 30)]
     event_retention_days: u32,
+    /// Days the audit log keeps a record before deleting it; unset, records are kept forever.
+    #[arg(long, env = "REGENTE_AUDIT_RETENTION_DAYS")]
+    audit_retention_days: Option<u32>,
     /// Seconds between two looks at every runtime's queue without being told (the safety net under
     /// wake-ups and other servers' notices).
     #[arg(
@@ -344,6 +350,7 @@ fn main() -> ExitCode {
             | Command::Webhooks(_)
             | Command::Schedules(_)
             | Command::Flows(_)
+            | Command::Audit(_)
     );
     let default_filter = if quiet { "warn" } else { "info" };
     tracing_subscriber::fmt()
@@ -389,6 +396,7 @@ fn main() -> ExitCode {
             Command::Webhooks(command) => cli::webhooks(command).await,
             Command::Schedules(command) => cli::schedules(command).await,
             Command::Flows(command) => cli::flows(command).await,
+            Command::Audit(command) => cli::audit(command).await,
             Command::Vault(VaultCommand::RotateKey(args)) => done(rotate_key(args).await),
             Command::Guard { .. } => unreachable!("the guard runs before the async runtime"),
         }
@@ -443,6 +451,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         "--event-retention-days must be at least 1"
     );
     config.event_retention = Duration::from_secs(u64::from(args.event_retention_days) * 24 * 3600);
+    anyhow::ensure!(
+        args.audit_retention_days != Some(0),
+        "--audit-retention-days must be at least 1"
+    );
+    config.audit_retention = args
+        .audit_retention_days
+        .map(|days| Duration::from_secs(u64::from(days) * 24 * 3600));
     anyhow::ensure!(
         args.resync_seconds.is_finite() && args.resync_seconds >= 0.1,
         "--resync-seconds must be at least 0.1"

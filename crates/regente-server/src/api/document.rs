@@ -19,8 +19,8 @@ use utoipa::openapi::{Components, OpenApi, RefOr};
 use utoipa::Modify;
 
 use super::{
-    admin, api_keys, auth, credentials, events, flows, integration, metrics, runtime, schedules,
-    webhooks,
+    admin, api_keys, audit, auth, credentials, events, flows, integration, metrics, runtime,
+    schedules, webhooks,
 };
 use crate::service::MAX_NAME_LEN;
 
@@ -83,7 +83,7 @@ fn status_pattern() -> String {
         admin::replace_runtime_key,
         admin::upload_robot, admin::list_robots, admin::get_robot,
         admin::list_executions, admin::get_execution,
-        admin::create_organization,
+        admin::create_organization, audit::list_audit,
         credentials::create_credential, credentials::list_credentials, credentials::get_credential,
         credentials::replace_credential, credentials::delete_credential,
         api_keys::create_api_key, api_keys::list_api_keys, api_keys::get_api_key,
@@ -310,6 +310,22 @@ fn constrain_parameters(openapi: &mut OpenApi) {
                     ("/api/admin/executions", "limit") => {
                         schema.minimum = Some(1.into());
                         schema.maximum = Some((admin::MAX_PAGE as usize).into());
+                    }
+                    ("/api/admin/audit", "actor" | "action" | "object_type" | "object_id") => {
+                        text(
+                            schema,
+                            1,
+                            audit::MAX_FILTER_CHARS,
+                            Some("^[^\\x00]+$".into()),
+                        );
+                    }
+                    ("/api/admin/audit", "after") => {
+                        schema.minimum = Some(1.into());
+                        schema.maximum = Some(utoipa::Number::Int(i64::MAX as isize));
+                    }
+                    ("/api/admin/audit", "limit") => {
+                        schema.minimum = Some(1.into());
+                        schema.maximum = Some((crate::service::audit::MAX_LIMIT as usize).into());
                     }
                     (_, "Idempotency-Key") => {
                         text(

@@ -2,9 +2,10 @@
 //! Listed first among a handler's parameters, they run before the path and body
 //! are looked at, so a bad token answers 401 whatever the ids.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::{header, request::Parts};
 use regente_core::Role;
 
@@ -27,8 +28,19 @@ impl FromRequestParts<Arc<Context>> for Authenticated {
             })?),
             None => None,
         };
-        Ok(Authenticated(auth::authenticate(ctx, authorization).await?))
+        let mut caller = auth::authenticate(ctx, authorization).await?;
+        caller.address = client_address(parts);
+        Ok(Authenticated(caller))
     }
+}
+
+/// The address of the client the connection came from, as the login throttle
+/// sees it (the server trusts no forwarding header).
+pub(crate) fn client_address(parts: &Parts) -> Option<IpAddr> {
+    parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(client)| client.ip())
 }
 
 impl FromRequestParts<Arc<Context>> for Admin {

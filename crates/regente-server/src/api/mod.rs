@@ -5,6 +5,7 @@
 //! - [`integration`]: run, result and delete, exactly as the Integration API shows them.
 //! - [`events`]: an execution's log, progress and status as Server-Sent Events.
 //! - [`admin`]: users, runtimes, robots, executions, organisations.
+//! - [`audit`]: the audit log, read only.
 //! - [`credentials`]: the vault's credentials, written and listed, never read back.
 //! - [`api_keys`]: the organisation's API keys, shown once, listed, revoked.
 //! - [`webhooks`]: the organisation's webhooks, their deliveries and replays.
@@ -18,6 +19,7 @@
 
 pub mod admin;
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod credentials;
 pub mod document;
@@ -54,6 +56,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(api_keys::router())
         .merge(webhooks::router())
         .merge(admin::router(ctx.config.max_package_bytes))
+        .merge(audit::router())
         .merge(schedules::router())
         .merge(runtime::router())
         .merge(metrics::router())

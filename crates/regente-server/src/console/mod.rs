@@ -5,7 +5,7 @@
 //! - [`pages`]: the frame of every page, rendering, the error pages.
 //! - [`auth`]: signing in and out.
 //! - [`executions`], [`runtimes`], [`robots`], [`schedules`], [`flows`],
-//!   [`users`], [`credentials`], [`api_keys`]: the sections.
+//!   [`users`], [`credentials`], [`api_keys`], [`audit`]: the sections.
 //! - [`dashboard`] with [`charts`] (SVG drawn here): the window's figures.
 //! - [`live`]: Server-Sent Events for the pages that update themselves.
 //! - [`assets`]: the stylesheet and scripts compiled in; [`format`]: times and numbers.
@@ -15,6 +15,7 @@
 
 pub mod api_keys;
 pub mod assets;
+pub mod audit;
 pub mod auth;
 pub mod charts;
 pub mod credentials;
@@ -74,6 +75,7 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
         .route("/api-keys", get(api_keys::list).post(api_keys::create))
         .route("/api-keys/{id}/revoke", post(api_keys::revoke))
         .route("/dashboard", get(dashboard::page))
+        .route("/audit", get(audit::list))
         .route("/assets/{version}/{name}", get(assets::serve))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         // Packages are counted by the upload as they come; a little room for

@@ -54,6 +54,7 @@ pub const SECTIONS: &[(&str, &str, bool)] = &[
     ("/credentials", "Credentials", true),
     ("/api-keys", "API keys", true),
     ("/dashboard", "Dashboard", true),
+    ("/audit", "Audit", true),
 ];
 
 impl Chrome {

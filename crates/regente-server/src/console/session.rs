@@ -155,11 +155,12 @@ impl FromRequestParts<Arc<Context>> for Viewer {
         let Some(value) = cookie(&parts.headers, SESSION_COOKIE) else {
             return Err(sign_in());
         };
-        let session = match sessions::resume(ctx, value).await {
+        let mut session = match sessions::resume(ctx, value).await {
             Ok(session) => session,
             Err(service::Error::Unauthorized(_)) => return Err(sign_in()),
             Err(e) => return Err(Refused::Page(PageError::from(e))),
         };
+        session.caller.address = crate::api::extract::client_address(parts);
         let chrome = Chrome::new(ctx, &session, parts.uri.path());
         Ok(Viewer { session, chrome })
     }

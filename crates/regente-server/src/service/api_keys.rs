@@ -17,6 +17,7 @@ use std::sync::Arc;
 
 use regente_core::Role;
 use regente_store::{ApiKey, Millis, Notice};
+use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
 use super::{new_id, or_not_found, random_alphanumeric, Caller, Context, Error, Result};
@@ -46,6 +47,15 @@ pub fn is_api_key(token: &str) -> bool {
 
 fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
+}
+
+/// What the audit log keeps of a key: never the key nor its hash.
+fn audit_summary(api_key: &ApiKey) -> Value {
+    json!({
+        "name": api_key.name,
+        "role": api_key.role.as_str(),
+        "expires_at": api_key.expires_at,
+    })
 }
 
 /// A key's name, checked: 1 to [`MAX_NAME_LEN`] characters, no control
@@ -99,7 +109,18 @@ pub async fn create(
         revoked_at: None,
     };
     let key = format!("{KEY_PREFIX}{secret}");
-    match ctx.store.create_api_key(&api_key, &hash_key(&key)).await {
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "api_key.create",
+        &api_key.id,
+        audit_summary(&api_key),
+    );
+    match ctx
+        .store
+        .create_api_key(&api_key, &hash_key(&key), Some(&audit))
+        .await
+    {
         Err(regente_store::Error::Conflict(_)) => {
             return Err(Error::Conflict(format!(
                 "name: an API key named {name:?} already exists (revoke it first)"
@@ -129,17 +150,20 @@ pub async fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<ApiKey> {
 /// Revokes a key: refused from now on here, and on the other servers sharing
 /// the store as soon as they hear of it. Revoking a revoked key changes nothing.
 pub async fn revoke(ctx: &Arc<Context>, caller: &Caller, id: &str) -> Result<ApiKey> {
-    let not_found = || format!("API key {id} not found");
-    if !regente_core::is_valid_id(id) {
-        return Err(Error::NotFound(not_found()));
-    }
+    // Read first for the audit record: a key's name, role and expiry never change.
+    let audit = {
+        let api_key = get(ctx, caller, id).await?;
+        super::audit::record(ctx, caller, "api_key.revoke", id, audit_summary(&api_key))
+    };
     // On a task of its own: a client hanging up must not leave the key revoked
     // in the store but still remembered as valid.
     let (ctx, organization_id, id) = (ctx.clone(), caller.organization_id.clone(), id.to_owned());
     let now = ctx.clock.now();
     let api_key = tokio::spawn(async move {
         let api_key = or_not_found(
-            ctx.store.revoke_api_key(&organization_id, &id, now).await,
+            ctx.store
+                .revoke_api_key(&organization_id, &id, now, Some(&audit))
+                .await,
             || format!("API key {id} not found"),
         )?;
         super::announce(&ctx, Notice::ApiKeyRevoked { key_id: id }).await;
@@ -191,6 +215,7 @@ fn caller_of(api_key: ApiKey) -> Caller {
         organization_id: api_key.organization_id,
         role: api_key.role,
         api_key_id: Some(api_key.id),
+        address: None,
     }
 }
 

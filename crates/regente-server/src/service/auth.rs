@@ -289,8 +289,8 @@ pub async fn login(
 
 /// The user with this name and password. The attempt is counted against the
 /// username and the client address before the password is checked, and
-/// refused (429) past their limits; a failure is logged with the username and
-/// the address, never the password.
+/// refused (429) past their limits; a failure is logged and recorded in the
+/// audit log with the username and the address, never the password.
 pub(crate) async fn check_credentials(
     ctx: &Context,
     username: &str,
@@ -324,6 +324,7 @@ pub(crate) async fn check_credentials(
         _ => {
             auth.throttle.failed(attempt);
             tracing::warn!(username = ?loggable(username), %client, "login failed: bad username or password");
+            super::audit::login_failed(ctx, user.as_ref(), username, client).await;
             Err(Error::Unauthorized("bad username or password".into()))
         }
     }

@@ -101,6 +101,16 @@ fn shorten(text: &str) -> String {
     text.chars().take(64).collect()
 }
 
+/// What the audit log says of a credential written: names, never values.
+fn write_summary(write: &CredentialWrite) -> Value {
+    serde_json::json!({
+        "name": write.name,
+        "version": write.version,
+        "fields": write.values.iter().map(|v| &v.field).collect::<Vec<_>>(),
+        "robots": write.robots,
+    })
+}
+
 fn sealed_write(
     ctx: &Context,
     caller: &Caller,
@@ -150,8 +160,9 @@ pub async fn create(
     check_input(ctx, caller, &input).await?;
     let id = new_id();
     let write = sealed_write(ctx, caller, id.clone(), name.to_owned(), 1, input)?;
+    let audit = super::audit::record(ctx, caller, "credential.create", &id, write_summary(&write));
     ctx.store
-        .create_credential(&write)
+        .create_credential(&write, Some(&audit))
         .await
         .map_err(|e| match e {
             regente_store::Error::Conflict("a credential with this name") => {
@@ -181,9 +192,11 @@ pub async fn replace(
         current.version + 1,
         input,
     )?;
-    or_not_found(ctx.store.replace_credential(&write).await, || {
-        format!("credential {id} not found")
-    })
+    let audit = super::audit::record(ctx, caller, "credential.replace", id, write_summary(&write));
+    or_not_found(
+        ctx.store.replace_credential(&write, Some(&audit)).await,
+        || format!("credential {id} not found"),
+    )
     .map_err(|e| match e {
         Error::Conflict(_) => {
             Error::Conflict("the credential was changed meanwhile: send the request again".into())
@@ -198,9 +211,12 @@ pub async fn delete(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
     if !is_valid_id(id) {
         return Err(credential_not_found(id));
     }
+    let current = get(ctx, caller, id).await?;
+    let summary = serde_json::json!({"name": current.name});
+    let audit = super::audit::record(ctx, caller, "credential.delete", id, summary);
     or_not_found(
         ctx.store
-            .delete_credential(&caller.organization_id, id)
+            .delete_credential(&caller.organization_id, id, Some(&audit))
             .await,
         || format!("credential {id} not found"),
     )?;
@@ -247,9 +263,11 @@ pub struct RunToHand<'a> {
 
 /// Resolves what the run's robot declared it needs from the vault, at its
 /// hand-out: each credential must exist and allow the robot, and each field
-/// asked for must exist. Every resolution is logged, without values.
+/// asked for must exist. Every credential handed out is recorded in the audit
+/// log, without values.
 pub async fn resolve_for_run(ctx: &Context, run: RunToHand<'_>) -> Result<Handout> {
     let mut credentials = BTreeMap::new();
+    let mut handed_out = Vec::new();
     for need in &run.manifest.credentials {
         let refused = |why: String| Ok(Handout::Refused(why));
         let sealed = match ctx
@@ -310,15 +328,7 @@ pub async fn resolve_for_run(ctx: &Context, run: RunToHand<'_>) -> Result<Handou
                 need.name
             ));
         }
-        info!(
-            credential = %need.name,
-            execution = %run.execution_id,
-            runtime = %run.runtime_id,
-            "credential {} resolved for execution {} on runtime {}",
-            need.name,
-            run.execution_id,
-            run.runtime_id
-        );
+        handed_out.push(handed_out_record(ctx, &run, &sealed.credential, &fields));
         credentials.insert(need.name.clone(), fields);
     }
     let mut secret_variables = BTreeMap::new();
@@ -334,10 +344,37 @@ pub async fn resolve_for_run(ctx: &Context, run: RunToHand<'_>) -> Result<Handou
             };
         }
     }
+    // Recorded before they leave: a hand-out the log cannot tell of does not happen.
+    for record in &handed_out {
+        ctx.store.record_audit(record).await?;
+    }
     Ok(Handout::Ready {
         credentials,
         secret_variables,
     })
+}
+
+/// The audit record of a credential handed to a run, done by its runtime.
+fn handed_out_record(
+    ctx: &Context,
+    run: &RunToHand<'_>,
+    credential: &regente_store::Credential,
+    fields: &BTreeMap<String, String>,
+) -> regente_store::AuditEntry {
+    let runtime = super::Caller::system(run.organization_id, "runtime", run.runtime_id);
+    super::audit::record(
+        ctx,
+        &runtime,
+        "credential.handed_out",
+        &credential.id,
+        serde_json::json!({
+            "name": credential.name,
+            "version": credential.version,
+            "execution_id": run.execution_id,
+            "robot_id": run.robot_id,
+            "fields": fields.keys().collect::<Vec<_>>(),
+        }),
+    )
 }
 
 /// An execution's variables as any API shows them: secrets as `"***"`.

@@ -156,6 +156,7 @@ impl Planned {
             enqueue: self.enqueue.clone(),
             cursor,
             now,
+            audit: None,
         }
     }
 

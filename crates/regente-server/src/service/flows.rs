@@ -10,7 +10,7 @@ use regente_store::{
     Enqueued, Execution, Flow, FlowCancelOutcome, FlowRun, Millis, NewFlowRun, NewFlowVersion,
     Notice,
 };
-use serde_json::Value;
+use serde_json::{json, Value};
 use tokio::sync::Notify;
 
 use super::flow_plan::{plan, state_of, step_record, Definitions, Planned};
@@ -71,7 +71,9 @@ pub async fn save(ctx: &Context, caller: &Caller, body: &Value) -> Result<Flow> 
         created: ctx.clock.now(),
         created_by: caller.user_id.clone(),
     };
-    Ok(ctx.store.save_flow(&new).await?)
+    // The store completes it with the flow's id and the version it made.
+    let audit = super::audit::record(ctx, caller, "flow.save", "", json!({"name": new.name}));
+    Ok(ctx.store.save_flow(&new, Some(&audit)).await?)
 }
 
 pub async fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<Flow> {
@@ -216,7 +218,9 @@ pub async fn recent_runs(
 /// Cancels a RUNNING run: it ends CANCELED at once, and its running step's
 /// execution is canceled the usual way, so its robot is stopped.
 pub async fn cancel_run(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
-    get_run(ctx, caller, id).await?;
+    let run = get_run(ctx, caller, id).await?;
+    let summary = json!({"flow_id": run.flow_id, "version": run.version});
+    let audit = super::audit::of_person(ctx, caller, "flow_run.cancel", id, summary);
     let outcome = ctx
         .store
         .cancel_flow_run(
@@ -224,6 +228,7 @@ pub async fn cancel_run(ctx: &Context, caller: &Caller, id: &str) -> Result<()> 
             id,
             &caller.user_id,
             ctx.clock.now(),
+            audit.as_ref(),
         )
         .await?;
     match outcome {
@@ -256,11 +261,11 @@ pub async fn retry_run(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
         }
         let now = ctx.clock.now();
         let planned = plan(ctx, &run.organization_id, &run.id, &definition, state, now).await?;
-        if ctx
-            .store
-            .advance_flow_run(&planned.advance(&run, None, now))
-            .await?
-        {
+        let summary =
+            json!({"flow_id": run.flow_id, "version": run.version, "was": run.status.as_str()});
+        let mut advance = planned.advance(&run, None, now);
+        advance.audit = super::audit::of_person(ctx, caller, "flow_run.retry", id, summary);
+        if ctx.store.advance_flow_run(&advance).await? {
             after_change(ctx, &run.organization_id, &run.id, &planned).await;
             return Ok(());
         }

@@ -2,6 +2,7 @@
 //! these; these call the [`Store`](regente_store::Store). No axum type appears here.
 
 pub mod api_keys;
+pub mod audit;
 pub mod auth;
 pub mod credentials;
 pub mod dashboard;
@@ -94,6 +95,9 @@ pub struct Caller {
     /// The API key calling, if one is (then `user_id` is the key's id, and no
     /// user is behind the call).
     pub api_key_id: Option<String>,
+    /// The client address the request came from, for the audit log; `None`
+    /// for the server acting on its own.
+    pub address: Option<std::net::IpAddr>,
 }
 
 impl Caller {
@@ -105,6 +109,7 @@ impl Caller {
             organization_id: user.organization_id,
             role: user.role,
             api_key_id: None,
+            address: None,
         }
     }
 
@@ -120,6 +125,7 @@ impl Caller {
             organization_id: organization_id.to_owned(),
             role: regente_core::Role::Admin,
             api_key_id: None,
+            address: None,
         }
     }
 

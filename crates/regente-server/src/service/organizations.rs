@@ -34,8 +34,16 @@ pub async fn create(
         Role::Admin,
     )
     .await?;
+    let summary = serde_json::json!({"name": organization.name, "admin": admin.username});
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "organization.create",
+        &organization.id,
+        summary,
+    );
     ctx.store
-        .create_organization(&organization, &admin)
+        .create_organization(&organization, &admin, Some(&audit))
         .await
         .map_err(|e| match e {
             regente_store::Error::Conflict(what) => {
@@ -78,7 +86,7 @@ pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Bootstrap> {
     let created = match ctx.store.root_organization().await? {
         Some(root) => {
             let admin = users::new_user(ctx, &root.id, username, &password, Role::Admin).await?;
-            ctx.store.create_user(&admin).await
+            ctx.store.create_user(&admin, None).await
         }
         None => {
             let root = Organization {
@@ -88,7 +96,7 @@ pub async fn bootstrap(ctx: &Context) -> anyhow::Result<Bootstrap> {
                 created_at: ctx.clock.now(),
             };
             let admin = users::new_user(ctx, &root.id, username, &password, Role::Admin).await?;
-            ctx.store.create_organization(&root, &admin).await
+            ctx.store.create_organization(&root, &admin, None).await
         }
     };
     match created {

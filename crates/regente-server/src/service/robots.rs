@@ -41,18 +41,20 @@ pub async fn upload(ctx: &Context, caller: &Caller, package: Vec<u8>) -> Result<
         PackageError::Io(e) => Error::Internal(e.into()),
         other => Error::Invalid(other.to_string()),
     })?;
-    let (robot_id, version) = ctx
-        .store
-        .add_robot_version(&NewRobotVersion {
-            organization_id: caller.organization_id.clone(),
-            new_robot_id: new_id(),
-            name: manifest.name.clone(),
-            sha256: sha256.clone(),
-            manifest: manifest_text,
-            package,
-            created_at: ctx.clock.now(),
-        })
-        .await?;
+    let new = NewRobotVersion {
+        organization_id: caller.organization_id.clone(),
+        new_robot_id: new_id(),
+        name: manifest.name.clone(),
+        sha256: sha256.clone(),
+        manifest: manifest_text,
+        package,
+        created_at: ctx.clock.now(),
+    };
+    // The store completes it with the robot's id and the version it made.
+    let summary =
+        serde_json::json!({"name": manifest.name, "sha256": sha256, "size": new.package.len()});
+    let audit = super::audit::record(ctx, caller, "robot.upload", "", summary);
+    let (robot_id, version) = ctx.store.add_robot_version(&new, Some(&audit)).await?;
     info!(robot = %robot_id, version, "robot version uploaded");
     Ok(Uploaded {
         robot_id,

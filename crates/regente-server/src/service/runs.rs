@@ -287,6 +287,12 @@ pub async fn cancel(
     execution_id: &str,
 ) -> Result<()> {
     let execution = get(ctx, caller, runtime_id, execution_id).await?;
+    let summary = json!({
+        "robot_id": execution.robot_id,
+        "runtime_id": execution.runtime_id,
+        "status": execution.status.as_str(),
+    });
+    let audit = super::audit::of_person(ctx, caller, "execution.cancel", &execution.id, summary);
     let outcome = ctx
         .store
         .cancel(
@@ -294,6 +300,7 @@ pub async fn cancel(
             &execution.id,
             &caller.user_id,
             ctx.clock.now(),
+            audit.as_ref(),
         )
         .await?;
     ctx.hub

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use regente_core::ExecutionStatus;
 use regente_store::{Execution, ExecutionFilter, NewRuntime, Runtime, RuntimeDeletion};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
 use super::{new_id, random_alphanumeric, Caller, Context, Error, Result};
@@ -55,6 +56,13 @@ pub async fn replace_key(
     )?;
     let key = random_alphanumeric(KEY_LEN);
     let hash = hash_key(&key);
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "runtime.replace_key",
+        id,
+        json!({"name": runtime.name}),
+    );
     // On a task of its own: a client hanging up must not leave the key
     // replaced but the old key's connection open.
     let (task_ctx, organization_id, runtime_id) =
@@ -62,7 +70,7 @@ pub async fn replace_key(
     tokio::spawn(async move {
         task_ctx
             .store
-            .replace_runtime_key(&organization_id, &runtime_id, &hash)
+            .replace_runtime_key(&organization_id, &runtime_id, &hash, Some(&audit))
             .await?;
         super::announce(
             &task_ctx,
@@ -101,12 +109,13 @@ pub async fn create(
         last_seen: None,
         created_at: ctx.clock.now(),
     };
-    ctx.store
-        .create_runtime(&NewRuntime {
-            runtime: runtime.clone(),
-            key_hash: hash_key(&key),
-        })
-        .await?;
+    let summary = json!({"name": runtime.name, "slots": runtime.slots});
+    let audit = super::audit::record(ctx, caller, "runtime.create", &runtime.id, summary);
+    let new = NewRuntime {
+        runtime: runtime.clone(),
+        key_hash: hash_key(&key),
+    };
+    ctx.store.create_runtime(&new, Some(&audit)).await?;
     Ok((runtime, key))
 }
 
@@ -116,9 +125,10 @@ pub async fn rename(ctx: &Context, caller: &Caller, id: &str, name: &str) -> Res
     if !regente_core::is_valid_id(id) {
         return Err(Error::NotFound(not_found()));
     }
+    let audit = super::audit::record(ctx, caller, "runtime.rename", id, json!({"name": name}));
     super::or_not_found(
         ctx.store
-            .rename_runtime(&caller.organization_id, id, name)
+            .rename_runtime(&caller.organization_id, id, name, Some(&audit))
             .await,
         not_found,
     )?;
@@ -135,9 +145,20 @@ pub async fn delete(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
     if !regente_core::is_valid_id(id) {
         return Err(Error::NotFound(not_found()));
     }
+    let runtime = super::or_not_found(
+        ctx.store.get_runtime(&caller.organization_id, id).await,
+        not_found,
+    )?;
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "runtime.delete",
+        id,
+        json!({"name": runtime.name}),
+    );
     let outcome = super::or_not_found(
         ctx.store
-            .delete_runtime(&caller.organization_id, id, ctx.clock.now())
+            .delete_runtime(&caller.organization_id, id, ctx.clock.now(), Some(&audit))
             .await,
         not_found,
     )?;

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use regente_core::Role;
 use regente_store::User;
+use serde_json::json;
 
 use super::{auth::check_new_password, new_id, or_not_found, Caller, Context, Error, Result};
 
@@ -58,7 +59,9 @@ pub async fn create(
         ))
     })?;
     let user = new_user(ctx, &caller.organization_id, username, password, role).await?;
-    match ctx.store.create_user(&user).await {
+    let summary = json!({"username": user.username, "role": user.role.as_str()});
+    let audit = super::audit::record(ctx, caller, "user.create", &user.id, summary);
+    match ctx.store.create_user(&user, Some(&audit)).await {
         Err(regente_store::Error::Conflict(_)) => Err(Error::Conflict(format!(
             "a user named {username:?} already exists"
         ))),
@@ -74,13 +77,32 @@ pub async fn delete(ctx: &Arc<Context>, caller: &Caller, id: &str) -> Result<()>
     if id == caller.user_id {
         return Err(Error::Conflict("you cannot delete your own user".into()));
     }
+    let not_found = || format!("user {id} not found");
+    if !regente_core::is_valid_id(id) {
+        return Err(Error::NotFound(not_found()));
+    }
+    let username = match ctx.store.get_user(id).await {
+        Ok(user) if user.organization_id == caller.organization_id => user.username,
+        Ok(_) | Err(regente_store::Error::NotFound) => return Err(Error::NotFound(not_found())),
+        Err(e) => return Err(e.into()),
+    };
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "user.delete",
+        id,
+        json!({"username": username}),
+    );
     // On a task of its own: a client hanging up must not leave the user deleted
     // but their tokens still known.
     let (ctx, organization_id, id) = (ctx.clone(), caller.organization_id.clone(), id.to_owned());
     tokio::spawn(async move {
-        or_not_found(ctx.store.delete_user(&organization_id, &id).await, || {
-            format!("user {id} not found")
-        })?;
+        or_not_found(
+            ctx.store
+                .delete_user(&organization_id, &id, Some(&audit))
+                .await,
+            || format!("user {id} not found"),
+        )?;
         super::announce(&ctx, regente_store::Notice::UserDeleted { user_id: id }).await;
         Ok(())
     })
@@ -105,9 +127,16 @@ pub async fn set_role(ctx: &Context, caller: &Caller, id: &str, role: &str) -> R
     if !regente_core::is_valid_id(id) {
         return Err(Error::NotFound(not_found()));
     }
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "user.set_role",
+        id,
+        json!({"role": role.as_str()}),
+    );
     or_not_found(
         ctx.store
-            .set_user_role(&caller.organization_id, id, role)
+            .set_user_role(&caller.organization_id, id, role, Some(&audit))
             .await,
         not_found,
     )?;

@@ -6,6 +6,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use rand::RngCore;
 use regente_store::{Webhook, WebhookAttempt, WebhookDelivery};
+use serde_json::{json, Value};
 
 use super::{new_id, or_not_found, Caller, Context, Error, Result};
 use crate::webhooks::sender::{ROTATION_OVERLAP, SECRET_PREFIX};
@@ -87,6 +88,16 @@ fn check_description(description: &Option<String>) -> Result<()> {
     Ok(())
 }
 
+/// What the audit log keeps of a webhook: never its secret.
+fn audit_summary(webhook: &Webhook) -> Value {
+    json!({
+        "url": webhook.url,
+        "events": webhook.events,
+        "enabled": webhook.enabled,
+        "description": webhook.description,
+    })
+}
+
 fn seal(ctx: &Context, webhook: &Webhook, secret: &str) -> Result<String> {
     Ok(ctx
         .vault
@@ -120,7 +131,14 @@ pub async fn create(
     };
     let secret = new_secret();
     webhook.secret = seal(ctx, &webhook, &secret)?;
-    ctx.store.create_webhook(&webhook).await?;
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "webhook.create",
+        &webhook.id,
+        audit_summary(&webhook),
+    );
+    ctx.store.create_webhook(&webhook, Some(&audit)).await?;
     ctx.webhooks_wake.notify_one();
     Ok(WithSecret { webhook, secret })
 }
@@ -161,14 +179,22 @@ pub async fn update(
         }
     }
     webhook.updated_at = ctx.clock.now();
-    or_not_found(ctx.store.update_webhook(&webhook).await, not_found(id))?;
+    let audit = super::audit::record(ctx, caller, "webhook.update", id, audit_summary(&webhook));
+    or_not_found(
+        ctx.store.update_webhook(&webhook, Some(&audit)).await,
+        not_found(id),
+    )?;
     ctx.webhooks_wake.notify_one();
     Ok(webhook)
 }
 
 pub async fn delete(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
+    let webhook = get(ctx, caller, id).await?;
+    let audit = super::audit::record(ctx, caller, "webhook.delete", id, audit_summary(&webhook));
     or_not_found(
-        ctx.store.delete_webhook(&caller.organization_id, id).await,
+        ctx.store
+            .delete_webhook(&caller.organization_id, id, Some(&audit))
+            .await,
         not_found(id),
     )
 }
@@ -183,7 +209,17 @@ pub async fn rotate_secret(ctx: &Context, caller: &Caller, id: &str) -> Result<W
     webhook.previous_secret = Some(std::mem::replace(&mut webhook.secret, sealed));
     webhook.previous_secret_until = Some(now + ROTATION_OVERLAP);
     webhook.updated_at = now;
-    or_not_found(ctx.store.update_webhook(&webhook).await, not_found(id))?;
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "webhook.rotate_secret",
+        id,
+        json!({ "previous_secret_until": webhook.previous_secret_until }),
+    );
+    or_not_found(
+        ctx.store.update_webhook(&webhook, Some(&audit)).await,
+        not_found(id),
+    )?;
     Ok(WithSecret { webhook, secret })
 }
 
@@ -228,9 +264,22 @@ pub async fn replay(
     id: &str,
     delivery_id: &str,
 ) -> Result<WebhookDelivery> {
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "webhook.replay",
+        id,
+        json!({ "delivery_id": delivery_id }),
+    );
     let replayed = or_not_found(
         ctx.store
-            .replay_webhook_delivery(&caller.organization_id, id, delivery_id, ctx.clock.now())
+            .replay_webhook_delivery(
+                &caller.organization_id,
+                id,
+                delivery_id,
+                ctx.clock.now(),
+                Some(&audit),
+            )
             .await,
         || format!("no delivery {delivery_id} of webhook {id}"),
     )?;

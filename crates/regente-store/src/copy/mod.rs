@@ -14,8 +14,8 @@
 //! - Every table is copied column by column with its exact values (ids, times, JSON
 //!   text, NULLs, package bytes, runtime key hashes, execution `seq`s), in
 //!   dependency order, page by page in primary-key order with multi-row INSERTs, so
-//!   memory stays bounded however long the history is. On PostgreSQL the execution
-//!   and event sequences are then set past the largest copied `seq`.
+//!   memory stays bounded however long the history is. On PostgreSQL the execution,
+//!   event, flow run and audit sequences are then set past the largest copied `seq`.
 //! - But the event stream's places: the target's transaction ids have nothing to
 //!   do with the source's, so events are copied in stream order, numbered 1, 2,
 //!   ... with `txid` 0 (before anything the target writes), and each consumer's
@@ -264,7 +264,7 @@ async fn copy_between(source: &mut Conn, target: &mut Conn) -> anyhow::Result<Co
     if target.backend() == Backend::Postgres {
         // The next run queued on the target comes after every copied one. (setval
         // is not undone by a rollback: a failed copy leaves at worst a higher start.)
-        for table in ["executions", "events", "flow_runs"] {
+        for table in ["executions", "events", "flow_runs", "audit_records"] {
             target
                 .run(&format!(
                     "SELECT setval(pg_get_serial_sequence('{table}', 'seq'), \

@@ -2,10 +2,11 @@
 
 use async_trait::async_trait;
 
+use super::audit::insert_audit;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::api_keys::{ApiKey, ApiKeyStore};
 use crate::rows::api_key_from;
-use crate::{Error, Millis, Result};
+use crate::{AuditEntry, Error, Millis, Result};
 
 /// Every column but the hash, which no read answers.
 const COLUMNS: &str = "id, organization_id, name, role, prefix, created_by, created_at, \
@@ -13,7 +14,13 @@ const COLUMNS: &str = "id, organization_id, name, role, prefix, created_by, crea
 
 #[async_trait]
 impl ApiKeyStore for PostgresStore {
-    async fn create_api_key(&self, key: &ApiKey, key_hash: &str) -> Result<()> {
+    async fn create_api_key(
+        &self,
+        key: &ApiKey,
+        key_hash: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
         sqlx::query(
             "INSERT INTO api_keys (id, organization_id, name, role, prefix, key_hash, \
              created_by, created_at, last_used_at, expires_at, revoked_at) \
@@ -30,10 +37,11 @@ impl ApiKeyStore for PostgresStore {
         .bind(key.last_used_at)
         .bind(key.expires_at)
         .bind(key.revoked_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(conflict_as("an API key with this name"))?;
-        Ok(())
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
     async fn list_api_keys(&self, organization_id: &str) -> Result<Vec<ApiKey>> {
@@ -69,21 +77,32 @@ impl ApiKeyStore for PostgresStore {
         .await
     }
 
-    async fn revoke_api_key(&self, organization_id: &str, id: &str, at: Millis) -> Result<ApiKey> {
-        let row = sqlx::query(&format!(
-            "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, $3) \
-             WHERE organization_id = $1 AND id = $2 RETURNING {COLUMNS}"
+    async fn revoke_api_key(
+        &self,
+        organization_id: &str,
+        id: &str,
+        at: Millis,
+        audit: Option<&AuditEntry>,
+    ) -> Result<ApiKey> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        let revoked = sqlx::query(&format!(
+            "UPDATE api_keys SET revoked_at = $3 \
+             WHERE organization_id = $1 AND id = $2 AND revoked_at IS NULL RETURNING {COLUMNS}"
         ))
         .bind(organization_id)
         .bind(id)
         .bind(at)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(other)?;
-        row.as_ref()
-            .map(api_key_from)
-            .transpose()?
-            .ok_or(Error::NotFound)
+        if let Some(row) = revoked {
+            insert_audit(&mut tx, audit).await?;
+            tx.commit().await.map_err(other)?;
+            return api_key_from(&row);
+        }
+        // Revoked before (it keeps its time), or no such key.
+        drop(tx);
+        self.get_api_key(organization_id, id).await
     }
 
     async fn touch_api_key(&self, id: &str, at: Millis, since: Millis) -> Result<()> {

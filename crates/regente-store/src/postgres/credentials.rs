@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::{Postgres, Row, Transaction};
 
+use super::audit::insert_audit;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore, NO_ARGS};
 use crate::credentials::{sealed_variable_prefix, SEALED_VARIABLE_MARK};
 use crate::rows::{
@@ -13,8 +14,8 @@ use crate::rows::{
     SEALED_VALUE_COLUMNS,
 };
 use crate::{
-    Credential, CredentialStore, CredentialWrite, Error, Result, SealedCredential, SealedVariables,
-    StoredValue, VaultKey,
+    AuditEntry, Credential, CredentialStore, CredentialWrite, Error, Result, SealedCredential,
+    SealedVariables, StoredValue, VaultKey,
 };
 
 async fn insert_values(tx: &mut Transaction<'_, Postgres>, write: &CredentialWrite) -> Result<()> {
@@ -59,7 +60,11 @@ impl PostgresStore {
 
 #[async_trait]
 impl CredentialStore for PostgresStore {
-    async fn create_credential(&self, new: &CredentialWrite) -> Result<()> {
+    async fn create_credential(
+        &self,
+        new: &CredentialWrite,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // The name is settled by the unique index: a concurrent create of the same
         // name waits here and then finds it taken.
@@ -84,10 +89,15 @@ impl CredentialStore for PostgresStore {
             return Err(Error::Conflict("a credential with this name"));
         }
         insert_values(&mut tx, new).await?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(other)
     }
 
-    async fn replace_credential(&self, write: &CredentialWrite) -> Result<()> {
+    async fn replace_credential(
+        &self,
+        write: &CredentialWrite,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Locked: two replacements are ordered, and the second finds the version moved.
         let stored: Option<i64> = sqlx::query_scalar(
@@ -125,10 +135,16 @@ impl CredentialStore for PostgresStore {
             .await
             .map_err(other)?;
         insert_values(&mut tx, write).await?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(other)
     }
 
-    async fn delete_credential(&self, organization_id: &str, id: &str) -> Result<()> {
+    async fn delete_credential(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         sqlx::query(
             "DELETE FROM credential_values WHERE organization_id = $1 AND credential_id = $2",
@@ -147,6 +163,7 @@ impl CredentialStore for PostgresStore {
         if deleted.rows_affected() == 0 {
             return Err(Error::NotFound);
         }
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(other)
     }
 

@@ -147,24 +147,33 @@ impl EventStore for PostgresStore {
     }
 
     async fn prune_events(&self, older_than: Millis) -> Result<u64> {
-        let mut pruned = 0;
-        // A batch per transaction: no long lock, no long transaction holding the
-        // stream's horizon back.
-        loop {
-            let deleted = sqlx::query(
-                "DELETE FROM events WHERE seq IN \
-                 (SELECT seq FROM events WHERE time < $1 LIMIT $2)",
-            )
+        prune_older(&self.pool, "events", older_than).await
+    }
+}
+
+/// Deletes the rows of `table` (numbered by `seq`, dated by `time`) older than
+/// `older_than`, [`PRUNE_BATCH`] per transaction: no long lock, no long
+/// transaction holding the stream's horizon back. How many.
+pub(super) async fn prune_older(
+    pool: &sqlx::PgPool,
+    table: &'static str,
+    older_than: Millis,
+) -> Result<u64> {
+    let sql = format!(
+        "DELETE FROM {table} WHERE seq IN (SELECT seq FROM {table} WHERE time < $1 LIMIT $2)"
+    );
+    let mut pruned = 0;
+    loop {
+        let deleted = sqlx::query(&sql)
             .bind(older_than)
             .bind(PRUNE_BATCH)
-            .execute(&self.pool)
+            .execute(pool)
             .await
             .map_err(other)?
             .rows_affected();
-            pruned += deleted;
-            if (deleted as i64) < PRUNE_BATCH {
-                return Ok(pruned);
-            }
+        pruned += deleted;
+        if (deleted as i64) < PRUNE_BATCH {
+            return Ok(pruned);
         }
     }
 }

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use regente_core::ExecutionStatus;
 use sqlx::{Postgres, QueryBuilder, Row};
 
+use super::audit::insert_audit;
 use super::events::insert_events;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::rows::{
@@ -11,8 +12,8 @@ use crate::rows::{
 };
 use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
 use crate::{
-    CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey,
-    LogLine, Millis, NewExecution, Result,
+    AuditEntry, CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore,
+    IdempotencyKey, LogLine, Millis, NewExecution, Result,
 };
 
 #[async_trait]
@@ -113,6 +114,7 @@ impl ExecutionStore for PostgresStore {
         id: &str,
         canceled_by: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<CancelOutcome> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Locked: a claim skips it, a start or a report waits for this decision.
@@ -147,6 +149,7 @@ impl ExecutionStore for PostgresStore {
                     &cancel_events(organization_id, id, canceled_by, false, now),
                 )
                 .await?;
+                insert_audit(&mut tx, audit).await?;
                 CancelOutcome::Canceled { lease }
             }
             ExecutionStatus::Running => {
@@ -166,6 +169,7 @@ impl ExecutionStore for PostgresStore {
                         &cancel_events(organization_id, id, canceled_by, true, now),
                     )
                     .await?;
+                    insert_audit(&mut tx, audit).await?;
                 }
                 CancelOutcome::Running {
                     lease: lease.unwrap_or_default(),

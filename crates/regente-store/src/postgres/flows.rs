@@ -6,11 +6,13 @@ use async_trait::async_trait;
 use regente_core::ExecutionStatus;
 use sqlx::{PgConnection, Row};
 
+use super::audit::insert_audit;
 use super::events::{insert_events, save_cursor_in};
 use super::executions::{
     insert_execution, key_kept_changing, take_key, KeyTaken, IDEMPOTENCY_ATTEMPTS,
 };
 use super::{conflict_as, fetch_all, other, PostgresStore};
+use crate::audit::of_version;
 use crate::rows::{
     flow_from, flow_run_from, flow_step_from, json_text, status_of, waking_run_from, FLOW_COLUMNS,
     FLOW_RUN_COLUMNS, FLOW_STEP_COLUMNS,
@@ -19,8 +21,8 @@ use crate::rules::{
     flow_run_canceled_reason, flow_run_change_events, flow_run_ended_event, flow_run_started_event,
 };
 use crate::{
-    Enqueued, Error, Flow, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStore, IdempotencyKey,
-    Millis, NewFlowRun, NewFlowVersion, Result, WakingRun,
+    AuditEntry, Enqueued, Error, Flow, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStore,
+    IdempotencyKey, Millis, NewFlowRun, NewFlowVersion, Result, WakingRun,
 };
 
 async fn select_flow(
@@ -155,7 +157,7 @@ pub(super) async fn insert_run(conn: &mut PgConnection, new: &NewFlowRun) -> Res
 
 #[async_trait]
 impl FlowStore for PostgresStore {
-    async fn save_flow(&self, new: &NewFlowVersion) -> Result<Flow> {
+    async fn save_flow(&self, new: &NewFlowVersion, audit: Option<&AuditEntry>) -> Result<Flow> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         sqlx::query(
             "INSERT INTO flows (id, organization_id, name, created) VALUES ($1, $2, $3, $4) \
@@ -190,6 +192,7 @@ impl FlowStore for PostgresStore {
         .await
         .map_err(other)?;
         let flow = select_flow(&mut tx, &new.organization_id, &id, None).await?;
+        insert_audit(&mut tx, of_version(audit, &flow.id, flow.version).as_ref()).await?;
         tx.commit().await.map_err(other)?;
         Ok(flow)
     }
@@ -314,6 +317,7 @@ impl FlowStore for PostgresStore {
         if let Some((consumer, cursor)) = &advance.cursor {
             save_cursor_in(&mut tx, consumer, *cursor, advance.now).await?;
         }
+        insert_audit(&mut tx, advance.audit.as_ref()).await?;
         tx.commit().await.map_err(other)?;
         Ok(true)
     }
@@ -324,6 +328,7 @@ impl FlowStore for PostgresStore {
         id: &str,
         canceled_by: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<FlowCancelOutcome> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         let (status, _) = lock_run(&mut tx, organization_id, id).await?;
@@ -361,6 +366,7 @@ impl FlowStore for PostgresStore {
             now,
         );
         insert_events(&mut tx, &[ended]).await?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(other)?;
         Ok(FlowCancelOutcome::Canceled {
             running_execution: running_execution.flatten(),

@@ -23,6 +23,7 @@
 //!   `schedules`.
 
 mod api_keys;
+mod audit;
 mod cluster;
 mod credentials;
 mod dashboard;

@@ -2,15 +2,21 @@
 
 use async_trait::async_trait;
 
+use super::audit::insert_audit;
 use super::{conflict_as, fetch_optional, other, PostgresStore};
+use crate::audit::of_version;
 use crate::rows::{
     robot_from, robot_id_and_version_from, robot_version_from, robots_with_versions,
 };
-use crate::{Error, NewRobotVersion, Result, Robot, RobotStore, RobotVersion};
+use crate::{AuditEntry, Error, NewRobotVersion, Result, Robot, RobotStore, RobotVersion};
 
 #[async_trait]
 impl RobotStore for PostgresStore {
-    async fn add_robot_version(&self, new: &NewRobotVersion) -> Result<(String, u32)> {
+    async fn add_robot_version(
+        &self,
+        new: &NewRobotVersion,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(String, u32)> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Creates the robot unless it exists; a concurrent upload of the same new
         // name waits here for the other transaction and then finds its robot.
@@ -58,8 +64,10 @@ impl RobotStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(other)?;
+        let version = version as u32;
+        insert_audit(&mut tx, of_version(audit, &robot_id, version).as_ref()).await?;
         tx.commit().await.map_err(other)?;
-        Ok((robot_id, version as u32))
+        Ok((robot_id, version))
     }
 
     async fn get_robot(&self, organization_id: &str, id: &str) -> Result<Robot> {

@@ -4,12 +4,14 @@ use async_trait::async_trait;
 
 use sqlx::Row;
 
+use super::audit::{audited_change_one, insert_audit};
 use super::events::insert_events;
-use super::{change_one, conflict_as, fetch_all, fetch_optional, other, PostgresStore};
+use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::rows::{runtime_from, runtime_session_from};
 use crate::rules::{runtime_offline_event, runtime_online_event};
 use crate::{
-    Error, Millis, NewRuntime, Result, Runtime, RuntimeDeletion, RuntimeSession, RuntimeStore,
+    AuditEntry, Error, Millis, NewRuntime, Result, Runtime, RuntimeDeletion, RuntimeSession,
+    RuntimeStore,
 };
 
 /// The runtime's organisation and current connection, its row locked until the
@@ -36,8 +38,9 @@ async fn lock_runtime_session(
 
 #[async_trait]
 impl RuntimeStore for PostgresStore {
-    async fn create_runtime(&self, new: &NewRuntime) -> Result<()> {
+    async fn create_runtime(&self, new: &NewRuntime, audit: Option<&AuditEntry>) -> Result<()> {
         let runtime = &new.runtime;
+        let mut tx = self.pool.begin().await.map_err(other)?;
         sqlx::query(
             "INSERT INTO runtimes (id, organization_id, name, key_hash, slots, last_seen, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -49,10 +52,11 @@ impl RuntimeStore for PostgresStore {
         .bind(runtime.slots as i64)
         .bind(runtime.last_seen)
         .bind(runtime.created_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(conflict_as("a runtime with this id or key"))?;
-        Ok(())
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
     async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime> {
@@ -87,12 +91,19 @@ impl RuntimeStore for PostgresStore {
         .await
     }
 
-    async fn rename_runtime(&self, organization_id: &str, id: &str, name: &str) -> Result<()> {
-        change_one(
+    async fn rename_runtime(
+        &self,
+        organization_id: &str,
+        id: &str,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        audited_change_one(
             &self.pool,
             "UPDATE runtimes SET name = $1 \
              WHERE organization_id = $2 AND id = $3 AND deleted_at IS NULL",
             &[name, organization_id, id],
+            audit,
         )
         .await
     }
@@ -102,6 +113,7 @@ impl RuntimeStore for PostgresStore {
         organization_id: &str,
         id: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<RuntimeDeletion> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Locked as a connect or disconnect locks it, so neither races the check.
@@ -136,6 +148,7 @@ impl RuntimeStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(other)?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(other)?;
         Ok(RuntimeDeletion::Deleted)
     }
@@ -145,19 +158,22 @@ impl RuntimeStore for PostgresStore {
         organization_id: &str,
         id: &str,
         key_hash: &str,
+        audit: Option<&AuditEntry>,
     ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
         let done =
             sqlx::query("UPDATE runtimes SET key_hash = $1 WHERE organization_id = $2 AND id = $3 AND deleted_at IS NULL")
                 .bind(key_hash)
                 .bind(organization_id)
                 .bind(id)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await
                 .map_err(conflict_as("a runtime with this key"))?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound);
         }
-        Ok(())
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
     async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()> {

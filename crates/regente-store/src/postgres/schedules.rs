@@ -11,6 +11,7 @@ use regente_core::schedule::plan::Overlap;
 use regente_core::ExecutionStatus;
 use sqlx::{PgConnection, Row};
 
+use super::audit::insert_audit;
 use super::events::{insert_events, save_cursor_in};
 use super::executions::insert_execution;
 use super::flows::insert_run;
@@ -23,6 +24,7 @@ use crate::rules::{
     count_run_end, firing_range, live_flow_runs_sql, plan_firing, schedule_paused_event,
     scheduled_run_table, FiringState,
 };
+use crate::AuditEntry;
 use crate::{
     Error, EventCursor, Fired, Firing, Millis, NewScheduledRun, PausedSchedule, Result, RunEnd,
     RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
@@ -266,7 +268,8 @@ async fn count_ends(
 
 #[async_trait]
 impl ScheduleStore for PostgresStore {
-    async fn create_schedule(&self, s: &Schedule) -> Result<()> {
+    async fn create_schedule(&self, s: &Schedule, audit: Option<&AuditEntry>) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
         let query = sqlx::query(&INSERT_SCHEDULE)
             .bind(&s.id)
             .bind(&s.organization_id)
@@ -275,10 +278,11 @@ impl ScheduleStore for PostgresStore {
         schedule_definition(s, &variables, &rule)
             .into_iter()
             .fold(query, bind_param)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(conflict_as(NAME_TAKEN))?;
-        Ok(())
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
     async fn get_schedule(&self, organization_id: &str, id: &str) -> Result<Schedule> {
@@ -307,7 +311,13 @@ impl ScheduleStore for PostgresStore {
         .await
     }
 
-    async fn update_schedule(&self, s: &Schedule, reset_failures: bool) -> Result<()> {
+    async fn update_schedule(
+        &self,
+        s: &Schedule,
+        reset_failures: bool,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
         let (variables, rule) = (s.variables.to_string(), s.rule.to_string());
         let changed = schedule_definition(s, &variables, &rule)
             .into_iter()
@@ -315,16 +325,22 @@ impl ScheduleStore for PostgresStore {
             .bind(reset_failures)
             .bind(&s.organization_id)
             .bind(&s.id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(conflict_as(NAME_TAKEN))?;
         if changed.rows_affected() == 0 {
             return Err(Error::NotFound);
         }
-        Ok(())
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
-    async fn delete_schedule(&self, organization_id: &str, id: &str) -> Result<()> {
+    async fn delete_schedule(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         let deleted = sqlx::query("DELETE FROM schedules WHERE organization_id = $1 AND id = $2")
             .bind(organization_id)
@@ -341,6 +357,7 @@ impl ScheduleStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(other)?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(other)
     }
 
@@ -392,6 +409,9 @@ impl ScheduleStore for PostgresStore {
         let Some(fired) = fire(&mut tx, firing).await? else {
             return Ok(Fired::Stale);
         };
+        if fired.recorded_a_fire() {
+            insert_audit(&mut tx, firing.audit.as_ref()).await?;
+        }
         tx.commit().await.map_err(other)?;
         Ok(fired)
     }

@@ -3,9 +3,10 @@
 use async_trait::async_trait;
 use regente_core::Role;
 
+use super::audit::{audited_change_one, insert_audit};
 use super::{change_one, conflict_as, fetch_all, fetch_optional, other, PostgresStore, NO_ARGS};
 use crate::rows::{organization_from, user_from};
-use crate::{Error, Organization, OrganizationStore, Result, User};
+use crate::{AuditEntry, Error, Organization, OrganizationStore, Result, User};
 
 #[async_trait]
 impl OrganizationStore for PostgresStore {
@@ -30,7 +31,12 @@ impl OrganizationStore for PostgresStore {
         .ok_or(Error::NotFound)
     }
 
-    async fn create_organization(&self, organization: &Organization, admin: &User) -> Result<()> {
+    async fn create_organization(
+        &self,
+        organization: &Organization,
+        admin: &User,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         sqlx::query(
             "INSERT INTO organizations (id, name, is_root, created_at) VALUES ($1, $2, $3, $4)",
@@ -43,6 +49,7 @@ impl OrganizationStore for PostgresStore {
         .await
         .map_err(conflict_as("an organization with this name"))?;
         insert_user(&mut tx, admin).await?;
+        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(other)
     }
 
@@ -54,9 +61,11 @@ impl OrganizationStore for PostgresStore {
         Ok(count as u64)
     }
 
-    async fn create_user(&self, user: &User) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(other)?;
-        insert_user(&mut conn, user).await
+    async fn create_user(&self, user: &User, audit: Option<&AuditEntry>) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        insert_user(&mut tx, user).await?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
     async fn find_user_by_username(&self, username: &str) -> Result<Option<User>> {
@@ -90,11 +99,17 @@ impl OrganizationStore for PostgresStore {
         .await
     }
 
-    async fn delete_user(&self, organization_id: &str, id: &str) -> Result<()> {
-        change_one(
+    async fn delete_user(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        audited_change_one(
             &self.pool,
             "DELETE FROM users WHERE organization_id = $1 AND id = $2",
             &[organization_id, id],
+            audit,
         )
         .await
     }
@@ -108,11 +123,18 @@ impl OrganizationStore for PostgresStore {
         .await
     }
 
-    async fn set_user_role(&self, organization_id: &str, id: &str, role: Role) -> Result<()> {
-        change_one(
+    async fn set_user_role(
+        &self,
+        organization_id: &str,
+        id: &str,
+        role: Role,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        audited_change_one(
             &self.pool,
             "UPDATE users SET role = $1 WHERE organization_id = $2 AND id = $3",
             &[role.as_str(), organization_id, id],
+            audit,
         )
         .await
     }

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use sqlx::{PgConnection, Row};
 
+use super::audit::insert_audit;
 use super::events::save_cursor_in;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::webhooks::{
@@ -10,7 +11,7 @@ use crate::webhooks::{
     DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookStore, ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS, GONE_ERROR, WEBHOOK_COLUMNS,
 };
-use crate::{Error, EventCursor, Millis, Result};
+use crate::{AuditEntry, Error, EventCursor, Millis, Result};
 
 async fn insert_delivery(conn: &mut PgConnection, delivery: &WebhookDelivery) -> Result<()> {
     sqlx::query(&format!(
@@ -40,7 +41,8 @@ async fn insert_delivery(conn: &mut PgConnection, delivery: &WebhookDelivery) ->
 
 #[async_trait]
 impl WebhookStore for PostgresStore {
-    async fn create_webhook(&self, webhook: &Webhook) -> Result<()> {
+    async fn create_webhook(&self, webhook: &Webhook, audit: Option<&AuditEntry>) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
         sqlx::query(&format!(
             "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
@@ -57,10 +59,11 @@ impl WebhookStore for PostgresStore {
         .bind(webhook.previous_secret_until)
         .bind(webhook.created_at)
         .bind(webhook.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(conflict_as("a webhook with this id"))?;
-        Ok(())
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
     async fn list_webhooks(&self, organization_id: &str) -> Result<Vec<Webhook>> {
@@ -89,7 +92,8 @@ impl WebhookStore for PostgresStore {
         .ok_or(Error::NotFound)
     }
 
-    async fn update_webhook(&self, webhook: &Webhook) -> Result<()> {
+    async fn update_webhook(&self, webhook: &Webhook, audit: Option<&AuditEntry>) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
         let done = sqlx::query(
             "UPDATE webhooks SET url = $3, events = $4, description = $5, enabled = $6, \
              disabled_reason = $7, secret = $8, previous_secret = $9, \
@@ -107,27 +111,35 @@ impl WebhookStore for PostgresStore {
         .bind(&webhook.previous_secret)
         .bind(webhook.previous_secret_until)
         .bind(webhook.updated_at)
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(other)?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound);
         }
-        Ok(())
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
-    async fn delete_webhook(&self, organization_id: &str, id: &str) -> Result<()> {
+    async fn delete_webhook(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
         // Deliveries and attempts go by ON DELETE CASCADE.
         let done = sqlx::query("DELETE FROM webhooks WHERE organization_id = $1 AND id = $2")
             .bind(organization_id)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await
             .map_err(other)?;
         if done.rows_affected() == 0 {
             return Err(Error::NotFound);
         }
-        Ok(())
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
     async fn enabled_webhooks(&self) -> Result<Vec<Webhook>> {
@@ -309,7 +321,9 @@ impl WebhookStore for PostgresStore {
         webhook_id: &str,
         delivery_id: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<WebhookDelivery> {
+        let mut tx = self.pool.begin().await.map_err(other)?;
         let row = sqlx::query(&format!(
             "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = $4, \
              round_attempts = 0 \
@@ -320,13 +334,17 @@ impl WebhookStore for PostgresStore {
         .bind(webhook_id)
         .bind(delivery_id)
         .bind(now)
-        .fetch_optional(&self.pool)
+        .fetch_optional(&mut *tx)
         .await
         .map_err(other)?;
-        row.as_ref()
+        let replayed = row
+            .as_ref()
             .map(delivery_from)
             .transpose()?
-            .ok_or(Error::NotFound)
+            .ok_or(Error::NotFound)?;
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await.map_err(other)?;
+        Ok(replayed)
     }
 
     async fn pending_webhook_deliveries(&self) -> Result<i64> {

@@ -3,10 +3,11 @@
 use async_trait::async_trait;
 use rusqlite::params;
 
+use super::audit::insert_audit;
 use super::{all, change, insert, one, SqliteStore};
 use crate::api_keys::{ApiKey, ApiKeyStore};
 use crate::rows::api_key_from;
-use crate::{Error, Millis, Result};
+use crate::{AuditEntry, Error, Millis, Result};
 
 /// Every column but the hash, which no read answers.
 const COLUMNS: &str = "id, organization_id, name, role, prefix, created_by, created_at, \
@@ -14,8 +15,13 @@ const COLUMNS: &str = "id, organization_id, name, role, prefix, created_by, crea
 
 #[async_trait]
 impl ApiKeyStore for SqliteStore {
-    async fn create_api_key(&self, key: &ApiKey, key_hash: &str) -> Result<()> {
-        let (key, key_hash) = (key.clone(), key_hash.to_owned());
+    async fn create_api_key(
+        &self,
+        key: &ApiKey,
+        key_hash: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (key, key_hash, audit) = (key.clone(), key_hash.to_owned(), audit.cloned());
         self.write(move |conn| {
             insert(
                 conn,
@@ -36,7 +42,8 @@ impl ApiKeyStore for SqliteStore {
                     key.revoked_at
                 ],
                 "an API key with this name",
-            )
+            )?;
+            insert_audit(conn, audit.as_ref())
         })
         .await
     }
@@ -83,15 +90,25 @@ impl ApiKeyStore for SqliteStore {
         })
     }
 
-    async fn revoke_api_key(&self, organization_id: &str, id: &str, at: Millis) -> Result<ApiKey> {
-        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+    async fn revoke_api_key(
+        &self,
+        organization_id: &str,
+        id: &str,
+        at: Millis,
+        audit: Option<&AuditEntry>,
+    ) -> Result<ApiKey> {
+        let (organization_id, id, audit) =
+            (organization_id.to_owned(), id.to_owned(), audit.cloned());
         self.write(move |conn| {
-            change(
+            let revoked = change(
                 conn,
-                "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?3) \
-                 WHERE organization_id = ?1 AND id = ?2",
+                "UPDATE api_keys SET revoked_at = ?3 \
+                 WHERE organization_id = ?1 AND id = ?2 AND revoked_at IS NULL",
                 params![organization_id, id, at],
             )?;
+            if revoked == 1 {
+                insert_audit(conn, audit.as_ref())?;
+            }
             one(
                 conn,
                 &format!("SELECT {COLUMNS} FROM api_keys WHERE organization_id = ?1 AND id = ?2"),

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
+use super::audit::insert_audit;
 use super::{all, change, insert, one, other, SqliteStore};
 use crate::credentials::{sealed_variable_prefix, SEALED_VARIABLE_MARK};
 use crate::rows::{
@@ -12,8 +13,8 @@ use crate::rows::{
     SEALED_VALUE_COLUMNS,
 };
 use crate::{
-    Credential, CredentialStore, CredentialWrite, Error, Result, SealedCredential, SealedValue,
-    SealedVariables, StoredValue, VaultKey,
+    AuditEntry, Credential, CredentialStore, CredentialWrite, Error, Result, SealedCredential,
+    SealedValue, SealedVariables, StoredValue, VaultKey,
 };
 
 fn insert_values(conn: &Connection, write: &CredentialWrite) -> Result<()> {
@@ -117,18 +118,40 @@ fn fields_of(conn: &Connection, organization_id: &str) -> Result<Vec<(String, St
 
 #[async_trait]
 impl CredentialStore for SqliteStore {
-    async fn create_credential(&self, new: &CredentialWrite) -> Result<()> {
-        let new = new.clone();
-        self.write(move |conn| create(conn, &new)).await
+    async fn create_credential(
+        &self,
+        new: &CredentialWrite,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (new, audit) = (new.clone(), audit.cloned());
+        self.write(move |conn| {
+            create(conn, &new)?;
+            insert_audit(conn, audit.as_ref())
+        })
+        .await
     }
 
-    async fn replace_credential(&self, write: &CredentialWrite) -> Result<()> {
-        let write = write.clone();
-        self.write(move |conn| replace(conn, &write)).await
+    async fn replace_credential(
+        &self,
+        write: &CredentialWrite,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (write, audit) = (write.clone(), audit.cloned());
+        self.write(move |conn| {
+            replace(conn, &write)?;
+            insert_audit(conn, audit.as_ref())
+        })
+        .await
     }
 
-    async fn delete_credential(&self, organization_id: &str, id: &str) -> Result<()> {
-        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+    async fn delete_credential(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (organization_id, id, audit) =
+            (organization_id.to_owned(), id.to_owned(), audit.cloned());
         self.write(move |conn| {
             change(
                 conn,
@@ -141,7 +164,7 @@ impl CredentialStore for SqliteStore {
                 [&organization_id, &id],
             )? {
                 0 => Err(Error::NotFound),
-                _ => Ok(()),
+                _ => insert_audit(conn, audit.as_ref()),
             }
         })
         .await

@@ -601,7 +601,7 @@ mod tests {
             created_at: 1,
         };
         store
-            .create_organization(&organization, &admin)
+            .create_organization(&organization, &admin, None)
             .await
             .unwrap();
         let runtime = Runtime {
@@ -613,22 +613,28 @@ mod tests {
             created_at: 1,
         };
         store
-            .create_runtime(&NewRuntime {
-                runtime: runtime.clone(),
-                key_hash: "key".into(),
-            })
+            .create_runtime(
+                &NewRuntime {
+                    runtime: runtime.clone(),
+                    key_hash: "key".into(),
+                },
+                None,
+            )
             .await
             .unwrap();
         let (robot_id, _) = store
-            .add_robot_version(&NewRobotVersion {
-                organization_id: organization.id.clone(),
-                new_robot_id: "0000000000000004".into(),
-                name: "invoices".into(),
-                sha256: "sha".into(),
-                manifest: "name = \"invoices\"".into(),
-                package: b"PK".to_vec(),
-                created_at: 1,
-            })
+            .add_robot_version(
+                &NewRobotVersion {
+                    organization_id: organization.id.clone(),
+                    new_robot_id: "0000000000000004".into(),
+                    name: "invoices".into(),
+                    sha256: "sha".into(),
+                    manifest: "name = \"invoices\"".into(),
+                    package: b"PK".to_vec(),
+                    created_at: 1,
+                },
+                None,
+            )
             .await
             .unwrap();
         let run = |id: &str| RunToInsert {

@@ -131,23 +131,29 @@ impl EventStore for SqliteStore {
     }
 
     async fn prune_events(&self, older_than: Millis) -> Result<u64> {
+        // Events are numbered in commit order, so the lowest `seq` are the
+        // oldest, give or take the moments between stamping and committing:
+        // they are walked in `seq` order rather than through an index on time
+        // that every write would keep up. An event stamped earlier than the
+        // ones before it (a clock set back) is pruned once they are.
+        self.prune_batches(
+            "DELETE FROM events WHERE seq IN \
+             (SELECT seq FROM events ORDER BY seq LIMIT ?2) AND time < ?1",
+            older_than,
+        )
+        .await
+    }
+}
+
+impl SqliteStore {
+    /// Runs `sql`, a delete of at most `?2` rows older than `?1`, until it
+    /// deletes fewer: a batch per write, so that other writes go on in
+    /// between. How many were deleted.
+    pub(super) async fn prune_batches(&self, sql: &'static str, older_than: Millis) -> Result<u64> {
         let mut pruned = 0;
-        // A batch per write, so that other writes go on in between. Events are
-        // numbered in commit order, so the lowest `seq` are the oldest, give or
-        // take the moments between stamping and committing: they are walked in
-        // `seq` order rather than through an index on time that every write
-        // would keep up. An event stamped earlier than the ones before it (a
-        // clock set back) is pruned once they are.
         loop {
             let deleted = self
-                .write(move |conn| {
-                    change(
-                        conn,
-                        "DELETE FROM events WHERE seq IN \
-                         (SELECT seq FROM events ORDER BY seq LIMIT ?2) AND time < ?1",
-                        params![older_than, PRUNE_BATCH],
-                    )
-                })
+                .write(move |conn| change(conn, sql, params![older_than, PRUNE_BATCH]))
                 .await?;
             pruned += deleted as u64;
             if (deleted as i64) < PRUNE_BATCH {

@@ -5,6 +5,7 @@ use regente_core::ExecutionStatus;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, Connection};
 
+use super::audit::insert_audit;
 use super::events::insert_events;
 use super::{all, change, insert, one, other, SqliteStore};
 use crate::rows::{
@@ -13,8 +14,8 @@ use crate::rows::{
 };
 use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
 use crate::{
-    CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey,
-    LogLine, Millis, NewExecution, Result,
+    AuditEntry, CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore,
+    IdempotencyKey, LogLine, Millis, NewExecution, Result,
 };
 
 /// Log lines read on the caller's thread; a longer log continues on a blocking
@@ -148,6 +149,7 @@ fn cancel(
     id: &str,
     canceled_by: &str,
     now: Millis,
+    audit: Option<&AuditEntry>,
 ) -> Result<CancelOutcome> {
     let (status, lease, cancel_requested) = one(
         conn,
@@ -175,6 +177,7 @@ fn cancel(
                 conn,
                 &cancel_events(organization_id, id, canceled_by, false, now),
             )?;
+            insert_audit(conn, audit)?;
             CancelOutcome::Canceled { lease }
         }
         ExecutionStatus::Running => {
@@ -189,6 +192,7 @@ fn cancel(
                     conn,
                     &cancel_events(organization_id, id, canceled_by, true, now),
                 )?;
+                insert_audit(conn, audit)?;
             }
             CancelOutcome::Running {
                 lease: lease.unwrap_or_default(),
@@ -312,13 +316,24 @@ impl ExecutionStore for SqliteStore {
         id: &str,
         canceled_by: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<CancelOutcome> {
-        let (organization_id, id, canceled_by) = (
+        let (organization_id, id, canceled_by, audit) = (
             organization_id.to_owned(),
             id.to_owned(),
             canceled_by.to_owned(),
+            audit.cloned(),
         );
-        self.write(move |conn| cancel(conn, &organization_id, &id, &canceled_by, now))
-            .await
+        self.write(move |conn| {
+            cancel(
+                conn,
+                &organization_id,
+                &id,
+                &canceled_by,
+                now,
+                audit.as_ref(),
+            )
+        })
+        .await
     }
 }

@@ -6,9 +6,11 @@ use async_trait::async_trait;
 use regente_core::ExecutionStatus;
 use rusqlite::{params, Connection};
 
+use super::audit::insert_audit;
 use super::events::{insert_events, save_cursor_in};
 use super::executions::{earlier_answer, insert_execution, record_key};
 use super::{all, change, insert, one, SqliteStore};
+use crate::audit::of_version;
 use crate::rows::{
     flow_from, flow_run_from, flow_step_from, json_text, status_of, waking_run_from, RecordRow,
     FLOW_COLUMNS, FLOW_RUN_COLUMNS, FLOW_STEP_COLUMNS,
@@ -17,8 +19,8 @@ use crate::rules::{
     flow_run_canceled_reason, flow_run_change_events, flow_run_ended_event, flow_run_started_event,
 };
 use crate::{
-    Enqueued, Error, Flow, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStep, FlowStore,
-    IdempotencyKey, Millis, NewFlowRun, NewFlowVersion, Result, WakingRun,
+    AuditEntry, Enqueued, Error, Flow, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStep,
+    FlowStore, IdempotencyKey, Millis, NewFlowRun, NewFlowVersion, Result, WakingRun,
 };
 
 fn select_flow(
@@ -278,9 +280,17 @@ fn get_run(conn: &Connection, organization_id: &str, id: &str) -> Result<FlowRun
 
 #[async_trait]
 impl FlowStore for SqliteStore {
-    async fn save_flow(&self, new: &NewFlowVersion) -> Result<Flow> {
-        let new = new.clone();
-        self.write(move |conn| save_flow(conn, &new)).await
+    async fn save_flow(&self, new: &NewFlowVersion, audit: Option<&AuditEntry>) -> Result<Flow> {
+        let (new, audit) = (new.clone(), audit.cloned());
+        self.write(move |conn| {
+            let flow = save_flow(conn, &new)?;
+            insert_audit(
+                conn,
+                of_version(audit.as_ref(), &flow.id, flow.version).as_ref(),
+            )?;
+            Ok(flow)
+        })
+        .await
     }
 
     async fn get_flow(&self, organization_id: &str, id: &str) -> Result<Flow> {
@@ -347,7 +357,14 @@ impl FlowStore for SqliteStore {
 
     async fn advance_flow_run(&self, change: &FlowAdvance) -> Result<bool> {
         let change = change.clone();
-        self.write(move |conn| advance(conn, &change)).await
+        self.write(move |conn| {
+            let advanced = advance(conn, &change)?;
+            if advanced {
+                insert_audit(conn, change.audit.as_ref())?;
+            }
+            Ok(advanced)
+        })
+        .await
     }
 
     async fn cancel_flow_run(
@@ -356,14 +373,22 @@ impl FlowStore for SqliteStore {
         id: &str,
         canceled_by: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<FlowCancelOutcome> {
-        let (organization_id, id, canceled_by) = (
+        let (organization_id, id, canceled_by, audit) = (
             organization_id.to_owned(),
             id.to_owned(),
             canceled_by.to_owned(),
+            audit.cloned(),
         );
-        self.write(move |conn| cancel_run(conn, &organization_id, &id, &canceled_by, now))
-            .await
+        self.write(move |conn| {
+            let outcome = cancel_run(conn, &organization_id, &id, &canceled_by, now)?;
+            if matches!(outcome, FlowCancelOutcome::Canceled { .. }) {
+                insert_audit(conn, audit.as_ref())?;
+            }
+            Ok(outcome)
+        })
+        .await
     }
 
     async fn waking_flow_runs(&self, limit: u32) -> Result<Vec<WakingRun>> {

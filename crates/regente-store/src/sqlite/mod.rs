@@ -25,6 +25,7 @@
 //!   small statement helpers every module uses.
 
 mod api_keys;
+mod audit;
 mod credentials;
 mod dashboard;
 mod engine;

@@ -3,11 +3,13 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
+use super::audit::insert_audit;
 use super::{all, change, insert, one, other, SqliteStore};
+use crate::audit::of_version;
 use crate::rows::{
     robot_from, robot_id_and_version_from, robot_version_from, robots_with_versions,
 };
-use crate::{Error, NewRobotVersion, Result, Robot, RobotStore, RobotVersion};
+use crate::{AuditEntry, Error, NewRobotVersion, Result, Robot, RobotStore, RobotVersion};
 
 fn add_robot_version(conn: &Connection, new: &NewRobotVersion) -> Result<(String, u32)> {
     let existing: Option<String> = conn
@@ -63,9 +65,21 @@ fn add_robot_version(conn: &Connection, new: &NewRobotVersion) -> Result<(String
 
 #[async_trait]
 impl RobotStore for SqliteStore {
-    async fn add_robot_version(&self, new: &NewRobotVersion) -> Result<(String, u32)> {
-        let new = new.clone();
-        self.write(move |conn| add_robot_version(conn, &new)).await
+    async fn add_robot_version(
+        &self,
+        new: &NewRobotVersion,
+        audit: Option<&AuditEntry>,
+    ) -> Result<(String, u32)> {
+        let (new, audit) = (new.clone(), audit.cloned());
+        self.write(move |conn| {
+            let (robot_id, version) = add_robot_version(conn, &new)?;
+            insert_audit(
+                conn,
+                of_version(audit.as_ref(), &robot_id, version).as_ref(),
+            )?;
+            Ok((robot_id, version))
+        })
+        .await
     }
 
     async fn get_robot(&self, organization_id: &str, id: &str) -> Result<Robot> {

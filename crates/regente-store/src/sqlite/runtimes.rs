@@ -3,13 +3,15 @@
 use async_trait::async_trait;
 use rusqlite::params;
 
+use super::audit::insert_audit;
 use super::engine::Durability;
 use super::events::insert_events;
 use super::{all, change, conflict_as, insert, one, SqliteStore};
 use crate::rows::{runtime_from, runtime_session_from, RecordRow};
 use crate::rules::{runtime_offline_event, runtime_online_event};
 use crate::{
-    Error, Millis, NewRuntime, Result, Runtime, RuntimeDeletion, RuntimeSession, RuntimeStore,
+    AuditEntry, Error, Millis, NewRuntime, Result, Runtime, RuntimeDeletion, RuntimeSession,
+    RuntimeStore,
 };
 
 /// The runtime's organisation and current connection, if it exists.
@@ -27,8 +29,8 @@ fn runtime_session(
 
 #[async_trait]
 impl RuntimeStore for SqliteStore {
-    async fn create_runtime(&self, new: &NewRuntime) -> Result<()> {
-        let new = new.clone();
+    async fn create_runtime(&self, new: &NewRuntime, audit: Option<&AuditEntry>) -> Result<()> {
+        let (new, audit) = (new.clone(), audit.cloned());
         self.write(move |conn| {
             let runtime = &new.runtime;
             insert(
@@ -45,7 +47,8 @@ impl RuntimeStore for SqliteStore {
                     runtime.created_at
                 ],
                 "a runtime with this id or key",
-            )
+            )?;
+            insert_audit(conn, audit.as_ref())
         })
         .await
     }
@@ -88,9 +91,19 @@ impl RuntimeStore for SqliteStore {
         .await
     }
 
-    async fn rename_runtime(&self, organization_id: &str, id: &str, name: &str) -> Result<()> {
-        let (organization_id, id, name) =
-            (organization_id.to_owned(), id.to_owned(), name.to_owned());
+    async fn rename_runtime(
+        &self,
+        organization_id: &str,
+        id: &str,
+        name: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (organization_id, id, name, audit) = (
+            organization_id.to_owned(),
+            id.to_owned(),
+            name.to_owned(),
+            audit.cloned(),
+        );
         self.write(move |conn| {
             match change(
                 conn,
@@ -99,7 +112,7 @@ impl RuntimeStore for SqliteStore {
                 params![name, organization_id, id],
             )? {
                 0 => Err(Error::NotFound),
-                _ => Ok(()),
+                _ => insert_audit(conn, audit.as_ref()),
             }
         })
         .await
@@ -110,8 +123,10 @@ impl RuntimeStore for SqliteStore {
         organization_id: &str,
         id: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<RuntimeDeletion> {
-        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+        let (organization_id, id, audit) =
+            (organization_id.to_owned(), id.to_owned(), audit.cloned());
         self.write(move |conn| {
             let online = one(
                 conn,
@@ -139,6 +154,7 @@ impl RuntimeStore for SqliteStore {
                 "UPDATE runtimes SET deleted_at = ?1 WHERE id = ?2",
                 params![now, id],
             )?;
+            insert_audit(conn, audit.as_ref())?;
             Ok(RuntimeDeletion::Deleted)
         })
         .await
@@ -149,11 +165,13 @@ impl RuntimeStore for SqliteStore {
         organization_id: &str,
         id: &str,
         key_hash: &str,
+        audit: Option<&AuditEntry>,
     ) -> Result<()> {
-        let (organization_id, id, key_hash) = (
+        let (organization_id, id, key_hash, audit) = (
             organization_id.to_owned(),
             id.to_owned(),
             key_hash.to_owned(),
+            audit.cloned(),
         );
         self.write(move |conn| {
             let changed = conn
@@ -166,7 +184,7 @@ impl RuntimeStore for SqliteStore {
             if changed == 0 {
                 return Err(Error::NotFound);
             }
-            Ok(())
+            insert_audit(conn, audit.as_ref())
         })
         .await
     }

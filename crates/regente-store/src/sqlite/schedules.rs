@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
+use super::audit::insert_audit;
 use super::events::{cursor_in, insert_events, save_cursor_in};
 use super::executions::insert_execution;
 use super::flows::insert_flow_run;
@@ -22,8 +23,8 @@ use crate::rules::{
     scheduled_run_table, FiringState,
 };
 use crate::{
-    Error, EventCursor, Fired, Firing, Millis, NewScheduledRun, PausedSchedule, Result, RunEnd,
-    RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
+    AuditEntry, Error, EventCursor, Fired, Firing, Millis, NewScheduledRun, PausedSchedule, Result,
+    RunEnd, RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
 };
 
 static LIVE_FLOW_RUNS: LazyLock<String> = LazyLock::new(|| live_flow_runs_sql(|n| format!("?{n}")));
@@ -241,7 +242,8 @@ fn with_definition(s: &Schedule, first: Vec<SqlValue>, last: Vec<SqlValue>) -> V
 
 #[async_trait]
 impl ScheduleStore for SqliteStore {
-    async fn create_schedule(&self, schedule: &Schedule) -> Result<()> {
+    async fn create_schedule(&self, schedule: &Schedule, audit: Option<&AuditEntry>) -> Result<()> {
+        let audit = audit.cloned();
         let values = with_definition(
             schedule,
             vec![
@@ -254,8 +256,8 @@ impl ScheduleStore for SqliteStore {
         self.write(move |conn| {
             conn.prepare_cached(&INSERT_SCHEDULE)
                 .and_then(|mut statement| statement.execute(params_from_iter(values)))
-                .map(drop)
-                .map_err(conflict_as(NAME_TAKEN))
+                .map_err(conflict_as(NAME_TAKEN))?;
+            insert_audit(conn, audit.as_ref())
         })
         .await
     }
@@ -292,7 +294,13 @@ impl ScheduleStore for SqliteStore {
         .await
     }
 
-    async fn update_schedule(&self, schedule: &Schedule, reset_failures: bool) -> Result<()> {
+    async fn update_schedule(
+        &self,
+        schedule: &Schedule,
+        reset_failures: bool,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let audit = audit.cloned();
         let values = with_definition(
             schedule,
             Vec::new(),
@@ -302,42 +310,44 @@ impl ScheduleStore for SqliteStore {
                 SqlValue::Text(schedule.id.clone()),
             ],
         );
-        let changed = self
-            .write(move |conn| {
-                conn.prepare_cached(&UPDATE_SCHEDULE)
-                    .and_then(|mut statement| statement.execute(params_from_iter(values)))
-                    .map_err(conflict_as(NAME_TAKEN))
-            })
-            .await?;
-        if changed == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+        self.write(move |conn| {
+            let changed = conn
+                .prepare_cached(&UPDATE_SCHEDULE)
+                .and_then(|mut statement| statement.execute(params_from_iter(values)))
+                .map_err(conflict_as(NAME_TAKEN))?;
+            if changed == 0 {
+                return Err(Error::NotFound);
+            }
+            insert_audit(conn, audit.as_ref())
+        })
+        .await
     }
 
-    async fn delete_schedule(&self, organization_id: &str, id: &str) -> Result<()> {
-        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
-        let deleted = self
-            .write(move |conn| {
-                let deleted = change(
-                    conn,
-                    "DELETE FROM schedules WHERE organization_id = ?1 AND id = ?2",
-                    params![organization_id, id],
-                )?;
-                if deleted > 0 {
-                    change(
-                        conn,
-                        "DELETE FROM schedule_fires WHERE organization_id = ?1 AND schedule_id = ?2",
-                        params![organization_id, id],
-                    )?;
-                }
-                Ok(deleted)
-            })
-            .await?;
-        if deleted == 0 {
-            return Err(Error::NotFound);
-        }
-        Ok(())
+    async fn delete_schedule(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (organization_id, id, audit) =
+            (organization_id.to_owned(), id.to_owned(), audit.cloned());
+        self.write(move |conn| {
+            let deleted = change(
+                conn,
+                "DELETE FROM schedules WHERE organization_id = ?1 AND id = ?2",
+                params![organization_id, id],
+            )?;
+            if deleted == 0 {
+                return Err(Error::NotFound);
+            }
+            change(
+                conn,
+                "DELETE FROM schedule_fires WHERE organization_id = ?1 AND schedule_id = ?2",
+                params![organization_id, id],
+            )?;
+            insert_audit(conn, audit.as_ref())
+        })
+        .await
     }
 
     async fn schedule_fires(
@@ -394,7 +404,14 @@ impl ScheduleStore for SqliteStore {
 
     async fn fire_schedule(&self, firing: &Firing) -> Result<Fired> {
         let firing = firing.clone();
-        self.write(move |conn| fire(conn, &firing)).await
+        self.write(move |conn| {
+            let fired = fire(conn, &firing)?;
+            if fired.recorded_a_fire() {
+                insert_audit(conn, firing.audit.as_ref())?;
+            }
+            Ok(fired)
+        })
+        .await
     }
 
     async fn count_run_ends(

@@ -4,9 +4,10 @@ use async_trait::async_trait;
 use regente_core::Role;
 use rusqlite::{params, Connection};
 
+use super::audit::insert_audit;
 use super::{all, change, insert, one, other, SqliteStore};
 use crate::rows::{organization_from, user_from};
-use crate::{Error, Organization, OrganizationStore, Result, User};
+use crate::{AuditEntry, Error, Organization, OrganizationStore, Result, User};
 
 fn insert_user(conn: &Connection, user: &User) -> Result<()> {
     insert(
@@ -51,8 +52,13 @@ impl OrganizationStore for SqliteStore {
             .ok_or(Error::NotFound)
     }
 
-    async fn create_organization(&self, organization: &Organization, admin: &User) -> Result<()> {
-        let (organization, admin) = (organization.clone(), admin.clone());
+    async fn create_organization(
+        &self,
+        organization: &Organization,
+        admin: &User,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (organization, admin, audit) = (organization.clone(), admin.clone(), audit.cloned());
         self.write(move |conn| {
             insert(
                 conn,
@@ -65,7 +71,8 @@ impl OrganizationStore for SqliteStore {
                 ],
                 "an organization with this name",
             )?;
-            insert_user(conn, &admin)
+            insert_user(conn, &admin)?;
+            insert_audit(conn, audit.as_ref())
         })
         .await
     }
@@ -78,9 +85,13 @@ impl OrganizationStore for SqliteStore {
         })
     }
 
-    async fn create_user(&self, user: &User) -> Result<()> {
-        let user = user.clone();
-        self.write(move |conn| insert_user(conn, &user)).await
+    async fn create_user(&self, user: &User, audit: Option<&AuditEntry>) -> Result<()> {
+        let (user, audit) = (user.clone(), audit.cloned());
+        self.write(move |conn| {
+            insert_user(conn, &user)?;
+            insert_audit(conn, audit.as_ref())
+        })
+        .await
     }
 
     async fn find_user_by_username(&self, username: &str) -> Result<Option<User>> {
@@ -117,8 +128,14 @@ impl OrganizationStore for SqliteStore {
         .await
     }
 
-    async fn delete_user(&self, organization_id: &str, id: &str) -> Result<()> {
-        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+    async fn delete_user(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (organization_id, id, audit) =
+            (organization_id.to_owned(), id.to_owned(), audit.cloned());
         self.write(move |conn| {
             match change(
                 conn,
@@ -126,7 +143,7 @@ impl OrganizationStore for SqliteStore {
                 params![organization_id, id],
             )? {
                 0 => Err(Error::NotFound),
-                _ => Ok(()),
+                _ => insert_audit(conn, audit.as_ref()),
             }
         })
         .await
@@ -146,8 +163,15 @@ impl OrganizationStore for SqliteStore {
         })
         .await
     }
-    async fn set_user_role(&self, organization_id: &str, id: &str, role: Role) -> Result<()> {
-        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+    async fn set_user_role(
+        &self,
+        organization_id: &str,
+        id: &str,
+        role: Role,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (organization_id, id, audit) =
+            (organization_id.to_owned(), id.to_owned(), audit.cloned());
         self.write(move |conn| {
             match change(
                 conn,
@@ -155,7 +179,7 @@ impl OrganizationStore for SqliteStore {
                 params![role.as_str(), organization_id, id],
             )? {
                 0 => Err(Error::NotFound),
-                _ => Ok(()),
+                _ => insert_audit(conn, audit.as_ref()),
             }
         })
         .await

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection};
 
+use super::audit::insert_audit;
 use super::events::save_cursor_in;
 use super::{all, change, insert, one, SqliteStore};
 use crate::webhooks::{
@@ -10,7 +11,7 @@ use crate::webhooks::{
     DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookStore, ATTEMPT_COLUMNS,
     DELIVERY_COLUMNS, GONE_ERROR, WEBHOOK_COLUMNS,
 };
-use crate::{Error, EventCursor, Millis, Result};
+use crate::{AuditEntry, Error, EventCursor, Millis, Result};
 
 fn delivery_in(
     conn: &Connection,
@@ -32,8 +33,8 @@ fn delivery_in(
 
 #[async_trait]
 impl WebhookStore for SqliteStore {
-    async fn create_webhook(&self, webhook: &Webhook) -> Result<()> {
-        let webhook = webhook.clone();
+    async fn create_webhook(&self, webhook: &Webhook, audit: Option<&AuditEntry>) -> Result<()> {
+        let (webhook, audit) = (webhook.clone(), audit.cloned());
         self.write(move |conn| {
             insert(
                 conn,
@@ -56,7 +57,8 @@ impl WebhookStore for SqliteStore {
                     webhook.updated_at
                 ],
                 "a webhook with this id",
-            )
+            )?;
+            insert_audit(conn, audit.as_ref())
         })
         .await
     }
@@ -93,8 +95,8 @@ impl WebhookStore for SqliteStore {
             .ok_or(Error::NotFound)
     }
 
-    async fn update_webhook(&self, webhook: &Webhook) -> Result<()> {
-        let webhook = webhook.clone();
+    async fn update_webhook(&self, webhook: &Webhook, audit: Option<&AuditEntry>) -> Result<()> {
+        let (webhook, audit) = (webhook.clone(), audit.cloned());
         self.write(move |conn| {
             let changed = change(
                 conn,
@@ -119,13 +121,19 @@ impl WebhookStore for SqliteStore {
             if changed == 0 {
                 return Err(Error::NotFound);
             }
-            Ok(())
+            insert_audit(conn, audit.as_ref())
         })
         .await
     }
 
-    async fn delete_webhook(&self, organization_id: &str, id: &str) -> Result<()> {
-        let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+    async fn delete_webhook(
+        &self,
+        organization_id: &str,
+        id: &str,
+        audit: Option<&AuditEntry>,
+    ) -> Result<()> {
+        let (organization_id, id, audit) =
+            (organization_id.to_owned(), id.to_owned(), audit.cloned());
         self.write(move |conn| {
             // Deliveries and attempts go by ON DELETE CASCADE.
             let changed = change(
@@ -136,7 +144,7 @@ impl WebhookStore for SqliteStore {
             if changed == 0 {
                 return Err(Error::NotFound);
             }
-            Ok(())
+            insert_audit(conn, audit.as_ref())
         })
         .await
     }
@@ -347,8 +355,10 @@ impl WebhookStore for SqliteStore {
         webhook_id: &str,
         delivery_id: &str,
         now: Millis,
+        audit: Option<&AuditEntry>,
     ) -> Result<WebhookDelivery> {
         let ids = [organization_id, webhook_id, delivery_id].map(str::to_owned);
+        let audit = audit.cloned();
         self.write(move |conn| {
             let changed = change(
                 conn,
@@ -360,6 +370,7 @@ impl WebhookStore for SqliteStore {
             if changed == 0 {
                 return Err(Error::NotFound);
             }
+            insert_audit(conn, audit.as_ref())?;
             delivery_in(conn, &ids[0], &ids[1], &ids[2])
         })
         .await

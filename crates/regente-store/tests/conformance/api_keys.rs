@@ -13,7 +13,7 @@ conformance! {
     ],
 }
 
-fn api_key(organization_id: &str, name: &str, role: Role, created_at: Millis) -> ApiKey {
+pub(crate) fn api_key(organization_id: &str, name: &str, role: Role, created_at: Millis) -> ApiKey {
     ApiKey {
         id: new_id(),
         organization_id: organization_id.to_owned(),
@@ -31,11 +31,11 @@ fn api_key(organization_id: &str, name: &str, role: Role, created_at: Millis) ->
 async fn two_organisations(store: &Arc<dyn Store>) -> (Organization, Organization) {
     let (one, two) = (organization("one", true, 1), organization("two", false, 2));
     store
-        .create_organization(&one, &user(&one.id, "admin-one", Role::Admin, 1))
+        .create_organization(&one, &user(&one.id, "admin-one", Role::Admin, 1), None)
         .await
         .unwrap();
     store
-        .create_organization(&two, &user(&two.id, "admin-two", Role::Admin, 2))
+        .create_organization(&two, &user(&two.id, "admin-two", Role::Admin, 2), None)
         .await
         .unwrap();
     (one, two)
@@ -46,9 +46,12 @@ async fn keys_are_found_by_hash_and_scoped_to_their_organisation(store: Arc<dyn 
     let erp = api_key(&one.id, "erp", Role::Integration, 10);
     let ops = api_key(&one.id, "ops", Role::Admin, 11);
     let theirs = api_key(&two.id, "erp", Role::Admin, 12);
-    store.create_api_key(&erp, "hash-erp").await.unwrap();
-    store.create_api_key(&ops, "hash-ops").await.unwrap();
-    store.create_api_key(&theirs, "hash-theirs").await.unwrap();
+    store.create_api_key(&erp, "hash-erp", None).await.unwrap();
+    store.create_api_key(&ops, "hash-ops", None).await.unwrap();
+    store
+        .create_api_key(&theirs, "hash-theirs", None)
+        .await
+        .unwrap();
 
     assert_eq!(
         store.find_api_key_by_hash("hash-erp").await.unwrap(),
@@ -72,7 +75,7 @@ async fn keys_are_found_by_hash_and_scoped_to_their_organisation(store: Arc<dyn 
     // Another organisation's key is unknown here, for reads and revokes alike.
     assert!(is_not_found(store.get_api_key(&one.id, &theirs.id).await));
     assert!(is_not_found(
-        store.revoke_api_key(&one.id, &theirs.id, 20).await
+        store.revoke_api_key(&one.id, &theirs.id, 20, None).await
     ));
     assert_eq!(
         store
@@ -84,9 +87,15 @@ async fn keys_are_found_by_hash_and_scoped_to_their_organisation(store: Arc<dyn 
     );
 
     // A revoke answers the key; a second keeps the first one's time.
-    let revoked = store.revoke_api_key(&one.id, &erp.id, 30).await.unwrap();
+    let revoked = store
+        .revoke_api_key(&one.id, &erp.id, 30, None)
+        .await
+        .unwrap();
     assert_eq!(revoked.revoked_at, Some(30));
-    let again = store.revoke_api_key(&one.id, &erp.id, 40).await.unwrap();
+    let again = store
+        .revoke_api_key(&one.id, &erp.id, 40, None)
+        .await
+        .unwrap();
     assert_eq!(again.revoked_at, Some(30));
     assert_eq!(
         store.find_api_key_by_hash("hash-erp").await.unwrap(),
@@ -97,16 +106,24 @@ async fn keys_are_found_by_hash_and_scoped_to_their_organisation(store: Arc<dyn 
 async fn a_revoked_key_frees_its_name(store: Arc<dyn Store>) {
     let (one, two) = two_organisations(&store).await;
     let first = api_key(&one.id, "erp", Role::Integration, 10);
-    store.create_api_key(&first, "hash-1").await.unwrap();
+    store.create_api_key(&first, "hash-1", None).await.unwrap();
     // Taken in this organisation, free in another.
     let clash = api_key(&one.id, "erp", Role::Admin, 11);
-    assert!(is_conflict(store.create_api_key(&clash, "hash-2").await));
+    assert!(is_conflict(
+        store.create_api_key(&clash, "hash-2", None).await
+    ));
     let elsewhere = api_key(&two.id, "erp", Role::Admin, 11);
-    store.create_api_key(&elsewhere, "hash-3").await.unwrap();
+    store
+        .create_api_key(&elsewhere, "hash-3", None)
+        .await
+        .unwrap();
 
-    store.revoke_api_key(&one.id, &first.id, 12).await.unwrap();
+    store
+        .revoke_api_key(&one.id, &first.id, 12, None)
+        .await
+        .unwrap();
     let second = api_key(&one.id, "erp", Role::Admin, 13);
-    store.create_api_key(&second, "hash-4").await.unwrap();
+    store.create_api_key(&second, "hash-4", None).await.unwrap();
     let names: Vec<_> = store
         .list_api_keys(&one.id)
         .await
@@ -123,7 +140,7 @@ async fn a_revoked_key_frees_its_name(store: Arc<dyn Store>) {
 async fn a_use_is_recorded_once_per_interval(store: Arc<dyn Store>) {
     let (one, _) = two_organisations(&store).await;
     let key = api_key(&one.id, "erp", Role::Integration, 10);
-    store.create_api_key(&key, "hash").await.unwrap();
+    store.create_api_key(&key, "hash", None).await.unwrap();
     let last_used = || async {
         store
             .get_api_key(&one.id, &key.id)

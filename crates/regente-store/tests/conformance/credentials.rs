@@ -46,13 +46,13 @@ async fn credentials_in_versions(store: Arc<dyn Store>) {
         "erp",
         vec![sealed("username", "k1", 1), sealed("password", "k1", 2)],
     );
-    w.store.create_credential(&erp).await.unwrap();
+    w.store.create_credential(&erp, None).await.unwrap();
     let mut twin = write(&w, "erp", vec![sealed("password", "k1", 3)]);
-    assert!(is_conflict(w.store.create_credential(&twin).await));
+    assert!(is_conflict(w.store.create_credential(&twin, None).await));
     twin.name = "bank".into();
     twin.robots = None;
     twin.description = None;
-    w.store.create_credential(&twin).await.unwrap();
+    w.store.create_credential(&twin, None).await.unwrap();
 
     let got = w.store.get_credential(&w.org.id, &erp.id).await.unwrap();
     assert_eq!(got.name, "erp");
@@ -74,8 +74,8 @@ async fn credentials_in_versions(store: Arc<dyn Store>) {
     erp.values = vec![sealed("password", "k1", 9)];
     erp.robots = None;
     erp.at = 2_000;
-    w.store.replace_credential(&erp).await.unwrap();
-    assert!(is_conflict(w.store.replace_credential(&erp).await));
+    w.store.replace_credential(&erp, None).await.unwrap();
+    assert!(is_conflict(w.store.replace_credential(&erp, None).await));
     let sealed_now = w.store.sealed_credential(&w.org.id, "erp").await.unwrap();
     assert_eq!(sealed_now.credential.version, 2);
     assert_eq!(sealed_now.credential.robots, None);
@@ -89,7 +89,10 @@ async fn credentials_in_versions(store: Arc<dyn Store>) {
     assert_eq!(sealed_now.values, vec![sealed("password", "k1", 9)]);
     assert_eq!(sealed_now.credential.fields, ["password"]);
 
-    w.store.delete_credential(&w.org.id, &erp.id).await.unwrap();
+    w.store
+        .delete_credential(&w.org.id, &erp.id, None)
+        .await
+        .unwrap();
     assert!(is_not_found(
         w.store.get_credential(&w.org.id, &erp.id).await
     ));
@@ -97,25 +100,25 @@ async fn credentials_in_versions(store: Arc<dyn Store>) {
         w.store.sealed_credential(&w.org.id, "erp").await
     ));
     assert!(is_not_found(
-        w.store.delete_credential(&w.org.id, &erp.id).await
+        w.store.delete_credential(&w.org.id, &erp.id, None).await
     ));
     erp.version = 3;
-    assert!(is_not_found(w.store.replace_credential(&erp).await));
+    assert!(is_not_found(w.store.replace_credential(&erp, None).await));
     // Deleted, its name is free again.
     erp.id = new_id();
     erp.version = 1;
-    w.store.create_credential(&erp).await.unwrap();
+    w.store.create_credential(&erp, None).await.unwrap();
 }
 
 async fn credentials_stay_in_their_organization(store: Arc<dyn Store>) {
     let w = world(store).await;
     let other = organization("other", false, 10);
     w.store
-        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10))
+        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
         .await
         .unwrap();
     let erp = write(&w, "erp", vec![sealed("password", "k1", 1)]);
-    w.store.create_credential(&erp).await.unwrap();
+    w.store.create_credential(&erp, None).await.unwrap();
     assert!(is_not_found(
         w.store.get_credential(&other.id, &erp.id).await
     ));
@@ -129,17 +132,17 @@ async fn credentials_stay_in_their_organization(store: Arc<dyn Store>) {
         .unwrap()
         .is_empty());
     assert!(is_not_found(
-        w.store.delete_credential(&other.id, &erp.id).await
+        w.store.delete_credential(&other.id, &erp.id, None).await
     ));
     let mut moved = erp.clone();
     moved.organization_id = other.id.clone();
     moved.version = 2;
-    assert!(is_not_found(w.store.replace_credential(&moved).await));
+    assert!(is_not_found(w.store.replace_credential(&moved, None).await));
     // The same name in another organisation is another credential.
     let mut theirs = erp.clone();
     theirs.id = new_id();
     theirs.organization_id = other.id.clone();
-    w.store.create_credential(&theirs).await.unwrap();
+    w.store.create_credential(&theirs, None).await.unwrap();
     assert_eq!(
         w.store
             .get_credential(&w.org.id, &erp.id)
@@ -158,7 +161,7 @@ async fn rotation_reads_and_reseals(store: Arc<dyn Store>) {
         "erp",
         vec![sealed("username", "old", 1), sealed("password", "old", 2)],
     );
-    w.store.create_credential(&erp).await.unwrap();
+    w.store.create_credential(&erp, None).await.unwrap();
     assert!(w.store.vault_holds_values().await.unwrap());
     let page = w.store.values_not_under("new", 1).await.unwrap();
     assert_eq!(page.len(), 1);

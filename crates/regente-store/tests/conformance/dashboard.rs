@@ -28,7 +28,7 @@ async fn executions_are_counted_by_the_hour_they_end_in(store: Arc<dyn Store>) {
     assert_eq!(w.report(&failed, &lease, &failure).await, stored(2, true));
     let pendent = w.enqueue(3_000).await;
     let canceled = store
-        .cancel(&w.org.id, &pendent, &w.admin.id, 4_000)
+        .cancel(&w.org.id, &pendent, &w.admin.id, 4_000, None)
         .await
         .unwrap();
     assert_eq!(canceled, CancelOutcome::Canceled { lease: None });
@@ -133,7 +133,7 @@ async fn executions_are_counted_by_the_hour_they_end_in(store: Arc<dyn Store>) {
     let other = organization("other", false, 10);
     let other_admin = user(&other.id, "other-admin", Role::Admin, 10);
     store
-        .create_organization(&other, &other_admin)
+        .create_organization(&other, &other_admin, None)
         .await
         .unwrap();
     assert_eq!(

@@ -109,7 +109,11 @@ async fn each_change_writes_exactly_its_events(store: Arc<dyn Store>) {
     // A PENDENT run canceled: canceled, and ended at once.
     let pendent = w.enqueue(4_000).await;
     want.push(queued(&pendent, 4_000));
-    let outcome = w.store.cancel(org, &pendent, admin, 4_100).await.unwrap();
+    let outcome = w
+        .store
+        .cancel(org, &pendent, admin, 4_100, None)
+        .await
+        .unwrap();
     assert_eq!(outcome, CancelOutcome::Canceled { lease: None });
     want.push(expected(
         EventKind::ExecutionCanceled,
@@ -127,7 +131,11 @@ async fn each_change_writes_exactly_its_events(store: Arc<dyn Store>) {
             None,
         ),
     ));
-    let again = w.store.cancel(org, &pendent, admin, 4_200).await.unwrap();
+    let again = w
+        .store
+        .cancel(org, &pendent, admin, 4_200, None)
+        .await
+        .unwrap();
     assert_eq!(
         again,
         CancelOutcome::AlreadyEnded(ExecutionStatus::Canceled)
@@ -139,7 +147,11 @@ async fn each_change_writes_exactly_its_events(store: Arc<dyn Store>) {
     want.push(queued(&running, 1_000));
     want.push(started(&running, 2_000));
     for now in [5_000, 5_100] {
-        let outcome = w.store.cancel(org, &running, admin, now).await.unwrap();
+        let outcome = w
+            .store
+            .cancel(org, &running, admin, now, None)
+            .await
+            .unwrap();
         assert_eq!(
             outcome,
             CancelOutcome::Running {
@@ -237,7 +249,10 @@ async fn each_change_writes_exactly_its_events(store: Arc<dyn Store>) {
     let (canceled, lease) = w.running(1).await;
     want.push(queued(&canceled, 1_000));
     want.push(started(&canceled, 2_000));
-    w.store.cancel(org, &canceled, admin, 8_000).await.unwrap();
+    w.store
+        .cancel(org, &canceled, admin, 8_000, None)
+        .await
+        .unwrap();
     want.push(expected(
         EventKind::ExecutionCanceled,
         &canceled,
@@ -368,14 +383,14 @@ async fn organization_events_are_scoped_and_filtered(store: Arc<dyn Store>) {
     let other = organization("globex", false, 30);
     let other_admin = user(&other.id, "globex-admin", Role::Admin, 30);
     w.store
-        .create_organization(&other, &other_admin)
+        .create_organization(&other, &other_admin, None)
         .await
         .unwrap();
     let other_runtime = add_runtime(&w.store, &other.id, "globex-desk").await;
     let ours = w.enqueue(1_000).await;
     let canceled = w.enqueue(2_000).await;
     w.store
-        .cancel(&w.org.id, &canceled, &w.admin.id, 2_500)
+        .cancel(&w.org.id, &canceled, &w.admin.id, 2_500, None)
         .await
         .unwrap();
     assert!(w
@@ -545,7 +560,7 @@ async fn a_consumer_restarting_from_its_cursor_sees_each_event_once_in_order(
     // anew, knowing nothing but its name.
     for (_, id) in want.clone().iter().take(2) {
         w.store
-            .cancel(&w.org.id, id, &w.admin.id, 10)
+            .cancel(&w.org.id, id, &w.admin.id, 10, None)
             .await
             .unwrap();
         want.push((EventKind::ExecutionCanceled, id.clone()));

@@ -20,7 +20,7 @@ async fn enqueue_get_list_and_queue_position(store: Arc<dyn Store>) {
     let other_runtime = add_runtime(&w.store, &w.org.id, "desk-2").await;
     let (other_robot, _) = w
         .store
-        .add_robot_version(&robot_upload(&w.org.id, "payroll", b"p".to_vec()))
+        .add_robot_version(&robot_upload(&w.org.id, "payroll", b"p".to_vec()), None)
         .await
         .unwrap();
 
@@ -62,7 +62,7 @@ async fn enqueue_get_list_and_queue_position(store: Arc<dyn Store>) {
     // Another organisation cannot see it.
     let other = organization("other", false, 10);
     w.store
-        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10))
+        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
         .await
         .unwrap();
     assert!(is_not_found(
@@ -207,7 +207,7 @@ async fn enqueue_get_list_and_queue_position(store: Arc<dyn Store>) {
     assert_eq!(claimed, first.id);
     assert_eq!(position(third.clone()).await, 2);
     w.store
-        .cancel(&w.org.id, &second, &w.admin.id, 9_000)
+        .cancel(&w.org.id, &second, &w.admin.id, 9_000, None)
         .await
         .unwrap();
     assert_eq!(position(third.clone()).await, 1);
@@ -277,7 +277,7 @@ async fn idempotency_keys(store: Arc<dyn Store>) {
     ));
     // Keys belong to their user.
     let integration = user(&w.org.id, "erp", Role::Integration, 10);
-    w.store.create_user(&integration).await.unwrap();
+    w.store.create_user(&integration, None).await.unwrap();
     let theirs = w.execution(&w.runtime.id, 11_000, 1);
     let their_key = IdempotencyKey {
         user_id: integration.id.clone(),
@@ -395,7 +395,7 @@ async fn cancel_outcomes(store: Arc<dyn Store>) {
     let pending = w.enqueue(1_000).await;
     assert_eq!(
         w.store
-            .cancel(&w.org.id, &pending, &w.admin.id, 1_500)
+            .cancel(&w.org.id, &pending, &w.admin.id, 1_500, None)
             .await
             .unwrap(),
         CancelOutcome::Canceled { lease: None }
@@ -407,7 +407,7 @@ async fn cancel_outcomes(store: Arc<dyn Store>) {
     assert!(got.end_reason.is_some());
     assert_eq!(
         w.store
-            .cancel(&w.org.id, &pending, &w.admin.id, 1_600)
+            .cancel(&w.org.id, &pending, &w.admin.id, 1_600, None)
             .await
             .unwrap(),
         CancelOutcome::AlreadyEnded(ExecutionStatus::Canceled)
@@ -419,7 +419,7 @@ async fn cancel_outcomes(store: Arc<dyn Store>) {
     assert_eq!(claimed, leased);
     assert_eq!(
         w.store
-            .cancel(&w.org.id, &leased, &w.admin.id, 2_500)
+            .cancel(&w.org.id, &leased, &w.admin.id, 2_500, None)
             .await
             .unwrap(),
         CancelOutcome::Canceled {
@@ -442,7 +442,7 @@ async fn cancel_outcomes(store: Arc<dyn Store>) {
     let (running, lease) = w.running(1).await;
     assert_eq!(
         w.store
-            .cancel(&w.org.id, &running, &w.admin.id, 3_000)
+            .cancel(&w.org.id, &running, &w.admin.id, 3_000, None)
             .await
             .unwrap(),
         CancelOutcome::Running {
@@ -458,7 +458,7 @@ async fn cancel_outcomes(store: Arc<dyn Store>) {
     assert!(leases[0].cancel_requested);
     assert_eq!(
         w.store
-            .cancel(&w.org.id, &running, "someone-else", 3_100)
+            .cancel(&w.org.id, &running, "someone-else", 3_100, None)
             .await
             .unwrap(),
         CancelOutcome::Running {
@@ -479,7 +479,7 @@ async fn cancel_outcomes(store: Arc<dyn Store>) {
     );
     assert_eq!(
         w.store
-            .cancel(&w.org.id, &running, &w.admin.id, 3_300)
+            .cancel(&w.org.id, &running, &w.admin.id, 3_300, None)
             .await
             .unwrap(),
         CancelOutcome::AlreadyEnded(ExecutionStatus::Canceled)
@@ -495,7 +495,7 @@ async fn cancel_outcomes(store: Arc<dyn Store>) {
     .await;
     assert_eq!(
         w.store
-            .cancel(&w.org.id, &done, &w.admin.id, 4_100)
+            .cancel(&w.org.id, &done, &w.admin.id, 4_100, None)
             .await
             .unwrap(),
         CancelOutcome::AlreadyEnded(ExecutionStatus::Finished)
@@ -504,17 +504,19 @@ async fn cancel_outcomes(store: Arc<dyn Store>) {
     // Unknown, or another organisation's: not found.
     assert!(is_not_found(
         w.store
-            .cancel(&w.org.id, "ffffffffffffffff", &w.admin.id, 5_000)
+            .cancel(&w.org.id, "ffffffffffffffff", &w.admin.id, 5_000, None)
             .await
     ));
     let other = organization("other", false, 10);
     w.store
-        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10))
+        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
         .await
         .unwrap();
     let victim = w.enqueue(6_000).await;
     assert!(is_not_found(
-        w.store.cancel(&other.id, &victim, "intruder", 6_100).await
+        w.store
+            .cancel(&other.id, &victim, "intruder", 6_100, None)
+            .await
     ));
     assert_eq!(w.get(&victim).await.status, ExecutionStatus::Pendent);
 }
@@ -528,7 +530,7 @@ async fn every_acknowledged_write_is_read_at_once(store: Arc<dyn Store>) {
         let seen = w.store.get_execution(&w.org.id, &id).await.unwrap();
         assert_eq!(seen.status, ExecutionStatus::Pendent);
         w.store
-            .cancel(&w.org.id, &id, &w.admin.id, 2_000)
+            .cancel(&w.org.id, &id, &w.admin.id, 2_000, None)
             .await
             .unwrap();
         let reader = w.store.clone();

@@ -77,14 +77,13 @@ pub struct World {
 pub async fn world(store: Arc<dyn Store>) -> World {
     let org = organization("acme", true, 10);
     let admin = user(&org.id, "admin", Role::Admin, 10);
-    store.create_organization(&org, &admin).await.unwrap();
+    store.create_organization(&org, &admin, None).await.unwrap();
     let runtime = add_runtime(&store, &org.id, "desk-1").await;
     let (robot_id, version) = store
-        .add_robot_version(&robot_upload(
-            &org.id,
-            "invoices",
-            b"PK\x03\x04zip".to_vec(),
-        ))
+        .add_robot_version(
+            &robot_upload(&org.id, "invoices", b"PK\x03\x04zip".to_vec()),
+            None,
+        )
         .await
         .unwrap();
     assert_eq!(version, 1);
@@ -99,7 +98,7 @@ pub async fn world(store: Arc<dyn Store>) -> World {
 
 pub async fn add_runtime(store: &Arc<dyn Store>, organization_id: &str, name: &str) -> Runtime {
     let new = new_runtime(organization_id, name, 20);
-    store.create_runtime(&new).await.unwrap();
+    store.create_runtime(&new, None).await.unwrap();
     new.runtime
 }
 

@@ -48,7 +48,7 @@ fn step(position: u32, id: &str) -> FlowStep {
 async fn started_run(w: &World) -> (FlowRun, String) {
     let flow = w
         .store
-        .save_flow(&new_flow(w, &w.org.id, "f", 0))
+        .save_flow(&new_flow(w, &w.org.id, "f", 0), None)
         .await
         .unwrap();
     let mut execution = w.execution(&w.runtime.id, 5_000, 1);
@@ -104,6 +104,7 @@ fn next_step(w: &World, run: &FlowRun, revision: i64) -> (FlowAdvance, String) {
     second.deadline = Some(9_000);
     let id = execution.id.clone();
     let advance = FlowAdvance {
+        audit: None,
         organization_id: run.organization_id.clone(),
         run_id: run.id.clone(),
         revision,
@@ -155,13 +156,13 @@ async fn flows_are_saved_in_versions_under_their_name(store: Arc<dyn Store>) {
     let w = world(store).await;
     let first = w
         .store
-        .save_flow(&new_flow(&w, &w.org.id, "nightly", 1))
+        .save_flow(&new_flow(&w, &w.org.id, "nightly", 1), None)
         .await
         .unwrap();
     assert_eq!(first.version, 1);
     let second = w
         .store
-        .save_flow(&new_flow(&w, &w.org.id, "nightly", 2))
+        .save_flow(&new_flow(&w, &w.org.id, "nightly", 2), None)
         .await
         .unwrap();
     assert_eq!((second.id.as_str(), second.version), (first.id.as_str(), 2));
@@ -179,12 +180,16 @@ async fn flows_are_saved_in_versions_under_their_name(store: Arc<dyn Store>) {
     // Another organisation: its own flow under the same name, and no access to this one.
     let other = organization("other", false, 1);
     w.store
-        .create_organization(&other, &user(&other.id, "other-admin", Role::Admin, 1))
+        .create_organization(
+            &other,
+            &user(&other.id, "other-admin", Role::Admin, 1),
+            None,
+        )
         .await
         .unwrap();
     let theirs = w
         .store
-        .save_flow(&new_flow(&w, &other.id, "nightly", 1))
+        .save_flow(&new_flow(&w, &other.id, "nightly", 1), None)
         .await
         .unwrap();
     assert_ne!(theirs.id, first.id);
@@ -194,7 +199,7 @@ async fn flows_are_saved_in_versions_under_their_name(store: Arc<dyn Store>) {
         Err(regente_store::Error::NotFound)
     ));
     w.store
-        .save_flow(&new_flow(&w, &w.org.id, "a-first", 1))
+        .save_flow(&new_flow(&w, &w.org.id, "a-first", 1), None)
         .await
         .unwrap();
     let names: Vec<(String, u32)> = w
@@ -240,7 +245,7 @@ async fn an_idempotency_key_answers_the_run_it_started(store: Arc<dyn Store>) {
     let w = world(store).await;
     let flow = w
         .store
-        .save_flow(&new_flow(&w, &w.org.id, "f", 0))
+        .save_flow(&new_flow(&w, &w.org.id, "f", 0), None)
         .await
         .unwrap();
     let key = IdempotencyKey {
@@ -339,6 +344,7 @@ async fn a_retry_brings_an_ended_run_back(store: Arc<dyn Store>) {
     failed.status = "ERROR".into();
     failed.reason = Some("exit 1".into());
     let end = FlowAdvance {
+        audit: None,
         organization_id: w.org.id.clone(),
         run_id: run.id.clone(),
         revision: 0,
@@ -381,13 +387,13 @@ async fn a_cancel_ends_the_run_once_and_names_the_running_execution(store: Arc<d
     let (run, execution_id) = started_run(&w).await;
     assert!(matches!(
         w.store
-            .cancel_flow_run("0000000000000000", &run.id, "someone", 7_000)
+            .cancel_flow_run("0000000000000000", &run.id, "someone", 7_000, None)
             .await,
         Err(regente_store::Error::NotFound)
     ));
     assert_eq!(
         w.store
-            .cancel_flow_run(&w.org.id, &run.id, &w.admin.id, 7_000)
+            .cancel_flow_run(&w.org.id, &run.id, &w.admin.id, 7_000, None)
             .await
             .unwrap(),
         FlowCancelOutcome::Canceled {
@@ -401,7 +407,7 @@ async fn a_cancel_ends_the_run_once_and_names_the_running_execution(store: Arc<d
     assert_eq!(canceled.revision, 1);
     assert_eq!(
         w.store
-            .cancel_flow_run(&w.org.id, &run.id, &w.admin.id, 8_000)
+            .cancel_flow_run(&w.org.id, &run.id, &w.admin.id, 8_000, None)
             .await
             .unwrap(),
         FlowCancelOutcome::AlreadyEnded(ExecutionStatus::Canceled)
@@ -423,7 +429,7 @@ async fn runs_waiting_for_a_time_are_listed_for_the_engine(store: Arc<dyn Store>
         (run.id.as_str(), 9_000)
     );
     w.store
-        .cancel_flow_run(&w.org.id, &run.id, &w.admin.id, 7_000)
+        .cancel_flow_run(&w.org.id, &run.id, &w.admin.id, 7_000, None)
         .await
         .unwrap();
     assert!(w.store.waking_flow_runs(10).await.unwrap().is_empty());

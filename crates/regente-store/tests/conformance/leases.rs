@@ -53,7 +53,7 @@ async fn claim_is_fifo_under_leases(store: Arc<dyn Store>) {
 
     // Canceled runs are not handed out.
     w.store
-        .cancel(&w.org.id, &second, &w.admin.id, 2_500)
+        .cancel(&w.org.id, &second, &w.admin.id, 2_500, None)
         .await
         .unwrap();
     let next = w
@@ -130,7 +130,7 @@ async fn start_needs_the_lease(store: Arc<dyn Store>) {
     let canceled = w.enqueue(3_000).await;
     let (_, lease) = w.claim().await;
     w.store
-        .cancel(&w.org.id, &canceled, &w.admin.id, 3_500)
+        .cancel(&w.org.id, &canceled, &w.admin.id, 3_500, None)
         .await
         .unwrap();
     assert!(!w
@@ -465,7 +465,7 @@ async fn end_lease_of_running_runs(store: Arc<dyn Store>) {
     // A cancel was asked for: CANCELED, not retried, with a WARN line.
     let (id, lease) = w.running(3).await;
     w.store
-        .cancel(&w.org.id, &id, &w.admin.id, 9_500)
+        .cancel(&w.org.id, &id, &w.admin.id, 9_500, None)
         .await
         .unwrap();
     assert_eq!(
@@ -487,7 +487,7 @@ async fn end_lease_of_running_runs(store: Arc<dyn Store>) {
     // final, so it is CANCELED, never queued to run again.
     let (id, lease) = w.running(1).await;
     w.store
-        .cancel(&w.org.id, &id, &w.admin.id, 11_000)
+        .cancel(&w.org.id, &id, &w.admin.id, 11_000, None)
         .await
         .unwrap();
     assert_eq!(
@@ -639,7 +639,11 @@ async fn cancel_racing_start(store: Arc<dyn Store>) {
         let cancel = {
             let w = w.clone();
             let id = id.clone();
-            tokio::spawn(async move { w.store.cancel(&w.org.id, &id, &w.admin.id, 2_000).await })
+            tokio::spawn(async move {
+                w.store
+                    .cancel(&w.org.id, &id, &w.admin.id, 2_000, None)
+                    .await
+            })
         };
         let started = start.await.unwrap().unwrap();
         let canceled = cancel.await.unwrap().unwrap();

@@ -56,6 +56,7 @@ macro_rules! conformance {
 }
 
 mod api_keys;
+mod audit;
 mod cluster;
 mod credentials;
 mod dashboard;

@@ -301,7 +301,7 @@ async fn the_log_is_read_by_pages_after_a_cursor(store: Arc<dyn Store>) {
     let other = organization("other", false, 10);
     let other_admin = user(&other.id, "other-admin", Role::Admin, 10);
     store
-        .create_organization(&other, &other_admin)
+        .create_organization(&other, &other_admin, None)
         .await
         .unwrap();
     let theirs = store

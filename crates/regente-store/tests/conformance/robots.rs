@@ -12,18 +12,18 @@ conformance! {
 async fn robot_versions(store: Arc<dyn Store>) {
     let org = organization("acme", true, 10);
     store
-        .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10))
+        .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10), None)
         .await
         .unwrap();
     let other = organization("other", false, 10);
     store
-        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10))
+        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
         .await
         .unwrap();
 
     let every_byte: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     let first = robot_upload(&org.id, "invoices", every_byte.clone());
-    let (robot_id, version) = store.add_robot_version(&first).await.unwrap();
+    let (robot_id, version) = store.add_robot_version(&first, None).await.unwrap();
     assert_eq!(
         (robot_id.as_str(), version),
         (first.new_robot_id.as_str(), 1)
@@ -31,7 +31,7 @@ async fn robot_versions(store: Arc<dyn Store>) {
 
     let mut second = robot_upload(&org.id, "invoices", b"second".to_vec());
     second.created_at = 200;
-    let (same_id, version) = store.add_robot_version(&second).await.unwrap();
+    let (same_id, version) = store.add_robot_version(&second, None).await.unwrap();
     assert_eq!((same_id.as_str(), version), (robot_id.as_str(), 2));
 
     assert_eq!(
@@ -91,7 +91,7 @@ async fn robot_versions(store: Arc<dyn Store>) {
 
     // The same name in another organisation is another robot.
     let (elsewhere, version) = store
-        .add_robot_version(&robot_upload(&other.id, "invoices", b"x".to_vec()))
+        .add_robot_version(&robot_upload(&other.id, "invoices", b"x".to_vec()), None)
         .await
         .unwrap();
     assert_ne!(elsewhere, robot_id);
@@ -99,7 +99,7 @@ async fn robot_versions(store: Arc<dyn Store>) {
 
     let mut payroll = robot_upload(&org.id, "payroll", b"p".to_vec());
     payroll.created_at = 300;
-    let (payroll_id, _) = store.add_robot_version(&payroll).await.unwrap();
+    let (payroll_id, _) = store.add_robot_version(&payroll, None).await.unwrap();
     let listed: Vec<Robot> = store.list_robots(&org.id).await.unwrap();
     assert_eq!(
         listed
@@ -115,14 +115,14 @@ async fn robot_versions(store: Arc<dyn Store>) {
 async fn concurrent_uploads_of_one_robot(store: Arc<dyn Store>) {
     let org = organization("acme", true, 10);
     store
-        .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10))
+        .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10), None)
         .await
         .unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|i| {
             let store = store.clone();
             let upload = robot_upload(&org.id, "invoices", vec![i as u8; 10]);
-            tokio::spawn(async move { store.add_robot_version(&upload).await })
+            tokio::spawn(async move { store.add_robot_version(&upload, None).await })
         })
         .collect();
     let mut ids = HashSet::new();

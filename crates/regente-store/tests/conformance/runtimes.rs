@@ -12,19 +12,19 @@ conformance! {
 async fn runtimes(store: Arc<dyn Store>) {
     let org = organization("acme", true, 10);
     store
-        .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10))
+        .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10), None)
         .await
         .unwrap();
     let other = organization("other", false, 10);
     store
-        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10))
+        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
         .await
         .unwrap();
 
     let first = new_runtime(&org.id, "desk-1", 30);
     let second = new_runtime(&org.id, "desk-2", 31);
-    store.create_runtime(&first).await.unwrap();
-    store.create_runtime(&second).await.unwrap();
+    store.create_runtime(&first, None).await.unwrap();
+    store.create_runtime(&second, None).await.unwrap();
     assert_eq!(
         store.get_runtime(&org.id, &first.runtime.id).await.unwrap(),
         first.runtime
@@ -55,13 +55,13 @@ async fn runtimes(store: Arc<dyn Store>) {
     // A key hash identifies one runtime.
     let mut clash = new_runtime(&other.id, "desk-3", 32);
     clash.key_hash = first.key_hash.clone();
-    assert!(is_conflict(store.create_runtime(&clash).await));
+    assert!(is_conflict(store.create_runtime(&clash, None).await));
 
     // A new key: the old one finds the runtime no more, the new one does;
     // another organisation's admin cannot change it.
     let rekeyed = "f".repeat(64);
     store
-        .replace_runtime_key(&org.id, &second.runtime.id, &rekeyed)
+        .replace_runtime_key(&org.id, &second.runtime.id, &rekeyed, None)
         .await
         .unwrap();
     assert_eq!(
@@ -77,12 +77,12 @@ async fn runtimes(store: Arc<dyn Store>) {
     );
     assert!(is_not_found(
         store
-            .replace_runtime_key(&other.id, &second.runtime.id, &"e".repeat(64))
+            .replace_runtime_key(&other.id, &second.runtime.id, &"e".repeat(64), None)
             .await
     ));
     assert!(is_not_found(
         store
-            .replace_runtime_key(&org.id, "0123456789abcdef", &"e".repeat(64))
+            .replace_runtime_key(&org.id, "0123456789abcdef", &"e".repeat(64), None)
             .await
     ));
     assert_eq!(
@@ -91,7 +91,7 @@ async fn runtimes(store: Arc<dyn Store>) {
     );
     assert!(is_conflict(
         store
-            .replace_runtime_key(&org.id, &second.runtime.id, &first.key_hash)
+            .replace_runtime_key(&org.id, &second.runtime.id, &first.key_hash, None)
             .await
     ));
 
@@ -126,7 +126,7 @@ async fn rename_and_delete_runtimes(store: Arc<dyn Store>) {
     let w = world(store.clone()).await;
     let org = &w.org.id;
     store
-        .rename_runtime(org, &w.runtime.id, "desk-renamed")
+        .rename_runtime(org, &w.runtime.id, "desk-renamed", None)
         .await
         .unwrap();
     assert_eq!(
@@ -136,14 +136,18 @@ async fn rename_and_delete_runtimes(store: Arc<dyn Store>) {
     let other = organization("other", false, 10);
     let other_admin = user(&other.id, "other-admin", Role::Admin, 10);
     store
-        .create_organization(&other, &other_admin)
+        .create_organization(&other, &other_admin, None)
         .await
         .unwrap();
     assert!(is_not_found(
-        store.rename_runtime(&other.id, &w.runtime.id, "x").await
+        store
+            .rename_runtime(&other.id, &w.runtime.id, "x", None)
+            .await
     ));
     assert!(is_not_found(
-        store.delete_runtime(&other.id, &w.runtime.id, 50).await
+        store
+            .delete_runtime(&other.id, &w.runtime.id, 50, None)
+            .await
     ));
 
     // Online, then busy: refused; offline and idle: deleted.
@@ -152,7 +156,10 @@ async fn rename_and_delete_runtimes(store: Arc<dyn Store>) {
         .await
         .unwrap());
     assert_eq!(
-        store.delete_runtime(org, &w.runtime.id, 40).await.unwrap(),
+        store
+            .delete_runtime(org, &w.runtime.id, 40, None)
+            .await
+            .unwrap(),
         RuntimeDeletion::Online
     );
     assert!(store
@@ -161,28 +168,39 @@ async fn rename_and_delete_runtimes(store: Arc<dyn Store>) {
         .unwrap());
     let queued = w.enqueue(42).await;
     assert_eq!(
-        store.delete_runtime(org, &w.runtime.id, 43).await.unwrap(),
+        store
+            .delete_runtime(org, &w.runtime.id, 43, None)
+            .await
+            .unwrap(),
         RuntimeDeletion::Busy
     );
-    store.cancel(org, &queued, &w.admin.id, 44).await.unwrap();
+    store
+        .cancel(org, &queued, &w.admin.id, 44, None)
+        .await
+        .unwrap();
     assert_eq!(
-        store.delete_runtime(org, &w.runtime.id, 45).await.unwrap(),
+        store
+            .delete_runtime(org, &w.runtime.id, 45, None)
+            .await
+            .unwrap(),
         RuntimeDeletion::Deleted
     );
     assert!(is_not_found(store.get_runtime(org, &w.runtime.id).await));
     assert!(store.list_runtimes(org).await.unwrap().is_empty());
     assert!(is_not_found(
-        store.rename_runtime(org, &w.runtime.id, "again").await
+        store
+            .rename_runtime(org, &w.runtime.id, "again", None)
+            .await
     ));
     assert!(is_not_found(
-        store.delete_runtime(org, &w.runtime.id, 46).await
+        store.delete_runtime(org, &w.runtime.id, 46, None).await
     ));
     // Its executions still name it.
     assert_eq!(w.get(&queued).await.runtime_id, w.runtime.id);
 
     // A deleted runtime's key no longer finds it.
     let extra = new_runtime(org, "extra", 20);
-    store.create_runtime(&extra).await.unwrap();
+    store.create_runtime(&extra, None).await.unwrap();
     assert!(store
         .find_runtime_by_key_hash(&extra.key_hash)
         .await
@@ -190,7 +208,7 @@ async fn rename_and_delete_runtimes(store: Arc<dyn Store>) {
         .is_some());
     assert_eq!(
         store
-            .delete_runtime(org, &extra.runtime.id, 47)
+            .delete_runtime(org, &extra.runtime.id, 47, None)
             .await
             .unwrap(),
         RuntimeDeletion::Deleted

@@ -26,14 +26,17 @@ conformance! {
 async fn flow(w: &World) -> String {
     let name = format!("flow-{}", new_id());
     w.store
-        .save_flow(&NewFlowVersion {
-            id: new_id(),
-            organization_id: w.org.id.clone(),
-            name: name.clone(),
-            definition: json!({"name": name, "steps": []}),
-            created: 40,
-            created_by: w.admin.id.clone(),
-        })
+        .save_flow(
+            &NewFlowVersion {
+                id: new_id(),
+                organization_id: w.org.id.clone(),
+                name: name.clone(),
+                definition: json!({"name": name, "steps": []}),
+                created: 40,
+                created_by: w.admin.id.clone(),
+            },
+            None,
+        )
         .await
         .unwrap()
         .id
@@ -47,7 +50,7 @@ async fn flow_schedule(w: &World, overlap: Overlap, flow_id: &str) -> Schedule {
         variables: json!([{"name": "MIN", "value": 2}]),
         ..schedule(w, &format!("flow-{}", new_id()), overlap, None)
     };
-    w.store.create_schedule(&s).await.unwrap();
+    w.store.create_schedule(&s, None).await.unwrap();
     s
 }
 
@@ -137,14 +140,14 @@ async fn a_flow_fire_starts_the_run_whole_and_once(store: Arc<dyn Store>) {
     let flow_id = flow(&w).await;
     // A robot's schedule may become a flow's: the target is replaced whole.
     let robot = schedule(&w, "nightly", Overlap::Allow, Some(600_000));
-    w.store.create_schedule(&robot).await.unwrap();
+    w.store.create_schedule(&robot, None).await.unwrap();
     let s = Schedule {
         target: ScheduleTarget::Flow {
             flow_id: flow_id.clone(),
         },
         ..robot.clone()
     };
-    w.store.update_schedule(&s, false).await.unwrap();
+    w.store.update_schedule(&s, false, None).await.unwrap();
     assert_eq!(w.store.get_schedule(&w.org.id, &s.id).await.unwrap(), s);
 
     let new = flow_run(&w, &s, 600_000, false);
@@ -250,7 +253,7 @@ async fn concurrent_firings_of_one_flow_fire_start_one_run(store: Arc<dyn Store>
         variables: json!([{"name": "MIN", "value": 2}]),
         ..schedule(&w, "every ten minutes", Overlap::Allow, Some(600_000))
     };
-    w.store.create_schedule(&s).await.unwrap();
+    w.store.create_schedule(&s, None).await.unwrap();
     let tasks: Vec<_> = (0..8)
         .map(|n| {
             let (w, s) = (w.clone(), s.clone());
@@ -333,7 +336,7 @@ async fn overlap_rules_count_the_schedule_s_live_flow_runs(store: Arc<dyn Store>
     // while the other schedule's runs are live.
     assert_eq!(trigger(&w, &skip, 3_000).await.0, Some("skipped_overlap"));
     w.store
-        .cancel_flow_run(&w.org.id, &skip_run.run.id, &w.admin.id, 4_500)
+        .cancel_flow_run(&w.org.id, &skip_run.run.id, &w.admin.id, 4_500, None)
         .await
         .unwrap();
     assert_eq!(trigger(&w, &skip, 5_000).await.0, Some("started"));
@@ -360,7 +363,7 @@ async fn flow_run_ends_count_against_their_schedule(store: Arc<dyn Store>) {
         pause_after_failures: Some(2),
         ..flow_schedule(&w, Overlap::Allow, &flow_id).await
     };
-    w.store.update_schedule(&s, false).await.unwrap();
+    w.store.update_schedule(&s, false, None).await.unwrap();
     let runs: Vec<NewFlowRun> = (1..=2)
         .map(|n| flow_run(&w, &s, n * 1_000, false))
         .collect();

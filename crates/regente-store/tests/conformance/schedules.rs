@@ -64,7 +64,7 @@ pub(crate) fn schedule(
 
 async fn stored_schedule(w: &World, overlap: Overlap, next_fire_at: Option<Millis>) -> Schedule {
     let s = schedule(w, &format!("every-10-{}", new_id()), overlap, next_fire_at);
-    w.store.create_schedule(&s).await.unwrap();
+    w.store.create_schedule(&s, None).await.unwrap();
     s
 }
 
@@ -83,6 +83,7 @@ fn run(w: &World, s: &Schedule, at: Millis) -> FireRun {
 
 pub(crate) fn firing(s: &Schedule, origin: FireOrigin, runs: Vec<FireRun>, now: Millis) -> Firing {
     Firing {
+        audit: None,
         organization_id: s.organization_id.clone(),
         schedule_id: s.id.clone(),
         origin,
@@ -130,15 +131,15 @@ pub(crate) async fn counters(w: &World, id: &str) -> (u64, u64, u64) {
 async fn schedules_are_stored_and_scoped(store: Arc<dyn Store>) {
     let w = world(store).await;
     let first = schedule(&w, "nightly", Overlap::Skip, Some(600_000));
-    w.store.create_schedule(&first).await.unwrap();
+    w.store.create_schedule(&first, None).await.unwrap();
     assert_eq!(
         w.store.get_schedule(&w.org.id, &first.id).await.unwrap(),
         first
     );
     let clash = schedule(&w, "nightly", Overlap::Allow, None);
-    assert!(is_conflict(w.store.create_schedule(&clash).await));
+    assert!(is_conflict(w.store.create_schedule(&clash, None).await));
     let second = schedule(&w, "hourly", Overlap::BufferOne, None);
-    w.store.create_schedule(&second).await.unwrap();
+    w.store.create_schedule(&second, None).await.unwrap();
     assert_eq!(
         w.store.list_schedules(&w.org.id).await.unwrap(),
         vec![first.clone(), second.clone()]
@@ -167,7 +168,7 @@ async fn schedules_are_stored_and_scoped(store: Arc<dyn Store>) {
         updated_at: 60,
         ..first.clone()
     };
-    w.store.update_schedule(&edited, false).await.unwrap();
+    w.store.update_schedule(&edited, false, None).await.unwrap();
     let read = w.store.get_schedule(&w.org.id, &first.id).await.unwrap();
     assert_eq!(
         read,
@@ -180,13 +181,15 @@ async fn schedules_are_stored_and_scoped(store: Arc<dyn Store>) {
         name: "hourly".into(),
         ..edited.clone()
     };
-    assert!(is_conflict(w.store.update_schedule(&taken, false).await));
+    assert!(is_conflict(
+        w.store.update_schedule(&taken, false, None).await
+    ));
 
     // Another organisation sees none of it.
     let other = organization("other", false, 30);
     let other_admin = user(&other.id, "other-admin", Role::Admin, 30);
     w.store
-        .create_organization(&other, &other_admin)
+        .create_organization(&other, &other_admin, None)
         .await
         .unwrap();
     assert!(is_not_found(
@@ -197,9 +200,11 @@ async fn schedules_are_stored_and_scoped(store: Arc<dyn Store>) {
         organization_id: other.id.clone(),
         ..edited.clone()
     };
-    assert!(is_not_found(w.store.update_schedule(&foreign, false).await));
     assert!(is_not_found(
-        w.store.delete_schedule(&other.id, &first.id).await
+        w.store.update_schedule(&foreign, false, None).await
+    ));
+    assert!(is_not_found(
+        w.store.delete_schedule(&other.id, &first.id, None).await
     ));
     assert!(w
         .store
@@ -230,12 +235,15 @@ async fn schedules_are_stored_and_scoped(store: Arc<dyn Store>) {
     let FireOutcome::Started(ScheduledRun::Execution(execution_id)) = &fires[0].outcome else {
         panic!("{fires:?}");
     };
-    w.store.delete_schedule(&w.org.id, &first.id).await.unwrap();
+    w.store
+        .delete_schedule(&w.org.id, &first.id, None)
+        .await
+        .unwrap();
     assert!(is_not_found(
         w.store.get_schedule(&w.org.id, &first.id).await
     ));
     assert!(is_not_found(
-        w.store.delete_schedule(&w.org.id, &first.id).await
+        w.store.delete_schedule(&w.org.id, &first.id, None).await
     ));
     assert!(w
         .store
@@ -254,7 +262,19 @@ async fn a_fire_queues_a_run_with_its_events_and_counts_once(store: Arc<dyn Stor
     let s = stored_schedule(&w, Overlap::Allow, Some(600_000)).await;
     // A new world has written no event yet.
     let skip = 0;
-    let fire = firing(&s, FireOrigin::Trigger, vec![run(&w, &s, 600_000)], 600_004);
+    let mut fire = firing(&s, FireOrigin::Trigger, vec![run(&w, &s, 600_000)], 600_004);
+    // A person's trigger: its record is written with the fire, once.
+    fire.audit = Some(regente_store::AuditEntry {
+        organization_id: w.org.id.clone(),
+        time: 600_004,
+        actor_id: w.admin.id.clone(),
+        actor_name: w.admin.username.clone(),
+        action: "schedule.trigger".into(),
+        object_type: "schedule".into(),
+        object_id: s.id.clone(),
+        address: None,
+        summary: json!({}),
+    });
     let fired = w.store.fire_schedule(&fire).await.unwrap();
     let ids = started(&fired);
     assert_eq!(ids.len(), 1);
@@ -310,6 +330,17 @@ async fn a_fire_queues_a_run_with_its_events_and_counts_once(store: Arc<dyn Stor
         Fired::Applied(vec![(600_000, None)])
     );
     assert_eq!(counters(&w, &s.id).await, (1, 0, 0));
+    let every_record = regente_store::AuditFilter {
+        limit: 10,
+        ..Default::default()
+    };
+    let records = w
+        .store
+        .audit_records(&w.org.id, &every_record)
+        .await
+        .unwrap();
+    assert_eq!(records.len(), 1, "{records:?}");
+    assert_eq!(Some(&records[0].entry), fire.audit.as_ref());
     let fires = w.store.schedule_fires(&w.org.id, &s.id, 10).await.unwrap();
     assert_eq!(fires.len(), 1);
     assert_eq!(fires[0].origin, FireOrigin::Trigger);
@@ -372,7 +403,7 @@ async fn a_fire_from_the_rule_applies_only_where_the_schedule_stands(store: Arc<
         pause_note: Some("maintenance".into()),
         ..moved.clone()
     };
-    w.store.update_schedule(&paused, false).await.unwrap();
+    w.store.update_schedule(&paused, false, None).await.unwrap();
     assert_eq!(
         w.store
             .fire_schedule(&from_rule(1_200_000, 1_200_000))
@@ -563,7 +594,7 @@ async fn due_schedules_are_the_unpaused_ones_whose_time_came(store: Arc<dyn Stor
         paused: true,
         ..schedule(&w, "paused", Overlap::Skip, Some(500))
     };
-    w.store.create_schedule(&paused).await.unwrap();
+    w.store.create_schedule(&paused, None).await.unwrap();
     assert_eq!(w.store.next_schedule_due().await.unwrap(), Some(1_000));
     let due: Vec<String> = w
         .store
@@ -628,7 +659,7 @@ async fn consecutive_failures_pause_a_schedule_once(store: Arc<dyn Store>) {
         pause_after_failures: Some(2),
         ..schedule(&w, "fragile", Overlap::Allow, None)
     };
-    w.store.create_schedule(&s).await.unwrap();
+    w.store.create_schedule(&s, None).await.unwrap();
     let runs: Vec<String> = started(
         &w.store
             .fire_schedule(&firing(
@@ -731,6 +762,7 @@ async fn consecutive_failures_pause_a_schedule_once(store: Arc<dyn Store>) {
                 ..read_back(&w, &s.id).await
             },
             true,
+            None,
         )
         .await
         .unwrap();

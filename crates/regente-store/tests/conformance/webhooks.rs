@@ -16,6 +16,7 @@ conformance! {
         gone_disables_the_webhook_and_fails_its_pending_deliveries,
         a_replay_queues_the_same_delivery_again,
         webhooks_are_scoped_to_their_organisation,
+        a_change_and_its_audit_record_commit_together,
     ],
 }
 
@@ -73,7 +74,7 @@ fn attempt(delivery_id: &str, attempt: i64, at: Millis, code: i64) -> WebhookAtt
 async fn with_webhook(store: &Arc<dyn Store>) -> (World, Webhook) {
     let world = world(store.clone()).await;
     let hook = webhook(&world.org.id, 100);
-    store.create_webhook(&hook).await.unwrap();
+    store.create_webhook(&hook, None).await.unwrap();
     (world, hook)
 }
 
@@ -243,7 +244,7 @@ async fn a_replay_queues_the_same_delivery_again(store: Arc<dyn Store>) {
         .await
         .unwrap();
     let replayed = store
-        .replay_webhook_delivery(&hook.organization_id, &hook.id, &one.id, 9_000)
+        .replay_webhook_delivery(&hook.organization_id, &hook.id, &one.id, 9_000, None)
         .await
         .unwrap();
     assert_eq!(replayed.id, one.id);
@@ -260,7 +261,11 @@ async fn webhooks_are_scoped_to_their_organisation(store: Arc<dyn Store>) {
     let (world, hook) = with_webhook(&store).await;
     let other = organization("other", false, 20);
     store
-        .create_organization(&other, &user(&other.id, "admin-other", Role::Admin, 20))
+        .create_organization(
+            &other,
+            &user(&other.id, "admin-other", Role::Admin, 20),
+            None,
+        )
         .await
         .unwrap();
     assert!(is_not_found(store.get_webhook(&other.id, &hook.id).await));
@@ -270,13 +275,13 @@ async fn webhooks_are_scoped_to_their_organisation(store: Arc<dyn Store>) {
         url: "http://elsewhere/".to_owned(),
         ..hook.clone()
     };
-    assert!(is_not_found(store.update_webhook(&moved).await));
+    assert!(is_not_found(store.update_webhook(&moved, None).await));
     assert!(is_not_found(
-        store.delete_webhook(&other.id, &hook.id).await
+        store.delete_webhook(&other.id, &hook.id, None).await
     ));
     assert!(is_not_found(
         store
-            .replay_webhook_delivery(&other.id, &hook.id, "0000000000000000", 1)
+            .replay_webhook_delivery(&other.id, &hook.id, "0000000000000000", 1, None)
             .await
     ));
 
@@ -287,13 +292,59 @@ async fn webhooks_are_scoped_to_their_organisation(store: Arc<dyn Store>) {
         updated_at: 200,
         ..hook.clone()
     };
-    store.update_webhook(&changed).await.unwrap();
+    store.update_webhook(&changed, None).await.unwrap();
     assert_eq!(
         store.list_webhooks(&world.org.id).await.unwrap(),
         vec![changed]
     );
-    store.delete_webhook(&world.org.id, &hook.id).await.unwrap();
+    store
+        .delete_webhook(&world.org.id, &hook.id, None)
+        .await
+        .unwrap();
     assert!(is_not_found(
         store.get_webhook(&world.org.id, &hook.id).await
     ));
+}
+
+async fn a_change_and_its_audit_record_commit_together(store: Arc<dyn Store>) {
+    let world = world(store.clone()).await;
+    let hook = webhook(&world.org.id, 100);
+    let entry = |action: &str| regente_store::AuditEntry {
+        organization_id: world.org.id.clone(),
+        time: 100,
+        actor_id: world.admin.id.clone(),
+        actor_name: world.admin.username.clone(),
+        action: action.to_owned(),
+        object_type: "webhook".to_owned(),
+        object_id: hook.id.clone(),
+        address: None,
+        summary: json!({"url": hook.url}),
+    };
+    store
+        .create_webhook(&hook, Some(&entry("webhook.create")))
+        .await
+        .unwrap();
+    // A refused change (another organisation's id) writes no record.
+    let other = organization("other", false, 20);
+    let moved = Webhook {
+        organization_id: other.id.clone(),
+        ..hook.clone()
+    };
+    assert!(is_not_found(
+        store
+            .update_webhook(&moved, Some(&entry("webhook.update")))
+            .await
+    ));
+    store
+        .delete_webhook(&world.org.id, &hook.id, Some(&entry("webhook.delete")))
+        .await
+        .unwrap();
+    let filter = regente_store::AuditFilter {
+        object_id: Some(hook.id.clone()),
+        limit: 10,
+        ..Default::default()
+    };
+    let records = store.audit_records(&world.org.id, &filter).await.unwrap();
+    let actions: Vec<&str> = records.iter().map(|r| r.entry.action.as_str()).collect();
+    assert_eq!(actions, vec!["webhook.delete", "webhook.create"]);
 }

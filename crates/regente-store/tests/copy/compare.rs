@@ -32,7 +32,7 @@ pub(crate) const HIDDEN_EXECUTIONS: &str =
 pub(crate) const HIDDEN_KEYS: &str = "SELECT user_id, key, fingerprint, execution_id, created_at \
      FROM idempotency_keys ORDER BY user_id, key";
 pub(crate) const HIDDEN_SESSIONS: &str = "SELECT id, session_id FROM runtimes ORDER BY id";
-pub(crate) const TABLES: [&str; 22] = [
+pub(crate) const TABLES: [&str; 23] = [
     "organizations",
     "users",
     "runtimes",
@@ -55,6 +55,7 @@ pub(crate) const TABLES: [&str; 22] = [
     "api_keys",
     "schedules",
     "schedule_fires",
+    "audit_records",
 ];
 
 pub(crate) async fn hidden(url: &str) -> Hidden {
@@ -147,6 +148,22 @@ pub(crate) async fn assert_same(
         assert_eq!(
             target.list_runtimes(&organization.id).await.unwrap(),
             source.list_runtimes(&organization.id).await.unwrap()
+        );
+        let every_record = regente_store::AuditFilter {
+            limit: 1000,
+            ..Default::default()
+        };
+        let records = source
+            .audit_records(&organization.id, &every_record)
+            .await
+            .unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!(
+            target
+                .audit_records(&organization.id, &every_record)
+                .await
+                .unwrap(),
+            records
         );
         assert_eq!(
             target.list_robots(&organization.id).await.unwrap(),

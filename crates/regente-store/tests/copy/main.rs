@@ -97,6 +97,7 @@ async fn bootstrapped(url: &str) -> Arc<dyn Store> {
         .create_organization(
             &organization,
             &user(901, &organization.id, "root", Role::Admin),
+            None,
         )
         .await
         .unwrap();

@@ -240,7 +240,10 @@ impl Builder {
             .find(|u| u.username == "ops")
             .unwrap()
             .id;
-        self.store.cancel(organization, id, by, now).await.unwrap()
+        self.store
+            .cancel(organization, id, by, now, None)
+            .await
+            .unwrap()
     }
 }
 
@@ -260,9 +263,12 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
     };
     let acme_admin = user(11, &acme.id, "admin", Role::Admin);
     let globex_admin = user(21, &globex.id, "globex-admin", Role::Admin);
-    store.create_organization(&acme, &acme_admin).await.unwrap();
     store
-        .create_organization(&globex, &globex_admin)
+        .create_organization(&acme, &acme_admin, None)
+        .await
+        .unwrap();
+    store
+        .create_organization(&globex, &globex_admin, None)
         .await
         .unwrap();
     let mut users = vec![acme_admin, globex_admin];
@@ -273,10 +279,37 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
         (22, &globex.id, "globex-bot", Role::Integration),
     ] {
         let user = user(n, organization, name, role);
-        store.create_user(&user).await.unwrap();
+        store.create_user(&user, None).await.unwrap();
         users.push(user);
     }
-    store.delete_user(&acme.id, &id(14)).await.unwrap();
+    // The audit log: a record written with its change, and one alone.
+    let deleted = regente_store::AuditEntry {
+        organization_id: acme.id.clone(),
+        time: 1_700_000_001_000,
+        actor_id: id(11),
+        actor_name: "admin".into(),
+        action: "user.delete".into(),
+        object_type: "user".into(),
+        object_id: id(14),
+        address: Some("::1".into()),
+        summary: serde_json::json!({"username": "leaver «é»"}),
+    };
+    store
+        .delete_user(&acme.id, &id(14), Some(&deleted))
+        .await
+        .unwrap();
+    store
+        .record_audit(&regente_store::AuditEntry {
+            organization_id: globex.id.clone(),
+            actor_id: "runtime:0000000000000041".into(),
+            actor_name: "runtime:0000000000000041".into(),
+            action: "credential.handed_out".into(),
+            object_type: "credential".into(),
+            address: None,
+            ..deleted
+        })
+        .await
+        .unwrap();
     users.retain(|u| u.id != id(14));
 
     let mut runtimes = vec![
@@ -285,7 +318,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
         runtime(41, &globex.id, "globex-vm", 1),
     ];
     for new in &runtimes {
-        store.create_runtime(new).await.unwrap();
+        store.create_runtime(new, None).await.unwrap();
     }
     store
         .touch_runtime(&runtimes[0].runtime.id, 1_700_000_050_000)
@@ -305,17 +338,20 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
         let mut robot_id = None;
         for (i, bytes) in packages.iter().enumerate() {
             let (got, version) = store
-                .add_robot_version(&NewRobotVersion {
-                    organization_id: organization.clone(),
-                    new_robot_id: id(51 + robots.len() as u64),
-                    name: name.into(),
-                    sha256: format!("{:064x}", bytes.len()),
-                    manifest: format!(
-                        "name = \"{name}\"\ncommand = [\"python\", \"main.py\"]\n# v{i} «ü»\n"
-                    ),
-                    package: bytes.clone(),
-                    created_at: 1_700_000_002_000 + i as Millis,
-                })
+                .add_robot_version(
+                    &NewRobotVersion {
+                        organization_id: organization.clone(),
+                        new_robot_id: id(51 + robots.len() as u64),
+                        name: name.into(),
+                        sha256: format!("{:064x}", bytes.len()),
+                        manifest: format!(
+                            "name = \"{name}\"\ncommand = [\"python\", \"main.py\"]\n# v{i} «ü»\n"
+                        ),
+                        package: bytes.clone(),
+                        created_at: 1_700_000_002_000 + i as Millis,
+                    },
+                    None,
+                )
                 .await
                 .unwrap();
             assert_eq!(version as usize, i + 1);
@@ -605,7 +641,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
             created_at: b.init,
             updated_at: b.init + 1,
         };
-        store.create_schedule(&schedule).await.unwrap();
+        store.create_schedule(&schedule, None).await.unwrap();
         if n == 0 {
             let mut run = b.new_execution(0, 0, 0, 2, json!({"N": 0}), 1);
             run.schedule_id = Some(schedule.id.clone());
@@ -615,6 +651,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
                 .push((schedule.organization_id.clone(), run.id.clone()));
             let fired = store
                 .fire_schedule(&Firing {
+                    audit: None,
                     organization_id: schedule.organization_id.clone(),
                     schedule_id: schedule.id.clone(),
                     origin: FireOrigin::Backfill,
@@ -696,7 +733,7 @@ async fn populate_flows(b: &mut Builder) {
             created: b.init + n,
             created_by: created_by.clone(),
         };
-        saved = Some(b.store.save_flow(&new).await.unwrap());
+        saved = Some(b.store.save_flow(&new, None).await.unwrap());
     }
     let flow = saved.unwrap();
     assert_eq!(flow.version, 2);
@@ -768,7 +805,7 @@ async fn populate_flow_schedule(b: &mut Builder) {
             .unwrap()
     };
     assert_eq!(schedule.organization_id, organization_id);
-    b.store.create_schedule(&schedule).await.unwrap();
+    b.store.create_schedule(&schedule, None).await.unwrap();
     let scheduled_for = b.init + 900;
     let run = FlowRun {
         id: b.next_id(),
@@ -784,6 +821,7 @@ async fn populate_flow_schedule(b: &mut Builder) {
     let fired = b
         .store
         .fire_schedule(&Firing {
+            audit: None,
             organization_id: organization_id.clone(),
             schedule_id: schedule.id.clone(),
             origin: FireOrigin::Trigger,
@@ -828,18 +866,18 @@ async fn populate_credentials(b: &mut Builder) {
         by: b.fixture.users[0].id.clone(),
         at: b.init + 300,
     };
-    b.store.create_credential(&write).await.unwrap();
+    b.store.create_credential(&write, None).await.unwrap();
     write.version = 2;
     write.values = vec![sealed("password", 3)];
     write.description = None;
     write.at += 1;
-    b.store.replace_credential(&write).await.unwrap();
+    b.store.replace_credential(&write, None).await.unwrap();
     let mut bank = write.clone();
     bank.id = b.next_id();
     bank.name = "bank".into();
     bank.robots = None;
     bank.version = 1;
-    b.store.create_credential(&bank).await.unwrap();
+    b.store.create_credential(&bank, None).await.unwrap();
     b.store
         .add_vault_key(&regente_store::VaultKey {
             key_id: "0011223344556677".into(),
@@ -871,7 +909,7 @@ async fn populate_api_keys(b: &mut Builder) {
             revoked_at: None,
         };
         let hash = format!("{n:064x}");
-        b.store.create_api_key(&key, &hash).await.unwrap();
+        b.store.create_api_key(&key, &hash, None).await.unwrap();
         keys.push((key, hash));
     }
     b.store
@@ -879,7 +917,7 @@ async fn populate_api_keys(b: &mut Builder) {
         .await
         .unwrap();
     b.store
-        .revoke_api_key(&organization_id, &keys[1].0.id, b.init + 501)
+        .revoke_api_key(&organization_id, &keys[1].0.id, b.init + 501, None)
         .await
         .unwrap();
     b.fixture.api_keys = keys

@@ -1,8 +1,8 @@
 //! The command line for people and scripts: sign in once, then push robots, run
 //! them and follow or read executions; read, pause, resume and trigger
 //! schedules; run flows and read their runs; create, list and revoke API keys;
-//! manage webhooks and their deliveries.
-//! Built on `regente-client`.
+//! read the audit log; manage webhooks and their deliveries. Built on
+//! `regente-client`.
 //!
 //! Exit status: 0 when the command did what it was asked (a run waited for
 //! ended FINISHED); 1 when a run waited for ended ERROR; 3 when it ended
@@ -16,12 +16,14 @@ use regente_client::{ExecutionFilter, RunRequest, Status};
 use serde::Serialize;
 
 pub use api_keys::{api_keys, ApiKeysCommand};
+pub use audit::{audit, AuditCommand};
 pub use credentials::{credentials, CredentialsCommand};
 pub use flows::{flows, FlowsCommand};
 pub use schedules::{schedules, SchedulesCommand};
 pub use webhooks::{webhooks, WebhooksCommand};
 
 mod api_keys;
+mod audit;
 mod credentials;
 mod flows;
 mod follow;

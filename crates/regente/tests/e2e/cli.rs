@@ -900,3 +900,46 @@ fn webhooks_are_managed_from_the_command_line() {
     assert_eq!(gone.status.code(), Some(2));
     assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
 }
+
+#[test]
+fn audit_list_shows_the_newest_records_by_filter() {
+    let world = World::start();
+    let token = world.server.admin_token();
+    let user =
+        world
+            .server
+            .create_user(&token, "cli-audited", "password-cli-audited", "integration");
+    world.server.create_runtime(&token, "audited-rt");
+
+    let listed = json(&world.cli(&[
+        "audit",
+        "list",
+        "--action",
+        "user.create",
+        "--output",
+        "json",
+    ]));
+    let records = listed.as_array().expect("a list");
+    assert_eq!(records.len(), 1, "{listed}");
+    assert_eq!(records[0]["object_id"], user["id"]);
+    assert_eq!(records[0]["actor_name"], ADMIN_USER);
+    assert_eq!(records[0]["summary"]["username"], "cli-audited");
+
+    // The newest first: the runtime created last.
+    let newest = world.cli(&["audit", "list", "--actor", ADMIN_USER, "--limit", "1"]);
+    assert_success(&newest);
+    let text = stdout(&newest);
+    let mut lines = text.lines();
+    let header = lines.next().expect("a header");
+    for column in ["TIME", "ACTOR", "ACTION", "OBJECT", "ADDRESS", "SUMMARY"] {
+        assert!(header.contains(column), "{header}");
+    }
+    let line = lines.next().expect("one record");
+    assert!(line.contains("runtime.create"), "{text}");
+    assert!(line.contains("127.0.0.1"), "{text}");
+    assert_eq!(lines.next(), None, "{text}");
+
+    let refused = world.cli(&["audit", "list", "--limit", "0"]);
+    assert!(!refused.status.success());
+    assert!(stderr(&refused).contains("limit"), "{}", stderr(&refused));
+}

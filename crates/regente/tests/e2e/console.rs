@@ -415,6 +415,7 @@ fn console_keeps_integration_users_and_other_organisations_out() {
         "/robots",
         "/credentials",
         "/dashboard",
+        "/audit",
         "/schedules",
         "/flows",
         &format!("/robots/{}", f.robot),

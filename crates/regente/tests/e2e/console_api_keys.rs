@@ -1,6 +1,7 @@
 //! The console's API keys page over plain HTTP: admins list keys (never the
 //! key), create one through a CSRF-checked form that shows it this once, and
-//! revoke one; integration users and other organisations see none of it.
+//! revoke one, each recorded in the audit log; integration users and other
+//! organisations see none of it.
 
 use serde_json::json;
 
@@ -123,4 +124,24 @@ fn console_creates_lists_and_revokes_api_keys() {
         .send()
         .unwrap();
     assert_eq!(reply.status().as_u16(), 404);
+
+    // The audit log holds the create and the revoke made through the forms,
+    // by the admin from this address; the refused forms recorded nothing.
+    let log = server
+        .get("/api/admin/audit?object_type=api_key", &admin)
+        .expect(200)
+        .json();
+    let records = log["records"].as_array().expect("records");
+    let actions: Vec<_> = records.iter().map(|r| r["action"].clone()).collect();
+    assert_eq!(actions, [json!("api_key.revoke"), json!("api_key.create")]);
+    for record in records {
+        assert_eq!(record["object_id"], id.as_str(), "{record}");
+        assert_eq!(record["actor_name"], ADMIN_USER, "{record}");
+        assert_eq!(record["address"], "127.0.0.1", "{record}");
+        assert_eq!(
+            record["summary"],
+            json!({"name": "erp", "role": "integration", "expires_at": null})
+        );
+        assert!(!record.to_string().contains(&key[4..]), "{record}");
+    }
 }

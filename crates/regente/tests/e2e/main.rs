@@ -11,6 +11,7 @@ mod admin_cli;
 mod agent_faults;
 mod agent_runs;
 mod api_keys;
+mod audit;
 mod auth;
 mod chaos;
 mod cli;

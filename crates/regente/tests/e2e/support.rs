@@ -39,6 +39,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/admin/robots/{id}"),
     ("GET", "/api/admin/executions"),
     ("GET", "/api/admin/executions/{id}"),
+    ("GET", "/api/admin/audit"),
     ("POST", "/api/admin/organizations"),
     ("GET", "/api/admin/credentials"),
     ("POST", "/api/admin/credentials"),

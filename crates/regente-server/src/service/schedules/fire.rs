@@ -10,12 +10,12 @@ use std::collections::{BTreeSet, HashSet};
 use regente_core::schedule::plan::{self, Catchup};
 use regente_core::schedule::Millis;
 use regente_store::{
-    Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, NewScheduledRun, Notice,
-    Schedule, ScheduleTarget, ScheduledRun,
+    Advance, AuditEntry, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire,
+    NewScheduledRun, Notice, Schedule, ScheduleTarget, ScheduledRun,
 };
 
 use super::{rule_of, stored, variables_of};
-use crate::service::{flows, runs, Caller, Context, Error, Result};
+use crate::service::{audit, flows, runs, Caller, Context, Error, Result};
 
 /// Fires a backfill may ask for at once.
 pub const MAX_BACKFILL_FIRES: usize = 1000;
@@ -135,6 +135,7 @@ pub async fn fire_due(ctx: &Context, schedule: &Schedule, now: Millis) -> Result
             .collect(),
         runs,
         now,
+        audit: None,
     };
     if !plan.missed.is_empty() {
         tracing::warn!(
@@ -156,7 +157,10 @@ pub async fn trigger(ctx: &Context, caller: &Caller, id: &str) -> Result<FireAns
     let schedule = stored(ctx, caller, id).await?;
     let now = ctx.clock.now();
     let run = run_for(ctx, &schedule, now).await?;
-    let answers = fire_runs(ctx, &schedule, FireOrigin::Trigger, vec![run], now).await?;
+    let summary = serde_json::json!({"name": schedule.name, "scheduled_for": now});
+    let audit = audit::record(ctx, caller, "schedule.trigger", id, summary);
+    let firing = (FireOrigin::Trigger, vec![run], audit);
+    let answers = fire_runs(ctx, &schedule, firing, now).await?;
     match answers.into_iter().next() {
         Some(
             answer @ FireAnswer {
@@ -203,14 +207,18 @@ pub async fn backfill(
     for at in fires {
         runs.push(run_for(ctx, &schedule, at).await?);
     }
-    fire_runs(ctx, &schedule, FireOrigin::Backfill, runs, now).await
+    let summary =
+        serde_json::json!({"name": schedule.name, "from": from, "to": to, "fires": runs.len()});
+    let audit = audit::record(ctx, caller, "schedule.backfill", id, summary);
+    fire_runs(ctx, &schedule, (FireOrigin::Backfill, runs, audit), now).await
 }
 
+/// Fires a person asked for (a trigger, a backfill), with the record of the
+/// request, written with them.
 async fn fire_runs(
     ctx: &Context,
     schedule: &Schedule,
-    origin: FireOrigin,
-    runs: Vec<FireRun>,
+    (origin, runs, audit): (FireOrigin, Vec<FireRun>, AuditEntry),
     now: Millis,
 ) -> Result<Vec<FireAnswer>> {
     if runs.is_empty() {
@@ -224,6 +232,7 @@ async fn fire_runs(
         missed: Vec::new(),
         runs,
         now,
+        audit: Some(audit),
     };
     match apply(ctx, &firing).await? {
         Fired::Applied(outcomes) => Ok(outcomes

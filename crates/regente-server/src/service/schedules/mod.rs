@@ -474,7 +474,9 @@ pub async fn create(
     apply(&mut schedule, changes, &mut when)?;
     let rule = check(ctx, caller, &schedule, &when).await?;
     restart_from(&mut schedule, &rule, now);
-    match ctx.store.create_schedule(&schedule).await {
+    let summary = json!({"name": schedule.name, "rule": schedule.rule, "paused": schedule.paused});
+    let audit = super::audit::record(ctx, caller, "schedule.create", &schedule.id, summary);
+    match ctx.store.create_schedule(&schedule, Some(&audit)).await {
         Err(regente_store::Error::Conflict(_)) => {
             return Err(Error::Conflict(format!(
                 "name: a schedule named {:?} already exists",
@@ -541,7 +543,23 @@ pub async fn update(
     }
     schedule.updated_at = now;
     let resumed = was_paused && !schedule.paused;
-    match ctx.store.update_schedule(&schedule, resumed).await {
+    let action = match (was_paused, schedule.paused) {
+        (false, true) => "schedule.pause",
+        (true, false) => "schedule.resume",
+        _ => "schedule.update",
+    };
+    let summary = json!({
+        "name": schedule.name,
+        "rule": schedule.rule,
+        "paused": schedule.paused,
+        "pause_note": schedule.pause_note,
+    });
+    let audit = super::audit::record(ctx, caller, action, id, summary);
+    match ctx
+        .store
+        .update_schedule(&schedule, resumed, Some(&audit))
+        .await
+    {
         Err(regente_store::Error::Conflict(_)) => {
             return Err(Error::Conflict(format!(
                 "name: a schedule named {:?} already exists",
@@ -557,11 +575,18 @@ pub async fn update(
 
 /// Deletes a schedule and its record of fires; the runs it queued stay.
 pub async fn delete(ctx: &Context, caller: &Caller, id: &str) -> Result<()> {
-    if !is_valid_id(id) {
-        return Err(not_found(id));
-    }
+    let schedule = stored(ctx, caller, id).await?;
+    let audit = super::audit::record(
+        ctx,
+        caller,
+        "schedule.delete",
+        id,
+        json!({"name": schedule.name}),
+    );
     or_not_found(
-        ctx.store.delete_schedule(&caller.organization_id, id).await,
+        ctx.store
+            .delete_schedule(&caller.organization_id, id, Some(&audit))
+            .await,
         || format!("schedule {id} not found"),
     )?;
     tracing::info!(schedule = %id, "schedule deleted");

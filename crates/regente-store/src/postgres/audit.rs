@@ -1,0 +1,111 @@
+//! The audit log on PostgreSQL. A change's record is inserted by
+//! [`insert_audit`] on the change's transaction, before its commit.
+
+use async_trait::async_trait;
+use sqlx::{Encode, PgConnection, PgPool, Postgres, Type};
+
+use super::events::prune_older;
+use super::{bound, other, PostgresStore};
+use crate::audit::{audit_select, INSERT_AUDIT};
+use crate::rows::{audit_record_from, FilterValue};
+use crate::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Millis, Result};
+
+/// `sql` with each `?` turned into `$1`, `$2`, ... in order.
+fn numbered(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut next = 0;
+    for c in sql.chars() {
+        if c == '?' {
+            next += 1;
+            out.push_str(&format!("${next}"));
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Writes `entry`, if any, on the caller's transaction.
+pub(super) async fn insert_audit(
+    conn: &mut PgConnection,
+    entry: Option<&AuditEntry>,
+) -> Result<()> {
+    let Some(entry) = entry else {
+        return Ok(());
+    };
+    sqlx::query(&numbered(INSERT_AUDIT))
+        .bind(&entry.organization_id)
+        .bind(entry.time)
+        .bind(&entry.actor_id)
+        .bind(&entry.actor_name)
+        .bind(&entry.action)
+        .bind(&entry.object_type)
+        .bind(&entry.object_id)
+        .bind(&entry.address)
+        .bind(entry.summary.to_string())
+        .execute(conn)
+        .await
+        .map_err(other)?;
+    Ok(())
+}
+
+/// Runs a change of one row with `args` bound in order and writes `entry`
+/// with it, in one transaction; [`crate::Error::NotFound`] (and nothing
+/// written) when it changed none.
+pub(super) async fn audited_change_one<'a, A>(
+    pool: &PgPool,
+    sql: &'a str,
+    args: &[A],
+    entry: Option<&AuditEntry>,
+) -> Result<()>
+where
+    A: Copy + 'a + Encode<'a, Postgres> + Type<Postgres>,
+{
+    let mut tx = pool.begin().await.map_err(other)?;
+    let done = bound(sql, args).execute(&mut *tx).await.map_err(other)?;
+    if done.rows_affected() == 0 {
+        return Err(crate::Error::NotFound);
+    }
+    insert_audit(&mut tx, entry).await?;
+    tx.commit().await.map_err(other)
+}
+
+#[async_trait]
+impl AuditStore for PostgresStore {
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let mut conn = self.pool.acquire().await.map_err(other)?;
+        insert_audit(&mut conn, Some(entry)).await
+    }
+
+    async fn audit_records(
+        &self,
+        organization_id: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>> {
+        let (sql, values) = audit_select(organization_id, filter);
+        let sql = numbered(&sql);
+        let query = values
+            .into_iter()
+            .fold(sqlx::query(&sql), |query, value| match value {
+                FilterValue::Text(text) => query.bind(text),
+                FilterValue::Int(number) => query.bind(number),
+            });
+        let rows = query.fetch_all(&self.pool).await.map_err(other)?;
+        rows.iter().map(audit_record_from).collect()
+    }
+
+    async fn prune_audit(&self, older_than: Millis) -> Result<u64> {
+        prune_older(&self.pool, "audit_records", older_than).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn marks_become_numbered_placeholders() {
+        assert_eq!(
+            super::numbered("a = ? AND b IN (?, ?)"),
+            "a = $1 AND b IN ($2, $3)"
+        );
+    }
+}

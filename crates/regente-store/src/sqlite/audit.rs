@@ -1,0 +1,76 @@
+//! The audit log on SQLite. A change's record is inserted by [`insert_audit`]
+//! inside the change's write closure, so it shares the write's savepoint: a
+//! write undone in a batch takes its record along.
+
+use async_trait::async_trait;
+use rusqlite::types::Value as SqlValue;
+use rusqlite::{params, params_from_iter, Connection};
+
+use super::{all, change, SqliteStore};
+use crate::audit::{audit_select, INSERT_AUDIT};
+use crate::rows::{audit_record_from, FilterValue};
+use crate::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Millis, Result};
+
+/// Writes `entry`, if any, in the caller's transaction.
+pub(super) fn insert_audit(conn: &Connection, entry: Option<&AuditEntry>) -> Result<()> {
+    let Some(entry) = entry else {
+        return Ok(());
+    };
+    change(
+        conn,
+        INSERT_AUDIT,
+        params![
+            entry.organization_id,
+            entry.time,
+            entry.actor_id,
+            entry.actor_name,
+            entry.action,
+            entry.object_type,
+            entry.object_id,
+            entry.address,
+            entry.summary.to_string()
+        ],
+    )
+    .map(drop)
+}
+
+#[async_trait]
+impl AuditStore for SqliteStore {
+    async fn record_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let entry = entry.clone();
+        self.write(move |conn| insert_audit(conn, Some(&entry)))
+            .await
+    }
+
+    async fn audit_records(
+        &self,
+        organization_id: &str,
+        filter: &AuditFilter,
+    ) -> Result<Vec<AuditRecord>> {
+        let (sql, values) = audit_select(organization_id, filter);
+        let values: Vec<SqlValue> = values
+            .into_iter()
+            .map(|value| match value {
+                FilterValue::Text(text) => SqlValue::Text(text.to_owned()),
+                FilterValue::Int(number) => SqlValue::Integer(number),
+            })
+            .collect();
+        self.read_blocking(move |conn| {
+            all(conn, &sql, params_from_iter(values), |row| {
+                audit_record_from(row)
+            })
+        })
+        .await
+    }
+
+    async fn prune_audit(&self, older_than: Millis) -> Result<u64> {
+        // Through the records' index on time: records are written by admin
+        // changes, far fewer than events, so keeping that index up costs little.
+        self.prune_batches(
+            "DELETE FROM audit_records WHERE seq IN \
+             (SELECT seq FROM audit_records WHERE time < ?1 LIMIT ?2)",
+            older_than,
+        )
+        .await
+    }
+}
