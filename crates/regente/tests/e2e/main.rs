@@ -20,6 +20,7 @@ mod console_api_keys;
 mod console_browser;
 mod console_schedules_flows;
 mod console_up;
+mod console_webhooks;
 mod flows;
 mod fuzz;
 mod integration_api;
