@@ -59,7 +59,7 @@ impl TargetPolicy {
 
     fn host_allowed(&self, host: &str) -> bool {
         let host = host.trim_matches(['[', ']']).to_ascii_lowercase();
-        self.hosts.iter().any(|allowed| *allowed == host)
+        self.hosts.contains(&host)
     }
 
     /// Why `address` (which `host` names) may not be sent to; `None` if it may.

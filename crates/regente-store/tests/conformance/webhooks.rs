@@ -83,7 +83,7 @@ async fn deliveries_and_the_cursor_commit_together(store: Arc<dyn Store>) {
     let first = delivery(&hook, 1, 1_000);
     let cursor = EventCursor { txid: 0, seq: 7 };
     store
-        .queue_webhook_deliveries(&[first.clone()], CONSUMER, cursor, 1_000)
+        .queue_webhook_deliveries(std::slice::from_ref(&first), CONSUMER, cursor, 1_000)
         .await
         .unwrap();
     assert_eq!(store.load_cursor(CONSUMER).await.unwrap(), cursor);
@@ -145,7 +145,7 @@ async fn attempts_schedule_retries_then_fail_for_good(store: Arc<dyn Store>) {
     let (_world, hook) = with_webhook(&store).await;
     let one = delivery(&hook, 1, 1_000);
     store
-        .queue_webhook_deliveries(&[one.clone()], CONSUMER, EventCursor::START, 0)
+        .queue_webhook_deliveries(std::slice::from_ref(&one), CONSUMER, EventCursor::START, 0)
         .await
         .unwrap();
     assert!(store
@@ -236,7 +236,7 @@ async fn a_replay_queues_the_same_delivery_again(store: Arc<dyn Store>) {
     let (_world, hook) = with_webhook(&store).await;
     let one = delivery(&hook, 1, 1_000);
     store
-        .queue_webhook_deliveries(&[one.clone()], CONSUMER, EventCursor::START, 0)
+        .queue_webhook_deliveries(std::slice::from_ref(&one), CONSUMER, EventCursor::START, 0)
         .await
         .unwrap();
     store

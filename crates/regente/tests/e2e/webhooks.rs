@@ -189,12 +189,9 @@ fn every_event_of_a_thousand_runs_arrives_through_a_kill_and_an_outage() {
     let mut by_id: HashMap<&str, &str> = HashMap::new();
     let mut duplicates = 0;
     for r in &received {
-        match by_id.insert(&r.id, &r.raw_body) {
-            Some(before) => {
-                duplicates += 1;
-                assert_eq!(before, r.raw_body, "webhook-id {} carried two bodies", r.id);
-            }
-            None => {}
+        if let Some(before) = by_id.insert(&r.id, &r.raw_body) {
+            duplicates += 1;
+            assert_eq!(before, r.raw_body, "webhook-id {} carried two bodies", r.id);
         }
     }
     // One delivery per event, no event queued twice: one end per run; a run
@@ -594,7 +591,7 @@ fn webhooks_refuse_bad_input_and_forbidden_targets_and_keep_their_secret() {
             assert!(
                 !bytes
                     .windows(secret.len() - 6)
-                    .any(|w| w == secret[6..].as_bytes()),
+                    .any(|w| w == &secret.as_bytes()[6..]),
                 "the secret in clear in the store"
             );
         }
