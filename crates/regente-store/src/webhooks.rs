@@ -189,6 +189,17 @@ pub trait WebhookStore: Send + Sync {
     ) -> Result<WebhookDelivery>;
     /// How many deliveries are pending, every organisation together.
     async fn pending_webhook_deliveries(&self) -> Result<i64>;
+    /// At most `limit` webhooks with a secret (or former secret) sealed under
+    /// another master key than `key_id` (`regente vault rotate-key`).
+    async fn webhooks_sealed_not_under(&self, key_id: &str, limit: usize) -> Result<Vec<Webhook>>;
+    /// Writes a webhook's secrets sealed again, only if they are still those of
+    /// `old` (a rotation of the webhook's secret meanwhile wins); whether it did.
+    async fn reseal_webhook_secrets(
+        &self,
+        old: &Webhook,
+        secret: &str,
+        previous_secret: Option<&str>,
+    ) -> Result<bool>;
 }
 
 // --- Rows, the same on both backends -------------------------------------------

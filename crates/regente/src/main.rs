@@ -522,8 +522,8 @@ async fn rotate_key(args: StoreArgs) -> anyhow::Result<()> {
     store.close().await;
     let report = outcome?;
     println!(
-        "vault sealed under master key {}: {} credential values and {} executions' secret variables sealed again",
-        report.key_id, report.values, report.variables
+        "vault sealed under master key {}: {} credential values, {} executions' secret variables and {} webhooks' secrets sealed again",
+        report.key_id, report.values, report.variables, report.webhooks
     );
     Ok(())
 }

@@ -6,6 +6,7 @@ use sqlx::{PgConnection, Row};
 use super::audit::insert_audit;
 use super::events::save_cursor_in;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
+use crate::credentials::sealed_variable_prefix;
 use crate::webhooks::{
     attempt_from, delivery_from, events_text, outcome_columns, webhook_from, AttemptOutcome,
     DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookStore, ATTEMPT_COLUMNS,
@@ -352,5 +353,41 @@ impl WebhookStore for PostgresStore {
             .fetch_one(&self.pool)
             .await
             .map_err(other)
+    }
+
+    async fn webhooks_sealed_not_under(&self, key_id: &str, limit: usize) -> Result<Vec<Webhook>> {
+        let under_key = format!("{}%", sealed_variable_prefix(key_id));
+        let rows = sqlx::query(&format!(
+            "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE secret NOT LIKE $1 \
+             OR (previous_secret IS NOT NULL AND previous_secret NOT LIKE $1) \
+             ORDER BY id LIMIT $2"
+        ))
+        .bind(under_key)
+        .bind(limit as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(other)?;
+        rows.iter().map(webhook_from).collect()
+    }
+
+    async fn reseal_webhook_secrets(
+        &self,
+        old: &Webhook,
+        secret: &str,
+        previous_secret: Option<&str>,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE webhooks SET secret = $2, previous_secret = $3 \
+             WHERE id = $1 AND secret = $4 AND previous_secret IS NOT DISTINCT FROM $5",
+        )
+        .bind(&old.id)
+        .bind(secret)
+        .bind(previous_secret)
+        .bind(&old.secret)
+        .bind(&old.previous_secret)
+        .execute(&self.pool)
+        .await
+        .map_err(other)?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -6,6 +6,7 @@ use rusqlite::{params, Connection};
 use super::audit::insert_audit;
 use super::events::save_cursor_in;
 use super::{all, change, insert, one, SqliteStore};
+use crate::credentials::sealed_variable_prefix;
 use crate::webhooks::{
     attempt_from, delivery_from, events_text, outcome_columns, webhook_from, AttemptOutcome,
     DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookStore, ATTEMPT_COLUMNS,
@@ -386,5 +387,50 @@ impl WebhookStore for SqliteStore {
             )
             .map(|count| count.unwrap_or(0))
         })
+    }
+
+    async fn webhooks_sealed_not_under(&self, key_id: &str, limit: usize) -> Result<Vec<Webhook>> {
+        let under_key = format!("{}%", sealed_variable_prefix(key_id));
+        self.read_blocking(move |conn| {
+            all(
+                conn,
+                &format!(
+                    "SELECT {WEBHOOK_COLUMNS} FROM webhooks WHERE secret NOT LIKE ?1 \
+                     OR (previous_secret IS NOT NULL AND previous_secret NOT LIKE ?1) \
+                     ORDER BY id LIMIT ?2"
+                ),
+                params![under_key, limit as i64],
+                |row| webhook_from(row),
+            )
+        })
+        .await
+    }
+
+    async fn reseal_webhook_secrets(
+        &self,
+        old: &Webhook,
+        secret: &str,
+        previous_secret: Option<&str>,
+    ) -> Result<bool> {
+        let (old, secret, previous_secret) = (
+            old.clone(),
+            secret.to_owned(),
+            previous_secret.map(str::to_owned),
+        );
+        self.write(move |conn| {
+            Ok(change(
+                conn,
+                "UPDATE webhooks SET secret = ?2, previous_secret = ?3 \
+                 WHERE id = ?1 AND secret = ?4 AND previous_secret IS ?5",
+                params![
+                    old.id,
+                    secret,
+                    previous_secret,
+                    old.secret,
+                    old.previous_secret
+                ],
+            )? == 1)
+        })
+        .await
     }
 }

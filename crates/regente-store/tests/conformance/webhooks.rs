@@ -17,6 +17,7 @@ conformance! {
         a_replay_queues_the_same_delivery_again,
         webhooks_are_scoped_to_their_organisation,
         a_change_and_its_audit_record_commit_together,
+        secrets_are_sealed_again_only_if_unchanged,
     ],
 }
 
@@ -347,4 +348,44 @@ async fn a_change_and_its_audit_record_commit_together(store: Arc<dyn Store>) {
     let records = store.audit_records(&world.org.id, &filter).await.unwrap();
     let actions: Vec<&str> = records.iter().map(|r| r.entry.action.as_str()).collect();
     assert_eq!(actions, vec!["webhook.delete", "webhook.create"]);
+}
+
+async fn secrets_are_sealed_again_only_if_unchanged(store: Arc<dyn Store>) {
+    let world = world(store.clone()).await;
+    let hook = Webhook {
+        secret: "v1.old.n.c".to_owned(),
+        previous_secret: Some("v1.new.n.p".to_owned()),
+        ..webhook(&world.org.id, 100)
+    };
+    store.create_webhook(&hook, None).await.unwrap();
+    let under_new = Webhook {
+        id: new_id(),
+        secret: "v1.new.n.c".to_owned(),
+        ..webhook(&world.org.id, 101)
+    };
+    store.create_webhook(&under_new, None).await.unwrap();
+    let found = store.webhooks_sealed_not_under("new", 10).await.unwrap();
+    assert_eq!(found, vec![hook.clone()]);
+
+    // A secret changed meanwhile (a rotation) wins over the resealing.
+    let rotated = Webhook {
+        secret: "v1.new.n.rotated".to_owned(),
+        previous_secret: Some("v1.old.n.c".to_owned()),
+        ..hook.clone()
+    };
+    store.update_webhook(&rotated, None).await.unwrap();
+    let stale = store
+        .reseal_webhook_secrets(&hook, "v1.new.n.x", Some("v1.new.n.p"))
+        .await
+        .unwrap();
+    assert!(!stale);
+    assert!(store
+        .reseal_webhook_secrets(&rotated, "v1.new.n.rotated", Some("v1.new.n.y"))
+        .await
+        .unwrap());
+    assert!(store
+        .webhooks_sealed_not_under("new", 10)
+        .await
+        .unwrap()
+        .is_empty());
 }
