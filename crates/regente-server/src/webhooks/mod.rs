@@ -39,6 +39,8 @@ pub const DEFAULT_RETRY_DELAYS: [u64; 7] = [5, 300, 1_800, 7_200, 18_000, 36_000
 const BATCH: u32 = 500;
 /// How often the loop looks for new events and due deliveries unprompted.
 const LOOK_EVERY: Duration = Duration::from_millis(200);
+/// How often a server that does not lead asks whether it does now.
+const FOLLOWER_LOOK_EVERY: Duration = Duration::from_secs(1);
 
 /// The event types a webhook can ask for.
 pub const EVENT_TYPES: [&str; 14] = [
@@ -141,11 +143,17 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
         if more {
             continue;
         }
+        // Not leading (or failed): ask again less often.
+        let pause = if cursor.is_some() {
+            LOOK_EVERY
+        } else {
+            FOLLOWER_LOOK_EVERY
+        };
         tokio::select! {
             _ = stop.requested() => {}
             _ = ctx.webhooks_wake.notified() => {}
             _ = sender.one_ended() => {}
-            _ = tokio::time::sleep(LOOK_EVERY) => {}
+            _ = tokio::time::sleep(pause) => {}
         }
     }
 }
