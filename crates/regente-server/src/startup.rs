@@ -89,6 +89,9 @@ impl Server {
         let bootstrap = service::organizations::bootstrap(&ctx)
             .await
             .context("cannot create the first admin")?;
+        service::organizations::root_id(&ctx)
+            .await
+            .context("cannot read the root organisation")?;
         Ok(Server {
             listener,
             tls,

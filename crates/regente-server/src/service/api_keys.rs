@@ -45,6 +45,13 @@ pub fn is_api_key(token: &str) -> bool {
     token.starts_with(KEY_PREFIX)
 }
 
+/// `rgk_` and exactly [`SECRET_LEN`] letters or digits, as [`create`] makes them.
+fn is_well_formed(key: &str) -> bool {
+    key.strip_prefix(KEY_PREFIX).is_some_and(|secret| {
+        secret.len() == SECRET_LEN && secret.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
+}
+
 fn hash_key(key: &str) -> String {
     hex::encode(Sha256::digest(key.as_bytes()))
 }
@@ -179,6 +186,11 @@ pub async fn revoke(ctx: &Arc<Context>, caller: &Caller, id: &str) -> Result<Api
 /// taken without a look at the store; 401 for a key unknown, revoked or expired.
 pub(crate) async fn authenticate(ctx: &Context, key: &str) -> Result<(Caller, Millis)> {
     let refused = |why: &str| Error::Unauthorized(format!("{why}: ask an admin for a new key"));
+    // Only a key of the shape handed out is looked up: any other `rgk_` text
+    // is refused without touching the store.
+    if !is_well_formed(key) {
+        return Err(refused("unknown API key"));
+    }
     let Some(api_key) = ctx.store.find_api_key_by_hash(&hash_key(key)).await? else {
         return Err(refused("unknown API key"));
     };
@@ -246,6 +258,10 @@ mod tests {
     #[test]
     fn a_key_is_told_from_a_token_and_hashed_whole() {
         assert!(is_api_key("rgk_abc"));
+        assert!(!is_well_formed("rgk_abc"));
+        assert!(is_well_formed(&format!("rgk_{}", "aZ9".repeat(14) + "x")));
+        assert!(!is_well_formed(&format!("rgk_{}", "a".repeat(42) + "-")));
+        assert!(!is_well_formed(&format!("rgk_{}", "a".repeat(44))));
         assert!(!is_api_key("eyJhbGciOiJIUzUxMiJ9.x.y"));
         assert_ne!(hash_key("rgk_a"), hash_key("rgk_b"));
         assert_eq!(hash_key("rgk_a").len(), 64);

@@ -64,8 +64,8 @@ pub async fn login_failed(
 ) {
     let organization_id = match user {
         Some(user) => Some(user.organization_id.clone()),
-        None => match ctx.store.root_organization().await {
-            Ok(root) => root.map(|root| root.id),
+        None => match super::organizations::root_id(ctx).await {
+            Ok(root) => root,
             Err(e) => {
                 tracing::warn!(error = format!("{e:#}"), "cannot record a failed login");
                 return;

@@ -49,6 +49,10 @@ pub struct Context {
     pub webhooks_wake: tokio::sync::Notify,
     /// This server's webhook attempts by result, for `/metrics`.
     pub webhook_counts: crate::webhooks::sender::DeliveryCounts,
+    /// The root organisation's id once read (it never changes), so that a
+    /// failed login on an unknown name costs no more store reads than one on a
+    /// known name.
+    pub root_organization_id: std::sync::OnceLock<String>,
 }
 
 impl Context {
@@ -71,6 +75,7 @@ impl Context {
             http_counts: Default::default(),
             webhooks_wake: tokio::sync::Notify::new(),
             webhook_counts: Default::default(),
+            root_organization_id: Default::default(),
         }
     }
 

@@ -55,6 +55,16 @@ pub async fn create(
     Ok(organization)
 }
 
+/// The root organisation's id (`None` before the first start made it), read
+/// from the store once.
+pub async fn root_id(ctx: &Context) -> regente_store::Result<Option<String>> {
+    if let Some(id) = ctx.root_organization_id.get() {
+        return Ok(Some(id.clone()));
+    }
+    let root = ctx.store.root_organization().await?;
+    Ok(root.map(|root| ctx.root_organization_id.get_or_init(|| root.id).clone()))
+}
+
 /// What starting on a store did about the configured first admin.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bootstrap {

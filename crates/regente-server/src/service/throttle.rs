@@ -50,6 +50,7 @@ struct State {
     usernames: HashMap<String, Backoff>,
     /// Attempts on a username from one of its trusted addresses.
     pairs: HashMap<(String, IpAddr), Backoff>,
+    /// Attempts per address ([`network_of`]).
     addresses: HashMap<IpAddr, Window>,
     trusted: HashMap<String, Vec<(IpAddr, Instant)>>,
 }
@@ -104,10 +105,13 @@ impl LoginThrottle {
         let limits = &self.limits;
         let mut state = self.state();
         state.prune(now, limits.window);
-        let window = state.addresses.entry(address).or_insert(Window {
-            started: now,
-            counted: 0,
-        });
+        let window = state
+            .addresses
+            .entry(network_of(address))
+            .or_insert(Window {
+                started: now,
+                counted: 0,
+            });
         if now.duration_since(window.started) >= limits.window {
             *window = Window {
                 started: now,
@@ -129,7 +133,7 @@ impl LoginThrottle {
         if let Some(backoff) = state.backoff(&counter) {
             backoff.admit(now, limits)?;
         }
-        if let Some(window) = state.addresses.get_mut(&address) {
+        if let Some(window) = state.addresses.get_mut(&network_of(address)) {
             window.counted += 1;
         }
         Ok(Attempt {
@@ -147,7 +151,7 @@ impl LoginThrottle {
         attempt.settled = true;
         let now = Instant::now();
         let mut state = self.state();
-        if let Some(window) = state.addresses.get_mut(&attempt.address) {
+        if let Some(window) = state.addresses.get_mut(&network_of(attempt.address)) {
             window.counted = window.counted.saturating_sub(1);
         }
         if let Some(backoff) = state.backoff(&attempt.counter) {
@@ -264,6 +268,22 @@ impl Backoff {
     }
 }
 
+/// The address an address's attempts are counted under: an IPv6 address's /64,
+/// which one client usually holds whole (so that it cannot take a fresh
+/// address for every few guesses); an IPv4 address itself, also when written
+/// as IPv4-mapped IPv6.
+fn network_of(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V4(_) => address,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(
+                u128::from(v6) & !((1u128 << 64) - 1),
+            )),
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -359,5 +379,20 @@ mod tests {
         }
         assert!(throttle.admit("admin", ip(9)).is_err());
         assert!(throttle.admit("admin", ip(10)).is_ok());
+    }
+
+    #[test]
+    fn the_addresses_of_one_ipv6_network_share_one_limit() {
+        let throttle = LoginThrottle::new(limits(100, 3));
+        let host = |n: u16| IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, n));
+        for n in 0..3 {
+            let attempt = throttle.admit(&format!("guess-{n}"), host(n)).unwrap();
+            throttle.failed(attempt);
+        }
+        assert!(throttle.admit("admin", host(99)).is_err());
+        let next_network = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 2, 0, 0, 0, 1));
+        assert!(throttle.admit("admin", next_network).is_ok());
+        let mapped: IpAddr = "::ffff:192.0.2.9".parse().unwrap();
+        assert_eq!(network_of(mapped), "192.0.2.9".parse::<IpAddr>().unwrap());
     }
 }

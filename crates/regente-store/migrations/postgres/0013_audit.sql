@@ -23,6 +23,7 @@ CREATE INDEX audit_records_by_organization ON audit_records (organization_id, se
 CREATE INDEX audit_records_by_actor_id ON audit_records (organization_id, actor_id, seq);
 CREATE INDEX audit_records_by_actor_name ON audit_records (organization_id, actor_name, seq);
 CREATE INDEX audit_records_by_action ON audit_records (organization_id, action, seq);
+CREATE INDEX audit_records_by_object ON audit_records (organization_id, object_type, object_id, seq);
 -- Retention deletes the oldest by time.
 CREATE INDEX audit_records_by_time ON audit_records (time);
 
