@@ -20,11 +20,13 @@ pub mod events;
 mod flows;
 mod schedules;
 mod types;
+mod webhooks;
 pub use api_keys::{ApiKey, NewApiKey};
 pub use audit::{AuditPage, AuditQuery, AuditRecord};
 pub use flows::{Flow, FlowRun, FlowRunStep};
 pub use schedules::{Fire, FireTime, Schedule};
 pub use types::*;
+pub use webhooks::{Delivery, DeliveryPage, Webhook, WebhookUpdate, WebhookWithSecret};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

@@ -44,6 +44,12 @@ pub struct ServerConfig {
     /// The bearer token `/metrics` asks of its scraper
     /// (`REGENTE_METRICS_TOKEN`); `None` turns `/metrics` off.
     pub metrics_token: Option<SecretText>,
+    /// The waits between a webhook delivery's attempts: one retry per wait,
+    /// then the delivery has failed (`--webhook-retry-delays`).
+    pub webhook_retry_delays: Vec<Duration>,
+    /// Hosts, addresses or CIDRs webhooks may target even when they are
+    /// link-local or cloud metadata addresses (`--webhook-allow-hosts`).
+    pub webhook_allow_hosts: Vec<String>,
 }
 
 /// What the serving loop allows a client (see `serve`).
@@ -126,6 +132,11 @@ impl ServerConfig {
             master_key: None,
             master_key_previous: None,
             metrics_token: None,
+            webhook_retry_delays: crate::webhooks::DEFAULT_RETRY_DELAYS
+                .iter()
+                .map(|seconds| Duration::from_secs(*seconds))
+                .collect(),
+            webhook_allow_hosts: Vec::new(),
         }
     }
 

@@ -31,6 +31,7 @@ pub mod service;
 pub mod startup;
 pub mod supervisor;
 pub mod vault;
+pub mod webhooks;
 
 pub use config::{ConnectionLimits, LoginLimits, ServerConfig, TlsFiles};
 pub use startup::Server;

@@ -160,6 +160,7 @@ impl Server {
             crate::retention::prune,
         );
         background.spawn("scheduler", crate::scheduler::run);
+        background.spawn("webhooks", crate::webhooks::run);
         if self.bootstrap == Bootstrap::Existing {
             background.spawn("admin settings check", |ctx, _stop| async move {
                 match service::organizations::ignored_admin_settings(&ctx).await {

@@ -47,6 +47,7 @@ mod rules;
 pub mod runtimes;
 pub mod schedules;
 pub mod sqlite;
+pub mod webhooks;
 
 pub use api_keys::{ApiKey, ApiKeyStore};
 pub use audit::{AuditEntry, AuditFilter, AuditRecord, AuditStore};
@@ -74,13 +75,16 @@ pub use schedules::{
     PausedSchedule, RunEnd, RunEndsCounted, Schedule, ScheduleFire, ScheduleStore, ScheduleTarget,
     ScheduledRun,
 };
+pub use webhooks::{
+    AttemptOutcome, DeliveryStatus, Webhook, WebhookAttempt, WebhookDelivery, WebhookStore,
+};
 
 /// The store's traits, for callers of `Arc<dyn Store>`: `use regente_store::prelude::*;`.
 pub mod prelude {
     pub use crate::{
         ApiKeyStore, AuditStore, ClusterStore, CredentialStore, DashboardStore, EventStore,
         ExecutionStore, FlowStore, LeaseStore, OrganizationStore, RobotStore, RuntimeStore,
-        ScheduleStore, Store,
+        ScheduleStore, Store, WebhookStore,
     };
 }
 
@@ -116,6 +120,7 @@ pub trait Store:
     + ScheduleStore
     + ClusterStore
     + DashboardStore
+    + WebhookStore
     + Send
     + Sync
     + 'static
@@ -136,6 +141,7 @@ impl<T> Store for T where
         + ScheduleStore
         + ClusterStore
         + DashboardStore
+        + WebhookStore
         + Send
         + Sync
         + 'static

@@ -58,6 +58,9 @@ enum Command {
     /// Create organisation API keys (printed once), list and revoke them.
     #[command(subcommand)]
     ApiKeys(cli::ApiKeysCommand),
+    /// Create webhooks (their secret printed once), change them; their deliveries and replays.
+    #[command(subcommand)]
+    Webhooks(cli::WebhooksCommand),
     /// List and show schedules; pause, resume or run one now.
     #[command(subcommand)]
     Schedules(cli::SchedulesCommand),
@@ -301,6 +304,18 @@ struct ServeArgs {
     /// Connections open at once (runtime agents' included); past it new ones get a 503.
     #[arg(long, env = "REGENTE_MAX_CONNECTIONS", default_value_t = 4096)]
     max_connections: usize,
+    /// Waits between a webhook delivery's attempts, comma-separated (ms, s, m, h): one retry per
+    /// wait, then the delivery has failed.
+    #[arg(
+        long,
+        env = "REGENTE_WEBHOOK_RETRY_DELAYS",
+        default_value = "5s,5m,30m,2h,5h,10h,10h"
+    )]
+    webhook_retry_delays: String,
+    /// Hosts, addresses or CIDRs webhooks may target even when link-local or cloud metadata
+    /// addresses (refused otherwise); comma-separated.
+    #[arg(long, env = "REGENTE_WEBHOOK_ALLOW_HOSTS", value_delimiter = ',')]
+    webhook_allow_hosts: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -332,6 +347,7 @@ fn main() -> ExitCode {
             | Command::Executions(_)
             | Command::Credentials(_)
             | Command::ApiKeys(_)
+            | Command::Webhooks(_)
             | Command::Schedules(_)
             | Command::Flows(_)
             | Command::Audit(_)
@@ -377,6 +393,7 @@ fn main() -> ExitCode {
             Command::Executions(command) => cli::executions(command).await,
             Command::Credentials(command) => cli::credentials(command).await,
             Command::ApiKeys(command) => cli::api_keys(command).await,
+            Command::Webhooks(command) => cli::webhooks(command).await,
             Command::Schedules(command) => cli::schedules(command).await,
             Command::Flows(command) => cli::flows(command).await,
             Command::Audit(command) => cli::audit(command).await,
@@ -447,6 +464,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     config.resync_every = Duration::from_secs_f64(args.resync_seconds);
     config.flow_engine = args.flow_engine == "on";
+    config.webhook_retry_delays =
+        regente_server::webhooks::parse_retry_delays(&args.webhook_retry_delays)?;
+    regente_server::webhooks::target::TargetPolicy::parse(&args.webhook_allow_hosts)?;
+    config.webhook_allow_hosts = args.webhook_allow_hosts;
     master_keys(&mut config);
     let admin_username = config.admin_username.clone();
     let server = Server::build(config).await?;
@@ -501,8 +522,8 @@ async fn rotate_key(args: StoreArgs) -> anyhow::Result<()> {
     store.close().await;
     let report = outcome?;
     println!(
-        "vault sealed under master key {}: {} credential values and {} executions' secret variables sealed again",
-        report.key_id, report.values, report.variables
+        "vault sealed under master key {}: {} credential values, {} executions' secret variables and {} webhooks' secrets sealed again",
+        report.key_id, report.values, report.variables, report.webhooks
     );
     Ok(())
 }

@@ -20,7 +20,7 @@ use utoipa::Modify;
 
 use super::{
     admin, api_keys, audit, auth, credentials, events, flows, integration, metrics, runtime,
-    schedules,
+    schedules, webhooks,
 };
 use crate::service::MAX_NAME_LEN;
 
@@ -88,6 +88,10 @@ fn status_pattern() -> String {
         credentials::replace_credential, credentials::delete_credential,
         api_keys::create_api_key, api_keys::list_api_keys, api_keys::get_api_key,
         api_keys::revoke_api_key,
+        webhooks::create_webhook, webhooks::list_webhooks, webhooks::get_webhook,
+        webhooks::update_webhook, webhooks::delete_webhook, webhooks::rotate_webhook_secret,
+        webhooks::list_webhook_deliveries, webhooks::get_webhook_delivery,
+        webhooks::replay_webhook_delivery,
         flows::save_flow, flows::list_flows, flows::get_flow, flows::list_flow_runs,
         flows::run_flow, flows::get_run, flows::cancel_run, flows::retry_run,
         schedules::create_schedule, schedules::list_schedules, schedules::get_schedule,

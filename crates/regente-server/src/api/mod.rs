@@ -8,6 +8,7 @@
 //! - [`audit`]: the audit log, read only.
 //! - [`credentials`]: the vault's credentials, written and listed, never read back.
 //! - [`api_keys`]: the organisation's API keys, shown once, listed, revoked.
+//! - [`webhooks`]: the organisation's webhooks, their deliveries and replays.
 //! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
 //! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
@@ -31,6 +32,7 @@ pub mod integration;
 pub mod metrics;
 pub mod runtime;
 pub mod schedules;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -52,6 +54,7 @@ pub fn router(ctx: Arc<Context>) -> Router {
         .merge(flows::router())
         .merge(credentials::router())
         .merge(api_keys::router())
+        .merge(webhooks::router())
         .merge(admin::router(ctx.config.max_package_bytes))
         .merge(audit::router())
         .merge(schedules::router())

@@ -5,7 +5,7 @@
 //! - [`pages`]: the frame of every page, rendering, the error pages.
 //! - [`auth`]: signing in and out.
 //! - [`executions`], [`runtimes`], [`robots`], [`schedules`], [`flows`],
-//!   [`users`], [`credentials`], [`api_keys`], [`audit`]: the sections.
+//!   [`users`], [`credentials`], [`api_keys`], [`audit`], [`webhooks`]: the sections.
 //! - [`dashboard`] with [`charts`] (SVG drawn here): the window's figures.
 //! - [`live`]: Server-Sent Events for the pages that update themselves.
 //! - [`assets`]: the stylesheet and scripts compiled in; [`format`]: times and numbers.
@@ -30,6 +30,7 @@ pub mod runtimes;
 pub mod schedules;
 pub mod session;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -76,6 +77,12 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
         .route("/api-keys/{id}/revoke", post(api_keys::revoke))
         .route("/dashboard", get(dashboard::page))
         .route("/audit", get(audit::list))
+        .route("/webhooks", get(webhooks::list))
+        .route("/webhooks/{id}", get(webhooks::detail))
+        .route(
+            "/webhooks/{id}/deliveries/{delivery_id}/replay",
+            post(webhooks::replay),
+        )
         .route("/assets/{version}/{name}", get(assets::serve))
         .layer(DefaultBodyLimit::max(FORM_LIMIT))
         // Packages are counted by the upload as they come; a little room for

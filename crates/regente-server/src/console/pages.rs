@@ -53,6 +53,7 @@ pub const SECTIONS: &[(&str, &str, bool)] = &[
     ("/users", "Users", true),
     ("/credentials", "Credentials", true),
     ("/api-keys", "API keys", true),
+    ("/webhooks", "Webhooks", true),
     ("/dashboard", "Dashboard", true),
     ("/audit", "Audit", true),
 ];

@@ -111,6 +111,33 @@ pub async fn render(ctx: &Context) -> Result<String> {
     }
     family(
         &mut out,
+        "regente_webhook_deliveries_total",
+        "counter",
+        "Webhook attempts of this server since it started, by result: succeeded, retrying (failed, \
+         tried again later), failed (for good: attempts exhausted or 410 Gone).",
+    );
+    let counts = &ctx.webhook_counts;
+    for (result, count) in [
+        ("succeeded", &counts.succeeded),
+        ("retrying", &counts.retrying),
+        ("failed", &counts.failed),
+    ] {
+        let _ = writeln!(
+            out,
+            "regente_webhook_deliveries_total{{result=\"{result}\"}} {}",
+            count.load(Ordering::Relaxed)
+        );
+    }
+    family(
+        &mut out,
+        "regente_webhook_deliveries_pending",
+        "gauge",
+        "Webhook deliveries waiting to be sent or sent again (the store's).",
+    );
+    let pending = ctx.store.pending_webhook_deliveries().await?;
+    let _ = writeln!(out, "regente_webhook_deliveries_pending {pending}");
+    family(
+        &mut out,
         "regente_runtime_connections",
         "gauge",
         "Runtime agents connected to this server now.",

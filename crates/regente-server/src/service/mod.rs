@@ -17,6 +17,7 @@ pub mod schedules;
 pub mod sessions;
 pub mod throttle;
 pub mod users;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -44,6 +45,10 @@ pub struct Context {
     pub schedules_changed: tokio::sync::Notify,
     /// This server's answers by status code, for `/metrics`.
     pub http_counts: metrics::HttpCounts,
+    /// Wakes the webhooks' loop: a delivery was replayed, a webhook changed.
+    pub webhooks_wake: tokio::sync::Notify,
+    /// This server's webhook attempts by result, for `/metrics`.
+    pub webhook_counts: crate::webhooks::sender::DeliveryCounts,
     /// The root organisation's id once read (it never changes), so that a
     /// failed login on an unknown name costs no more store reads than one on a
     /// known name.
@@ -68,6 +73,8 @@ impl Context {
             vault: crate::vault::Vault::off(),
             schedules_changed: tokio::sync::Notify::new(),
             http_counts: Default::default(),
+            webhooks_wake: tokio::sync::Notify::new(),
+            webhook_counts: Default::default(),
             root_organization_id: Default::default(),
         }
     }

@@ -188,6 +188,76 @@ impl Vault {
     }
 }
 
+impl Vault {
+    /// Seals a webhook's signing secret for the store (`v1.KEY.NONCE.CIPHERTEXT`),
+    /// bound to its organisation and webhook.
+    pub fn seal_webhook_secret(
+        &self,
+        organization_id: &str,
+        webhook_id: &str,
+        secret: &str,
+    ) -> Result<String, VaultError> {
+        let key = self.current()?;
+        Ok(seal_webhook_secret_with(
+            &key,
+            organization_id,
+            webhook_id,
+            secret,
+        ))
+    }
+
+    /// Opens what [`Vault::seal_webhook_secret`] sealed.
+    pub fn open_webhook_secret(
+        &self,
+        organization_id: &str,
+        webhook_id: &str,
+        sealed: &str,
+    ) -> Result<String, VaultError> {
+        let key_id = sealed
+            .strip_prefix("v1.")
+            .and_then(|rest| rest.split('.').next())
+            .ok_or_else(|| VaultError::DoesNotOpen("(none: not a sealed value)".into()))?;
+        let key = self.key(key_id)?;
+        open_webhook_secret_with(&key, organization_id, webhook_id, sealed)
+    }
+}
+
+pub(crate) fn seal_webhook_secret_with(
+    key: &MasterKey,
+    organization_id: &str,
+    webhook_id: &str,
+    secret: &str,
+) -> String {
+    let sealed = seal_variable_with(
+        key,
+        organization_id,
+        &webhook_name(webhook_id),
+        &Value::from(secret),
+    );
+    sealed["$secret"].as_str().unwrap_or_default().to_owned()
+}
+
+pub(crate) fn open_webhook_secret_with(
+    key: &MasterKey,
+    organization_id: &str,
+    webhook_id: &str,
+    sealed: &str,
+) -> Result<String, VaultError> {
+    let sealed = json!({ "$secret": sealed });
+    let opened = open_variable_with(key, organization_id, &webhook_name(webhook_id), &sealed)?;
+    opened
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| VaultError::DoesNotOpen(key.id().to_owned()))
+}
+
+/// What a webhook's secret is bound to: a name no variable can have (variable
+/// names have no spaces), so a sealed variable never opens as a secret nor the
+/// other way round.
+fn webhook_name(webhook_id: &str) -> String {
+    format!("webhook secret {webhook_id}")
+}
+
 /// What a credential field's ciphertext is bound to.
 struct FieldContext<'a> {
     organization_id: &'a str,

@@ -19,8 +19,8 @@ use regente_store::Store;
 
 use super::keys::{self, KeySource};
 use super::{
-    check_keys, open_field_with, open_variable_with, seal_field_with, seal_variable_with, Keyring,
-    MasterKey,
+    check_keys, open_field_with, open_variable_with, open_webhook_secret_with, seal_field_with,
+    seal_variable_with, seal_webhook_secret_with, Keyring, MasterKey,
 };
 use crate::config::ServerConfig;
 
@@ -35,6 +35,7 @@ pub struct RotationReport {
     pub key_id: String,
     pub values: usize,
     pub variables: usize,
+    pub webhooks: usize,
 }
 
 /// Rotates the vault of the server `config` describes: from its key file (a new
@@ -103,6 +104,7 @@ pub async fn rotate(store: &dyn Store, keyring: &Keyring) -> anyhow::Result<Rota
         key_id: new.id().to_owned(),
         values: 0,
         variables: 0,
+        webhooks: 0,
     };
     let mut stalled = 0;
     loop {
@@ -169,6 +171,33 @@ pub async fn rotate(store: &dyn Store, keyring: &Keyring) -> anyhow::Result<Rota
             }
         }
         report.variables += written;
+        stalled = if written == 0 { stalled + 1 } else { 0 };
+        anyhow::ensure!(stalled < STALLED_BATCHES, stalled_message(new));
+    }
+    stalled = 0;
+    loop {
+        let page = store.webhooks_sealed_not_under(new.id(), BATCH).await?;
+        if page.is_empty() {
+            break;
+        }
+        let mut written = 0;
+        for webhook in page {
+            let (organization_id, id) = (&webhook.organization_id, &webhook.id);
+            let reseal = |sealed: &str| -> anyhow::Result<String> {
+                let key_id = sealed.split('.').nth(1).unwrap_or_default();
+                let plain = open_webhook_secret_with(key_of(key_id)?, organization_id, id, sealed)?;
+                Ok(seal_webhook_secret_with(new, organization_id, id, &plain))
+            };
+            let secret = reseal(&webhook.secret)?;
+            let previous = webhook.previous_secret.as_deref().map(reseal).transpose()?;
+            if store
+                .reseal_webhook_secrets(&webhook, &secret, previous.as_deref())
+                .await?
+            {
+                written += 1;
+            }
+        }
+        report.webhooks += written;
         stalled = if written == 0 { stalled + 1 } else { 0 };
         anyhow::ensure!(stalled < STALLED_BATCHES, stalled_message(new));
     }

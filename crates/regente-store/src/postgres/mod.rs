@@ -35,6 +35,7 @@ mod robots;
 mod runtimes;
 mod schedules;
 mod users;
+mod webhooks;
 
 use std::borrow::Cow;
 use std::str::FromStr;

@@ -37,6 +37,7 @@ mod robots;
 mod runtimes;
 mod schedules;
 mod users;
+mod webhooks;
 
 pub use engine::SqliteStore;
 

@@ -72,6 +72,7 @@ mod robots;
 mod runtimes;
 mod schedule_flows;
 mod schedules;
+mod webhooks;
 
 #[tokio::test]
 async fn open_names_both_schemes_for_an_unknown_one() {

@@ -32,7 +32,7 @@ pub(crate) const HIDDEN_EXECUTIONS: &str =
 pub(crate) const HIDDEN_KEYS: &str = "SELECT user_id, key, fingerprint, execution_id, created_at \
      FROM idempotency_keys ORDER BY user_id, key";
 pub(crate) const HIDDEN_SESSIONS: &str = "SELECT id, session_id FROM runtimes ORDER BY id";
-pub(crate) const TABLES: [&str; 23] = [
+pub(crate) const TABLES: [&str; 26] = [
     "organizations",
     "users",
     "runtimes",
@@ -53,6 +53,9 @@ pub(crate) const TABLES: [&str; 23] = [
     "credential_values",
     "vault_keys",
     "api_keys",
+    "webhooks",
+    "webhook_deliveries",
+    "webhook_attempts",
     "schedules",
     "schedule_fires",
     "audit_records",
@@ -506,6 +509,39 @@ pub(crate) async fn assert_same_events(
             target.list_api_keys(organization_id).await.unwrap(),
             source.list_api_keys(organization_id).await.unwrap()
         );
+    }
+    for organization_id in &fixture.webhook_organizations {
+        let webhooks = source.list_webhooks(organization_id).await.unwrap();
+        assert!(!webhooks.is_empty());
+        assert_eq!(
+            target.list_webhooks(organization_id).await.unwrap(),
+            webhooks
+        );
+        for webhook in &webhooks {
+            let deliveries = source
+                .list_webhook_deliveries(organization_id, &webhook.id, None, 100)
+                .await
+                .unwrap();
+            assert_eq!(
+                target
+                    .list_webhook_deliveries(organization_id, &webhook.id, None, 100)
+                    .await
+                    .unwrap(),
+                deliveries
+            );
+            for delivery in &deliveries {
+                assert_eq!(
+                    target
+                        .get_webhook_delivery(organization_id, &webhook.id, &delivery.id)
+                        .await
+                        .unwrap(),
+                    source
+                        .get_webhook_delivery(organization_id, &webhook.id, &delivery.id)
+                        .await
+                        .unwrap()
+                );
+            }
+        }
     }
     for (consumer, cursor) in &fixture.consumers {
         let at = original.iter().position(|e| e.cursor == *cursor).unwrap();

@@ -112,6 +112,8 @@ pub(crate) struct Fixture {
     pub(crate) credentials: Vec<(String, String)>,
     /// (organization id, key hash): one key used and live, one revoked.
     pub(crate) api_keys: Vec<(String, String)>,
+    /// Organisations with a webhook (its deliveries and attempts).
+    pub(crate) webhook_organizations: Vec<String>,
 }
 
 pub(crate) struct Builder {
@@ -385,6 +387,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
             flows: Vec::new(),
             credentials: Vec::new(),
             api_keys: Vec::new(),
+            webhook_organizations: Vec::new(),
         },
     };
 
@@ -610,6 +613,7 @@ pub(crate) async fn populate(store: Arc<dyn Store>) -> Fixture {
     populate_flows(&mut b).await;
     populate_credentials(&mut b).await;
     populate_api_keys(&mut b).await;
+    populate_webhooks(&mut b).await;
     // Schedules: one with a run, a skip and a missed fire; one paused.
     for (n, organization, runtime, robot, paused) in [(0, 0, 0, 0, false), (1, 1, 2, 1, true)] {
         let schedule = Schedule {
@@ -924,4 +928,68 @@ async fn populate_api_keys(b: &mut Builder) {
         .into_iter()
         .map(|(_, hash)| (organization_id.clone(), hash))
         .collect();
+}
+
+async fn populate_webhooks(b: &mut Builder) {
+    let organization_id = b.fixture.organizations[0].id.clone();
+    let webhook = regente_store::Webhook {
+        id: b.next_id(),
+        organization_id: organization_id.clone(),
+        url: "https://example.org/«hook»".into(),
+        events: vec!["execution.finished".into(), "runtime.online".into()],
+        description: Some("erp «prod»".into()),
+        enabled: false,
+        disabled_reason: Some("410".into()),
+        secret: "v1.key.nonce.sealed".into(),
+        previous_secret: Some("v1.key.nonce.former".into()),
+        previous_secret_until: Some(b.init + 86_400_000),
+        created_at: b.init + 600,
+        updated_at: b.init + 601,
+    };
+    b.store.create_webhook(&webhook, None).await.unwrap();
+    let deliveries: Vec<regente_store::WebhookDelivery> = (0..2)
+        .map(|n| regente_store::WebhookDelivery {
+            id: b.next_id(),
+            organization_id: organization_id.clone(),
+            webhook_id: webhook.id.clone(),
+            event_type: "execution.finished".into(),
+            event_seq: n + 1,
+            payload: format!("{{\"type\":\"execution.finished\",\"n\":{n}}}"),
+            status: regente_store::DeliveryStatus::Pending,
+            attempts: 0,
+            round_attempts: 0,
+            next_attempt_at: Some(b.init + 700),
+            last_status_code: None,
+            last_error: None,
+            last_duration_ms: None,
+            last_attempt_at: None,
+            created_at: b.init + 700 + n,
+        })
+        .collect();
+    b.store
+        .queue_webhook_deliveries(
+            &deliveries,
+            "webhooks",
+            regente_store::EventCursor::START,
+            b.init + 700,
+        )
+        .await
+        .unwrap();
+    let attempt = regente_store::WebhookAttempt {
+        delivery_id: deliveries[0].id.clone(),
+        attempt: 1,
+        at: b.init + 701,
+        duration_ms: 15,
+        status_code: Some(503),
+        error: None,
+        response: Some("busy «now»".into()),
+    };
+    b.store
+        .record_webhook_attempt(
+            &attempt,
+            &regente_store::AttemptOutcome::RetryAt(b.init + 800),
+        )
+        .await
+        .unwrap();
+    b.fixture.webhook_organizations = vec![organization_id];
 }

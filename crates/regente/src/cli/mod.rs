@@ -1,7 +1,8 @@
 //! The command line for people and scripts: sign in once, then push robots, run
 //! them and follow or read executions; read, pause, resume and trigger
 //! schedules; run flows and read their runs; create, list and revoke API keys;
-//! read the audit log. Built on `regente-client`.
+//! read the audit log; manage webhooks and their deliveries. Built on
+//! `regente-client`.
 //!
 //! Exit status: 0 when the command did what it was asked (a run waited for
 //! ended FINISHED); 1 when a run waited for ended ERROR; 3 when it ended
@@ -19,6 +20,7 @@ pub use audit::{audit, AuditCommand};
 pub use credentials::{credentials, CredentialsCommand};
 pub use flows::{flows, FlowsCommand};
 pub use schedules::{schedules, SchedulesCommand};
+pub use webhooks::{webhooks, WebhooksCommand};
 
 mod api_keys;
 mod audit;
@@ -28,6 +30,7 @@ mod follow;
 mod package;
 mod schedules;
 mod session;
+mod webhooks;
 
 /// How answers are printed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, ValueEnum)]

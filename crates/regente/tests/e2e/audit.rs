@@ -47,6 +47,19 @@ const AUDITED: &[(&str, &str, &str)] = &[
     ("DELETE", "/api/admin/schedules/{id}", "schedule.delete"),
     ("POST", "/api/admin/api-keys", "api_key.create"),
     ("DELETE", "/api/admin/api-keys/{id}", "api_key.revoke"),
+    ("POST", "/api/admin/webhooks", "webhook.create"),
+    ("PATCH", "/api/admin/webhooks/{id}", "webhook.update"),
+    (
+        "POST",
+        "/api/admin/webhooks/{id}/rotate-secret",
+        "webhook.rotate_secret",
+    ),
+    (
+        "POST",
+        "/api/admin/webhooks/{id}/deliveries/{delivery_id}/replay",
+        "webhook.replay",
+    ),
+    ("DELETE", "/api/admin/webhooks/{id}", "webhook.delete"),
 ];
 
 const PASSWORD: &str = "audited-password-1";
@@ -320,6 +333,48 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     expected.push("api_key.revoke", &api_key_id);
     send("DELETE", &api_key_path, None).expect(204);
 
+    // A webhook: created (its secret shown once), changed, given a new
+    // secret, a delivery replayed, deleted.
+    let webhook = send(
+        "POST",
+        "/api/admin/webhooks",
+        Some(json!({"url": "http://127.0.0.1:9/audited", "events": ["execution.queued"]})),
+    )
+    .expect(201)
+    .json();
+    let webhook_id = webhook["id"].as_str().expect("an id").to_owned();
+    let webhook_secret = webhook["secret"].as_str().expect("the secret").to_owned();
+    expected.push("webhook.create", &webhook_id);
+    let webhook_path = format!("/api/admin/webhooks/{webhook_id}");
+    send(
+        "PATCH",
+        &webhook_path,
+        Some(json!({"description": "audited"})),
+    )
+    .expect(200);
+    expected.push("webhook.update", &webhook_id);
+    let rotated = send("POST", &format!("{webhook_path}/rotate-secret"), None)
+        .expect(200)
+        .json();
+    let rotated_secret = rotated["secret"].as_str().expect("the secret").to_owned();
+    expected.push("webhook.rotate_secret", &webhook_id);
+    server.queue(&admin, &work, &robot, None);
+    let delivery_id = wait_until(Duration::from_secs(30), "a webhook delivery", || {
+        let page = send("GET", &format!("{webhook_path}/deliveries"), None)
+            .expect(200)
+            .json();
+        page["deliveries"][0]["id"].as_str().map(str::to_owned)
+    });
+    send(
+        "POST",
+        &format!("{webhook_path}/deliveries/{delivery_id}/replay"),
+        None,
+    )
+    .expect(202);
+    expected.push("webhook.replay", &webhook_id);
+    send("DELETE", &webhook_path, None).expect(204);
+    expected.push("webhook.delete", &webhook_id);
+
     // A failed login, for a known name and an unknown one.
     assert_eq!(
         server.login_v2_reply(ADMIN_USER, "wrong-password").status,
@@ -394,6 +449,11 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
         "expires_at": 32_472_144_000_000_i64});
     assert_eq!(summary_of("api_key.create"), key_summary);
     assert_eq!(summary_of("api_key.revoke"), key_summary);
+    assert_eq!(summary_of("webhook.update")["description"], "audited");
+    assert_eq!(
+        summary_of("webhook.replay")["delivery_id"],
+        delivery_id.as_str()
+    );
     // No secret anywhere in the log: no password, credential value, runtime
     // key, API key nor its hash.
     let text = serde_json::to_string(&changes).unwrap();
@@ -406,6 +466,8 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
         new_key.as_str(),
         api_key_secret,
         api_key_hash.as_str(),
+        &webhook_secret[6..],
+        &rotated_secret[6..],
     ] {
         assert!(!text.contains(secret), "the log shows a secret: {text}");
     }

@@ -801,6 +801,107 @@ fn api_keys_are_created_used_and_revoked_from_the_command_line() {
 }
 
 #[test]
+fn webhooks_are_managed_from_the_command_line() {
+    let world = World::start();
+    let receiver = crate::webhook_receiver::Receiver::start();
+
+    // Created: the secret printed alone on standard output, once.
+    let created = world.cli(&[
+        "webhooks",
+        "create",
+        &receiver.url,
+        "--events",
+        "runtime.online,execution.finished",
+        "--description",
+        "erp",
+    ]);
+    assert_success(&created);
+    let secret = stdout(&created).trim().to_owned();
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    assert!(
+        stderr(&created).contains("shown this once"),
+        "{}",
+        stderr(&created)
+    );
+    receiver.add_secret(&secret);
+    let listed = json(&world.cli(&["webhooks", "list", "--output", "json"]));
+    let id = listed[0]["id"].as_str().expect("an id").to_owned();
+    assert_eq!(
+        listed[0]["events"],
+        serde_json::json!(["runtime.online", "execution.finished"])
+    );
+    let list = world.cli(&["webhooks", "list"]);
+    assert!(stdout(&list).contains(&receiver.url), "{}", stdout(&list));
+    assert!(!format!("{}{}", stdout(&list), stderr(&list)).contains(&secret[6..]));
+
+    let bad = world.cli(&[
+        "webhooks",
+        "create",
+        "ftp://example.org/",
+        "--events",
+        "runtime.online",
+    ]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("url"), "{}", stderr(&bad));
+    let unknown = world.cli(&["webhooks", "update", &id, "--events", "execution.exploded"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(
+        stderr(&unknown).contains("execution.exploded"),
+        "{}",
+        stderr(&unknown)
+    );
+
+    // A run's end is delivered, listed among the deliveries, replayed.
+    let folder = world.robot_folder("hooked", "echo hooked\n", "");
+    assert_success(&world.cli(&["robots", "push", &folder]));
+    assert_success(&world.cli(&["run", "hooked", "--runtime", "office-pc", "--wait"]));
+    let first = wait_until(Duration::from_secs(60), "the end delivered", || {
+        receiver
+            .delivered()
+            .into_iter()
+            .find(|r| r.body["type"] == "execution.finished")
+    });
+    let page = json(&world.cli(&["webhooks", "deliveries", &id, "--output", "json"]));
+    let listed_ids: Vec<&str> = page["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["id"].as_str().unwrap())
+        .collect();
+    assert!(listed_ids.contains(&first.id.as_str()), "{page}");
+    let table = world.cli(&["webhooks", "deliveries", &id]);
+    assert!(
+        stdout(&table).contains("execution.finished"),
+        "{}",
+        stdout(&table)
+    );
+    assert_success(&world.cli(&["webhooks", "replay", &id, &first.id]));
+    wait_until(Duration::from_secs(60), "the replay delivered", || {
+        (receiver
+            .delivered()
+            .iter()
+            .filter(|r| r.id == first.id)
+            .count()
+            == 2)
+            .then_some(())
+    });
+
+    // Disabled, shown, given a new secret, deleted.
+    let disabled = json(&world.cli(&["webhooks", "update", &id, "--disable", "--output", "json"]));
+    assert_eq!(disabled["enabled"], false);
+    let shown = world.cli(&["webhooks", "show", &id]);
+    assert!(stdout(&shown).contains("disabled"), "{}", stdout(&shown));
+    let rotated = world.cli(&["webhooks", "rotate-secret", &id]);
+    assert_success(&rotated);
+    let new_secret = stdout(&rotated).trim().to_owned();
+    assert!(new_secret.starts_with("whsec_") && new_secret != secret);
+    assert_success(&world.cli(&["webhooks", "delete", &id]));
+    let gone = world.cli(&["webhooks", "show", &id]);
+    assert_eq!(gone.status.code(), Some(2));
+    assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
+}
+
+#[test]
 fn audit_list_shows_the_newest_records_by_filter() {
     let world = World::start();
     let token = world.server.admin_token();

@@ -7,6 +7,7 @@
 //! `E2E_FUZZ_SEED` and `E2E_FUZZ_REQUESTS` change the seed and the count.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde_json::{json, Value};
@@ -339,6 +340,23 @@ fn route_body(
         json!({"from": bound(rng), "to": bound(rng)})
     } else if template.starts_with("/api/admin/schedules") && method != "GET" {
         schedule_body(rng, f, flow_id, odd_text)
+    } else if template.starts_with("/api/admin/webhooks") && method != "GET" {
+        let events = match rng.below(4) {
+            0 => json!(["execution.finished", "runtime.online"]),
+            1 => json!([odd_text(rng)]),
+            2 => json!([]),
+            _ => odd_value(rng),
+        };
+        let url = match rng.below(4) {
+            0 => json!("http://127.0.0.1:9/fuzz"),
+            1 => json!("http://169.254.169.254/"),
+            _ => odd_text(rng),
+        };
+        match rng.below(3) {
+            0 => json!({"url": url, "events": events}),
+            1 => json!({"enabled": odd_value(rng), "description": odd_value(rng)}),
+            _ => json!({"url": url, "events": events, "description": odd_text(rng)}),
+        }
     } else if template == "/api/admin/robots" && method == "POST" {
         return Some(match rng.below(5) {
             0 => zip.to_vec(),
@@ -469,6 +487,10 @@ fn warm_up_body(n: usize, template: &str, zip: &[u8], f: &Fixture) -> Option<Vec
         }
         "/api/admin/credentials/{id}" => json!({"fields": {"password": "warm-value-2"}}),
         "/api/admin/api-keys" => json!({"name": format!("warm-{n}"), "role": "integration"}),
+        "/api/admin/webhooks" => {
+            json!({"url": "http://127.0.0.1:9/warm", "events": ["execution.finished"]})
+        }
+        "/api/admin/webhooks/{id}" => json!({"description": format!("warm {n}")}),
         "/api/admin/flows" => flow_definition(&format!("warm-flow-{n}"), &f.robot, &f.runtime),
         _ if template.ends_with("/run") => json!({}),
         "/api/admin/organizations" => json!({
@@ -565,6 +587,35 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
     };
     let api_key = new_key("fuzz-key")["id"].as_str().unwrap().to_owned();
     let kept_key = new_key("fuzz-kept-key")["key"].as_str().unwrap().to_owned();
+    // Webhooks for their routes to reach (the first deleted in the warm-up),
+    // and a delivery of each (to a closed port: it stays pending).
+    let webhooks: Vec<String> = ["victim", "kept"]
+        .iter()
+        .map(|name| {
+            let body = json!({"url": format!("http://127.0.0.1:9/{name}"), "events": ["execution.queued"]});
+            server.req("POST", "/api/admin/webhooks").auth(&f.admin).json(&body).send().expect(201).json()
+                ["id"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    server.queue(&f.admin, &f.runtime, &f.robot, None);
+    let webhook_deliveries: Vec<String> = webhooks
+        .iter()
+        .map(|webhook| {
+            wait_until(Duration::from_secs(30), "a webhook delivery", || {
+                let page = server
+                    .get(
+                        &format!("/api/admin/webhooks/{webhook}/deliveries"),
+                        &f.admin,
+                    )
+                    .expect(200)
+                    .json();
+                page["deliveries"][0]["id"].as_str().map(str::to_owned)
+            })
+        })
+        .collect();
     let keep_result = server
         .result(&f.admin, &f.runtime, &keep)
         .expect(200)
@@ -730,6 +781,12 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
             let version = *rng.pick(&["1", "1", "2", "0", "x", "99999999999", "-1"]);
             path = path.replace("{version}", version);
         }
+        if path.contains("{delivery_id}") {
+            // Each webhook's own delivery, when aiming at its webhook.
+            let good: Vec<&String> = webhook_deliveries.iter().collect();
+            let id = pick_id(&mut rng, &good, id_mode);
+            path = path.replace("{delivery_id}", &id);
+        }
         if path.contains("{id}") {
             let id = if template.starts_with("/api/admin/users") {
                 pick_id(&mut rng, &[&victim_user, &admin_id], id_mode)
@@ -748,6 +805,9 @@ fn random_requests_never_get_a_5xx_and_leave_the_data_intact() {
             } else if template.starts_with("/api/admin/schedules") {
                 // The first is deleted in the warm-up.
                 pick_id(&mut rng, &[&schedules[0], &schedules[1]], id_mode)
+            } else if template.starts_with("/api/admin/webhooks") {
+                // The first is deleted in the warm-up.
+                pick_id(&mut rng, &[&webhooks[0], &webhooks[1]], id_mode)
             } else {
                 let mut good: Vec<&String> = victims.iter().collect();
                 good.push(&keep);

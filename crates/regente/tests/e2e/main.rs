@@ -20,6 +20,7 @@ mod console_api_keys;
 mod console_browser;
 mod console_schedules_flows;
 mod console_up;
+mod console_webhooks;
 mod flows;
 mod fuzz;
 mod integration_api;
@@ -40,6 +41,8 @@ mod up;
 mod vault;
 mod waiting;
 mod walkthrough;
+mod webhook_receiver;
+mod webhooks;
 
 /// The kit finds the binary this suite was built with, the one Cargo names.
 #[test]

@@ -577,6 +577,29 @@ fn runs_keep_getting_the_right_values_through_a_key_rotation() {
             .send()
             .expect(201);
     }
+    // A webhook whose secret was rotated: both its secrets are sealed again.
+    let receiver = crate::webhook_receiver::Receiver::start();
+    let webhook = server
+        .req("POST", "/api/admin/webhooks")
+        .auth(&admin)
+        .json(&json!({"url": receiver.url, "events": ["execution.finished"]}))
+        .send()
+        .expect(201)
+        .json();
+    receiver.add_secret(webhook["secret"].as_str().unwrap());
+    let rotated = server
+        .req(
+            "POST",
+            &format!(
+                "/api/admin/webhooks/{}/rotate-secret",
+                webhook["id"].as_str().unwrap()
+            ),
+        )
+        .auth(&admin)
+        .send()
+        .expect(200)
+        .json();
+    receiver.add_secret(rotated["secret"].as_str().unwrap());
     let body = json!({"variables": [
         {"name": "EXPECTED", "type": "text", "value": expected(&username, &password, &token)},
         {"name": "TOKEN", "type": "text", "value": token},
@@ -642,6 +665,7 @@ fn runs_keep_getting_the_right_values_through_a_key_rotation() {
         .unwrap();
     assert!(output.success(), "{stdout}{stderr}");
     assert!(stdout.contains("122 credential values"), "{stdout}");
+    assert!(stdout.contains("1 webhooks' secrets"), "{stdout}");
     // After, on the running server.
     queue(&server, &mut runs, 4);
     all_matched(&server, &mut runs);
@@ -657,6 +681,22 @@ fn runs_keep_getting_the_right_values_through_a_key_rotation() {
     let _agent = TestAgent::start(&server, &key, 2);
     queue(&server, &mut runs, 4);
     all_matched(&server, &mut runs);
+    // Every run's end delivered, signed by both secrets opened with the new key.
+    let ended = server
+        .all_executions(&admin, &format!("&robot={robot}"))
+        .len();
+    wait_until(RUN, "every run's end delivered", || {
+        let delivered = receiver.delivered();
+        let ids: std::collections::HashSet<&str> = delivered
+            .iter()
+            .filter_map(|r| r.body["data"]["execution_id"].as_str())
+            .collect();
+        (ids.len() == ended).then_some(())
+    });
+    for delivery in receiver.delivered() {
+        assert_eq!(delivery.signed_by, vec![true, true], "{}", delivery.id);
+    }
+    assert!(receiver.refused().is_empty(), "{:?}", receiver.refused());
     // An old key alone no longer opens the vault.
     server.stop();
     let (code, log) = start_refused(&server, &[("REGENTE_MASTER_KEY", MASTER_KEY)]);
