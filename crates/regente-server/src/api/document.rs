@@ -406,8 +406,14 @@ pub fn json() -> &'static Value {
             "pattern": "^(?:19[7-9][0-9]|[2-9][0-9]{3})-",
             "description": "When the key stops working (in the future); null: never",
         });
-        // Credential bodies are read whole, and a member not of the body is refused.
-        for body in ["NewCredentialBody", "ReplaceCredentialBody"] {
+        // Credential and webhook bodies are read whole or field by field, and a
+        // member not of the body is refused.
+        for body in [
+            "NewCredentialBody",
+            "ReplaceCredentialBody",
+            "NewWebhookBody",
+            "WebhookChangeBody",
+        ] {
             document["components"]["schemas"][body]["additionalProperties"] = json!(false);
         }
         document
