@@ -111,14 +111,26 @@ pub fn quantile(buckets: &[u64], quantile: f64) -> Option<Millis> {
 /// and how many executions wait and run now.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Totals {
-    /// Ended executions by organisation and status (FINISHED, ERROR, CANCELED).
-    pub ended: Vec<StatusCount>,
+    /// Ended executions by organisation, robot and status (FINISHED, ERROR,
+    /// CANCELED).
+    pub ended: Vec<EndedCount>,
     /// Executions PENDENT or RUNNING now, by organisation and status.
     pub live: Vec<StatusCount>,
     /// How long the robots of ended executions ran, together (ms).
     pub busy_ms: i64,
     /// Ended executions by time bucket (see [`TIME_BUCKETS`]), per kind.
     pub times: Vec<(TimeKind, usize, u64)>,
+    /// Runtimes registered now, every organisation.
+    pub runtimes: u64,
+}
+
+/// Ended executions of one robot with one final status.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndedCount {
+    pub organization_id: String,
+    pub robot_id: String,
+    pub status: ExecutionStatus,
+    pub count: u64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -137,17 +149,24 @@ pub trait DashboardStore: Send + Sync {
     /// Every organisation's figures since the store began (the rollups summed)
     /// and its live executions (read on the status index).
     async fn totals(&self) -> Result<Totals>;
+
+    /// How long this process's write transactions took to commit, since the
+    /// store was opened; `None` where the backend does not time them.
+    fn commit_times(&self) -> Option<crate::HistogramSnapshot> {
+        None
+    }
 }
 
 /// The queries of [`DashboardStore::totals`], the same on both backends: the
 /// ended counts with the robots' busy time, the time buckets, the live counts.
-pub(crate) const TOTALS_ENDED: &str = "SELECT organization_id, status, \
+pub(crate) const TOTALS_ENDED: &str = "SELECT organization_id, robot_id, status, \
      CAST(sum(runs) AS BIGINT) AS count, CAST(sum(busy_ms) AS BIGINT) AS busy_ms \
-     FROM execution_hours GROUP BY organization_id, status";
+     FROM execution_hours GROUP BY organization_id, robot_id, status";
 pub(crate) const TOTALS_TIMES: &str = "SELECT kind, bucket, CAST(sum(runs) AS BIGINT) AS runs \
      FROM execution_hour_times GROUP BY kind, bucket";
 pub(crate) const TOTALS_LIVE: &str = "SELECT organization_id, status, count(*) AS count \
      FROM executions WHERE status IN ('PENDENT', 'RUNNING') GROUP BY organization_id, status";
+pub(crate) const TOTALS_RUNTIMES: &str = "SELECT count(*) AS runtimes FROM runtimes";
 
 #[cfg(test)]
 mod tests {

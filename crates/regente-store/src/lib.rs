@@ -38,6 +38,7 @@ pub mod dashboard;
 pub mod events;
 pub mod executions;
 pub mod flows;
+pub mod histogram;
 pub mod leases;
 pub mod organizations;
 pub mod postgres;
@@ -56,7 +57,9 @@ pub use credentials::{
     Credential, CredentialStore, CredentialWrite, SealedCredential, SealedValue, SealedVariables,
     StoredValue, VaultKey,
 };
-pub use dashboard::{DashboardStore, HourCount, HourTimes, Hours, StatusCount, TimeKind, Totals};
+pub use dashboard::{
+    DashboardStore, EndedCount, HourCount, HourTimes, Hours, StatusCount, TimeKind, Totals,
+};
 pub use events::{EventCursor, EventFilter, EventKind, EventStore, StoredEvent};
 pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,
@@ -66,6 +69,7 @@ pub use flows::{
     Flow, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStep, FlowStore, NewFlowRun, NewFlowVersion,
     WakingRun,
 };
+pub use histogram::{Histogram, HistogramSnapshot};
 pub use leases::{Change, Claimed, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome};
 pub use organizations::{Organization, OrganizationStore, User};
 pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion};

@@ -12,7 +12,7 @@ use regente_core::{ExecutionStatus, Role};
 use crate::api_keys::ApiKey;
 use crate::audit::{AuditEntry, AuditRecord};
 use crate::credentials::{Credential, SealedValue, SealedVariables, StoredValue, VaultKey};
-use crate::dashboard::{HourCount, HourTimes, StatusCount, TimeKind};
+use crate::dashboard::{EndedCount, HourCount, HourTimes, StatusCount, TimeKind};
 use crate::{
     Error, EventCursor, EventKind, Execution, ExecutionFilter, FireOrigin, FireOutcome, Flow,
     FlowRun, FlowStep, Lease, LogLine, Organization, Result, Robot, RobotVersion, Runtime,
@@ -378,8 +378,14 @@ pub(crate) fn status_count_from(row: &impl RecordRow) -> Result<StatusCount> {
 }
 
 /// A row of the ended totals: its count and the robots' busy time.
-pub(crate) fn ended_total_from(row: &impl RecordRow) -> Result<(StatusCount, i64)> {
-    Ok((status_count_from(row)?, row.int("busy_ms")?))
+pub(crate) fn ended_total_from(row: &impl RecordRow) -> Result<(EndedCount, i64)> {
+    let ended = EndedCount {
+        organization_id: row.text("organization_id")?,
+        robot_id: row.text("robot_id")?,
+        status: status_of(row)?,
+        count: row.int("count")? as u64,
+    };
+    Ok((ended, row.int("busy_ms")?))
 }
 
 pub(crate) fn time_total_from(row: &impl RecordRow) -> Result<(TimeKind, usize, u64)> {

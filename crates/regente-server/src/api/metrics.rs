@@ -4,8 +4,9 @@
 //! are nobody else's business.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Request, State};
+use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,7 @@ use axum::routing::get;
 use axum::Router;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
+use crate::service::http_metrics::UNMATCHED;
 use crate::service::{metrics, Context, Error};
 
 pub fn router() -> Router<Arc<Context>> {
@@ -63,14 +65,22 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
     given.len() == expected.len() && differences == 0
 }
 
-/// Counts every answer of the server by its status code.
+/// Counts every answer of the server by route template, method and status
+/// code, with how long it took (to its headers; a streamed body may go on).
 pub async fn count_answers(
     State(ctx): State<Arc<Context>>,
     request: Request,
     next: Next,
 ) -> Response {
+    let began = Instant::now();
+    // The template is shared with the router: cloning it allocates nothing.
+    let route = request.extensions().get::<MatchedPath>().cloned();
+    let method = request.method().clone();
     let response = next.run(request).await;
-    ctx.http_counts.count(response.status().as_u16());
+    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
+    let status = response.status().as_u16();
+    ctx.http_metrics
+        .count(route, &method, status, began.elapsed());
     response
 }
 

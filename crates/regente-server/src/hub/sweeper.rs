@@ -87,6 +87,8 @@ async fn sweep(ctx: &Context, timeout: Duration, grace_from: Millis) -> anyhow::
             .end_lease(&lease.execution_id, &lease.lease, spawned, &reason, now)
             .await?;
         if outcome != LostOutcome::Stale {
+            let expired = &ctx.work_counts.leases_expired;
+            expired.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             warn!(execution = %lease.execution_id, runtime = %lease.runtime_id, ?outcome, "runtime lost");
         }
         if let LostOutcome::Ended(_) = outcome {

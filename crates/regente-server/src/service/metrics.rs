@@ -5,50 +5,55 @@
 //!   long their robots ran, what waits and runs now. Ended runs are counted by
 //!   the rollups that the transaction ending each execution updates, so a
 //!   counter never misses a run nor goes back after a restart;
-//! - this server's own: its answers by status code and its connected runtimes,
-//!   counted since it started.
+//! - this server's own, counted since it started: its answers by route (see
+//!   [`super::http_metrics`]), its connected runtimes, the leases its sweeper
+//!   ended, the schedule fires it made, and the store's commit times as this
+//!   process saw them.
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use regente_store::dashboard::TIME_BUCKETS;
-use regente_store::{StatusCount, TimeKind};
+use regente_store::{Histogram, HistogramSnapshot, StatusCount, TimeKind};
 
 use super::{Context, Result};
 
-/// HTTP status codes counted: 100 to 599.
-const FIRST_CODE: u16 = 100;
-const CODES: usize = 500;
+/// Upper bounds of the schedule fire lag buckets, in seconds.
+const FIRE_LAG_BOUNDS: &[f64] = &[
+    0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
+];
 
-/// This server's answers by status code.
-pub struct HttpCounts {
-    by_code: Box<[AtomicU64]>,
+/// This server's counts of its background work, since it started.
+pub struct WorkCounts {
+    /// Runs whose runtime went silent, requeued or ended by the sweeper.
+    pub leases_expired: AtomicU64,
+    /// Schedule fires by outcome.
+    pub fires_started: AtomicU64,
+    pub fires_skipped: AtomicU64,
+    pub fires_missed: AtomicU64,
+    /// Fire time minus scheduled time, of the fires that started a run.
+    pub fire_lag: Histogram,
 }
 
-impl Default for HttpCounts {
-    fn default() -> HttpCounts {
-        HttpCounts {
-            by_code: (0..CODES).map(|_| AtomicU64::new(0)).collect(),
+impl Default for WorkCounts {
+    fn default() -> WorkCounts {
+        WorkCounts {
+            leases_expired: AtomicU64::new(0),
+            fires_started: AtomicU64::new(0),
+            fires_skipped: AtomicU64::new(0),
+            fires_missed: AtomicU64::new(0),
+            fire_lag: Histogram::new(FIRE_LAG_BOUNDS),
         }
     }
 }
 
-impl HttpCounts {
-    pub fn count(&self, code: u16) {
-        if let Some(counter) = code
-            .checked_sub(FIRST_CODE)
-            .and_then(|i| self.by_code.get(usize::from(i)))
-        {
-            counter.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// The codes answered at least once, with their counts.
-    fn answered(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
-        self.by_code.iter().enumerate().filter_map(|(i, counter)| {
-            let count = counter.load(Ordering::Relaxed);
-            (count > 0).then(|| (FIRST_CODE + i as u16, count))
-        })
+impl WorkCounts {
+    /// Counts a fire started `lag_ms` after its scheduled time.
+    pub fn fired(&self, lag_ms: i64) {
+        self.fires_started.fetch_add(1, Ordering::Relaxed);
+        let lag = Duration::from_millis(u64::try_from(lag_ms).unwrap_or(0));
+        self.fire_lag.observe(lag);
     }
 }
 
@@ -60,9 +65,19 @@ pub async fn render(ctx: &Context) -> Result<String> {
         &mut out,
         "regente_executions_ended_total",
         "counter",
-        "Executions ended, by organisation and final status (the store's, on every replica).",
+        "Executions ended, by organisation, robot and final status (the store's, on every \
+         replica).",
     );
-    statuses(&mut out, "regente_executions_ended_total", &totals.ended);
+    for ended in &totals.ended {
+        let _ = writeln!(
+            out,
+            "regente_executions_ended_total{{organization=\"{}\",robot=\"{}\",status=\"{}\"}} {}",
+            label(&ended.organization_id),
+            label(&ended.robot_id),
+            ended.status.as_str(),
+            ended.count
+        );
+    }
     family(
         &mut out,
         "regente_executions",
@@ -78,37 +93,28 @@ pub async fn render(ctx: &Context) -> Result<String> {
         "histogram",
         "How long ended executions' robots ran, start to end (the store's).",
     );
-    let mut buckets = vec![0u64; TIME_BUCKETS.len() + 1];
-    for (kind, bucket, runs) in &totals.times {
-        if *kind == TimeKind::Duration {
-            if let Some(slot) = buckets.get_mut(*bucket) {
-                *slot += runs;
-            }
-        }
-    }
-    let mut cumulative = 0;
-    for (bound, runs) in TIME_BUCKETS.iter().zip(&buckets) {
-        cumulative += runs;
-        let le = *bound as f64 / 1000.0;
-        let _ = writeln!(out, "{name}_bucket{{le=\"{le}\"}} {cumulative}");
-    }
-    cumulative += buckets[TIME_BUCKETS.len()];
-    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-    let _ = writeln!(out, "{name}_sum {}", totals.busy_ms as f64 / 1000.0);
-    let _ = writeln!(out, "{name}_count {cumulative}");
-
+    let durations = store_times(&totals.times, TimeKind::Duration);
+    let durations = HistogramSnapshot {
+        sum: Some(totals.busy_ms as f64 / 1000.0),
+        ..durations
+    };
+    histogram(&mut out, name, "", &durations);
+    let name = "regente_execution_queue_wait_seconds";
     family(
         &mut out,
-        "regente_http_responses_total",
-        "counter",
-        "Answers of this server by HTTP status code, since it started.",
+        name,
+        "histogram",
+        "How long ended executions waited, queued to started (the store's; no sum: the store \
+         keeps only the buckets).",
     );
-    for (code, count) in ctx.http_counts.answered() {
-        let _ = writeln!(
-            out,
-            "regente_http_responses_total{{code=\"{code}\"}} {count}"
-        );
-    }
+    histogram(
+        &mut out,
+        name,
+        "",
+        &store_times(&totals.times, TimeKind::Wait),
+    );
+
+    ctx.http_metrics.render(&mut out);
     family(
         &mut out,
         "regente_webhook_deliveries_total",
@@ -142,7 +148,32 @@ pub async fn render(ctx: &Context) -> Result<String> {
         "gauge",
         "Runtime agents connected to this server now.",
     );
-    let _ = writeln!(out, "regente_runtime_connections {}", ctx.hub.connected());
+    let connected = ctx.hub.connected() as u64;
+    let _ = writeln!(out, "regente_runtime_connections {connected}");
+    family(
+        &mut out,
+        "regente_runtimes",
+        "gauge",
+        "Runtimes registered in the store, by state: online (connected to this server) or \
+         offline (the others: with several replicas, connected to another one or to none; sum \
+         the online ones of every replica).",
+    );
+    let online = connected.min(totals.runtimes);
+    let _ = writeln!(out, "regente_runtimes{{state=\"online\"}} {online}");
+    let offline = totals.runtimes - online;
+    let _ = writeln!(out, "regente_runtimes{{state=\"offline\"}} {offline}");
+    work(&mut out, &ctx.work_counts);
+    if let Some(commits) = ctx.store.commit_times() {
+        let name = "regente_store_commit_duration_seconds";
+        family(
+            &mut out,
+            name,
+            "histogram",
+            "How long this server's write transactions to the store took, BEGIN to COMMIT, \
+             since it started (SQLite only).",
+        );
+        histogram(&mut out, name, "", &commits);
+    }
     family(
         &mut out,
         "regente_build_info",
@@ -157,7 +188,94 @@ pub async fn render(ctx: &Context) -> Result<String> {
     Ok(out)
 }
 
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+/// The leases this server's sweeper ended and the fires its scheduler made.
+fn work(out: &mut String, counts: &WorkCounts) {
+    family(
+        out,
+        "regente_leases_expired_total",
+        "counter",
+        "Runs whose runtime went silent, requeued or ended by this server's sweeper since it \
+         started.",
+    );
+    let expired = counts.leases_expired.load(Ordering::Relaxed);
+    let _ = writeln!(out, "regente_leases_expired_total {expired}");
+    let name = "regente_schedule_fires_total";
+    family(
+        out,
+        name,
+        "counter",
+        "Schedule fires of this server's scheduler since it started, by outcome: fired (a run \
+         started), skipped (overlap rule or a run that could not be queued), missed (due while \
+         nobody could fire it).",
+    );
+    for (outcome, count) in [
+        ("fired", &counts.fires_started),
+        ("skipped", &counts.fires_skipped),
+        ("missed", &counts.fires_missed),
+    ] {
+        let count = count.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}{{outcome=\"{outcome}\"}} {count}");
+    }
+    let name = "regente_schedule_fire_lag_seconds";
+    family(
+        out,
+        name,
+        "histogram",
+        "How late this server's scheduler started runs: fire time minus scheduled time.",
+    );
+    histogram(out, name, "", &counts.fire_lag.snapshot());
+}
+
+/// The store's time buckets of one kind, as a histogram in seconds (no sum).
+fn store_times(times: &[(TimeKind, usize, u64)], wanted: TimeKind) -> HistogramSnapshot {
+    let mut counts = vec![0u64; TIME_BUCKETS.len() + 1];
+    for (kind, bucket, runs) in times {
+        if *kind == wanted {
+            if let Some(slot) = counts.get_mut(*bucket) {
+                *slot += runs;
+            }
+        }
+    }
+    HistogramSnapshot {
+        bounds: TIME_BUCKETS.iter().map(|ms| *ms as f64 / 1000.0).collect(),
+        counts,
+        sum: None,
+    }
+}
+
+/// A histogram's lines: cumulative buckets, sum (when known) and count, each
+/// with `labels` (`name="value"` pairs, or empty) and the bucket's `le`.
+pub(super) fn histogram(out: &mut String, name: &str, labels: &str, snapshot: &HistogramSnapshot) {
+    let comma = if labels.is_empty() { "" } else { "," };
+    let mut cumulative = 0;
+    for (bound, count) in snapshot.bounds.iter().zip(&snapshot.counts) {
+        cumulative += count;
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{comma}le=\"{bound}\"}} {cumulative}"
+        );
+    }
+    cumulative += snapshot
+        .counts
+        .get(snapshot.bounds.len())
+        .copied()
+        .unwrap_or(0);
+    let _ = writeln!(
+        out,
+        "{name}_bucket{{{labels}{comma}le=\"+Inf\"}} {cumulative}"
+    );
+    let braced = if labels.is_empty() {
+        String::new()
+    } else {
+        format!("{{{labels}}}")
+    };
+    if let Some(sum) = snapshot.sum {
+        let _ = writeln!(out, "{name}_sum{braced} {sum}");
+    }
+    let _ = writeln!(out, "{name}_count{braced} {cumulative}");
+}
+
+pub(super) fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}");
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
@@ -175,7 +293,7 @@ fn statuses(out: &mut String, name: &str, counts: &[StatusCount]) {
 }
 
 /// A label value with `\`, `"` and line feeds escaped, as the format wants.
-fn label(value: &str) -> String {
+pub(super) fn label(value: &str) -> String {
     value
         .replace('\\', "\\\\")
         .replace('"', "\\\"")
@@ -187,13 +305,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn codes_outside_the_range_are_ignored_and_the_others_counted() {
-        let counts = HttpCounts::default();
-        for code in [200, 200, 404, 99, 600, 599, 100] {
-            counts.count(code);
-        }
-        let answered: Vec<_> = counts.answered().collect();
-        assert_eq!(answered, [(100, 1), (200, 2), (404, 1), (599, 1)]);
+    fn histograms_are_cumulative_with_their_labels() {
+        let snapshot = HistogramSnapshot {
+            bounds: vec![0.5, 2.0],
+            counts: vec![1, 0, 2],
+            sum: None,
+        };
+        let mut out = String::new();
+        histogram(&mut out, "h", "a=\"b\"", &snapshot);
+        assert_eq!(
+            out,
+            "h_bucket{a=\"b\",le=\"0.5\"} 1\nh_bucket{a=\"b\",le=\"2\"} 1\n\
+             h_bucket{a=\"b\",le=\"+Inf\"} 3\nh_count{a=\"b\"} 3\n"
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod credentials;
 pub mod dashboard;
 mod flow_plan;
 pub mod flows;
+pub mod http_metrics;
 pub mod metrics;
 pub mod organizations;
 pub mod robots;
@@ -43,8 +44,10 @@ pub struct Context {
     pub vault: crate::vault::Vault,
     /// Wakes the scheduler: a schedule changed here or on another server.
     pub schedules_changed: tokio::sync::Notify,
-    /// This server's answers by status code, for `/metrics`.
-    pub http_counts: metrics::HttpCounts,
+    /// This server's answers by route, method and status, for `/metrics`.
+    pub http_metrics: http_metrics::HttpMetrics,
+    /// This server's expired leases and schedule fires, for `/metrics`.
+    pub work_counts: metrics::WorkCounts,
     /// Wakes the webhooks' loop: a delivery was replayed, a webhook changed.
     pub webhooks_wake: tokio::sync::Notify,
     /// This server's webhook attempts by result, for `/metrics`.
@@ -72,7 +75,8 @@ impl Context {
             flows: Default::default(),
             vault: crate::vault::Vault::off(),
             schedules_changed: tokio::sync::Notify::new(),
-            http_counts: Default::default(),
+            http_metrics: Default::default(),
+            work_counts: Default::default(),
             webhooks_wake: tokio::sync::Notify::new(),
             webhook_counts: Default::default(),
             root_organization_id: Default::default(),

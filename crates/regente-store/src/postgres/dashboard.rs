@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 
 use super::{fetch_all, other, PostgresStore, NO_ARGS};
-use crate::dashboard::{TOTALS_ENDED, TOTALS_LIVE, TOTALS_TIMES};
+use crate::dashboard::{TOTALS_ENDED, TOTALS_LIVE, TOTALS_RUNTIMES, TOTALS_TIMES};
 use crate::rows::{
     ended_total_from, hour_count_from, hour_times_from, status_count_from, time_total_from,
 };
@@ -49,11 +49,16 @@ impl DashboardStore for PostgresStore {
                 .unzip();
         let times = fetch_all(&self.pool, TOTALS_TIMES, NO_ARGS, time_total_from).await?;
         let live = fetch_all(&self.pool, TOTALS_LIVE, NO_ARGS, status_count_from).await?;
+        let runtimes: i64 = sqlx::query_scalar(TOTALS_RUNTIMES)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(other)?;
         Ok(Totals {
             ended,
             live,
             busy_ms: busy.iter().sum(),
             times,
+            runtimes: runtimes.max(0) as u64,
         })
     }
 }

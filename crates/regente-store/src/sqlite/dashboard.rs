@@ -3,8 +3,8 @@
 use async_trait::async_trait;
 use rusqlite::params;
 
-use super::{all, SqliteStore};
-use crate::dashboard::{TOTALS_ENDED, TOTALS_LIVE, TOTALS_TIMES};
+use super::{all, one, SqliteStore};
+use crate::dashboard::{TOTALS_ENDED, TOTALS_LIVE, TOTALS_RUNTIMES, TOTALS_TIMES};
 use crate::rows::{
     ended_total_from, hour_count_from, hour_times_from, status_count_from, time_total_from,
 };
@@ -43,13 +43,21 @@ impl DashboardStore for SqliteStore {
                     .unzip();
             let times = all(conn, TOTALS_TIMES, params![], |row| time_total_from(row))?;
             let live = all(conn, TOTALS_LIVE, params![], |row| status_count_from(row))?;
+            let runtimes = one(conn, TOTALS_RUNTIMES, params![], |row| {
+                crate::rows::RecordRow::int(row, "runtimes")
+            })?;
             Ok(Totals {
                 ended,
                 live,
                 busy_ms: busy.iter().sum(),
                 times,
+                runtimes: runtimes.unwrap_or(0).max(0) as u64,
             })
         })
         .await
+    }
+
+    fn commit_times(&self) -> Option<crate::HistogramSnapshot> {
+        Some(self.readers.commit_times.snapshot())
     }
 }

@@ -17,7 +17,7 @@ use rusqlite::{Connection, OpenFlags};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use tokio::sync::oneshot;
 
-use crate::{ClusterStore, Error, Result};
+use crate::{ClusterStore, Error, Histogram, Result};
 
 /// Most writes committed by one transaction.
 const MAX_WRITE_BATCH: usize = 1024;
@@ -59,6 +59,11 @@ fn create_private(path: &std::path::Path) {
     // Already there, or its directory missing: SQLite opens it, or says why.
     let _ = options.open(path);
 }
+
+/// Upper bounds of the commit time buckets, in seconds.
+const COMMIT_TIME_BOUNDS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
 
 pub struct SqliteStore {
     writer: mpsc::Sender<Box<dyn WriteJob>>,
@@ -110,6 +115,7 @@ impl SqliteStore {
             path,
             idle: Mutex::new(Vec::new()),
             commits: commits.clone(),
+            commit_times: Histogram::new(COMMIT_TIME_BOUNDS),
         });
         // Fail at open, not at the first read, when reading is impossible.
         readers
@@ -295,7 +301,9 @@ fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, reader
                 Err(_) => break,
             }
         }
+        let began = Instant::now();
         let commit_error = commit_batch(&conn, &mut batch).err().map(|e| e.to_string());
+        readers.commit_times.observe(began.elapsed());
         if let Some(why) = &commit_error {
             tracing::error!(error = %why, writes = batch.len(), "a database transaction failed");
         }
@@ -431,6 +439,8 @@ pub(super) struct Readers {
     idle: Mutex<Vec<Reader>>,
     /// Commits by the writer so far.
     commits: Arc<AtomicU64>,
+    /// How long the writer's transactions took, from BEGIN to COMMIT.
+    pub(super) commit_times: Histogram,
 }
 
 struct Reader {

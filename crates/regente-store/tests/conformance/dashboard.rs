@@ -93,21 +93,31 @@ async fn executions_are_counted_by_the_hour_they_end_in(store: Arc<dyn Store>) {
     // Every organisation's totals: the ended counts, the robots' busy time,
     // the time buckets, and the executions waiting or running now.
     let totals = store.totals().await.unwrap();
-    let mut ended: Vec<(&str, &str, u64)> = totals
+    let mut ended: Vec<(&str, &str, &str, u64)> = totals
         .ended
         .iter()
-        .map(|c| (c.organization_id.as_str(), c.status.as_str(), c.count))
+        .map(|c| {
+            let organization = c.organization_id.as_str();
+            (
+                organization,
+                c.robot_id.as_str(),
+                c.status.as_str(),
+                c.count,
+            )
+        })
         .collect();
     ended.sort();
     let org = w.org.id.as_str();
+    let robot = w.robot_id.as_str();
     assert_eq!(
         ended,
         [
-            (org, "CANCELED", 1),
-            (org, "ERROR", 1),
-            (org, "FINISHED", 1)
+            (org, robot, "CANCELED", 1),
+            (org, robot, "ERROR", 1),
+            (org, robot, "FINISHED", 1)
         ]
     );
+    assert_eq!(totals.runtimes, 1, "the world's one runtime");
     assert_eq!(totals.busy_ms, 3_000 + HOUR + 500);
     let mut buckets: Vec<(&str, usize, u64)> = totals
         .times

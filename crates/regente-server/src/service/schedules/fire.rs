@@ -147,7 +147,35 @@ pub async fn fire_due(ctx: &Context, schedule: &Schedule, now: Millis) -> Result
     match apply(ctx, &firing).await? {
         // Another server, an edit or a pause got there first: read it again.
         Fired::Stale => Ok(true),
-        Fired::Applied(_) => Ok(plan.next_due_at.is_some_and(|due| due <= now)),
+        Fired::Applied(outcomes) => {
+            count_fires(ctx, &outcomes, firing.missed.len(), now);
+            Ok(plan.next_due_at.is_some_and(|due| due <= now))
+        }
+    }
+}
+
+/// Counts the scheduler's fires for `/metrics` (a fire recorded already by
+/// another server is not counted again).
+fn count_fires(
+    ctx: &Context,
+    outcomes: &[(Millis, Option<FireOutcome>)],
+    missed: usize,
+    now: Millis,
+) {
+    let counts = &ctx.work_counts;
+    let add = |counter: &std::sync::atomic::AtomicU64, n: u64| {
+        counter.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+    };
+    add(&counts.fires_missed, missed as u64);
+    for (scheduled_for, outcome) in outcomes {
+        match outcome {
+            Some(FireOutcome::Started(_)) => counts.fired(now - scheduled_for),
+            Some(FireOutcome::SkippedOverlap | FireOutcome::SkippedError) => {
+                add(&counts.fires_skipped, 1)
+            }
+            Some(FireOutcome::Missed) => add(&counts.fires_missed, 1),
+            None => {}
+        }
     }
 }
 
