@@ -124,7 +124,7 @@ fn metrics_count_what_was_done_and_the_store_s_counters_survive_a_restart() {
     let (idle, _) = server.create_runtime(&admin, "without-agent");
     let ok = upload_shell_robot(&server, &admin, "ok", "echo fine\n", "");
     let fails = upload_shell_robot(&server, &admin, "fails", "exit 3\n", "");
-    let _agent = TestAgent::start(&server, &key, 1);
+    let agent = TestAgent::start(&server, &key, 1);
     let mut last = String::new();
     for robot in [&ok, &ok, &fails] {
         last = server.queue(&admin, &runtime, robot, None);
@@ -178,7 +178,7 @@ fn metrics_count_what_was_done_and_the_store_s_counters_survive_a_restart() {
         Some(3.0),
         "the three refused scrapes"
     );
-    let ended = ended_by_status(&scrape);
+    let ended_now = ended_by_status(&scrape);
     let expected: HashMap<(String, String), f64> = [
         (&ok, "FINISHED", 2.0),
         (&fails, "ERROR", 1.0),
@@ -186,7 +186,7 @@ fn metrics_count_what_was_done_and_the_store_s_counters_survive_a_restart() {
     ]
     .map(|(robot, status, n)| ((robot.clone(), status.to_owned()), n))
     .into();
-    assert_eq!(ended, expected);
+    assert_eq!(ended_now, expected);
     assert_eq!(
         value(&scrape, "regente_executions", &[("status", "PENDENT")]),
         Some(1.0)
@@ -276,6 +276,21 @@ fn metrics_count_what_was_done_and_the_store_s_counters_survive_a_restart() {
     });
     assert_eq!(ended_by_status(&again), expected);
     assert_eq!(value(&again, "regente_http_requests_total", &refused), None);
+
+    // A runtime that goes silent mid-run: the sweeper ends its lease, once.
+    drop(agent);
+    let mut agent = TestAgent::start(&server, &key, 1);
+    let sleeps = upload_shell_robot(&server, &admin, "sleeps", "sleep 300\n", "");
+    let sleeping = server.queue(&admin, &runtime, &sleeps, None);
+    wait_for_status(&server, &admin, &runtime, &sleeping, &["RUNNING"], RUN);
+    agent.kill9();
+    ended(&server, &admin, &runtime, &sleeping);
+    let lost = scrape_metrics(&server);
+    assert_eq!(value(&lost, "regente_leases_expired_total", &[]), Some(1.0));
+    assert_eq!(
+        value(&lost, "regente_runtimes", &[("state", "offline")]),
+        Some(2.0)
+    );
 }
 
 #[test]
