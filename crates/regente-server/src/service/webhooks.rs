@@ -148,6 +148,10 @@ pub async fn list(ctx: &Context, caller: &Caller) -> Result<Vec<Webhook>> {
 }
 
 pub async fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<Webhook> {
+    // Ids are 16 hex digits: anything else names no webhook, and reaches no query.
+    if !regente_core::is_valid_id(id) {
+        return Err(Error::NotFound(not_found(id)()));
+    }
     or_not_found(
         ctx.store.get_webhook(&caller.organization_id, id).await,
         not_found(id),
@@ -233,6 +237,11 @@ pub async fn deliveries(
     limit: Option<u32>,
 ) -> Result<Vec<WebhookDelivery>> {
     get(ctx, caller, id).await?;
+    if before.is_some_and(|cursor| !regente_core::is_valid_id(cursor)) {
+        return Err(Error::Invalid(
+            "cursor: must be the next_cursor of a page (16 hex digits)".into(),
+        ));
+    }
     let limit = limit.unwrap_or(MAX_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(Error::Invalid(format!("limit: must be 1 to {MAX_PAGE}")));
@@ -249,6 +258,11 @@ pub async fn delivery(
     id: &str,
     delivery_id: &str,
 ) -> Result<(WebhookDelivery, Vec<WebhookAttempt>)> {
+    if !regente_core::is_valid_id(id) || !regente_core::is_valid_id(delivery_id) {
+        return Err(Error::NotFound(format!(
+            "no delivery {delivery_id} of webhook {id}"
+        )));
+    }
     or_not_found(
         ctx.store
             .get_webhook_delivery(&caller.organization_id, id, delivery_id)
@@ -264,6 +278,11 @@ pub async fn replay(
     id: &str,
     delivery_id: &str,
 ) -> Result<WebhookDelivery> {
+    if !regente_core::is_valid_id(id) || !regente_core::is_valid_id(delivery_id) {
+        return Err(Error::NotFound(format!(
+            "no delivery {delivery_id} of webhook {id}"
+        )));
+    }
     let audit = super::audit::record(
         ctx,
         caller,
