@@ -80,7 +80,7 @@ pub async fn count_answers(
     let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
     let status = response.status().as_u16();
     ctx.http_metrics
-        .count(route, &method, status, began.elapsed());
+        .count(route, method.as_str(), status, began.elapsed());
     response
 }
 
