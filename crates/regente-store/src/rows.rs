@@ -171,7 +171,9 @@ pub(crate) const EXECUTION_COLUMNS: &str = "seq, id, organization_id, runtime_id
      scheduled_for";
 
 pub(crate) fn execution_from(row: &impl RecordRow) -> Result<Execution> {
+    // In the order of EXECUTION_COLUMNS, the order a SQLite row is read fastest in.
     Ok(Execution {
+        seq: row.int("seq")?,
         id: row.text("id")?,
         organization_id: row.text("organization_id")?,
         runtime_id: row.text("runtime_id")?,
@@ -188,11 +190,10 @@ pub(crate) fn execution_from(row: &impl RecordRow) -> Result<Execution> {
         exit_code: row.int32_opt("exit_code")?,
         submitted_by: row.text_opt("submitted_by")?,
         canceled_by: row.text_opt("canceled_by")?,
-        schedule_id: row.text_opt("schedule_id")?,
-        scheduled_for: row.int_opt("scheduled_for")?,
-        seq: row.int("seq")?,
         flow_run_id: row.text_opt("flow_run_id")?,
         flow_step_id: row.text_opt("flow_step_id")?,
+        schedule_id: row.text_opt("schedule_id")?,
+        scheduled_for: row.int_opt("scheduled_for")?,
     })
 }
 

@@ -1,5 +1,7 @@
 //! The queue on SQLite: enqueue (with idempotency keys), reads, lists, cancels.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use regente_core::ExecutionStatus;
 use rusqlite::types::Value as SqlValue;
@@ -24,6 +26,12 @@ const INLINE_LOG_LINES: usize = 1000;
 
 const SELECT_LOGS: &str = "SELECT seq, time, level, message FROM execution_logs \
      WHERE organization_id = ?1 AND execution_id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4";
+
+/// One execution by its organisation and id (text built once: this is the
+/// result read's query).
+static SELECT_EXECUTION: LazyLock<String> = LazyLock::new(|| {
+    format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = ?1 AND id = ?2")
+});
 
 fn select_logs(
     conn: &Connection,
@@ -244,14 +252,9 @@ impl ExecutionStore for SqliteStore {
     async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution> {
         self.readers
             .with(|conn| {
-                one(
-                    conn,
-                    &format!(
-                        "SELECT {EXECUTION_COLUMNS} FROM executions WHERE organization_id = ?1 AND id = ?2"
-                    ),
-                    [organization_id, id],
-                    |row| execution_from(row),
-                )
+                one(conn, &SELECT_EXECUTION, [organization_id, id], |row| {
+                    execution_from(row)
+                })
             })?
             .ok_or(Error::NotFound)
     }
