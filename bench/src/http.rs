@@ -75,8 +75,9 @@ pub struct Load {
     pub ok: u64,
     pub errors: u64,
     pub first_error: Option<String>,
-    /// Latency of each successful request (send to whole body read), microseconds, sorted.
-    pub latencies_us: Vec<u64>,
+    /// Latency of each successful request (send to whole body read), microseconds, sorted;
+    /// or, from `wrk`, only its quantiles.
+    pub latencies: Latencies,
     pub elapsed: Duration,
     /// Whether a `Count` load stopped on its time budget.
     pub out_of_time: bool,
@@ -89,8 +90,24 @@ impl Load {
 
     /// The p-quantile (0..1) in milliseconds.
     pub fn quantile_ms(&self, p: f64) -> f64 {
-        quantile(&self.latencies_us, p) as f64 / 1000.0
+        let us = match &self.latencies {
+            Latencies::Samples(sorted) => quantile(sorted, p),
+            Latencies::Quantiles(known) => known
+                .iter()
+                .find(|(q, _)| *q >= p)
+                .or(known.last())
+                .map_or(0, |(_, us)| *us),
+        };
+        us as f64 / 1000.0
     }
+}
+
+/// A load's latencies, in microseconds.
+pub enum Latencies {
+    /// Every sample, sorted.
+    Samples(Vec<u64>),
+    /// Only some quantiles (p, value), ascending in p, the last being the maximum.
+    Quantiles(Vec<(f64, u64)>),
 }
 
 /// The p-quantile of sorted samples.
@@ -111,6 +128,7 @@ pub async fn load(connections: usize, until: Until, make: MakeRequest) -> Load {
         Until::Elapsed(duration) => (u64::MAX, duration),
         Until::Count(total, budget) => (total, budget),
     };
+    let mut samples = Vec::new();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
         let next = next.clone();
@@ -159,7 +177,7 @@ pub async fn load(connections: usize, until: Until, make: MakeRequest) -> Load {
         ok: 0,
         errors: 0,
         first_error: None,
-        latencies_us: Vec::new(),
+        latencies: Latencies::Samples(Vec::new()),
         elapsed: Duration::ZERO,
         out_of_time: false,
     };
@@ -174,7 +192,7 @@ pub async fn load(connections: usize, until: Until, make: MakeRequest) -> Load {
             ),
         };
         result.ok += latencies.len() as u64;
-        result.latencies_us.extend(latencies);
+        samples.extend(latencies);
         result.errors += errors;
         if result.first_error.is_none() {
             result.first_error = first_error;
@@ -183,6 +201,7 @@ pub async fn load(connections: usize, until: Until, make: MakeRequest) -> Load {
     }
     result.elapsed = started.elapsed();
     result.out_of_time &= matches!(until, Until::Count(..));
-    result.latencies_us.sort_unstable();
+    samples.sort_unstable();
+    result.latencies = Latencies::Samples(samples);
     result
 }

@@ -19,6 +19,7 @@ mod schedules;
 mod setup;
 mod sim;
 mod waits;
+mod wrk;
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -195,8 +196,6 @@ struct Bench {
     figures: Vec<Figure>,
     problems: Vec<String>,
     floors: Floors,
-    /// A finished execution (runtime, id) whose result the read figure fetches.
-    finished: Option<(String, String)>,
     /// Runs the load generator and the simulated agents; the rest of the
     /// benchmark is blocking code on the main thread.
     rt: tokio::runtime::Runtime,
@@ -259,7 +258,6 @@ fn main() -> ExitCode {
         figures: Vec::new(),
         problems: Vec::new(),
         floors: Floors::default(),
-        finished: None,
         rt,
     };
     let started = Instant::now();
