@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use sqlx::Row;
 
-use super::audit::{audited_change_one, insert_audit};
+use super::audit::{audit_one, audited_change_one, insert_audit};
 use super::events::insert_events;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::rows::{runtime_from, runtime_session_from};
@@ -169,10 +169,7 @@ impl RuntimeStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(conflict_as("a runtime with this key"))?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        insert_audit(&mut tx, audit).await?;
+        audit_one(&mut tx, done, audit).await?;
         tx.commit().await.map_err(other)
     }
 

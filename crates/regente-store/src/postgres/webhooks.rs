@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use sqlx::{PgConnection, Row};
 
-use super::audit::insert_audit;
+use super::audit::{audit_one, delete_audited, insert_audit};
 use super::events::save_cursor_in;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::credentials::sealed_variable_prefix;
@@ -115,10 +115,7 @@ impl WebhookStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(other)?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        insert_audit(&mut tx, audit).await?;
+        audit_one(&mut tx, done, audit).await?;
         tx.commit().await.map_err(other)
     }
 
@@ -130,16 +127,7 @@ impl WebhookStore for PostgresStore {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Deliveries and attempts go by ON DELETE CASCADE.
-        let done = sqlx::query("DELETE FROM webhooks WHERE organization_id = $1 AND id = $2")
-            .bind(organization_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(other)?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        insert_audit(&mut tx, audit).await?;
+        delete_audited(&mut tx, "webhooks", organization_id, id, audit).await?;
         tx.commit().await.map_err(other)
     }
 

@@ -9,7 +9,7 @@ use rusqlite::{params, params_from_iter, Connection};
 use super::{all, change, SqliteStore};
 use crate::audit::{audit_select, INSERT_AUDIT};
 use crate::rows::{audit_record_from, FilterValue};
-use crate::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Millis, Result};
+use crate::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Error, Millis, Result};
 
 /// Writes `entry`, if any, in the caller's transaction.
 pub(super) fn insert_audit(conn: &Connection, entry: Option<&AuditEntry>) -> Result<()> {
@@ -32,6 +32,37 @@ pub(super) fn insert_audit(conn: &Connection, entry: Option<&AuditEntry>) -> Res
         ],
     )
     .map(drop)
+}
+
+/// Writes `entry` for a change of one row that changed `changed` rows:
+/// [`Error::NotFound`], and nothing written, when it changed none.
+pub(super) fn audit_one(
+    conn: &Connection,
+    changed: usize,
+    entry: Option<&AuditEntry>,
+) -> Result<()> {
+    match changed {
+        0 => Err(Error::NotFound),
+        _ => insert_audit(conn, entry),
+    }
+}
+
+/// Deletes the row `id` of `organization_id` from `table` and writes `entry`
+/// with it; [`Error::NotFound`] when there is none. `table` is a constant of
+/// the store's schema, never input.
+pub(super) fn delete_audited(
+    conn: &Connection,
+    table: &'static str,
+    organization_id: &str,
+    id: &str,
+    entry: Option<&AuditEntry>,
+) -> Result<()> {
+    let deleted = change(
+        conn,
+        &format!("DELETE FROM {table} WHERE organization_id = ?1 AND id = ?2"),
+        [organization_id, id],
+    )?;
+    audit_one(conn, deleted, entry)
 }
 
 #[async_trait]
