@@ -15,7 +15,7 @@ use super::audit::{audit_one, delete_audited, insert_audit};
 use super::events::{insert_events, save_cursor_in};
 use super::executions::insert_execution;
 use super::flows::insert_run;
-use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
+use super::{conflict_as, fetch_all, fetch_optional, other, PgQuery, PostgresStore};
 use crate::rows::{
     fire_run_ids, insert_schedule_sql, schedule_definition, schedule_fire_from, schedule_from,
     status_of, update_schedule_sql, Param, SCHEDULE_COLUMNS, SCHEDULE_FIRE_COLUMNS,
@@ -37,8 +37,6 @@ static INSERT_SCHEDULE: LazyLock<String> =
 static UPDATE_SCHEDULE: LazyLock<String> =
     LazyLock::new(|| update_schedule_sql(|n| format!("${n}")));
 static LIVE_FLOW_RUNS: LazyLock<String> = LazyLock::new(|| live_flow_runs_sql(|n| format!("${n}")));
-
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 fn bind_param<'q>(query: PgQuery<'q>, param: Param<'q>) -> PgQuery<'q> {
     match param {
