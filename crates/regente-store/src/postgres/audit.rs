@@ -3,7 +3,7 @@
 
 use async_trait::async_trait;
 use sqlx::postgres::PgQueryResult;
-use sqlx::{Encode, PgConnection, PgPool, Postgres, Type};
+use sqlx::{PgConnection, PgPool};
 
 use super::events::prune_older;
 use super::{bound, other, PostgresStore};
@@ -85,21 +85,32 @@ pub(super) async fn delete_audited(
     audit_one(conn, done, entry).await
 }
 
-/// Runs a change of one row with `args` bound in order and writes `entry`
-/// with it, in one transaction; [`Error::NotFound`] (and nothing written)
-/// when it changed none.
-pub(super) async fn audited_change_one<'a, A>(
+/// Sets a value of the row `id` of `organization_id` by `change` (`$1` the
+/// value, `$2` the organisation, `$3` the id), which leaves out a row that
+/// already holds it, and writes `entry` with it, in one transaction. When it
+/// changed no row, `exists` (`$1` the organisation, `$2` the id) tells whether
+/// the row is there, already as asked (nothing written), or not
+/// ([`Error::NotFound`]).
+pub(super) async fn set_audited(
     pool: &PgPool,
-    sql: &'a str,
-    args: &[A],
+    (change_sql, exists_sql): (&str, &str),
+    (organization_id, id): (&str, &str),
+    value: &str,
     entry: Option<&AuditEntry>,
-) -> Result<()>
-where
-    A: Copy + 'a + Encode<'a, Postgres> + Type<Postgres>,
-{
+) -> Result<()> {
     let mut tx = pool.begin().await.map_err(other)?;
-    let done = bound(sql, args).execute(&mut *tx).await.map_err(other)?;
-    audit_one(&mut tx, done, entry).await?;
+    let done = bound(change_sql, &[value, organization_id, id])
+        .execute(&mut *tx)
+        .await
+        .map_err(other)?;
+    if done.rows_affected() == 0 {
+        let found = bound(exists_sql, &[organization_id, id])
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(other)?;
+        return found.map(drop).ok_or(Error::NotFound);
+    }
+    insert_audit(&mut tx, entry).await?;
     tx.commit().await.map_err(other)
 }
 

@@ -157,6 +157,16 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     )
     .expect(200);
     expected.push("user.set_role", &user);
+    // A change to what is already there changes nothing: it answers as any
+    // change does and leaves no record (the records are compared below).
+    let same_role = send(
+        "PATCH",
+        &format!("/api/admin/users/{user}"),
+        Some(json!({"role": "admin"})),
+    )
+    .expect(200)
+    .json();
+    assert_eq!(same_role["role"], "admin", "{same_role}");
 
     // Runtimes and robots.
     let (runtime, key) = server.create_runtime(&admin, "audited-runtime");
@@ -168,6 +178,14 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     )
     .expect(200);
     expected.push("runtime.rename", &runtime);
+    let same_name = send(
+        "PATCH",
+        &format!("/api/admin/runtimes/{runtime}"),
+        Some(json!({"name": "renamed"})),
+    )
+    .expect(200)
+    .json();
+    assert_eq!(same_name["name"], "renamed", "{same_name}");
     let new_key = send("POST", &format!("/api/admin/runtimes/{runtime}/key"), None)
         .expect(200)
         .json()["key"]
@@ -255,6 +273,15 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     )
     .expect(200);
     expected.push("schedule.update", &schedule);
+    for unchanged in [
+        json!({}),
+        json!({"name": "renamed-schedule", "paused": false}),
+    ] {
+        let answer = send("PATCH", &schedule_path, Some(unchanged))
+            .expect(200)
+            .json();
+        assert_eq!(answer["name"], "renamed-schedule", "{answer}");
+    }
     let triggered = send("POST", &format!("{schedule_path}/trigger"), None)
         .expect(200)
         .json()["execution_id"]
@@ -353,6 +380,15 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     )
     .expect(200);
     expected.push("webhook.update", &webhook_id);
+    for unchanged in [
+        json!({}),
+        json!({"description": "audited", "enabled": true}),
+    ] {
+        let answer = send("PATCH", &webhook_path, Some(unchanged))
+            .expect(200)
+            .json();
+        assert_eq!(answer["description"], "audited", "{answer}");
+    }
     let rotated = send("POST", &format!("{webhook_path}/rotate-secret"), None)
         .expect(200)
         .json();
