@@ -643,6 +643,61 @@ fn console_changes_are_recorded_and_the_audit_page_lists_them_for_admins() {
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["actor_name"], "bad\u{FFFD}name");
 
+    // The page tells an actor's kind by the id recorded, not by the name: a
+    // user named like an API key shows as a user, the key as a key, and a
+    // failed login as nobody signed in.
+    server.create_user(&admin, "api-key:impostor", PASSWORD, "admin");
+    let impostor = server.login("api-key:impostor", PASSWORD);
+    server.create_user(&impostor, "made-by-impostor", PASSWORD, "integration");
+    let key = server
+        .req("POST", "/api/admin/api-keys")
+        .auth(&admin)
+        .json(&json!({"name": "impostor", "role": "admin",
+            "expires_at": "2999-01-01T00:00:00Z"}))
+        .send()
+        .expect(201)
+        .json()["key"]
+        .as_str()
+        .expect("the key")
+        .to_owned();
+    server.create_user(
+        &format!("Bearer {key}"),
+        "made-by-key",
+        PASSWORD,
+        "integration",
+    );
+    let html = get("/audit?action=user.create", &cookie).text().unwrap();
+    let actor_of = |made: &str| -> String {
+        let row = html
+            .split("<tr data-action=")
+            .find(|row| row.contains(made))
+            .unwrap_or_else(|| panic!("no row for {made}: {html}"));
+        let cell = row.find("data-actor-kind=").expect("an actor cell");
+        row[cell..row[cell..].find("</td>").unwrap() + cell].to_owned()
+    };
+    let by_impostor = actor_of("made-by-impostor");
+    assert!(
+        by_impostor.starts_with("data-actor-kind=\"user\""),
+        "{by_impostor}"
+    );
+    assert!(by_impostor.contains("api-key:impostor"), "{by_impostor}");
+    let by_key = actor_of("made-by-key");
+    assert!(
+        by_key.starts_with("data-actor-kind=\"api_key\""),
+        "{by_key}"
+    );
+    assert!(by_key.contains("api-key:impostor"), "{by_key}");
+    assert!(by_key.contains(">API key<"), "{by_key}");
+    let by_admin = actor_of("console-made");
+    assert!(
+        by_admin.starts_with("data-actor-kind=\"user\""),
+        "{by_admin}"
+    );
+    let html = get("/audit?action=auth.login_failed", &cookie)
+        .text()
+        .unwrap();
+    assert!(html.contains("data-actor-kind=\"anonymous\""), "{html}");
+
     // An integration user gets the 403 page.
     let reader = format!(
         "regente_session={}",
