@@ -53,7 +53,7 @@ pub trait OrganizationStore: Send + Sync {
     /// there is no such user.
     async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()>;
     /// Gives a user of the organisation another role; [`Error::NotFound`](crate::Error)
-    /// when it has no such user.
+    /// when it has no such user. `audit` is written only when the role changes.
     async fn set_user_role(
         &self,
         organization_id: &str,

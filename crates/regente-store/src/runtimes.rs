@@ -47,7 +47,8 @@ pub trait RuntimeStore: Send + Sync {
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>>;
     async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>>;
     /// Renames a runtime; [`Error::NotFound`](crate::Error) when the
-    /// organisation has no such runtime.
+    /// organisation has no such runtime. `audit` is written only when the name
+    /// changes.
     async fn rename_runtime(
         &self,
         organization_id: &str,

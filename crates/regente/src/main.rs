@@ -309,7 +309,7 @@ struct ServeArgs {
     #[arg(
         long,
         env = "REGENTE_WEBHOOK_RETRY_DELAYS",
-        default_value = "5s,5m,30m,2h,5h,10h,10h"
+        default_value_t = regente_server::webhooks::default_retry_delays_text()
     )]
     webhook_retry_delays: String,
     /// Hosts, addresses or CIDRs webhooks may target even when link-local or cloud metadata

@@ -16,6 +16,9 @@ use crate::service::{audit, Context};
 pub struct AuditRow {
     pub time: String,
     pub actor: String,
+    /// The actor's kind, as data (`user`, `api_key`, ...) and as shown.
+    pub actor_kind: &'static str,
+    pub actor_kind_label: &'static str,
     pub action: String,
     pub object: String,
     pub address: String,
@@ -70,14 +73,20 @@ pub async fn list(
         serde_urlencoded::to_string(query).unwrap_or_default()
     });
     let given = |name: &str| params.get(name).cloned().unwrap_or_default();
+    let kinds = audit::actor_kinds(&ctx, viewer.caller(), &page.records)
+        .await
+        .map_err(viewer.fail())?;
     let rows = page
         .records
         .into_iter()
-        .map(|record| {
+        .zip(kinds)
+        .map(|(record, kind)| {
             let entry = record.entry;
             AuditRow {
                 time: format::time_html(entry.time),
                 actor: entry.actor_name,
+                actor_kind: kind.as_str(),
+                actor_kind_label: kind.label(),
                 action: entry.action,
                 object: format!("{} {}", entry.object_type, entry.object_id),
                 address: entry.address.unwrap_or_default(),

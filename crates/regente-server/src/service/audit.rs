@@ -7,6 +7,8 @@
 
 use std::net::IpAddr;
 
+use std::collections::HashSet;
+
 use regente_store::{AuditEntry, AuditFilter, AuditRecord};
 use serde_json::{json, Value};
 
@@ -18,6 +20,8 @@ pub const MAX_LIMIT: u32 = 200;
 pub const DEFAULT_LIMIT: u32 = 50;
 /// Characters of a username tried at a failed login that are kept.
 const TRIED_USERNAME_CHARS: usize = 254;
+/// The actor of a failed login: nobody signed in.
+const ANONYMOUS: &str = "anonymous";
 
 /// The record of `caller` doing `action` (`OBJECT.VERB`) to an object, now.
 pub fn record(
@@ -90,7 +94,7 @@ pub async fn login_failed(
     let entry = AuditEntry {
         organization_id,
         time: ctx.clock.now(),
-        actor_id: "anonymous".into(),
+        actor_id: ANONYMOUS.into(),
         actor_name: tried.clone(),
         action: "auth.login_failed".into(),
         object_type: "user".into(),
@@ -136,4 +140,67 @@ pub async fn list(ctx: &Context, caller: &Caller, mut filter: AuditFilter) -> Re
         None
     };
     Ok(Page { records, next })
+}
+
+/// What kind of actor did what a record tells. A record names its actor by
+/// id and name, and a name does not tell (a user may be named `api-key:x`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ActorKind {
+    User,
+    ApiKey,
+    /// The server acting on its own (see [`Caller::system`]).
+    System,
+    /// Nobody signed in: a failed login.
+    Anonymous,
+}
+
+impl ActorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::ApiKey => "api_key",
+            ActorKind::System => "system",
+            ActorKind::Anonymous => "anonymous",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            ActorKind::User => "user",
+            ActorKind::ApiKey => "API key",
+            ActorKind::System => "system",
+            ActorKind::Anonymous => "not signed in",
+        }
+    }
+}
+
+/// The kind of each record's actor, in order, told by its id: the server's
+/// own are `KIND:ID`, a failed login's [`ANONYMOUS`], and an id of one of the
+/// organisation's API keys (revoked ones too) is that key's; any other is a
+/// user's, deleted since or not.
+pub async fn actor_kinds(
+    ctx: &Context,
+    caller: &Caller,
+    records: &[AuditRecord],
+) -> Result<Vec<ActorKind>> {
+    let plain = |id: &str| id != ANONYMOUS && !id.contains(':');
+    let keys: HashSet<String> = if records.iter().any(|r| plain(&r.entry.actor_id)) {
+        ctx.store
+            .list_api_keys(&caller.organization_id)
+            .await?
+            .into_iter()
+            .map(|key| key.id)
+            .collect()
+    } else {
+        HashSet::new()
+    };
+    Ok(records
+        .iter()
+        .map(|record| match record.entry.actor_id.as_str() {
+            ANONYMOUS => ActorKind::Anonymous,
+            id if id.contains(':') => ActorKind::System,
+            id if keys.contains(id) => ActorKind::ApiKey,
+            _ => ActorKind::User,
+        })
+        .collect())
 }

@@ -164,7 +164,8 @@ pub async fn update(
     id: &str,
     change: WebhookChange,
 ) -> Result<Webhook> {
-    let mut webhook = get(ctx, caller, id).await?;
+    let before = get(ctx, caller, id).await?;
+    let mut webhook = before.clone();
     if let Some(url) = change.url {
         check_url(ctx, &url).await?;
         webhook.url = url;
@@ -181,6 +182,10 @@ pub async fn update(
         if enabled {
             webhook.disabled_reason = None;
         }
+    }
+    if webhook == before {
+        // Nothing to write, and so nothing to record.
+        return Ok(webhook);
     }
     webhook.updated_at = ctx.clock.now();
     let audit = super::audit::record(ctx, caller, "webhook.update", id, audit_summary(&webhook));

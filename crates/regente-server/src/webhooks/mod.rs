@@ -247,6 +247,20 @@ async fn deliveries_for(
     Ok(deliveries)
 }
 
+/// [`DEFAULT_RETRY_DELAYS`] as `--webhook-retry-delays` takes them, each in
+/// the largest unit that holds it whole: the flag's default.
+pub fn default_retry_delays_text() -> String {
+    DEFAULT_RETRY_DELAYS
+        .iter()
+        .map(|&seconds| match seconds {
+            _ if seconds % 3600 == 0 => format!("{}h", seconds / 3600),
+            _ if seconds % 60 == 0 => format!("{}m", seconds / 60),
+            _ => format!("{seconds}s"),
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// Reads `--webhook-retry-delays`: comma-separated durations (`5s`, `5m`,
 /// `2h`, or plain seconds).
 pub fn parse_retry_delays(text: &str) -> anyhow::Result<Vec<Duration>> {
@@ -323,5 +337,17 @@ mod tests {
         assert!(parse_retry_delays("1x").is_err());
         assert!(parse_retry_delays("-1s").is_err());
         assert!(parse_retry_delays("").unwrap().is_empty());
+    }
+
+    #[test]
+    fn the_default_delays_read_back_as_they_are() {
+        let text = default_retry_delays_text();
+        assert_eq!(text, "5s,5m,30m,2h,5h,10h,10h");
+        let seconds: Vec<u64> = parse_retry_delays(&text)
+            .unwrap()
+            .iter()
+            .map(Duration::as_secs)
+            .collect();
+        assert_eq!(seconds, DEFAULT_RETRY_DELAYS);
     }
 }

@@ -2,13 +2,14 @@
 //! [`insert_audit`] on the change's transaction, before its commit.
 
 use async_trait::async_trait;
-use sqlx::{Encode, PgConnection, PgPool, Postgres, Type};
+use sqlx::postgres::PgQueryResult;
+use sqlx::{PgConnection, PgPool};
 
 use super::events::prune_older;
 use super::{bound, other, PostgresStore};
 use crate::audit::{audit_select, INSERT_AUDIT};
 use crate::rows::{audit_record_from, FilterValue};
-use crate::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Millis, Result};
+use crate::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Error, Millis, Result};
 
 /// `sql` with each `?` turned into `$1`, `$2`, ... in order.
 fn numbered(sql: &str) -> String {
@@ -49,22 +50,65 @@ pub(super) async fn insert_audit(
     Ok(())
 }
 
-/// Runs a change of one row with `args` bound in order and writes `entry`
-/// with it, in one transaction; [`crate::Error::NotFound`] (and nothing
-/// written) when it changed none.
-pub(super) async fn audited_change_one<'a, A>(
-    pool: &PgPool,
-    sql: &'a str,
-    args: &[A],
+/// Writes `entry`, on the caller's transaction, for a change of one row
+/// that did `done`: [`Error::NotFound`], and nothing written, when it changed
+/// none.
+pub(super) async fn audit_one(
+    conn: &mut PgConnection,
+    done: PgQueryResult,
     entry: Option<&AuditEntry>,
-) -> Result<()>
-where
-    A: Copy + 'a + Encode<'a, Postgres> + Type<Postgres>,
-{
-    let mut tx = pool.begin().await.map_err(other)?;
-    let done = bound(sql, args).execute(&mut *tx).await.map_err(other)?;
+) -> Result<()> {
     if done.rows_affected() == 0 {
-        return Err(crate::Error::NotFound);
+        return Err(Error::NotFound);
+    }
+    insert_audit(conn, entry).await
+}
+
+/// Deletes the row `id` of `organization_id` from `table` and writes `entry`
+/// with it, on the caller's transaction; [`Error::NotFound`] when there is
+/// none. `table` is a constant of the store's schema, never input.
+pub(super) async fn delete_audited(
+    conn: &mut PgConnection,
+    table: &'static str,
+    organization_id: &str,
+    id: &str,
+    entry: Option<&AuditEntry>,
+) -> Result<()> {
+    let done = sqlx::query(&format!(
+        "DELETE FROM {table} WHERE organization_id = $1 AND id = $2"
+    ))
+    .bind(organization_id)
+    .bind(id)
+    .execute(&mut *conn)
+    .await
+    .map_err(other)?;
+    audit_one(conn, done, entry).await
+}
+
+/// Sets a value of the row `id` of `organization_id` by `change` (`$1` the
+/// value, `$2` the organisation, `$3` the id), which leaves out a row that
+/// already holds it, and writes `entry` with it, in one transaction. When it
+/// changed no row, `exists` (`$1` the organisation, `$2` the id) tells whether
+/// the row is there, already as asked (nothing written), or not
+/// ([`Error::NotFound`]).
+pub(super) async fn set_audited(
+    pool: &PgPool,
+    (change_sql, exists_sql): (&str, &str),
+    (organization_id, id): (&str, &str),
+    value: &str,
+    entry: Option<&AuditEntry>,
+) -> Result<()> {
+    let mut tx = pool.begin().await.map_err(other)?;
+    let done = bound(change_sql, &[value, organization_id, id])
+        .execute(&mut *tx)
+        .await
+        .map_err(other)?;
+    if done.rows_affected() == 0 {
+        let found = bound(exists_sql, &[organization_id, id])
+            .fetch_optional(&mut *tx)
+            .await
+            .map_err(other)?;
+        return found.map(drop).ok_or(Error::NotFound);
     }
     insert_audit(&mut tx, entry).await?;
     tx.commit().await.map_err(other)

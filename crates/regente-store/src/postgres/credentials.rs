@@ -5,7 +5,7 @@ use async_trait::async_trait;
 use serde_json::Value;
 use sqlx::{Postgres, Row, Transaction};
 
-use super::audit::insert_audit;
+use super::audit::{delete_audited, insert_audit};
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore, NO_ARGS};
 use crate::credentials::{sealed_variable_prefix, SEALED_VARIABLE_MARK};
 use crate::rows::{
@@ -154,16 +154,7 @@ impl CredentialStore for PostgresStore {
         .execute(&mut *tx)
         .await
         .map_err(other)?;
-        let deleted = sqlx::query("DELETE FROM credentials WHERE organization_id = $1 AND id = $2")
-            .bind(organization_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(other)?;
-        if deleted.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        insert_audit(&mut tx, audit).await?;
+        delete_audited(&mut tx, "credentials", organization_id, id, audit).await?;
         tx.commit().await.map_err(other)
     }
 

@@ -163,11 +163,11 @@ impl RecordRow for PgRow {
 /// `args` of a statement that takes none.
 const NO_ARGS: &[&str] = &[];
 
+/// A statement with (some of) its arguments bound.
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+
 /// `sql` with `args` bound in order.
-fn bound<'a, A>(
-    sql: &'a str,
-    args: &[A],
-) -> sqlx::query::Query<'a, Postgres, sqlx::postgres::PgArguments>
+fn bound<'a, A>(sql: &'a str, args: &[A]) -> PgQuery<'a>
 where
     A: Copy + 'a + Encode<'a, Postgres> + Type<Postgres>,
 {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 
 use sqlx::Row;
 
-use super::audit::{audited_change_one, insert_audit};
+use super::audit::{audit_one, insert_audit, set_audited};
 use super::events::insert_events;
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::rows::{runtime_from, runtime_session_from};
@@ -98,11 +98,16 @@ impl RuntimeStore for PostgresStore {
         name: &str,
         audit: Option<&AuditEntry>,
     ) -> Result<()> {
-        audited_change_one(
+        set_audited(
             &self.pool,
-            "UPDATE runtimes SET name = $1 \
-             WHERE organization_id = $2 AND id = $3 AND deleted_at IS NULL",
-            &[name, organization_id, id],
+            (
+                "UPDATE runtimes SET name = $1 \
+                 WHERE organization_id = $2 AND id = $3 AND deleted_at IS NULL AND name <> $1",
+                "SELECT 1 FROM runtimes \
+                 WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
+            ),
+            (organization_id, id),
+            name,
             audit,
         )
         .await
@@ -169,10 +174,7 @@ impl RuntimeStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(conflict_as("a runtime with this key"))?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        insert_audit(&mut tx, audit).await?;
+        audit_one(&mut tx, done, audit).await?;
         tx.commit().await.map_err(other)
     }
 

@@ -11,11 +11,11 @@ use regente_core::schedule::plan::Overlap;
 use regente_core::ExecutionStatus;
 use sqlx::{PgConnection, Row};
 
-use super::audit::insert_audit;
+use super::audit::{audit_one, delete_audited, insert_audit};
 use super::events::{insert_events, save_cursor_in};
 use super::executions::insert_execution;
 use super::flows::insert_run;
-use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
+use super::{conflict_as, fetch_all, fetch_optional, other, PgQuery, PostgresStore};
 use crate::rows::{
     fire_run_ids, insert_schedule_sql, schedule_definition, schedule_fire_from, schedule_from,
     status_of, update_schedule_sql, Param, SCHEDULE_COLUMNS, SCHEDULE_FIRE_COLUMNS,
@@ -37,8 +37,6 @@ static INSERT_SCHEDULE: LazyLock<String> =
 static UPDATE_SCHEDULE: LazyLock<String> =
     LazyLock::new(|| update_schedule_sql(|n| format!("${n}")));
 static LIVE_FLOW_RUNS: LazyLock<String> = LazyLock::new(|| live_flow_runs_sql(|n| format!("${n}")));
-
-type PgQuery<'q> = sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>;
 
 fn bind_param<'q>(query: PgQuery<'q>, param: Param<'q>) -> PgQuery<'q> {
     match param {
@@ -328,10 +326,7 @@ impl ScheduleStore for PostgresStore {
             .execute(&mut *tx)
             .await
             .map_err(conflict_as(NAME_TAKEN))?;
-        if changed.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        insert_audit(&mut tx, audit).await?;
+        audit_one(&mut tx, changed, audit).await?;
         tx.commit().await.map_err(other)
     }
 
@@ -342,22 +337,13 @@ impl ScheduleStore for PostgresStore {
         audit: Option<&AuditEntry>,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
-        let deleted = sqlx::query("DELETE FROM schedules WHERE organization_id = $1 AND id = $2")
-            .bind(organization_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(other)?;
-        if deleted.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
+        delete_audited(&mut tx, "schedules", organization_id, id, audit).await?;
         sqlx::query("DELETE FROM schedule_fires WHERE organization_id = $1 AND schedule_id = $2")
             .bind(organization_id)
             .bind(id)
             .execute(&mut *tx)
             .await
             .map_err(other)?;
-        insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(other)
     }
 

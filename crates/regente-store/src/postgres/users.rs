@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use regente_core::Role;
 
-use super::audit::{audited_change_one, insert_audit};
+use super::audit::{delete_audited, insert_audit, set_audited};
 use super::{change_one, conflict_as, fetch_all, fetch_optional, other, PostgresStore, NO_ARGS};
 use crate::rows::{organization_from, user_from};
 use crate::{AuditEntry, Error, Organization, OrganizationStore, Result, User};
@@ -105,13 +105,9 @@ impl OrganizationStore for PostgresStore {
         id: &str,
         audit: Option<&AuditEntry>,
     ) -> Result<()> {
-        audited_change_one(
-            &self.pool,
-            "DELETE FROM users WHERE organization_id = $1 AND id = $2",
-            &[organization_id, id],
-            audit,
-        )
-        .await
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        delete_audited(&mut tx, "users", organization_id, id, audit).await?;
+        tx.commit().await.map_err(other)
     }
 
     async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()> {
@@ -130,10 +126,15 @@ impl OrganizationStore for PostgresStore {
         role: Role,
         audit: Option<&AuditEntry>,
     ) -> Result<()> {
-        audited_change_one(
+        set_audited(
             &self.pool,
-            "UPDATE users SET role = $1 WHERE organization_id = $2 AND id = $3",
-            &[role.as_str(), organization_id, id],
+            (
+                "UPDATE users SET role = $1 \
+                 WHERE organization_id = $2 AND id = $3 AND role <> $1",
+                "SELECT 1 FROM users WHERE organization_id = $1 AND id = $2",
+            ),
+            (organization_id, id),
+            role.as_str(),
             audit,
         )
         .await

@@ -3,9 +3,9 @@
 use async_trait::async_trait;
 use sqlx::{PgConnection, Row};
 
-use super::audit::insert_audit;
+use super::audit::{audit_one, delete_audited, insert_audit};
 use super::events::save_cursor_in;
-use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
+use super::{conflict_as, fetch_all, fetch_optional, other, PgQuery, PostgresStore};
 use crate::credentials::sealed_variable_prefix;
 use crate::webhooks::{
     attempt_from, delivery_from, events_text, outcome_columns, webhook_from, AttemptOutcome,
@@ -13,6 +13,23 @@ use crate::webhooks::{
     DELIVERY_COLUMNS, GONE_ERROR, WEBHOOK_COLUMNS,
 };
 use crate::{AuditEntry, Error, EventCursor, Millis, Result};
+
+/// `query` with the webhook's columns from `id` to `previous_secret_until`
+/// bound as `$1` to `$10`, in [`WEBHOOK_COLUMNS`]' order; its times are the
+/// caller's to bind.
+fn bind_webhook<'q>(query: PgQuery<'q>, webhook: &'q Webhook) -> PgQuery<'q> {
+    query
+        .bind(&webhook.id)
+        .bind(&webhook.organization_id)
+        .bind(&webhook.url)
+        .bind(events_text(webhook))
+        .bind(&webhook.description)
+        .bind(webhook.enabled)
+        .bind(&webhook.disabled_reason)
+        .bind(&webhook.secret)
+        .bind(&webhook.previous_secret)
+        .bind(webhook.previous_secret_until)
+}
 
 async fn insert_delivery(conn: &mut PgConnection, delivery: &WebhookDelivery) -> Result<()> {
     sqlx::query(&format!(
@@ -44,25 +61,16 @@ async fn insert_delivery(conn: &mut PgConnection, delivery: &WebhookDelivery) ->
 impl WebhookStore for PostgresStore {
     async fn create_webhook(&self, webhook: &Webhook, audit: Option<&AuditEntry>) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
-        sqlx::query(&format!(
+        let sql = format!(
             "INSERT INTO webhooks ({WEBHOOK_COLUMNS}) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
-        ))
-        .bind(&webhook.id)
-        .bind(&webhook.organization_id)
-        .bind(&webhook.url)
-        .bind(events_text(webhook))
-        .bind(&webhook.description)
-        .bind(webhook.enabled)
-        .bind(&webhook.disabled_reason)
-        .bind(&webhook.secret)
-        .bind(&webhook.previous_secret)
-        .bind(webhook.previous_secret_until)
-        .bind(webhook.created_at)
-        .bind(webhook.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(conflict_as("a webhook with this id"))?;
+        );
+        bind_webhook(sqlx::query(&sql), webhook)
+            .bind(webhook.created_at)
+            .bind(webhook.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(conflict_as("a webhook with this id"))?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await.map_err(other)
     }
@@ -95,30 +103,18 @@ impl WebhookStore for PostgresStore {
 
     async fn update_webhook(&self, webhook: &Webhook, audit: Option<&AuditEntry>) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
-        let done = sqlx::query(
+        let query = sqlx::query(
             "UPDATE webhooks SET url = $3, events = $4, description = $5, enabled = $6, \
              disabled_reason = $7, secret = $8, previous_secret = $9, \
              previous_secret_until = $10, updated_at = $11 \
-             WHERE organization_id = $1 AND id = $2",
-        )
-        .bind(&webhook.organization_id)
-        .bind(&webhook.id)
-        .bind(&webhook.url)
-        .bind(events_text(webhook))
-        .bind(&webhook.description)
-        .bind(webhook.enabled)
-        .bind(&webhook.disabled_reason)
-        .bind(&webhook.secret)
-        .bind(&webhook.previous_secret)
-        .bind(webhook.previous_secret_until)
-        .bind(webhook.updated_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(other)?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        insert_audit(&mut tx, audit).await?;
+             WHERE id = $1 AND organization_id = $2",
+        );
+        let done = bind_webhook(query, webhook)
+            .bind(webhook.updated_at)
+            .execute(&mut *tx)
+            .await
+            .map_err(other)?;
+        audit_one(&mut tx, done, audit).await?;
         tx.commit().await.map_err(other)
     }
 
@@ -130,16 +126,7 @@ impl WebhookStore for PostgresStore {
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Deliveries and attempts go by ON DELETE CASCADE.
-        let done = sqlx::query("DELETE FROM webhooks WHERE organization_id = $1 AND id = $2")
-            .bind(organization_id)
-            .bind(id)
-            .execute(&mut *tx)
-            .await
-            .map_err(other)?;
-        if done.rows_affected() == 0 {
-            return Err(Error::NotFound);
-        }
-        insert_audit(&mut tx, audit).await?;
+        delete_audited(&mut tx, "webhooks", organization_id, id, audit).await?;
         tx.commit().await.map_err(other)
     }
 

@@ -6,10 +6,10 @@ use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
-use super::{all, change, SqliteStore};
+use super::{all, change, one, SqliteStore};
 use crate::audit::{audit_select, INSERT_AUDIT};
 use crate::rows::{audit_record_from, FilterValue};
-use crate::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Millis, Result};
+use crate::{AuditEntry, AuditFilter, AuditRecord, AuditStore, Error, Millis, Result};
 
 /// Writes `entry`, if any, in the caller's transaction.
 pub(super) fn insert_audit(conn: &Connection, entry: Option<&AuditEntry>) -> Result<()> {
@@ -32,6 +32,58 @@ pub(super) fn insert_audit(conn: &Connection, entry: Option<&AuditEntry>) -> Res
         ],
     )
     .map(drop)
+}
+
+/// Writes `entry` for a change of one row that changed `changed` rows:
+/// [`Error::NotFound`], and nothing written, when it changed none.
+pub(super) fn audit_one(
+    conn: &Connection,
+    changed: usize,
+    entry: Option<&AuditEntry>,
+) -> Result<()> {
+    match changed {
+        0 => Err(Error::NotFound),
+        _ => insert_audit(conn, entry),
+    }
+}
+
+/// Deletes the row `id` of `organization_id` from `table` and writes `entry`
+/// with it; [`Error::NotFound`] when there is none. `table` is a constant of
+/// the store's schema, never input.
+pub(super) fn delete_audited(
+    conn: &Connection,
+    table: &'static str,
+    organization_id: &str,
+    id: &str,
+    entry: Option<&AuditEntry>,
+) -> Result<()> {
+    let deleted = change(
+        conn,
+        &format!("DELETE FROM {table} WHERE organization_id = ?1 AND id = ?2"),
+        [organization_id, id],
+    )?;
+    audit_one(conn, deleted, entry)
+}
+
+/// Sets a value of the row `id` of `organization_id` by `change` (`?1` the
+/// value, `?2` the organisation, `?3` the id), which leaves out a row that
+/// already holds it, and writes `entry` with it. When it changed no row,
+/// `exists` (`?1` the organisation, `?2` the id) tells whether the row is
+/// there, already as asked (nothing written), or not ([`Error::NotFound`]).
+pub(super) fn set_audited(
+    conn: &Connection,
+    (change_sql, exists_sql): (&str, &str),
+    (organization_id, id): (&str, &str),
+    value: &str,
+    entry: Option<&AuditEntry>,
+) -> Result<()> {
+    if change(conn, change_sql, [value, organization_id, id])? > 0 {
+        return insert_audit(conn, entry);
+    }
+    match one(conn, exists_sql, [organization_id, id], |_| Ok(()))? {
+        Some(()) => Ok(()),
+        None => Err(Error::NotFound),
+    }
 }
 
 #[async_trait]

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection};
 use serde_json::Value;
 
-use super::audit::insert_audit;
+use super::audit::{delete_audited, insert_audit};
 use super::{all, change, insert, one, other, SqliteStore};
 use crate::credentials::{sealed_variable_prefix, SEALED_VARIABLE_MARK};
 use crate::rows::{
@@ -158,14 +158,7 @@ impl CredentialStore for SqliteStore {
                 "DELETE FROM credential_values WHERE organization_id = ?1 AND credential_id = ?2",
                 [&organization_id, &id],
             )?;
-            match change(
-                conn,
-                "DELETE FROM credentials WHERE organization_id = ?1 AND id = ?2",
-                [&organization_id, &id],
-            )? {
-                0 => Err(Error::NotFound),
-                _ => insert_audit(conn, audit.as_ref()),
-            }
+            delete_audited(conn, "credentials", &organization_id, &id, audit.as_ref())
         })
         .await
     }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::params;
 
-use super::audit::insert_audit;
+use super::audit::{audit_one, insert_audit, set_audited};
 use super::engine::Durability;
 use super::events::insert_events;
 use super::{all, change, conflict_as, insert, one, SqliteStore};
@@ -105,15 +105,19 @@ impl RuntimeStore for SqliteStore {
             audit.cloned(),
         );
         self.write(move |conn| {
-            match change(
+            set_audited(
                 conn,
-                "UPDATE runtimes SET name = ?1 \
-                 WHERE organization_id = ?2 AND id = ?3 AND deleted_at IS NULL",
-                params![name, organization_id, id],
-            )? {
-                0 => Err(Error::NotFound),
-                _ => insert_audit(conn, audit.as_ref()),
-            }
+                (
+                    "UPDATE runtimes SET name = ?1 \
+                     WHERE organization_id = ?2 AND id = ?3 AND deleted_at IS NULL \
+                     AND name <> ?1",
+                    "SELECT 1 FROM runtimes \
+                     WHERE organization_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+                ),
+                (&organization_id, &id),
+                &name,
+                audit.as_ref(),
+            )
         })
         .await
     }
@@ -181,10 +185,7 @@ impl RuntimeStore for SqliteStore {
                 )
                 .and_then(|mut statement| statement.execute(params![key_hash, organization_id, id]))
                 .map_err(conflict_as("a runtime with this key"))?;
-            if changed == 0 {
-                return Err(Error::NotFound);
-            }
-            insert_audit(conn, audit.as_ref())
+            audit_one(conn, changed, audit.as_ref())
         })
         .await
     }

@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
-use super::audit::insert_audit;
+use super::audit::{audit_one, delete_audited, insert_audit};
 use super::events::{cursor_in, insert_events, save_cursor_in};
 use super::executions::insert_execution;
 use super::flows::insert_flow_run;
@@ -315,10 +315,7 @@ impl ScheduleStore for SqliteStore {
                 .prepare_cached(&UPDATE_SCHEDULE)
                 .and_then(|mut statement| statement.execute(params_from_iter(values)))
                 .map_err(conflict_as(NAME_TAKEN))?;
-            if changed == 0 {
-                return Err(Error::NotFound);
-            }
-            insert_audit(conn, audit.as_ref())
+            audit_one(conn, changed, audit.as_ref())
         })
         .await
     }
@@ -332,20 +329,13 @@ impl ScheduleStore for SqliteStore {
         let (organization_id, id, audit) =
             (organization_id.to_owned(), id.to_owned(), audit.cloned());
         self.write(move |conn| {
-            let deleted = change(
-                conn,
-                "DELETE FROM schedules WHERE organization_id = ?1 AND id = ?2",
-                params![organization_id, id],
-            )?;
-            if deleted == 0 {
-                return Err(Error::NotFound);
-            }
+            delete_audited(conn, "schedules", &organization_id, &id, audit.as_ref())?;
             change(
                 conn,
                 "DELETE FROM schedule_fires WHERE organization_id = ?1 AND schedule_id = ?2",
                 params![organization_id, id],
-            )?;
-            insert_audit(conn, audit.as_ref())
+            )
+            .map(drop)
         })
         .await
     }

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use regente_core::Role;
 use rusqlite::{params, Connection};
 
-use super::audit::insert_audit;
+use super::audit::{delete_audited, insert_audit, set_audited};
 use super::{all, change, insert, one, other, SqliteStore};
 use crate::rows::{organization_from, user_from};
 use crate::{AuditEntry, Error, Organization, OrganizationStore, Result, User};
@@ -136,17 +136,8 @@ impl OrganizationStore for SqliteStore {
     ) -> Result<()> {
         let (organization_id, id, audit) =
             (organization_id.to_owned(), id.to_owned(), audit.cloned());
-        self.write(move |conn| {
-            match change(
-                conn,
-                "DELETE FROM users WHERE organization_id = ?1 AND id = ?2",
-                params![organization_id, id],
-            )? {
-                0 => Err(Error::NotFound),
-                _ => insert_audit(conn, audit.as_ref()),
-            }
-        })
-        .await
+        self.write(move |conn| delete_audited(conn, "users", &organization_id, &id, audit.as_ref()))
+            .await
     }
 
     async fn set_password(&self, user_id: &str, password_hash: &str) -> Result<()> {
@@ -173,14 +164,17 @@ impl OrganizationStore for SqliteStore {
         let (organization_id, id, audit) =
             (organization_id.to_owned(), id.to_owned(), audit.cloned());
         self.write(move |conn| {
-            match change(
+            set_audited(
                 conn,
-                "UPDATE users SET role = ?1 WHERE organization_id = ?2 AND id = ?3",
-                params![role.as_str(), organization_id, id],
-            )? {
-                0 => Err(Error::NotFound),
-                _ => insert_audit(conn, audit.as_ref()),
-            }
+                (
+                    "UPDATE users SET role = ?1 \
+                     WHERE organization_id = ?2 AND id = ?3 AND role <> ?1",
+                    "SELECT 1 FROM users WHERE organization_id = ?1 AND id = ?2",
+                ),
+                (&organization_id, &id),
+                role.as_str(),
+                audit.as_ref(),
+            )
         })
         .await
     }

@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use rusqlite::{params, Connection};
 
-use super::audit::insert_audit;
+use super::audit::{audit_one, delete_audited, insert_audit};
 use super::events::save_cursor_in;
 use super::{all, change, insert, one, SqliteStore};
 use crate::credentials::sealed_variable_prefix;
@@ -119,10 +119,7 @@ impl WebhookStore for SqliteStore {
                     webhook.updated_at
                 ],
             )?;
-            if changed == 0 {
-                return Err(Error::NotFound);
-            }
-            insert_audit(conn, audit.as_ref())
+            audit_one(conn, changed, audit.as_ref())
         })
         .await
     }
@@ -137,15 +134,7 @@ impl WebhookStore for SqliteStore {
             (organization_id.to_owned(), id.to_owned(), audit.cloned());
         self.write(move |conn| {
             // Deliveries and attempts go by ON DELETE CASCADE.
-            let changed = change(
-                conn,
-                "DELETE FROM webhooks WHERE organization_id = ?1 AND id = ?2",
-                params![organization_id, id],
-            )?;
-            if changed == 0 {
-                return Err(Error::NotFound);
-            }
-            insert_audit(conn, audit.as_ref())
+            delete_audited(conn, "webhooks", &organization_id, &id, audit.as_ref())
         })
         .await
     }

@@ -80,6 +80,19 @@ async fn a_record_commits_with_its_change_and_only_then(store: Arc<dyn Store>) {
     ));
     assert_eq!(actions(&store, org).await, ["user.create"]);
 
+    // A change to what is already there changes nothing and writes none.
+    let same_role = entry(org, "user.set_role.same", &erp.id, 24);
+    store
+        .set_user_role(org, &erp.id, Role::Integration, Some(&same_role))
+        .await
+        .unwrap();
+    let same_name = entry(org, "runtime.rename.same", &w.runtime.id, 25);
+    store
+        .rename_runtime(org, &w.runtime.id, &w.runtime.name, Some(&same_name))
+        .await
+        .unwrap();
+    assert_eq!(actions(&store, org).await, ["user.create"]);
+
     // A deletion refused for being online or busy writes none; one done does.
     let execution = w.enqueue(30).await;
     let busy = entry(org, "runtime.delete.busy", &w.runtime.id, 31);

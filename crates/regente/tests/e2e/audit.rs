@@ -157,6 +157,16 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     )
     .expect(200);
     expected.push("user.set_role", &user);
+    // A change to what is already there changes nothing: it answers as any
+    // change does and leaves no record (the records are compared below).
+    let same_role = send(
+        "PATCH",
+        &format!("/api/admin/users/{user}"),
+        Some(json!({"role": "admin"})),
+    )
+    .expect(200)
+    .json();
+    assert_eq!(same_role["role"], "admin", "{same_role}");
 
     // Runtimes and robots.
     let (runtime, key) = server.create_runtime(&admin, "audited-runtime");
@@ -168,6 +178,14 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     )
     .expect(200);
     expected.push("runtime.rename", &runtime);
+    let same_name = send(
+        "PATCH",
+        &format!("/api/admin/runtimes/{runtime}"),
+        Some(json!({"name": "renamed"})),
+    )
+    .expect(200)
+    .json();
+    assert_eq!(same_name["name"], "renamed", "{same_name}");
     let new_key = send("POST", &format!("/api/admin/runtimes/{runtime}/key"), None)
         .expect(200)
         .json()["key"]
@@ -255,6 +273,15 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     )
     .expect(200);
     expected.push("schedule.update", &schedule);
+    for unchanged in [
+        json!({}),
+        json!({"name": "renamed-schedule", "paused": false}),
+    ] {
+        let answer = send("PATCH", &schedule_path, Some(unchanged))
+            .expect(200)
+            .json();
+        assert_eq!(answer["name"], "renamed-schedule", "{answer}");
+    }
     let triggered = send("POST", &format!("{schedule_path}/trigger"), None)
         .expect(200)
         .json()["execution_id"]
@@ -353,6 +380,15 @@ fn every_admin_change_leaves_one_record_with_who_what_and_where() {
     )
     .expect(200);
     expected.push("webhook.update", &webhook_id);
+    for unchanged in [
+        json!({}),
+        json!({"description": "audited", "enabled": true}),
+    ] {
+        let answer = send("PATCH", &webhook_path, Some(unchanged))
+            .expect(200)
+            .json();
+        assert_eq!(answer["description"], "audited", "{answer}");
+    }
     let rotated = send("POST", &format!("{webhook_path}/rotate-secret"), None)
         .expect(200)
         .json();
@@ -606,6 +642,61 @@ fn console_changes_are_recorded_and_the_audit_page_lists_them_for_admins() {
     let failed = all_records(&server, &admin, "&action=auth.login_failed");
     assert_eq!(failed.len(), 1, "{failed:?}");
     assert_eq!(failed[0]["actor_name"], "bad\u{FFFD}name");
+
+    // The page tells an actor's kind by the id recorded, not by the name: a
+    // user named like an API key shows as a user, the key as a key, and a
+    // failed login as nobody signed in.
+    server.create_user(&admin, "api-key:impostor", PASSWORD, "admin");
+    let impostor = server.login("api-key:impostor", PASSWORD);
+    server.create_user(&impostor, "made-by-impostor", PASSWORD, "integration");
+    let key = server
+        .req("POST", "/api/admin/api-keys")
+        .auth(&admin)
+        .json(&json!({"name": "impostor", "role": "admin",
+            "expires_at": "2999-01-01T00:00:00Z"}))
+        .send()
+        .expect(201)
+        .json()["key"]
+        .as_str()
+        .expect("the key")
+        .to_owned();
+    server.create_user(
+        &format!("Bearer {key}"),
+        "made-by-key",
+        PASSWORD,
+        "integration",
+    );
+    let html = get("/audit?action=user.create", &cookie).text().unwrap();
+    let actor_of = |made: &str| -> String {
+        let row = html
+            .split("<tr data-action=")
+            .find(|row| row.contains(made))
+            .unwrap_or_else(|| panic!("no row for {made}: {html}"));
+        let cell = row.find("data-actor-kind=").expect("an actor cell");
+        row[cell..row[cell..].find("</td>").unwrap() + cell].to_owned()
+    };
+    let by_impostor = actor_of("made-by-impostor");
+    assert!(
+        by_impostor.starts_with("data-actor-kind=\"user\""),
+        "{by_impostor}"
+    );
+    assert!(by_impostor.contains("api-key:impostor"), "{by_impostor}");
+    let by_key = actor_of("made-by-key");
+    assert!(
+        by_key.starts_with("data-actor-kind=\"api_key\""),
+        "{by_key}"
+    );
+    assert!(by_key.contains("api-key:impostor"), "{by_key}");
+    assert!(by_key.contains(">API key<"), "{by_key}");
+    let by_admin = actor_of("console-made");
+    assert!(
+        by_admin.starts_with("data-actor-kind=\"user\""),
+        "{by_admin}"
+    );
+    let html = get("/audit?action=auth.login_failed", &cookie)
+        .text()
+        .unwrap();
+    assert!(html.contains("data-actor-kind=\"anonymous\""), "{html}");
 
     // An integration user gets the 403 page.
     let reader = format!(

@@ -532,11 +532,16 @@ pub async fn update(
     id: &str,
     changes: ScheduleChanges,
 ) -> Result<ScheduleView> {
-    let mut schedule = stored(ctx, caller, id).await?;
+    let before = stored(ctx, caller, id).await?;
+    let mut schedule = before.clone();
     let was_paused = schedule.paused;
     let mut when = stored_when(&schedule)?;
     let restart = apply(&mut schedule, changes, &mut when)?;
     let rule = check(ctx, caller, &schedule, &when).await?;
+    if schedule == before {
+        // Nothing to write (its next fire stays as counted), nothing to record.
+        return get(ctx, caller, id).await;
+    }
     let now = ctx.clock.now();
     if restart {
         restart_from(&mut schedule, &rule, now);
