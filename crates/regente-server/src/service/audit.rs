@@ -5,9 +5,8 @@
 //! a credential handed out) is written on its own. Summaries never hold a
 //! secret: no password, credential value, key or token.
 
-use std::net::IpAddr;
-
 use std::collections::HashSet;
+use std::net::IpAddr;
 
 use regente_store::{AuditEntry, AuditFilter, AuditRecord};
 use serde_json::{json, Value};
