@@ -31,7 +31,9 @@ pub enum Changed {
     Runtimes,
 }
 
-/// What the rest of the server asks of a runtime's session.
+/// What the rest of the server asks of a runtime's session. Kept to two words:
+/// each session's queue allocates room for 32 commands when it is made, so the
+/// size of a command is paid 32 times per connected runtime.
 #[derive(Debug)]
 pub enum Command {
     /// New work may be queued: claim while slots are free.
@@ -40,17 +42,23 @@ pub enum Command {
     /// wait for robots running here.
     Resync,
     /// Stop a running robot: it was canceled.
-    Cancel { execution_id: String, lease: String },
-    /// The lease ended on the server: tell the agent to drop it.
-    Revoke {
-        execution_id: String,
-        lease: String,
-        reason: String,
-    },
+    Cancel(Box<LeaseOrder>),
+    /// The lease ended on the server (for the reason given): tell the agent to
+    /// drop it.
+    Revoke(Box<LeaseOrder>),
     /// Another connection of the same runtime took over.
     Replaced,
     /// The runtime's key was replaced: this connection's key is void.
     KeyChanged,
+}
+
+/// The lease a [`Command`] is about.
+#[derive(Debug)]
+pub struct LeaseOrder {
+    pub execution_id: String,
+    pub lease: String,
+    /// Why, for a revoke; empty for a cancel.
+    pub reason: String,
 }
 
 struct Registered {
@@ -129,21 +137,22 @@ impl Hub {
     pub fn cancel(&self, runtime_id: &str, execution_id: &str, lease: &str) {
         self.send(
             runtime_id,
-            Command::Cancel {
+            Command::Cancel(Box::new(LeaseOrder {
                 execution_id: execution_id.to_owned(),
                 lease: lease.to_owned(),
-            },
+                reason: String::new(),
+            })),
         );
     }
 
     pub fn revoke(&self, runtime_id: &str, execution_id: &str, lease: &str, reason: &str) {
         self.send(
             runtime_id,
-            Command::Revoke {
+            Command::Revoke(Box::new(LeaseOrder {
                 execution_id: execution_id.to_owned(),
                 lease: lease.to_owned(),
                 reason: reason.to_owned(),
-            },
+            })),
         );
     }
 
@@ -203,5 +212,15 @@ impl Hub {
             drop(sessions);
             self.changed(Changed::Runtimes);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Command;
+
+    #[test]
+    fn a_command_is_two_words() {
+        assert!(std::mem::size_of::<Command>() <= 2 * std::mem::size_of::<usize>());
     }
 }

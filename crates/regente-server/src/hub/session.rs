@@ -11,7 +11,7 @@ use regente_store::{Change, Claimed, EventRecord, EventsOutcome, Runtime};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use super::Command;
+use super::{Command, LeaseOrder};
 use crate::service::credentials::{self, shown_variables, Handout, RunToHand};
 use crate::service::{new_id, Context};
 
@@ -405,22 +405,21 @@ impl Session {
                 }
                 self.dispatch().await
             }
-            Command::Cancel {
-                execution_id,
-                lease,
-            } => {
+            Command::Cancel(order) => {
+                let LeaseOrder {
+                    execution_id,
+                    lease,
+                    ..
+                } = *order;
                 self.send(&ServerMessage::Cancel {
                     execution_id,
                     lease,
                 })
                 .await
             }
-            Command::Revoke {
-                execution_id,
-                lease,
-                reason,
-            } => {
-                self.revoke(&execution_id, &lease, &reason).await?;
+            Command::Revoke(order) => {
+                self.revoke(&order.execution_id, &order.lease, &order.reason)
+                    .await?;
                 self.dispatch().await
             }
             Command::Replaced | Command::KeyChanged => Ok(()),

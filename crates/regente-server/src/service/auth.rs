@@ -1,15 +1,16 @@
 //! Passwords, tokens and the throttling of failed logins.
 //!
-//! Passwords are argon2id hashes (19 MiB, 2 passes, 1 lane: OWASP's floor), computed
-//! on the blocking pool behind a semaphore so that a login storm can neither starve
-//! the async workers nor exhaust memory. Tokens are HS512 JWTs with the algorithm
-//! pinned. A token checked once (signature, expiry, and its user still there) is
-//! remembered with its caller for a few seconds, so requests in between skip the
-//! HMAC and the user's read; deleting a user forgets their tokens at once on this
-//! server and, through the store's notices, on the others (every one is forgotten
-//! when notices may have been missed). A notice lost all the same (a crash
-//! between the delete and the notice) leaves a deleted user's token working for
-//! at most [`RECHECK_AFTER`].
+//! Passwords are argon2id hashes (19 MiB, 2 passes, 1 lane: OWASP's floor),
+//! computed on the blocking pool behind a semaphore so that a login storm can
+//! neither starve the async workers nor exhaust memory; each hash's memory is
+//! mapped for it and unmapped after ([`super::password_hashing`]), so that none of
+//! it stays. Tokens are HS512 JWTs with the algorithm pinned. A token checked once
+//! (signature, expiry, and its user still there) is remembered with its caller for
+//! a few seconds, so requests in between skip the HMAC and the user's read;
+//! deleting a user forgets their tokens at once on this server and, through the
+//! store's notices, on the others (every one is forgotten when notices may have
+//! been missed). A notice lost all the same (a crash between the delete and the
+//! notice) leaves a deleted user's token working for at most [`RECHECK_AFTER`].
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,12 +18,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use tokio::sync::Semaphore;
 
+use super::password_hashing::MappedArgon2;
 use super::throttle::LoginThrottle;
 use super::{now_millis, Caller, Context, Error, Result};
 use crate::config::LoginLimits;
@@ -196,9 +197,7 @@ impl Auth {
             let parsed = PasswordHash::new(&hash).map_err(|e| {
                 Error::Internal(anyhow::anyhow!("stored password hash is invalid: {e}"))
             })?;
-            Ok(Argon2::default()
-                .verify_password(&password, &parsed)
-                .is_ok())
+            Ok(MappedArgon2.verify_password(&password, &parsed).is_ok())
         })
         .await
     }
@@ -213,22 +212,9 @@ impl Auth {
             .acquire_owned()
             .await
             .map_err(|e| Error::Internal(e.into()))?;
-        tokio::task::spawn_blocking(|| {
-            let outcome = work();
-            release_freed_memory();
-            outcome
-        })
-        .await
-        .map_err(|e| Error::Internal(anyhow::anyhow!("password hashing failed: {e}")))?
-    }
-}
-
-/// Each argon2 computation frees 19 MiB that glibc would otherwise keep in the
-/// blocking thread's arena for good: hand it back to the system.
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    unsafe {
-        libc::malloc_trim(0);
+        tokio::task::spawn_blocking(work)
+            .await
+            .map_err(|e| Error::Internal(anyhow::anyhow!("password hashing failed: {e}")))?
     }
 }
 
@@ -236,7 +222,7 @@ fn dummy_hash() -> &'static str {
     static HASH: OnceLock<String> = OnceLock::new();
     HASH.get_or_init(|| {
         let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default()
+        MappedArgon2
             .hash_password(b"no user has this password", &salt)
             .expect("argon2 hashes a constant")
             .to_string()
@@ -248,7 +234,7 @@ fn dummy_hash() -> &'static str {
 /// a blocking thread.
 pub fn hash_password(password: &str) -> Result<String> {
     let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    Argon2::default()
+    MappedArgon2
         .hash_password(password.as_bytes(), &salt)
         .map(|hash| hash.to_string())
         .map_err(|e| Error::Internal(anyhow::anyhow!("cannot hash a password: {e}")))

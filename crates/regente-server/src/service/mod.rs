@@ -11,6 +11,7 @@ pub mod flows;
 pub mod http_metrics;
 pub mod metrics;
 pub mod organizations;
+mod password_hashing;
 pub mod robots;
 pub mod runs;
 pub mod runtimes;
