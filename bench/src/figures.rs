@@ -261,7 +261,6 @@ impl Bench {
     }
 
     pub(crate) fn end_to_end(&mut self, served: &Served, agents: &Agents) -> anyhow::Result<()> {
-        let n = self.sizes.e2e_runs;
         let robot = served.upload_robot(&true_robot("bench-noop"))?;
         let runtimes: Vec<String> = agents.pool.iter().map(|(id, _)| id.clone()).collect();
         let agent_pids: Vec<u32> = agents.pool.iter().map(|(_, agent)| agent.pid()).collect();
@@ -270,23 +269,57 @@ impl Bench {
             let id = served.run(runtime, &robot)?;
             self.wait_result(served, runtime, &id, Duration::from_millis(5))?;
         }
+        let n = self.sizes.e2e_runs;
+        let (rate, bare_rate, details) =
+            self.runs_of_true(served, &runtimes, &agent_pids, &robot, n)?;
+        self.emit(
+            Figure::new("e2e.completed", rate, "runs/s")
+                .floor(bare_rate)
+                .target(Target::RatioAtLeast(0.5))
+                .details(details),
+        );
+        // A burst on one runtime of 2 slots: the per-run overhead of one agent.
+        let n = self.sizes.burst_runs;
+        let (rate, bare_rate, details) =
+            self.runs_of_true(served, &runtimes[..1], &agent_pids[..1], &robot, n)?;
+        self.emit(
+            Figure::new("e2e.burst_1x2", rate, "runs/s")
+                .floor(bare_rate)
+                .target(Target::AtLeast(1000.0))
+                .details(details),
+        );
+        Ok(())
+    }
+
+    /// Submits `n` runs of the `true` robot over `runtimes` at the load's
+    /// connections and waits for them all: the rate, the bare spawn rate of `n`
+    /// `true`s from this program, and the details.
+    fn runs_of_true(
+        &mut self,
+        served: &Served,
+        runtimes: &[String],
+        agent_pids: &[u32],
+        robot: &str,
+        n: u64,
+    ) -> anyhow::Result<(f64, f64, Value)> {
         note(&format!(
             "end to end: spawning `true` {n} times from this program"
         ));
         let bare = spawn_serially("true", &[], n)?;
         let bare_rate = n as f64 / bare.as_secs_f64();
         note(&format!(
-            "end to end: {n} runs of `true` over 4 runtimes x 2 slots, submitted at {} connections",
+            "end to end: {n} runs of `true` over {} runtimes x 2 slots, submitted at {} connections",
+            runtimes.len(),
             self.sizes.connections
         ));
         let urls: Arc<Vec<String>> = Arc::new(
             runtimes
                 .iter()
-                .map(|rt| run_url(&served.server.base, rt, &robot))
+                .map(|rt| run_url(&served.server.base, rt, robot))
                 .collect(),
         );
         let token = Arc::new(served.token.clone());
-        let meter = Meter::start(served.pid(), &agent_pids);
+        let meter = Meter::start(served.pid(), agent_pids);
         let first_post_ms = now_ms();
         let started = Instant::now();
         let submitted = self.rt.block_on(load(
@@ -338,7 +371,7 @@ impl Bench {
             .max()
             .unwrap_or(0);
         let mut per_runtime = serde_json::Map::new();
-        for runtime in &runtimes {
+        for runtime in runtimes {
             let count = ours
                 .iter()
                 .filter(|e| e["runtime_id"] == runtime.as_str())
@@ -367,13 +400,7 @@ impl Bench {
             }),
             cpu,
         );
-        self.emit(
-            Figure::new("e2e.completed", rate, "runs/s")
-                .floor(bare_rate)
-                .target(Target::RatioAtLeast(0.5))
-                .details(details),
-        );
-        Ok(())
+        Ok((rate, bare_rate, details))
     }
 
     pub(crate) fn result_reads(&mut self, served: &Served, agents: &Agents) -> anyhow::Result<()> {

@@ -70,6 +70,9 @@ struct Cli {
     /// Runs of the end-to-end figure [default: 10000; smoke 200].
     #[arg(long)]
     e2e_runs: Option<u64>,
+    /// Runs of the burst on one runtime of 2 slots [default: 1000; smoke 50].
+    #[arg(long)]
+    burst_runs: Option<u64>,
     /// Fires measured by the schedule lag figure, one a second [default: 60; smoke 3].
     #[arg(long)]
     schedule_fires: Option<u64>,
@@ -134,6 +137,7 @@ struct Sizes {
     floor_samples: u64,
     dispatch_runs: u64,
     e2e_runs: u64,
+    burst_runs: u64,
     schedule_fires: u64,
     wait_runs: u64,
     waiters: u64,
@@ -161,6 +165,7 @@ impl Sizes {
             floor_samples: pick(cli.floor_samples, 2_000, 200).max(1),
             dispatch_runs: pick(cli.dispatch_runs, 500, 20).max(1),
             e2e_runs: pick(cli.e2e_runs, 10_000, 200).max(1),
+            burst_runs: pick(cli.burst_runs, 1_000, 50).max(1),
             schedule_fires: pick(cli.schedule_fires, 60, 3).max(1),
             wait_runs: pick(cli.wait_runs, 100, 5).max(1),
             waiters: pick(cli.waiters, 1_000, 50).max(1),

@@ -8,10 +8,13 @@
 //! spawned, the command goes to an idle guard from the pool, which starts the
 //! robot -> its reports become numbered events, journaled (synced) before they
 //! are sent -> `Ack`s trim them -> once the `Ended` event is acknowledged the
-//! journal is removed.
+//! journal is removed. An assignment with the start granted
+//! (`start_granted`, which this agent asks for in its hello) skips `Start` and
+//! `Started`: the run is prepared at once and launched when the journal sync
+//! is done.
 //!
 //! The guard pool holds guards already exec'd (see [`crate::guard`]): one, or
-//! one per run waiting for `Started` when more. They are no robots: the server
+//! one per run being prepared when more. They are no robots: the server
 //! never hears of them, and they leave with the agent.
 
 use std::collections::HashMap;
@@ -115,6 +118,8 @@ struct Agent {
     users: Arc<Mutex<Pool>>,
     /// When a server was last heard from, and when robots must stop without.
     fence: Fence,
+    /// The journal's id (see [`journal::instance_id`]).
+    instance: String,
 }
 
 fn now_millis() -> i64 {
@@ -161,6 +166,12 @@ pub async fn run(
             config.work_dir.display()
         )
     })?;
+    let instance = journal::instance_id(&journal_dir).with_context(|| {
+        format!(
+            "cannot read or create the journal's id in {}",
+            journal_dir.display()
+        )
+    })?;
     let (inbound_tx, mut inbound) = mpsc::unbounded_channel();
     let (reports_tx, mut reports) = mpsc::channel::<Report>(8192);
     let (prepared_tx, mut prepared) = mpsc::unbounded_channel();
@@ -174,6 +185,7 @@ pub async fn run(
         )?),
         users: Arc::new(Mutex::new(Pool::new(config.robot_users.clone()))),
         fence: Fence::default(),
+        instance,
         config,
         held: HashMap::new(),
         outbound: None,
@@ -339,6 +351,8 @@ impl Agent {
                     agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                     slots: self.config.slots_asked(),
                     held,
+                    start_on_assign: true,
+                    instance: Some(self.instance.clone()),
                 });
                 for held in self.held.values() {
                     self.send_events(held, &held.unacked);
@@ -481,6 +495,7 @@ impl Agent {
         };
         let execution_id = assignment.execution_id.clone();
         let lease = assignment.lease.clone();
+        let granted = assignment.start_granted;
         let packages = self.packages.clone();
         let server = self.server.clone().unwrap_or_default();
         let prepared = self.prepared.clone();
@@ -498,7 +513,10 @@ impl Agent {
                 secrets,
                 journal,
                 unacked: Vec::new(),
-                spawned: false,
+                // Granted with the assignment: from here on the server counts
+                // it as started, and so does a reconnect's hello (the journal's
+                // own mark, written at the launch, is what a restart goes by).
+                spawned: granted,
                 ended: false,
                 ready: None,
                 journal_synced: JournalSync::Pending,
@@ -555,10 +573,15 @@ impl Agent {
             Ok(prepared) => prepared,
             Err(why) => return self.fail(&done.execution_id, why),
         };
-        self.send(AgentMessage::Start {
-            execution_id: done.execution_id.clone(),
-            lease: done.lease.clone(),
-        });
+        let granted = self
+            .holding(&done.execution_id, &done.lease)
+            .is_some_and(|held| held.assignment.start_granted);
+        if !granted {
+            self.send(AgentMessage::Start {
+                execution_id: done.execution_id.clone(),
+                lease: done.lease.clone(),
+            });
+        }
         self.deferred.push(Deferred {
             execution_id: done.execution_id,
             package_dir,
@@ -569,12 +592,17 @@ impl Agent {
 
     /// Prepares the runs whose start was just asked for, while the server
     /// answers. The loop calls it after letting the connection's task send the
-    /// `Start`s: that task waits for this one's turn on the worker thread.
+    /// `Start`s: that task waits for this one's turn on the worker thread. A run
+    /// whose start came with its assignment is launched at once.
     fn prepare_deferred(&mut self) {
+        let mut granted = Vec::new();
         for run in std::mem::take(&mut self.deferred) {
             let Some(held) = self.held.get_mut(&run.execution_id) else {
                 continue;
             };
+            if held.assignment.start_granted {
+                granted.push(run.execution_id.clone());
+            }
             let user = if self.config.robot_users.is_empty() {
                 Ok(None)
             } else {
@@ -599,6 +627,9 @@ impl Agent {
             }));
         }
         self.balance_guards();
+        for execution_id in granted {
+            self.launch(&execution_id);
+        }
     }
 
     fn on_synced(&mut self, done: Synced) {
@@ -693,7 +724,7 @@ impl Agent {
             .map_err(|e| format!("cannot start the robot's guard process: {e}"))
     }
 
-    /// Keeps one idle guard, or one per run waiting for `Started` when more.
+    /// Keeps one idle guard, or one per run being prepared when more.
     /// Called when a run is waiting for `Started`, ends or is revoked.
     fn balance_guards(&mut self) {
         let Some(exe) = &self.config.guard else {

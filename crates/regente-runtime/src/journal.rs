@@ -36,6 +36,37 @@ enum Entry {
     Event(Event),
 }
 
+/// The id of this journal directory, made (and synced) on first use. The agent
+/// sends it in its hello, and the server folds it into the leases it grants with
+/// the assignment: a granted lease of this id that the journal does not hold was
+/// never journaled here, so its robot never started (a robot starts only after
+/// its journal is synced), and the server may queue it again. A lease of
+/// another id (another machine, a lost work directory) may have run: the server
+/// never queues that one again.
+pub fn instance_id(dir: &Path) -> std::io::Result<String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("instance");
+    match std::fs::read_to_string(&path) {
+        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    let id = format!("{:016x}", rand::random::<u64>());
+    let partial = dir.join("instance.partial");
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&partial)?;
+    file.write_all(id.as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&partial, &path)?;
+    File::open(dir)?.sync_all()?;
+    Ok(id)
+}
+
 /// This boot of the machine, as the kernel names it; `None` where unknown.
 pub fn boot_id() -> Option<String> {
     let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
@@ -192,6 +223,7 @@ mod tests {
             first_seq: 1,
             credentials: Default::default(),
             secret_variables: Default::default(),
+            start_granted: false,
         }
     }
 

@@ -178,6 +178,9 @@ pub trait EventStore: Send + Sync {
     /// faster one's progress. (A store operation that also does a consumer's own
     /// change saves its cursor in the same transaction: each backend has a
     /// `save_cursor_in` for that.)
+    ///
+    /// Not synced on its own: a cursor lost to a power loss only has its
+    /// consumer read the (synced) events after the older one again.
     async fn save_cursor(&self, consumer: &str, cursor: EventCursor, now: Millis) -> Result<()>;
     /// Deletes the events that happened before `older_than`, in bounded
     /// batches; how many.

@@ -11,6 +11,9 @@ struct RelayState {
     cut: AtomicBool,
     /// A partition: bytes are held, not delivered, and nothing is closed.
     partitioned: Mutex<bool>,
+    /// New connections wait (open ones flow): an agent's WebSocket works, its
+    /// package downloads hang.
+    holding_new: Mutex<bool>,
     healed: Condvar,
     /// When bytes last went through toward the server (epoch milliseconds).
     last_to_server: AtomicI64,
@@ -37,6 +40,7 @@ impl Relay {
             target: Mutex::new(host_port(base)),
             cut: AtomicBool::new(false),
             partitioned: Mutex::new(false),
+            holding_new: Mutex::new(false),
             healed: Condvar::new(),
             last_to_server: AtomicI64::new(0),
             closing: AtomicBool::new(false),
@@ -58,6 +62,7 @@ impl Relay {
                 // connection waits (as a SYN would be retried) until healed.
                 std::thread::spawn(move || {
                     shared.wait_healed();
+                    shared.wait_new_released();
                     let target = shared.target.lock().unwrap().clone();
                     let Ok(server_side) = TcpStream::connect(&target) else {
                         let _ = agent_side.shutdown(Shutdown::Both);
@@ -123,6 +128,16 @@ impl Relay {
         self.state.healed.notify_all();
     }
 
+    /// New connections wait until [`Relay::release_new`]; open ones go on.
+    pub fn hold_new(&self) {
+        *self.state.holding_new.lock().unwrap() = true;
+    }
+
+    pub fn release_new(&self) {
+        *self.state.holding_new.lock().unwrap() = false;
+        self.state.healed.notify_all();
+    }
+
     fn close_all(&self) {
         for stream in self.state.open.lock().unwrap().drain(..) {
             let _ = stream.shutdown(Shutdown::Both);
@@ -131,6 +146,13 @@ impl Relay {
 }
 
 impl RelayState {
+    fn wait_new_released(&self) {
+        let mut holding = self.holding_new.lock().unwrap();
+        while *holding && !self.closing.load(Ordering::SeqCst) {
+            holding = self.healed.wait(holding).unwrap();
+        }
+    }
+
     fn wait_healed(&self) {
         let mut partitioned = self.partitioned.lock().unwrap();
         while *partitioned && !self.closing.load(Ordering::SeqCst) {
@@ -143,6 +165,7 @@ impl Drop for Relay {
     fn drop(&mut self) {
         self.state.closing.store(true, Ordering::SeqCst);
         self.heal();
+        self.release_new();
         self.close_all();
         // Wakes the accept loop so that it sees `closing`.
         let _ = TcpStream::connect(("127.0.0.1", self.port));

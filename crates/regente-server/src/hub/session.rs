@@ -26,6 +26,10 @@ struct Session {
     runtime: Runtime,
     socket: WebSocket,
     slots: usize,
+    /// The agent's journal id, when it takes assignments with the start
+    /// granted: one synced claim instead of a claim, a `start` and its round
+    /// trip before the robot runs. Granted leases are `{instance}.{id}`.
+    granting_to: Option<String>,
     /// Executions handed to the agent and not ended.
     busy: HashMap<String, Handed>,
     /// When the agent was last heard from (the store's clock): written as the
@@ -52,6 +56,8 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut so
         slots,
         held,
         agent_version,
+        start_on_assign,
+        instance,
     }) = hello
     else {
         close(&mut socket, "expected a hello message first").await;
@@ -95,6 +101,7 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut so
             0 => runtime_slots,
             asked => asked.min(runtime_slots),
         } as usize,
+        granting_to: instance.filter(|id| start_on_assign && is_instance_id(id)),
         busy: HashMap::new(),
         last_heard_at: ctx.clock.now(),
     };
@@ -151,6 +158,15 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut so
     // work stays queued until it (or another connection of it) comes back.
 }
 
+/// A journal id as agents make them (see `regente_runtime::journal`): folded
+/// into leases, so kept short and plain.
+fn is_instance_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
 async fn close(socket: &mut WebSocket, reason: &str) {
     let frame = CloseFrame {
         code: axum::extract::ws::close_code::POLICY,
@@ -160,6 +176,17 @@ async fn close(socket: &mut WebSocket, reason: &str) {
 }
 
 impl Session {
+    /// Whether `lease` was granted with its assignment to the journal this
+    /// agent reported: then a robot of it could only have started after the
+    /// journal held it (see `regente_runtime::journal::instance_id`).
+    fn granted_to_this_journal(&self, lease: &str) -> bool {
+        self.granting_to.as_deref().is_some_and(|instance| {
+            lease
+                .strip_prefix(instance)
+                .is_some_and(|rest| rest.starts_with('.'))
+        })
+    }
+
     async fn run(
         &mut self,
         held: Vec<HeldLease>,
@@ -266,8 +293,11 @@ impl Session {
                 }
                 (status, holding) => {
                     // Handed out but never spawned (the agent says so, or it never
-                    // asked to start), or spawned and forgotten by the agent.
-                    let spawned = status == ExecutionStatus::Running && holding.is_none();
+                    // asked to start, or it never journaled a start granted to
+                    // this very journal), or spawned and forgotten by the agent.
+                    let spawned = status == ExecutionStatus::Running
+                        && holding.is_none()
+                        && !self.granted_to_this_journal(&lease.lease);
                     let reason = "the runtime no longer holds this execution: its agent restarted without it";
                     store
                         .end_lease(&lease.execution_id, &lease.lease, spawned, reason, now)
@@ -326,8 +356,17 @@ impl Session {
     /// Hands out queued executions while slots are free.
     async fn dispatch(&mut self) -> anyhow::Result<()> {
         while self.busy.len() < self.slots {
-            let lease = new_id();
-            let Some(claimed) = self.ctx.store.claim_next(&self.runtime.id, &lease).await? else {
+            let store = &self.ctx.store;
+            let granted = self.granting_to.is_some();
+            let claimed = match &self.granting_to {
+                Some(instance) => {
+                    let lease = format!("{instance}.{}", new_id());
+                    let now = self.ctx.clock.now();
+                    store.claim_and_start(&self.runtime.id, &lease, now).await?
+                }
+                None => store.claim_next(&self.runtime.id, &new_id()).await?,
+            };
+            let Some(claimed) = claimed else {
                 break;
             };
             debug!(execution = %claimed.execution_id, runtime = %self.runtime.id, "assigned");
@@ -346,9 +385,14 @@ impl Session {
                 claimed.execution_id.clone(),
                 Handed {
                     lease: claimed.lease.clone(),
-                    spawned: false,
+                    spawned: granted,
                 },
             );
+            if granted {
+                self.ctx
+                    .hub
+                    .changed(super::Changed::Execution(claimed.execution_id.clone()));
+            }
             self.send(&ServerMessage::Assign(regente_proto::Assignment {
                 execution_id: claimed.execution_id,
                 lease: claimed.lease,
@@ -360,6 +404,7 @@ impl Session {
                 first_seq: claimed.first_seq,
                 credentials,
                 secret_variables,
+                start_granted: granted,
             }))
             .await?;
         }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{fetch_optional, other, PostgresStore};
+use super::{fetch_optional, other, unsynced_commit, PostgresStore};
 use crate::events::{NewEvent, PRUNE_BATCH};
 use crate::rows::{stored_event_from, EVENT_COLUMNS};
 use crate::{EventCursor, EventFilter, EventStore, Millis, Result, StoredEvent};
@@ -142,8 +142,10 @@ impl EventStore for PostgresStore {
     }
 
     async fn save_cursor(&self, consumer: &str, cursor: EventCursor, now: Millis) -> Result<()> {
-        let mut conn = self.pool.acquire().await.map_err(other)?;
-        save_cursor_in(&mut conn, consumer, cursor, now).await
+        let mut tx = self.pool.begin().await.map_err(other)?;
+        unsynced_commit(&mut tx).await?;
+        save_cursor_in(&mut tx, consumer, cursor, now).await?;
+        tx.commit().await.map_err(other)
     }
 
     async fn prune_events(&self, older_than: Millis) -> Result<u64> {

@@ -112,6 +112,18 @@ async fn check_durability(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// Has the transaction on `conn` commit without waiting for its WAL to reach
+/// the disk (PostgreSQL's asynchronous commit). Only for a write whose loss
+/// undoes nothing anyone relied on: a later synced commit syncs it too, since
+/// the WAL is flushed in order.
+async fn unsynced_commit(conn: &mut sqlx::PgConnection) -> Result<()> {
+    sqlx::query("SET LOCAL synchronous_commit = off")
+        .execute(conn)
+        .await
+        .map(drop)
+        .map_err(other)
+}
+
 /// Text a runtime sent, made storable: PostgreSQL refuses NUL in text.
 fn storable(text: &str) -> Cow<'_, str> {
     if text.contains('\0') {

@@ -15,7 +15,9 @@ use super::audit::{audit_one, delete_audited, insert_audit};
 use super::events::{insert_events, save_cursor_in};
 use super::executions::insert_execution;
 use super::flows::insert_run;
-use super::{conflict_as, fetch_all, fetch_optional, other, PgQuery, PostgresStore};
+use super::{
+    conflict_as, fetch_all, fetch_optional, other, unsynced_commit, PgQuery, PostgresStore,
+};
 use crate::rows::{
     fire_run_ids, insert_schedule_sql, schedule_definition, schedule_fire_from, schedule_from,
     status_of, update_schedule_sql, Param, SCHEDULE_COLUMNS, SCHEDULE_FIRE_COLUMNS,
@@ -27,7 +29,7 @@ use crate::rules::{
 use crate::AuditEntry;
 use crate::{
     Error, EventCursor, Fired, Firing, Millis, NewScheduledRun, PausedSchedule, Result, RunEnd,
-    RunEndsCounted, Schedule, ScheduleFire, ScheduleStore,
+    RunEndsCounted, Schedule, ScheduleFire, ScheduleStore, ScheduledRun,
 };
 
 const NAME_TAKEN: &str = "a schedule with this name";
@@ -174,6 +176,32 @@ async fn fire(conn: &mut PgConnection, firing: &Firing) -> Result<Option<Fired>>
     .await
     .map_err(other)?;
     Ok(Some(decided.answer))
+}
+
+/// Whether any of `ends` is of a run a schedule queued (ids are unique across
+/// organisations; a run's schedule never changes).
+async fn any_scheduled(conn: &mut PgConnection, ends: &[RunEnd]) -> Result<bool> {
+    let (mut executions, mut flow_runs) = (Vec::new(), Vec::new());
+    for end in ends {
+        match &end.run {
+            ScheduledRun::Execution(id) => executions.push(id.as_str()),
+            ScheduledRun::FlowRun(id) => flow_runs.push(id.as_str()),
+        }
+    }
+    if ends.is_empty() {
+        return Ok(false);
+    }
+    sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM executions \
+                        WHERE id = ANY($1) AND schedule_id IS NOT NULL) \
+             OR EXISTS (SELECT 1 FROM flow_runs \
+                        WHERE id = ANY($2) AND schedule_id IS NOT NULL)",
+    )
+    .bind(&executions)
+    .bind(&flow_runs)
+    .fetch_one(conn)
+    .await
+    .map_err(other)
 }
 
 /// Counts run ends in the caller's transaction; `None` when the consumer's
@@ -411,6 +439,10 @@ impl ScheduleStore for PostgresStore {
         now: Millis,
     ) -> Result<RunEndsCounted> {
         let mut tx = self.pool.begin().await.map_err(other)?;
+        if !any_scheduled(&mut tx, ends).await? {
+            // Only the cursor moves (see `save_cursor`).
+            unsynced_commit(&mut tx).await?;
+        }
         let Some(paused) = count_ends(&mut tx, consumer, from, through, ends, now).await? else {
             return Ok(RunEndsCounted::Stale);
         };

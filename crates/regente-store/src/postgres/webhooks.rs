@@ -5,7 +5,9 @@ use sqlx::{PgConnection, Row};
 
 use super::audit::{audit_one, delete_audited, insert_audit};
 use super::events::save_cursor_in;
-use super::{conflict_as, fetch_all, fetch_optional, other, PgQuery, PostgresStore};
+use super::{
+    conflict_as, fetch_all, fetch_optional, other, unsynced_commit, PgQuery, PostgresStore,
+};
 use crate::credentials::sealed_variable_prefix;
 use crate::webhooks::{
     attempt_from, delivery_from, events_text, outcome_columns, webhook_from, AttemptOutcome,
@@ -148,6 +150,10 @@ impl WebhookStore for PostgresStore {
         now: Millis,
     ) -> Result<()> {
         let mut tx = self.pool.begin().await.map_err(other)?;
+        if deliveries.is_empty() {
+            // Only the cursor moves (see `save_cursor`).
+            unsynced_commit(&mut tx).await?;
+        }
         for delivery in deliveries {
             insert_delivery(&mut tx, delivery).await?;
         }

@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
+use super::engine::Durability;
 use super::{all, change, one, SqliteStore};
 use crate::events::{NewEvent, PRUNE_BATCH};
 use crate::rows::{stored_event_from, RecordRow, EVENT_COLUMNS};
@@ -126,8 +127,11 @@ impl EventStore for SqliteStore {
 
     async fn save_cursor(&self, consumer: &str, cursor: EventCursor, now: Millis) -> Result<()> {
         let consumer = consumer.to_owned();
-        self.write(move |conn| save_cursor_in(conn, &consumer, cursor, now))
-            .await
+        self.send_write(
+            move |conn| save_cursor_in(conn, &consumer, cursor, now),
+            Durability::Written,
+        )
+        .await
     }
 
     async fn prune_events(&self, older_than: Millis) -> Result<u64> {

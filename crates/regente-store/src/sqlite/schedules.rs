@@ -10,6 +10,7 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{params, params_from_iter, Connection};
 
 use super::audit::{audit_one, delete_audited, insert_audit};
+use super::engine::Durability;
 use super::events::{cursor_in, insert_events, save_cursor_in};
 use super::executions::insert_execution;
 use super::flows::insert_flow_run;
@@ -152,6 +153,26 @@ fn fire(conn: &Connection, firing: &Firing) -> Result<Fired> {
         ],
     )?;
     Ok(decided.answer)
+}
+
+/// Whether any of `ends` is of a run a schedule queued.
+fn any_scheduled(conn: &Connection, ends: &[RunEnd]) -> Result<bool> {
+    for end in ends {
+        let (table, run_id) = scheduled_run_table(&end.run);
+        let scheduled = one(
+            conn,
+            &format!(
+                "SELECT 1 AS scheduled FROM {table} \
+                 WHERE organization_id = ?1 AND id = ?2 AND schedule_id IS NOT NULL"
+            ),
+            params![end.organization_id, run_id],
+            |row| row.int("scheduled"),
+        )?;
+        if scheduled.is_some() {
+            return Ok(true);
+        }
+    }
+    Ok(false)
 }
 
 fn count_ends(
@@ -412,8 +433,19 @@ impl ScheduleStore for SqliteStore {
         ends: &[RunEnd],
         now: Millis,
     ) -> Result<RunEndsCounted> {
+        // Most ends are of runs no schedule queued: counting them changes only
+        // the cursor, which need not be synced (see `save_cursor`). A run's
+        // schedule never changes, so this look ahead cannot go stale.
+        let durability = if self.readers.with(|conn| any_scheduled(conn, ends))? {
+            Durability::Synced
+        } else {
+            Durability::Written
+        };
         let (consumer, ends) = (consumer.to_owned(), ends.to_vec());
-        self.write(move |conn| count_ends(conn, &consumer, from, through, &ends, now))
-            .await
+        self.send_write(
+            move |conn| count_ends(conn, &consumer, from, through, &ends, now),
+            durability,
+        )
+        .await
     }
 }

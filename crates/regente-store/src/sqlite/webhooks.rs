@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection};
 
 use super::audit::{audit_one, delete_audited, insert_audit};
+use super::engine::Durability;
 use super::events::save_cursor_in;
 use super::{all, change, insert, one, SqliteStore};
 use crate::credentials::sealed_variable_prefix;
@@ -159,36 +160,45 @@ impl WebhookStore for SqliteStore {
         now: Millis,
     ) -> Result<()> {
         let (deliveries, consumer) = (deliveries.to_vec(), consumer.to_owned());
-        self.write(move |conn| {
-            for delivery in &deliveries {
-                insert(
-                    conn,
-                    &format!(
-                        "INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) VALUES \
+        // A look that queued nothing only moves the cursor (see `save_cursor`).
+        let durability = if deliveries.is_empty() {
+            Durability::Written
+        } else {
+            Durability::Synced
+        };
+        self.send_write(
+            move |conn| {
+                for delivery in &deliveries {
+                    insert(
+                        conn,
+                        &format!(
+                            "INSERT INTO webhook_deliveries ({DELIVERY_COLUMNS}) VALUES \
                          (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
-                    ),
-                    params![
-                        delivery.id,
-                        delivery.organization_id,
-                        delivery.webhook_id,
-                        delivery.event_type,
-                        delivery.event_seq,
-                        delivery.payload,
-                        delivery.status.as_str(),
-                        delivery.attempts,
-                        delivery.round_attempts,
-                        delivery.next_attempt_at,
-                        delivery.last_status_code,
-                        delivery.last_error,
-                        delivery.last_duration_ms,
-                        delivery.last_attempt_at,
-                        delivery.created_at
-                    ],
-                    "a webhook delivery with this id",
-                )?;
-            }
-            save_cursor_in(conn, &consumer, cursor, now)
-        })
+                        ),
+                        params![
+                            delivery.id,
+                            delivery.organization_id,
+                            delivery.webhook_id,
+                            delivery.event_type,
+                            delivery.event_seq,
+                            delivery.payload,
+                            delivery.status.as_str(),
+                            delivery.attempts,
+                            delivery.round_attempts,
+                            delivery.next_attempt_at,
+                            delivery.last_status_code,
+                            delivery.last_error,
+                            delivery.last_duration_ms,
+                            delivery.last_attempt_at,
+                            delivery.created_at
+                        ],
+                        "a webhook delivery with this id",
+                    )?;
+                }
+                save_cursor_in(conn, &consumer, cursor, now)
+            },
+            durability,
+        )
         .await
     }
 

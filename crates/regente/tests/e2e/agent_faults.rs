@@ -686,3 +686,70 @@ fn a_stale_agent_cannot_change_an_execution_after_its_lease_ended() {
     wait_gone(&[("robot", robot)], Duration::from_secs(5));
     assert_eq!(ledger_count(&rig.ledger_path(), &id), 1);
 }
+
+/// Waits until the server shows `id` RUNNING: granted with its assignment,
+/// before any robot could start.
+fn wait_granted(rig: &Rig, server: &TestServer, id: &str) {
+    wait_for(RUN, "the start granted with the assignment", || {
+        let body = server.execution(&rig.admin, id);
+        if body["status"] == "RUNNING" {
+            Ok(())
+        } else {
+            Err(body.to_string())
+        }
+    });
+}
+
+#[test]
+fn an_agent_killed_between_a_granted_assignment_and_the_spawn_runs_the_robot_once() {
+    let server = TestServer::start();
+    let rig = Rig::new(&server, LINES, "");
+    let relay = Relay::start(&server.base);
+    let mut agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
+    agent.wait_welcomed(1, RUN);
+
+    // The assignment arrives over the open WebSocket; the package download, a
+    // new connection, hangs: the agent holds the run, journaled, unspawned.
+    relay.hold_new();
+    let id = rig.queue(&server, "0");
+    wait_granted(&rig, &server, &id);
+    let journal = agent.work_dir().join("journal").join(format!("{id}.jsonl"));
+    wait_until(RUN, "the assignment journaled", || {
+        journal.exists().then_some(())
+    });
+    agent.kill9();
+    assert_eq!(ledger_count(&rig.ledger_path(), &id), 0, "never spawned");
+
+    // Back on its journal, the agent reports it unspawned: queued again, run once.
+    relay.release_new();
+    agent.restart();
+    wait_running_with_lines(&rig, &server, &id, 3);
+    rig.finish_and_check(&server, &id);
+}
+
+#[test]
+fn a_granted_assignment_lost_with_a_killed_server_runs_once_when_the_agent_is_back() {
+    let mut server = TestServer::start();
+    let rig = Rig::new(&server, LINES, "");
+    let relay = Relay::start(&server.base);
+    let agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
+    agent.wait_welcomed(1, RUN);
+
+    // The server commits the granted start, and dies with its assignment still
+    // on the way: the agent never hears of the run.
+    relay.partition();
+    let id = rig.queue(&server, "0");
+    wait_granted(&rig, &server, &id);
+    server.kill9();
+    relay.cut();
+    relay.heal();
+    server.start_again();
+    relay.point_to(&server.base);
+    relay.restore();
+    agent.wait_welcomed(2, RUN);
+
+    // The lease was granted to this agent's journal, which does not hold it:
+    // it never ran, so it is queued again rather than ended as lost.
+    wait_running_with_lines(&rig, &server, &id, 3);
+    rig.finish_and_check(&server, &id);
+}

@@ -271,9 +271,11 @@ fn a_robot_signs_in_with_its_credential_and_the_value_shows_nowhere() {
         !Path::new(&credentials_file).exists(),
         "{credentials_file} left behind"
     );
+    // (The journal's id file stays: it holds no run.)
     wait_until(RUN, "the journal trimmed", || {
         files_under(&dir.path().join("journal"))
-            .is_empty()
+            .iter()
+            .all(|(path, _)| path.extension().is_none_or(|ext| ext != "jsonl"))
             .then_some(())
     });
     for (path, bytes) in files_under(dir.path()) {
