@@ -9,9 +9,9 @@
 //!
 //! An execution reaches the agent as an [`Assignment`] under a *lease*: a token that
 //! names this one hand-out. The agent asks to start it ([`AgentMessage::Start`]) and
-//! spawns the robot only after [`ServerMessage::Started`], unless the assignment
-//! comes with the start already granted ([`Assignment::start_granted`], to agents
-//! that said in their hello that they take it); everything it reports
+//! spawns the robot only after [`ServerMessage::Started`] (which follows unasked
+//! when the assignment says [`Assignment::start_granted`], to agents that said in
+//! their hello that they take it); everything it reports
 //! afterwards is an [`Event`] numbered from the assignment's `first_seq`, kept on
 //! disk until the server acknowledges it ([`ServerMessage::Ack`], cumulative), and
 //! sent again after a reconnect. Reports under a lease the server has ended are
@@ -46,7 +46,7 @@ pub enum AgentMessage {
         /// Leases the agent still holds: robots running or ended with events not
         /// yet acknowledged, from before this connection (or before a restart).
         held: Vec<HeldLease>,
-        /// The agent takes assignments with the start already granted
+        /// The agent takes assignments whose start the server grants unasked
         /// ([`Assignment::start_granted`]). Absent from older agents.
         #[serde(default)]
         start_on_assign: bool,
@@ -144,11 +144,10 @@ pub struct Assignment {
     /// hand-out (in `variables` they stay `"***"`); kept like `credentials`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_variables: BTreeMap<String, Value>,
-    /// The server marked the execution RUNNING (synced) with this hand-out: the
-    /// agent spawns the robot once the journal of the assignment is synced,
-    /// without [`AgentMessage::Start`]. Until the journal says the robot was
-    /// spawned, the agent that comes back after a crash reports it unspawned,
-    /// and the server queues it again.
+    /// The server starts the execution on its own: the agent sends no
+    /// [`AgentMessage::Start`] and spawns the robot on [`ServerMessage::Started`]
+    /// as usual, which the server sends once the start is committed (while the
+    /// agent journals the assignment and prepares the run).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub start_granted: bool,
 }

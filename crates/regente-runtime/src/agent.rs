@@ -8,10 +8,9 @@
 //! spawned, the command goes to an idle guard from the pool, which starts the
 //! robot -> its reports become numbered events, journaled (synced) before they
 //! are sent -> `Ack`s trim them -> once the `Ended` event is acknowledged the
-//! journal is removed. An assignment with the start granted
-//! (`start_granted`, which this agent asks for in its hello) skips `Start` and
-//! `Started`: the run is prepared at once and launched when the journal sync
-//! is done.
+//! journal is removed. An assignment with `start_granted` (which this agent
+//! asks for in its hello) sends no `Start`: the server commits the start on its
+//! own while the agent journals and prepares, and sends `Started`.
 //!
 //! The guard pool holds guards already exec'd (see [`crate::guard`]): one, or
 //! one per run being prepared when more. They are no robots: the server
@@ -495,7 +494,6 @@ impl Agent {
         };
         let execution_id = assignment.execution_id.clone();
         let lease = assignment.lease.clone();
-        let granted = assignment.start_granted;
         let packages = self.packages.clone();
         let server = self.server.clone().unwrap_or_default();
         let prepared = self.prepared.clone();
@@ -513,10 +511,7 @@ impl Agent {
                 secrets,
                 journal,
                 unacked: Vec::new(),
-                // Granted with the assignment: from here on the server counts
-                // it as started, and so does a reconnect's hello (the journal's
-                // own mark, written at the launch, is what a restart goes by).
-                spawned: granted,
+                spawned: false,
                 ended: false,
                 ready: None,
                 journal_synced: JournalSync::Pending,
@@ -573,6 +568,7 @@ impl Agent {
             Ok(prepared) => prepared,
             Err(why) => return self.fail(&done.execution_id, why),
         };
+        // A start granted unasked comes as `Started` all the same.
         let granted = self
             .holding(&done.execution_id, &done.lease)
             .is_some_and(|held| held.assignment.start_granted);
@@ -593,16 +589,13 @@ impl Agent {
     /// Prepares the runs whose start was just asked for, while the server
     /// answers. The loop calls it after letting the connection's task send the
     /// `Start`s: that task waits for this one's turn on the worker thread. A run
-    /// whose start came with its assignment is launched at once.
+    /// whose start was granted before it was ready is launched now.
     fn prepare_deferred(&mut self) {
         let mut granted = Vec::new();
         for run in std::mem::take(&mut self.deferred) {
             let Some(held) = self.held.get_mut(&run.execution_id) else {
                 continue;
             };
-            if held.assignment.start_granted {
-                granted.push(run.execution_id.clone());
-            }
             let user = if self.config.robot_users.is_empty() {
                 Ok(None)
             } else {
@@ -610,6 +603,9 @@ impl Agent {
                     "cannot start the robot: every robot user runs a robot already".to_owned()
                 })
             };
+            if held.spawned {
+                granted.push(run.execution_id.clone());
+            }
             held.ready = Some(user.and_then(|user| {
                 let parts = RunParts {
                     package_dir: &run.package_dir,
@@ -647,7 +643,9 @@ impl Agent {
         let Some(held) = self.holding(execution_id, lease) else {
             return;
         };
-        if held.spawned || held.ready.is_none() {
+        // A start granted unasked may come before the run is prepared (its
+        // package still downloading): the preparation launches it then.
+        if held.spawned || (held.ready.is_none() && !held.assignment.start_granted) {
             return;
         }
         // From here on the robot counts as started, on a reconnect too.

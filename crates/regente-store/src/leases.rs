@@ -80,18 +80,6 @@ pub trait LeaseStore: Send + Sync {
     /// Hands the runtime's oldest PENDENT execution that is not handed out yet
     /// under `lease`.
     async fn claim_next(&self, runtime_id: &str, lease: &str) -> Result<Option<Claimed>>;
-    /// Claims like [`claim_next`](Self::claim_next) and grants the start at
-    /// once: the execution is RUNNING from `now`, synced before the answer, so
-    /// that the agent may spawn its robot without asking. An agent that comes
-    /// back saying it never spawned the robot gets it requeued (`end_lease`
-    /// with `spawned` false); one that never comes back has it treated as
-    /// possibly run.
-    async fn claim_and_start(
-        &self,
-        runtime_id: &str,
-        lease: &str,
-        now: Millis,
-    ) -> Result<Option<Claimed>>;
     /// Marks a handed-out execution RUNNING; false when the lease has ended (for
     /// example canceled), in which case the robot must not start.
     async fn start(

@@ -26,9 +26,10 @@ struct Session {
     runtime: Runtime,
     socket: WebSocket,
     slots: usize,
-    /// The agent's journal id, when it takes assignments with the start
-    /// granted: one synced claim instead of a claim, a `start` and its round
-    /// trip before the robot runs. Granted leases are `{instance}.{id}`.
+    /// The agent's journal id, when it takes assignments whose start the
+    /// server grants unasked (`start_granted`): the start's commit then runs
+    /// while the agent journals the assignment, not after its `Start`. Such
+    /// leases are `{instance}.{id}` (see `granted_to_this_journal`).
     granting_to: Option<String>,
     /// Executions handed to the agent and not ended.
     busy: HashMap<String, Handed>,
@@ -353,20 +354,46 @@ impl Session {
         .await
     }
 
-    /// Hands out queued executions while slots are free.
+    /// Hands out queued executions while slots are free. To an agent that
+    /// takes it, each start is then granted unasked: the server commits it while
+    /// the agent journals the assignment and prepares the run, instead of after
+    /// the agent's `Start`.
     async fn dispatch(&mut self) -> anyhow::Result<()> {
+        loop {
+            let to_start = self.hand_out().await?;
+            if to_start.is_empty() {
+                return Ok(());
+            }
+            let now = self.ctx.clock.now();
+            let (store, runtime_id) = (self.ctx.store.clone(), self.runtime.id.clone());
+            // Committed together (one group commit, one fsync).
+            let outcomes = futures_util::future::join_all(
+                to_start
+                    .iter()
+                    .map(|(id, lease)| store.start(&runtime_id, id, lease, now)),
+            )
+            .await;
+            let mut refused = false;
+            for ((execution_id, lease), outcome) in to_start.into_iter().zip(outcomes) {
+                refused |= !self.started(execution_id, lease, outcome?).await?;
+            }
+            // A refused start freed its slot.
+            if !refused {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Claims and assigns queued executions while slots are free; the runs the
+    /// server is to start itself (execution and lease).
+    async fn hand_out(&mut self) -> anyhow::Result<Vec<(String, String)>> {
+        let mut to_start = Vec::new();
         while self.busy.len() < self.slots {
-            let store = &self.ctx.store;
-            let granted = self.granting_to.is_some();
-            let claimed = match &self.granting_to {
-                Some(instance) => {
-                    let lease = format!("{instance}.{}", new_id());
-                    let now = self.ctx.clock.now();
-                    store.claim_and_start(&self.runtime.id, &lease, now).await?
-                }
-                None => store.claim_next(&self.runtime.id, &new_id()).await?,
+            let lease = match &self.granting_to {
+                Some(instance) => format!("{instance}.{}", new_id()),
+                None => new_id(),
             };
-            let Some(claimed) = claimed else {
+            let Some(claimed) = self.ctx.store.claim_next(&self.runtime.id, &lease).await? else {
                 break;
             };
             debug!(execution = %claimed.execution_id, runtime = %self.runtime.id, "assigned");
@@ -385,13 +412,12 @@ impl Session {
                 claimed.execution_id.clone(),
                 Handed {
                     lease: claimed.lease.clone(),
-                    spawned: granted,
+                    spawned: false,
                 },
             );
+            let granted = self.granting_to.is_some();
             if granted {
-                self.ctx
-                    .hub
-                    .changed(super::Changed::Execution(claimed.execution_id.clone()));
+                to_start.push((claimed.execution_id.clone(), claimed.lease.clone()));
             }
             self.send(&ServerMessage::Assign(regente_proto::Assignment {
                 execution_id: claimed.execution_id,
@@ -408,7 +434,43 @@ impl Session {
             }))
             .await?;
         }
-        Ok(())
+        Ok(to_start)
+    }
+
+    /// Answers a start the store committed (`Started`), or refused because the
+    /// lease ended meanwhile (`Revoked`); whether it started.
+    async fn started(
+        &mut self,
+        execution_id: String,
+        lease: String,
+        started: bool,
+    ) -> anyhow::Result<bool> {
+        if !started {
+            warn!(execution = %execution_id, runtime = %self.runtime.id, "start refused: the lease has ended");
+            self.revoke(
+                &execution_id,
+                &lease,
+                "the execution was canceled or handed out again before it started",
+            )
+            .await?;
+            return Ok(false);
+        }
+        self.busy.insert(
+            execution_id.clone(),
+            Handed {
+                lease: lease.clone(),
+                spawned: true,
+            },
+        );
+        self.ctx
+            .hub
+            .changed(super::Changed::Execution(execution_id.clone()));
+        self.send(&ServerMessage::Started {
+            execution_id,
+            lease,
+        })
+        .await?;
+        Ok(true)
     }
 
     /// Ends a handed-out run ERROR before its robot starts.
@@ -482,38 +544,11 @@ impl Session {
                 execution_id,
                 lease,
             } => {
-                if store
-                    .start(
-                        &self.runtime.id,
-                        &execution_id,
-                        &lease,
-                        self.ctx.clock.now(),
-                    )
-                    .await?
-                {
-                    self.busy.insert(
-                        execution_id.clone(),
-                        Handed {
-                            lease: lease.clone(),
-                            spawned: true,
-                        },
-                    );
-                    self.ctx
-                        .hub
-                        .changed(super::Changed::Execution(execution_id.clone()));
-                    self.send(&ServerMessage::Started {
-                        execution_id,
-                        lease,
-                    })
+                let now = self.ctx.clock.now();
+                let started = store
+                    .start(&self.runtime.id, &execution_id, &lease, now)
                     .await?;
-                } else {
-                    warn!(execution = %execution_id, runtime = %self.runtime.id, "start refused: the lease has ended");
-                    self.revoke(
-                        &execution_id,
-                        &lease,
-                        "the execution was canceled or handed out again before it started",
-                    )
-                    .await?;
+                if !self.started(execution_id, lease, started).await? {
                     self.dispatch().await?;
                 }
             }

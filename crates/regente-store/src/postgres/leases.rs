@@ -18,27 +18,49 @@ use crate::{
 #[async_trait]
 impl LeaseStore for PostgresStore {
     async fn claim_next(&self, runtime_id: &str, lease: &str) -> Result<Option<Claimed>> {
-        Ok(claim(&self.pool, runtime_id, lease, None)
-            .await?
-            .map(|(claimed, _)| claimed))
-    }
-
-    async fn claim_and_start(
-        &self,
-        runtime_id: &str,
-        lease: &str,
-        now: Millis,
-    ) -> Result<Option<Claimed>> {
-        let mut tx = self.pool.begin().await.map_err(other)?;
-        let Some((claimed, organization_id)) =
-            claim(&mut *tx, runtime_id, lease, Some(now)).await?
-        else {
-            return Ok(None);
+        // SKIP LOCKED: a row another server is claiming (or canceling) right now is
+        // passed over instead of waited for; once that claim commits, the row no
+        // longer matches, so no execution is ever handed out twice.
+        let row = sqlx::query(
+            "WITH next AS ( \
+                 SELECT seq FROM executions \
+                 WHERE runtime_id = $2 AND status = 'PENDENT' AND lease IS NULL \
+                 ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED \
+             ), claimed AS ( \
+                 UPDATE executions e SET lease = $1, attempt = e.attempt + 1 \
+                 FROM next WHERE e.seq = next.seq \
+                 RETURNING e.id, e.robot_id, e.robot_version, e.variables, e.last_event_seq \
+             ) \
+             SELECT c.id, c.robot_id, c.robot_version, c.variables, c.last_event_seq, \
+                    v.sha256, v.manifest \
+             FROM claimed c LEFT JOIN robot_versions v \
+                 ON v.robot_id = c.robot_id AND v.version = c.robot_version",
+        )
+        .bind(lease)
+        .bind(runtime_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(other)?;
+        let Some(row) = row else { return Ok(None) };
+        let robot_id: String = row.try_get("robot_id").map_err(other)?;
+        let robot_version: i64 = row.try_get("robot_version").map_err(other)?;
+        let sha256: Option<String> = row.try_get("sha256").map_err(other)?;
+        let manifest: Option<String> = row.try_get("manifest").map_err(other)?;
+        let (Some(sha256), Some(manifest)) = (sha256, manifest) else {
+            return Err(Error::Other(anyhow::anyhow!(
+                "version {robot_version} of robot {robot_id} is missing"
+            )));
         };
-        let started = started_event(&organization_id, &claimed.execution_id, runtime_id, now);
-        insert_events(&mut tx, &[started]).await?;
-        tx.commit().await.map_err(other)?;
-        Ok(Some(claimed))
+        Ok(Some(Claimed {
+            execution_id: row.try_get("id").map_err(other)?,
+            lease: lease.to_owned(),
+            robot_id,
+            robot_version: robot_version as u32,
+            sha256,
+            manifest,
+            variables: json_column(&row, "variables")?.unwrap_or_default(),
+            first_seq: row.try_get::<i64, _>("last_event_seq").map_err(other)? as u64 + 1,
+        }))
     }
 
     async fn start(
@@ -243,13 +265,16 @@ impl PostgresStore {
         reason: &str,
         now: Millis,
     ) -> Result<LostOutcome> {
-        // A refusal may find the run RUNNING too: a claim that granted its start.
+        let statuses = match ending {
+            Ending::Lost { .. } => "'PENDENT', 'RUNNING'",
+            Ending::Refused => "'PENDENT'",
+        };
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Locked: two servers ending the same lease (or a report racing the end)
         // are ordered, and the second one finds it Stale.
         let row = sqlx::query(&format!(
             "SELECT {LIVE_LEASE_COLUMNS} FROM executions \
-             WHERE id = $1 AND lease = $2 AND status IN ('PENDENT', 'RUNNING') FOR UPDATE"
+             WHERE id = $1 AND lease = $2 AND status IN ({statuses}) FOR UPDATE"
         ))
         .bind(execution_id)
         .bind(lease)
@@ -295,62 +320,4 @@ impl PostgresStore {
         tx.commit().await.map_err(other)?;
         Ok(end.outcome)
     }
-}
-
-/// Claims the runtime's next run under `lease` (with its organisation); with
-/// `started`, also marks it RUNNING from then (the caller writes the event).
-async fn claim<'e>(
-    executor: impl sqlx::PgExecutor<'e>,
-    runtime_id: &str,
-    lease: &str,
-    started: Option<Millis>,
-) -> Result<Option<(Claimed, String)>> {
-    // SKIP LOCKED: a row another server is claiming (or canceling) right now is
-    // passed over instead of waited for; once that claim commits, the row no
-    // longer matches, so no execution is ever handed out twice.
-    let row = sqlx::query(
-        "WITH next AS ( \
-             SELECT seq FROM executions \
-             WHERE runtime_id = $2 AND status = 'PENDENT' AND lease IS NULL \
-             ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED \
-         ), claimed AS ( \
-             UPDATE executions e SET lease = $1, attempt = e.attempt + 1, \
-                 status = CASE WHEN $3::BIGINT IS NULL THEN e.status ELSE 'RUNNING' END, \
-                 started = COALESCE($3::BIGINT, e.started) \
-             FROM next WHERE e.seq = next.seq \
-             RETURNING e.id, e.organization_id, e.robot_id, e.robot_version, e.variables, e.last_event_seq \
-         ) \
-         SELECT c.id, c.organization_id, c.robot_id, c.robot_version, c.variables, c.last_event_seq, \
-                v.sha256, v.manifest \
-         FROM claimed c LEFT JOIN robot_versions v \
-             ON v.robot_id = c.robot_id AND v.version = c.robot_version",
-    )
-    .bind(lease)
-    .bind(runtime_id)
-    .bind(started)
-    .fetch_optional(executor)
-    .await
-    .map_err(other)?;
-    let Some(row) = row else { return Ok(None) };
-    let robot_id: String = row.try_get("robot_id").map_err(other)?;
-    let robot_version: i64 = row.try_get("robot_version").map_err(other)?;
-    let sha256: Option<String> = row.try_get("sha256").map_err(other)?;
-    let manifest: Option<String> = row.try_get("manifest").map_err(other)?;
-    let (Some(sha256), Some(manifest)) = (sha256, manifest) else {
-        return Err(Error::Other(anyhow::anyhow!(
-            "version {robot_version} of robot {robot_id} is missing"
-        )));
-    };
-    let organization_id: String = row.try_get("organization_id").map_err(other)?;
-    let claimed = Claimed {
-        execution_id: row.try_get("id").map_err(other)?,
-        lease: lease.to_owned(),
-        robot_id,
-        robot_version: robot_version as u32,
-        sha256,
-        manifest,
-        variables: json_column(&row, "variables")?.unwrap_or_default(),
-        first_seq: row.try_get::<i64, _>("last_event_seq").map_err(other)? as u64 + 1,
-    };
-    Ok(Some((claimed, organization_id)))
 }

@@ -71,28 +71,18 @@ fn insert_log_lines(
     Ok(())
 }
 
-/// Claims the runtime's next run under `lease`; with `started`, also marks it
-/// RUNNING from then, with its `execution.started` event.
-fn claim_next(
-    conn: &Connection,
-    runtime_id: &str,
-    lease: &str,
-    started: Option<Millis>,
-) -> Result<Option<Claimed>> {
+fn claim_next(conn: &Connection, runtime_id: &str, lease: &str) -> Result<Option<Claimed>> {
     let claimed = one(
         conn,
-        "UPDATE executions SET lease = ?1, attempt = attempt + 1, \
-         status = CASE WHEN ?3 IS NULL THEN status ELSE 'RUNNING' END, \
-         started = COALESCE(?3, started) \
+        "UPDATE executions SET lease = ?1, attempt = attempt + 1 \
          WHERE seq = (SELECT seq FROM executions \
                       WHERE runtime_id = ?2 AND status = 'PENDENT' AND lease IS NULL \
                       ORDER BY seq LIMIT 1) \
-         RETURNING id, organization_id, robot_id, robot_version, variables, last_event_seq",
-        params![lease, runtime_id, started],
+         RETURNING id, robot_id, robot_version, variables, last_event_seq",
+        params![lease, runtime_id],
         |row| {
             Ok((
                 row.text("id")?,
-                row.text("organization_id")?,
                 row.text("robot_id")?,
                 row.int("robot_version")?,
                 row.text("variables")?,
@@ -100,22 +90,9 @@ fn claim_next(
             ))
         },
     )?;
-    let Some((execution_id, organization_id, robot_id, robot_version, variables, last_event_seq)) =
-        claimed
-    else {
+    let Some((execution_id, robot_id, robot_version, variables, last_event_seq)) = claimed else {
         return Ok(None);
     };
-    if let Some(now) = started {
-        insert_events(
-            conn,
-            &[started_event(
-                &organization_id,
-                &execution_id,
-                runtime_id,
-                now,
-            )],
-        )?;
-    }
     let (sha256, manifest) = one(
         conn,
         "SELECT sha256, manifest FROM robot_versions WHERE robot_id = ?1 AND version = ?2",
@@ -206,12 +183,15 @@ fn end_lease(
     reason: &str,
     now: Millis,
 ) -> Result<LostOutcome> {
-    // A refusal may find the run RUNNING too: a claim that granted its start.
+    let statuses = match ending {
+        Ending::Lost { .. } => "'PENDENT', 'RUNNING'",
+        Ending::Refused => "'PENDENT'",
+    };
     let live = one(
         conn,
         &format!(
             "SELECT {LIVE_LEASE_COLUMNS} FROM executions \
-             WHERE id = ?1 AND lease = ?2 AND status IN ('PENDENT', 'RUNNING')"
+             WHERE id = ?1 AND lease = ?2 AND status IN ({statuses})"
         ),
         params![execution_id, lease],
         |row| live_lease_from(row),
@@ -262,21 +242,10 @@ impl LeaseStore for SqliteStore {
         // have started, since `start` (synced, so syncing the claim too) needs
         // the lease. The claim is on the dispatch path: one fsync less there.
         self.send_write(
-            move |conn| claim_next(conn, &runtime_id, &lease, None),
+            move |conn| claim_next(conn, &runtime_id, &lease),
             Durability::Written,
         )
         .await
-    }
-
-    async fn claim_and_start(
-        &self,
-        runtime_id: &str,
-        lease: &str,
-        now: Millis,
-    ) -> Result<Option<Claimed>> {
-        let (runtime_id, lease) = (runtime_id.to_owned(), lease.to_owned());
-        self.write(move |conn| claim_next(conn, &runtime_id, &lease, Some(now)))
-            .await
     }
 
     async fn start(

@@ -311,25 +311,14 @@ async fn a_refused_start_ends_the_run(store: Arc<dyn Store>) {
         LostOutcome::Stale
     );
 
-    // A claim that granted the start at once (RUNNING before the agent hears
-    // of it) is refused the same way.
-    let granted = w.enqueue(4_000).await;
-    let claimed = w
-        .store
-        .claim_and_start(&w.runtime.id, "granted", 4_100)
-        .await
-        .unwrap()
-        .expect("the run waiting");
-    assert_eq!(claimed.execution_id, granted);
-    assert_eq!(w.get(&granted).await.status, ExecutionStatus::Running);
+    // A started run is not refused.
+    let (running, lease) = w.running(1).await;
     assert_eq!(
         w.store
-            .refuse_start(&granted, "granted", reason, 4_200)
+            .refuse_start(&running, &lease, reason, 4_000)
             .await
             .unwrap(),
-        LostOutcome::Ended(ExecutionStatus::Error)
+        LostOutcome::Stale
     );
-    let got = w.get(&granted).await;
-    assert_eq!(got.status, ExecutionStatus::Error);
-    assert_eq!(got.end_reason.as_deref(), Some(reason));
+    assert_eq!(w.get(&running).await.status, ExecutionStatus::Running);
 }

@@ -1,7 +1,6 @@
 //! Leases: claims, starts, live leases, lease ends, and their races.
 
 use crate::fixtures::*;
-use regente_store::{EventCursor, EventKind};
 
 conformance! {
     store: [
@@ -10,7 +9,6 @@ conformance! {
         leases_of_runtime_and_lease_status,
         leases_seen_before,
         end_lease_of_unstarted_runs,
-        claim_and_start_grants_the_start_in_one_write,
         end_lease_of_running_runs,
         end_lease_is_stale_once_the_lease_changed,
         concurrent_claims_hand_out_each_run_once,
@@ -380,75 +378,6 @@ async fn end_lease_of_unstarted_runs(store: Arc<dyn Store>) {
     assert_eq!(
         w.store
             .end_lease(&first, "lease-third", true, "runtime lost", 3_500)
-            .await
-            .unwrap(),
-        LostOutcome::Ended(ExecutionStatus::Error)
-    );
-}
-
-async fn claim_and_start_grants_the_start_in_one_write(store: Arc<dyn Store>) {
-    let w = world(store).await;
-    let first = w.enqueue(1_000).await;
-    let second = w.enqueue(2_000).await;
-    let claimed = w
-        .store
-        .claim_and_start(&w.runtime.id, "granted-1", 3_000)
-        .await
-        .unwrap()
-        .expect("a run waiting");
-    assert_eq!(claimed.execution_id, first, "FIFO, as claim_next");
-    assert_eq!(claimed.first_seq, 1);
-    let got = w.get(&first).await;
-    assert_eq!(got.status, ExecutionStatus::Running);
-    assert_eq!(got.started, Some(3_000));
-    assert_eq!(
-        w.store.lease_status(&first, "granted-1").await.unwrap(),
-        Some(ExecutionStatus::Running)
-    );
-    let kinds: Vec<EventKind> = w
-        .store
-        .events_after(EventCursor::START, 100)
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|event| event.subject_id == first)
-        .map(|event| event.kind)
-        .collect();
-    assert_eq!(
-        kinds,
-        vec![EventKind::ExecutionQueued, EventKind::ExecutionStarted]
-    );
-    // Already started: the agent's `start` under this lease changes nothing.
-    assert!(!w
-        .store
-        .start(&w.runtime.id, &first, "granted-1", 3_100)
-        .await
-        .unwrap());
-    assert_eq!(w.get(&second).await.status, ExecutionStatus::Pendent);
-
-    // The agent came back saying it never spawned it: queued again, attempt
-    // not used up, start time cleared.
-    assert_eq!(
-        w.store
-            .end_lease(&first, "granted-1", false, "never journaled", 3_200)
-            .await
-            .unwrap(),
-        LostOutcome::Requeued
-    );
-    let got = w.get(&first).await;
-    assert_eq!(got.status, ExecutionStatus::Pendent);
-    assert_eq!(got.started, None);
-    let again = w
-        .store
-        .claim_and_start(&w.runtime.id, "granted-2", 3_300)
-        .await
-        .unwrap()
-        .expect("the requeued run");
-    assert_eq!(again.execution_id, first, "it keeps its place in the queue");
-    // Possibly run (the runtime was lost): its only attempt is used up.
-    assert_eq!(
-        w.store
-            .end_lease(&first, "granted-2", true, "runtime lost", 3_400)
             .await
             .unwrap(),
         LostOutcome::Ended(ExecutionStatus::Error)
