@@ -34,9 +34,7 @@ use tracing::{info, warn};
 pub use crate::config::AgentConfig;
 use crate::config::{clear_runs, create_work_dirs};
 use crate::connection::{self, Inbound};
-use crate::executor::{
-    self, HeldUser, IdleGuard, Launcher, Report, RobotRun, RunParts, RunSecrets, Stop,
-};
+use crate::executor::{self, GuardPool, HeldUser, Report, RobotRun, RunParts, RunSecrets, Stop};
 use crate::fence::Fence;
 use crate::journal::{self, Journal};
 use crate::packages::PackageCache;
@@ -107,8 +105,7 @@ struct Agent {
     reports: mpsc::Sender<Report>,
     prepared: mpsc::UnboundedSender<Prepared>,
     synced: mpsc::UnboundedSender<Synced>,
-    /// Idle guards, exec'd and waiting for a command.
-    guards: Vec<IdleGuard>,
+    guards: GuardPool,
     /// This boot's id, recorded in each journal.
     boot: Option<String>,
     /// Runs to prepare once the `Start`s just sent are out.
@@ -171,6 +168,7 @@ pub async fn run(
             journal_dir.display()
         )
     })?;
+    let guards = GuardPool::new(config.guard.clone());
     let (inbound_tx, mut inbound) = mpsc::unbounded_channel();
     let (reports_tx, mut reports) = mpsc::channel::<Report>(8192);
     let (prepared_tx, mut prepared) = mpsc::unbounded_channel();
@@ -192,7 +190,7 @@ pub async fn run(
         reports: reports_tx,
         prepared: prepared_tx,
         synced: synced_tx,
-        guards: Vec::new(),
+        guards,
         boot: journal::boot_id(),
         deferred: Vec::new(),
     };
@@ -264,9 +262,7 @@ pub async fn run(
     {
         link.abort();
     }
-    for guard in agent.guards.drain(..) {
-        guard.retire().await;
-    }
+    agent.guards.retire_all().await;
     info!("agent stopped");
     Ok(())
 }
@@ -692,7 +688,7 @@ impl Agent {
         }
         let (stop, stopped) = oneshot::channel();
         held.stop = Some(stop);
-        let launcher = match self.take_guard() {
+        let launcher = match self.guards.take() {
             Ok(launcher) => launcher,
             Err(why) => {
                 run.discard();
@@ -705,45 +701,11 @@ impl Agent {
         // guard starting now would take CPU from the robot starting.
     }
 
-    /// An idle guard for a robot (a new one when none is left), or no guard at
-    /// all when the agent has no guard executable.
-    fn take_guard(&mut self) -> Result<Launcher, String> {
-        let Some(exe) = &self.config.guard else {
-            return Ok(Launcher::Direct);
-        };
-        while let Some(mut guard) = self.guards.pop() {
-            if guard.is_alive() {
-                return Ok(Launcher::Guard(guard));
-            }
-            tokio::spawn(guard.retire());
-        }
-        IdleGuard::start(exe)
-            .map(Launcher::Guard)
-            .map_err(|e| format!("cannot start the robot's guard process: {e}"))
-    }
-
     /// Keeps one idle guard, or one per run being prepared when more.
-    /// Called when a run is waiting for `Started`, ends or is revoked.
+    /// Called when a run is being prepared, ends or is revoked.
     fn balance_guards(&mut self) {
-        let Some(exe) = &self.config.guard else {
-            return;
-        };
         let waiting = self.held.values().filter(|h| h.ready.is_some()).count();
-        let target = waiting.max(1);
-        while self.guards.len() < target {
-            match IdleGuard::start(exe) {
-                Ok(guard) => self.guards.push(guard),
-                Err(e) => {
-                    warn!(error = %e, "cannot start an idle guard process; the next robot starts one");
-                    break;
-                }
-            }
-        }
-        while self.guards.len() > target {
-            if let Some(guard) = self.guards.pop() {
-                tokio::spawn(guard.retire());
-            }
-        }
+        self.guards.keep(waiting.max(1));
     }
 
     /// Ends an execution whose robot cannot start.

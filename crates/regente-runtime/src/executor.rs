@@ -13,6 +13,7 @@ use regente_proto::{EndStatus, EventKind, LogLevel};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
 
 use crate::guard::Launch;
 use crate::masking::Masker;
@@ -383,6 +384,68 @@ pub fn start(
         other => other,
     };
     tokio::spawn(self::run(run, launcher, reports, stop));
+}
+
+/// The agent's idle guards (exec'd, waiting for a command), so that a robot's
+/// start costs no exec of the `regente` binary.
+pub struct GuardPool {
+    /// The `regente` executable; `None`: robots start without a guard.
+    exe: Option<PathBuf>,
+    idle: Vec<IdleGuard>,
+}
+
+impl GuardPool {
+    pub fn new(exe: Option<PathBuf>) -> GuardPool {
+        GuardPool {
+            exe,
+            idle: Vec::new(),
+        }
+    }
+
+    /// An idle guard for a robot (a new one when none is left), or no guard at
+    /// all when the agent has no guard executable.
+    pub fn take(&mut self) -> Result<Launcher, String> {
+        let Some(exe) = &self.exe else {
+            return Ok(Launcher::Direct);
+        };
+        while let Some(mut guard) = self.idle.pop() {
+            if guard.is_alive() {
+                return Ok(Launcher::Guard(guard));
+            }
+            tokio::spawn(guard.retire());
+        }
+        IdleGuard::start(exe)
+            .map(Launcher::Guard)
+            .map_err(|e| format!("cannot start the robot's guard process: {e}"))
+    }
+
+    /// Starts or retires idle guards until `target` wait.
+    pub fn keep(&mut self, target: usize) {
+        let Some(exe) = &self.exe else {
+            return;
+        };
+        while self.idle.len() < target {
+            match IdleGuard::start(exe) {
+                Ok(guard) => self.idle.push(guard),
+                Err(e) => {
+                    warn!(error = %e, "cannot start an idle guard process; the next robot starts one");
+                    break;
+                }
+            }
+        }
+        while self.idle.len() > target {
+            if let Some(guard) = self.idle.pop() {
+                tokio::spawn(guard.retire());
+            }
+        }
+    }
+
+    /// Ends every idle guard, waiting for each.
+    pub async fn retire_all(&mut self) {
+        for guard in self.idle.drain(..) {
+            guard.retire().await;
+        }
+    }
 }
 
 /// How a robot is started.
