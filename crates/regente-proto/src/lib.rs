@@ -9,9 +9,8 @@
 //!
 //! An execution reaches the agent as an [`Assignment`] under a *lease*: a token that
 //! names this one hand-out. The agent asks to start it ([`AgentMessage::Start`]) and
-//! spawns the robot only after [`ServerMessage::Started`] (which follows unasked
-//! when the assignment says [`Assignment::start_granted`], to agents that said in
-//! their hello that they take it); everything it reports
+//! spawns the robot only after [`ServerMessage::Started`] (answered at once when
+//! the assignment says [`Assignment::start_granted`]); everything it reports
 //! afterwards is an [`Event`] numbered from the assignment's `first_seq`, kept on
 //! disk until the server acknowledges it ([`ServerMessage::Ack`], cumulative), and
 //! sent again after a reconnect. Reports under a lease the server has ended are
@@ -46,7 +45,7 @@ pub enum AgentMessage {
         /// Leases the agent still holds: robots running or ended with events not
         /// yet acknowledged, from before this connection (or before a restart).
         held: Vec<HeldLease>,
-        /// The agent takes assignments whose start the server grants unasked
+        /// The agent takes assignments whose start is committed ahead
         /// ([`Assignment::start_granted`]). Absent from older agents.
         #[serde(default)]
         start_on_assign: bool,
@@ -144,10 +143,10 @@ pub struct Assignment {
     /// hand-out (in `variables` they stay `"***"`); kept like `credentials`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_variables: BTreeMap<String, Value>,
-    /// The server starts the execution on its own: the agent sends no
-    /// [`AgentMessage::Start`] and spawns the robot on [`ServerMessage::Started`]
-    /// as usual, which the server sends once the start is committed (while the
-    /// agent journals the assignment and prepares the run).
+    /// The server committed the start as it handed the execution out (while
+    /// the agent journals the assignment and prepares the run): the agent's
+    /// [`AgentMessage::Start`] is answered at once. The agent still spawns the
+    /// robot only on [`ServerMessage::Started`].
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub start_granted: bool,
 }

@@ -8,9 +8,9 @@
 //! spawned, the command goes to an idle guard from the pool, which starts the
 //! robot -> its reports become numbered events, journaled (synced) before they
 //! are sent -> `Ack`s trim them -> once the `Ended` event is acknowledged the
-//! journal is removed. An assignment with `start_granted` (which this agent
-//! asks for in its hello) sends no `Start`: the server commits the start on its
-//! own while the agent journals and prepares, and sends `Started`.
+//! journal is removed. An assignment with `start_granted` (this agent names its
+//! journal in its hello) has its start committed by the server already: the
+//! `Start` is answered at once.
 //!
 //! The guard pool holds guards already exec'd (see [`crate::guard`]): one, or
 //! one per run being prepared when more. They are no robots: the server
@@ -564,16 +564,10 @@ impl Agent {
             Ok(prepared) => prepared,
             Err(why) => return self.fail(&done.execution_id, why),
         };
-        // A start granted unasked comes as `Started` all the same.
-        let granted = self
-            .holding(&done.execution_id, &done.lease)
-            .is_some_and(|held| held.assignment.start_granted);
-        if !granted {
-            self.send(AgentMessage::Start {
-                execution_id: done.execution_id.clone(),
-                lease: done.lease.clone(),
-            });
-        }
+        self.send(AgentMessage::Start {
+            execution_id: done.execution_id.clone(),
+            lease: done.lease.clone(),
+        });
         self.deferred.push(Deferred {
             execution_id: done.execution_id,
             package_dir,
@@ -584,10 +578,8 @@ impl Agent {
 
     /// Prepares the runs whose start was just asked for, while the server
     /// answers. The loop calls it after letting the connection's task send the
-    /// `Start`s: that task waits for this one's turn on the worker thread. A run
-    /// whose start was granted before it was ready is launched now.
+    /// `Start`s: that task waits for this one's turn on the worker thread.
     fn prepare_deferred(&mut self) {
-        let mut granted = Vec::new();
         for run in std::mem::take(&mut self.deferred) {
             let Some(held) = self.held.get_mut(&run.execution_id) else {
                 continue;
@@ -599,9 +591,6 @@ impl Agent {
                     "cannot start the robot: every robot user runs a robot already".to_owned()
                 })
             };
-            if held.spawned {
-                granted.push(run.execution_id.clone());
-            }
             held.ready = Some(user.and_then(|user| {
                 let parts = RunParts {
                     package_dir: &run.package_dir,
@@ -619,9 +608,6 @@ impl Agent {
             }));
         }
         self.balance_guards();
-        for execution_id in granted {
-            self.launch(&execution_id);
-        }
     }
 
     fn on_synced(&mut self, done: Synced) {
@@ -639,9 +625,7 @@ impl Agent {
         let Some(held) = self.holding(execution_id, lease) else {
             return;
         };
-        // A start granted unasked may come before the run is prepared (its
-        // package still downloading): the preparation launches it then.
-        if held.spawned || (held.ready.is_none() && !held.assignment.start_granted) {
+        if held.spawned || held.ready.is_none() {
             return;
         }
         // From here on the robot counts as started, on a reconnect too.

@@ -43,6 +43,10 @@ struct Handed {
     lease: String,
     /// Whether the server granted the start: the robot may have been spawned.
     spawned: bool,
+    /// The store has it RUNNING, committed as it was handed out: the agent's
+    /// `Start` is answered at once. Until that answer the agent cannot have
+    /// spawned it, so a session ending before it releases the run.
+    start_committed: bool,
 }
 
 /// Serves one agent connection, made with the key whose hash is `key_hash`,
@@ -126,7 +130,9 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut so
     }
     ctx.hub.unregister(&runtime_id, connection);
     // Hand-outs this connection made that never started go back to the queue
-    // now: the agent will not ask to start them over a dead connection.
+    // now: the agent will not ask to start them over a dead connection. (A start
+    // committed as the run was handed out counts as not started until the
+    // agent's `Start` was answered: without `Started` no robot runs.)
     for (execution_id, handed) in session.busy.iter().filter(|(_, h)| !h.spawned) {
         let reason = "the runtime disconnected before starting it";
         let released = ctx
@@ -282,6 +288,7 @@ impl Session {
                         Handed {
                             lease: lease.lease.clone(),
                             spawned: true,
+                            start_committed: true,
                         },
                     );
                     if lease.cancel_requested {
@@ -345,7 +352,15 @@ impl Session {
         lease: &str,
         reason: &str,
     ) -> anyhow::Result<()> {
-        self.busy.remove(execution_id);
+        // Only this lease's hand-out: the execution may be handed out again
+        // under another (an old lease's late report is revoked after that).
+        if self
+            .busy
+            .get(execution_id)
+            .is_some_and(|handed| handed.lease == lease)
+        {
+            self.busy.remove(execution_id);
+        }
         self.send(&ServerMessage::Revoked {
             execution_id: execution_id.to_owned(),
             lease: lease.to_owned(),
@@ -355,9 +370,10 @@ impl Session {
     }
 
     /// Hands out queued executions while slots are free. To an agent that
-    /// takes it, each start is then granted unasked: the server commits it while
-    /// the agent journals the assignment and prepares the run, instead of after
-    /// the agent's `Start`.
+    /// names its journal, each start is then committed at once, while the agent
+    /// journals the assignment and prepares the run, so that its `Start` is
+    /// answered without a commit on the way; the agent still spawns nothing
+    /// before that answer.
     async fn dispatch(&mut self) -> anyhow::Result<()> {
         loop {
             let to_start = self.hand_out().await?;
@@ -375,7 +391,17 @@ impl Session {
             .await;
             let mut refused = false;
             for ((execution_id, lease), outcome) in to_start.into_iter().zip(outcomes) {
-                refused |= !self.started(execution_id, lease, outcome?).await?;
+                if !outcome? {
+                    refused = true;
+                    self.started(execution_id, lease, false).await?;
+                    continue;
+                }
+                if let Some(handed) = self.busy.get_mut(&execution_id) {
+                    handed.start_committed = true;
+                }
+                self.ctx
+                    .hub
+                    .changed(super::Changed::Execution(execution_id));
             }
             // A refused start freed its slot.
             if !refused {
@@ -413,6 +439,7 @@ impl Session {
                 Handed {
                     lease: claimed.lease.clone(),
                     spawned: false,
+                    start_committed: false,
                 },
             );
             let granted = self.granting_to.is_some();
@@ -460,6 +487,7 @@ impl Session {
             Handed {
                 lease: lease.clone(),
                 spawned: true,
+                start_committed: true,
             },
         );
         self.ctx
@@ -544,10 +572,16 @@ impl Session {
                 execution_id,
                 lease,
             } => {
-                let now = self.ctx.clock.now();
-                let started = store
-                    .start(&self.runtime.id, &execution_id, &lease, now)
-                    .await?;
+                let committed = self
+                    .busy
+                    .get(&execution_id)
+                    .is_some_and(|h| h.lease == lease && h.start_committed);
+                let started = committed || {
+                    let now = self.ctx.clock.now();
+                    store
+                        .start(&self.runtime.id, &execution_id, &lease, now)
+                        .await?
+                };
                 if !self.started(execution_id, lease, started).await? {
                     self.dispatch().await?;
                 }
