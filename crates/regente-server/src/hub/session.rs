@@ -47,6 +47,9 @@ struct Handed {
     /// `Start` is answered at once. Until that answer the agent cannot have
     /// spawned it, so a session ending before it releases the run.
     start_committed: bool,
+    /// Canceled before the agent asked to start it: its `Start` ends it
+    /// CANCELED instead (see `note_cancel`).
+    cancel_requested: bool,
 }
 
 /// Serves one agent connection, made with the key whose hash is `key_hash`,
@@ -289,6 +292,7 @@ impl Session {
                             lease: lease.lease.clone(),
                             spawned: true,
                             start_committed: true,
+                            cancel_requested: false,
                         },
                     );
                     if lease.cancel_requested {
@@ -440,6 +444,7 @@ impl Session {
                     lease: claimed.lease.clone(),
                     spawned: false,
                     start_committed: false,
+                    cancel_requested: false,
                 },
             );
             let granted = self.granting_to.is_some();
@@ -462,6 +467,18 @@ impl Session {
             .await?;
         }
         Ok(to_start)
+    }
+
+    /// Notes a cancel of a run whose start was committed at the hand-out and
+    /// not asked for yet: the agent's `Start` then ends it instead of starting it.
+    fn note_cancel(&mut self, execution_id: &str, lease: &str) {
+        if let Some(handed) = self
+            .busy
+            .get_mut(execution_id)
+            .filter(|h| h.lease == lease && !h.spawned)
+        {
+            handed.cancel_requested = true;
+        }
     }
 
     /// Answers a start the store committed (`Started`), or refused because the
@@ -488,6 +505,7 @@ impl Session {
                 lease: lease.clone(),
                 spawned: true,
                 start_committed: true,
+                cancel_requested: false,
             },
         );
         self.ctx
@@ -526,6 +544,7 @@ impl Session {
             Command::Resync => {
                 let leases = self.ctx.store.leases_of_runtime(&self.runtime.id).await?;
                 for lease in leases.into_iter().filter(|l| l.cancel_requested) {
+                    self.note_cancel(&lease.execution_id, &lease.lease);
                     let running_here = self
                         .busy
                         .get(&lease.execution_id)
@@ -546,6 +565,7 @@ impl Session {
                     lease,
                     ..
                 } = *order;
+                self.note_cancel(&execution_id, &lease);
                 self.send(&ServerMessage::Cancel {
                     execution_id,
                     lease,
@@ -572,10 +592,20 @@ impl Session {
                 execution_id,
                 lease,
             } => {
-                let committed = self
-                    .busy
-                    .get(&execution_id)
-                    .is_some_and(|h| h.lease == lease && h.start_committed);
+                let handed = self.busy.get(&execution_id).filter(|h| h.lease == lease);
+                let committed = handed.is_some_and(|h| h.start_committed);
+                if committed && handed.is_some_and(|h| h.cancel_requested) {
+                    let reason = "the runtime had not started it yet";
+                    let now = self.ctx.clock.now();
+                    let outcome = store
+                        .end_lease(&execution_id, &lease, false, reason, now)
+                        .await?;
+                    if matches!(outcome, regente_store::LostOutcome::Ended(_)) {
+                        crate::service::execution_ended(&self.ctx, &execution_id).await;
+                    }
+                    self.revoke(&execution_id, &lease, reason).await?;
+                    return self.dispatch().await;
+                }
                 let started = committed || {
                     let now = self.ctx.clock.now();
                     store

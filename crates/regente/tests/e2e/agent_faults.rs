@@ -753,3 +753,30 @@ fn a_granted_assignment_lost_with_a_killed_server_runs_once_when_the_agent_is_ba
     wait_running_with_lines(&rig, &server, &id, 3);
     rig.finish_and_check(&server, &id);
 }
+
+#[test]
+fn a_run_canceled_while_its_package_downloads_never_starts() {
+    let server = TestServer::start();
+    let rig = Rig::new(&server, LINES, "");
+    let relay = Relay::start(&server.base);
+    let agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
+    agent.wait_welcomed(1, RUN);
+
+    // Handed out, its start committed, its package download hanging: the
+    // agent has not asked to start it.
+    relay.hold_new();
+    let id = rig.queue(&server, "0");
+    wait_granted(&rig, &server, &id);
+    server.delete(&rig.admin, &rig.runtime, &id).expect(200);
+
+    // Once the package is in, the agent asks to start it and is refused.
+    relay.release_new();
+    let body = rig.wait_status(&server, &id, RUN);
+    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
+    agent.wait_log("lease revoked by the server", RUN);
+    assert_eq!(ledger_count(&rig.ledger_path(), &id), 0, "never started");
+    // The runtime goes on with the next run.
+    let next = rig.queue(&server, "0");
+    wait_running_with_lines(&rig, &server, &next, 3);
+    rig.finish_and_check(&server, &next);
+}
