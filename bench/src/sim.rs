@@ -76,7 +76,6 @@ async fn agent(
         agent_version: format!("regente-bench {}", env!("CARGO_PKG_VERSION")),
         slots: 1,
         held: Vec::new(),
-        start_on_assign: false,
         instance: None,
     };
     sink.send(Message::Text(serde_json::to_string(&hello)?.into()))

@@ -10,7 +10,8 @@
 //! An execution reaches the agent as an [`Assignment`] under a *lease*: a token that
 //! names this one hand-out. The agent asks to start it ([`AgentMessage::Start`]) and
 //! spawns the robot only after [`ServerMessage::Started`] (answered at once when
-//! the assignment says [`Assignment::start_granted`]); everything it reports
+//! the server committed the start as it handed the execution out, which it does
+//! for agents that name their journal in the hello); everything it reports
 //! afterwards is an [`Event`] numbered from the assignment's `first_seq`, kept on
 //! disk until the server acknowledges it ([`ServerMessage::Ack`], cumulative), and
 //! sent again after a reconnect. Reports under a lease the server has ended are
@@ -45,12 +46,10 @@ pub enum AgentMessage {
         /// Leases the agent still holds: robots running or ended with events not
         /// yet acknowledged, from before this connection (or before a restart).
         held: Vec<HeldLease>,
-        /// The agent takes assignments whose start is committed ahead
-        /// ([`Assignment::start_granted`]). Absent from older agents.
-        #[serde(default)]
-        start_on_assign: bool,
-        /// The id of the agent's journal ([`Assignment::start_granted`] leases
-        /// are handed to it). Absent from older agents.
+        /// The id of the agent's journal. When present, the server commits a
+        /// start as it hands the execution out and names the lease after this
+        /// journal, which lets it tell, at a reconnect, a hand-out this journal
+        /// never recorded (never spawned) from one it lost. Absent from older agents.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         instance: Option<String>,
     },
@@ -143,12 +142,6 @@ pub struct Assignment {
     /// hand-out (in `variables` they stay `"***"`); kept like `credentials`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_variables: BTreeMap<String, Value>,
-    /// The server committed the start as it handed the execution out (while
-    /// the agent journals the assignment and prepares the run): the agent's
-    /// [`AgentMessage::Start`] is answered at once. The agent still spawns the
-    /// robot only on [`ServerMessage::Started`].
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub start_granted: bool,
 }
 
 impl Assignment {
@@ -260,7 +253,6 @@ mod tests {
             agent_version: "0.1.0".into(),
             slots: 2,
             held: vec![],
-            start_on_assign: true,
             instance: Some("0123456789abcdef".into()),
         };
         let text = serde_json::to_string(&hello).unwrap();

@@ -8,9 +8,9 @@
 //! spawned, the command goes to an idle guard from the pool, which starts the
 //! robot -> its reports become numbered events, journaled (synced) before they
 //! are sent -> `Ack`s trim them -> once the `Ended` event is acknowledged the
-//! journal is removed. An assignment with `start_granted` (this agent names its
-//! journal in its hello) has its start committed by the server already: the
-//! `Start` is answered at once.
+//! journal is removed. As this agent names its journal in its hello, the
+//! server commits each start as it hands the run out: the `Start` is answered
+//! at once.
 //!
 //! The guard pool holds guards already exec'd (see [`crate::guard`]): one, or
 //! one per run being prepared when more. They are no robots: the server
@@ -162,7 +162,8 @@ pub async fn run(
             config.work_dir.display()
         )
     })?;
-    let instance = journal::instance_id(&journal_dir).with_context(|| {
+    let boot = journal::boot_id();
+    let instance = journal::instance_id(&journal_dir, boot.as_deref()).with_context(|| {
         format!(
             "cannot read or create the journal's id in {}",
             journal_dir.display()
@@ -191,7 +192,7 @@ pub async fn run(
         prepared: prepared_tx,
         synced: synced_tx,
         guards,
-        boot: journal::boot_id(),
+        boot,
         deferred: Vec::new(),
     };
     agent.recover(&journal_dir)?;
@@ -346,7 +347,6 @@ impl Agent {
                     agent_version: env!("CARGO_PKG_VERSION").to_owned(),
                     slots: self.config.slots_asked(),
                     held,
-                    start_on_assign: true,
                     instance: Some(self.instance.clone()),
                 });
                 for held in self.held.values() {
@@ -523,7 +523,7 @@ impl Agent {
             let _ = synced.send(Synced {
                 execution_id: id,
                 lease: held_lease,
-                outcome: sync_handle.sync_data(),
+                outcome: sync_handle.sync(),
             });
         });
         let parse = |manifest: &str| {

@@ -36,19 +36,31 @@ enum Entry {
     Event(Event),
 }
 
-/// The id of this journal directory, made (and synced) on first use. The agent
-/// sends it in its hello, and the server folds it into the leases it grants with
-/// the assignment: a granted lease of this id that the journal does not hold was
-/// never journaled here, so its robot never started (a robot starts only after
-/// its journal is synced), and the server may queue it again. A lease of
-/// another id (another machine, a lost work directory) may have run: the server
-/// never queues that one again.
-pub fn instance_id(dir: &Path) -> std::io::Result<String> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// The id of this journal directory in this boot (`boot`, see [`boot_id`]),
+/// made (and synced) on first use. The agent sends it in its hello, and the
+/// server folds it into the leases it commits the start of at the hand-out: a
+/// lease of this id that the journal does not hold was never journaled here, so
+/// its robot never started (a robot starts only after its journal is synced),
+/// and the server may queue it again. A lease of another id may have run: the
+/// server never queues that one again.
+///
+/// So the id must name one journal's unbroken history. It is made anew after a
+/// reboot (a disk snapshot rolled back loses entries) and for a directory that
+/// is not the one it was made in (a copy: a VM template, a restored backup),
+/// which the directory's device and inode numbers tell.
+pub fn instance_id(dir: &Path, boot: Option<&str>) -> std::io::Result<String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let path = dir.join("instance");
+    let place = std::fs::metadata(dir)?;
+    let made_for = format!("{} {}:{}", boot.unwrap_or("-"), place.dev(), place.ino());
     match std::fs::read_to_string(&path) {
-        Ok(id) if !id.trim().is_empty() => return Ok(id.trim().to_owned()),
-        Ok(_) => {}
+        Ok(text) => {
+            if let Some((id, stored_for)) = text.trim().split_once('\n') {
+                if !id.is_empty() && stored_for == made_for {
+                    return Ok(id.to_owned());
+                }
+            }
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(e),
     }
@@ -60,7 +72,7 @@ pub fn instance_id(dir: &Path) -> std::io::Result<String> {
         .truncate(true)
         .mode(0o600)
         .open(&partial)?;
-    file.write_all(id.as_bytes())?;
+    file.write_all(format!("{id}\n{made_for}\n").as_bytes())?;
     file.sync_all()?;
     std::fs::rename(&partial, &path)?;
     File::open(dir)?.sync_all()?;
@@ -72,6 +84,22 @@ pub fn boot_id() -> Option<String> {
     let id = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
     let id = id.trim();
     (!id.is_empty()).then(|| id.to_owned())
+}
+
+/// A new journal's file and its directory, to be synced together.
+pub struct SyncHandle {
+    file: File,
+    dir: PathBuf,
+}
+
+impl SyncHandle {
+    /// Syncs the file's content, then the directory that names it: on some
+    /// filesystems a synced new file may still be missing after a power loss
+    /// when its directory entry was not synced.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()?;
+        File::open(&self.dir)?.sync_all()
+    }
 }
 
 pub struct Journal {
@@ -113,9 +141,12 @@ impl Journal {
         Ok(journal)
     }
 
-    /// A handle on the same file, for `sync_data` on another thread.
-    pub fn sync_handle(&self) -> std::io::Result<File> {
-        self.file.try_clone()
+    /// What makes this new journal durable, for another thread.
+    pub fn sync_handle(&self) -> std::io::Result<SyncHandle> {
+        Ok(SyncHandle {
+            file: self.file.try_clone()?,
+            dir: self.path.parent().map(Path::to_owned).unwrap_or_default(),
+        })
     }
 
     /// Written, not synced, just before the robot is handed over: see the
@@ -223,7 +254,6 @@ mod tests {
             first_seq: 1,
             credentials: Default::default(),
             secret_variables: Default::default(),
-            start_granted: false,
         }
     }
 
@@ -244,7 +274,7 @@ mod tests {
         let dir = scratch("spawned");
         let mut journal =
             Journal::create(&dir, &assignment("e1"), written.map(str::to_owned)).unwrap();
-        journal.sync_handle().unwrap().sync_data().unwrap();
+        journal.sync_handle().unwrap().sync().unwrap();
         if mark {
             journal.mark_spawned().unwrap();
         }
@@ -285,6 +315,24 @@ mod tests {
         recovered.sort_by(|a, b| a.assignment.execution_id.cmp(&b.assignment.execution_id));
         let spawned: Vec<bool> = recovered.iter().map(|r| r.spawned).collect();
         assert_eq!(spawned, [false, true]);
+    }
+
+    #[test]
+    fn a_journal_keeps_its_id_within_a_boot_and_a_copy_or_a_reboot_gets_another() {
+        let dir = scratch("instance");
+        let id = instance_id(&dir, Some("boot-a")).unwrap();
+        assert_eq!(instance_id(&dir, Some("boot-a")).unwrap(), id);
+        // A copy of the directory, instance file and all.
+        let copy = scratch("instance-copy");
+        std::fs::copy(dir.join("instance"), copy.join("instance")).unwrap();
+        let copied = instance_id(&copy, Some("boot-a")).unwrap();
+        // The next boot.
+        let rebooted = instance_id(&dir, Some("boot-b")).unwrap();
+        assert_eq!(instance_id(&dir, Some("boot-b")).unwrap(), rebooted);
+        let _ = std::fs::remove_dir_all(&dir);
+        let _ = std::fs::remove_dir_all(&copy);
+        assert_ne!(copied, id);
+        assert_ne!(rebooted, id);
     }
 
     #[test]

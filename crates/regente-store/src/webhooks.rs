@@ -139,10 +139,9 @@ pub trait WebhookStore: Send + Sync {
     /// Every organisation's enabled webhooks (the consumer's routing table).
     async fn enabled_webhooks(&self) -> Result<Vec<Webhook>>;
     /// Inserts `deliveries` and saves `consumer`'s cursor at `cursor`, in one
-    /// transaction. Not synced on its own: both are drawn from events already
-    /// synced, and a power loss that undoes them has the consumer draw them
-    /// again (a delivery is marked done by a synced write, which syncs its
-    /// queuing too).
+    /// transaction, synced. A look that queued no delivery only moves the
+    /// cursor and is not synced: a power loss that undoes it has the consumer
+    /// look at the same events again.
     async fn queue_webhook_deliveries(
         &self,
         deliveries: &[WebhookDelivery],

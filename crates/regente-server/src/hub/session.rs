@@ -26,10 +26,10 @@ struct Session {
     runtime: Runtime,
     socket: WebSocket,
     slots: usize,
-    /// The agent's journal id, when it takes assignments whose start the
-    /// server grants unasked (`start_granted`): the start's commit then runs
-    /// while the agent journals the assignment, not after its `Start`. Such
-    /// leases are `{instance}.{id}` (see `granted_to_this_journal`).
+    /// The agent's journal id, when its hello names one: the start of each
+    /// hand-out is then committed as it is handed out, while the agent
+    /// journals the assignment, and the agent's `Start` is answered at once.
+    /// Such leases are `{instance}.{id}` (see `granted_to_this_journal`).
     granting_to: Option<String>,
     /// Executions handed to the agent and not ended.
     busy: HashMap<String, Handed>,
@@ -64,7 +64,6 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut so
         slots,
         held,
         agent_version,
-        start_on_assign,
         instance,
     }) = hello
     else {
@@ -109,7 +108,7 @@ pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut so
             0 => runtime_slots,
             asked => asked.min(runtime_slots),
         } as usize,
-        granting_to: instance.filter(|id| start_on_assign && is_instance_id(id)),
+        granting_to: instance.filter(|id| is_instance_id(id)),
         busy: HashMap::new(),
         last_heard_at: ctx.clock.now(),
     };
@@ -447,8 +446,7 @@ impl Session {
                     cancel_requested: false,
                 },
             );
-            let granted = self.granting_to.is_some();
-            if granted {
+            if self.granting_to.is_some() {
                 to_start.push((claimed.execution_id.clone(), claimed.lease.clone()));
             }
             self.send(&ServerMessage::Assign(regente_proto::Assignment {
@@ -462,7 +460,6 @@ impl Session {
                 first_seq: claimed.first_seq,
                 credentials,
                 secret_variables,
-                start_granted: granted,
             }))
             .await?;
         }

@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{fetch_optional, other, unsynced_commit, PostgresStore};
+use super::{fetch_optional, other, PostgresStore};
 use crate::events::{NewEvent, PRUNE_BATCH};
 use crate::rows::{stored_event_from, EVENT_COLUMNS};
 use crate::{EventCursor, EventFilter, EventStore, Millis, Result, StoredEvent};
@@ -59,25 +59,31 @@ pub(super) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) 
 /// Saves a consumer's cursor in the caller's transaction, so that a store
 /// operation can commit a consumer's own change and its progress together. A
 /// cursor never moves back.
+/// The statement that moves a consumer's cursor forward (never back), taking
+/// its row from `source`.
+fn upsert_cursor(source: &str) -> String {
+    format!(
+        "INSERT INTO event_cursors (consumer, txid, seq, updated_at) {source} \
+         ON CONFLICT (consumer) DO UPDATE SET txid = EXCLUDED.txid, seq = EXCLUDED.seq, \
+         updated_at = EXCLUDED.updated_at \
+         WHERE (event_cursors.txid, event_cursors.seq) < (EXCLUDED.txid, EXCLUDED.seq)"
+    )
+}
+
 pub(super) async fn save_cursor_in(
     conn: &mut PgConnection,
     consumer: &str,
     cursor: EventCursor,
     now: Millis,
 ) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO event_cursors (consumer, txid, seq, updated_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (consumer) DO UPDATE SET txid = EXCLUDED.txid, seq = EXCLUDED.seq, \
-         updated_at = EXCLUDED.updated_at \
-         WHERE (event_cursors.txid, event_cursors.seq) < (EXCLUDED.txid, EXCLUDED.seq)",
-    )
-    .bind(consumer)
-    .bind(cursor.txid)
-    .bind(cursor.seq)
-    .bind(now)
-    .execute(conn)
-    .await
-    .map_err(other)?;
+    sqlx::query(&upsert_cursor("VALUES ($1, $2, $3, $4)"))
+        .bind(consumer)
+        .bind(cursor.txid)
+        .bind(cursor.seq)
+        .bind(now)
+        .execute(conn)
+        .await
+        .map_err(other)?;
     Ok(())
 }
 
@@ -142,10 +148,24 @@ impl EventStore for PostgresStore {
     }
 
     async fn save_cursor(&self, consumer: &str, cursor: EventCursor, now: Millis) -> Result<()> {
-        let mut tx = self.pool.begin().await.map_err(other)?;
-        unsynced_commit(&mut tx).await?;
-        save_cursor_in(&mut tx, consumer, cursor, now).await?;
-        tx.commit().await.map_err(other)
+        // One statement, its own transaction, committed without waiting for
+        // the WAL flush (only the cursor moves; see the trait): the setting is
+        // local to that transaction, so it is made in the statement itself.
+        static UNSYNCED_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            upsert_cursor(
+                "SELECT $1::text, $2::bigint, $3::bigint, $4::bigint \
+                 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unsynced",
+            )
+        });
+        sqlx::query(&UNSYNCED_UPSERT)
+            .bind(consumer)
+            .bind(cursor.txid)
+            .bind(cursor.seq)
+            .bind(now)
+            .execute(&self.pool)
+            .await
+            .map_err(other)?;
+        Ok(())
     }
 
     async fn prune_events(&self, older_than: Millis) -> Result<u64> {

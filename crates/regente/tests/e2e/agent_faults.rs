@@ -266,11 +266,7 @@ fn an_agent_killed_mid_run_takes_its_robot_along_and_the_run_ends_error_after_th
 /// lines: every line and the return value arrive once it is back.
 fn server_restart_mid_run(kill: bool) {
     let mut server = TestServer::start();
-    let rig = Rig::new(&server, LINES, "");
-    let relay = Relay::start(&server.base);
-    let agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
-    let id = rig.queue(&server, "0");
-    wait_running_with_lines(&rig, &server, &id, 3);
+    let (rig, relay, agent, id) = relayed(&server, LINES, "");
 
     if kill {
         server.kill9();
@@ -304,13 +300,20 @@ pub(crate) fn relayed(
     script: &str,
     manifest: &str,
 ) -> (Rig, Relay, TestAgent, String) {
+    let (rig, relay, agent) = relayed_idle(server, script, manifest);
+    let id = rig.queue(server, "0");
+    wait_running_with_lines(&rig, server, &id, 3);
+    (rig, relay, agent, id)
+}
+
+/// A rig whose one agent (one slot) reaches `server` through a relay,
+/// welcomed and idle.
+fn relayed_idle(server: &TestServer, script: &str, manifest: &str) -> (Rig, Relay, TestAgent) {
     let rig = Rig::new(server, script, manifest);
     let relay = Relay::start(&server.base);
     let agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
     agent.wait_welcomed(1, RUN);
-    let id = rig.queue(server, "0");
-    wait_running_with_lines(&rig, server, &id, 3);
-    (rig, relay, agent, id)
+    (rig, relay, agent)
 }
 
 #[test]
@@ -703,10 +706,7 @@ fn wait_granted(rig: &Rig, server: &TestServer, id: &str) {
 #[test]
 fn an_agent_killed_between_a_granted_assignment_and_the_spawn_runs_the_robot_once() {
     let server = TestServer::start();
-    let rig = Rig::new(&server, LINES, "");
-    let relay = Relay::start(&server.base);
-    let mut agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
-    agent.wait_welcomed(1, RUN);
+    let (rig, relay, mut agent) = relayed_idle(&server, LINES, "");
 
     // The assignment arrives over the open WebSocket; the package download, a
     // new connection, hangs: the agent holds the run, journaled, unspawned.
@@ -730,10 +730,7 @@ fn an_agent_killed_between_a_granted_assignment_and_the_spawn_runs_the_robot_onc
 #[test]
 fn a_granted_assignment_lost_with_a_killed_server_runs_once_when_the_agent_is_back() {
     let mut server = TestServer::start();
-    let rig = Rig::new(&server, LINES, "");
-    let relay = Relay::start(&server.base);
-    let agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
-    agent.wait_welcomed(1, RUN);
+    let (rig, relay, agent) = relayed_idle(&server, LINES, "");
 
     // The server commits the granted start, and dies with its assignment still
     // on the way: the agent never hears of the run.
@@ -757,10 +754,7 @@ fn a_granted_assignment_lost_with_a_killed_server_runs_once_when_the_agent_is_ba
 #[test]
 fn a_run_canceled_while_its_package_downloads_never_starts() {
     let server = TestServer::start();
-    let rig = Rig::new(&server, LINES, "");
-    let relay = Relay::start(&server.base);
-    let agent = TestAgent::start_on(&[relay.url()], &rig.key, 1);
-    agent.wait_welcomed(1, RUN);
+    let (rig, relay, agent) = relayed_idle(&server, LINES, "");
 
     // Handed out, its start committed, its package download hanging: the
     // agent has not asked to start it.
