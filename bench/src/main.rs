@@ -355,7 +355,7 @@ struct Meter {
     server_pid: u32,
     server: Cpu,
     agent_pids: Vec<u32>,
-    agents: Vec<Cpu>,
+    agents: Vec<procs::Family>,
     me: Cpu,
 }
 
@@ -366,7 +366,7 @@ impl Meter {
             server_pid,
             server: procs::cpu(server_pid),
             agent_pids: agent_pids.to_vec(),
-            agents: agent_pids.iter().map(|&pid| procs::cpu(pid)).collect(),
+            agents: agent_pids.iter().map(|&pid| procs::family(pid)).collect(),
             me: procs::own_cpu(),
         }
     }
@@ -385,8 +385,8 @@ impl Meter {
         });
         if !self.agent_pids.is_empty() {
             let (mut own, mut children) = (0.0, 0.0);
-            for (&pid, &before) in self.agent_pids.iter().zip(&self.agents) {
-                let used = procs::cpu(pid).since(before);
+            for (&pid, before) in self.agent_pids.iter().zip(&self.agents) {
+                let used = procs::family(pid).since(before);
                 own += used.own;
                 children += used.children;
             }
@@ -394,7 +394,7 @@ impl Meter {
             let per_unit = |cpu: f64| json!(report::round(cpu * 1e6 / units.max(1) as f64));
             details["agents_cpu_s_with_robots"] = json!(report::round(agents));
             details["agents_cpu_us_per_unit"] = per_unit(agents);
-            // Children: the guard processes and the robots under them, once reaped.
+            // Children: the guard processes (living or ended) and the robots under them.
             details["agents_own_cpu_us_per_unit"] = per_unit(own);
             details["agents_children_cpu_us_per_unit"] = per_unit(children);
         }

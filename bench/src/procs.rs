@@ -56,6 +56,45 @@ pub fn cpu(pid: u32) -> Cpu {
     }
 }
 
+/// The CPU times of a process (first) and of its living children, by pid:
+/// an agent and its guards, whose reaped robots count in their own figures.
+pub struct Family(Vec<(u32, Cpu)>);
+
+/// What `family` says of `pid` now.
+pub fn family(pid: u32) -> Family {
+    let mut members = vec![(pid, cpu(pid))];
+    // Each thread lists the children it spawned.
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+        for task in tasks.flatten() {
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            for child in children.split_whitespace().filter_map(|c| c.parse().ok()) {
+                members.push((child, cpu(child)));
+            }
+        }
+    }
+    Family(members)
+}
+
+impl Family {
+    /// What the process used since `before` (`own`), and what its children
+    /// did, living or ended (`children`).
+    pub fn since(&self, before: &Family) -> Cpu {
+        let earlier = |pid: u32| before.0.iter().find(|(p, _)| *p == pid).map(|(_, c)| *c);
+        let mut used = Cpu::default();
+        for (at, &(pid, now)) in self.0.iter().enumerate() {
+            let delta = now.since(earlier(pid).unwrap_or_default());
+            if at == 0 {
+                used.own += delta.own;
+                used.children += delta.children;
+            } else {
+                used.children += delta.total();
+            }
+        }
+        used
+    }
+}
+
 /// This program's own CPU time.
 pub fn own_cpu() -> Cpu {
     cpu(std::process::id())

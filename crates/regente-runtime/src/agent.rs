@@ -34,8 +34,9 @@ use tracing::{info, warn};
 pub use crate::config::AgentConfig;
 use crate::config::{clear_runs, create_work_dirs};
 use crate::connection::{self, Inbound};
-use crate::executor::{self, GuardPool, HeldUser, Report, RobotRun, RunParts, RunSecrets, Stop};
+use crate::executor::{self, HeldUser, Report, RobotRun, RunParts, RunSecrets, Stop};
 use crate::fence::Fence;
+use crate::guards::GuardPool;
 use crate::journal::{self, Journal};
 use crate::packages::PackageCache;
 use crate::robot_output::log;
@@ -672,24 +673,27 @@ impl Agent {
         }
         let (stop, stopped) = oneshot::channel();
         held.stop = Some(stop);
-        let launcher = match self.guards.take() {
-            Ok(launcher) => launcher,
+        let guard = match self.guards.take() {
+            Ok(guard) => guard,
             Err(why) => {
                 run.discard();
                 return self.fail(execution_id, why);
             }
         };
-        executor::start(run, launcher, self.reports.clone(), stopped);
+        executor::start(run, guard, self.reports.clone(), stopped);
         info!(execution = %execution_id, "robot started");
         // The pool is refilled when a robot ends (see `on_reports`), not now: a
         // guard starting now would take CPU from the robot starting.
     }
 
-    /// Keeps one idle guard, or one per run being prepared when more.
+    /// Keeps one idle guard, or one per run being prepared when more, and no
+    /// more idle than the agent has slots (guards come back when runs end).
     /// Called when a run is being prepared, ends or is revoked.
     fn balance_guards(&mut self) {
         let waiting = self.held.values().filter(|h| h.ready.is_some()).count();
-        self.guards.keep(waiting.max(1));
+        let least = waiting.max(1);
+        self.guards
+            .keep(least, (self.config.slots_asked() as usize).max(least));
     }
 
     /// Ends an execution whose robot cannot start.

@@ -10,12 +10,15 @@ use std::time::Duration;
 
 use regente_core::{ResolvedVariables, RobotManifest};
 use regente_proto::{EndStatus, EventKind, LogLevel};
+use std::os::fd::{AsRawFd, OwnedFd};
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+
 use tokio::process::{Child, Command};
 use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
-use crate::guard::Launch;
+use crate::guard::{GuardReport, Launch};
+use crate::guards::{kill_group, output_pipe, without_agent_settings, Taken, HAND_OVER_AT_ONCE};
 use crate::masking::Masker;
 use crate::robot_output::{self, log, MAX_LINE_BYTES};
 use crate::robot_user::{self, Pool, RobotUser};
@@ -292,170 +295,212 @@ fn is_executable_file(path: &Path) -> bool {
     unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
 }
 
-/// A guard process started ahead of its robot (see [`crate::guard`]): exec'd
-/// and waiting on its stdin for the command. The agent keeps a few.
-pub struct IdleGuard {
-    child: Child,
-    /// The write end of the guard's stdin (blocking).
-    commands: std::fs::File,
-}
-
-/// A command this long or shorter fits in an empty pipe at once (a pipe holds at
-/// least one page, even under `pipe-user-pages-soft`): written without blocking.
-const WRITE_AT_ONCE: usize = 4096;
-
-impl IdleGuard {
-    /// Starts `exe __guard AGENT_PID` as the leader of a new process group.
-    /// Called from the agent's task, never from a blocking-pool thread: the
-    /// parent-death signal follows the thread that spawned the guard, and
-    /// blocking-pool threads end when idle.
-    pub fn start(exe: &Path) -> std::io::Result<IdleGuard> {
-        let (commands, stdin) = pipe()?;
-        let mut command = Command::new(exe);
-        command
-            .arg("__guard")
-            .arg(std::process::id().to_string())
-            .stdin(Stdio::from(stdin))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .process_group(0);
-        // The agent's own settings (its key among them) never reach a robot.
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("REGENTE_") {
-                command.env_remove(name);
-            }
-        }
-        #[cfg(target_os = "linux")]
-        unsafe {
-            // The guard learns of the agent's death through this signal.
-            command.pre_exec(|| {
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
-                Ok(())
-            });
-        }
-        Ok(IdleGuard {
-            child: command.spawn()?,
-            commands,
-        })
-    }
-
-    /// Still waiting for a command (not killed meanwhile).
-    pub fn is_alive(&mut self) -> bool {
-        matches!(self.child.try_wait(), Ok(None))
-    }
-
-    /// Ends an idle guard for good.
-    pub async fn retire(mut self) {
-        kill_group(self.child.id().map(|pid| pid as i32));
-        let _ = self.child.wait().await;
-    }
-}
-
-/// A pipe: (write end, read end), both close-on-exec (the guard gets the read
-/// end as its stdin, which exec keeps).
-fn pipe() -> std::io::Result<(std::fs::File, std::os::fd::OwnedFd)> {
-    use std::os::fd::FromRawFd;
-    let mut fds = [0; 2];
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    unsafe {
-        Ok((
-            std::fs::File::from_raw_fd(fds[1]),
-            std::os::fd::OwnedFd::from_raw_fd(fds[0]),
-        ))
-    }
-}
-
 /// Starts a robot: hands a short command to its guard at once, from the calling
 /// task, so that the guard starts the robot without waiting for a task to be
 /// scheduled; the rest of the run goes on in a task of its own.
 pub fn start(
     run: RobotRun,
-    launcher: Launcher,
+    guard: Option<Taken>,
     reports: mpsc::Sender<Report>,
     stop: oneshot::Receiver<Stop>,
 ) {
-    let launcher = match launcher {
-        Launcher::Guard(mut guard) if run.wire.len() <= WRITE_AT_ONCE => {
-            let written = guard.commands.write_all(&run.wire);
-            Launcher::Handed(guard, written)
-        }
-        other => other,
+    let launcher = match guard {
+        Some(taken) => match output_pipes() {
+            Ok(pipes) if run.wire.len() <= HAND_OVER_AT_ONCE => {
+                let handed = taken.guard.hand_over(&run.wire, &pipes.out.1, &pipes.err.1);
+                Launcher::Handed(taken, pipes, handed)
+            }
+            Ok(pipes) => Launcher::Guard(taken, pipes),
+            Err(e) => Launcher::Failed(format!(
+                "cannot start the robot: cannot make its output pipes: {e}"
+            )),
+        },
+        None => Launcher::Direct,
     };
     tokio::spawn(self::run(run, launcher, reports, stop));
 }
 
-/// The agent's idle guards (exec'd, waiting for a command), so that a robot's
-/// start costs no exec of the `regente` binary.
-pub struct GuardPool {
-    /// The `regente` executable; `None`: robots start without a guard.
-    exe: Option<PathBuf>,
-    idle: Vec<IdleGuard>,
+/// A robot's stdout and stderr pipes: (read end, write end) each.
+struct OutputPipes {
+    out: (OwnedFd, OwnedFd),
+    err: (OwnedFd, OwnedFd),
 }
 
-impl GuardPool {
-    pub fn new(exe: Option<PathBuf>) -> GuardPool {
-        GuardPool {
-            exe,
-            idle: Vec::new(),
-        }
-    }
-
-    /// An idle guard for a robot (a new one when none is left), or no guard at
-    /// all when the agent has no guard executable.
-    pub fn take(&mut self) -> Result<Launcher, String> {
-        let Some(exe) = &self.exe else {
-            return Ok(Launcher::Direct);
-        };
-        while let Some(mut guard) = self.idle.pop() {
-            if guard.is_alive() {
-                return Ok(Launcher::Guard(guard));
-            }
-            tokio::spawn(guard.retire());
-        }
-        IdleGuard::start(exe)
-            .map(Launcher::Guard)
-            .map_err(|e| format!("cannot start the robot's guard process: {e}"))
-    }
-
-    /// Starts or retires idle guards until `target` wait.
-    pub fn keep(&mut self, target: usize) {
-        let Some(exe) = &self.exe else {
-            return;
-        };
-        while self.idle.len() < target {
-            match IdleGuard::start(exe) {
-                Ok(guard) => self.idle.push(guard),
-                Err(e) => {
-                    warn!(error = %e, "cannot start an idle guard process; the next robot starts one");
-                    break;
-                }
-            }
-        }
-        while self.idle.len() > target {
-            if let Some(guard) = self.idle.pop() {
-                tokio::spawn(guard.retire());
-            }
-        }
-    }
-
-    /// Ends every idle guard, waiting for each.
-    pub async fn retire_all(&mut self) {
-        for guard in self.idle.drain(..) {
-            guard.retire().await;
-        }
-    }
+fn output_pipes() -> std::io::Result<OutputPipes> {
+    Ok(OutputPipes {
+        out: output_pipe()?,
+        err: output_pipe()?,
+    })
 }
 
 /// How a robot is started.
-pub enum Launcher {
-    /// Handed to this guard.
-    Guard(IdleGuard),
-    /// Handed to this guard already, with the outcome of the write.
-    Handed(IdleGuard, std::io::Result<()>),
+enum Launcher {
+    /// By this guard, with these pipes.
+    Guard(Taken, OutputPipes),
+    /// Handed to this guard already, with the outcome of the hand-over.
+    Handed(Taken, OutputPipes, std::io::Result<()>),
     /// Spawned by the agent itself, without a guard.
     Direct,
+    /// Not at all, for this reason.
+    Failed(String),
+}
+
+/// A robot started, and how to wait for it and stop it.
+enum Robot {
+    Guarded {
+        taken: Taken,
+        /// The robot's process group (its pid), once the guard said.
+        group: Option<i32>,
+        /// Its exit code, once the guard said.
+        exited: Option<i32>,
+    },
+    /// Without a guard: the child and its group.
+    Direct(Child, i32),
+}
+
+/// The reading ends of a robot's output.
+type Outputs = (
+    Option<Box<dyn AsyncRead + Send + Unpin>>,
+    Option<Box<dyn AsyncRead + Send + Unpin>>,
+);
+
+impl Robot {
+    /// Starts the robot; its output's reading ends.
+    async fn start(launcher: Launcher, run: &RobotRun) -> Result<(Robot, Outputs), String> {
+        let (taken, pipes, handed) = match launcher {
+            Launcher::Direct => {
+                let mut child = spawn_direct(&run.launch)?;
+                let outputs: Outputs = (
+                    child.stdout.take().map(|o| Box::new(o) as _),
+                    child.stderr.take().map(|e| Box::new(e) as _),
+                );
+                let group = child.id().map_or(0, |pid| pid as i32);
+                return Ok((Robot::Direct(child, group), outputs));
+            }
+            Launcher::Failed(why) => return Err(why),
+            Launcher::Handed(taken, pipes, handed) => (taken, pipes, handed),
+            Launcher::Guard(taken, pipes) => {
+                let wire = run.wire.clone();
+                let handed = match (
+                    taken.guard.commands(),
+                    pipes.out.1.try_clone(),
+                    pipes.err.1.try_clone(),
+                ) {
+                    (Ok(commands), Ok(out), Ok(err)) => tokio::task::spawn_blocking(move || {
+                        crate::guard::link::send_with_fds(
+                            std::os::fd::AsRawFd::as_raw_fd(&commands),
+                            &wire,
+                            &[out.as_raw_fd(), err.as_raw_fd()],
+                        )
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e))),
+                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+                };
+                (taken, pipes, handed)
+            }
+        };
+        // The guard holds the write ends now: ours go, so that the reading
+        // ends see the end of file once the robot's group closed them.
+        let OutputPipes {
+            out: (out, _),
+            err: (err, _),
+        } = pipes;
+        let mut taken = taken;
+        let started = match handed {
+            Ok(()) => taken.guard.report().await,
+            Err(e) => Err(e),
+        };
+        let (group, exited) = match started {
+            Ok(GuardReport::Started { pid }) => (Some(pid), None),
+            Ok(GuardReport::Exited { code }) => (None, Some(code)),
+            Ok(other) => {
+                taken.guard.end().await;
+                return Err(format!(
+                    "cannot start the robot: its guard process reported {other:?}"
+                ));
+            }
+            Err(e) => {
+                taken.guard.end().await;
+                return Err(format!(
+                    "cannot start the robot: its guard process did not take the command: {e}"
+                ));
+            }
+        };
+        let reader = |fd: OwnedFd| {
+            tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                .ok()
+                .map(|r| Box::new(r) as Box<dyn AsyncRead + Send + Unpin>)
+        };
+        let outputs = (reader(out), reader(err));
+        Ok((
+            Robot::Guarded {
+                taken,
+                group,
+                exited,
+            },
+            outputs,
+        ))
+    }
+
+    /// The robot's exit code once it ended. Cancel-safe.
+    async fn exited(&mut self) -> std::io::Result<i32> {
+        match self {
+            Robot::Direct(child, _) => child.wait().await.map(crate::guard::exit_code_of),
+            Robot::Guarded {
+                taken,
+                group,
+                exited,
+            } => loop {
+                if let Some(code) = exited {
+                    return Ok(*code);
+                }
+                match taken.guard.report().await {
+                    Ok(GuardReport::Exited { code }) => *exited = Some(code),
+                    Ok(other) => {
+                        return Err(std::io::Error::other(format!(
+                            "the robot's guard process reported {other:?} while it ran"
+                        )))
+                    }
+                    Err(e) => {
+                        // No guard to keep the group: killed from here.
+                        kill_group(group.unwrap_or(0));
+                        return Err(e);
+                    }
+                }
+            },
+        }
+    }
+
+    /// Kills the robot's whole process group.
+    fn kill(&self) {
+        match self {
+            Robot::Direct(_, group) => kill_group(*group),
+            Robot::Guarded { taken, group, .. } => {
+                if taken.guard.kill().is_err() {
+                    kill_group(group.unwrap_or(0));
+                }
+            }
+        }
+    }
+
+    /// Ends the run: nothing of the robot's group is left, and its guard goes
+    /// back to the pool.
+    async fn finish(self) {
+        match self {
+            Robot::Direct(_, group) => kill_group(group),
+            Robot::Guarded { taken, group, .. } => {
+                let Taken { guard, idle } = taken;
+                match guard.finish().await {
+                    Ok(guard) => idle.give_back(guard),
+                    Err(e) => {
+                        kill_group(group.unwrap_or(0));
+                        warn!(error = %e, "a guard process was ended after a run");
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Why the agent stops a robot.
@@ -479,7 +524,7 @@ pub struct Report {
 }
 
 /// Runs the robot to its end. The last report is `Ended`, unless revoked.
-pub async fn run(
+async fn run(
     run: RobotRun,
     launcher: Launcher,
     reports: mpsc::Sender<Report>,
@@ -498,38 +543,25 @@ pub async fn run(
         exit_code,
         reason,
     };
-    let started = match launcher {
-        Launcher::Guard(guard) => hand_over(guard, &run).await,
-        Launcher::Handed(guard, written) => handed(guard.child, written).await,
-        Launcher::Direct => spawn_direct(&run.launch),
-    };
-    let mut child = match started {
-        Ok(child) => child,
+    let (mut robot, (stdout, stderr)) = match Robot::start(launcher, &run).await {
+        Ok(started) => started,
         Err(why) => {
             send(log(LogLevel::Error, why.clone())).await;
             send(ended(EndStatus::Error, None, why)).await;
             return;
         }
     };
-    let group = child.id().map(|pid| pid as i32);
-    let stdout = child.stdout.take().map(|out| {
+    let forward = |pipe: Box<dyn AsyncRead + Send + Unpin>, parse: fn(String) -> EventKind| {
         tokio::spawn(forward_lines(
-            out,
+            pipe,
             reports.clone(),
             execution_id.clone(),
             run.masker.clone(),
-            robot_output::parse_stdout_line,
+            parse,
         ))
-    });
-    let stderr = child.stderr.take().map(|err| {
-        tokio::spawn(forward_lines(
-            err,
-            reports.clone(),
-            execution_id.clone(),
-            run.masker.clone(),
-            robot_output::parse_stderr_line,
-        ))
-    });
+    };
+    let stdout = stdout.map(|out| forward(out, robot_output::parse_stdout_line));
+    let stderr = stderr.map(|err| forward(err, robot_output::parse_stderr_line));
     let timeout = run.timeout;
     let deadline = async {
         match timeout {
@@ -538,28 +570,28 @@ pub async fn run(
         }
     };
     enum Outcome {
-        Exited(std::io::Result<std::process::ExitStatus>),
+        Exited(std::io::Result<i32>),
         TimedOut,
         Stopped(Stop),
     }
     let outcome = tokio::select! {
-        status = child.wait() => Outcome::Exited(status),
+        code = robot.exited() => Outcome::Exited(code),
         _ = deadline => Outcome::TimedOut,
         stop = stop => Outcome::Stopped(stop.unwrap_or(Stop::Revoke)),
     };
     if !matches!(outcome, Outcome::Exited(_)) {
-        kill_group(group);
-        let _ = child.wait().await;
+        robot.kill();
+        let _ = robot.exited().await;
     }
     // Every line the robot wrote is forwarded before the end is reported.
     for reader in [stdout, stderr].into_iter().flatten() {
         if tokio::time::timeout(DRAIN_GRACE, reader).await.is_err() {
-            kill_group(group);
+            robot.kill();
         }
     }
     // Nothing the robot left behind in its group outlives the run, nor, with a
     // robot user, anything left under that user anywhere.
-    kill_group(group);
+    robot.finish().await;
     if let Some(held) = run.user {
         let _ = tokio::task::spawn_blocking(move || {
             robot_user::sweep(&held.user);
@@ -569,8 +601,7 @@ pub async fn run(
     }
     let _ = tokio::fs::remove_dir_all(&run.run_dir).await;
     match outcome {
-        Outcome::Exited(Ok(status)) => {
-            let code = crate::guard::exit_code_of(status);
+        Outcome::Exited(Ok(code)) => {
             if code == 0 {
                 send(ended(
                     EndStatus::Finished,
@@ -620,31 +651,6 @@ pub fn fence_reason(silent_for: Duration) -> String {
     )
 }
 
-/// Hands the robot's command to its guard, which starts it at once.
-async fn hand_over(guard: IdleGuard, run: &RobotRun) -> Result<Child, String> {
-    let IdleGuard {
-        child,
-        mut commands,
-    } = guard;
-    let wire = run.wire.clone();
-    let written = tokio::task::spawn_blocking(move || commands.write_all(&wire))
-        .await
-        .unwrap_or_else(|e| Err(std::io::Error::other(e)));
-    handed(child, written).await
-}
-
-/// The guard's child once its command is written, or why it is not.
-async fn handed(mut child: Child, written: std::io::Result<()>) -> Result<Child, String> {
-    if let Err(e) = written {
-        kill_group(child.id().map(|pid| pid as i32));
-        let _ = child.wait().await;
-        return Err(format!(
-            "cannot start the robot: its guard process did not take the command: {e}"
-        ));
-    }
-    Ok(child)
-}
-
 /// Spawns the robot without a guard.
 fn spawn_direct(launch: &Launch) -> Result<Child, String> {
     let mut command = Command::new(&launch.program);
@@ -655,12 +661,7 @@ fn spawn_direct(launch: &Launch) -> Result<Child, String> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0);
-    // The agent's own settings (its key among them) never reach a robot.
-    for (name, _) in std::env::vars_os() {
-        if name.to_string_lossy().starts_with("REGENTE_") {
-            command.env_remove(name);
-        }
-    }
+    without_agent_settings(&mut command);
     command.envs(launch.env.iter().map(|(n, v)| (n, v)));
     if let Some(user) = &launch.user {
         command.uid(user.uid).gid(user.gid);
@@ -681,18 +682,6 @@ fn spawn_direct(launch: &Launch) -> Result<Child, String> {
             format!("cannot start the robot: {shown:?}: {e}")
         }
     })
-}
-
-/// Kills a robot's whole process group.
-fn kill_group(group: Option<i32>) {
-    #[cfg(unix)]
-    if let Some(group) = group.filter(|g| *g > 0) {
-        unsafe {
-            libc::kill(-group, libc::SIGKILL);
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = group;
 }
 
 /// Forwards each line of a pipe, masked and parsed, in order; lines are capped at

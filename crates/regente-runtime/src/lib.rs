@@ -12,6 +12,7 @@
 //! - [`journal`]: unacknowledged events on disk, read back after a restart.
 //! - [`packages`]: download, check and cache robot packages.
 //! - [`guard`]: the small process that ties a robot's process tree to the agent's life.
+//! - [`guards`]: the agent's side of its guards: the pool, the commands, the reports.
 //! - [`hardening`]: keeps the runtime key out of robots' reach.
 //! - [`tls`]: the client TLS configuration (system roots plus `--ca-file`).
 //! - [`robot_user`]: the OS users robots run as (`--robot-user`).
@@ -23,6 +24,7 @@ pub mod connection;
 pub mod executor;
 pub mod fence;
 pub mod guard;
+pub mod guards;
 pub mod hardening;
 pub mod journal;
 pub mod masking;
