@@ -686,14 +686,19 @@ impl Agent {
         // guard starting now would take CPU from the robot starting.
     }
 
-    /// Keeps one idle guard, or one per run being prepared when more, and no
-    /// more idle than the agent has slots (guards come back when runs end).
-    /// Called when a run is being prepared, ends or is revoked.
+    /// Keeps one idle guard, or one per run being prepared when more; guards
+    /// that come back from a run are kept while runs go on (one per robot
+    /// running), for the next ones. Called when a run is being prepared, ends
+    /// or is revoked.
     fn balance_guards(&mut self) {
         let waiting = self.held.values().filter(|h| h.ready.is_some()).count();
+        let running = self
+            .held
+            .values()
+            .filter(|h| h.stop.is_some() && !h.ended)
+            .count();
         let least = waiting.max(1);
-        self.guards
-            .keep(least, (self.config.slots_asked() as usize).max(least));
+        self.guards.keep(least, least + running);
     }
 
     /// Ends an execution whose robot cannot start.

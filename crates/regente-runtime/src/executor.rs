@@ -18,7 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 use tracing::warn;
 
 use crate::guard::{GuardReport, Launch};
-use crate::guards::{kill_group, output_pipe, without_agent_settings, Taken, HAND_OVER_AT_ONCE};
+use crate::guards::{
+    kill_group, output_pipe, without_agent_settings, Leader, Taken, HAND_OVER_AT_ONCE,
+};
 use crate::masking::Masker;
 use crate::robot_output::{self, log, MAX_LINE_BYTES};
 use crate::robot_user::{self, Pool, RobotUser};
@@ -26,6 +28,14 @@ use crate::robot_user::{self, Pool, RobotUser};
 /// How long the output pipes may stay open after the robot exited (a leftover
 /// grandchild holding them) before the group is killed and the run closed.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a guard may take to report a robot started (its exec included)
+/// before it counts as broken (stopped, wedged).
+const START_GRACE: Duration = Duration::from_secs(30);
+
+/// How long a guard may take to report its robot ended once asked to kill it,
+/// before the agent kills both itself.
+const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// What the vault handed a run: credentials and secret variables, in memory
 /// only until written for the robot.
@@ -349,8 +359,8 @@ enum Launcher {
 enum Robot {
     Guarded {
         taken: Taken,
-        /// The robot's process group (its pid), once the guard said.
-        group: Option<i32>,
+        /// The robot, leader of its process group, once the guard said.
+        leader: Option<Leader>,
         /// Its exit code, once the guard said.
         exited: Option<i32>,
     },
@@ -403,18 +413,27 @@ impl Robot {
         // The guard holds the write ends now: ours go, so that the reading
         // ends see the end of file once the robot's group closed them.
         let OutputPipes {
-            out: (out, _),
-            err: (err, _),
+            out: (out, out_write),
+            err: (err, err_write),
         } = pipes;
-        let mut taken = taken;
-        let started = match handed {
-            Ok(()) => taken.guard.report().await,
-            Err(e) => Err(e),
+        drop((out_write, err_write));
+        let reader = |fd: OwnedFd| {
+            tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
+                .map(|r| Box::new(r) as Box<dyn AsyncRead + Send + Unpin>)
         };
-        let (group, exited) = match started {
-            Ok(GuardReport::Started { pid }) => (Some(pid), None),
-            Ok(GuardReport::Exited { code }) => (None, Some(code)),
-            Ok(other) => {
+        let outputs = reader(out).and_then(|out| Ok((Some(out), Some(reader(err)?))));
+        let mut taken = taken;
+        let started = match (handed, outputs) {
+            (Ok(()), Ok(outputs)) => tokio::time::timeout(START_GRACE, taken.guard.report())
+                .await
+                .unwrap_or_else(|_| Err(std::io::Error::other("it did not answer")))
+                .map(|report| (report, outputs)),
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        };
+        let (leader, exited, outputs) = match started {
+            Ok((GuardReport::Started { pid }, outputs)) => (Some(Leader::new(pid)), None, outputs),
+            Ok((GuardReport::Exited { code }, outputs)) => (None, Some(code), outputs),
+            Ok((other, _)) => {
                 taken.guard.end().await;
                 return Err(format!(
                     "cannot start the robot: its guard process reported {other:?}"
@@ -427,16 +446,10 @@ impl Robot {
                 ));
             }
         };
-        let reader = |fd: OwnedFd| {
-            tokio::net::unix::pipe::Receiver::from_owned_fd(fd)
-                .ok()
-                .map(|r| Box::new(r) as Box<dyn AsyncRead + Send + Unpin>)
-        };
-        let outputs = (reader(out), reader(err));
         Ok((
             Robot::Guarded {
                 taken,
-                group,
+                leader,
                 exited,
             },
             outputs,
@@ -449,7 +462,7 @@ impl Robot {
             Robot::Direct(child, _) => child.wait().await.map(crate::guard::exit_code_of),
             Robot::Guarded {
                 taken,
-                group,
+                leader,
                 exited,
             } => loop {
                 if let Some(code) = exited {
@@ -464,7 +477,9 @@ impl Robot {
                     }
                     Err(e) => {
                         // No guard to keep the group: killed from here.
-                        kill_group(group.unwrap_or(0));
+                        if let Some(leader) = leader {
+                            leader.kill_group_if_alive();
+                        }
                         return Err(e);
                     }
                 }
@@ -476,11 +491,31 @@ impl Robot {
     fn kill(&self) {
         match self {
             Robot::Direct(_, group) => kill_group(*group),
-            Robot::Guarded { taken, group, .. } => {
+            Robot::Guarded { taken, leader, .. } => {
                 if taken.guard.kill().is_err() {
-                    kill_group(group.unwrap_or(0));
+                    if let Some(leader) = leader {
+                        leader.kill_group_if_alive();
+                    }
                 }
             }
+        }
+    }
+
+    /// Kills the robot's group and its guard from the agent: the guard did not
+    /// do it when asked (stopped, wedged).
+    async fn force_end(&mut self) {
+        if let Robot::Guarded {
+            taken,
+            leader,
+            exited,
+        } = self
+        {
+            // The robot first: while it runs, the guard still holds its pid.
+            if let Some(leader) = leader {
+                leader.kill_group_if_alive();
+            }
+            taken.guard.kill_now();
+            exited.get_or_insert(128 + libc::SIGKILL);
         }
     }
 
@@ -489,12 +524,16 @@ impl Robot {
     async fn finish(self) {
         match self {
             Robot::Direct(_, group) => kill_group(group),
-            Robot::Guarded { taken, group, .. } => {
+            Robot::Guarded { taken, leader, .. } => {
                 let Taken { guard, idle } = taken;
                 match guard.finish().await {
                     Ok(guard) => idle.give_back(guard),
                     Err(e) => {
-                        kill_group(group.unwrap_or(0));
+                        // The guard was ended (SIGTERM, then SIGKILL): what
+                        // it could not kill is killed from here.
+                        if let Some(leader) = leader {
+                            leader.kill_group_if_alive();
+                        }
                         warn!(error = %e, "a guard process was ended after a run");
                     }
                 }
@@ -581,7 +620,12 @@ async fn run(
     };
     if !matches!(outcome, Outcome::Exited(_)) {
         robot.kill();
-        let _ = robot.exited().await;
+        if tokio::time::timeout(KILL_GRACE, robot.exited())
+            .await
+            .is_err()
+        {
+            robot.force_end().await;
+        }
     }
     // Every line the robot wrote is forwarded before the end is reported.
     for reader in [stdout, stderr].into_iter().flatten() {

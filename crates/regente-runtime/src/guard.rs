@@ -223,6 +223,9 @@ pub fn run(agent_pid: i32) -> i32 {
                 kill_robot_and_leave as *const () as libc::sighandler_t,
             );
         }
+        // Its robots stay zombies until finished (see `GuardReport::Exited`),
+        // which an inherited "ignore SIGCHLD" would prevent.
+        libc::signal(libc::SIGCHLD, libc::SIG_DFL);
         libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM);
         // A guard carries one robot's command after another, secret variables
         // included: a robot of the same OS user may not read its memory
@@ -379,11 +382,9 @@ fn start_robot(
         } else {
             e.to_string()
         };
-        let _ = writeln!(
-            errors,
-            "cannot start the robot: {}: {why}",
-            shown(&launch.program)
-        );
+        // Short: the agent reads this pipe only once the guard reported.
+        let program: String = shown(&launch.program).chars().take(256).collect();
+        let _ = writeln!(errors, "cannot start the robot: {program}: {why}");
         127
     })
 }
@@ -453,7 +454,6 @@ fn watch(socket: &std::os::unix::net::UnixStream, pid: i32) -> std::io::Result<i
         if polled[0].revents != 0 {
             match link::receive_command(socket.as_raw_fd())? {
                 Some((command::KILL, _)) => kill_group(pid),
-                Some((command::FINISH, _)) => {}
                 Some((other, _)) => return Err(garbled(other)),
                 None => return Err(std::io::ErrorKind::UnexpectedEof.into()),
             }

@@ -137,6 +137,12 @@ impl Guard {
         }
     }
 
+    /// Kills the guard at once (SIGKILL): it did not answer. Its robot must be
+    /// killed first; see [`Leader`].
+    pub fn kill_now(&mut self) {
+        let _ = self.child.start_kill();
+    }
+
     /// Ends the guard for good. SIGTERM first: the guard kills its robot's
     /// group, if it has a robot, as it leaves.
     pub async fn end(mut self) {
@@ -163,6 +169,45 @@ pub fn without_agent_settings(command: &mut Command) {
         if name.to_string_lossy().starts_with("REGENTE_") {
             command.env_remove(name);
         }
+    }
+}
+
+/// A robot that leads its own process group, as its guard reported it. The
+/// agent kills the group itself only when the guard cannot (it died): then
+/// only while the leader still runs, watched through a pidfd, since a leader
+/// gone may have left its id free for another process.
+pub struct Leader {
+    pid: i32,
+    /// `None` on kernels without pidfd (before 5.3): the group is killed unwatched.
+    pidfd: Option<OwnedFd>,
+}
+
+impl Leader {
+    /// Called while the guard holds the robot (running, or its zombie), so the
+    /// pid is the robot's.
+    pub fn new(pid: i32) -> Leader {
+        use std::os::fd::FromRawFd;
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+        Leader {
+            pid,
+            pidfd: (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) }),
+        }
+    }
+
+    /// Kills the robot's group if its leader still runs.
+    pub fn kill_group_if_alive(&self) {
+        if let Some(pidfd) = &self.pidfd {
+            let mut polled = libc::pollfd {
+                fd: pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // Readable once the leader ended.
+            if unsafe { libc::poll(&mut polled, 1, 0) } != 0 {
+                return;
+            }
+        }
+        kill_group(self.pid);
     }
 }
 
@@ -258,16 +303,19 @@ impl GuardPool {
         let Some(exe) = &self.exe else {
             return;
         };
-        let mut idle = self.idle.lock();
-        while idle.len() < least {
+        // Started outside the lock: a run giving its guard back never waits
+        // for an exec.
+        let missing = least.saturating_sub(self.idle.lock().len());
+        for _ in 0..missing {
             match Guard::start(exe) {
-                Ok(guard) => idle.push(guard),
+                Ok(guard) => self.idle.give_back(guard),
                 Err(e) => {
                     warn!(error = %e, "cannot start an idle guard process; the next robot starts one");
                     break;
                 }
             }
         }
+        let mut idle = self.idle.lock();
         while idle.len() > most.max(least) {
             if let Some(guard) = idle.pop() {
                 tokio::spawn(guard.end());

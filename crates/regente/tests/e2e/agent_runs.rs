@@ -214,6 +214,41 @@ fn a_non_zero_exit_ends_error_naming_the_exit_code() {
     assert_eq!(detail["status"], "ERROR");
 }
 
+/// A robot of `script` (which writes its pid to `$REGENTE_VAR_DIR/robot.pid`)
+/// queued on a new one-slot agent: the agent, the robot's directory, the run
+/// and the robot's pid.
+fn run_in_dir(
+    server: &TestServer,
+    admin: &str,
+    runtime: &str,
+    key: &str,
+    (name, script, manifest): (&str, &str, &str),
+) -> (TestAgent, tempfile::TempDir, String, u32) {
+    let robot = upload_shell_robot(server, admin, name, script, manifest);
+    let out = scratch();
+    let agent = TestAgent::start(server, key, 1);
+    let id = server.queue(
+        admin,
+        runtime,
+        &robot,
+        Some(&text_vars(&[("DIR", &path_text(out.path()))])),
+    );
+    let robot_pid = wait_for_pid_file(&out.path().join("robot.pid"), RUN);
+    (agent, out, id, robot_pid)
+}
+
+/// Waits until `id` is RUNNING with `line` among its logs.
+fn wait_running_with(server: &TestServer, admin: &str, runtime: &str, id: &str, line: &str) {
+    wait_for(RUN, &format!("RUNNING with the line {line:?}"), || {
+        let body = result_of(server, admin, runtime, id);
+        if body["status"] == "RUNNING" && messages(&body).iter().any(|m| m == line) {
+            Ok(())
+        } else {
+            Err(summary(&body))
+        }
+    });
+}
+
 #[test]
 fn a_robot_past_its_timeout_is_killed_and_ends_error() {
     let (server, admin, runtime, key) = setup();
@@ -224,16 +259,13 @@ echo "sleeping"
 wait
 echo "woke up"
 "#;
-    let robot = upload_shell_robot(&server, &admin, "sleepy", script, "timeout_seconds = 1");
-    let out = scratch();
-    let _agent = TestAgent::start(&server, &key, 1);
-    let id = server.queue(
+    let (_agent, out, id, robot_pid) = run_in_dir(
+        &server,
         &admin,
         &runtime,
-        &robot,
-        Some(&text_vars(&[("DIR", &path_text(out.path()))])),
+        &key,
+        ("sleepy", script, "timeout_seconds = 1"),
     );
-    let robot_pid = wait_for_pid_file(&out.path().join("robot.pid"), RUN);
     let sleep_pid = wait_for_pid_file(&out.path().join("sleep.pid"), RUN);
     let started = Instant::now();
     let body = wait_for_status(
@@ -311,26 +343,11 @@ echo "working"
 sleep 300
 echo "finished sleeping"
 "#;
-    let robot = upload_shell_robot(&server, &admin, "long-runner", script, "");
-    let out = scratch();
-    let agent = TestAgent::start(&server, &key, 1);
-    let id = server.queue(
-        &admin,
-        &runtime,
-        &robot,
-        Some(&text_vars(&[("DIR", &path_text(out.path()))])),
-    );
-    let robot_pid = wait_for_pid_file(&out.path().join("robot.pid"), RUN);
+    let (agent, out, id, robot_pid) =
+        run_in_dir(&server, &admin, &runtime, &key, ("long-runner", script, ""));
     let grandchild = wait_for_pid_file(&out.path().join("grandchild.pid"), RUN);
     let guard = parent_pid(robot_pid).expect("the robot's parent");
-    wait_for(RUN, "RUNNING with the robot's first line", || {
-        let body = result_of(&server, &admin, &runtime, &id);
-        if body["status"] == "RUNNING" && messages(&body).contains(&"working".to_owned()) {
-            Ok(())
-        } else {
-            Err(summary(&body))
-        }
-    });
+    wait_running_with(&server, &admin, &runtime, &id, "working");
     assert!(pid_alive(robot_pid) && pid_alive(grandchild));
 
     server.delete(&admin, &runtime, &id).expect(200);
@@ -359,6 +376,37 @@ echo "finished sleeping"
         "{}",
         summary(&body)
     );
+}
+
+#[test]
+fn a_robot_that_stops_its_guard_is_still_canceled_and_the_agent_goes_on() {
+    let (server, admin, runtime, key) = setup();
+    // Robots run as the agent's user: one may stop the guard that serves it.
+    let script = r#"echo $$ > "$REGENTE_VAR_DIR/robot.pid"
+kill -STOP $PPID
+echo "guard stopped"
+sleep 300
+"#;
+    let (agent, _out, id, robot_pid) = run_in_dir(
+        &server,
+        &admin,
+        &runtime,
+        &key,
+        ("guard-stopper", script, ""),
+    );
+    wait_running_with(&server, &admin, &runtime, &id, "guard stopped");
+
+    // The stopped guard cannot kill the robot: the agent kills both.
+    server.delete(&admin, &runtime, &id).expect(200);
+    let body = wait_for_status(&server, &admin, &runtime, &id, ENDED, RUN);
+    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
+    wait_gone(&[("the robot", robot_pid)], Duration::from_secs(5));
+    // The next run gets a guard that works.
+    let next = upload_shell_robot(&server, &admin, "after", "echo next\n", "");
+    let id = server.queue(&admin, &runtime, &next, None);
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+    assert_eq!(idle_guards(&agent).len(), 1);
 }
 
 #[test]
