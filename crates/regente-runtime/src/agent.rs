@@ -107,6 +107,8 @@ struct Agent {
     prepared: mpsc::UnboundedSender<Prepared>,
     synced: mpsc::UnboundedSender<Synced>,
     guards: GuardPool,
+    /// The most executions held at once so far: as many guards may wait.
+    most_held: usize,
     /// This boot's id, recorded in each journal.
     boot: Option<String>,
     /// Runs to prepare once the `Start`s just sent are out.
@@ -193,6 +195,7 @@ pub async fn run(
         prepared: prepared_tx,
         synced: synced_tx,
         guards,
+        most_held: 0,
         boot,
         deferred: Vec::new(),
     };
@@ -686,19 +689,16 @@ impl Agent {
         // guard starting now would take CPU from the robot starting.
     }
 
-    /// Keeps one idle guard, or one per run being prepared when more; guards
-    /// that come back from a run are kept while runs go on (one per robot
-    /// running), for the next ones. Called when a run is being prepared, ends
-    /// or is revoked.
+    /// Keeps one idle guard, or one per run being prepared when more. Guards
+    /// that come back from a run are kept for the next ones, up to the most
+    /// runs held at once (runs often end together: a guard ended then would be
+    /// started again for the next run). Called when a run is being prepared,
+    /// ends or is revoked.
     fn balance_guards(&mut self) {
         let waiting = self.held.values().filter(|h| h.ready.is_some()).count();
-        let running = self
-            .held
-            .values()
-            .filter(|h| h.stop.is_some() && !h.ended)
-            .count();
+        self.most_held = self.most_held.max(self.held.len());
         let least = waiting.max(1);
-        self.guards.keep(least, least + running);
+        self.guards.keep(least, self.most_held.max(least));
     }
 
     /// Ends an execution whose robot cannot start.
