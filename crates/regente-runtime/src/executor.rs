@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use regente_core::{ResolvedVariables, RobotManifest};
 use regente_proto::{EndStatus, EventKind, LogLevel};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
 use tokio::process::{Child, Command};
@@ -397,11 +397,7 @@ impl Robot {
                     pipes.err.1.try_clone(),
                 ) {
                     (Ok(commands), Ok(out), Ok(err)) => tokio::task::spawn_blocking(move || {
-                        crate::guard::link::send_with_fds(
-                            std::os::fd::AsRawFd::as_raw_fd(&commands),
-                            &wire,
-                            &[out.as_raw_fd(), err.as_raw_fd()],
-                        )
+                        crate::guards::send_launch(&commands, &wire, &out, &err)
                     })
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e))),

@@ -80,11 +80,7 @@ impl Guard {
         stdout: &OwnedFd,
         stderr: &OwnedFd,
     ) -> std::io::Result<()> {
-        link::send_with_fds(
-            self.commands.as_raw_fd(),
-            wire,
-            &[stdout.as_raw_fd(), stderr.as_raw_fd()],
-        )
+        send_launch(&self.commands, wire, stdout, stderr)
     }
 
     /// A second handle on the command socket, for a hand-over on another thread.
@@ -209,6 +205,21 @@ impl Leader {
         }
         kill_group(self.pid);
     }
+}
+
+/// Sends a launch (`wire`) on a guard's command socket, the robot's stdout
+/// and stderr attached, in that order. Blocking.
+pub fn send_launch(
+    commands: &UnixStream,
+    wire: &[u8],
+    stdout: &OwnedFd,
+    stderr: &OwnedFd,
+) -> std::io::Result<()> {
+    link::send_with_fds(
+        commands.as_raw_fd(),
+        wire,
+        &[stdout.as_raw_fd(), stderr.as_raw_fd()],
+    )
 }
 
 /// Kills a process group.
