@@ -44,6 +44,9 @@ pub trait RuntimeStore: Send + Sync {
     /// in its transaction only if the change is (see [`crate::audit`]).
     async fn create_runtime(&self, runtime: &NewRuntime, audit: Option<&AuditEntry>) -> Result<()>;
     async fn get_runtime(&self, organization_id: &str, id: &str) -> Result<Runtime>;
+    /// Whether the organisation has this runtime (not deleted): what a run
+    /// request checks, without reading and parsing the whole row.
+    async fn runtime_exists(&self, organization_id: &str, id: &str) -> Result<bool>;
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>>;
     async fn list_runtimes(&self, organization_id: &str) -> Result<Vec<Runtime>>;
     /// Renames a runtime; [`Error::NotFound`](crate::Error) when the

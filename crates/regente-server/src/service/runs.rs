@@ -44,12 +44,13 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
     if !is_valid_id(robot_id) {
         return Err(Error::NotFound(format!("robot {robot_id} not found")));
     }
-    or_not_found(
-        ctx.store
-            .get_runtime(&caller.organization_id, runtime_id)
-            .await,
-        || format!("runtime {runtime_id} not found"),
-    )?;
+    if !ctx
+        .store
+        .runtime_exists(&caller.organization_id, runtime_id)
+        .await?
+    {
+        return Err(runtime_not_found(runtime_id));
+    }
     let (mut execution, manifest) =
         plain_execution(ctx, caller, runtime_id, robot_id, &variables).await?;
     let key = idempotency(

@@ -70,6 +70,18 @@ impl RuntimeStore for PostgresStore {
         .ok_or(Error::NotFound)
     }
 
+    async fn runtime_exists(&self, organization_id: &str, id: &str) -> Result<bool> {
+        Ok(fetch_optional(
+            &self.pool,
+            "SELECT 1 AS found FROM runtimes \
+             WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL",
+            &[organization_id, id],
+            |_| Ok(()),
+        )
+        .await?
+        .is_some())
+    }
+
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>> {
         fetch_optional(
             &self.pool,

@@ -66,6 +66,18 @@ impl RuntimeStore for SqliteStore {
             .ok_or(Error::NotFound)
     }
 
+    async fn runtime_exists(&self, organization_id: &str, id: &str) -> Result<bool> {
+        self.readers.with(|conn| {
+            one(
+                conn,
+                "SELECT 1 FROM runtimes WHERE organization_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+                [organization_id, id],
+                |_| Ok(()),
+            )
+            .map(|found| found.is_some())
+        })
+    }
+
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>> {
         self.readers.with(|conn| {
             one(

@@ -32,6 +32,15 @@ async fn runtimes(store: Arc<dyn Store>) {
     assert!(is_not_found(
         store.get_runtime(&other.id, &first.runtime.id).await
     ));
+    assert!(store
+        .runtime_exists(&org.id, &first.runtime.id)
+        .await
+        .unwrap());
+    assert!(!store
+        .runtime_exists(&other.id, &first.runtime.id)
+        .await
+        .unwrap());
+    assert!(!store.runtime_exists(&org.id, "no-such").await.unwrap());
     assert_eq!(
         store
             .find_runtime_by_key_hash(&second.key_hash)
@@ -186,6 +195,7 @@ async fn rename_and_delete_runtimes(store: Arc<dyn Store>) {
         RuntimeDeletion::Deleted
     );
     assert!(is_not_found(store.get_runtime(org, &w.runtime.id).await));
+    assert!(!store.runtime_exists(org, &w.runtime.id).await.unwrap());
     assert!(store.list_runtimes(org).await.unwrap().is_empty());
     assert!(is_not_found(
         store
