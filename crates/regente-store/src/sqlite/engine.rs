@@ -158,15 +158,37 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let (reply, answer) = oneshot::channel();
-        self.writer
-            .send(Box::new(PendingWrite {
-                work: Some(work),
-                outcome: None,
-                reply,
-                durability,
-            }))
-            .map_err(|_| store_closed())?;
+        self.send_job(Box::new(PendingWrite {
+            work: Some(work),
+            outcome: None,
+            reply,
+            durability,
+        }))?;
         answer.await.map_err(|_| store_closed())?
+    }
+
+    /// [`SqliteStore::write`] for a write that may run twice: one that only
+    /// changes the database (no effect outside it) and reads what it needs
+    /// there. Such writes run without a savepoint of their own, which copies
+    /// every page they touch that the transaction had already changed; if one
+    /// fails, the transaction is rolled back and they run again, each under
+    /// its own savepoint (see `commit_batch`). The hot path of run requests.
+    pub(super) async fn write_repeatable<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: Fn(&Connection) -> Result<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.send_job(Box::new(RepeatableWrite {
+            work,
+            outcome: None,
+            reply,
+        }))?;
+        answer.await.map_err(|_| store_closed())?
+    }
+
+    fn send_job(&self, job: Box<dyn WriteJob>) -> Result<()> {
+        self.writer.send(job).map_err(|_| store_closed())
     }
 
     /// Runs a read that may be long on a blocking thread.
@@ -234,6 +256,11 @@ trait WriteJob: Send {
     fn durability(&self) -> Durability;
     /// Runs the write; false when it failed and its changes must be undone.
     fn run(&mut self, conn: &Connection) -> bool;
+    /// Whether it may run again after a rollback (see
+    /// [`SqliteStore::write_repeatable`]).
+    fn repeatable(&self) -> bool {
+        false
+    }
     /// Answers the caller once the transaction has ended: `commit_error` is
     /// `None` when it committed.
     fn answer(self: Box<Self>, commit_error: Option<&str>);
@@ -259,33 +286,71 @@ where
         let Some(work) = self.work.take() else {
             return false;
         };
-        // A bug in one write must not stop the writer for everybody.
-        let outcome = catch_unwind(AssertUnwindSafe(|| work(conn))).unwrap_or_else(|_| {
-            Err(Error::Other(anyhow::anyhow!(
-                "the store failed while writing"
-            )))
-        });
-        let succeeded = outcome.is_ok();
-        self.outcome = Some(outcome);
-        succeeded
+        self.outcome = Some(run_caught(|| work(conn)));
+        matches!(self.outcome, Some(Ok(_)))
     }
 
     fn answer(self: Box<Self>, commit_error: Option<&str>) {
-        let outcome = match (commit_error, self.outcome) {
-            (_, Some(Err(e))) => Err(e),
-            (None, Some(outcome)) => outcome,
-            (Some(why), _) => Err(Error::Other(anyhow::anyhow!(
-                "the write was not committed: {why}"
-            ))),
-            (None, None) => Err(Error::Other(anyhow::anyhow!("the write never ran"))),
-        };
-        let _ = self.reply.send(outcome);
+        let _ = self.reply.send(outcome(commit_error, self.outcome));
+    }
+}
+
+/// A write that may run again: see [`SqliteStore::write_repeatable`].
+struct RepeatableWrite<T, F> {
+    work: F,
+    outcome: Option<Result<T>>,
+    reply: oneshot::Sender<Result<T>>,
+}
+
+impl<T, F> WriteJob for RepeatableWrite<T, F>
+where
+    T: Send,
+    F: Fn(&Connection) -> Result<T> + Send,
+{
+    fn durability(&self) -> Durability {
+        Durability::Synced
+    }
+
+    fn run(&mut self, conn: &Connection) -> bool {
+        self.outcome = Some(run_caught(|| (self.work)(conn)));
+        matches!(self.outcome, Some(Ok(_)))
+    }
+
+    fn repeatable(&self) -> bool {
+        true
+    }
+
+    fn answer(self: Box<Self>, commit_error: Option<&str>) {
+        let _ = self.reply.send(outcome(commit_error, self.outcome));
+    }
+}
+
+/// Runs a write; a bug in one write must not stop the writer for everybody.
+fn run_caught<T>(work: impl FnOnce() -> Result<T>) -> Result<T> {
+    catch_unwind(AssertUnwindSafe(work)).unwrap_or_else(|_| {
+        Err(Error::Other(anyhow::anyhow!(
+            "the store failed while writing"
+        )))
+    })
+}
+
+/// What a write answers once its transaction ended (`commit_error`: `None`
+/// when it committed).
+fn outcome<T>(commit_error: Option<&str>, outcome: Option<Result<T>>) -> Result<T> {
+    match (commit_error, outcome) {
+        (_, Some(Err(e))) => Err(e),
+        (None, Some(outcome)) => outcome,
+        (Some(why), _) => Err(Error::Other(anyhow::anyhow!(
+            "the write was not committed: {why}"
+        ))),
+        (None, None) => Err(Error::Other(anyhow::anyhow!("the write never ran"))),
     }
 }
 
 /// Group commit: the writes that queued while one transaction committed go into
 /// the next one, each under its own savepoint so that one failing undoes only
-/// itself, and one fsync acknowledges them all.
+/// itself (repeatable writes only after one of them failed), and one fsync
+/// acknowledges them all.
 fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, readers: &Readers) {
     let commits = &readers.commits;
     let wal = wal_path(&readers.path);
@@ -346,17 +411,22 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite:
         "PRAGMA synchronous = NORMAL"
     })?
     .execute([])?;
+    // Repeatable writes first, without savepoints; should one fail, they all
+    // run again, each under its own. The writes of one batch were queued
+    // concurrently, none waiting for another: their order is free.
+    batch.sort_by_key(|job| !job.repeatable());
+    let repeatable = batch.iter().take_while(|job| job.repeatable()).count();
+    let (fast, rest) = batch.split_at_mut(repeatable);
     conn.execute_batch("BEGIN IMMEDIATE")?;
     let mut run_all = || -> rusqlite::Result<()> {
-        for job in batch.iter_mut() {
-            conn.prepare_cached("SAVEPOINT write")?.execute([])?;
-            if !job.run(conn) {
-                conn.prepare_cached("ROLLBACK TO SAVEPOINT write")?
-                    .execute([])?;
+        if !fast.iter_mut().all(|job| job.run(conn)) {
+            if !conn.is_autocommit() {
+                conn.execute_batch("ROLLBACK")?;
             }
-            conn.prepare_cached("RELEASE SAVEPOINT write")?
-                .execute([])?;
+            conn.execute_batch("BEGIN IMMEDIATE")?;
+            run_each_alone(conn, fast)?;
         }
+        run_each_alone(conn, rest)?;
         conn.prepare_cached("COMMIT")?.execute([])?;
         Ok(())
     };
@@ -365,6 +435,21 @@ fn commit_batch(conn: &Connection, batch: &mut [Box<dyn WriteJob>]) -> rusqlite:
         let _ = conn.execute_batch("ROLLBACK");
     }
     result
+}
+
+/// Runs each job under its own savepoint, so that one failing undoes only
+/// itself.
+fn run_each_alone(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> rusqlite::Result<()> {
+    for job in jobs {
+        conn.prepare_cached("SAVEPOINT write")?.execute([])?;
+        if !job.run(conn) {
+            conn.prepare_cached("ROLLBACK TO SAVEPOINT write")?
+                .execute([])?;
+        }
+        conn.prepare_cached("RELEASE SAVEPOINT write")?
+            .execute([])?;
+    }
+    Ok(())
 }
 
 /// Copies the whole WAL back and has the next write start it over (a RESTART
@@ -544,168 +629,5 @@ impl ClusterStore for SqliteStore {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn job(durability: Durability) -> Box<dyn WriteJob> {
-        let (reply, _answer) = oneshot::channel::<Result<()>>();
-        Box::new(PendingWrite {
-            work: Some(|_: &Connection| Ok(())),
-            outcome: None,
-            reply,
-            durability,
-        })
-    }
-
-    fn synchronous(conn: &Connection) -> i64 {
-        conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
-            .unwrap()
-    }
-
-    #[test]
-    fn a_batch_is_synced_when_any_of_its_writes_needs_it() {
-        let dir = tempfile::tempdir().unwrap();
-        let conn = Connection::open(dir.path().join("t.db")).unwrap();
-        conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
-        let (full, normal) = (2, 1);
-
-        commit_batch(&conn, &mut [job(Durability::Written)]).unwrap();
-        assert_eq!(synchronous(&conn), normal);
-        commit_batch(
-            &conn,
-            &mut [job(Durability::Written), job(Durability::Synced)],
-        )
-        .unwrap();
-        assert_eq!(synchronous(&conn), full);
-        commit_batch(&conn, &mut [job(Durability::Written)]).unwrap();
-        commit_batch(&conn, &mut [job(Durability::Synced)]).unwrap();
-        assert_eq!(synchronous(&conn), full);
-    }
-
-    /// One write of a batch fails after writing its execution and its event;
-    /// the other commits: the failed one's savepoint takes its event away with
-    /// its change, and the other keeps both.
-    #[tokio::test]
-    async fn a_write_undone_in_a_batch_leaves_no_event() {
-        use super::super::executions::{enqueue_one, RunToInsert};
-        use crate::prelude::*;
-        use crate::{NewExecution, NewRobotVersion, NewRuntime, Organization, Runtime, User};
-
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("regente.db");
-        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
-            .await
-            .unwrap();
-        let organization = Organization {
-            id: "0000000000000001".into(),
-            name: "acme".into(),
-            is_root: true,
-            created_at: 1,
-        };
-        let admin = User {
-            id: "0000000000000002".into(),
-            organization_id: organization.id.clone(),
-            username: "admin".into(),
-            password_hash: "hash".into(),
-            role: regente_core::Role::Admin,
-            created_at: 1,
-        };
-        store
-            .create_organization(&organization, &admin, None)
-            .await
-            .unwrap();
-        let runtime = Runtime {
-            id: "0000000000000003".into(),
-            organization_id: organization.id.clone(),
-            name: "desk".into(),
-            slots: 1,
-            last_seen: None,
-            created_at: 1,
-        };
-        store
-            .create_runtime(
-                &NewRuntime {
-                    runtime: runtime.clone(),
-                    key_hash: "key".into(),
-                },
-                None,
-            )
-            .await
-            .unwrap();
-        let (robot_id, _) = store
-            .add_robot_version(
-                &NewRobotVersion {
-                    organization_id: organization.id.clone(),
-                    new_robot_id: "0000000000000004".into(),
-                    name: "invoices".into(),
-                    sha256: "sha".into(),
-                    manifest: "name = \"invoices\"".into(),
-                    package: b"PK".to_vec(),
-                    created_at: 1,
-                },
-                None,
-            )
-            .await
-            .unwrap();
-        let run = |id: &str| RunToInsert {
-            new: NewExecution {
-                id: id.into(),
-                organization_id: organization.id.clone(),
-                runtime_id: runtime.id.clone(),
-                robot_id: robot_id.clone(),
-                robot_version: 1,
-                variables: serde_json::json!({}),
-                init: 10,
-                submitted_by: admin.id.clone(),
-                max_attempts: 1,
-                flow_run_id: None,
-                flow_step_id: None,
-                schedule_id: None,
-                scheduled_for: None,
-            },
-            variables: "{}".into(),
-            key: None,
-        };
-        let (undone, kept) = (run("00000000000000aa"), run("00000000000000bb"));
-        let events_of = |conn: &Connection, id: &str| -> i64 {
-            conn.query_row(
-                "SELECT COUNT(*) FROM events WHERE subject_id = ?1",
-                [id],
-                |row| row.get(0),
-            )
-            .unwrap()
-        };
-        let (reply, _answer) = oneshot::channel::<Result<()>>();
-        let failing = Box::new(PendingWrite {
-            work: Some(move |conn: &Connection| {
-                enqueue_one(conn, &undone)?;
-                assert_eq!(events_of(conn, "00000000000000aa"), 1);
-                Err(Error::Other(anyhow::anyhow!("failed after its event")))
-            }),
-            outcome: None,
-            reply,
-            durability: Durability::Synced,
-        });
-        let (reply, _answer) = oneshot::channel::<Result<crate::Enqueued>>();
-        let succeeding = Box::new(PendingWrite {
-            work: Some(move |conn: &Connection| enqueue_one(conn, &kept)),
-            outcome: None,
-            reply,
-            durability: Durability::Synced,
-        });
-        let conn = open_connection(&path, false).unwrap();
-        let mut batch: [Box<dyn WriteJob>; 2] = [failing, succeeding];
-        commit_batch(&conn, &mut batch).unwrap();
-
-        assert_eq!(events_of(&conn, "00000000000000aa"), 0);
-        assert_eq!(events_of(&conn, "00000000000000bb"), 1);
-        let executions: Vec<String> = conn
-            .prepare("SELECT id FROM executions ORDER BY seq")
-            .unwrap()
-            .query_map([], |row| row.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(executions, ["00000000000000bb"]);
-    }
-}
+#[path = "engine_tests.rs"]
+mod tests;

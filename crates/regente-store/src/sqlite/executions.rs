@@ -246,7 +246,8 @@ impl ExecutionStore for SqliteStore {
             variables: new.variables.to_string(),
             key: key.cloned(),
         };
-        self.write(move |conn| enqueue_one(conn, &run)).await
+        self.write_repeatable(move |conn| enqueue_one(conn, &run))
+            .await
     }
 
     async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution> {

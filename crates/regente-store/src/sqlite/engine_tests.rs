@@ -1,0 +1,189 @@
+use super::*;
+
+fn job(durability: Durability) -> Box<dyn WriteJob> {
+    let (reply, _answer) = oneshot::channel::<Result<()>>();
+    Box::new(PendingWrite {
+        work: Some(|_: &Connection| Ok(())),
+        outcome: None,
+        reply,
+        durability,
+    })
+}
+
+fn synchronous(conn: &Connection) -> i64 {
+    conn.query_row("PRAGMA synchronous", [], |row| row.get(0))
+        .unwrap()
+}
+
+#[test]
+fn a_batch_is_synced_when_any_of_its_writes_needs_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = Connection::open(dir.path().join("t.db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL").unwrap();
+    let (full, normal) = (2, 1);
+
+    commit_batch(&conn, &mut [job(Durability::Written)]).unwrap();
+    assert_eq!(synchronous(&conn), normal);
+    commit_batch(
+        &conn,
+        &mut [job(Durability::Written), job(Durability::Synced)],
+    )
+    .unwrap();
+    assert_eq!(synchronous(&conn), full);
+    commit_batch(&conn, &mut [job(Durability::Written)]).unwrap();
+    commit_batch(&conn, &mut [job(Durability::Synced)]).unwrap();
+    assert_eq!(synchronous(&conn), full);
+}
+
+/// One write of a batch fails after writing its execution and its event;
+/// the others commit: the failed one's undoing (a rollback and a second try
+/// of the repeatable writes under savepoints) takes its event away with its
+/// change, and the others keep both.
+#[tokio::test]
+async fn a_write_undone_in_a_batch_leaves_no_event() {
+    use super::super::executions::{enqueue_one, RunToInsert};
+    use crate::prelude::*;
+    use crate::{NewExecution, NewRobotVersion, NewRuntime, Organization, Runtime, User};
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("regente.db");
+    let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+        .await
+        .unwrap();
+    let organization = Organization {
+        id: "0000000000000001".into(),
+        name: "acme".into(),
+        is_root: true,
+        created_at: 1,
+    };
+    let admin = User {
+        id: "0000000000000002".into(),
+        organization_id: organization.id.clone(),
+        username: "admin".into(),
+        password_hash: "hash".into(),
+        role: regente_core::Role::Admin,
+        created_at: 1,
+    };
+    store
+        .create_organization(&organization, &admin, None)
+        .await
+        .unwrap();
+    let runtime = Runtime {
+        id: "0000000000000003".into(),
+        organization_id: organization.id.clone(),
+        name: "desk".into(),
+        slots: 1,
+        last_seen: None,
+        created_at: 1,
+    };
+    store
+        .create_runtime(
+            &NewRuntime {
+                runtime: runtime.clone(),
+                key_hash: "key".into(),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let (robot_id, _) = store
+        .add_robot_version(
+            &NewRobotVersion {
+                organization_id: organization.id.clone(),
+                new_robot_id: "0000000000000004".into(),
+                name: "invoices".into(),
+                sha256: "sha".into(),
+                manifest: "name = \"invoices\"".into(),
+                package: b"PK".to_vec(),
+                created_at: 1,
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let run = |id: &str| RunToInsert {
+        new: NewExecution {
+            id: id.into(),
+            organization_id: organization.id.clone(),
+            runtime_id: runtime.id.clone(),
+            robot_id: robot_id.clone(),
+            robot_version: 1,
+            variables: serde_json::json!({}),
+            init: 10,
+            submitted_by: admin.id.clone(),
+            max_attempts: 1,
+            flow_run_id: None,
+            flow_step_id: None,
+            schedule_id: None,
+            scheduled_for: None,
+        },
+        variables: "{}".into(),
+        key: None,
+    };
+    let (undone, kept) = (run("00000000000000aa"), run("00000000000000bb"));
+    let (first, last) = (run("00000000000000cc"), run("00000000000000dd"));
+    let events_of = |conn: &Connection, id: &str| -> i64 {
+        conn.query_row(
+            "SELECT COUNT(*) FROM events WHERE subject_id = ?1",
+            [id],
+            |row| row.get(0),
+        )
+        .unwrap()
+    };
+    // Repeatable, like a run request: it fails on each try.
+    let (reply, _answer) = oneshot::channel::<Result<()>>();
+    let failing = Box::new(RepeatableWrite {
+        work: move |conn: &Connection| {
+            enqueue_one(conn, &undone)?;
+            assert_eq!(events_of(conn, "00000000000000aa"), 1);
+            Err(Error::Other(anyhow::anyhow!("failed after its event")))
+        },
+        outcome: None,
+        reply,
+    });
+    // Two more repeatable ones, one run before the failing one (then rolled
+    // back with it and run again) and one after.
+    let repeatable = |run: RunToInsert| {
+        let (reply, answer) = oneshot::channel::<Result<crate::Enqueued>>();
+        let job: Box<dyn WriteJob> = Box::new(RepeatableWrite {
+            work: move |conn: &Connection| enqueue_one(conn, &run),
+            outcome: None,
+            reply,
+        });
+        (job, answer)
+    };
+    let ((first, first_answer), (last, last_answer)) = (repeatable(first), repeatable(last));
+    let (reply, _answer) = oneshot::channel::<Result<crate::Enqueued>>();
+    let succeeding = Box::new(PendingWrite {
+        work: Some(move |conn: &Connection| enqueue_one(conn, &kept)),
+        outcome: None,
+        reply,
+        durability: Durability::Synced,
+    });
+    let conn = open_connection(&path, false).unwrap();
+    let mut batch: Vec<Box<dyn WriteJob>> = vec![succeeding, first, failing, last];
+    commit_batch(&conn, &mut batch).unwrap();
+    for job in batch {
+        job.answer(None);
+    }
+
+    assert_eq!(events_of(&conn, "00000000000000aa"), 0);
+    for kept in ["00000000000000bb", "00000000000000cc", "00000000000000dd"] {
+        assert_eq!(events_of(&conn, kept), 1, "{kept}");
+    }
+    for answer in [first_answer, last_answer] {
+        assert!(matches!(answer.await, Ok(Ok(crate::Enqueued::Created))));
+    }
+    let executions: Vec<String> = conn
+        .prepare("SELECT id FROM executions ORDER BY seq")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap();
+    // Repeatable writes run first: the order of a batch's writes is free.
+    assert_eq!(
+        executions,
+        ["00000000000000cc", "00000000000000dd", "00000000000000bb"]
+    );
+}
