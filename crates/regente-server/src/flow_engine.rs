@@ -100,12 +100,18 @@ impl Engine {
             None => ctx.store.load_cursor(CONSUMER).await?,
         };
         self.cursor = Some(after);
-        let events = ctx.store.events_after(after, BATCH).await?;
-        let full = events.len() == BATCH as usize;
-        for event in events {
+        let read = ctx
+            .store
+            .events_of_kinds_after(after, BATCH, &[EventKind::ExecutionEnded])
+            .await?;
+        let full = read.read == BATCH as usize;
+        for event in read.events {
             self.handle(ctx, &event).await?;
             self.cursor = Some(event.cursor);
         }
+        // Past the events of other kinds too.
+        self.unsaved += read.read;
+        self.cursor = read.through.or(self.cursor);
         let now = ctx.clock.now();
         let waking = ctx.store.waking_flow_runs(WAKING_PER_LOOK).await?;
         for run in waking.iter().filter(|run| run.wake_at <= now) {
@@ -126,10 +132,6 @@ impl Engine {
     }
 
     async fn handle(&mut self, ctx: &Context, event: &StoredEvent) -> anyhow::Result<()> {
-        self.unsaved += 1;
-        if event.kind != EventKind::ExecutionEnded {
-            return Ok(());
-        }
         let execution = match ctx
             .store
             .get_execution(&event.organization_id, &event.subject_id)

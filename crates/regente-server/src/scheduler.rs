@@ -136,11 +136,19 @@ pub async fn fire_due(ctx: &Context) -> anyhow::Result<Option<Millis>> {
 pub async fn count_failures(ctx: Arc<Context>) -> anyhow::Result<()> {
     loop {
         let from = ctx.store.load_cursor(FAILURES_CONSUMER).await?;
-        let events = ctx.store.events_after(from, EVENTS_PER_READ).await?;
-        let Some(through) = events.last().map(|event| event.cursor) else {
+        let read = ctx
+            .store
+            .events_of_kinds_after(
+                from,
+                EVENTS_PER_READ,
+                &[EventKind::ExecutionEnded, EventKind::FlowRunEnded],
+            )
+            .await?;
+        let Some(through) = read.through else {
             return Ok(());
         };
-        let ends: Vec<RunEnd> = events
+        let ends: Vec<RunEnd> = read
+            .events
             .iter()
             .filter_map(|event| {
                 let run = match event.kind {
@@ -171,7 +179,7 @@ pub async fn count_failures(ctx: Arc<Context>) -> anyhow::Result<()> {
             }
             RunEndsCounted::Stale => return Ok(()),
         }
-        if events.len() < EVENTS_PER_READ as usize {
+        if read.read < EVENTS_PER_READ as usize {
             return Ok(());
         }
     }

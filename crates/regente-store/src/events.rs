@@ -149,6 +149,19 @@ pub struct StoredEvent {
     pub data: Value,
 }
 
+/// What a consumer read of the stream: the events of the kinds it asked for,
+/// and how far it read.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct EventsRead {
+    /// The events of the kinds asked for, in stream order.
+    pub events: Vec<StoredEvent>,
+    /// The last event read, of any kind: where to read on from.
+    pub through: Option<EventCursor>,
+    /// How many events were read, of any kind: as many as asked for means
+    /// there may be more.
+    pub read: usize,
+}
+
 /// Which of an organisation's events to read.
 #[derive(Debug, Clone, Default)]
 pub struct EventFilter {
@@ -162,7 +175,22 @@ pub struct EventFilter {
 pub trait EventStore: Send + Sync {
     /// At most `limit` events after `after`, in stream order. Fewer (even none)
     /// does not mean the stream ends there: read again from the last cursor.
-    async fn events_after(&self, after: EventCursor, limit: u32) -> Result<Vec<StoredEvent>>;
+    async fn events_after(&self, after: EventCursor, limit: u32) -> Result<Vec<StoredEvent>> {
+        Ok(self
+            .events_of_kinds_after(after, limit, &EventKind::ALL)
+            .await?
+            .events)
+    }
+    /// The same, for a consumer that handles `kinds` only: the others are read
+    /// past (their data is not even decoded) and counted in
+    /// [`EventsRead::through`] and [`EventsRead::read`]. Every consumer reads
+    /// every event, so decoding only what it handles saves most of its work.
+    async fn events_of_kinds_after(
+        &self,
+        after: EventCursor,
+        limit: u32,
+        kinds: &[EventKind],
+    ) -> Result<EventsRead>;
     /// The same, for one organisation's events matching `filter`.
     async fn organization_events_after(
         &self,

@@ -60,7 +60,7 @@ pub use credentials::{
 pub use dashboard::{
     DashboardStore, EndedCount, HourCount, HourTimes, Hours, StatusCount, TimeKind, Totals,
 };
-pub use events::{EventCursor, EventFilter, EventKind, EventStore, StoredEvent};
+pub use events::{EventCursor, EventFilter, EventKind, EventStore, EventsRead, StoredEvent};
 pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,
     NewExecution,

@@ -14,8 +14,8 @@ use crate::audit::{AuditEntry, AuditRecord};
 use crate::credentials::{Credential, SealedValue, SealedVariables, StoredValue, VaultKey};
 use crate::dashboard::{EndedCount, HourCount, HourTimes, StatusCount, TimeKind};
 use crate::{
-    Error, EventCursor, EventKind, Execution, ExecutionFilter, FireOrigin, FireOutcome, Flow,
-    FlowRun, FlowStep, Lease, LogLine, Organization, Result, Robot, RobotVersion, Runtime,
+    Error, EventCursor, EventKind, EventsRead, Execution, ExecutionFilter, FireOrigin, FireOutcome,
+    Flow, FlowRun, FlowStep, Lease, LogLine, Organization, Result, Robot, RobotVersion, Runtime,
     RuntimeSession, Schedule, ScheduleFire, ScheduleTarget, ScheduledRun, StoredEvent, User,
     WakingRun,
 };
@@ -349,6 +349,45 @@ pub(crate) fn stored_event_from(row: &impl RecordRow) -> Result<StoredEvent> {
         time: row.int("time")?,
         data: json_column(row, "data")?.unwrap_or_default(),
     })
+}
+
+/// An event row as a consumer reads it: decoded when of the kinds it
+/// handles, its cursor alone otherwise.
+pub(crate) enum EventRow {
+    Wanted(StoredEvent),
+    Passed(EventCursor),
+}
+
+pub(crate) fn event_row_from(row: &impl RecordRow, kinds: &[EventKind]) -> Result<EventRow> {
+    let kind = row.text("kind")?;
+    if kinds.iter().any(|wanted| wanted.as_str() == kind) {
+        return stored_event_from(row).map(EventRow::Wanted);
+    }
+    Ok(EventRow::Passed(EventCursor {
+        txid: row.int("txid")?,
+        seq: row.int("seq")?,
+    }))
+}
+
+/// Event rows read in stream order, as a consumer's read.
+pub(crate) fn events_read(rows: Vec<EventRow>) -> EventsRead {
+    let read = rows.len();
+    let mut through = None;
+    let mut events = Vec::new();
+    for row in rows {
+        match row {
+            EventRow::Wanted(event) => {
+                through = Some(event.cursor);
+                events.push(event);
+            }
+            EventRow::Passed(cursor) => through = Some(cursor),
+        }
+    }
+    EventsRead {
+        events,
+        through,
+        read,
+    }
 }
 
 pub(crate) fn runtime_session_from(row: &impl RecordRow) -> Result<RuntimeSession> {

@@ -71,9 +71,35 @@ pub fn event_type(event: &StoredEvent) -> Option<&'static str> {
             "CANCELED" => Some("execution.canceled"),
             _ => Some("execution.error"),
         },
-        EventKind::ExecutionCanceled => None,
-        kind => EVENT_TYPES.into_iter().find(|name| *name == kind.as_str()),
+        kind => types_of(kind).first().copied(),
     }
+}
+
+/// The webhook event types an event of `kind` may be sent as.
+fn types_of(kind: EventKind) -> &'static [&'static str] {
+    match kind {
+        EventKind::ExecutionEnded => &EVENT_TYPES[2..5],
+        EventKind::ExecutionCanceled => &[],
+        kind => {
+            let at = EVENT_TYPES.iter().position(|name| *name == kind.as_str());
+            at.map_or(&[], |at| &EVENT_TYPES[at..=at])
+        }
+    }
+}
+
+/// The event kinds that may make a delivery to one of `webhooks`: the stream's
+/// other events are read past without being decoded.
+fn kinds_wanted(webhooks: &[Webhook]) -> Vec<EventKind> {
+    EventKind::ALL
+        .into_iter()
+        .filter(|&kind| {
+            types_of(kind).iter().any(|name| {
+                webhooks
+                    .iter()
+                    .any(|webhook| webhook.events.iter().any(|wanted| wanted == name))
+            })
+        })
+        .collect()
 }
 
 /// The `data` sent: the event's own data with the ids an integrator needs.
@@ -174,25 +200,38 @@ async fn look(
         None => ctx.store.load_cursor(CONSUMER).await?,
     };
     *cursor = Some(after);
-    let events = ctx.store.events_after(after, BATCH).await?;
-    if let Some(last) = events.last() {
-        let deliveries = deliveries_for(ctx, &events).await?;
+    let kinds = kinds_wanted(&ctx.store.enabled_webhooks().await?);
+    let read = ctx
+        .store
+        .events_of_kinds_after(after, BATCH, &kinds)
+        .await?;
+    // Read after the events, so that a webhook made meanwhile is seen: should
+    // it want kinds that were read past, read again with them.
+    let webhooks = ctx.store.enabled_webhooks().await?;
+    if kinds_wanted(&webhooks)
+        .iter()
+        .any(|kind| !kinds.contains(kind))
+    {
+        return Ok(true);
+    }
+    if let Some(through) = read.through {
+        let deliveries = deliveries_for(ctx, &webhooks, &read.events).await?;
         ctx.store
-            .queue_webhook_deliveries(&deliveries, CONSUMER, last.cursor, ctx.clock.now())
+            .queue_webhook_deliveries(&deliveries, CONSUMER, through, ctx.clock.now())
             .await?;
-        *cursor = Some(last.cursor);
+        *cursor = Some(through);
     }
     sender.start_due(ctx).await?;
-    Ok(events.len() == BATCH as usize)
+    Ok(read.read == BATCH as usize)
 }
 
 /// One delivery per event and enabled webhook of its organisation asking for
 /// its type, created before it happened.
 async fn deliveries_for(
     ctx: &Context,
+    webhooks: &[Webhook],
     events: &[StoredEvent],
 ) -> anyhow::Result<Vec<WebhookDelivery>> {
-    let webhooks = ctx.store.enabled_webhooks().await?;
     let now = ctx.clock.now();
     let mut deliveries = Vec::new();
     for event in events {
@@ -305,6 +344,44 @@ mod tests {
             time: 0,
             data,
         }
+    }
+
+    #[test]
+    fn a_webhook_wants_the_kinds_whose_events_it_is_sent() {
+        let webhook = |events: &[&str]| Webhook {
+            id: "w".into(),
+            organization_id: "o".into(),
+            url: "https://example.com".into(),
+            events: events.iter().map(|name| name.to_string()).collect(),
+            description: None,
+            enabled: true,
+            disabled_reason: None,
+            secret: "s".into(),
+            previous_secret: None,
+            previous_secret_until: None,
+            created_at: 0,
+            updated_at: 0,
+        };
+        assert!(kinds_wanted(&[]).is_empty());
+        // Every type comes from exactly the kind `event_type` sends it for.
+        for name in EVENT_TYPES {
+            let from: Vec<EventKind> = EventKind::ALL
+                .into_iter()
+                .filter(|&kind| {
+                    ["FINISHED", "ERROR", "CANCELED"].into_iter().any(|status| {
+                        event_type(&event(kind, json!({ "status": status }))) == Some(name)
+                    })
+                })
+                .collect();
+            assert_eq!(kinds_wanted(&[webhook(&[name])]), from, "{name}");
+        }
+        assert_eq!(
+            kinds_wanted(&[
+                webhook(&["execution.error"]),
+                webhook(&["runtime.offline", "execution.finished"])
+            ]),
+            [EventKind::ExecutionEnded, EventKind::RuntimeOffline]
+        );
     }
 
     #[test]

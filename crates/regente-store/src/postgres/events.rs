@@ -16,8 +16,10 @@ use sqlx::{PgConnection, Row};
 
 use super::{fetch_optional, other, PostgresStore};
 use crate::events::{NewEvent, PRUNE_BATCH};
-use crate::rows::{stored_event_from, EVENT_COLUMNS};
-use crate::{EventCursor, EventFilter, EventStore, Millis, Result, StoredEvent};
+use crate::rows::{event_row_from, events_read, stored_event_from, EVENT_COLUMNS};
+use crate::{
+    EventCursor, EventFilter, EventKind, EventStore, EventsRead, Millis, Result, StoredEvent,
+};
 
 /// Every transaction with a smaller id has ended.
 const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
@@ -89,7 +91,12 @@ pub(super) async fn save_cursor_in(
 
 #[async_trait]
 impl EventStore for PostgresStore {
-    async fn events_after(&self, after: EventCursor, limit: u32) -> Result<Vec<StoredEvent>> {
+    async fn events_of_kinds_after(
+        &self,
+        after: EventCursor,
+        limit: u32,
+        kinds: &[EventKind],
+    ) -> Result<EventsRead> {
         let rows = sqlx::query(&format!(
             "SELECT {EVENT_COLUMNS} FROM events \
              WHERE (txid, seq) > ($1, $2) AND txid < {HORIZON} \
@@ -101,7 +108,10 @@ impl EventStore for PostgresStore {
         .fetch_all(&self.pool)
         .await
         .map_err(other)?;
-        rows.iter().map(stored_event_from).collect()
+        rows.iter()
+            .map(|row| event_row_from(row, kinds))
+            .collect::<Result<Vec<_>>>()
+            .map(events_read)
     }
 
     async fn organization_events_after(

@@ -9,8 +9,10 @@ use rusqlite::{params, params_from_iter, Connection};
 use super::engine::Durability;
 use super::{all, change, one, SqliteStore};
 use crate::events::{NewEvent, PRUNE_BATCH};
-use crate::rows::{stored_event_from, RecordRow, EVENT_COLUMNS};
-use crate::{EventCursor, EventFilter, EventStore, Millis, Result, StoredEvent};
+use crate::rows::{event_row_from, events_read, stored_event_from, RecordRow, EVENT_COLUMNS};
+use crate::{
+    EventCursor, EventFilter, EventKind, EventStore, EventsRead, Millis, Result, StoredEvent,
+};
 
 const INSERT_EVENT: &str = "INSERT INTO events (organization_id, kind, subject_id, time, data) \
      VALUES (?1, ?2, ?3, ?4, ?5)";
@@ -72,14 +74,21 @@ pub(super) fn cursor_in(conn: &Connection, consumer: &str) -> Result<EventCursor
 
 #[async_trait]
 impl EventStore for SqliteStore {
-    async fn events_after(&self, after: EventCursor, limit: u32) -> Result<Vec<StoredEvent>> {
+    async fn events_of_kinds_after(
+        &self,
+        after: EventCursor,
+        limit: u32,
+        kinds: &[EventKind],
+    ) -> Result<EventsRead> {
+        let kinds = kinds.to_vec();
         self.read_blocking(move |conn| {
             all(
                 conn,
                 &format!("SELECT {EVENT_COLUMNS} FROM events WHERE seq > ?1 ORDER BY seq LIMIT ?2"),
                 params![after.seq, limit],
-                |row| stored_event_from(row),
+                |row| event_row_from(row, &kinds),
             )
+            .map(events_read)
         })
         .await
     }

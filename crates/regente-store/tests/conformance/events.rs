@@ -11,6 +11,7 @@ conformance! {
         each_change_writes_exactly_its_events,
         runtimes_go_online_and_offline_once_per_transition,
         organization_events_are_scoped_and_filtered,
+        a_consumer_of_some_kinds_reads_past_the_others,
         old_events_are_pruned,
         cursors_never_move_back,
     ],
@@ -463,6 +464,61 @@ async fn organization_events_are_scoped_and_filtered(store: Arc<dyn Store>) {
     assert!(read("0000000000000000".into(), EventFilter::default())
         .await
         .is_empty());
+}
+
+async fn a_consumer_of_some_kinds_reads_past_the_others(store: Arc<dyn Store>) {
+    let w = world(store).await;
+    let ran = w.enqueue(1_000).await;
+    let canceled = w.enqueue(2_000).await;
+    w.store
+        .cancel(&w.org.id, &canceled, &w.admin.id, 2_500, None)
+        .await
+        .unwrap();
+    // queued, queued, canceled, ended; then queued.
+    let all = events_after_at_least(&*w.store, EventCursor::START, 4).await;
+    assert_eq!(all.len(), 4);
+    w.enqueue(3_000).await;
+
+    let ended = [EventKind::ExecutionEnded];
+    let read = w
+        .store
+        .events_of_kinds_after(EventCursor::START, 4, &ended)
+        .await
+        .unwrap();
+    assert_eq!(read.read, 4, "every event read, of any kind");
+    assert_eq!(read.through, Some(all[3].cursor));
+    assert_eq!(read.events, [all[3].clone()], "the ended one, whole");
+    assert_eq!(read.events[0].subject_id, canceled);
+    // Only events of other kinds: read past, none returned.
+    let queued_first = w
+        .store
+        .events_of_kinds_after(EventCursor::START, 2, &ended)
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            queued_first.read,
+            queued_first.through,
+            queued_first.events.len()
+        ),
+        (2, Some(all[1].cursor), 0)
+    );
+    assert_eq!(all[0].subject_id, ran);
+    // Nothing asked for: a read that only moves on.
+    let rest = w
+        .store
+        .events_of_kinds_after(all[3].cursor, 10, &[])
+        .await
+        .unwrap();
+    assert_eq!((rest.read, rest.events.len()), (1, 0));
+    assert!(rest.through > Some(all[3].cursor));
+    // At the end of the stream: nothing read.
+    let end = w
+        .store
+        .events_of_kinds_after(rest.through.unwrap(), 10, &EventKind::ALL)
+        .await
+        .unwrap();
+    assert_eq!((end.read, end.through), (0, None));
 }
 
 async fn old_events_are_pruned(store: Arc<dyn Store>) {
