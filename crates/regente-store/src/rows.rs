@@ -359,8 +359,11 @@ pub(crate) enum EventRow {
 }
 
 pub(crate) fn event_row_from(row: &impl RecordRow, kinds: &[EventKind]) -> Result<EventRow> {
-    let kind = row.text("kind")?;
-    if kinds.iter().any(|wanted| wanted.as_str() == kind) {
+    let text = row.text("kind")?;
+    // A kind this server does not know stops the read, as in `stored_event_from`.
+    let kind = EventKind::parse(&text)
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("stored event kind {text:?} is unknown")))?;
+    if kinds.contains(&kind) {
         return stored_event_from(row).map(EventRow::Wanted);
     }
     Ok(EventRow::Passed(EventCursor {
