@@ -334,17 +334,25 @@ pub(crate) fn audit_record_from(row: &impl RecordRow) -> Result<AuditRecord> {
 /// The columns [`stored_event_from`] reads.
 pub(crate) const EVENT_COLUMNS: &str = "seq, txid, organization_id, kind, subject_id, time, data";
 
-pub(crate) fn stored_event_from(row: &impl RecordRow) -> Result<StoredEvent> {
+fn event_cursor_from(row: &impl RecordRow) -> Result<EventCursor> {
+    Ok(EventCursor {
+        txid: row.int("txid")?,
+        seq: row.int("seq")?,
+    })
+}
+
+/// An event row's kind; one this server does not know stops the read.
+fn event_kind_from(row: &impl RecordRow) -> Result<EventKind> {
     let kind = row.text("kind")?;
+    EventKind::parse(&kind)
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("stored event kind {kind:?} is unknown")))
+}
+
+pub(crate) fn stored_event_from(row: &impl RecordRow) -> Result<StoredEvent> {
     Ok(StoredEvent {
-        cursor: EventCursor {
-            txid: row.int("txid")?,
-            seq: row.int("seq")?,
-        },
+        cursor: event_cursor_from(row)?,
         organization_id: row.text("organization_id")?,
-        kind: EventKind::parse(&kind).ok_or_else(|| {
-            Error::Other(anyhow::anyhow!("stored event kind {kind:?} is unknown"))
-        })?,
+        kind: event_kind_from(row)?,
         subject_id: row.text("subject_id")?,
         time: row.int("time")?,
         data: json_column(row, "data")?.unwrap_or_default(),
@@ -359,17 +367,10 @@ pub(crate) enum EventRow {
 }
 
 pub(crate) fn event_row_from(row: &impl RecordRow, kinds: &[EventKind]) -> Result<EventRow> {
-    let text = row.text("kind")?;
-    // A kind this server does not know stops the read, as in `stored_event_from`.
-    let kind = EventKind::parse(&text)
-        .ok_or_else(|| Error::Other(anyhow::anyhow!("stored event kind {text:?} is unknown")))?;
-    if kinds.contains(&kind) {
+    if kinds.contains(&event_kind_from(row)?) {
         return stored_event_from(row).map(EventRow::Wanted);
     }
-    Ok(EventRow::Passed(EventCursor {
-        txid: row.int("txid")?,
-        seq: row.int("seq")?,
-    }))
+    event_cursor_from(row).map(EventRow::Passed)
 }
 
 /// Event rows read in stream order, as a consumer's read.
