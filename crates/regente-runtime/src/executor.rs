@@ -359,6 +359,9 @@ enum Launcher {
 enum Robot {
     Guarded {
         taken: Taken,
+        /// When the guard must have reported the robot started (or exited)
+        /// by; `None` once it did.
+        start_by: Option<tokio::time::Instant>,
         /// The robot, leader of its process group, once the guard said.
         leader: Option<Leader>,
         /// Its exit code, once the guard said.
@@ -375,7 +378,9 @@ type Outputs = (
 );
 
 impl Robot {
-    /// Starts the robot; its output's reading ends.
+    /// Starts the robot; its output's reading ends. A guarded robot's output
+    /// is read from the hand-over on, before its guard reports the start: a
+    /// guard stopped in between (the robot may stop it) loses no line.
     async fn start(launcher: Launcher, run: &RobotRun) -> Result<(Robot, Outputs), String> {
         let (taken, pipes, handed) = match launcher {
             Launcher::Direct => {
@@ -418,38 +423,24 @@ impl Robot {
                 .map(|r| Box::new(r) as Box<dyn AsyncRead + Send + Unpin>)
         };
         let outputs = reader(out).and_then(|out| Ok((Some(out), Some(reader(err)?))));
-        let mut taken = taken;
-        let started = match (handed, outputs) {
-            (Ok(()), Ok(outputs)) => tokio::time::timeout(START_GRACE, taken.guard.report())
-                .await
-                .unwrap_or_else(|_| Err(std::io::Error::other("it did not answer")))
-                .map(|report| (report, outputs)),
-            (Err(e), _) | (_, Err(e)) => Err(e),
-        };
-        let (leader, exited, outputs) = match started {
-            Ok((GuardReport::Started { pid }, outputs)) => (Some(Leader::new(pid)), None, outputs),
-            Ok((GuardReport::Exited { code }, outputs)) => (None, Some(code), outputs),
-            Ok((other, _)) => {
+        match (handed, outputs) {
+            (Ok(()), Ok(outputs)) => Ok((
+                Robot::Guarded {
+                    taken,
+                    start_by: Some(tokio::time::Instant::now() + START_GRACE),
+                    leader: None,
+                    exited: None,
+                },
+                outputs,
+            )),
+            (Err(e), _) | (_, Err(e)) => {
+                // A robot it may have started goes with it (SIGTERM).
                 taken.guard.end().await;
-                return Err(format!(
-                    "cannot start the robot: its guard process reported {other:?}"
-                ));
-            }
-            Err(e) => {
-                taken.guard.end().await;
-                return Err(format!(
+                Err(format!(
                     "cannot start the robot: its guard process did not take the command: {e}"
-                ));
+                ))
             }
-        };
-        Ok((
-            Robot::Guarded {
-                taken,
-                leader,
-                exited,
-            },
-            outputs,
-        ))
+        }
     }
 
     /// The robot's exit code once it ended. Cancel-safe.
@@ -458,26 +449,36 @@ impl Robot {
             Robot::Direct(child, _) => child.wait().await.map(crate::guard::exit_code_of),
             Robot::Guarded {
                 taken,
+                start_by,
                 leader,
                 exited,
             } => loop {
                 if let Some(code) = exited {
                     return Ok(*code);
                 }
-                match taken.guard.report().await {
+                let report = match *start_by {
+                    Some(deadline) => tokio::time::timeout_at(deadline, taken.guard.report())
+                        .await
+                        .unwrap_or_else(|_| {
+                            Err(std::io::Error::other(format!(
+                                "the robot's guard process did not report it started within {} s",
+                                START_GRACE.as_secs()
+                            )))
+                        }),
+                    None => taken.guard.report().await,
+                };
+                match report {
+                    Ok(GuardReport::Started { pid }) if start_by.is_some() => {
+                        *start_by = None;
+                        *leader = Some(Leader::new(pid));
+                    }
                     Ok(GuardReport::Exited { code }) => *exited = Some(code),
                     Ok(other) => {
                         return Err(std::io::Error::other(format!(
                             "the robot's guard process reported {other:?} while it ran"
                         )))
                     }
-                    Err(e) => {
-                        // No guard to keep the group: killed from here.
-                        if let Some(leader) = leader {
-                            leader.kill_group_if_alive();
-                        }
-                        return Err(e);
-                    }
+                    Err(e) => return Err(e),
                 }
             },
         }
@@ -487,10 +488,24 @@ impl Robot {
     fn kill(&self) {
         match self {
             Robot::Direct(_, group) => kill_group(*group),
-            Robot::Guarded { taken, leader, .. } => {
+            Robot::Guarded { taken, .. } => {
                 if taken.guard.kill().is_err() {
-                    if let Some(leader) = leader {
-                        leader.kill_group_if_alive();
+                    self.kill_from_here();
+                }
+            }
+        }
+    }
+
+    /// Kills a guarded robot's group from the agent: its guard cannot (died,
+    /// stopped, wedged). A robot the guard did not report is found among the
+    /// guard's children, while the guard still lives to keep their ids.
+    fn kill_from_here(&self) {
+        if let Robot::Guarded { taken, leader, .. } = self {
+            match leader {
+                Some(leader) => leader.kill_group_if_alive(),
+                None => {
+                    for child in taken.guard.children() {
+                        child.kill_group_if_alive();
                     }
                 }
             }
@@ -500,16 +515,9 @@ impl Robot {
     /// Kills the robot's group and its guard from the agent: the guard did not
     /// do it when asked (stopped, wedged).
     async fn force_end(&mut self) {
-        if let Robot::Guarded {
-            taken,
-            leader,
-            exited,
-        } = self
-        {
-            // The robot first: while it runs, the guard still holds its pid.
-            if let Some(leader) = leader {
-                leader.kill_group_if_alive();
-            }
+        // The robot first: while it runs, the guard still holds its pid.
+        self.kill_from_here();
+        if let Robot::Guarded { taken, exited, .. } = self {
             taken.guard.kill_now();
             exited.get_or_insert(128 + libc::SIGKILL);
         }
@@ -614,13 +622,17 @@ async fn run(
         _ = deadline => Outcome::TimedOut,
         stop = stop => Outcome::Stopped(stop.unwrap_or(Stop::Revoke)),
     };
-    if !matches!(outcome, Outcome::Exited(_)) {
-        robot.kill();
-        if tokio::time::timeout(KILL_GRACE, robot.exited())
-            .await
-            .is_err()
-        {
-            robot.force_end().await;
+    match &outcome {
+        Outcome::Exited(Ok(_)) => {}
+        // The guard broke (ended, stopped, wedged, garbled): no longer trusted
+        // with the robot.
+        Outcome::Exited(Err(_)) => robot.force_end().await,
+        Outcome::TimedOut | Outcome::Stopped(_) => {
+            robot.kill();
+            let ended = tokio::time::timeout(KILL_GRACE, robot.exited()).await;
+            if !matches!(ended, Ok(Ok(_))) {
+                robot.force_end().await;
+            }
         }
     }
     // Every line the robot wrote is forwarded before the end is reported.

@@ -133,6 +133,19 @@ impl Guard {
         }
     }
 
+    /// The guard's children (its robot, if it started one), each the leader
+    /// of its group, read from `/proc`. Trustworthy while the guard lives,
+    /// stopped or not: its children's ids stay theirs until it reaps them.
+    pub fn children(&self) -> Vec<Leader> {
+        let Some(pid) = self.child.id() else {
+            return Vec::new();
+        };
+        children_of(pid)
+            .into_iter()
+            .map(|child| Leader::new(child as i32))
+            .collect()
+    }
+
     /// Kills the guard at once (SIGKILL): it did not answer. Its robot must be
     /// killed first; see [`Leader`].
     pub fn kill_now(&mut self) {
@@ -205,6 +218,28 @@ impl Leader {
         }
         kill_group(self.pid);
     }
+}
+
+/// The processes whose parent is `parent`, from `/proc/PID/stat`.
+fn children_of(parent: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .is_ok_and(|stat| parent_in_stat(&stat) == Some(parent))
+        })
+        .collect()
+}
+
+/// The parent id in a `/proc/PID/stat` line: the second field after the
+/// command name, which is in parentheses and may hold any character.
+fn parent_in_stat(stat: &str) -> Option<u32> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Sends a launch (`wire`) on a guard's command socket, the robot's stdout
@@ -340,5 +375,34 @@ impl GuardPool {
         for guard in idle {
             guard.end().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_parent_is_read_past_a_command_name_holding_parentheses_and_spaces() {
+        let stat = "4242 (a) 1 2 (b) S 17 4242 4242 0 -1";
+        assert_eq!(parent_in_stat(stat), Some(17));
+        assert_eq!(parent_in_stat("4242 (no end"), None);
+    }
+
+    #[test]
+    fn a_process_child_is_found_among_its_parents_children() {
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .spawn()
+            .expect("sleep");
+        let found = children_of(std::process::id());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(
+            found.contains(&child.id()),
+            "{found:?} lacks {}",
+            child.id()
+        );
+        assert!(!children_of(child.id()).contains(&std::process::id()));
     }
 }

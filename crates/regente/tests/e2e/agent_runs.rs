@@ -410,6 +410,29 @@ sleep 300
 }
 
 #[test]
+fn a_run_handed_to_a_stopped_guard_is_still_canceled_and_the_next_run_gets_a_new_guard() {
+    let (server, admin, runtime, key) = setup();
+    let robot = upload_shell_robot(&server, &admin, "unstarted", "echo ran\n", "");
+    let agent = TestAgent::start(&server, &key, 1);
+    agent.wait_welcomed(1, RUN);
+    // Stopped while idle, the guard takes the command but never reports a
+    // start: the run must still hear its cancel.
+    let stopped = idle_guards(&agent)[0];
+    signal(stopped, "STOP");
+    let id = server.queue(&admin, &runtime, &robot, None);
+    agent.wait_log(&format!("robot started execution={id}"), RUN);
+    server.delete(&admin, &runtime, &id).expect(200);
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
+    wait_gone(&[("the stopped guard", stopped)], RUN);
+    let id = server.queue(&admin, &runtime, &robot, None);
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+    assert_eq!(messages(&body), vec!["ran".to_owned()]);
+    assert_ne!(idle_guards(&agent), vec![stopped]);
+}
+
+#[test]
 fn runs_queued_while_the_runtime_is_offline_run_in_order_when_it_connects() {
     let (server, admin, runtime, key) = setup();
     let robot = upload_shell_robot(
