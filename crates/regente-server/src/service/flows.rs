@@ -56,12 +56,16 @@ pub async fn save(ctx: &Context, caller: &Caller, body: &Value) -> Result<Flow> 
                 )));
             }
         }
-        or_not_found(
-            ctx.store
-                .get_runtime(&caller.organization_id, &step.runtime_id)
-                .await,
-            || format!("{field}.runtime_id: runtime {} not found", step.runtime_id),
-        )?;
+        if !ctx
+            .store
+            .runtime_exists(&caller.organization_id, &step.runtime_id)
+            .await?
+        {
+            return Err(Error::NotFound(format!(
+                "{field}.runtime_id: runtime {} not found",
+                step.runtime_id
+            )));
+        }
     }
     let new = NewFlowVersion {
         id: new_id(),

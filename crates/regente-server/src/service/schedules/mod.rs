@@ -302,17 +302,16 @@ async fn check_robot(
     runtime_id: &str,
     variables: &[RequestVariable],
 ) -> Result<()> {
-    if !is_valid_id(runtime_id) {
+    if !is_valid_id(runtime_id)
+        || !ctx
+            .store
+            .runtime_exists(&caller.organization_id, runtime_id)
+            .await?
+    {
         return Err(Error::NotFound(format!(
             "runtime_id: runtime {runtime_id} not found"
         )));
     }
-    or_not_found(
-        ctx.store
-            .get_runtime(&caller.organization_id, runtime_id)
-            .await,
-        || format!("runtime_id: runtime {runtime_id} not found"),
-    )?;
     if !is_valid_id(robot_id) {
         return Err(Error::NotFound(format!(
             "robot_id: robot {robot_id} not found"
