@@ -42,6 +42,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
     let mut engine = Engine {
         cursor: None,
         unsaved: 0,
+        saved: None,
     };
     while !stop.is_requested() {
         let pause = match engine.look(&ctx).await {
@@ -87,6 +88,8 @@ struct Engine {
     cursor: Option<EventCursor>,
     /// Events passed over since the cursor was last saved.
     unsaved: usize,
+    /// The cursor as last saved (or loaded): not saved again.
+    saved: Option<EventCursor>,
 }
 
 impl Engine {
@@ -97,7 +100,11 @@ impl Engine {
         }
         let after = match self.cursor {
             Some(cursor) => cursor,
-            None => ctx.store.load_cursor(CONSUMER).await?,
+            None => {
+                let loaded = ctx.store.load_cursor(CONSUMER).await?;
+                self.saved = Some(loaded);
+                loaded
+            }
         };
         self.cursor = Some(after);
         let read = ctx
@@ -155,6 +162,7 @@ impl Engine {
         if changed {
             // Saved with the change.
             self.unsaved = 0;
+            self.saved = Some(event.cursor);
         }
         Ok(())
     }
@@ -164,12 +172,19 @@ impl Engine {
         let Some(cursor) = self.cursor.filter(|_| self.unsaved > 0) else {
             return;
         };
+        if self.saved == Some(cursor) {
+            self.unsaved = 0;
+            return;
+        }
         match ctx
             .store
             .save_cursor(CONSUMER, cursor, ctx.clock.now())
             .await
         {
-            Ok(()) => self.unsaved = 0,
+            Ok(()) => {
+                self.unsaved = 0;
+                self.saved = Some(cursor);
+            }
             Err(e) => warn!(
                 error = format!("{e:#}"),
                 "cannot save the flow engine's cursor"
