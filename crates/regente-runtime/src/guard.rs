@@ -265,7 +265,7 @@ static ROBOT_GROUP: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32:
 /// Closes every descriptor above stderr: whatever the agent's process had open
 /// without close-on-exec is not the robot's business.
 #[cfg(target_os = "linux")]
-pub fn close_inherited_descriptors() {
+fn close_inherited_descriptors() {
     // close_range(2) (Linux 5.9); on older kernels, each open descriptor.
     if unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) } == 0 {
         return;
@@ -283,9 +283,6 @@ pub fn close_inherited_descriptors() {
         }
     }
 }
-
-#[cfg(not(target_os = "linux"))]
-pub fn close_inherited_descriptors() {}
 
 /// Serves robots one after another until the agent closes the socket (it
 /// retired the guard, or died): then the current robot's group is killed.
