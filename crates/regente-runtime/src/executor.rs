@@ -485,28 +485,12 @@ impl Robot {
     }
 
     /// Kills the robot's whole process group.
-    fn kill(&self) {
+    fn kill(&mut self) {
         match self {
             Robot::Direct(_, group) => kill_group(*group),
-            Robot::Guarded { taken, .. } => {
+            Robot::Guarded { taken, leader, .. } => {
                 if taken.guard.kill().is_err() {
-                    self.kill_from_here();
-                }
-            }
-        }
-    }
-
-    /// Kills a guarded robot's group from the agent: its guard cannot (died,
-    /// stopped, wedged). A robot the guard did not report is found among the
-    /// guard's children, while the guard still lives to keep their ids.
-    fn kill_from_here(&self) {
-        if let Robot::Guarded { taken, leader, .. } = self {
-            match leader {
-                Some(leader) => leader.kill_group_if_alive(),
-                None => {
-                    for child in taken.guard.children() {
-                        child.kill_group_if_alive();
-                    }
+                    taken.guard.kill_robot_from_here(leader.as_ref());
                 }
             }
         }
@@ -515,9 +499,15 @@ impl Robot {
     /// Kills the robot's group and its guard from the agent: the guard did not
     /// do it when asked (stopped, wedged).
     async fn force_end(&mut self) {
-        // The robot first: while it runs, the guard still holds its pid.
-        self.kill_from_here();
-        if let Robot::Guarded { taken, exited, .. } = self {
+        if let Robot::Guarded {
+            taken,
+            leader,
+            exited,
+            ..
+        } = self
+        {
+            // The robot first: while it runs, the guard still holds its pid.
+            taken.guard.kill_robot_from_here(leader.as_ref());
             taken.guard.kill_now();
             exited.get_or_insert(128 + libc::SIGKILL);
         }

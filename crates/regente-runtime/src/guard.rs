@@ -379,7 +379,7 @@ fn start_robot(
         } else {
             e.to_string()
         };
-        // Short: the agent reads this pipe only once the guard reported.
+        // Short: one write that fits in the pipe's buffer.
         let program: String = shown(&launch.program).chars().take(256).collect();
         let _ = writeln!(errors, "cannot start the robot: {program}: {why}");
         127

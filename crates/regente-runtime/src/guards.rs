@@ -133,17 +133,32 @@ impl Guard {
         }
     }
 
-    /// The guard's children (its robot, if it started one), each the leader
-    /// of its group, read from `/proc`. Trustworthy while the guard lives,
-    /// stopped or not: its children's ids stay theirs until it reaps them.
-    pub fn children(&self) -> Vec<Leader> {
-        let Some(pid) = self.child.id() else {
-            return Vec::new();
-        };
-        children_of(pid)
-            .into_iter()
-            .map(|child| Leader::new(child as i32))
-            .collect()
+    /// Kills the robot's group from the agent: the guard cannot (died,
+    /// stopped, wedged). `leader` is the robot the guard reported, if it did.
+    ///
+    /// While the guard lives, stopped or not, it holds its robot, a zombie
+    /// once ended, so the group's id cannot be reused: the group is killed
+    /// even after its leader exited, with what it left behind. A robot the
+    /// guard did not report is found among its children, once the guard is
+    /// stopped so that none is forked after the look; then the guard's own
+    /// group goes, the guard with it, and a child not yet in a group of its own.
+    pub fn kill_robot_from_here(&mut self, leader: Option<&Leader>) {
+        let alive = self.is_alive();
+        match (leader, self.child.id()) {
+            (Some(leader), _) if alive => kill_group(leader.pid),
+            (Some(leader), _) => leader.kill_group_if_alive(),
+            (None, Some(pid)) if alive => {
+                stop_and_wait(pid);
+                for child in children_of(pid) {
+                    kill_group(child as i32);
+                    unsafe {
+                        libc::kill(child as i32, libc::SIGKILL);
+                    }
+                }
+                kill_group(pid as i32);
+            }
+            (None, _) => {}
+        }
     }
 
     /// Kills the guard at once (SIGKILL): it did not answer. Its robot must be
@@ -182,9 +197,11 @@ pub fn without_agent_settings(command: &mut Command) {
 }
 
 /// A robot that leads its own process group, as its guard reported it. The
-/// agent kills the group itself only when the guard cannot (it died): then
-/// only while the leader still runs, watched through a pidfd, since a leader
-/// gone may have left its id free for another process.
+/// agent kills the group itself only when the guard cannot: while the guard
+/// lives it holds the leader, so the id is safe (see
+/// [`Guard::kill_robot_from_here`]); once the guard died, only while the leader
+/// still runs, watched through a pidfd, since a leader gone may have left its
+/// id free for another process.
 pub struct Leader {
     pid: i32,
     /// `None` on kernels without pidfd (before 5.3): the group is killed unwatched.
@@ -218,6 +235,33 @@ impl Leader {
         }
         kill_group(self.pid);
     }
+}
+
+/// How long a guard stopped from here may take to be seen stopped.
+const STOP_GRACE: Duration = Duration::from_millis(100);
+
+/// Stops a process (SIGSTOP) and waits, briefly, until `/proc` shows it
+/// stopped: from then on it forks nothing.
+fn stop_and_wait(pid: u32) {
+    unsafe {
+        libc::kill(pid as i32, libc::SIGSTOP);
+    }
+    let deadline = std::time::Instant::now() + STOP_GRACE;
+    while std::time::Instant::now() < deadline {
+        let state = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| state_in_stat(&stat));
+        if !matches!(state, Some('R' | 'S' | 'D')) {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// The state letter in a `/proc/PID/stat` line (`R`, `S`, `T`, `Z`...).
+fn state_in_stat(stat: &str) -> Option<char> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    after_name.split_whitespace().next()?.chars().next()
 }
 
 /// The processes whose parent is `parent`, from `/proc/PID/stat`.
@@ -386,6 +430,7 @@ mod tests {
     fn the_parent_is_read_past_a_command_name_holding_parentheses_and_spaces() {
         let stat = "4242 (a) 1 2 (b) S 17 4242 4242 0 -1";
         assert_eq!(parent_in_stat(stat), Some(17));
+        assert_eq!(state_in_stat(stat), Some('S'));
         assert_eq!(parent_in_stat("4242 (no end"), None);
     }
 
