@@ -258,10 +258,16 @@ fn stop_and_wait(pid: u32) {
     }
 }
 
+/// The fields of a `/proc/PID/stat` line after the command name, which is in
+/// parentheses and may hold any character: the state first, then the parent.
+fn stat_fields_after_name(stat: &str) -> Option<std::str::SplitWhitespace<'_>> {
+    let (_, after_name) = stat.rsplit_once(')')?;
+    Some(after_name.split_whitespace())
+}
+
 /// The state letter in a `/proc/PID/stat` line (`R`, `S`, `T`, `Z`...).
 fn state_in_stat(stat: &str) -> Option<char> {
-    let (_, after_name) = stat.rsplit_once(')')?;
-    after_name.split_whitespace().next()?.chars().next()
+    stat_fields_after_name(stat)?.next()?.chars().next()
 }
 
 /// The processes whose parent is `parent`, from `/proc/PID/stat`.
@@ -279,11 +285,9 @@ fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
-/// The parent id in a `/proc/PID/stat` line: the second field after the
-/// command name, which is in parentheses and may hold any character.
+/// The parent id in a `/proc/PID/stat` line.
 fn parent_in_stat(stat: &str) -> Option<u32> {
-    let (_, after_name) = stat.rsplit_once(')')?;
-    after_name.split_whitespace().nth(1)?.parse().ok()
+    stat_fields_after_name(stat)?.nth(1)?.parse().ok()
 }
 
 /// Sends a launch (`wire`) on a guard's command socket, the robot's stdout
