@@ -349,10 +349,15 @@ fn event_kind_from(row: &impl RecordRow) -> Result<EventKind> {
 }
 
 pub(crate) fn stored_event_from(row: &impl RecordRow) -> Result<StoredEvent> {
+    stored_event_of_kind(row, event_kind_from(row)?)
+}
+
+/// An event row whose kind was read already.
+fn stored_event_of_kind(row: &impl RecordRow, kind: EventKind) -> Result<StoredEvent> {
     Ok(StoredEvent {
         cursor: event_cursor_from(row)?,
         organization_id: row.text("organization_id")?,
-        kind: event_kind_from(row)?,
+        kind,
         subject_id: row.text("subject_id")?,
         time: row.int("time")?,
         data: json_column(row, "data")?.unwrap_or_default(),
@@ -367,8 +372,9 @@ pub(crate) enum EventRow {
 }
 
 pub(crate) fn event_row_from(row: &impl RecordRow, kinds: &[EventKind]) -> Result<EventRow> {
-    if kinds.contains(&event_kind_from(row)?) {
-        return stored_event_from(row).map(EventRow::Wanted);
+    let kind = event_kind_from(row)?;
+    if kinds.contains(&kind) {
+        return stored_event_of_kind(row, kind).map(EventRow::Wanted);
     }
     event_cursor_from(row).map(EventRow::Passed)
 }
