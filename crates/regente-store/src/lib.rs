@@ -72,7 +72,7 @@ pub use flows::{
 pub use histogram::{Histogram, HistogramSnapshot};
 pub use leases::{Change, Claimed, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome};
 pub use organizations::{Organization, OrganizationStore, User};
-pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion};
+pub use robots::{NewRobotVersion, Robot, RobotStore, RobotVersion, RunTarget};
 pub use runtimes::{NewRuntime, Runtime, RuntimeDeletion, RuntimeSession, RuntimeStore};
 pub use schedules::{
     Advance, FireOrigin, FireOutcome, FireRun, Fired, Firing, MissedFire, NewScheduledRun,

@@ -24,6 +24,15 @@ pub struct RobotVersion {
     pub created_at: Millis,
 }
 
+/// What a run request checks before it is built, read together.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunTarget {
+    /// The runtime is the organisation's and not deleted.
+    pub runtime_exists: bool,
+    /// The robot's newest version; `None` when the organisation has no such robot.
+    pub robot_version: Option<RobotVersion>,
+}
+
 /// A package to store as the next version of the robot its manifest names.
 #[derive(Debug, Clone)]
 pub struct NewRobotVersion {
@@ -51,6 +60,14 @@ pub trait RobotStore: Send + Sync {
     async fn get_robot(&self, organization_id: &str, id: &str) -> Result<Robot>;
     /// The robot's newest version (what a run uses), without the others.
     async fn latest_robot_version(&self, organization_id: &str, id: &str) -> Result<RobotVersion>;
+    /// Whether the runtime exists and the robot's newest version, in one read
+    /// (one snapshot on SQLite, one statement on PostgreSQL).
+    async fn run_target(
+        &self,
+        organization_id: &str,
+        runtime_id: &str,
+        robot_id: &str,
+    ) -> Result<RunTarget>;
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>>;
     async fn robot_package(
         &self,

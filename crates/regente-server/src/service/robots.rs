@@ -71,7 +71,7 @@ pub async fn list(ctx: &Context, caller: &Caller) -> Result<Vec<Robot>> {
 pub async fn get(ctx: &Context, caller: &Caller, id: &str) -> Result<Robot> {
     or_not_found(
         ctx.store.get_robot(&caller.organization_id, id).await,
-        || format!("robot {id} not found"),
+        || not_found(id),
     )
 }
 
@@ -108,8 +108,21 @@ pub async fn latest_version(
         ctx.store
             .latest_robot_version(&caller.organization_id, id)
             .await,
-        || format!("robot {id} not found"),
+        || not_found(id),
     )?;
+    with_manifest(ctx, id, version)
+}
+
+pub(crate) fn not_found(id: &str) -> String {
+    format!("robot {id} not found")
+}
+
+/// A stored version of robot `id` with its manifest parsed.
+pub(crate) fn with_manifest(
+    ctx: &Context,
+    id: &str,
+    version: RobotVersion,
+) -> Result<(RobotVersion, Arc<RobotManifest>)> {
     let manifest = ctx.manifests.parse(&version).map_err(|e| {
         Error::Internal(anyhow::anyhow!(
             "stored manifest of robot {id} version {}: {e}",

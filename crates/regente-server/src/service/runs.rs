@@ -1,16 +1,19 @@
 //! Executions: queue a run, read its result, cancel it, list them.
 
+use std::sync::Arc;
 use std::time::Duration;
 
-use regente_core::{is_valid_id, resolve_variables, ExecutionStatus, RequestVariable};
+use regente_core::{
+    is_valid_id, resolve_variables, ExecutionStatus, RequestVariable, RobotManifest,
+};
 use regente_store::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, IdempotencyKey, LogLine, NewExecution,
-    Notice,
+    Notice, RobotVersion,
 };
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use super::{new_id, or_not_found, Caller, Context, Error, Result};
+use super::{new_id, or_not_found, robots, Caller, Context, Error, Result};
 
 /// How long an `Idempotency-Key` keeps answering the same execution.
 const IDEMPOTENCY_WINDOW_MS: i64 = 24 * 3600 * 1000;
@@ -42,17 +45,21 @@ pub async fn enqueue(ctx: &Context, caller: &Caller, request: RunRequest<'_>) ->
         return Err(runtime_not_found(runtime_id));
     }
     if !is_valid_id(robot_id) {
-        return Err(Error::NotFound(format!("robot {robot_id} not found")));
+        return Err(Error::NotFound(robots::not_found(robot_id)));
     }
-    if !ctx
+    let target = ctx
         .store
-        .runtime_exists(&caller.organization_id, runtime_id)
-        .await?
-    {
+        .run_target(&caller.organization_id, runtime_id, robot_id)
+        .await?;
+    if !target.runtime_exists {
         return Err(runtime_not_found(runtime_id));
     }
+    let Some(version) = target.robot_version else {
+        return Err(Error::NotFound(robots::not_found(robot_id)));
+    };
+    let version = robots::with_manifest(ctx, robot_id, version)?;
     let (mut execution, manifest) =
-        plain_execution(ctx, caller, runtime_id, robot_id, &variables).await?;
+        plain_execution(ctx, caller, runtime_id, robot_id, version, &variables)?;
     let key = idempotency(
         ctx,
         caller,
@@ -131,8 +138,9 @@ pub(crate) async fn new_execution(
     robot_id: &str,
     variables: &[RequestVariable],
 ) -> Result<NewExecution> {
+    let version = robots::latest_version(ctx, caller, robot_id).await?;
     let (mut execution, manifest) =
-        plain_execution(ctx, caller, runtime_id, robot_id, variables).await?;
+        plain_execution(ctx, caller, runtime_id, robot_id, version, variables)?;
     execution.variables = super::credentials::seal_secret_variables(
         ctx,
         &caller.organization_id,
@@ -142,16 +150,16 @@ pub(crate) async fn new_execution(
     Ok(execution)
 }
 
-/// [`new_execution`] with its secret variables not sealed yet, and the manifest
-/// that declares them.
-async fn plain_execution(
+/// [`new_execution`] of the given version with its secret variables not sealed
+/// yet, and the manifest that declares them.
+fn plain_execution(
     ctx: &Context,
     caller: &Caller,
     runtime_id: &str,
     robot_id: &str,
+    (latest, manifest): (RobotVersion, Arc<RobotManifest>),
     variables: &[RequestVariable],
-) -> Result<(NewExecution, std::sync::Arc<regente_core::RobotManifest>)> {
-    let (latest, manifest) = super::robots::latest_version(ctx, caller, robot_id).await?;
+) -> Result<(NewExecution, Arc<RobotManifest>)> {
     let resolved = resolve_variables(&manifest.variables, variables)
         .map_err(|e| Error::Invalid(e.to_string()))?;
     let execution = NewExecution {

@@ -6,9 +6,11 @@ use super::audit::insert_audit;
 use super::{conflict_as, fetch_optional, other, PostgresStore};
 use crate::audit::of_version;
 use crate::rows::{
-    robot_from, robot_id_and_version_from, robot_version_from, robots_with_versions,
+    robot_from, robot_id_and_version_from, robot_version_from, robots_with_versions, RecordRow,
 };
-use crate::{AuditEntry, Error, NewRobotVersion, Result, Robot, RobotStore, RobotVersion};
+use crate::{
+    AuditEntry, Error, NewRobotVersion, Result, Robot, RobotStore, RobotVersion, RunTarget,
+};
 
 #[async_trait]
 impl RobotStore for PostgresStore {
@@ -104,6 +106,37 @@ impl RobotStore for PostgresStore {
         )
         .await?
         .ok_or(Error::NotFound)
+    }
+
+    async fn run_target(
+        &self,
+        organization_id: &str,
+        runtime_id: &str,
+        robot_id: &str,
+    ) -> Result<RunTarget> {
+        // One round trip: the version joined (or not) to a row that always exists.
+        fetch_optional(
+            &self.pool,
+            "SELECT EXISTS (SELECT 1 FROM runtimes \
+                     WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL) AS runtime_exists, \
+                    v.version, v.sha256, v.manifest, v.size, v.created_at \
+             FROM (SELECT 1) AS always \
+             LEFT JOIN (SELECT version, sha256, manifest, size, created_at FROM robot_versions \
+                        WHERE organization_id = $1 AND robot_id = $3 \
+                        ORDER BY version DESC LIMIT 1) AS v ON TRUE",
+            &[organization_id, runtime_id, robot_id],
+            |row| {
+                Ok(RunTarget {
+                    runtime_exists: row.flag("runtime_exists")?,
+                    robot_version: match row.int_opt("version")? {
+                        Some(_) => Some(robot_version_from(row)?),
+                        None => None,
+                    },
+                })
+            },
+        )
+        .await?
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("the run target's query returned no row")))
     }
 
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {

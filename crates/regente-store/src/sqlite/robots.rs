@@ -4,12 +4,30 @@ use async_trait::async_trait;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::audit::insert_audit;
+use super::runtimes::runtime_exists;
 use super::{all, change, insert, one, other, SqliteStore};
 use crate::audit::of_version;
 use crate::rows::{
     robot_from, robot_id_and_version_from, robot_version_from, robots_with_versions,
 };
-use crate::{AuditEntry, Error, NewRobotVersion, Result, Robot, RobotStore, RobotVersion};
+use crate::{
+    AuditEntry, Error, NewRobotVersion, Result, Robot, RobotStore, RobotVersion, RunTarget,
+};
+
+/// The robot's newest version, if the organisation has the robot.
+fn latest_version(
+    conn: &Connection,
+    organization_id: &str,
+    id: &str,
+) -> Result<Option<RobotVersion>> {
+    one(
+        conn,
+        "SELECT version, sha256, manifest, size, created_at FROM robot_versions \
+         WHERE organization_id = ?1 AND robot_id = ?2 ORDER BY version DESC LIMIT 1",
+        [organization_id, id],
+        |row| robot_version_from(row),
+    )
+}
 
 fn add_robot_version(conn: &Connection, new: &NewRobotVersion) -> Result<(String, u32)> {
     let existing: Option<String> = conn
@@ -104,16 +122,22 @@ impl RobotStore for SqliteStore {
 
     async fn latest_robot_version(&self, organization_id: &str, id: &str) -> Result<RobotVersion> {
         self.readers
-            .with(|conn| {
-                one(
-                    conn,
-                    "SELECT version, sha256, manifest, size, created_at FROM robot_versions \
-                     WHERE organization_id = ?1 AND robot_id = ?2 ORDER BY version DESC LIMIT 1",
-                    [organization_id, id],
-                    |row| robot_version_from(row),
-                )
-            })?
+            .with(|conn| latest_version(conn, organization_id, id))?
             .ok_or(Error::NotFound)
+    }
+
+    async fn run_target(
+        &self,
+        organization_id: &str,
+        runtime_id: &str,
+        robot_id: &str,
+    ) -> Result<RunTarget> {
+        self.readers.with(|conn| {
+            Ok(RunTarget {
+                runtime_exists: runtime_exists(conn, organization_id, runtime_id)?,
+                robot_version: latest_version(conn, organization_id, robot_id)?,
+            })
+        })
     }
 
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {

@@ -14,6 +14,21 @@ use crate::{
     RuntimeStore,
 };
 
+/// Whether the organisation has the runtime, not deleted.
+pub(super) fn runtime_exists(
+    conn: &rusqlite::Connection,
+    organization_id: &str,
+    id: &str,
+) -> Result<bool> {
+    one(
+        conn,
+        "SELECT 1 FROM runtimes WHERE organization_id = ?1 AND id = ?2 AND deleted_at IS NULL",
+        [organization_id, id],
+        |_| Ok(()),
+    )
+    .map(|found| found.is_some())
+}
+
 /// The runtime's organisation and current connection, if it exists.
 fn runtime_session(
     conn: &rusqlite::Connection,
@@ -67,15 +82,8 @@ impl RuntimeStore for SqliteStore {
     }
 
     async fn runtime_exists(&self, organization_id: &str, id: &str) -> Result<bool> {
-        self.readers.with(|conn| {
-            one(
-                conn,
-                "SELECT 1 FROM runtimes WHERE organization_id = ?1 AND id = ?2 AND deleted_at IS NULL",
-                [organization_id, id],
-                |_| Ok(()),
-            )
-            .map(|found| found.is_some())
-        })
+        self.readers
+            .with(|conn| runtime_exists(conn, organization_id, id))
     }
 
     async fn find_runtime_by_key_hash(&self, key_hash: &str) -> Result<Option<Runtime>> {

@@ -10,7 +10,7 @@ pub use regente_store::prelude::*;
 pub use regente_store::{
     CancelOutcome, Change, Enqueued, Error, EventRecord, EventsOutcome, Execution, ExecutionFilter,
     IdempotencyKey, LostOutcome, Millis, NewExecution, NewRobotVersion, NewRuntime, Notice,
-    Organization, Robot, Runtime, RuntimeDeletion, User,
+    Organization, Robot, RunTarget, Runtime, RuntimeDeletion, User,
 };
 pub use serde_json::json;
 

@@ -6,6 +6,7 @@ conformance! {
     store: [
         robot_versions,
         concurrent_uploads_of_one_robot,
+        run_target_reads_the_runtime_and_the_newest_version,
     ],
 }
 
@@ -137,4 +138,74 @@ async fn concurrent_uploads_of_one_robot(store: Arc<dyn Store>) {
     let robot_id = ids.into_iter().next().unwrap();
     let robot = store.get_robot(&org.id, &robot_id).await.unwrap();
     assert_eq!(robot.versions.len(), 8);
+}
+
+async fn run_target_reads_the_runtime_and_the_newest_version(store: Arc<dyn Store>) {
+    let org = organization("acme", true, 10);
+    store
+        .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10), None)
+        .await
+        .unwrap();
+    let other = organization("other", false, 10);
+    store
+        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
+        .await
+        .unwrap();
+    let runtime = new_runtime(&org.id, "rt", 10);
+    store.create_runtime(&runtime, None).await.unwrap();
+    let runtime_id = runtime.runtime.id.clone();
+    let (robot_id, _) = store
+        .add_robot_version(&robot_upload(&org.id, "invoices", b"one".to_vec()), None)
+        .await
+        .unwrap();
+    let mut second = robot_upload(&org.id, "invoices", b"two".to_vec());
+    second.created_at = 200;
+    store.add_robot_version(&second, None).await.unwrap();
+    let newest = store
+        .latest_robot_version(&org.id, &robot_id)
+        .await
+        .unwrap();
+    assert_eq!(newest.version, 2);
+
+    let target = |org_id: String, runtime_id: String, robot_id: String| {
+        let store = store.clone();
+        async move {
+            store
+                .run_target(&org_id, &runtime_id, &robot_id)
+                .await
+                .unwrap()
+        }
+    };
+    let found = target(org.id.clone(), runtime_id.clone(), robot_id.clone()).await;
+    assert_eq!(
+        found,
+        RunTarget {
+            runtime_exists: true,
+            robot_version: Some(newest.clone()),
+        }
+    );
+    let no_robot = target(org.id.clone(), runtime_id.clone(), new_id()).await;
+    assert_eq!(
+        (no_robot.runtime_exists, no_robot.robot_version),
+        (true, None)
+    );
+    let no_runtime = target(org.id.clone(), new_id(), robot_id.clone()).await;
+    assert_eq!(
+        (no_runtime.runtime_exists, no_runtime.robot_version),
+        (false, Some(newest))
+    );
+    // Another organisation sees neither.
+    let elsewhere = target(other.id.clone(), runtime_id.clone(), robot_id.clone()).await;
+    assert_eq!(
+        (elsewhere.runtime_exists, elsewhere.robot_version),
+        (false, None)
+    );
+    // A deleted runtime is gone for runs.
+    store
+        .delete_runtime(&org.id, &runtime_id, 300, None)
+        .await
+        .unwrap();
+    let deleted = target(org.id.clone(), runtime_id, robot_id).await;
+    assert!(!deleted.runtime_exists);
+    assert_eq!(deleted.robot_version.map(|v| v.version), Some(2));
 }
