@@ -96,6 +96,17 @@ pub async fn world(store: Arc<dyn Store>) -> World {
     }
 }
 
+/// A second organisation ("other", not root) with its admin, to show that
+/// another organisation sees nothing of the first.
+pub async fn other_organization(store: &Arc<dyn Store>) -> Organization {
+    let other = organization("other", false, 10);
+    store
+        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
+        .await
+        .unwrap();
+    other
+}
+
 pub async fn add_runtime(store: &Arc<dyn Store>, organization_id: &str, name: &str) -> Runtime {
     let new = new_runtime(organization_id, name, 20);
     store.create_runtime(&new, None).await.unwrap();

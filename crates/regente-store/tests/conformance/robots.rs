@@ -16,11 +16,7 @@ async fn robot_versions(store: Arc<dyn Store>) {
         .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10), None)
         .await
         .unwrap();
-    let other = organization("other", false, 10);
-    store
-        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
-        .await
-        .unwrap();
+    let other = other_organization(&store).await;
 
     let every_byte: Vec<u8> = (0..=255u8).cycle().take(70_000).collect();
     let first = robot_upload(&org.id, "invoices", every_byte.clone());
@@ -141,23 +137,14 @@ async fn concurrent_uploads_of_one_robot(store: Arc<dyn Store>) {
 }
 
 async fn run_target_reads_the_runtime_and_the_newest_version(store: Arc<dyn Store>) {
-    let org = organization("acme", true, 10);
-    store
-        .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10), None)
-        .await
-        .unwrap();
-    let other = organization("other", false, 10);
-    store
-        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
-        .await
-        .unwrap();
-    let runtime = new_runtime(&org.id, "rt", 10);
-    store.create_runtime(&runtime, None).await.unwrap();
-    let runtime_id = runtime.runtime.id.clone();
-    let (robot_id, _) = store
-        .add_robot_version(&robot_upload(&org.id, "invoices", b"one".to_vec()), None)
-        .await
-        .unwrap();
+    let World {
+        org,
+        runtime,
+        robot_id,
+        ..
+    } = world(store.clone()).await;
+    let other = other_organization(&store).await;
+    let runtime_id = runtime.id;
     let mut second = robot_upload(&org.id, "invoices", b"two".to_vec());
     second.created_at = 200;
     store.add_robot_version(&second, None).await.unwrap();

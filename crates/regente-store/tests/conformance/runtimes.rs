@@ -15,11 +15,7 @@ async fn runtimes(store: Arc<dyn Store>) {
         .create_organization(&org, &user(&org.id, "admin", Role::Admin, 10), None)
         .await
         .unwrap();
-    let other = organization("other", false, 10);
-    store
-        .create_organization(&other, &user(&other.id, "admin2", Role::Admin, 10), None)
-        .await
-        .unwrap();
+    let other = other_organization(&store).await;
 
     let first = new_runtime(&org.id, "desk-1", 30);
     let second = new_runtime(&org.id, "desk-2", 31);
