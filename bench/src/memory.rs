@@ -91,11 +91,16 @@ impl Bench {
         served.wait_online(&agent_runtime, self.sizes.deadline)?;
         std::thread::sleep(Duration::from_secs(1));
         let agent_rss = procs::rss_bytes(agent.pid())?;
+        let (agent_anon, agent_file) = procs::rss_parts(agent.pid())?;
         caught(|| Ok(agent.stop()))?;
         self.emit(
             Figure::new("memory.agent_idle", mb(agent_rss), "MB")
                 .target(Target::AtMost(16.0))
-                .details(json!({"what": "VmRSS of a connected, idle `regente runtime --slots 1`"})),
+                .details(json!({
+                    "what": "VmRSS of a connected, idle `regente runtime --slots 1`",
+                    "anonymous_mb": mb(agent_anon),
+                    "file_mb": mb(agent_file),
+                })),
         );
 
         let k = self.sizes.runtimes;
