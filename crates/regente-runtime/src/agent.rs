@@ -34,13 +34,14 @@ use tracing::{info, warn};
 pub use crate::config::AgentConfig;
 use crate::config::{clear_runs, create_work_dirs};
 use crate::connection::{self, Inbound};
-use crate::executor::{self, HeldUser, Report, RobotRun, RunParts, RunSecrets, Stop};
+use crate::executor::{self, Report, Stop};
 use crate::fence::Fence;
 use crate::guards::GuardPool;
 use crate::journal::{self, Journal};
 use crate::packages::PackageCache;
 use crate::robot_output::log;
 use crate::robot_user::Pool;
+use crate::run_setup::{HeldUser, RobotRun, RunParts, RunSecrets};
 
 /// Events per message, so that a chatty robot's backlog goes in bounded pieces.
 const MAX_EVENTS_PER_MESSAGE: usize = 1000;
@@ -49,7 +50,7 @@ const MAX_EVENTS_PER_MESSAGE: usize = 1000;
 struct Held {
     /// As journaled: without what the vault handed out.
     assignment: Assignment,
-    /// What the vault handed out, in memory only (see `executor::RunSecrets`).
+    /// What the vault handed out, in memory only (see `run_setup::RunSecrets`).
     secrets: RunSecrets,
     journal: Journal,
     next_seq: u64,

@@ -2,13 +2,9 @@
 //! streams its output as events, enforces the timeout, and kills the whole
 //! process tree on cancel, timeout or revocation.
 
-use std::ffi::{OsStr, OsString};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use regente_core::{ResolvedVariables, RobotManifest};
 use regente_proto::{EndStatus, EventKind, LogLevel};
 use std::os::fd::OwnedFd;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
@@ -23,7 +19,8 @@ use crate::guards::{
 };
 use crate::masking::Masker;
 use crate::robot_output::{self, log, MAX_LINE_BYTES};
-use crate::robot_user::{self, Pool, RobotUser};
+use crate::robot_user;
+use crate::run_setup::RobotRun;
 
 /// How long the output pipes may stay open after the robot exited (a leftover
 /// grandchild holding them) before the group is killed and the run closed.
@@ -36,274 +33,6 @@ const START_GRACE: Duration = Duration::from_secs(30);
 /// How long a guard may take to report its robot ended once asked to kill it,
 /// before the agent kills both itself.
 const KILL_GRACE: Duration = Duration::from_secs(5);
-
-/// What the vault handed a run: credentials and secret variables, in memory
-/// only until written for the robot.
-#[derive(Debug, Default, Clone)]
-pub struct RunSecrets {
-    /// `{"NAME": {"FIELD": "value"}}`.
-    pub credentials: std::collections::BTreeMap<String, std::collections::BTreeMap<String, String>>,
-    pub secret_variables: std::collections::BTreeMap<String, serde_json::Value>,
-}
-
-impl RunSecrets {
-    pub fn from_assignment(assignment: &regente_proto::Assignment) -> RunSecrets {
-        RunSecrets {
-            credentials: assignment.credentials.clone(),
-            secret_variables: assignment.secret_variables.clone(),
-        }
-    }
-
-    /// Every value to mask in the robot's output.
-    fn masker(&self) -> Masker {
-        let mut texts: Vec<String> = self
-            .credentials
-            .values()
-            .flat_map(|fields| fields.values().cloned())
-            .collect();
-        for value in self.secret_variables.values() {
-            match value {
-                serde_json::Value::String(text) => texts.push(text.clone()),
-                other => texts.push(other.to_string()),
-            }
-        }
-        Masker::new(texts.iter().map(String::as_str))
-    }
-}
-
-/// The file robots read their credentials from (`REGENTE_CREDENTIALS`).
-pub const CREDENTIALS_FILE: &str = "credentials.json";
-
-/// Writes a file only its owner may read, refusing to follow or reuse one.
-fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)?.write_all(bytes)
-}
-
-/// A robot ready to start: its run directory and variables file are written,
-/// its program looked up and its command line and environment set. All of it
-/// is done while the agent waits for the server's `Started`.
-pub struct RobotRun {
-    pub execution_id: String,
-    /// A private directory for this run (the variables file).
-    pub run_dir: PathBuf,
-    pub timeout: Option<Duration>,
-    pub launch: Launch,
-    /// `launch` in the form a guard reads.
-    wire: Vec<u8>,
-    /// Hides what the vault handed the run in its output.
-    masker: std::sync::Arc<Masker>,
-    /// The robot user this run holds, if robots run as users of their own.
-    user: Option<HeldUser>,
-}
-
-/// A robot user taken from the pool; given back when dropped.
-pub struct HeldUser {
-    pub user: RobotUser,
-    pool: std::sync::Arc<std::sync::Mutex<Pool>>,
-}
-
-impl HeldUser {
-    /// A free user of `pool`, or `None` when every one runs a robot.
-    pub fn take(pool: &std::sync::Arc<std::sync::Mutex<Pool>>) -> Option<HeldUser> {
-        let user = pool.lock().unwrap_or_else(|e| e.into_inner()).take()?;
-        Some(HeldUser {
-            user,
-            pool: pool.clone(),
-        })
-    }
-}
-
-impl Drop for HeldUser {
-    fn drop(&mut self) {
-        self.pool
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .give_back(&self.user);
-    }
-}
-
-/// What a run is made of: its robot's unpacked package and manifest, and the
-/// values it is handed.
-pub struct RunParts<'a> {
-    pub package_dir: &'a Path,
-    pub manifest: &'a RobotManifest,
-    pub variables: &'a serde_json::Value,
-    pub secrets: &'a RunSecrets,
-}
-
-impl RobotRun {
-    /// Writes the run directory (0700) and the variables file (0600), owned by
-    /// the robot user when there is one, and settles the command. The error
-    /// says, in words, what failed.
-    pub fn prepare(
-        execution_id: &str,
-        run_dir: PathBuf,
-        parts: RunParts<'_>,
-        search_path: Option<&OsStr>,
-        user: Option<HeldUser>,
-    ) -> Result<RobotRun, String> {
-        let RunParts {
-            package_dir,
-            manifest,
-            variables,
-            secrets,
-        } = parts;
-        let (program, args) = manifest
-            .command
-            .split_first()
-            .ok_or_else(|| "cannot start the robot: robot.toml has an empty command".to_owned())?;
-        // Secret variables reach the robot with the others, opened.
-        let mut variables = variables.clone();
-        if let Some(object) = variables.as_object_mut() {
-            for (name, value) in &secrets.secret_variables {
-                object.insert(name.clone(), value.clone());
-            }
-        }
-        let variables_file = run_dir.join("variables.json");
-        let mut files = vec![(variables_file.clone(), variables.to_string().into_bytes())];
-        let credentials_file = run_dir.join(CREDENTIALS_FILE);
-        if !secrets.credentials.is_empty() {
-            let text = serde_json::to_vec(&secrets.credentials)
-                .map_err(|e| format!("cannot write the credentials file: {e}"))?;
-            files.push((credentials_file.clone(), text));
-        }
-        write_run_dir(&run_dir, &files, user.as_ref().map(|held| &held.user))?;
-        let mut env: Vec<(OsString, OsString)> = vec![
-            ("REGENTE_VARIABLES".into(), variables_file.into_os_string()),
-            ("REGENTE_EXECUTION_ID".into(), execution_id.into()),
-        ];
-        if !secrets.credentials.is_empty() {
-            env.push((
-                "REGENTE_CREDENTIALS".into(),
-                credentials_file.into_os_string(),
-            ));
-        }
-        if let Some(held) = &user {
-            env.push(("HOME".into(), held.user.home.clone().into_os_string()));
-            env.push(("USER".into(), held.user.name.clone().into()));
-            env.push(("LOGNAME".into(), held.user.name.clone().into()));
-        }
-        for (name, value) in ResolvedVariables::from_json(&variables).iter() {
-            env.push((
-                format!("REGENTE_VAR_{name}").into(),
-                value.text_form().into(),
-            ));
-        }
-        let inherited_path = std::env::var_os("PATH");
-        if let Some(path) = search_path {
-            env.push(("PATH".into(), path.to_owned()));
-        }
-        let launch = Launch {
-            dir: package_dir.to_path_buf(),
-            program: look_up(
-                program,
-                package_dir,
-                search_path.or(inherited_path.as_deref()),
-            ),
-            args: args.iter().map(OsString::from).collect(),
-            env,
-            user: user.as_ref().map(|held| held.user.credentials()),
-        };
-        let wire = launch
-            .encode()
-            .map_err(|e| format!("cannot start the robot: {e}"))?;
-        Ok(RobotRun {
-            execution_id: execution_id.to_owned(),
-            run_dir,
-            timeout: manifest.timeout,
-            launch,
-            wire,
-            masker: std::sync::Arc::new(secrets.masker()),
-            user,
-        })
-    }
-
-    /// Removes what [`RobotRun::prepare`] wrote, for a run that never starts.
-    pub fn discard(self) {
-        let _ = std::fs::remove_dir_all(&self.run_dir);
-    }
-}
-
-/// Creates the run directory (0700) and writes the variables file (0600) in it,
-/// both handed to the robot user when there is one.
-fn write_run_dir(
-    run_dir: &Path,
-    files: &[(PathBuf, Vec<u8>)],
-    user: Option<&RobotUser>,
-) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
-    let failed = |what: &str, e: std::io::Error| format!("cannot {what}: {e}");
-    let mut builder = std::fs::DirBuilder::new();
-    builder.mode(0o700);
-    match builder.create(run_dir) {
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-            // Left by an earlier attempt: nothing in it is trusted.
-            let _ = std::fs::remove_dir_all(run_dir);
-            builder.create(run_dir)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            builder.recursive(true).create(run_dir)
-        }
-        other => other,
-    }
-    .map_err(|e| {
-        failed(
-            &format!("create the run directory {}", run_dir.display()),
-            e,
-        )
-    })?;
-    for (path, bytes) in files {
-        write_private(path, bytes).map_err(|e| failed(&format!("write {}", path.display()), e))?;
-    }
-    if let Some(user) = user {
-        let paths = std::iter::once(run_dir).chain(files.iter().map(|(path, _)| path.as_path()));
-        for path in paths {
-            std::os::unix::fs::chown(path, Some(user.uid), Some(user.gid)).map_err(|e| {
-                failed(
-                    &format!("give {} to the robot user {}", path.display(), user.name),
-                    e,
-                )
-            })?;
-        }
-    }
-    Ok(())
-}
-
-/// The program to execute: a path is relative to the package; a bare name is
-/// looked up in `PATH` now, once, the way `execvp` would from the package
-/// directory, so that the start tries no directories. Not found, it stays bare
-/// and the start reports it.
-fn look_up(program: &str, package_dir: &Path, path: Option<&OsStr>) -> OsString {
-    if program.contains('/') || program.contains('\\') {
-        return package_dir.join(program).into_os_string();
-    }
-    let Some(path) = path else {
-        return program.into();
-    };
-    for dir in std::env::split_paths(path) {
-        // An empty or relative entry is relative to the robot's directory.
-        let candidate = package_dir.join(dir).join(program);
-        if is_executable_file(&candidate) {
-            return candidate.into_os_string();
-        }
-    }
-    program.into()
-}
-
-fn is_executable_file(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    if !std::fs::metadata(path).is_ok_and(|m| m.is_file()) {
-        return false;
-    }
-    let Ok(path) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    unsafe { libc::access(path.as_ptr(), libc::X_OK) == 0 }
-}
 
 /// Starts a robot: hands a short command to its guard at once, from the calling
 /// task, so that the guard starts the robot without waiting for a task to be
@@ -355,6 +84,53 @@ enum Launcher {
     Failed(String),
 }
 
+/// Why a robot was not started.
+enum NotStarted {
+    /// It could not be, for this reason.
+    Failed(String),
+    /// The run was stopped first.
+    Stopped(Stop),
+}
+
+/// Hands a command too long to go at once to the guard, from a blocking thread:
+/// a guard that does not read it (stopped, wedged) blocks the send. The run
+/// still hears its stop meanwhile, and gives up after [`START_GRACE`]; either
+/// way the guard is then killed from here (stopped first, with any child it
+/// forked), which ends the send. `Err` is the stop heard.
+async fn hand_over_long(
+    taken: &mut Taken,
+    pipes: &OutputPipes,
+    run: &RobotRun,
+    stop: &mut oneshot::Receiver<Stop>,
+) -> Result<std::io::Result<()>, Stop> {
+    let (commands, out, err) = match (
+        taken.guard.commands(),
+        pipes.out.1.try_clone(),
+        pipes.err.1.try_clone(),
+    ) {
+        (Ok(commands), Ok(out), Ok(err)) => (commands, out, err),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => return Ok(Err(e)),
+    };
+    let wire = run.wire.clone();
+    let mut send = tokio::task::spawn_blocking(move || {
+        crate::guards::send_launch(&commands, &wire, &out, &err)
+    });
+    let given_up = tokio::select! {
+        sent = &mut send => return Ok(sent.unwrap_or_else(|e| Err(std::io::Error::other(e)))),
+        _ = tokio::time::sleep(START_GRACE) => Ok(()),
+        stopped = &mut *stop => Err(stopped.unwrap_or(Stop::Revoke)),
+    };
+    taken.guard.kill_robot_from_here(None);
+    taken.guard.kill_now();
+    let _ = send.await;
+    given_up.map(|()| {
+        Err(std::io::Error::other(format!(
+            "the guard process did not read the command within {} s",
+            START_GRACE.as_secs()
+        )))
+    })
+}
+
 /// A robot started, and how to wait for it and stop it.
 enum Robot {
     Guarded {
@@ -381,10 +157,14 @@ impl Robot {
     /// Starts the robot; its output's reading ends. A guarded robot's output
     /// is read from the hand-over on, before its guard reports the start: a
     /// guard stopped in between (the robot may stop it) loses no line.
-    async fn start(launcher: Launcher, run: &RobotRun) -> Result<(Robot, Outputs), String> {
+    async fn start(
+        launcher: Launcher,
+        run: &RobotRun,
+        stop: &mut oneshot::Receiver<Stop>,
+    ) -> Result<(Robot, Outputs), NotStarted> {
         let (taken, pipes, handed) = match launcher {
             Launcher::Direct => {
-                let mut child = spawn_direct(&run.launch)?;
+                let mut child = spawn_direct(&run.launch).map_err(NotStarted::Failed)?;
                 let outputs: Outputs = (
                     child.stdout.take().map(|o| Box::new(o) as _),
                     child.stderr.take().map(|e| Box::new(e) as _),
@@ -392,21 +172,15 @@ impl Robot {
                 let group = child.id().map_or(0, |pid| pid as i32);
                 return Ok((Robot::Direct(child, group), outputs));
             }
-            Launcher::Failed(why) => return Err(why),
+            Launcher::Failed(why) => return Err(NotStarted::Failed(why)),
             Launcher::Handed(taken, pipes, handed) => (taken, pipes, handed),
-            Launcher::Guard(taken, pipes) => {
-                let wire = run.wire.clone();
-                let handed = match (
-                    taken.guard.commands(),
-                    pipes.out.1.try_clone(),
-                    pipes.err.1.try_clone(),
-                ) {
-                    (Ok(commands), Ok(out), Ok(err)) => tokio::task::spawn_blocking(move || {
-                        crate::guards::send_launch(&commands, &wire, &out, &err)
-                    })
-                    .await
-                    .unwrap_or_else(|e| Err(std::io::Error::other(e))),
-                    (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => Err(e),
+            Launcher::Guard(mut taken, pipes) => {
+                let handed = match hand_over_long(&mut taken, &pipes, run, stop).await {
+                    Ok(handed) => handed,
+                    Err(stopped) => {
+                        taken.guard.end().await;
+                        return Err(NotStarted::Stopped(stopped));
+                    }
                 };
                 (taken, pipes, handed)
             }
@@ -436,9 +210,9 @@ impl Robot {
             (Err(e), _) | (_, Err(e)) => {
                 // A robot it may have started goes with it (SIGTERM).
                 taken.guard.end().await;
-                Err(format!(
+                Err(NotStarted::Failed(format!(
                     "cannot start the robot: its guard process did not take the command: {e}"
-                ))
+                )))
             }
         }
     }
@@ -561,7 +335,7 @@ async fn run(
     run: RobotRun,
     launcher: Launcher,
     reports: mpsc::Sender<Report>,
-    stop: oneshot::Receiver<Stop>,
+    mut stop: oneshot::Receiver<Stop>,
 ) {
     let execution_id = run.execution_id.clone();
     let send = |kind: EventKind| {
@@ -571,16 +345,19 @@ async fn run(
             let _ = reports.send(Report { execution_id, kind }).await;
         }
     };
-    let ended = |status: EndStatus, exit_code: Option<i32>, reason: String| EventKind::Ended {
-        status,
-        exit_code,
-        reason,
-    };
-    let (mut robot, (stdout, stderr)) = match Robot::start(launcher, &run).await {
+    let (mut robot, (stdout, stderr)) = match Robot::start(launcher, &run, &mut stop).await {
         Ok(started) => started,
-        Err(why) => {
-            send(log(LogLevel::Error, why.clone())).await;
-            send(ended(EndStatus::Error, None, why)).await;
+        Err(not_started) => {
+            let _ = tokio::fs::remove_dir_all(&run.run_dir).await;
+            match not_started {
+                NotStarted::Failed(why) => {
+                    send(log(LogLevel::Error, why.clone())).await;
+                    send(ended(EndStatus::Error, None, why)).await;
+                }
+                NotStarted::Stopped(stopped) => {
+                    report_end(Outcome::Stopped(stopped), run.timeout, send).await;
+                }
+            }
             return;
         }
     };
@@ -602,11 +379,6 @@ async fn run(
             None => std::future::pending().await,
         }
     };
-    enum Outcome {
-        Exited(std::io::Result<i32>),
-        TimedOut,
-        Stopped(Stop),
-    }
     let outcome = tokio::select! {
         code = robot.exited() => Outcome::Exited(code),
         _ = deadline => Outcome::TimedOut,
@@ -642,6 +414,22 @@ async fn run(
         .await;
     }
     let _ = tokio::fs::remove_dir_all(&run.run_dir).await;
+    report_end(outcome, timeout, send).await;
+}
+
+/// How a run ended, as the run reports it.
+enum Outcome {
+    Exited(std::io::Result<i32>),
+    TimedOut,
+    Stopped(Stop),
+}
+
+/// Reports a run's end (and, when it failed, why, in its log).
+async fn report_end<F, Sent>(outcome: Outcome, timeout: Option<Duration>, send: F)
+where
+    F: Fn(EventKind) -> Sent,
+    Sent: std::future::Future<Output = ()>,
+{
     match outcome {
         Outcome::Exited(Ok(code)) => {
             if code == 0 {
@@ -681,6 +469,14 @@ async fn run(
             send(ended(EndStatus::Error, None, why)).await;
         }
         Outcome::Stopped(Stop::Revoke) => {}
+    }
+}
+
+fn ended(status: EndStatus, exit_code: Option<i32>, reason: String) -> EventKind {
+    EventKind::Ended {
+        status,
+        exit_code,
+        reason,
     }
 }
 

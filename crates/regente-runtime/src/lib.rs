@@ -31,6 +31,7 @@ pub mod masking;
 pub mod packages;
 pub mod robot_output;
 pub mod robot_user;
+pub mod run_setup;
 pub mod tls;
 
 pub use agent::{run, AgentConfig};

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
+use crate::guards::idle_guards;
 use crate::support::*;
 
 /// Generous: the machine is shared, and a run's happy path takes well under a second.
@@ -217,7 +218,7 @@ fn a_non_zero_exit_ends_error_naming_the_exit_code() {
 /// A robot of `script` (which writes its pid to `$REGENTE_VAR_DIR/robot.pid`)
 /// queued on a new one-slot agent: the agent, the robot's directory, the run
 /// and the robot's pid.
-fn run_in_dir(
+pub(crate) fn run_in_dir(
     server: &TestServer,
     admin: &str,
     runtime: &str,
@@ -238,7 +239,13 @@ fn run_in_dir(
 }
 
 /// Waits until `id` is RUNNING with `line` among its logs.
-fn wait_running_with(server: &TestServer, admin: &str, runtime: &str, id: &str, line: &str) {
+pub(crate) fn wait_running_with(
+    server: &TestServer,
+    admin: &str,
+    runtime: &str,
+    id: &str,
+    line: &str,
+) {
     wait_for(RUN, &format!("RUNNING with the line {line:?}"), || {
         let body = result_of(server, admin, runtime, id);
         if body["status"] == "RUNNING" && messages(&body).iter().any(|m| m == line) {
@@ -376,60 +383,6 @@ echo "finished sleeping"
         "{}",
         summary(&body)
     );
-}
-
-#[test]
-fn a_robot_that_stops_its_guard_is_still_canceled_and_the_agent_goes_on() {
-    let (server, admin, runtime, key) = setup();
-    // Robots run as the agent's user: one may stop the guard that serves it.
-    let script = r#"echo $$ > "$REGENTE_VAR_DIR/robot.pid"
-kill -STOP $PPID
-echo "guard stopped"
-sleep 300
-"#;
-    let (agent, _out, id, robot_pid) = run_in_dir(
-        &server,
-        &admin,
-        &runtime,
-        &key,
-        ("guard-stopper", script, ""),
-    );
-    wait_running_with(&server, &admin, &runtime, &id, "guard stopped");
-
-    // The stopped guard cannot kill the robot: the agent kills both.
-    server.delete(&admin, &runtime, &id).expect(200);
-    let body = wait_for_status(&server, &admin, &runtime, &id, ENDED, RUN);
-    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
-    wait_gone(&[("the robot", robot_pid)], Duration::from_secs(5));
-    // The next run gets a guard that works.
-    let next = upload_shell_robot(&server, &admin, "after", "echo next\n", "");
-    let id = server.queue(&admin, &runtime, &next, None);
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-    assert_eq!(idle_guards(&agent).len(), 1);
-}
-
-#[test]
-fn a_run_handed_to_a_stopped_guard_is_still_canceled_and_the_next_run_gets_a_new_guard() {
-    let (server, admin, runtime, key) = setup();
-    let robot = upload_shell_robot(&server, &admin, "unstarted", "echo ran\n", "");
-    let agent = TestAgent::start(&server, &key, 1);
-    agent.wait_welcomed(1, RUN);
-    // Stopped while idle, the guard takes the command but never reports a
-    // start: the run must still hear its cancel.
-    let stopped = idle_guards(&agent)[0];
-    signal(stopped, "STOP");
-    let id = server.queue(&admin, &runtime, &robot, None);
-    agent.wait_log(&format!("robot started execution={id}"), RUN);
-    server.delete(&admin, &runtime, &id).expect(200);
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
-    wait_gone(&[("the stopped guard", stopped)], RUN);
-    let id = server.queue(&admin, &runtime, &robot, None);
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-    assert_eq!(messages(&body), vec!["ran".to_owned()]);
-    assert_ne!(idle_guards(&agent), vec![stopped]);
 }
 
 #[test]
@@ -608,66 +561,6 @@ echo "::return::2000"
         &numbered_lines(&body),
         2000,
         "the result seen as the run ended",
-    );
-}
-
-/// The agent's idle guards (one, once it is connected and idle).
-fn idle_guards(agent: &TestAgent) -> Vec<u32> {
-    wait_for(RUN, "one idle guard", || {
-        let guards = children_with(agent.pid(), "__guard");
-        if guards.len() == 1 {
-            Ok(guards)
-        } else {
-            Err(guards)
-        }
-    })
-}
-
-#[test]
-fn idle_guards_are_no_robots_and_leave_with_their_agent() {
-    let (server, admin, runtime, key) = setup();
-    let robot = upload_shell_robot(&server, &admin, "parent", "echo \"parent=$PPID\"\n", "");
-    let mut agent = TestAgent::start(&server, &key, 1);
-    agent.wait_welcomed(1, RUN);
-    let first = idle_guards(&agent);
-    // The robot runs under the guard that was waiting, which then waits for
-    // the next robot: one guard serves one robot after another.
-    for _ in 0..2 {
-        let id = server.queue(&admin, &runtime, &robot, None);
-        let body = ended(&server, &admin, &runtime, &id);
-        assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-        assert_eq!(
-            messages(&body),
-            vec![format!("parent={}", first[0])],
-            "the robot's parent is the guard that was idle"
-        );
-        assert_eq!(idle_guards(&agent), first);
-    }
-    // An idle guard takes no slot: the next run starts as usual, here with a
-    // command longer than a pipe takes at once.
-    let big = "x".repeat(100_000);
-    let sized = upload_shell_robot(
-        &server,
-        &admin,
-        "sized",
-        "echo \"big=${#REGENTE_VAR_BIG}\"\n",
-        "",
-    );
-    let id = server.queue(&admin, &runtime, &sized, Some(&text_vars(&[("BIG", &big)])));
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-    assert_eq!(messages(&body), vec!["big=100000".to_owned()]);
-    let third = idle_guards(&agent);
-
-    agent.stop();
-    wait_gone(&[("an idle guard of a stopped agent", third[0])], RUN);
-    agent.restart();
-    agent.wait_welcomed(1, RUN);
-    let fourth = idle_guards(&agent);
-    agent.kill9();
-    wait_gone(
-        &[("an idle guard of an agent killed with SIGKILL", fourth[0])],
-        Duration::from_secs(5),
     );
 }
 

@@ -23,6 +23,7 @@ mod console_up;
 mod console_webhooks;
 mod flows;
 mod fuzz;
+mod guards;
 mod integration_api;
 mod isolation;
 mod metrics;

@@ -1,0 +1,154 @@
+//! The guards between the agent and its robots: one per slot, serving one
+//! robot after another, and what the agent does when a guard cannot do its job
+//! (stopped by its robot, stopped before a hand-over).
+
+use std::time::Duration;
+
+use crate::agent_runs::{ended, run_in_dir, setup, wait_running_with, RUN};
+use crate::support::*;
+
+/// The agent's idle guards (one, once it is connected and idle).
+pub(crate) fn idle_guards(agent: &TestAgent) -> Vec<u32> {
+    wait_for(RUN, "one idle guard", || {
+        let guards = children_with(agent.pid(), "__guard");
+        if guards.len() == 1 {
+            Ok(guards)
+        } else {
+            Err(guards)
+        }
+    })
+}
+
+#[test]
+fn idle_guards_are_no_robots_and_leave_with_their_agent() {
+    let (server, admin, runtime, key) = setup();
+    let robot = upload_shell_robot(&server, &admin, "parent", "echo \"parent=$PPID\"\n", "");
+    let mut agent = TestAgent::start(&server, &key, 1);
+    agent.wait_welcomed(1, RUN);
+    let first = idle_guards(&agent);
+    // The robot runs under the guard that was waiting, which then waits for
+    // the next robot: one guard serves one robot after another.
+    for _ in 0..2 {
+        let id = server.queue(&admin, &runtime, &robot, None);
+        let body = ended(&server, &admin, &runtime, &id);
+        assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+        assert_eq!(
+            messages(&body),
+            vec![format!("parent={}", first[0])],
+            "the robot's parent is the guard that was idle"
+        );
+        assert_eq!(idle_guards(&agent), first);
+    }
+    // An idle guard takes no slot: the next run starts as usual, here with a
+    // command longer than a pipe takes at once.
+    let big = "x".repeat(100_000);
+    let sized = upload_shell_robot(
+        &server,
+        &admin,
+        "sized",
+        "echo \"big=${#REGENTE_VAR_BIG}\"\n",
+        "",
+    );
+    let id = server.queue(&admin, &runtime, &sized, Some(&text_vars(&[("BIG", &big)])));
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+    assert_eq!(messages(&body), vec!["big=100000".to_owned()]);
+    let third = idle_guards(&agent);
+
+    agent.stop();
+    wait_gone(&[("an idle guard of a stopped agent", third[0])], RUN);
+    agent.restart();
+    agent.wait_welcomed(1, RUN);
+    let fourth = idle_guards(&agent);
+    agent.kill9();
+    wait_gone(
+        &[("an idle guard of an agent killed with SIGKILL", fourth[0])],
+        Duration::from_secs(5),
+    );
+}
+
+#[test]
+fn a_robot_that_stops_its_guard_is_still_canceled_and_the_agent_goes_on() {
+    let (server, admin, runtime, key) = setup();
+    // Robots run as the agent's user: one may stop the guard that serves it.
+    let script = r#"echo $$ > "$REGENTE_VAR_DIR/robot.pid"
+kill -STOP $PPID
+echo "guard stopped"
+sleep 300
+"#;
+    let (agent, _out, id, robot_pid) = run_in_dir(
+        &server,
+        &admin,
+        &runtime,
+        &key,
+        ("guard-stopper", script, ""),
+    );
+    wait_running_with(&server, &admin, &runtime, &id, "guard stopped");
+
+    // The stopped guard cannot kill the robot: the agent kills both.
+    server.delete(&admin, &runtime, &id).expect(200);
+    let body = wait_for_status(&server, &admin, &runtime, &id, ENDED, RUN);
+    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
+    wait_gone(&[("the robot", robot_pid)], Duration::from_secs(5));
+    // The next run gets a guard that works.
+    let next = upload_shell_robot(&server, &admin, "after", "echo next\n", "");
+    let id = server.queue(&admin, &runtime, &next, None);
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+    assert_eq!(idle_guards(&agent).len(), 1);
+}
+
+#[test]
+fn a_run_handed_to_a_stopped_guard_is_still_canceled_and_the_next_run_gets_a_new_guard() {
+    let (server, admin, runtime, key) = setup();
+    let robot = upload_shell_robot(&server, &admin, "unstarted", "echo ran\n", "");
+    let agent = TestAgent::start(&server, &key, 1);
+    agent.wait_welcomed(1, RUN);
+    // Stopped while idle, the guard takes the command but never reports a
+    // start: the run must still hear its cancel.
+    let stopped = idle_guards(&agent)[0];
+    signal(stopped, "STOP");
+    let id = server.queue(&admin, &runtime, &robot, None);
+    agent.wait_log(&format!("robot started execution={id}"), RUN);
+    server.delete(&admin, &runtime, &id).expect(200);
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
+    wait_gone(&[("the stopped guard", stopped)], RUN);
+    let id = server.queue(&admin, &runtime, &robot, None);
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+    assert_eq!(messages(&body), vec!["ran".to_owned()]);
+    assert_ne!(idle_guards(&agent), vec![stopped]);
+}
+
+#[test]
+fn a_long_command_blocked_on_a_stopped_guard_is_still_canceled() {
+    let (server, admin, runtime, key) = setup();
+    let robot = upload_shell_robot(&server, &admin, "long-command", "echo ran\n", "");
+    let agent = TestAgent::start(&server, &key, 1);
+    agent.wait_welcomed(1, RUN);
+    // Six variables of 100 KB: a command far longer than the guard's socket
+    // holds, so that the hand-over to a guard that does not read blocks; the
+    // run must still hear its cancel, and kill the guard to end the send.
+    let stopped = idle_guards(&agent)[0];
+    signal(stopped, "STOP");
+    let value = "x".repeat(100_000);
+    let names = ["A", "B", "C", "D", "E", "F"];
+    let vars = text_vars(&names.map(|name| (name, value.as_str())));
+    let id = server.queue(&admin, &runtime, &robot, Some(&vars));
+    agent.wait_log(&format!("robot started execution={id}"), RUN);
+    server.delete(&admin, &runtime, &id).expect(200);
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
+    assert!(
+        !messages(&body).contains(&"ran".to_owned()),
+        "{}",
+        summary(&body)
+    );
+    wait_gone(&[("the stopped guard", stopped)], RUN);
+    // The next run gets a guard that works, and takes a long command.
+    let id = server.queue(&admin, &runtime, &robot, Some(&vars));
+    let body = ended(&server, &admin, &runtime, &id);
+    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+    assert_eq!(messages(&body), vec!["ran".to_owned()]);
+}
