@@ -2,6 +2,7 @@
 //! streams its output as events, enforces the timeout, and kills the whole
 //! process tree on cancel, timeout or revocation.
 
+use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use crate::guards::{
 use crate::masking::Masker;
 use crate::robot_output::{self, log, MAX_LINE_BYTES};
 use crate::robot_user;
-use crate::run_setup::RobotRun;
+use crate::run_setup::{HeldUser, RobotRun};
 
 /// How long the output pipes may stay open after the robot exited (a leftover
 /// grandchild holding them) before the group is killed and the run closed.
@@ -96,7 +97,8 @@ enum NotStarted {
 /// a guard that does not read it (stopped, wedged) blocks the send. The run
 /// still hears its stop meanwhile, and gives up after [`START_GRACE`]; either
 /// way the guard is then killed from here (stopped first, with any child it
-/// forked), which ends the send. `Err` is the stop heard.
+/// forked), which ends the send. `Err` is the stop heard before the send ended:
+/// no robot started (or, in a race, the one just started went with its guard).
 async fn hand_over_long(
     taken: &mut Taken,
     pipes: &OutputPipes,
@@ -116,13 +118,17 @@ async fn hand_over_long(
         crate::guards::send_launch(&commands, &wire, &out, &err)
     });
     let given_up = tokio::select! {
+        // A command sent is a robot the guard may start: stopped as a started one.
+        biased;
         sent = &mut send => return Ok(sent.unwrap_or_else(|e| Err(std::io::Error::other(e)))),
         _ = tokio::time::sleep(START_GRACE) => Ok(()),
         stopped = &mut *stop => Err(stopped.unwrap_or(Stop::Revoke)),
     };
     taken.guard.kill_robot_from_here(None);
     taken.guard.kill_now();
-    let _ = send.await;
+    // The guard's end closes its socket, which ends the send; a guard that
+    // cannot die (uninterruptible sleep) is not waited for longer.
+    let _ = tokio::time::timeout(KILL_GRACE, send).await;
     given_up.map(|()| {
         Err(std::io::Error::other(format!(
             "the guard process did not read the command within {} s",
@@ -348,11 +354,18 @@ async fn run(
     let (mut robot, (stdout, stderr)) = match Robot::start(launcher, &run, &mut stop).await {
         Ok(started) => started,
         Err(not_started) => {
-            let _ = tokio::fs::remove_dir_all(&run.run_dir).await;
+            // Robots run as this user may have been started (by a guard that
+            // took the command and failed after).
+            clean_up(run.user, &run.run_dir).await;
             match not_started {
                 NotStarted::Failed(why) => {
                     send(log(LogLevel::Error, why.clone())).await;
                     send(ended(EndStatus::Error, None, why)).await;
+                }
+                NotStarted::Stopped(Stop::Cancel) => {
+                    let why = "canceled before the robot started".to_owned();
+                    send(log(LogLevel::Warn, why.clone())).await;
+                    send(ended(EndStatus::Canceled, None, why)).await;
                 }
                 NotStarted::Stopped(stopped) => {
                     report_end(Outcome::Stopped(stopped), run.timeout, send).await;
@@ -406,15 +419,21 @@ async fn run(
     // Nothing the robot left behind in its group outlives the run, nor, with a
     // robot user, anything left under that user anywhere.
     robot.finish().await;
-    if let Some(held) = run.user {
+    clean_up(run.user, &run.run_dir).await;
+    report_end(outcome, timeout, send).await;
+}
+
+/// What a run leaves once its robot ended or could not start: its robot user
+/// goes back to the pool swept of anything still running as it, its directory goes.
+async fn clean_up(user: Option<HeldUser>, run_dir: &Path) {
+    if let Some(held) = user {
         let _ = tokio::task::spawn_blocking(move || {
             robot_user::sweep(&held.user);
             drop(held);
         })
         .await;
     }
-    let _ = tokio::fs::remove_dir_all(&run.run_dir).await;
-    report_end(outcome, timeout, send).await;
+    let _ = tokio::fs::remove_dir_all(run_dir).await;
 }
 
 /// How a run ended, as the run reports it.

@@ -127,21 +127,36 @@ fn a_long_command_blocked_on_a_stopped_guard_is_still_canceled() {
     let robot = upload_shell_robot(&server, &admin, "long-command", "echo ran\n", "");
     let agent = TestAgent::start(&server, &key, 1);
     agent.wait_welcomed(1, RUN);
-    // Six variables of 100 KB: a command far longer than the guard's socket
-    // holds, so that the hand-over to a guard that does not read blocks; the
-    // run must still hear its cancel, and kill the guard to end the send.
+    // Variables of 100 KB making a command twice as long as a socket's send
+    // buffer (within the 1 MiB of a request body), so that the hand-over to a
+    // guard that does not read blocks; the run must still hear its cancel,
+    // and kill the guard to end the send.
     let stopped = idle_guards(&agent)[0];
     signal(stopped, "STOP");
+    let send_buffer: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_default")
+        .expect("the default socket send buffer")
+        .trim()
+        .parse()
+        .expect("a size in bytes");
     let value = "x".repeat(100_000);
-    let names = ["A", "B", "C", "D", "E", "F"];
-    let vars = text_vars(&names.map(|name| (name, value.as_str())));
+    let names: Vec<String> = (0..(2 * send_buffer).div_ceil(100_000).min(9))
+        .map(|i| format!("V{i}"))
+        .collect();
+    let vars = text_vars(
+        &names
+            .iter()
+            .map(|name| (name.as_str(), value.as_str()))
+            .collect::<Vec<_>>(),
+    );
     let id = server.queue(&admin, &runtime, &robot, Some(&vars));
     agent.wait_log(&format!("robot started execution={id}"), RUN);
     server.delete(&admin, &runtime, &id).expect(200);
     let body = ended(&server, &admin, &runtime, &id);
     assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
-    assert!(
-        !messages(&body).contains(&"ran".to_owned()),
+    // Heard during the hand-over, not after it.
+    assert_eq!(
+        messages(&body),
+        vec!["canceled before the robot started".to_owned()],
         "{}",
         summary(&body)
     );
