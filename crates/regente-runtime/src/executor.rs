@@ -357,20 +357,7 @@ async fn run(
             // Robots run as this user may have been started (by a guard that
             // took the command and failed after).
             clean_up(run.user, &run.run_dir).await;
-            match not_started {
-                NotStarted::Failed(why) => {
-                    send(log(LogLevel::Error, why.clone())).await;
-                    send(ended(EndStatus::Error, None, why)).await;
-                }
-                NotStarted::Stopped(Stop::Cancel) => {
-                    let why = "canceled before the robot started".to_owned();
-                    send(log(LogLevel::Warn, why.clone())).await;
-                    send(ended(EndStatus::Canceled, None, why)).await;
-                }
-                NotStarted::Stopped(stopped) => {
-                    report_end(Outcome::Stopped(stopped), run.timeout, send).await;
-                }
-            }
+            report_end(Err(not_started), run.timeout, send).await;
             return;
         }
     };
@@ -420,7 +407,7 @@ async fn run(
     // robot user, anything left under that user anywhere.
     robot.finish().await;
     clean_up(run.user, &run.run_dir).await;
-    report_end(outcome, timeout, send).await;
+    report_end(Ok(outcome), timeout, send).await;
 }
 
 /// What a run leaves once its robot ended or could not start: its robot user
@@ -444,59 +431,65 @@ enum Outcome {
 }
 
 /// Reports a run's end (and, when it failed, why, in its log).
-async fn report_end<F, Sent>(outcome: Outcome, timeout: Option<Duration>, send: F)
-where
+async fn report_end<F, Sent>(
+    outcome: Result<Outcome, NotStarted>,
+    timeout: Option<Duration>,
+    send: F,
+) where
     F: Fn(EventKind) -> Sent,
     Sent: std::future::Future<Output = ()>,
 {
-    match outcome {
-        Outcome::Exited(Ok(code)) => {
-            if code == 0 {
-                send(ended(
-                    EndStatus::Finished,
-                    Some(0),
-                    "the robot exited with code 0".into(),
-                ))
-                .await;
-            } else {
-                let why = format!("the robot exited with code {code}");
-                send(log(LogLevel::Error, why.clone())).await;
-                send(ended(EndStatus::Error, Some(code), why)).await;
-            }
-        }
-        Outcome::Exited(Err(e)) => {
-            let why = format!("cannot wait for the robot: {e}");
-            send(log(LogLevel::Error, why.clone())).await;
-            send(ended(EndStatus::Error, None, why)).await;
-        }
-        Outcome::TimedOut => {
+    let canceled = |why: &str| (EndStatus::Canceled, None, why.to_owned());
+    let (status, exit_code, reason) = match outcome {
+        Ok(Outcome::Exited(Ok(0))) => (
+            EndStatus::Finished,
+            Some(0),
+            "the robot exited with code 0".to_owned(),
+        ),
+        Ok(Outcome::Exited(Ok(code))) => (
+            EndStatus::Error,
+            Some(code),
+            format!("the robot exited with code {code}"),
+        ),
+        Ok(Outcome::Exited(Err(e))) => (
+            EndStatus::Error,
+            None,
+            format!("cannot wait for the robot: {e}"),
+        ),
+        Ok(Outcome::TimedOut) => {
             let seconds = timeout.map_or(0, |t| t.as_secs());
             let why = format!(
                 "the robot ran past its timeout of {seconds} s: its process tree was killed"
             );
-            send(log(LogLevel::Error, why.clone())).await;
-            send(ended(EndStatus::Error, None, why)).await;
+            (EndStatus::Error, None, why)
         }
-        Outcome::Stopped(Stop::Cancel) => {
-            let why = "canceled: the robot's process tree was killed".to_owned();
-            send(log(LogLevel::Warn, why.clone())).await;
-            send(ended(EndStatus::Canceled, None, why)).await;
+        Ok(Outcome::Stopped(Stop::Cancel)) => {
+            canceled("canceled: the robot's process tree was killed")
         }
-        Outcome::Stopped(Stop::Fence { silent_for }) => {
-            let why = fence_reason(silent_for);
-            send(log(LogLevel::Error, why.clone())).await;
-            send(ended(EndStatus::Error, None, why)).await;
+        Err(NotStarted::Stopped(Stop::Cancel)) => canceled("canceled before the robot started"),
+        Ok(Outcome::Stopped(Stop::Fence { silent_for }))
+        | Err(NotStarted::Stopped(Stop::Fence { silent_for })) => {
+            (EndStatus::Error, None, fence_reason(silent_for))
         }
-        Outcome::Stopped(Stop::Revoke) => {}
+        // The server ended the lease: nothing to report.
+        Ok(Outcome::Stopped(Stop::Revoke)) | Err(NotStarted::Stopped(Stop::Revoke)) => return,
+        Err(NotStarted::Failed(why)) => (EndStatus::Error, None, why),
+    };
+    // The reason of an end that is not a success goes to the run's log too.
+    let level = match status {
+        EndStatus::Finished => None,
+        EndStatus::Canceled => Some(LogLevel::Warn),
+        _ => Some(LogLevel::Error),
+    };
+    if let Some(level) = level {
+        send(log(level, reason.clone())).await;
     }
-}
-
-fn ended(status: EndStatus, exit_code: Option<i32>, reason: String) -> EventKind {
-    EventKind::Ended {
+    send(EventKind::Ended {
         status,
         exit_code,
         reason,
-    }
+    })
+    .await;
 }
 
 /// Why a fenced robot ended.
