@@ -91,7 +91,12 @@ pub async fn serve(
                     io: tcp,
                     _permit: permit,
                 };
-                tokio::spawn(connection.run(io, tls.clone()));
+                // Two task types: a plain connection's task is not sized for
+                // a TLS session and its handshake (about 5 KB against 1.3).
+                match &tls {
+                    None => tokio::spawn(connection.http(io)),
+                    Some(tls) => tokio::spawn(connection.tls(io, tls.clone())),
+                };
             }
             Err(_) => match busy_answers.clone().try_acquire_owned() {
                 Ok(permit) => {
@@ -162,10 +167,8 @@ struct Connection {
 }
 
 impl Connection {
-    async fn run(self, io: Counted<TcpStream>, tls: Option<Arc<ReloadableTls>>) {
-        let Some(tls) = tls else {
-            return self.http(io).await;
-        };
+    /// Serves HTTP over TLS once the handshake ends within the head's deadline.
+    async fn tls(self, io: Counted<TcpStream>, tls: Arc<ReloadableTls>) {
         let handshake = tls.acceptor().accept(io);
         match tokio::time::timeout(self.limits.header_timeout, handshake).await {
             Ok(Ok(stream)) => self.http(stream).await,
@@ -174,6 +177,7 @@ impl Connection {
         }
     }
 
+    /// Serves HTTP/1 on `io` until the client leaves or the server stops.
     async fn http<I>(mut self, io: I)
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
