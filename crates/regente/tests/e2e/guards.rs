@@ -4,6 +4,8 @@
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use crate::agent_runs::{ended, run_in_dir, setup, wait_running_with, RUN};
 use crate::support::*;
 
@@ -98,41 +100,68 @@ sleep 300
     assert_eq!(idle_guards(&agent).len(), 1);
 }
 
-#[test]
-fn a_run_handed_to_a_stopped_guard_is_still_canceled_and_the_next_run_gets_a_new_guard() {
-    let (server, admin, runtime, key) = setup();
-    let robot = upload_shell_robot(&server, &admin, "unstarted", "echo ran\n", "");
-    let agent = TestAgent::start(&server, &key, 1);
-    agent.wait_welcomed(1, RUN);
-    // Stopped while idle, the guard takes the command but never reports a
-    // start: the run must still hear its cancel.
-    let stopped = idle_guards(&agent)[0];
-    signal(stopped, "STOP");
-    let id = server.queue(&admin, &runtime, &robot, None);
-    agent.wait_log(&format!("robot started execution={id}"), RUN);
-    server.delete(&admin, &runtime, &id).expect(200);
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
-    wait_gone(&[("the stopped guard", stopped)], RUN);
-    let id = server.queue(&admin, &runtime, &robot, None);
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-    assert_eq!(messages(&body), vec!["ran".to_owned()]);
-    assert_ne!(idle_guards(&agent), vec![stopped]);
+/// A one-slot agent whose idle guard is stopped (SIGSTOP), as a robot running
+/// as the agent's user could stop it, and a robot that says "ran".
+struct StoppedGuard {
+    server: TestServer,
+    admin: String,
+    runtime: String,
+    robot: String,
+    agent: TestAgent,
+    stopped: u32,
 }
 
-#[test]
-fn a_long_command_blocked_on_a_stopped_guard_is_still_canceled() {
-    let (server, admin, runtime, key) = setup();
-    let robot = upload_shell_robot(&server, &admin, "long-command", "echo ran\n", "");
-    let agent = TestAgent::start(&server, &key, 1);
-    agent.wait_welcomed(1, RUN);
-    // Variables of 100 KB making a command twice as long as a socket's send
-    // buffer (within the 1 MiB of a request body), so that the hand-over to a
-    // guard that does not read blocks; the run must still hear its cancel,
-    // and kill the guard to end the send.
-    let stopped = idle_guards(&agent)[0];
-    signal(stopped, "STOP");
+impl StoppedGuard {
+    fn new() -> StoppedGuard {
+        let (server, admin, runtime, key) = setup();
+        let robot = upload_shell_robot(&server, &admin, "unstarted", "echo ran\n", "");
+        let agent = TestAgent::start(&server, &key, 1);
+        agent.wait_welcomed(1, RUN);
+        let stopped = idle_guards(&agent)[0];
+        signal(stopped, "STOP");
+        StoppedGuard {
+            server,
+            admin,
+            runtime,
+            robot,
+            agent,
+            stopped,
+        }
+    }
+
+    /// Queues the robot and waits until the agent hands it to the stopped
+    /// guard, which takes the command (or blocks its sender) and never starts it.
+    fn hand_over(&self, vars: Option<&Value>) -> String {
+        let id = self
+            .server
+            .queue(&self.admin, &self.runtime, &self.robot, vars);
+        self.agent
+            .wait_log(&format!("robot started execution={id}"), RUN);
+        id
+    }
+
+    fn ended(&self, id: &str) -> Value {
+        ended(&self.server, &self.admin, &self.runtime, id)
+    }
+
+    /// The stopped guard is gone, and the robot queued again runs to its end
+    /// on a guard that works.
+    fn next_run_finishes(&self, vars: Option<&Value>) {
+        wait_gone(&[("the stopped guard", self.stopped)], RUN);
+        let id = self
+            .server
+            .queue(&self.admin, &self.runtime, &self.robot, vars);
+        let body = self.ended(&id);
+        assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
+        assert_eq!(messages(&body), vec!["ran".to_owned()]);
+        assert_ne!(idle_guards(&self.agent), vec![self.stopped]);
+    }
+}
+
+/// Variables of 100 KB each making a command twice as long as a socket's
+/// send buffer (within the 1 MiB of a request body): the hand-over to a guard
+/// that does not read blocks.
+fn over_a_send_buffer() -> Value {
     let send_buffer: usize = std::fs::read_to_string("/proc/sys/net/core/wmem_default")
         .expect("the default socket send buffer")
         .trim()
@@ -142,16 +171,35 @@ fn a_long_command_blocked_on_a_stopped_guard_is_still_canceled() {
     let names: Vec<String> = (0..(2 * send_buffer).div_ceil(100_000).min(9))
         .map(|i| format!("V{i}"))
         .collect();
-    let vars = text_vars(
+    text_vars(
         &names
             .iter()
             .map(|name| (name.as_str(), value.as_str()))
             .collect::<Vec<_>>(),
-    );
-    let id = server.queue(&admin, &runtime, &robot, Some(&vars));
-    agent.wait_log(&format!("robot started execution={id}"), RUN);
-    server.delete(&admin, &runtime, &id).expect(200);
-    let body = ended(&server, &admin, &runtime, &id);
+    )
+}
+
+#[test]
+fn a_run_handed_to_a_stopped_guard_is_still_canceled_and_the_next_run_gets_a_new_guard() {
+    let rig = StoppedGuard::new();
+    // The guard takes the command but never reports a start: the run must
+    // still hear its cancel.
+    let id = rig.hand_over(None);
+    rig.server.delete(&rig.admin, &rig.runtime, &id).expect(200);
+    let body = rig.ended(&id);
+    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
+    rig.next_run_finishes(None);
+}
+
+#[test]
+fn a_long_command_blocked_on_a_stopped_guard_is_still_canceled() {
+    let rig = StoppedGuard::new();
+    // The send blocks: the run must still hear its cancel, and kill the guard
+    // to end the send.
+    let vars = over_a_send_buffer();
+    let id = rig.hand_over(Some(&vars));
+    rig.server.delete(&rig.admin, &rig.runtime, &id).expect(200);
+    let body = rig.ended(&id);
     assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
     // Heard during the hand-over, not after it.
     assert_eq!(
@@ -160,10 +208,29 @@ fn a_long_command_blocked_on_a_stopped_guard_is_still_canceled() {
         "{}",
         summary(&body)
     );
-    wait_gone(&[("the stopped guard", stopped)], RUN);
-    // The next run gets a guard that works, and takes a long command.
-    let id = server.queue(&admin, &runtime, &robot, Some(&vars));
-    let body = ended(&server, &admin, &runtime, &id);
-    assert_eq!(body["status"], "FINISHED", "{}", summary(&body));
-    assert_eq!(messages(&body), vec!["ran".to_owned()]);
+    rig.next_run_finishes(Some(&vars));
+}
+
+#[test]
+fn a_long_command_blocked_on_a_stopped_guard_is_fenced_when_the_server_falls_silent() {
+    let rig = StoppedGuard::new();
+    let vars = over_a_send_buffer();
+    let id = rig.hand_over(Some(&vars));
+    // A silent server (3 s runtime timeout): the agent fences its runs, this
+    // one still in its hand-over, which kills the guard to end the send.
+    rig.server.pause();
+    wait_gone(
+        &[("the stopped guard of a fenced run", rig.stopped)],
+        Duration::from_secs(10),
+    );
+    rig.server.resume();
+    let body = rig.ended(&id);
+    assert_eq!(body["status"], "ERROR", "{}", summary(&body));
+    // Heard during the hand-over: not the give-up of a guard that did not read.
+    assert!(
+        messages(&body).iter().any(|m| m.starts_with("fenced:")),
+        "{}",
+        summary(&body)
+    );
+    rig.next_run_finishes(Some(&vars));
 }
