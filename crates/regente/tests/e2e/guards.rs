@@ -216,12 +216,14 @@ fn a_long_command_blocked_on_a_stopped_guard_is_fenced_when_the_server_falls_sil
     let rig = StoppedGuard::new();
     let vars = over_a_send_buffer();
     let id = rig.hand_over(Some(&vars));
-    // A silent server (3 s runtime timeout): the agent fences its runs, this
-    // one still in its hand-over, which kills the guard to end the send.
+    // A silent server (3 s runtime timeout): the agent fences its runs at 2 s
+    // of silence, this one still in its hand-over, which kills the guard at
+    // once to end the send. (A run past its hand-over would kill it only after
+    // KILL_GRACE, 5 s more.)
     rig.server.pause();
     wait_gone(
         &[("the stopped guard of a fenced run", rig.stopped)],
-        Duration::from_secs(10),
+        Duration::from_secs(5),
     );
     rig.server.resume();
     let body = rig.ended(&id);
