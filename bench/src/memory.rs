@@ -29,12 +29,15 @@ impl Bench {
         std::thread::sleep(Duration::from_millis(500));
         let idle = procs::rss_bytes(served.pid())?;
         self.emit(
-            Figure::new("memory.server_idle", mb(idle), "MB").details(json!({
-                "what": "VmRSS after start, 3 logins + 1 user created (argon2id each), 1 robot upload",
-                "at_start_mb": report::round(mb(at_start)),
-                "after_1_login_mb": report::round(mb(after_one_login)),
-                "after_3_logins_1_user_mb": report::round(mb(after_logins)),
-            })),
+            Figure::new("memory.server_idle", mb(idle), "MB").details(merge(
+                json!({
+                    "what": "VmRSS after start, 3 logins + 1 user created (argon2id each), 1 robot upload",
+                    "at_start_mb": report::round(mb(at_start)),
+                    "after_1_login_mb": report::round(mb(after_one_login)),
+                    "after_3_logins_1_user_mb": report::round(mb(after_logins)),
+                }),
+                rss_parts(served.pid())?,
+            )),
         );
 
         let n = self.sizes.executions;
@@ -74,7 +77,10 @@ impl Bench {
         self.emit(
             Figure::new("memory.server_executions", mb(with_executions), "MB")
                 .target(Target::AtMost(64.0))
-                .details(json!({"executions": inserted.ok})),
+                .details(merge(
+                    json!({"executions": inserted.ok}),
+                    rss_parts(served.pid())?,
+                )),
         );
         if let Err(e) = caught(|| self.console_pages(&served, &queue, inserted.ok)) {
             self.problem(format!("console: {e:#}"));
@@ -91,16 +97,15 @@ impl Bench {
         served.wait_online(&agent_runtime, self.sizes.deadline)?;
         std::thread::sleep(Duration::from_secs(1));
         let agent_rss = procs::rss_bytes(agent.pid())?;
-        let (agent_anon, agent_file) = procs::rss_parts(agent.pid())?;
+        let agent_parts = rss_parts(agent.pid())?;
         caught(|| Ok(agent.stop()))?;
         self.emit(
             Figure::new("memory.agent_idle", mb(agent_rss), "MB")
                 .target(Target::AtMost(16.0))
-                .details(json!({
-                    "what": "VmRSS of a connected, idle `regente runtime --slots 1`",
-                    "anonymous_mb": mb(agent_anon),
-                    "file_mb": mb(agent_file),
-                })),
+                .details(merge(
+                    json!({"what": "VmRSS of a connected, idle `regente runtime --slots 1`"}),
+                    agent_parts,
+                )),
         );
 
         let k = self.sizes.runtimes;
@@ -138,6 +143,7 @@ impl Bench {
         let connect_time = started.elapsed();
         std::thread::sleep(Duration::from_secs(2));
         let with_runtimes = procs::rss_bytes(served.pid())?;
+        let with_runtimes_parts = rss_parts(served.pid())?;
         let failures = agents.failures.lock().unwrap().clone();
         self.rt.block_on(agents.stop());
         if !failures.is_empty() {
@@ -150,12 +156,15 @@ impl Bench {
         self.emit(
             Figure::new("memory.server_executions_runtimes", mb(with_runtimes), "MB")
                 .target(Target::AtMost(64.0))
-                .details(json!({
-                    "executions": inserted.ok,
-                    "connected_runtimes": k,
-                    "connect_all_s": report::round(connect_time.as_secs_f64()),
-                    "kb_per_runtime": report::round((with_runtimes as f64 - before as f64) / 1e3 / k.max(1) as f64),
-                })),
+                .details(merge(
+                    json!({
+                        "executions": inserted.ok,
+                        "connected_runtimes": k,
+                        "connect_all_s": report::round(connect_time.as_secs_f64()),
+                        "kb_per_runtime": report::round((with_runtimes as f64 - before as f64) / 1e3 / k.max(1) as f64),
+                    }),
+                    with_runtimes_parts,
+                )),
         );
 
         served.check_alive()?;
@@ -180,4 +189,14 @@ impl Bench {
         .context("stopping the restarted server")?;
         Ok(())
     }
+}
+
+/// A process's resident memory split as [`procs::rss_parts`] does: what it
+/// allocated, and what it maps of its binary (which depends on the page cache).
+fn rss_parts(pid: u32) -> anyhow::Result<serde_json::Value> {
+    let (anonymous, file) = procs::rss_parts(pid)?;
+    Ok(json!({
+        "anonymous_mb": report::round(mb(anonymous)),
+        "file_mb": report::round(mb(file)),
+    }))
 }

@@ -71,7 +71,8 @@ pub struct Hours {
 
 /// Bucket `k` holds times (ms) under `TIME_BUCKETS[k]` (and at least the
 /// bound before it); bucket `TIME_BUCKETS.len()` holds the longer ones. The
-/// bounds are round-up(100 x 1.25^k): as the migrations' CASE expressions say.
+/// bounds are round-up(100 x 1.25^k): as the migrations' CASE expressions and
+/// SQLite's `execution_time_buckets` say.
 pub const TIME_BUCKETS: [i64; 76] = [
     100, 125, 157, 196, 245, 306, 382, 477, 597, 746, 932, 1165, 1456, 1819, 2274, 2843, 3553,
     4441, 5552, 6939, 8674, 10843, 13553, 16941, 21176, 26470, 33088, 41360, 51699, 64624, 80780,
@@ -204,6 +205,11 @@ mod tests {
 
     #[test]
     fn the_migrations_bucket_as_the_code_does() {
+        let sqlite = include_str!("../migrations/sqlite/0016_execution_time_buckets.sql");
+        for (bucket, bound) in TIME_BUCKETS.iter().enumerate() {
+            assert!(sqlite.contains(&format!("({bound}, {bucket})")), "{bound}");
+        }
+        assert!(sqlite.contains(&format!("LIMIT 1), {})", TIME_BUCKETS.len())));
         for migration in [
             include_str!("../migrations/sqlite/0006_execution_hours.sql"),
             include_str!("../migrations/postgres/0007_execution_hours.sql"),

@@ -11,7 +11,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteSynchronous};
 use sqlx::{Connection as _, Executor as _};
 
-use super::tables::{quoted, Kind, Table, MIGRATIONS_TABLE};
+use super::tables::{quoted, Kind, Table, MIGRATIONS_TABLE, SQLITE_MIGRATION_DATA};
 use crate::redact;
 
 /// Rows read and written per statement.
@@ -404,6 +404,7 @@ impl Conn {
         };
         let mut tables: BTreeSet<String> = self.strings(sql, None).await?.into_iter().collect();
         tables.remove(MIGRATIONS_TABLE);
+        tables.remove(SQLITE_MIGRATION_DATA);
         Ok(tables)
     }
 

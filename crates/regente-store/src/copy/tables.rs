@@ -474,6 +474,9 @@ pub(super) const TABLES: &[Table] = &[
 
 /// The migrations' own bookkeeping: each side's is written by its migrator.
 pub(super) const MIGRATIONS_TABLE: &str = "_sqlx_migrations";
+/// Fixed rows a SQLite migration writes and its triggers read (the dashboard's
+/// time buckets): the target's migrations write them too.
+pub(super) const SQLITE_MIGRATION_DATA: &str = "execution_time_buckets";
 
 impl Table {
     /// A table on both backends, read by `key` on each, copied as it is.

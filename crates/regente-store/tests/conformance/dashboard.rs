@@ -7,10 +7,52 @@ use regente_store::{HourCount, TimeKind};
 use crate::fixtures::*;
 
 conformance! {
-    store: [executions_are_counted_by_the_hour_they_end_in],
+    store: [
+        executions_are_counted_by_the_hour_they_end_in,
+        times_on_either_side_of_each_bound_land_in_the_buckets_the_code_says,
+    ],
 }
 
 const HOUR: Millis = 3_600_000;
+
+/// The store buckets a time where the dashboard reads it: each bound's time
+/// opens the next bucket, the time before it closes its own.
+async fn times_on_either_side_of_each_bound_land_in_the_buckets_the_code_says(
+    store: Arc<dyn Store>,
+) {
+    let w = world(store.clone()).await;
+    let mut times: Vec<Millis> = TIME_BUCKETS
+        .iter()
+        .flat_map(|&bound| [bound - 1, bound])
+        .collect();
+    times.extend([0, 3_000_000_000]);
+    let mut wanted = vec![0u64; TIME_BUCKETS.len() + 1];
+    let mut last_end = 0;
+    for &time in &times {
+        // It waits `time` to start, then runs for `time`.
+        let init = 10_000;
+        let id = w.enqueue(init).await;
+        let (claimed, lease) = w.claim().await;
+        assert_eq!(claimed, id);
+        assert!(store
+            .start(&w.runtime.id, &id, &lease, init + time)
+            .await
+            .unwrap());
+        last_end = init + 2 * time;
+        let end = [ended(1, last_end, ExecutionStatus::Finished, Some(0))];
+        assert_eq!(w.report(&id, &lease, &end).await, stored(1, true));
+        wanted[time_bucket(time)] += 1;
+    }
+
+    let hours = store.hours(&w.org.id, 0, last_end + HOUR).await.unwrap();
+    for kind in [TimeKind::Duration, TimeKind::Wait] {
+        let mut found = vec![0u64; TIME_BUCKETS.len() + 1];
+        for t in hours.times.iter().filter(|t| t.kind == kind) {
+            found[t.bucket] += t.runs;
+        }
+        assert_eq!(found, wanted, "{kind:?}");
+    }
+}
 
 async fn executions_are_counted_by_the_hour_they_end_in(store: Arc<dyn Store>) {
     let w = world(store.clone()).await;
