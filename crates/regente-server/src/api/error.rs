@@ -2,14 +2,12 @@
 //! `{"timestamp","status","error","message","path"}`.
 //!
 //! Handlers return [`ApiError`], which records its status and message in the
-//! response; [`shape_errors`], a middleware around every route, writes the body
-//! with the request's path. Answers that axum makes itself (unknown routes, bodies
+//! response; [`ShapeErrorsLayer`](super::layers::ShapeErrorsLayer), around every
+//! route, writes the body with the request's path. Answers that axum makes itself (unknown routes, bodies
 //! over the limit, wrong methods) get the same shape there.
 
 use axum::body::{to_bytes, Body};
-use axum::extract::Request;
 use axum::http::{header, HeaderValue, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracing::error;
@@ -38,7 +36,7 @@ impl ApiError {
     }
 }
 
-/// Status and message, carried from the handler to [`shape_errors`].
+/// Status and message, carried from the handler to [`shape`].
 #[derive(Clone)]
 struct ErrorMessage(String);
 
@@ -85,18 +83,21 @@ pub struct ErrorBody {
 /// Longest body text of an axum-made answer kept as the message.
 const MAX_FOREIGN_MESSAGE: usize = 1024;
 
-pub async fn shape_errors(request: Request, next: Next) -> Response {
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+/// Whether an answer is an error the API's shape must be given to: an HTML
+/// answer is the console's page for a browser, already shaped.
+pub(super) fn needs_shape(response: &Response) -> bool {
     let status = response.status();
-    // An HTML answer is the console's page for a browser, already shaped.
     let is_html = response
         .headers()
         .get(header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
-    if (!status.is_client_error() && !status.is_server_error()) || is_html {
-        return response;
-    }
+    (status.is_client_error() || status.is_server_error()) && !is_html
+}
+
+/// An error answer in the API's shape, for the request's `path`, with the
+/// message its handler gave or, for an answer axum made itself, one saying why.
+pub(super) async fn shape(response: Response, path: String) -> Response {
+    let status = response.status();
     // A 405 must say which methods the path takes (RFC 9110, 15.5.6).
     let allow = response.headers().get(header::ALLOW).cloned();
     let message = match response.extensions().get::<ErrorMessage>() {

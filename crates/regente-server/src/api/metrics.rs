@@ -4,17 +4,14 @@
 //! are nobody else's business.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::State;
 use axum::http::{header, HeaderMap};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
 
 use super::error::{ApiError, ApiResult, ErrorBody};
-use crate::service::http_metrics::UNMATCHED;
 use crate::service::{metrics, Context, Error};
 
 pub fn router() -> Router<Arc<Context>> {
@@ -63,25 +60,6 @@ fn same_secret(given: &[u8], expected: &[u8]) -> bool {
         .zip(expected)
         .fold(0u8, |acc, (a, b)| acc | (a ^ b));
     given.len() == expected.len() && differences == 0
-}
-
-/// Counts every answer of the server by route template, method and status
-/// code, with how long it took (to its headers; a streamed body may go on).
-pub async fn count_answers(
-    State(ctx): State<Arc<Context>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let began = Instant::now();
-    // The template is shared with the router: cloning it allocates nothing.
-    let route = request.extensions().get::<MatchedPath>().cloned();
-    let method = request.method().clone();
-    let response = next.run(request).await;
-    let route = route.as_ref().map_or(UNMATCHED, MatchedPath::as_str);
-    let status = response.status().as_u16();
-    ctx.http_metrics
-        .count(route, method.as_str(), status, began.elapsed());
-    response
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@
 //! - [`flows`]: flow definitions (admin) and flow runs (Integration API v2).
 //! - [`schedules`]: schedules, their fires, triggers and backfills.
 //! - [`runtime`]: the agents' WebSocket and package downloads, by runtime key.
-//! - [`error`]: the JSON error shape; [`extract`]: who is calling; [`fields`]:
+//! - [`error`]: the JSON error shape, given by [`layers`] (which also count the
+//!   answers for `/metrics`); [`extract`]: who is calling; [`fields`]:
 //!   bodies read field by field, errors naming the field.
 //! - [`document`]: the OpenAPI document, completed with what every route refuses,
 //!   the constraints on inputs and links between operations.
@@ -29,6 +30,7 @@ pub mod extract;
 pub mod fields;
 pub mod flows;
 pub mod integration;
+pub mod layers;
 pub mod metrics;
 pub mod runtime;
 pub mod schedules;
@@ -43,6 +45,7 @@ use serde::de::DeserializeOwned;
 
 use crate::service::Context;
 use error::{ApiError, ApiResult};
+use layers::{CountAnswersLayer, ShapeErrorsLayer};
 
 /// Every route of the server: the API's, under its error shape and body
 /// limits, and the console's HTML pages beside them.
@@ -66,12 +69,9 @@ pub fn router(ctx: Arc<Context>) -> Router {
         // Bodies are read by the handlers, after the caller is known: an
         // unauthenticated request is answered without its body being read.
         .layer(DefaultBodyLimit::max(ctx.config.max_body_bytes))
-        .layer(axum::middleware::from_fn(error::shape_errors));
+        .layer(ShapeErrorsLayer);
     api.merge(crate::console::router(ctx.config.max_package_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            ctx.clone(),
-            metrics::count_answers,
-        ))
+        .layer(CountAnswersLayer::new(ctx.clone()))
         .with_state(ctx)
 }
 

@@ -96,5 +96,5 @@ pub fn router(max_package_bytes: usize) -> Router<Arc<Context>> {
         // The console's own errors are HTML pages, left as they are; what axum
         // answers itself (a wrong method, a body over the limit) gets the API's
         // JSON error shape, as everywhere else.
-        .layer(axum::middleware::from_fn(crate::api::error::shape_errors))
+        .layer(crate::api::layers::ShapeErrorsLayer)
 }
