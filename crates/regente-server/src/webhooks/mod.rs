@@ -149,7 +149,10 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
     let mut sender = match sender::Sender::new(&ctx.config) {
         Ok(sender) => sender,
         Err(e) => {
-            warn!(error = format!("{e:#}"), "webhooks are off: no HTTP client");
+            warn!(
+                error = format!("{e:#}"),
+                "webhooks are off: their allowed hosts are invalid"
+            );
             return;
         }
     };

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
@@ -52,7 +53,8 @@ pub struct DeliveryCounts {
 }
 
 pub struct Sender {
-    client: reqwest::Client,
+    /// Built for the first delivery (see [`Sender::client`]).
+    client: Option<reqwest::Client>,
     policy: Arc<TargetPolicy>,
     delays: Arc<Vec<Duration>>,
     in_flight: HashSet<String>,
@@ -63,23 +65,34 @@ pub struct Sender {
 impl Sender {
     pub fn new(config: &ServerConfig) -> anyhow::Result<Sender> {
         let policy = Arc::new(TargetPolicy::parse(&config.webhook_allow_hosts)?);
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config()?)
-            .timeout(SEND_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("Regente-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: policy.clone(),
-            }))
-            .build()?;
         Ok(Sender {
-            client,
+            client: None,
             policy,
             delays: Arc::new(config.webhook_retry_delays.clone()),
             in_flight: HashSet::new(),
             per_webhook: HashMap::new(),
             tasks: JoinSet::new(),
         })
+    }
+
+    /// The HTTP client, built when the first delivery is due: it loads the
+    /// system's root certificates, milliseconds at a server's start and memory
+    /// that a server without webhooks never needs.
+    fn client(&mut self) -> anyhow::Result<reqwest::Client> {
+        if let Some(client) = &self.client {
+            return Ok(client.clone());
+        }
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls(tls_config()?)
+            .timeout(SEND_TIMEOUT)
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent(concat!("Regente-Webhooks/", env!("CARGO_PKG_VERSION")))
+            .dns_resolver(Arc::new(GuardedResolver {
+                policy: self.policy.clone(),
+            }))
+            .build()
+            .context("cannot build the webhooks' HTTP client")?;
+        Ok(self.client.insert(client).clone())
     }
 
     /// Claims and starts due deliveries, within the bounds of what is in flight.
@@ -92,6 +105,10 @@ impl Sender {
         }
         let now = ctx.clock.now();
         let due = ctx.store.due_webhook_deliveries(now, 100).await?;
+        if due.is_empty() {
+            return Ok(());
+        }
+        let client = self.client()?;
         for delivery in due {
             if self.in_flight.len() >= MAX_IN_FLIGHT {
                 break;
@@ -118,7 +135,7 @@ impl Sender {
                 .or_default() += 1;
             let attempt = Attempt {
                 ctx: ctx.clone(),
-                client: self.client.clone(),
+                client: client.clone(),
                 policy: self.policy.clone(),
                 delays: self.delays.clone(),
             };
