@@ -53,8 +53,9 @@ pub struct DeliveryCounts {
 }
 
 pub struct Sender {
-    /// Built for the first delivery (see [`Sender::client`]).
-    client: Option<reqwest::Client>,
+    /// Built for the first delivery (see [`Sender::client`]); a failure is
+    /// kept, so that it is not tried again at every look.
+    client: Option<Result<reqwest::Client, String>>,
     policy: Arc<TargetPolicy>,
     delays: Arc<Vec<Duration>>,
     in_flight: HashSet<String>,
@@ -75,24 +76,25 @@ impl Sender {
         })
     }
 
-    /// The HTTP client, built when the first delivery is due: it loads the
-    /// system's root certificates, milliseconds at a server's start and memory
-    /// that a server without webhooks never needs.
-    fn client(&mut self) -> anyhow::Result<reqwest::Client> {
-        if let Some(client) = &self.client {
-            return Ok(client.clone());
+    /// The HTTP client, built when the first delivery is due: it loads and
+    /// keeps the system's root certificates, memory that a server without
+    /// webhooks never needs. `None` if it cannot be built: said once, and the
+    /// deliveries wait in the store for a server that can send them.
+    async fn client(&mut self) -> Option<reqwest::Client> {
+        if self.client.is_none() {
+            let policy = self.policy.clone();
+            // The certificates are files read and parsed: not on a Tokio worker.
+            let built = tokio::task::spawn_blocking(move || build_client(policy))
+                .await
+                .map_err(anyhow::Error::from)
+                .and_then(|built| built)
+                .map_err(|e| format!("{e:#}"));
+            if let Err(e) = &built {
+                warn!(error = %e, "webhooks are off: no HTTP client");
+            }
+            self.client = Some(built);
         }
-        let client = reqwest::Client::builder()
-            .use_preconfigured_tls(tls_config()?)
-            .timeout(SEND_TIMEOUT)
-            .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("Regente-Webhooks/", env!("CARGO_PKG_VERSION")))
-            .dns_resolver(Arc::new(GuardedResolver {
-                policy: self.policy.clone(),
-            }))
-            .build()
-            .context("cannot build the webhooks' HTTP client")?;
-        Ok(self.client.insert(client).clone())
+        self.client.as_ref()?.as_ref().ok().cloned()
     }
 
     /// Claims and starts due deliveries, within the bounds of what is in flight.
@@ -108,7 +110,9 @@ impl Sender {
         if due.is_empty() {
             return Ok(());
         }
-        let client = self.client()?;
+        let Some(client) = self.client().await else {
+            return Ok(());
+        };
         for delivery in due {
             if self.in_flight.len() >= MAX_IN_FLIGHT {
                 break;
@@ -168,6 +172,17 @@ impl Sender {
             }
         }
     }
+}
+
+fn build_client(policy: Arc<TargetPolicy>) -> anyhow::Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .use_preconfigured_tls(tls_config()?)
+        .timeout(SEND_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .user_agent(concat!("Regente-Webhooks/", env!("CARGO_PKG_VERSION")))
+        .dns_resolver(Arc::new(GuardedResolver { policy }))
+        .build()
+        .context("cannot build the webhooks' HTTP client")
 }
 
 /// The system's root certificates, on the ring provider as everywhere here.

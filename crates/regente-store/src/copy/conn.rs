@@ -404,7 +404,9 @@ impl Conn {
         };
         let mut tables: BTreeSet<String> = self.strings(sql, None).await?.into_iter().collect();
         tables.remove(MIGRATIONS_TABLE);
-        tables.remove(SQLITE_MIGRATION_DATA);
+        if self.backend() == Backend::Sqlite {
+            tables.remove(SQLITE_MIGRATION_DATA);
+        }
         Ok(tables)
     }
 

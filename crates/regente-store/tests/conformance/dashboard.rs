@@ -21,31 +21,43 @@ async fn times_on_either_side_of_each_bound_land_in_the_buckets_the_code_says(
     store: Arc<dyn Store>,
 ) {
     let w = world(store.clone()).await;
-    let mut times: Vec<Millis> = TIME_BUCKETS
+    let edges: Vec<Millis> = TIME_BUCKETS
         .iter()
         .flat_map(|&bound| [bound - 1, bound])
         .collect();
-    times.extend([0, 3_000_000_000]);
-    let mut wanted = vec![0u64; TIME_BUCKETS.len() + 1];
-    let mut last_end = 0;
-    for &time in &times {
-        // It waits `time` to start, then runs for `time`.
+    // Each run waits one edge and runs for the next; one more waits no time
+    // and runs past the last bound, so that the two kinds' counts differ.
+    let mut runs: Vec<(Millis, Millis)> = edges
+        .iter()
+        .zip(edges.iter().cycle().skip(1))
+        .map(|(&wait, &duration)| (wait, duration))
+        .collect();
+    runs.push((0, 3_000_000_000));
+    let mut wanted_waits = vec![0u64; TIME_BUCKETS.len() + 1];
+    let mut wanted_durations = wanted_waits.clone();
+    let mut latest_end = 0;
+    for (wait, duration) in runs {
         let init = 10_000;
         let id = w.enqueue(init).await;
         let (claimed, lease) = w.claim().await;
         assert_eq!(claimed, id);
         assert!(store
-            .start(&w.runtime.id, &id, &lease, init + time)
+            .start(&w.runtime.id, &id, &lease, init + wait)
             .await
             .unwrap());
-        last_end = init + 2 * time;
-        let end = [ended(1, last_end, ExecutionStatus::Finished, Some(0))];
+        let end_time = init + wait + duration;
+        latest_end = latest_end.max(end_time);
+        let end = [ended(1, end_time, ExecutionStatus::Finished, Some(0))];
         assert_eq!(w.report(&id, &lease, &end).await, stored(1, true));
-        wanted[time_bucket(time)] += 1;
+        wanted_waits[time_bucket(wait)] += 1;
+        wanted_durations[time_bucket(duration)] += 1;
     }
 
-    let hours = store.hours(&w.org.id, 0, last_end + HOUR).await.unwrap();
-    for kind in [TimeKind::Duration, TimeKind::Wait] {
+    let hours = store.hours(&w.org.id, 0, latest_end + HOUR).await.unwrap();
+    for (kind, wanted) in [
+        (TimeKind::Wait, wanted_waits),
+        (TimeKind::Duration, wanted_durations),
+    ] {
         let mut found = vec![0u64; TIME_BUCKETS.len() + 1];
         for t in hours.times.iter().filter(|t| t.kind == kind) {
             found[t.bucket] += t.runs;
