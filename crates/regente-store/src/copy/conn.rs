@@ -19,7 +19,6 @@ pub(super) const PAGE_ROWS: usize = 500;
 /// Bytes of package per page of `robot_versions` (at least one row per page).
 pub(super) const PAGE_BYTES: i64 = 32 * 1024 * 1024;
 
-pub(super) static SQLITE_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 pub(super) static POSTGRES_MIGRATIONS: Migrator = sqlx::migrate!("./migrations/postgres");
 
 /// One value, as read from the source and written to the target.
@@ -276,7 +275,7 @@ impl Backend {
 
     pub(super) fn migrator(self) -> &'static Migrator {
         match self {
-            Backend::Sqlite => &SQLITE_MIGRATIONS,
+            Backend::Sqlite => &crate::sqlite::MIGRATIONS,
             Backend::Postgres => &POSTGRES_MIGRATIONS,
         }
     }

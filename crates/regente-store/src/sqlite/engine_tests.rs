@@ -187,3 +187,59 @@ async fn a_write_undone_in_a_batch_leaves_no_event() {
         ["00000000000000cc", "00000000000000dd", "00000000000000bb"]
     );
 }
+
+/// Opens a migrated store at a new path, closes it, and answers the path and a
+/// connection to change its migrations' records with.
+async fn migrated_store(dir: &tempfile::TempDir) -> (String, PathBuf, Connection) {
+    let path = dir.path().join("m.db");
+    let url = format!("sqlite://{}", path.display());
+    let store = SqliteStore::open(&url).await.unwrap();
+    store.close().await;
+    drop(store);
+    let conn = Connection::open(&path).unwrap();
+    (url, path, conn)
+}
+
+/// A store whose every migration is applied opens without sqlx's migrator; a
+/// new or half-written database goes through it.
+#[tokio::test]
+async fn the_migrator_is_skipped_only_when_every_migration_is_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    let fresh = dir.path().join("fresh.db");
+    create_private(&fresh);
+    assert!(!migrated(&fresh, &MIGRATIONS), "an empty file");
+    assert!(!migrated(&dir.path().join("absent.db"), &MIGRATIONS));
+
+    let (url, path, conn) = migrated_store(&dir).await;
+    assert!(migrated(&path, &MIGRATIONS));
+    let last = MIGRATIONS.iter().map(|m| m.version).max().unwrap();
+    conn.execute("DELETE FROM _sqlx_migrations WHERE version = ?1", [last])
+        .unwrap();
+    assert!(!migrated(&path, &MIGRATIONS), "one migration not recorded");
+    // The migrator then applies it again: here it fails on the objects it
+    // creates being there already, which the fast path must not hide.
+    assert!(SqliteStore::open(&url).await.is_err());
+}
+
+/// What sqlx's migrator refuses is still refused: a changed migration, one
+/// that failed half-way, one from a newer version of Regente.
+#[tokio::test]
+async fn a_store_the_migrator_refuses_is_still_refused() {
+    let changes = [
+        "UPDATE _sqlx_migrations SET checksum = x'00' WHERE version = 1",
+        "UPDATE _sqlx_migrations SET success = 0 WHERE version = 1",
+        "INSERT INTO _sqlx_migrations (version, description, success, checksum, execution_time) \
+         VALUES (99999999999999, 'from a newer version', 1, x'00', 0)",
+    ];
+    for change in changes {
+        let dir = tempfile::tempdir().unwrap();
+        let (url, path, conn) = migrated_store(&dir).await;
+        conn.execute(change, []).unwrap();
+        assert!(!migrated(&path, &MIGRATIONS), "{change}");
+        let refused = SqliteStore::open(&url).await.err();
+        assert!(
+            refused.is_some_and(|e| format!("{e:#}").contains("migrations")),
+            "{change}"
+        );
+    }
+}

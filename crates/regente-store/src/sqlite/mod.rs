@@ -14,7 +14,8 @@
 //!   that can be long (lists, packages, a long log) runs on a blocking thread.
 //!
 //! The schema is migrated by sqlx's migrator at open, as it always has been, so
-//! data directories of every version upgrade in place.
+//! data directories of every version upgrade in place; an up-to-date database
+//! skips it (`engine::migrated`).
 //!
 //! - [`engine`]: the writer thread, group commit, the readers, checkpoints: all
 //!   of the store but its queries.
@@ -40,6 +41,7 @@ mod users;
 mod webhooks;
 
 pub use engine::SqliteStore;
+pub(crate) use engine::MIGRATIONS;
 
 use std::cell::Cell;
 
