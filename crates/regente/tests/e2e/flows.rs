@@ -320,7 +320,9 @@ fn deleting_a_run_cancels_it_and_stops_its_running_robot() {
     });
     let flow = rig.save(&server, &flow);
     let run = run_flow(&server, &rig.admin, &flow, 0);
-    let execution = wait_for(RUN, "the first step to run", || {
+    // RUNNING is committed when the run is handed out, before the robot is
+    // spawned: the robot's own line in the ledger says it runs.
+    let execution = wait_for(RUN, "the first step's robot to run", || {
         let body = flow_run(&server, &rig.admin, &run);
         let id = body["steps"][0]["execution_id"]
             .as_str()
@@ -331,7 +333,8 @@ fn deleting_a_run_cancels_it_and_stops_its_running_robot() {
                 .result(&rig.admin, &rig.runtime, &id)
                 .expect(200)
                 .json()["status"]
-                == "RUNNING";
+                == "RUNNING"
+            && rig.ledger() == ["wait"];
         if running {
             Ok(id)
         } else {
