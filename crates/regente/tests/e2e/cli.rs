@@ -233,6 +233,20 @@ fn the_exit_status_says_how_a_waited_run_ended() {
                 .and_then(|e| e["id"].as_str().map(str::to_owned))
         },
     );
+    // RUNNING is committed at the hand-out, before the spawn: the robot's own
+    // line says it runs (a cancel before it would leave it unstarted).
+    let runtime = office_pc(&world, &token);
+    wait_until(
+        Duration::from_secs(30),
+        "the slow robot's first line",
+        || {
+            let result = result_of(&world.server, &token, &runtime, &id);
+            let logs = result["logs"].as_array().cloned().unwrap_or_default();
+            logs.iter()
+                .any(|line| line["message"] == "started")
+                .then_some(())
+        },
+    );
     assert_success(&world.cli(&["executions", "cancel", &id]));
     let ended = wait_until(
         Duration::from_secs(30),
