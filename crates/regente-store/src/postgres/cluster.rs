@@ -10,6 +10,7 @@ use sqlx::Connection as _;
 use tokio::sync::broadcast;
 use tracing::warn;
 
+use super::group::{GroupFailed, Grouping};
 use super::{other, PostgresStore};
 use crate::{ClusterStore, Notice, Result};
 
@@ -128,13 +129,7 @@ impl ClusterStore for PostgresStore {
     }
 
     async fn publish(&self, notice: &Notice) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTICE_CHANNEL)
-            .bind(encode_notice(notice))
-            .execute(&self.pool)
-            .await
-            .map_err(other)?;
-        Ok(())
+        self.notices_out.run(encode_notice(notice)).await
     }
 
     async fn shared_secret(&self, candidate: &[u8]) -> Result<Option<Vec<u8>>> {
@@ -175,6 +170,36 @@ impl ClusterStore for PostgresStore {
             *leader = Some(session.detach());
         }
         Ok(locked)
+    }
+}
+
+/// Notices to the other servers, encoded, sent in groups: one statement and one
+/// commit for all the notices waiting. PostgreSQL delivers a transaction's
+/// notifications in their order, identical ones once.
+pub(super) struct OutgoingNotices(pub(super) PgPool);
+
+#[async_trait]
+impl Grouping for OutgoingNotices {
+    type Item = String;
+    type Answer = ();
+
+    async fn together(&self, notices: &[String]) -> std::result::Result<Vec<()>, GroupFailed> {
+        sqlx::query("SELECT pg_notify($1, notice) FROM UNNEST($2::TEXT[]) AS notice")
+            .bind(NOTICE_CHANNEL)
+            .bind(notices)
+            .execute(&self.0)
+            .await?;
+        Ok(vec![(); notices.len()])
+    }
+
+    async fn alone(&self, notice: &String) -> Result<()> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(NOTICE_CHANNEL)
+            .bind(notice)
+            .execute(&self.0)
+            .await
+            .map(drop)
+            .map_err(other)
     }
 }
 

@@ -27,6 +27,11 @@ const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 /// Writes events in the caller's transaction, with the change they report;
 /// `txid` is the transaction's own id (the column's default).
 pub(super) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> {
+    write_events(conn, events).await.map_err(other)
+}
+
+/// [`insert_events`], with the database's own error.
+pub(super) async fn write_events(conn: &mut PgConnection, events: &[NewEvent]) -> sqlx::Result<()> {
     if events.is_empty() {
         return Ok(());
     }
@@ -54,8 +59,7 @@ pub(super) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) 
     .bind(&data)
     .execute(conn)
     .await
-    .map_err(other)?;
-    Ok(())
+    .map(drop)
 }
 
 /// Saves a consumer's cursor in the caller's transaction, so that a store

@@ -21,6 +21,8 @@
 //!   `executions`, `leases`, `cluster` (notices, the shared secret, the leader),
 //!   `events` (the stream, and the helpers every change writes its events with),
 //!   `schedules`.
+//! - `group`: writes that many requests make at once (run requests without an
+//!   idempotency key, notices), grouped into one transaction each.
 
 mod api_keys;
 mod audit;
@@ -30,6 +32,7 @@ mod dashboard;
 mod events;
 mod executions;
 mod flows;
+mod group;
 mod leases;
 mod robots;
 mod runtimes;
@@ -48,6 +51,7 @@ use tokio::sync::broadcast;
 
 use crate::rows::RecordRow;
 use crate::{redact, Error, Notice, Result};
+use group::Grouped;
 
 /// Connections per server. Several servers share one database: keep the sum
 /// under the server's `max_connections`.
@@ -60,6 +64,12 @@ pub struct PostgresStore {
     listener: tokio::task::JoinHandle<()>,
     /// The session holding the leader lock, while this server holds it.
     leader: tokio::sync::Mutex<Option<sqlx::PgConnection>>,
+    /// Run requests' look-ups of their robot and runtime, in groups.
+    run_targets: Grouped<robots::RunTargets>,
+    /// Run requests without an idempotency key, written in groups.
+    new_runs: Grouped<executions::NewRuns>,
+    /// This server's notices to the others, sent in groups.
+    notices_out: Grouped<cluster::OutgoingNotices>,
 }
 
 impl Drop for PostgresStore {
@@ -89,6 +99,9 @@ impl PostgresStore {
         let (notices, _) = broadcast::channel(4096);
         let listener = tokio::spawn(cluster::relay_notices(pool.clone(), notices.clone()));
         Ok(PostgresStore {
+            run_targets: Grouped::start(robots::RunTargets(pool.clone())),
+            new_runs: Grouped::start(executions::NewRuns(pool.clone())),
+            notices_out: Grouped::start(cluster::OutgoingNotices(pool.clone())),
             pool,
             notices,
             listener,

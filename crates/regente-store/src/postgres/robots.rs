@@ -1,8 +1,10 @@
 //! Robots and their packages on PostgreSQL.
 
 use async_trait::async_trait;
+use sqlx::postgres::{PgPool, PgRow};
 
 use super::audit::insert_audit;
+use super::group::{GroupFailed, Grouping};
 use super::{conflict_as, fetch_optional, other, PostgresStore};
 use crate::audit::of_version;
 use crate::rows::{
@@ -114,29 +116,9 @@ impl RobotStore for PostgresStore {
         runtime_id: &str,
         robot_id: &str,
     ) -> Result<RunTarget> {
-        // One round trip: the version joined (or not) to a row that always exists.
-        fetch_optional(
-            &self.pool,
-            "SELECT EXISTS (SELECT 1 FROM runtimes \
-                     WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL) AS runtime_exists, \
-                    v.version, v.sha256, v.manifest, v.size, v.created_at \
-             FROM (SELECT 1) AS always \
-             LEFT JOIN (SELECT version, sha256, manifest, size, created_at FROM robot_versions \
-                        WHERE organization_id = $1 AND robot_id = $3 \
-                        ORDER BY version DESC LIMIT 1) AS v ON TRUE",
-            &[organization_id, runtime_id, robot_id],
-            |row| {
-                Ok(RunTarget {
-                    runtime_exists: row.flag("runtime_exists")?,
-                    robot_version: match row.int_opt("version")? {
-                        Some(_) => Some(robot_version_from(row)?),
-                        None => None,
-                    },
-                })
-            },
-        )
-        .await?
-        .ok_or_else(|| Error::Other(anyhow::anyhow!("the run target's query returned no row")))
+        self.run_targets
+            .run([organization_id, runtime_id, robot_id].map(str::to_owned))
+            .await
     }
 
     async fn list_robots(&self, organization_id: &str) -> Result<Vec<Robot>> {
@@ -183,4 +165,76 @@ impl RobotStore for PostgresStore {
         .map_err(other)?
         .ok_or(Error::NotFound)
     }
+}
+
+/// The look-ups of run requests (organisation, runtime, robot), done in groups:
+/// one statement answers a row for each, in their order.
+pub(super) struct RunTargets(pub(super) PgPool);
+
+#[async_trait]
+impl Grouping for RunTargets {
+    type Item = [String; 3];
+    type Answer = RunTarget;
+
+    async fn together(
+        &self,
+        lookups: &[[String; 3]],
+    ) -> std::result::Result<Vec<RunTarget>, GroupFailed> {
+        let column = |at: usize| {
+            lookups
+                .iter()
+                .map(|lookup| lookup[at].as_str())
+                .collect::<Vec<_>>()
+        };
+        let rows = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM runtimes r WHERE r.organization_id = t.organization_id \
+                     AND r.id = t.runtime_id AND r.deleted_at IS NULL) AS runtime_exists, \
+                    v.version, v.sha256, v.manifest, v.size, v.created_at \
+             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[]) \
+                 WITH ORDINALITY AS t(organization_id, runtime_id, robot_id, n) \
+             LEFT JOIN LATERAL (SELECT version, sha256, manifest, size, created_at \
+                        FROM robot_versions \
+                        WHERE organization_id = t.organization_id AND robot_id = t.robot_id \
+                        ORDER BY version DESC LIMIT 1) AS v ON TRUE \
+             ORDER BY t.n",
+        )
+        .bind(column(0))
+        .bind(column(1))
+        .bind(column(2))
+        .fetch_all(&self.0)
+        .await?;
+        rows.iter()
+            .map(run_target_from)
+            .collect::<Result<_>>()
+            .map_err(GroupFailed::Unknown)
+    }
+
+    async fn alone(&self, lookup: &[String; 3]) -> Result<RunTarget> {
+        let [organization_id, runtime_id, robot_id] = lookup;
+        // One round trip: the version joined (or not) to a row that always exists.
+        fetch_optional(
+            &self.0,
+            "SELECT EXISTS (SELECT 1 FROM runtimes \
+                     WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL) AS runtime_exists, \
+                    v.version, v.sha256, v.manifest, v.size, v.created_at \
+             FROM (SELECT 1) AS always \
+             LEFT JOIN (SELECT version, sha256, manifest, size, created_at FROM robot_versions \
+                        WHERE organization_id = $1 AND robot_id = $3 \
+                        ORDER BY version DESC LIMIT 1) AS v ON TRUE",
+            &[organization_id, runtime_id, robot_id],
+            run_target_from,
+        )
+        .await?
+        .ok_or_else(|| Error::Other(anyhow::anyhow!("the run target's query returned no row")))
+    }
+}
+
+fn run_target_from(row: &PgRow) -> Result<RunTarget> {
+    Ok(RunTarget {
+        runtime_exists: row.flag("runtime_exists")?,
+        robot_version: match row.int_opt("version")? {
+            Some(_) => Some(robot_version_from(row)?),
+            None => None,
+        },
+    })
 }

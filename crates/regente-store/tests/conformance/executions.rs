@@ -1,6 +1,8 @@
 //! The queue: enqueue, idempotency keys, reads, lists, cancels.
 
 use crate::fixtures::*;
+use crate::support::events_after_at_least;
+use regente_store::{EventCursor, EventKind};
 
 conformance! {
     store: [
@@ -9,6 +11,7 @@ conformance! {
         concurrent_requests_with_one_idempotency_key,
         cancel_outcomes,
         every_acknowledged_write_is_read_at_once,
+        run_requests_at_once_are_answered_each_on_its_own,
     ],
 }
 
@@ -543,4 +546,82 @@ async fn every_acknowledged_write_is_read_at_once(store: Arc<dyn Store>) {
         let seen = w.store.get_execution(&w.org.id, &id).await.unwrap();
         assert_eq!(seen.status, ExecutionStatus::Canceled, "round {round}");
     }
+}
+
+/// Many run requests at once (PostgreSQL writes them in groups), then more with
+/// a few refused among them: each answer is the request's own, every accepted run
+/// is stored whole with exactly one `execution.queued` event, and a refused one
+/// changes nothing.
+async fn run_requests_at_once_are_answered_each_on_its_own(store: Arc<dyn Store>) {
+    let w = world(store).await;
+    let taken = w.execution(&w.runtime.id, 500, 1);
+    w.store.enqueue(&taken, None).await.unwrap();
+    let mut created = vec![taken.id.clone()];
+    // The first wave all valid, so that its groups are written as groups; the
+    // second with the id of a stored run thrice (conflicts).
+    for (wave, size) in [(0, 200), (1, 50)] {
+        let mut requests = Vec::new();
+        for i in 0..size {
+            let new = if wave == 1 && i % 20 == 7 {
+                NewExecution {
+                    init: 600,
+                    variables: json!({"N": i}),
+                    ..taken.clone()
+                }
+            } else {
+                // Some with the optional columns set, the others without.
+                let from_elsewhere = i % 3 == 0;
+                NewExecution {
+                    variables: json!({"N": i, "TEXT": format!("run {wave}.{i}")}),
+                    schedule_id: from_elsewhere.then(|| format!("schedule-{i}")),
+                    scheduled_for: from_elsewhere.then_some(5_000 + i),
+                    flow_run_id: from_elsewhere.then(|| format!("flow-run-{i}")),
+                    flow_step_id: from_elsewhere.then(|| format!("step-{i}")),
+                    ..w.execution(&w.runtime.id, 1_000 + i, 1)
+                }
+            };
+            let store = w.store.clone();
+            requests.push(tokio::spawn(async move {
+                let answer = store.enqueue(&new, None).await;
+                (new, answer)
+            }));
+        }
+        for request in requests {
+            let (new, answer) = request.await.unwrap();
+            if new.id == taken.id {
+                assert!(is_conflict(answer));
+                continue;
+            }
+            assert_eq!(answer.unwrap(), Enqueued::Created);
+            let stored = w.get(&new.id).await;
+            assert_eq!(stored.variables, new.variables);
+            assert_eq!(
+                (stored.init, stored.status),
+                (new.init, ExecutionStatus::Pendent)
+            );
+            assert_eq!(stored.submitted_by.as_ref(), Some(&new.submitted_by));
+            assert_eq!(
+                (stored.schedule_id, stored.scheduled_for),
+                (new.schedule_id, new.scheduled_for)
+            );
+            assert_eq!(
+                (stored.flow_run_id, stored.flow_step_id),
+                (new.flow_run_id, new.flow_step_id)
+            );
+            created.push(new.id);
+        }
+    }
+    assert_eq!(created.len(), 1 + 200 + 47);
+    let first = w.get(&taken.id).await;
+    assert_eq!((first.init, first.variables), (500, json!({"N": 1})));
+
+    let events = events_after_at_least(&*w.store, EventCursor::START, created.len()).await;
+    let mut queued: Vec<String> = events
+        .into_iter()
+        .filter(|event| event.kind == EventKind::ExecutionQueued)
+        .map(|event| event.subject_id)
+        .collect();
+    queued.sort();
+    created.sort();
+    assert_eq!(queued, created);
 }

@@ -173,20 +173,42 @@ async fn run_target_reads_the_runtime_and_the_newest_version(store: Arc<dyn Stor
     );
     let no_robot = target(org.id.clone(), runtime_id.clone(), new_id()).await;
     assert_eq!(
-        (no_robot.runtime_exists, no_robot.robot_version),
-        (true, None)
+        (no_robot.runtime_exists, &no_robot.robot_version),
+        (true, &None)
     );
     let no_runtime = target(org.id.clone(), new_id(), robot_id.clone()).await;
     assert_eq!(
-        (no_runtime.runtime_exists, no_runtime.robot_version),
-        (false, Some(newest))
+        (no_runtime.runtime_exists, &no_runtime.robot_version),
+        (false, &Some(newest))
     );
     // Another organisation sees neither.
     let elsewhere = target(other.id.clone(), runtime_id.clone(), robot_id.clone()).await;
     assert_eq!(
-        (elsewhere.runtime_exists, elsewhere.robot_version),
-        (false, None)
+        (elsewhere.runtime_exists, &elsewhere.robot_version),
+        (false, &None)
     );
+    // Many look-ups at once (PostgreSQL answers them in groups): each gets its own.
+    let cases = [
+        (
+            (org.id.clone(), runtime_id.clone(), robot_id.clone()),
+            found,
+        ),
+        ((org.id.clone(), runtime_id.clone(), new_id()), no_robot),
+        ((org.id.clone(), new_id(), robot_id.clone()), no_runtime),
+        (
+            (other.id.clone(), runtime_id.clone(), robot_id.clone()),
+            elsewhere,
+        ),
+    ];
+    let lookups: Vec<_> = (0..120)
+        .map(|i| {
+            let ((org_id, runtime_id, robot_id), expected) = cases[i % cases.len()].clone();
+            (tokio::spawn(target(org_id, runtime_id, robot_id)), expected)
+        })
+        .collect();
+    for (lookup, expected) in lookups {
+        assert_eq!(lookup.await.unwrap(), expected);
+    }
     // A deleted runtime is gone for runs.
     store
         .delete_runtime(&org.id, &runtime_id, 300, None)

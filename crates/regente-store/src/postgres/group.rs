@@ -1,0 +1,268 @@
+//! Requests that many callers make at once, grouped into one statement or one
+//! transaction.
+//!
+//! Each PostgreSQL statement costs a round trip (on loopback, most of it in the
+//! kernel's TCP path and the wake-up of the database's backend), and each
+//! transaction a synced commit. Under load, run requests (their look-up of the
+//! robot and runtime, their insert, the notices that follow them) would each pay
+//! all of that; a [`Grouped`] task takes every request waiting when it becomes
+//! free and does them together, as SQLite's writer thread does. A write is
+//! answered only once its group committed, so an answer still means "on disk".
+//! When the database refuses a group (a constraint, say), nothing of it was
+//! committed: each of its requests is then done alone, so that one bad request
+//! fails alone. Any other failure (the connection lost, perhaps during COMMIT)
+//! leaves the outcome unknown and is answered to the whole group, as it would be
+//! to a request done alone.
+
+use async_trait::async_trait;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::{Error, Result};
+
+/// The most requests in one group.
+const MOST_IN_A_GROUP: usize = 256;
+
+/// How one kind of request is done, alone or in a group.
+#[async_trait]
+pub(super) trait Grouping: Send + Sync + 'static {
+    type Item: Send + Sync + 'static;
+    type Answer: Send + 'static;
+    /// All of `items`, in their order, in one statement or transaction; an
+    /// answer for each, in the same order.
+    async fn together(
+        &self,
+        items: &[Self::Item],
+    ) -> std::result::Result<Vec<Self::Answer>, GroupFailed>;
+    /// One item on its own, with the errors a request alone would get.
+    async fn alone(&self, item: &Self::Item) -> Result<Self::Answer>;
+}
+
+/// Why a group was not done.
+#[derive(Debug)]
+pub(super) enum GroupFailed {
+    /// The database refused it: nothing of it was committed.
+    Refused,
+    /// The outcome is unknown: the connection failed, perhaps during COMMIT;
+    /// or its answer could not be read.
+    Unknown(Error),
+}
+
+impl From<sqlx::Error> for GroupFailed {
+    fn from(error: sqlx::Error) -> GroupFailed {
+        match error {
+            sqlx::Error::Database(_) => GroupFailed::Refused,
+            error => GroupFailed::Unknown(Error::Other(error.into())),
+        }
+    }
+}
+
+struct Waiting<G: Grouping> {
+    item: G::Item,
+    answer: oneshot::Sender<Result<G::Answer>>,
+}
+
+/// The sending end of a grouping task; the task ends when this is dropped.
+pub(super) struct Grouped<G: Grouping> {
+    waiting: mpsc::UnboundedSender<Waiting<G>>,
+}
+
+impl<G: Grouping> Grouped<G> {
+    /// Starts the task on the current Tokio runtime. It does one group at a
+    /// time: under load the groups grow instead, which costs the database less
+    /// than more groups at once (measured: bench/README.md).
+    pub(super) fn start(grouping: G) -> Grouped<G> {
+        let (waiting, queue) = mpsc::unbounded_channel();
+        tokio::spawn(do_groups(grouping, queue));
+        Grouped { waiting }
+    }
+
+    /// Does `item` with whatever else is waiting; answers once its group is
+    /// done (committed, for a write).
+    pub(super) async fn run(&self, item: G::Item) -> Result<G::Answer> {
+        let (answer, answered) = oneshot::channel();
+        self.waiting
+            .send(Waiting { item, answer })
+            .map_err(|_| stopped())?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> Error {
+    Error::Other(anyhow::anyhow!("the store is shutting down"))
+}
+
+async fn do_groups<G: Grouping>(grouping: G, mut queue: mpsc::UnboundedReceiver<Waiting<G>>) {
+    let mut group = Vec::with_capacity(MOST_IN_A_GROUP);
+    // While a group is done, the requests wait in the queue: the next group
+    // takes them all.
+    while queue.recv_many(&mut group, MOST_IN_A_GROUP).await > 0 {
+        let (items, answers): (Vec<_>, Vec<_>) = group
+            .drain(..)
+            .map(|waiting| (waiting.item, waiting.answer))
+            .unzip();
+        for (answer, done) in answers.into_iter().zip(do_group(&grouping, &items).await) {
+            // A request whose caller went away is done all the same.
+            let _ = answer.send(done);
+        }
+    }
+}
+
+/// Each item's answer.
+async fn do_group<G: Grouping>(grouping: &G, items: &[G::Item]) -> Vec<Result<G::Answer>> {
+    if let [item] = items {
+        return vec![grouping.alone(item).await];
+    }
+    match grouping.together(items).await {
+        Ok(answers) if answers.len() == items.len() => answers.into_iter().map(Ok).collect(),
+        Ok(answers) => items
+            .iter()
+            .map(|_| {
+                Err(Error::Other(anyhow::anyhow!(
+                    "{} answers for a group of {}",
+                    answers.len(),
+                    items.len()
+                )))
+            })
+            .collect(),
+        // Refused as a whole, so nothing of it is stored: each alone.
+        Err(GroupFailed::Refused) => {
+            let mut answers = Vec::with_capacity(items.len());
+            for item in items {
+                answers.push(grouping.alone(item).await);
+            }
+            answers
+        }
+        Err(GroupFailed::Unknown(error)) => items
+            .iter()
+            .map(|_| {
+                Err(Error::Other(anyhow::anyhow!(
+                    "the database failed in a group of requests: {error}"
+                )))
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::future::Future;
+    use std::pin::pin;
+    use std::sync::{Arc, Mutex};
+    use std::task::{Context, Poll, Waker};
+
+    use super::*;
+
+    /// Records each write; the first one waits until the test opens its gate,
+    /// so that what the test sends meanwhile waits in the queue.
+    struct Recorder {
+        writes: Arc<Mutex<Vec<String>>>,
+        first: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+        /// A group holding this item is refused; alone, it is a conflict.
+        refused: u32,
+        /// A group holding this item fails with an unknown outcome.
+        unknown: u32,
+    }
+
+    impl Recorder {
+        async fn wait_for_the_gate(&self) {
+            let first = self.first.lock().unwrap().take();
+            if let Some((started, gate)) = first {
+                started.send(()).unwrap();
+                gate.await.unwrap();
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Grouping for Recorder {
+        type Item = u32;
+        type Answer = ();
+
+        async fn together(&self, items: &[u32]) -> std::result::Result<Vec<()>, GroupFailed> {
+            self.wait_for_the_gate().await;
+            self.writes.lock().unwrap().push(format!("all {items:?}"));
+            if items.contains(&self.refused) {
+                return Err(GroupFailed::Refused);
+            }
+            if items.contains(&self.unknown) {
+                return Err(sqlx::Error::PoolTimedOut.into());
+            }
+            Ok(vec![(); items.len()])
+        }
+
+        async fn alone(&self, item: &u32) -> Result<()> {
+            self.wait_for_the_gate().await;
+            self.writes.lock().unwrap().push(format!("one {item}"));
+            if *item == self.refused {
+                return Err(Error::Conflict("the item"));
+            }
+            Ok(())
+        }
+    }
+
+    /// Writes `first` alone and, while it is being written, queues `then`;
+    /// answers each of `then`'s outcomes and every write made.
+    async fn while_one_is_written(first: u32, then: &[u32]) -> (Vec<Result<()>>, Vec<String>) {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let (started, has_started) = oneshot::channel();
+        let (open, gate) = oneshot::channel();
+        let grouped = Arc::new(Grouped::start(Recorder {
+            writes: writes.clone(),
+            first: Mutex::new(Some((started, gate))),
+            refused: 13,
+            unknown: 99,
+        }));
+        let alone = tokio::spawn({
+            let grouped = grouped.clone();
+            async move { grouped.run(first).await }
+        });
+        has_started.await.unwrap();
+        // One poll of each write puts its item in the queue, in this order.
+        let mut queued: Vec<_> = then
+            .iter()
+            .map(|&item| Box::pin(grouped.run(item)))
+            .collect();
+        for write in &mut queued {
+            let polled = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            assert!(matches!(polled, Poll::Pending));
+        }
+        open.send(()).unwrap();
+        alone.await.unwrap().unwrap();
+        let mut answers = Vec::new();
+        for write in queued {
+            answers.push(pin!(write).await);
+        }
+        let writes = writes.lock().unwrap().clone();
+        (answers, writes)
+    }
+
+    #[tokio::test]
+    async fn what_waits_while_a_group_is_written_is_written_next_together_in_order() {
+        let (answers, writes) = while_one_is_written(0, &[1, 2, 3, 4, 5]).await;
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(writes, ["one 0", "all [1, 2, 3, 4, 5]"]);
+    }
+
+    #[tokio::test]
+    async fn a_refused_group_is_written_again_one_by_one_so_one_request_fails_alone() {
+        let (answers, writes) = while_one_is_written(0, &[1, 13, 2]).await;
+        assert!(answers[0].is_ok() && answers[2].is_ok(), "{answers:?}");
+        assert!(matches!(answers[1], Err(Error::Conflict(_))), "{answers:?}");
+        assert_eq!(
+            writes,
+            ["one 0", "all [1, 13, 2]", "one 1", "one 13", "one 2"]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_group_whose_outcome_is_unknown_is_not_written_again() {
+        let (answers, writes) = while_one_is_written(0, &[1, 99, 2]).await;
+        for answer in &answers {
+            let Err(Error::Other(error)) = answer else {
+                panic!("{answers:?}")
+            };
+            assert!(error.to_string().contains("pool timed out"), "{error}");
+        }
+        assert_eq!(writes, ["one 0", "all [1, 99, 2]"]);
+    }
+}
