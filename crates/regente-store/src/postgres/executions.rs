@@ -265,7 +265,7 @@ impl Grouping for NewRuns {
         let mut tx = self.0.begin().await?;
         insert_executions(&mut tx, runs).await?;
         write_events(&mut tx, &runs.iter().map(queued_event).collect::<Vec<_>>()).await?;
-        tx.commit().await?;
+        tx.commit().await.map_err(GroupFailed::of_commit)?;
         Ok(vec![(); runs.len()])
     }
 

@@ -8,11 +8,15 @@
 //! all of that; a [`Grouped`] task takes every request waiting when it becomes
 //! free and does them together, as SQLite's writer thread does. A write is
 //! answered only once its group committed, so an answer still means "on disk".
-//! When the database refuses a group (a constraint, say), nothing of it was
-//! committed: each of its requests is then done alone, so that one bad request
-//! fails alone. Any other failure (the connection lost, perhaps during COMMIT)
-//! leaves the outcome unknown and is answered to the whole group, as it would be
-//! to a request done alone.
+//! When the database refuses a group for what a statement holds (a constraint,
+//! say: see [`GroupFailed`]), nothing of it was committed: each of its requests
+//! is then done alone, so that one bad request fails alone. Any other failure
+//! (the connection lost, perhaps during COMMIT) leaves the outcome unknown and
+//! is answered to the whole group, as it would be to a request done alone. A
+//! request whose caller went away before its group began is not done, as a
+//! transaction of its own would have been rolled back.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use tokio::sync::{mpsc, oneshot};
@@ -40,7 +44,7 @@ pub(super) trait Grouping: Send + Sync + 'static {
 /// Why a group was not done.
 #[derive(Debug)]
 pub(super) enum GroupFailed {
-    /// The database refused it: nothing of it was committed.
+    /// The database refused a statement of it: nothing of it was committed.
     Refused,
     /// The outcome is unknown: the connection failed, perhaps during COMMIT;
     /// or its answer could not be read.
@@ -48,11 +52,32 @@ pub(super) enum GroupFailed {
 }
 
 impl From<sqlx::Error> for GroupFailed {
+    /// Refused only for what a statement's own content causes (SQLSTATE classes
+    /// 22 data, 23 constraints, 40 rollbacks, 42 syntax and access), after which
+    /// the transaction is rolled back; every other failure (the connection, the
+    /// server shutting down, resources) may have hit a COMMIT that went through.
     fn from(error: sqlx::Error) -> GroupFailed {
-        match error {
-            sqlx::Error::Database(_) => GroupFailed::Refused,
-            error => GroupFailed::Unknown(Error::Other(error.into())),
+        if let sqlx::Error::Database(database) = &error {
+            let class = database
+                .code()
+                .map(|code| code.chars().take(2).collect::<String>());
+            if let Some("22" | "23" | "40" | "42") = class.as_deref() {
+                tracing::warn!(
+                    code = %database.code().unwrap_or_default(),
+                    error = %database.message(),
+                    "a group of requests was refused; each is done alone"
+                );
+                return GroupFailed::Refused;
+            }
         }
+        GroupFailed::Unknown(Error::Other(error.into()))
+    }
+}
+
+impl GroupFailed {
+    /// A COMMIT's failure: whatever the database said, it may have committed.
+    pub(super) fn of_commit(error: sqlx::Error) -> GroupFailed {
+        GroupFailed::Unknown(Error::Other(error.into()))
     }
 }
 
@@ -92,16 +117,38 @@ fn stopped() -> Error {
 }
 
 async fn do_groups<G: Grouping>(grouping: G, mut queue: mpsc::UnboundedReceiver<Waiting<G>>) {
+    let grouping = Arc::new(grouping);
     let mut group = Vec::with_capacity(MOST_IN_A_GROUP);
     // While a group is done, the requests wait in the queue: the next group
     // takes them all.
     while queue.recv_many(&mut group, MOST_IN_A_GROUP).await > 0 {
+        // A request whose caller went away before its group began is not done,
+        // as a transaction of its own would have been rolled back.
         let (items, answers): (Vec<_>, Vec<_>) = group
             .drain(..)
+            .filter(|waiting| !waiting.answer.is_closed())
             .map(|waiting| (waiting.item, waiting.answer))
             .unzip();
-        for (answer, done) in answers.into_iter().zip(do_group(&grouping, &items).await) {
-            // A request whose caller went away is done all the same.
+        if items.is_empty() {
+            continue;
+        }
+        let count = items.len();
+        // On a task of its own, so that a panic fails this group, not the store.
+        let done = tokio::spawn({
+            let grouping = grouping.clone();
+            async move { do_group(&*grouping, &items).await }
+        })
+        .await
+        .unwrap_or_else(|panic| {
+            (0..count)
+                .map(|_| {
+                    Err(Error::Other(anyhow::anyhow!(
+                        "a group of requests failed: {panic}"
+                    )))
+                })
+                .collect()
+        });
+        for (answer, done) in answers.into_iter().zip(done) {
             let _ = answer.send(done);
         }
     }
@@ -179,6 +226,7 @@ mod tests {
         type Answer = ();
 
         async fn together(&self, items: &[u32]) -> std::result::Result<Vec<()>, GroupFailed> {
+            assert!(!items.contains(&66), "a panic in a group");
             self.wait_for_the_gate().await;
             self.writes.lock().unwrap().push(format!("all {items:?}"));
             if items.contains(&self.refused) {
@@ -264,5 +312,105 @@ mod tests {
             assert!(error.to_string().contains("pool timed out"), "{error}");
         }
         assert_eq!(writes, ["one 0", "all [1, 99, 2]"]);
+    }
+
+    #[tokio::test]
+    async fn a_request_whose_caller_went_away_before_its_group_began_is_not_done() {
+        let writes = Arc::new(Mutex::new(Vec::new()));
+        let (started, has_started) = oneshot::channel();
+        let (open, gate) = oneshot::channel();
+        let grouped = Arc::new(Grouped::start(Recorder {
+            writes: writes.clone(),
+            first: Mutex::new(Some((started, gate))),
+            refused: 13,
+            unknown: 99,
+        }));
+        let alone = tokio::spawn({
+            let grouped = grouped.clone();
+            async move { grouped.run(0).await }
+        });
+        has_started.await.unwrap();
+        let mut queued: Vec<_> = [1, 2, 3]
+            .iter()
+            .map(|&item| Box::pin(grouped.run(item)))
+            .collect();
+        for write in &mut queued {
+            let polled = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
+            assert!(matches!(polled, Poll::Pending));
+        }
+        drop(queued.remove(1));
+        open.send(()).unwrap();
+        alone.await.unwrap().unwrap();
+        for write in queued {
+            write.await.unwrap();
+        }
+        assert_eq!(*writes.lock().unwrap(), ["one 0", "all [1, 3]"]);
+    }
+
+    #[tokio::test]
+    async fn a_panic_fails_its_own_group_and_the_next_group_is_done() {
+        let (answers, writes) = while_one_is_written(0, &[1, 66]).await;
+        for answer in &answers {
+            let Err(Error::Other(error)) = answer else {
+                panic!("{answers:?}")
+            };
+            assert!(error.to_string().contains("a panic in a group"), "{error}");
+        }
+        assert_eq!(writes, ["one 0"]);
+    }
+
+    /// What a PostgreSQL error says: its SQLSTATE.
+    #[derive(Debug)]
+    struct Sqlstate(&'static str);
+
+    impl std::fmt::Display for Sqlstate {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "SQLSTATE {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Sqlstate {}
+
+    impl sqlx::error::DatabaseError for Sqlstate {
+        fn message(&self) -> &str {
+            "said by the database"
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    #[test]
+    fn only_what_a_statement_itself_causes_is_a_refusal() {
+        let failed = |code| GroupFailed::from(sqlx::Error::Database(Box::new(Sqlstate(code))));
+        // A unique or foreign key violation, bad data, a deadlock, a syntax error.
+        for refused in ["23505", "23503", "22P02", "40P01", "42601"] {
+            assert!(matches!(failed(refused), GroupFailed::Refused), "{refused}");
+        }
+        // The connection, an administrator's shutdown, resources, a cancel.
+        for unknown in ["08006", "57P01", "53300", "57014", "XX000"] {
+            assert!(
+                matches!(failed(unknown), GroupFailed::Unknown(_)),
+                "{unknown}"
+            );
+        }
+        assert!(matches!(
+            GroupFailed::from(sqlx::Error::PoolTimedOut),
+            GroupFailed::Unknown(_)
+        ));
+        let commit = GroupFailed::of_commit(sqlx::Error::Database(Box::new(Sqlstate("23505"))));
+        assert!(matches!(commit, GroupFailed::Unknown(_)));
     }
 }

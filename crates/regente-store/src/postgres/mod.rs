@@ -21,8 +21,9 @@
 //!   `executions`, `leases`, `cluster` (notices, the shared secret, the leader),
 //!   `events` (the stream, and the helpers every change writes its events with),
 //!   `schedules`.
-//! - `group`: writes that many requests make at once (run requests without an
-//!   idempotency key, notices), grouped into one transaction each.
+//! - `group`: what many requests do at once (run requests' look-ups, their
+//!   inserts without an idempotency key, notices), done in groups: one
+//!   statement or transaction for everything waiting.
 
 mod api_keys;
 mod audit;
