@@ -193,7 +193,6 @@ async fn do_group<G: Grouping>(grouping: &G, items: &[G::Item]) -> Vec<Result<G:
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::pin::pin;
     use std::sync::{Arc, Mutex};
     use std::task::{Context, Poll, Waker};
 
@@ -251,6 +250,16 @@ mod tests {
     /// Writes `first` alone and, while it is being written, queues `then`;
     /// answers each of `then`'s outcomes and every write made.
     async fn while_one_is_written(first: u32, then: &[u32]) -> (Vec<Result<()>>, Vec<String>) {
+        while_one_is_written_and_some_leave(first, then, &[]).await
+    }
+
+    /// The same, the callers of `leaving` (some of `then`) going away before
+    /// `first` is written; answers the others' outcomes.
+    async fn while_one_is_written_and_some_leave(
+        first: u32,
+        then: &[u32],
+        leaving: &[u32],
+    ) -> (Vec<Result<()>>, Vec<String>) {
         let writes = Arc::new(Mutex::new(Vec::new()));
         let (started, has_started) = oneshot::channel();
         let (open, gate) = oneshot::channel();
@@ -268,17 +277,18 @@ mod tests {
         // One poll of each write puts its item in the queue, in this order.
         let mut queued: Vec<_> = then
             .iter()
-            .map(|&item| Box::pin(grouped.run(item)))
+            .map(|&item| (item, Box::pin(grouped.run(item))))
             .collect();
-        for write in &mut queued {
+        for (_, write) in &mut queued {
             let polled = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
             assert!(matches!(polled, Poll::Pending));
         }
+        queued.retain(|(item, _)| !leaving.contains(item));
         open.send(()).unwrap();
         alone.await.unwrap().unwrap();
         let mut answers = Vec::new();
-        for write in queued {
-            answers.push(pin!(write).await);
+        for (_, write) in queued {
+            answers.push(write.await);
         }
         let writes = writes.lock().unwrap().clone();
         (answers, writes)
@@ -316,35 +326,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_whose_caller_went_away_before_its_group_began_is_not_done() {
-        let writes = Arc::new(Mutex::new(Vec::new()));
-        let (started, has_started) = oneshot::channel();
-        let (open, gate) = oneshot::channel();
-        let grouped = Arc::new(Grouped::start(Recorder {
-            writes: writes.clone(),
-            first: Mutex::new(Some((started, gate))),
-            refused: 13,
-            unknown: 99,
-        }));
-        let alone = tokio::spawn({
-            let grouped = grouped.clone();
-            async move { grouped.run(0).await }
-        });
-        has_started.await.unwrap();
-        let mut queued: Vec<_> = [1, 2, 3]
-            .iter()
-            .map(|&item| Box::pin(grouped.run(item)))
-            .collect();
-        for write in &mut queued {
-            let polled = write.as_mut().poll(&mut Context::from_waker(Waker::noop()));
-            assert!(matches!(polled, Poll::Pending));
-        }
-        drop(queued.remove(1));
-        open.send(()).unwrap();
-        alone.await.unwrap().unwrap();
-        for write in queued {
-            write.await.unwrap();
-        }
-        assert_eq!(*writes.lock().unwrap(), ["one 0", "all [1, 3]"]);
+        let (answers, writes) = while_one_is_written_and_some_leave(0, &[1, 2, 3], &[2]).await;
+        assert!(answers.iter().all(Result::is_ok), "{answers:?}");
+        assert_eq!(writes, ["one 0", "all [1, 3]"]);
     }
 
     #[tokio::test]
