@@ -288,3 +288,78 @@ async fn a_store_the_migrator_refuses_is_still_refused() {
         );
     }
 }
+
+/// A write of `sql` in the writer's batch.
+fn job_writing(sql: &'static str) -> Box<dyn WriteJob> {
+    let (reply, _answer) = oneshot::channel::<Result<()>>();
+    Box::new(PendingWrite {
+        work: Some(move |conn: &Connection| {
+            conn.execute_batch(sql).map_err(|e| Error::Other(e.into()))
+        }),
+        outcome: None,
+        reply,
+        durability: Durability::Synced,
+    })
+}
+
+fn names(conn: &Connection) -> Vec<String> {
+    conn.prepare("SELECT name FROM t ORDER BY name")
+        .unwrap()
+        .query_map([], |row| row.get(0))
+        .unwrap()
+        .collect::<rusqlite::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn a_connection_left_in_a_transaction_is_rolled_back_before_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = Connection::open(dir.path().join("t.db")).unwrap();
+    conn.execute_batch("PRAGMA journal_mode = WAL; CREATE TABLE t (name TEXT)")
+        .unwrap();
+    conn.execute_batch("BEGIN; INSERT INTO t VALUES ('stray')")
+        .unwrap();
+    assert!(!conn.is_autocommit());
+
+    commit_batch(&conn, &mut [job_writing("INSERT INTO t VALUES ('kept')")]).unwrap();
+    assert!(conn.is_autocommit());
+    assert_eq!(names(&conn), ["kept"]);
+}
+
+/// A COMMIT that fails (here a deferred foreign key) leaves SQLite's
+/// transaction open: the batch rolls it back, so that nothing of it stays and
+/// the next batch can begin.
+#[test]
+fn a_failed_commit_is_rolled_back_and_the_next_batch_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let conn = Connection::open(dir.path().join("t.db")).unwrap();
+    conn.execute_batch(
+        "PRAGMA journal_mode = WAL; PRAGMA foreign_keys = ON; \
+         CREATE TABLE parent (id TEXT PRIMARY KEY); \
+         CREATE TABLE t (name TEXT, parent TEXT REFERENCES parent(id) DEFERRABLE INITIALLY DEFERRED)",
+    )
+    .unwrap();
+
+    let failed = commit_batch(
+        &conn,
+        &mut [
+            job_writing("INSERT INTO t VALUES ('first', NULL)"),
+            job_writing("INSERT INTO t VALUES ('orphan', 'no such parent')"),
+        ],
+    );
+    assert!(
+        failed
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("FOREIGN KEY")),
+        "{failed:?}"
+    );
+    assert!(conn.is_autocommit());
+    assert!(names(&conn).is_empty());
+
+    commit_batch(
+        &conn,
+        &mut [job_writing("INSERT INTO t VALUES ('kept', NULL)")],
+    )
+    .unwrap();
+    assert_eq!(names(&conn), ["kept"]);
+}
