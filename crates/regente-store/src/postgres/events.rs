@@ -14,7 +14,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{fetch_optional, other, PostgresStore};
+use super::{fetch_optional, other, PgQuery, PostgresStore};
 use crate::events::{NewEvent, PRUNE_BATCH};
 use crate::rows::{event_row_from, events_read, stored_event_from, EVENT_COLUMNS};
 use crate::{
@@ -35,31 +35,55 @@ pub(super) async fn write_events(conn: &mut PgConnection, events: &[NewEvent]) -
     if events.is_empty() {
         return Ok(());
     }
-    let (mut organizations, mut kinds, mut subjects, mut times, mut data) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for event in events {
-        organizations.push(event.organization_id.as_str());
-        kinds.push(event.kind.as_str());
-        subjects.push(event.subject_id.as_str());
-        times.push(event.time);
-        data.push(event.data.to_string());
-    }
-    // WITH ORDINALITY: one statement, seqs drawn in the events' order.
-    sqlx::query(
+    bind_events(sqlx::query(&events_from_arrays(1)), events)
+        .execute(conn)
+        .await
+        .map(drop)
+}
+
+/// The `INSERT` of events given as five arrays from `$first` on (organisation,
+/// kind, subject, time, data; bound by [`bind_events`]). WITH ORDINALITY: seqs
+/// drawn in the events' order.
+pub(super) fn events_from_arrays(first: usize) -> String {
+    let [organizations, kinds, subjects, times, data] = [0, 1, 2, 3, 4].map(|at| first + at);
+    format!(
         "INSERT INTO events (organization_id, kind, subject_id, time, data) \
          SELECT e.organization_id, e.kind, e.subject_id, e.time, e.data \
-         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::BIGINT[], $5::TEXT[]) \
+         FROM UNNEST(${organizations}::TEXT[], ${kinds}::TEXT[], ${subjects}::TEXT[], \
+             ${times}::BIGINT[], ${data}::TEXT[]) \
              WITH ORDINALITY AS e(organization_id, kind, subject_id, time, data, n) \
-         ORDER BY e.n",
+         ORDER BY e.n"
     )
-    .bind(&organizations)
-    .bind(&kinds)
-    .bind(&subjects)
-    .bind(&times)
-    .bind(&data)
-    .execute(conn)
-    .await
-    .map(drop)
+}
+
+/// Binds `events` as the arrays of [`events_from_arrays`], next in `query`.
+pub(super) fn bind_events<'q>(query: PgQuery<'q>, events: &'q [NewEvent]) -> PgQuery<'q> {
+    query
+        .bind(
+            events
+                .iter()
+                .map(|event| event.organization_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|event| event.kind.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            events
+                .iter()
+                .map(|event| event.subject_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(events.iter().map(|event| event.time).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|event| event.data.to_string())
+                .collect::<Vec<_>>(),
+        )
 }
 
 /// Saves a consumer's cursor in the caller's transaction, so that a store

@@ -1,11 +1,13 @@
 //! The queue on PostgreSQL: enqueue (with idempotency keys), reads, lists, cancels.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use regente_core::ExecutionStatus;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::audit::insert_audit;
-use super::events::{insert_events, write_events};
+use super::events::{bind_events, events_from_arrays, insert_events};
 use super::group::{GroupFailed, Grouping};
 use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::rows::{
@@ -253,7 +255,8 @@ pub(super) async fn take_key(
 }
 
 /// Run requests without an idempotency key, written in groups: each group's
-/// executions and their `execution.queued` events in one transaction.
+/// executions and their `execution.queued` events in one statement (one
+/// transaction, one round trip); a request alone the same way.
 pub(super) struct NewRuns(pub(super) PgPool);
 
 #[async_trait]
@@ -262,65 +265,65 @@ impl Grouping for NewRuns {
     type Answer = ();
 
     async fn together(&self, runs: &[NewExecution]) -> std::result::Result<Vec<()>, GroupFailed> {
-        let mut tx = self.0.begin().await?;
-        insert_executions(&mut tx, runs).await?;
-        write_events(&mut tx, &runs.iter().map(queued_event).collect::<Vec<_>>()).await?;
-        tx.commit().await.map_err(GroupFailed::of_commit)?;
+        insert_runs(&self.0, runs).await?;
         Ok(vec![(); runs.len()])
     }
 
     async fn alone(&self, new: &NewExecution) -> Result<()> {
-        let mut tx = self.0.begin().await.map_err(other)?;
-        insert_execution(&mut tx, new).await?;
-        tx.commit().await.map_err(other)
+        insert_runs(&self.0, std::slice::from_ref(new))
+            .await
+            .map_err(conflict_as("an execution with this id"))
     }
 }
 
-/// Inserts `runs` in their order (their `seq` follows it), in one statement.
-async fn insert_executions(
-    conn: &mut sqlx::PgConnection,
-    runs: &[NewExecution],
-) -> sqlx::Result<()> {
+/// Inserts `runs` in their order (their `seq` follows it) and their
+/// `execution.queued` events, in one statement: its own transaction.
+async fn insert_runs(pool: &PgPool, runs: &[NewExecution]) -> sqlx::Result<()> {
+    static INSERT_RUNS: LazyLock<String> = LazyLock::new(|| {
+        format!(
+            "WITH queued AS ( \
+                 INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
+                 variables, status, progress, init, submitted_by, max_attempts, flow_run_id, \
+                 flow_step_id, schedule_id, scheduled_for) \
+                 SELECT r.id, r.organization_id, r.runtime_id, r.robot_id, r.robot_version, \
+                 r.variables, $14, 0, r.init, r.submitted_by, r.max_attempts, r.flow_run_id, \
+                 r.flow_step_id, r.schedule_id, r.scheduled_for \
+                 FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], \
+                     $6::TEXT[], $7::BIGINT[], $8::TEXT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], \
+                     $12::TEXT[], $13::BIGINT[]) \
+                     WITH ORDINALITY AS r(id, organization_id, runtime_id, robot_id, robot_version, \
+                     variables, init, submitted_by, max_attempts, flow_run_id, flow_step_id, \
+                     schedule_id, scheduled_for, n) \
+                 ORDER BY r.n \
+             ) {}",
+            events_from_arrays(15)
+        )
+    });
     let texts = |field: fn(&NewExecution) -> &str| runs.iter().map(field).collect::<Vec<_>>();
     let optional_texts =
         |field: fn(&NewExecution) -> Option<&str>| runs.iter().map(field).collect::<Vec<_>>();
     let numbers = |field: fn(&NewExecution) -> i64| runs.iter().map(field).collect::<Vec<_>>();
-    sqlx::query(
-        "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
-         variables, status, progress, init, submitted_by, max_attempts, flow_run_id, flow_step_id, \
-         schedule_id, scheduled_for) \
-         SELECT r.id, r.organization_id, r.runtime_id, r.robot_id, r.robot_version, r.variables, \
-         $14, 0, r.init, r.submitted_by, r.max_attempts, r.flow_run_id, r.flow_step_id, \
-         r.schedule_id, r.scheduled_for \
-         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[], $4::TEXT[], $5::BIGINT[], $6::TEXT[], \
-             $7::BIGINT[], $8::TEXT[], $9::BIGINT[], $10::TEXT[], $11::TEXT[], $12::TEXT[], \
-             $13::BIGINT[]) \
-             WITH ORDINALITY AS r(id, organization_id, runtime_id, robot_id, robot_version, \
-             variables, init, submitted_by, max_attempts, flow_run_id, flow_step_id, schedule_id, \
-             scheduled_for, n) \
-         ORDER BY r.n",
-    )
-    .bind(texts(|run| &run.id))
-    .bind(texts(|run| &run.organization_id))
-    .bind(texts(|run| &run.runtime_id))
-    .bind(texts(|run| &run.robot_id))
-    .bind(numbers(|run| i64::from(run.robot_version)))
-    .bind(
-        runs.iter()
-            .map(|run| run.variables.to_string())
-            .collect::<Vec<_>>(),
-    )
-    .bind(numbers(|run| run.init))
-    .bind(texts(|run| &run.submitted_by))
-    .bind(numbers(|run| i64::from(run.max_attempts)))
-    .bind(optional_texts(|run| run.flow_run_id.as_deref()))
-    .bind(optional_texts(|run| run.flow_step_id.as_deref()))
-    .bind(optional_texts(|run| run.schedule_id.as_deref()))
-    .bind(runs.iter().map(|run| run.scheduled_for).collect::<Vec<_>>())
-    .bind(ExecutionStatus::Pendent.as_str())
-    .execute(conn)
-    .await
-    .map(drop)
+    let events: Vec<_> = runs.iter().map(queued_event).collect();
+    let query = sqlx::query(&INSERT_RUNS)
+        .bind(texts(|run| &run.id))
+        .bind(texts(|run| &run.organization_id))
+        .bind(texts(|run| &run.runtime_id))
+        .bind(texts(|run| &run.robot_id))
+        .bind(numbers(|run| i64::from(run.robot_version)))
+        .bind(
+            runs.iter()
+                .map(|run| run.variables.to_string())
+                .collect::<Vec<_>>(),
+        )
+        .bind(numbers(|run| run.init))
+        .bind(texts(|run| &run.submitted_by))
+        .bind(numbers(|run| i64::from(run.max_attempts)))
+        .bind(optional_texts(|run| run.flow_run_id.as_deref()))
+        .bind(optional_texts(|run| run.flow_step_id.as_deref()))
+        .bind(optional_texts(|run| run.schedule_id.as_deref()))
+        .bind(runs.iter().map(|run| run.scheduled_for).collect::<Vec<_>>())
+        .bind(ExecutionStatus::Pendent.as_str());
+    bind_events(query, &events).execute(pool).await.map(drop)
 }
 
 /// Inserts a new execution with its `execution.queued` event.

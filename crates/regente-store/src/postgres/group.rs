@@ -74,13 +74,6 @@ impl From<sqlx::Error> for GroupFailed {
     }
 }
 
-impl GroupFailed {
-    /// A COMMIT's failure: whatever the database said, it may have committed.
-    pub(super) fn of_commit(error: sqlx::Error) -> GroupFailed {
-        GroupFailed::Unknown(Error::Other(error.into()))
-    }
-}
-
 struct Waiting<G: Grouping> {
     item: G::Item,
     answer: oneshot::Sender<Result<G::Answer>>,
@@ -394,7 +387,5 @@ mod tests {
             GroupFailed::from(sqlx::Error::PoolTimedOut),
             GroupFailed::Unknown(_)
         ));
-        let commit = GroupFailed::of_commit(sqlx::Error::Database(Box::new(Sqlstate("23505"))));
-        assert!(matches!(commit, GroupFailed::Unknown(_)));
     }
 }
