@@ -10,6 +10,8 @@
 //! so far. An open transaction holds the horizon back (consumers wait for it);
 //! it never makes them skip an event.
 
+use std::sync::LazyLock;
+
 use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
@@ -27,18 +29,15 @@ const HORIZON: &str = "pg_snapshot_xmin(pg_current_snapshot())::text::bigint";
 /// Writes events in the caller's transaction, with the change they report;
 /// `txid` is the transaction's own id (the column's default).
 pub(super) async fn insert_events(conn: &mut PgConnection, events: &[NewEvent]) -> Result<()> {
-    write_events(conn, events).await.map_err(other)
-}
-
-/// [`insert_events`], with the database's own error.
-pub(super) async fn write_events(conn: &mut PgConnection, events: &[NewEvent]) -> sqlx::Result<()> {
+    static INSERT_EVENTS: LazyLock<String> = LazyLock::new(|| events_from_arrays(1));
     if events.is_empty() {
         return Ok(());
     }
-    bind_events(sqlx::query(&events_from_arrays(1)), events)
+    bind_events(sqlx::query(&INSERT_EVENTS), events)
         .execute(conn)
         .await
         .map(drop)
+        .map_err(other)
 }
 
 /// The `INSERT` of events given as five arrays from `$first` on (organisation,
@@ -86,9 +85,6 @@ pub(super) fn bind_events<'q>(query: PgQuery<'q>, events: &'q [NewEvent]) -> PgQ
         )
 }
 
-/// Saves a consumer's cursor in the caller's transaction, so that a store
-/// operation can commit a consumer's own change and its progress together. A
-/// cursor never moves back.
 /// The statement that moves a consumer's cursor forward (never back), taking
 /// its row from `source`.
 fn upsert_cursor(source: &str) -> String {
@@ -100,6 +96,9 @@ fn upsert_cursor(source: &str) -> String {
     )
 }
 
+/// Saves a consumer's cursor in the caller's transaction, so that a store
+/// operation can commit a consumer's own change and its progress together. A
+/// cursor never moves back.
 pub(super) async fn save_cursor_in(
     conn: &mut PgConnection,
     consumer: &str,

@@ -1,5 +1,4 @@
-//! Requests that many callers make at once, grouped into one statement or one
-//! transaction.
+//! Requests that many callers make at once, grouped into one statement.
 //!
 //! Each PostgreSQL statement costs a round trip (on loopback, most of it in the
 //! kernel's TCP path and the wake-up of the database's backend), and each
@@ -11,7 +10,7 @@
 //! When the database refuses a group for what a statement holds (a constraint,
 //! say: see [`GroupFailed`]), nothing of it was committed: each of its requests
 //! is then done alone, so that one bad request fails alone. Any other failure
-//! (the connection lost, perhaps during COMMIT) leaves the outcome unknown and
+//! (the connection lost, perhaps while committing) leaves the outcome unknown and
 //! is answered to the whole group, as it would be to a request done alone. A
 //! request whose caller went away before its group began is not done, as a
 //! transaction of its own would have been rolled back.
@@ -31,8 +30,8 @@ const MOST_IN_A_GROUP: usize = 256;
 pub(super) trait Grouping: Send + Sync + 'static {
     type Item: Send + Sync + 'static;
     type Answer: Send + 'static;
-    /// All of `items`, in their order, in one statement or transaction; an
-    /// answer for each, in the same order.
+    /// All of `items`, in their order, in one statement; an answer for each,
+    /// in the same order.
     async fn together(
         &self,
         items: &[Self::Item],
@@ -46,24 +45,25 @@ pub(super) trait Grouping: Send + Sync + 'static {
 pub(super) enum GroupFailed {
     /// The database refused a statement of it: nothing of it was committed.
     Refused,
-    /// The outcome is unknown: the connection failed, perhaps during COMMIT;
+    /// The outcome is unknown: the connection failed, perhaps while committing;
     /// or its answer could not be read.
     Unknown(Error),
 }
 
 impl From<sqlx::Error> for GroupFailed {
     /// Refused only for what a statement's own content causes (SQLSTATE classes
-    /// 22 data, 23 constraints, 40 rollbacks, 42 syntax and access), after which
-    /// the transaction is rolled back; every other failure (the connection, the
-    /// server shutting down, resources) may have hit a COMMIT that went through.
+    /// 22 data, 23 constraints, 42 syntax and access; a serialization failure or
+    /// a deadlock), after which the transaction is rolled back; every other
+    /// failure (the connection, the server shutting down, resources, 40003
+    /// "statement completion unknown") may have hit a commit that went through.
     fn from(error: sqlx::Error) -> GroupFailed {
         if let sqlx::Error::Database(database) = &error {
-            let class = database
-                .code()
-                .map(|code| code.chars().take(2).collect::<String>());
-            if let Some("22" | "23" | "40" | "42") = class.as_deref() {
+            let code = database.code().unwrap_or_default();
+            let refused = matches!(code.get(..2), Some("22" | "23" | "42"))
+                || matches!(&*code, "40001" | "40P01");
+            if refused {
                 tracing::warn!(
-                    code = %database.code().unwrap_or_default(),
+                    %code,
                     error = %database.message(),
                     "a group of requests was refused; each is done alone"
                 );
@@ -373,11 +373,11 @@ mod tests {
     fn only_what_a_statement_itself_causes_is_a_refusal() {
         let failed = |code| GroupFailed::from(sqlx::Error::Database(Box::new(Sqlstate(code))));
         // A unique or foreign key violation, bad data, a deadlock, a syntax error.
-        for refused in ["23505", "23503", "22P02", "40P01", "42601"] {
+        for refused in ["23505", "23503", "22P02", "40001", "40P01", "42601"] {
             assert!(matches!(failed(refused), GroupFailed::Refused), "{refused}");
         }
         // The connection, an administrator's shutdown, resources, a cancel.
-        for unknown in ["08006", "57P01", "53300", "57014", "XX000"] {
+        for unknown in ["08006", "57P01", "53300", "57014", "XX000", "40003"] {
             assert!(
                 matches!(failed(unknown), GroupFailed::Unknown(_)),
                 "{unknown}"
