@@ -174,9 +174,20 @@ impl ClusterStore for PostgresStore {
 }
 
 /// Notices to the other servers, encoded, sent in groups: one statement and one
-/// commit for all the notices waiting. PostgreSQL delivers a transaction's
-/// notifications in their order, identical ones once.
+/// commit for all the notices waiting (a notice alone the same way). PostgreSQL
+/// delivers a transaction's notifications in their order, identical ones once.
 pub(super) struct OutgoingNotices(pub(super) PgPool);
+
+impl OutgoingNotices {
+    async fn notify(&self, notices: &[String]) -> sqlx::Result<()> {
+        sqlx::query("SELECT pg_notify($1, notice) FROM UNNEST($2::TEXT[]) AS notice")
+            .bind(NOTICE_CHANNEL)
+            .bind(notices)
+            .execute(&self.0)
+            .await
+            .map(drop)
+    }
+}
 
 #[async_trait]
 impl Grouping for OutgoingNotices {
@@ -184,21 +195,13 @@ impl Grouping for OutgoingNotices {
     type Answer = ();
 
     async fn together(&self, notices: &[String]) -> std::result::Result<Vec<()>, GroupFailed> {
-        sqlx::query("SELECT pg_notify($1, notice) FROM UNNEST($2::TEXT[]) AS notice")
-            .bind(NOTICE_CHANNEL)
-            .bind(notices)
-            .execute(&self.0)
-            .await?;
+        self.notify(notices).await?;
         Ok(vec![(); notices.len()])
     }
 
     async fn alone(&self, notice: &String) -> Result<()> {
-        sqlx::query("SELECT pg_notify($1, $2)")
-            .bind(NOTICE_CHANNEL)
-            .bind(notice)
-            .execute(&self.0)
+        self.notify(std::slice::from_ref(notice))
             .await
-            .map(drop)
             .map_err(other)
     }
 }

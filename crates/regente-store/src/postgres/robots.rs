@@ -168,7 +168,8 @@ impl RobotStore for PostgresStore {
 }
 
 /// The look-ups of run requests (organisation, runtime, robot), done in groups:
-/// one statement answers a row for each, in their order.
+/// one statement answers a row for each, in their order; a look-up alone the
+/// same way.
 pub(super) struct RunTargets(pub(super) PgPool);
 
 #[async_trait]
@@ -180,29 +181,7 @@ impl Grouping for RunTargets {
         &self,
         lookups: &[[String; 3]],
     ) -> std::result::Result<Vec<RunTarget>, GroupFailed> {
-        let column = |at: usize| {
-            lookups
-                .iter()
-                .map(|lookup| lookup[at].as_str())
-                .collect::<Vec<_>>()
-        };
-        let rows = sqlx::query(
-            "SELECT EXISTS (SELECT 1 FROM runtimes r WHERE r.organization_id = t.organization_id \
-                     AND r.id = t.runtime_id AND r.deleted_at IS NULL) AS runtime_exists, \
-                    v.version, v.sha256, v.manifest, v.size, v.created_at \
-             FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[]) \
-                 WITH ORDINALITY AS t(organization_id, runtime_id, robot_id, n) \
-             LEFT JOIN LATERAL (SELECT version, sha256, manifest, size, created_at \
-                        FROM robot_versions \
-                        WHERE organization_id = t.organization_id AND robot_id = t.robot_id \
-                        ORDER BY version DESC LIMIT 1) AS v ON TRUE \
-             ORDER BY t.n",
-        )
-        .bind(column(0))
-        .bind(column(1))
-        .bind(column(2))
-        .fetch_all(&self.0)
-        .await?;
+        let rows = look_up(&self.0, lookups).await?;
         rows.iter()
             .map(run_target_from)
             .collect::<Result<_>>()
@@ -210,23 +189,42 @@ impl Grouping for RunTargets {
     }
 
     async fn alone(&self, lookup: &[String; 3]) -> Result<RunTarget> {
-        let [organization_id, runtime_id, robot_id] = lookup;
-        // One round trip: the version joined (or not) to a row that always exists.
-        fetch_optional(
-            &self.0,
-            "SELECT EXISTS (SELECT 1 FROM runtimes \
-                     WHERE organization_id = $1 AND id = $2 AND deleted_at IS NULL) AS runtime_exists, \
-                    v.version, v.sha256, v.manifest, v.size, v.created_at \
-             FROM (SELECT 1) AS always \
-             LEFT JOIN (SELECT version, sha256, manifest, size, created_at FROM robot_versions \
-                        WHERE organization_id = $1 AND robot_id = $3 \
-                        ORDER BY version DESC LIMIT 1) AS v ON TRUE",
-            &[organization_id, runtime_id, robot_id],
-            run_target_from,
-        )
-        .await?
-        .ok_or_else(|| Error::Other(anyhow::anyhow!("the run target's query returned no row")))
+        let rows = look_up(&self.0, std::slice::from_ref(lookup))
+            .await
+            .map_err(other)?;
+        let row = rows.first().ok_or_else(|| {
+            Error::Other(anyhow::anyhow!("the run target's query returned no row"))
+        })?;
+        run_target_from(row)
     }
+}
+
+/// A row for each of `lookups`, in their order: whether the runtime is the
+/// organisation's and not deleted, and the robot's newest version (or nulls).
+async fn look_up(pool: &PgPool, lookups: &[[String; 3]]) -> sqlx::Result<Vec<PgRow>> {
+    let column = |at: usize| {
+        lookups
+            .iter()
+            .map(|lookup| lookup[at].as_str())
+            .collect::<Vec<_>>()
+    };
+    sqlx::query(
+        "SELECT EXISTS (SELECT 1 FROM runtimes r WHERE r.organization_id = t.organization_id \
+                 AND r.id = t.runtime_id AND r.deleted_at IS NULL) AS runtime_exists, \
+                v.version, v.sha256, v.manifest, v.size, v.created_at \
+         FROM UNNEST($1::TEXT[], $2::TEXT[], $3::TEXT[]) \
+             WITH ORDINALITY AS t(organization_id, runtime_id, robot_id, n) \
+         LEFT JOIN LATERAL (SELECT version, sha256, manifest, size, created_at \
+                    FROM robot_versions \
+                    WHERE organization_id = t.organization_id AND robot_id = t.robot_id \
+                    ORDER BY version DESC LIMIT 1) AS v ON TRUE \
+         ORDER BY t.n",
+    )
+    .bind(column(0))
+    .bind(column(1))
+    .bind(column(2))
+    .fetch_all(pool)
+    .await
 }
 
 fn run_target_from(row: &PgRow) -> Result<RunTarget> {
