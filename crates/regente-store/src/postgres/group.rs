@@ -132,15 +132,7 @@ async fn do_groups<G: Grouping>(grouping: G, mut queue: mpsc::UnboundedReceiver<
             async move { do_group(&*grouping, &items).await }
         })
         .await
-        .unwrap_or_else(|panic| {
-            (0..count)
-                .map(|_| {
-                    Err(Error::Other(anyhow::anyhow!(
-                        "a group of requests failed: {panic}"
-                    )))
-                })
-                .collect()
-        });
+        .unwrap_or_else(|panic| all_failed(count, format!("a group of requests failed: {panic}")));
         for (answer, done) in answers.into_iter().zip(done) {
             let _ = answer.send(done);
         }
@@ -154,16 +146,10 @@ async fn do_group<G: Grouping>(grouping: &G, items: &[G::Item]) -> Vec<Result<G:
     }
     match grouping.together(items).await {
         Ok(answers) if answers.len() == items.len() => answers.into_iter().map(Ok).collect(),
-        Ok(answers) => items
-            .iter()
-            .map(|_| {
-                Err(Error::Other(anyhow::anyhow!(
-                    "{} answers for a group of {}",
-                    answers.len(),
-                    items.len()
-                )))
-            })
-            .collect(),
+        Ok(answers) => all_failed(
+            items.len(),
+            format!("{} answers for a group of {}", answers.len(), items.len()),
+        ),
         // Refused as a whole, so nothing of it is stored: each alone.
         Err(GroupFailed::Refused) => {
             let mut answers = Vec::with_capacity(items.len());
@@ -172,15 +158,18 @@ async fn do_group<G: Grouping>(grouping: &G, items: &[G::Item]) -> Vec<Result<G:
             }
             answers
         }
-        Err(GroupFailed::Unknown(error)) => items
-            .iter()
-            .map(|_| {
-                Err(Error::Other(anyhow::anyhow!(
-                    "the database failed in a group of requests: {error}"
-                )))
-            })
-            .collect(),
+        Err(GroupFailed::Unknown(error)) => all_failed(
+            items.len(),
+            format!("the database failed in a group of requests: {error}"),
+        ),
     }
+}
+
+/// The same error for each of a group's `count` requests.
+fn all_failed<T>(count: usize, why: String) -> Vec<Result<T>> {
+    (0..count)
+        .map(|_| Err(Error::Other(anyhow::anyhow!("{why}"))))
+        .collect()
 }
 
 #[cfg(test)]
