@@ -419,12 +419,77 @@ command = ["printf", "one\ntwo\nthree\n::return::{\"done\": true}\n"]
                 && result["returnValue"]["done"] == true,
             "the three-line robot ended as {result}"
         );
+        // Ended, its answer is kept rendered after the first read.
+        let reads = self.read_load(
+            served,
+            &runtime,
+            &id,
+            "a FINISHED execution with three log lines",
+        )?;
+        self.emit(
+            Figure::new("results.reads", reads.0, "req/s")
+                .floor(self.floors.http_rate)
+                .target(Target::AtLeast(80_000.0))
+                .details(reads.2),
+        );
+        self.emit(
+            Figure::new("results.p99", reads.1, "ms")
+                .floor(self.floors.http_p99_ms)
+                .details(json!({"floor_is": "p99 of floor.http_64"})),
+        );
+
+        // Running, each read goes to the store.
+        let robot = served.upload_robot(
+            r#"name = "bench-three-lines-running"
+command = ["sh", "-c", "printf 'one\ntwo\nthree\n'; exec sleep 600"]
+"#,
+        )?;
+        let id = served.run(&runtime, &robot)?;
+        served.wait_result_where(
+            &runtime,
+            &id,
+            Duration::from_millis(5),
+            self.sizes.deadline,
+            "to run with three log lines",
+            |result| {
+                result["status"] == "RUNNING" && result["logs"].as_array().map(Vec::len) == Some(3)
+            },
+        )?;
+        let running = self.read_load(
+            served,
+            &runtime,
+            &id,
+            "a RUNNING execution with three log lines",
+        )?;
+        served.cancel(&runtime, &id)?;
+        let canceled = self.wait_result(served, &runtime, &id, Duration::from_millis(5))?;
+        anyhow::ensure!(
+            canceled["status"] == "CANCELED",
+            "the running robot ended as {canceled} after its cancel"
+        );
+        self.emit(
+            Figure::new("results.reads_running", running.0, "req/s")
+                .floor(self.floors.http_rate)
+                .details(running.2),
+        );
+        Ok(())
+    }
+
+    /// `GET` of one execution's result at the load's connections, driven by
+    /// wrk: its rate, its p99 in ms, and the details of the figure.
+    fn read_load(
+        &mut self,
+        served: &Served,
+        runtime: &str,
+        id: &str,
+        what: &str,
+    ) -> anyhow::Result<(f64, f64, Value)> {
         let connections = self.sizes.connections;
         note(&format!(
-            "result reads: {connections} connections for {:?}",
+            "result reads ({what}): {connections} connections for {:?}",
             self.sizes.seconds
         ));
-        let url = result_url(&served.server.base, &runtime, &id);
+        let url = result_url(&served.server.base, runtime, id);
         let meter = Meter::start(served.pid(), &[]);
         let reads = wrk::get(
             &url,
@@ -437,23 +502,12 @@ command = ["printf", "one\ntwo\nthree\n::return::{\"done\": true}\n"]
         let details = merge(
             json!({
                 "connections": connections,
-                "what": "a FINISHED execution with three log lines, driven by wrk",
+                "what": format!("{what}, driven by wrk"),
                 "floor_is": "floor.http_64: GET /healthz at the same connections, driven by wrk",
             }),
             merge(load_details(&reads), cpu),
         );
-        self.emit(
-            Figure::new("results.reads", reads.rate(), "req/s")
-                .floor(self.floors.http_rate)
-                .target(Target::AtLeast(80_000.0))
-                .details(details),
-        );
-        self.emit(
-            Figure::new("results.p99", reads.quantile_ms(0.99), "ms")
-                .floor(self.floors.http_p99_ms)
-                .details(json!({"floor_is": "p99 of floor.http_64"})),
-        );
-        Ok(())
+        Ok((reads.rate(), reads.quantile_ms(0.99), details))
     }
 
     pub(crate) fn logs(&mut self, served: &Served, agents: &Agents) -> anyhow::Result<()> {

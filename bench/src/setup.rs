@@ -176,15 +176,39 @@ impl Served {
         every: Duration,
         deadline: Duration,
     ) -> anyhow::Result<Value> {
+        self.wait_result_where(runtime, id, every, deadline, "to end", |result| {
+            !matches!(result["status"].as_str(), Some("PENDENT" | "RUNNING"))
+        })
+    }
+
+    /// Polls the result every `every` until `seen` holds of it; answers it.
+    pub fn wait_result_where(
+        &self,
+        runtime: &str,
+        id: &str,
+        every: Duration,
+        deadline: Duration,
+        what: &str,
+        seen: impl Fn(&Value) -> bool,
+    ) -> anyhow::Result<Value> {
         caught(|| {
-            let what = format!("execution {id} to end");
+            let what = format!("execution {id} {what}");
             Ok(wait_for_every(every, deadline, &what, || {
                 let result = result_of(&self.server, &self.token, runtime, id);
-                match result["status"].as_str() {
-                    Some("PENDENT" | "RUNNING") => Err(result["status"].clone()),
-                    _ => Ok(result),
+                if seen(&result) {
+                    Ok(result)
+                } else {
+                    Err(result["status"].clone())
                 }
             }))
+        })
+    }
+
+    /// Cancels an execution through the Integration API.
+    pub fn cancel(&self, runtime: &str, id: &str) -> anyhow::Result<()> {
+        caught(|| {
+            self.server.delete(&self.token, runtime, id).expect(200);
+            Ok(())
         })
     }
 

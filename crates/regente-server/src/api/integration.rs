@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap};
-use axum::response::IntoResponse;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::{Json, Router};
 use regente_core::RequestVariable;
@@ -232,13 +232,21 @@ async fn result(
     State(ctx): State<Arc<Context>>,
     Path((runtime_id, execution_id)): Path<(String, String)>,
     Query(query): Query<HashMap<String, String>>,
-) -> ApiResult<Json<ResultBody>> {
-    let execution = match wait_of(&query)? {
+) -> ApiResult<Response> {
+    let wait = wait_of(&query)?;
+    if let Some(body) = ctx
+        .ended_results
+        .get(&caller.organization_id, &runtime_id, &execution_id)
+    {
+        return Ok(json_answer(body));
+    }
+    let execution = match wait {
         Some(wait) => runs::get_when_ended(&ctx, &caller, &runtime_id, &execution_id, wait).await?,
         None => runs::get(&ctx, &caller, &runtime_id, &execution_id).await?,
     };
     let logs = runs::logs(&ctx, &caller, &execution).await?;
-    Ok(Json(ResultBody {
+    let ended = execution.status.is_ended();
+    let answer = ResultBody {
         logs: logs
             .into_iter()
             .map(|line| LogBody {
@@ -253,7 +261,24 @@ async fn result(
         return_value: execution.return_value,
         status: execution.status.as_str(),
         progress: execution.progress,
-    }))
+    };
+    let body = Bytes::from(serde_json::to_vec(&answer).map_err(|e| {
+        crate::service::Error::Internal(anyhow::anyhow!("rendering a result: {e}"))
+    })?);
+    if ended {
+        ctx.ended_results.keep(
+            &caller.organization_id,
+            &execution.runtime_id,
+            &answer._id,
+            body.clone(),
+        );
+    }
+    Ok(json_answer(body))
+}
+
+/// A JSON body already rendered, answered as `Json` answers.
+fn json_answer(body: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// The `wait` query parameter: whole seconds, 0 to 60.

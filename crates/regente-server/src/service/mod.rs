@@ -6,6 +6,7 @@ pub mod audit;
 pub mod auth;
 pub mod credentials;
 pub mod dashboard;
+pub mod ended_results;
 mod flow_plan;
 pub mod flows;
 pub mod http_metrics;
@@ -57,6 +58,8 @@ pub struct Context {
     /// failed login on an unknown name costs no more store reads than one on a
     /// known name.
     pub root_organization_id: std::sync::OnceLock<String>,
+    /// Result answers of ended executions, which never change again.
+    pub ended_results: ended_results::EndedResults,
 }
 
 impl Context {
@@ -81,6 +84,7 @@ impl Context {
             webhooks_wake: tokio::sync::Notify::new(),
             webhook_counts: Default::default(),
             root_organization_id: Default::default(),
+            ended_results: Default::default(),
         }
     }
 

@@ -59,6 +59,20 @@ fn populate(server: &Api, admin: String, prefix: &str) -> Org {
 }
 
 /// The message with the ids replaced, to compare answers about different ids.
+/// Organisation A (the root one) and a new organisation B, each populated.
+fn two_organizations(server: &Api) -> (Org, Org) {
+    let root_admin = server.admin_token();
+    let a = populate(server, root_admin.clone(), "a");
+    server
+        .req("POST", "/api/admin/organizations")
+        .auth(&root_admin)
+        .json(&json!({"name": "B", "admin_username": "b-admin", "admin_password": "b-admin-password"}))
+        .send()
+        .expect(201);
+    let b = populate(server, server.login("b-admin", "b-admin-password"), "b");
+    (a, b)
+}
+
 fn masked(body: &Value, ids: &[&str]) -> String {
     let mut text = message(body);
     for id in ids {
@@ -211,16 +225,7 @@ fn assert_cannot_reach(server: &Api, org: &Org, other: &Org) {
 #[test]
 fn two_organizations_cannot_see_each_others_objects() {
     let server = InProcessServer::start();
-    let root_admin = server.admin_token();
-    let a = populate(&server, root_admin.clone(), "a");
-    server
-        .req("POST", "/api/admin/organizations")
-        .auth(&root_admin)
-        .json(&json!({"name": "B", "admin_username": "b-admin", "admin_password": "b-admin-password"}))
-        .send()
-        .expect(201);
-    let b_admin = server.login("b-admin", "b-admin-password");
-    let b = populate(&server, b_admin, "b");
+    let (a, b) = two_organizations(&server);
     assert_ne!(a.robot, b.robot, "same robot name, different organisations");
 
     let snapshot = |org: &Org| {
@@ -282,4 +287,70 @@ fn two_organizations_cannot_see_each_others_objects() {
             .len(),
         2
     );
+}
+
+/// The answer of an ended execution is kept once rendered (it never changes);
+/// read again it is the same, and it is still given only to its organisation,
+/// through its runtime.
+#[test]
+fn an_ended_result_read_again_is_the_same_and_stays_in_its_organization() {
+    let server = InProcessServer::start();
+    let (a, b) = two_organizations(&server);
+    let (a_other_runtime, _) = server.create_runtime(&a.admin, "a-other-runtime");
+
+    let pendent = server
+        .result(&a.integration, &a.runtime, &a.execution)
+        .expect(200);
+    assert_eq!(pendent.json()["status"], "PENDENT");
+    server
+        .req(
+            "DELETE",
+            &format!("/api/integration/v1/delete/{}/{}", a.runtime, a.execution),
+        )
+        .auth(&a.integration)
+        .send()
+        .expect(200);
+
+    let first = server
+        .result(&a.integration, &a.runtime, &a.execution)
+        .expect(200);
+    assert_eq!(
+        first.json()["status"],
+        "CANCELED",
+        "not the answer from before the end"
+    );
+    for _ in 0..3 {
+        let again = server
+            .result(&a.admin, &a.runtime, &a.execution)
+            .expect(200);
+        assert_eq!(again.text(), first.text());
+        assert_eq!(again.content_type(), "application/json");
+        let waited = server
+            .get(
+                &format!(
+                    "/api/integration/v1/result/{}/{}?wait=5",
+                    a.runtime, a.execution
+                ),
+                &a.integration,
+            )
+            .expect(200);
+        assert_eq!(waited.text(), first.text());
+        for (token, runtime) in [
+            (&b.admin, &a.runtime),
+            (&b.integration, &b.runtime),
+            (&a.admin, &a_other_runtime),
+        ] {
+            let refused = server.result(token, runtime, &a.execution).expect(404);
+            assert_eq!(refused.json()["status"], 404);
+        }
+        server
+            .get(
+                &format!(
+                    "/api/integration/v1/result/{}/{}?wait=61",
+                    a.runtime, a.execution
+                ),
+                &a.integration,
+            )
+            .expect(400);
+    }
 }
