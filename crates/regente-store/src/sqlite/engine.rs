@@ -404,12 +404,12 @@ fn outcome<T>(commit_error: Option<&str>, outcome: Option<Result<T>>) -> Result<
 /// itself (repeatable writes only after one of them failed), and one fsync
 /// acknowledges them all.
 fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, readers: &Readers) {
-    let commits = &readers.commits;
     let wal = wal_path(&readers.path);
     let mut batch: Vec<Box<dyn WriteJob>> = Vec::with_capacity(MAX_WRITE_BATCH);
     // A restart that readers kept from finishing: tried again after the next
     // commit, not 32 commits later, so that the WAL stays near its bound.
     let mut restart_due = false;
+    let mut transactions: u64 = 0;
     while let Ok(job) = queue.recv() {
         batch.push(job);
         while batch.len() < MAX_WRITE_BATCH {
@@ -419,20 +419,22 @@ fn write_loop(conn: Connection, queue: mpsc::Receiver<Box<dyn WriteJob>>, reader
             }
         }
         let began = Instant::now();
+        readers.transaction_begins();
         let commit_error = commit_batch(&conn, &mut batch).err().map(|e| e.to_string());
         readers.commit_times.observe(began.elapsed());
         if let Some(why) = &commit_error {
             tracing::error!(error = %why, writes = batch.len(), "a database transaction failed");
         }
-        // Counted before anyone is answered: a reader that sees the old count may
-        // only miss writes whose callers are still waiting.
-        let count = commits.fetch_add(1, Ordering::Release) + 1;
+        // Before anyone is answered.
+        readers.transaction_ended();
+        transactions += 1;
         for job in batch.drain(..) {
             job.answer(commit_error.as_deref());
         }
         let wal_size = || std::fs::metadata(&wal).map_or(0, |m| m.len());
         if restart_due
-            || (count.is_multiple_of(WAL_SIZE_CHECK_EVERY) && wal_size() > WRITER_CHECKPOINT_BYTES)
+            || (transactions.is_multiple_of(WAL_SIZE_CHECK_EVERY)
+                && wal_size() > WRITER_CHECKPOINT_BYTES)
         {
             restart_due = match restart_wal(&conn, readers) {
                 Ok(restarted) => !restarted,
@@ -574,7 +576,14 @@ fn checkpoint_loop(conn: Connection, readers: &Readers, stop: mpsc::Receiver<()>
 pub(super) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Reader>>,
-    /// Commits by the writer so far.
+    /// Counts the writer's transactions twice, as each begins and as it has
+    /// committed (and each WAL restart once). A snapshot is current while the
+    /// count is what it was just before the snapshot began: then no commit has
+    /// landed since, nor was one landing as it began. (Counted only after the
+    /// commit, a snapshot begun between the commit and the count would hold the
+    /// commit under the old count, and an older snapshot of that count would
+    /// still pass as current after it: a second read could see less than the
+    /// first, an execution ended but not its last log lines.)
     commits: Arc<AtomicU64>,
     /// How long the writer's transactions took, from BEGIN to COMMIT.
     pub(super) commit_times: Histogram,
@@ -599,6 +608,17 @@ impl Reader {
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(10);
 
 impl Readers {
+    /// The writer is about to begin a transaction: snapshots begun from now on
+    /// may hold it, so none counts as current after it (see `commits`).
+    fn transaction_begins(&self) {
+        self.commits.fetch_add(1, Ordering::Release);
+    }
+
+    /// The writer's transaction is over, committed or not.
+    fn transaction_ended(&self) {
+        self.commits.fetch_add(1, Ordering::Release);
+    }
+
     pub(super) fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let idle = self.lock().pop();
         let mut reader = match idle {
