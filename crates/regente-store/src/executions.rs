@@ -116,12 +116,25 @@ pub struct ExecutionFilter {
     pub limit: u32,
 }
 
+/// Log lines read with their execution; a longer log's rest is read after
+/// (on SQLite on a blocking thread, since it may hold millions of lines).
+pub const LOG_LINES_READ_TOGETHER: usize = 1000;
+
 #[async_trait]
 pub trait ExecutionStore: Send + Sync {
     /// Queues an execution; it is on disk when this returns.
     async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued>;
     async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution>;
     async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>>;
+    /// An execution and its whole log, in order, read together: the
+    /// execution and the log's first [`LOG_LINES_READ_TOGETHER`] lines from
+    /// one snapshot (on PostgreSQL one statement, where a result read had made
+    /// two round trips), a longer log's rest after.
+    async fn execution_with_logs(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> Result<(Execution, Vec<LogLine>)>;
     /// At most `limit` log lines numbered after `after_seq`, in order: a page
     /// of the log, for readers that follow it by cursor.
     async fn execution_logs_after(

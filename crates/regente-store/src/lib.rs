@@ -63,7 +63,7 @@ pub use dashboard::{
 pub use events::{EventCursor, EventFilter, EventKind, EventStore, EventsRead, StoredEvent};
 pub use executions::{
     CancelOutcome, Enqueued, Execution, ExecutionFilter, ExecutionStore, IdempotencyKey, LogLine,
-    NewExecution,
+    NewExecution, LOG_LINES_READ_TOGETHER,
 };
 pub use flows::{
     Flow, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStep, FlowStore, NewFlowRun, NewFlowVersion,

@@ -240,11 +240,15 @@ async fn result(
     {
         return Ok(json_answer(body));
     }
-    let execution = match wait {
-        Some(wait) => runs::get_when_ended(&ctx, &caller, &runtime_id, &execution_id, wait).await?,
-        None => runs::get(&ctx, &caller, &runtime_id, &execution_id).await?,
+    let (execution, logs) = match wait {
+        Some(wait) => {
+            let execution =
+                runs::get_when_ended(&ctx, &caller, &runtime_id, &execution_id, wait).await?;
+            let logs = runs::logs(&ctx, &caller, &execution).await?;
+            (execution, logs)
+        }
+        None => runs::get_with_logs(&ctx, &caller, &runtime_id, &execution_id).await?,
     };
-    let logs = runs::logs(&ctx, &caller, &execution).await?;
     let ended = execution.status.is_ended();
     let answer = ResultBody {
         logs: logs

@@ -187,6 +187,50 @@ pub async fn get(
     runtime_id: &str,
     execution_id: &str,
 ) -> Result<Execution> {
+    on_runtime(
+        runtime_id,
+        execution_id,
+        |execution| execution,
+        || {
+            ctx.store
+                .get_execution(&caller.organization_id, execution_id)
+        },
+    )
+    .await
+}
+
+/// Like [`get`], with the execution's whole log, read together.
+pub async fn get_with_logs(
+    ctx: &Context,
+    caller: &Caller,
+    runtime_id: &str,
+    execution_id: &str,
+) -> Result<(Execution, Vec<LogLine>)> {
+    on_runtime(
+        runtime_id,
+        execution_id,
+        |(execution, _)| execution,
+        || {
+            ctx.store
+                .execution_with_logs(&caller.organization_id, execution_id)
+        },
+    )
+    .await
+}
+
+/// What `read` finds of an execution of the caller's organisation, when the
+/// execution is on `runtime_id`; otherwise (or when the ids cannot be ids) the
+/// same "not found", so that nothing tells another organisation's execution
+/// from one that does not exist.
+async fn on_runtime<T, F>(
+    runtime_id: &str,
+    execution_id: &str,
+    execution_of: impl Fn(&T) -> &Execution,
+    read: impl FnOnce() -> F,
+) -> Result<T>
+where
+    F: std::future::Future<Output = regente_store::Result<T>>,
+{
     let not_found = || {
         Error::NotFound(format!(
             "execution {execution_id} not found on runtime {runtime_id}"
@@ -195,18 +239,14 @@ pub async fn get(
     if !is_valid_id(execution_id) || !is_valid_id(runtime_id) {
         return Err(not_found());
     }
-    let execution = match ctx
-        .store
-        .get_execution(&caller.organization_id, execution_id)
-        .await
-    {
+    let found = match read().await {
         Err(regente_store::Error::NotFound) => return Err(not_found()),
         other => other?,
     };
-    if execution.runtime_id != runtime_id {
+    if execution_of(&found).runtime_id != runtime_id {
         return Err(not_found());
     }
-    Ok(execution)
+    Ok(found)
 }
 
 /// The longest a caller may wait for an execution's end.

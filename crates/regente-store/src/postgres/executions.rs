@@ -4,6 +4,7 @@ use std::sync::LazyLock;
 
 use async_trait::async_trait;
 use regente_core::ExecutionStatus;
+use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Postgres, QueryBuilder, Row};
 
 use super::audit::insert_audit;
@@ -16,8 +17,58 @@ use crate::rows::{
 use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
 use crate::{
     AuditEntry, CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore,
-    IdempotencyKey, LogLine, Millis, NewExecution, Result,
+    IdempotencyKey, LogLine, Millis, NewExecution, Result, LOG_LINES_READ_TOGETHER,
 };
+
+/// One execution and the first lines of its log, as four arrays in log order
+/// (NULL when the log is empty): one statement for a result read.
+static SELECT_EXECUTION_WITH_LOGS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {EXECUTION_COLUMNS}, log.seqs, log.times, log.levels, log.messages \
+         FROM executions e LEFT JOIN LATERAL ( \
+             SELECT array_agg(l.seq ORDER BY l.seq) AS seqs, array_agg(l.time ORDER BY l.seq) AS times, \
+                    array_agg(l.level ORDER BY l.seq) AS levels, \
+                    array_agg(l.message ORDER BY l.seq) AS messages \
+             FROM (SELECT seq, time, level, message FROM execution_logs \
+                   WHERE organization_id = e.organization_id AND execution_id = e.id \
+                   ORDER BY seq LIMIT {LOG_LINES_READ_TOGETHER}) l \
+         ) log ON TRUE \
+         WHERE e.organization_id = $1 AND e.id = $2"
+    )
+});
+
+/// A row of [`SELECT_EXECUTION_WITH_LOGS`]: the execution and its first lines.
+fn execution_with_first_lines(row: &PgRow) -> Result<(Execution, Vec<LogLine>)> {
+    let execution = execution_from(row)?;
+    let array = |name: &str| row.try_get::<Option<Vec<_>>, _>(name).map_err(other);
+    let texts = |name: &str| row.try_get::<Option<Vec<String>>, _>(name).map_err(other);
+    let seqs: Vec<i64> = array("seqs")?.unwrap_or_default();
+    let times: Vec<i64> = array("times")?.unwrap_or_default();
+    let levels = texts("levels")?.unwrap_or_default();
+    let messages = texts("messages")?.unwrap_or_default();
+    if [times.len(), levels.len(), messages.len()] != [seqs.len(); 3] {
+        return Err(Error::Other(anyhow::anyhow!(
+            "the log of execution {} was read as arrays of unequal lengths",
+            execution.id
+        )));
+    }
+    let lines = seqs
+        .into_iter()
+        .zip(times)
+        .zip(levels.into_iter().zip(messages))
+        .map(|((seq, time), (level, message))| LogLine {
+            seq,
+            time,
+            level,
+            message,
+        })
+        .collect();
+    Ok((execution, lines))
+}
+
+/// The lines of a log after `seq`, in order.
+const SELECT_LOGS_AFTER: &str = "SELECT seq, time, level, message FROM execution_logs \
+     WHERE organization_id = $1 AND execution_id = $2 AND seq > $3 ORDER BY seq";
 
 #[async_trait]
 impl ExecutionStore for PostgresStore {
@@ -63,6 +114,35 @@ impl ExecutionStore for PostgresStore {
             log_line_from,
         )
         .await
+    }
+
+    async fn execution_with_logs(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> Result<(Execution, Vec<LogLine>)> {
+        let (execution, mut lines) = fetch_optional(
+            &self.pool,
+            &SELECT_EXECUTION_WITH_LOGS,
+            &[organization_id, id],
+            execution_with_first_lines,
+        )
+        .await?
+        .ok_or(Error::NotFound)?;
+        if lines.len() == LOG_LINES_READ_TOGETHER {
+            let after = lines.last().map_or(0, |line| line.seq);
+            let rest = sqlx::query(SELECT_LOGS_AFTER)
+                .bind(organization_id)
+                .bind(id)
+                .bind(after)
+                .fetch_all(&self.pool)
+                .await
+                .map_err(other)?;
+            for row in &rest {
+                lines.push(log_line_from(row)?);
+            }
+        }
+        Ok((execution, lines))
     }
 
     async fn execution_logs_after(

@@ -17,12 +17,8 @@ use crate::rows::{
 use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
 use crate::{
     AuditEntry, CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore,
-    IdempotencyKey, LogLine, Millis, NewExecution, Result,
+    IdempotencyKey, LogLine, Millis, NewExecution, Result, LOG_LINES_READ_TOGETHER,
 };
-
-/// Log lines read on the caller's thread; a longer log continues on a blocking
-/// thread.
-const INLINE_LOG_LINES: usize = 1000;
 
 const SELECT_LOGS: &str = "SELECT seq, time, level, message FROM execution_logs \
      WHERE organization_id = ?1 AND execution_id = ?2 AND seq > ?3 ORDER BY seq LIMIT ?4";
@@ -238,6 +234,28 @@ fn list_executions(
     })
 }
 
+impl SqliteStore {
+    /// `lines`, the first of a log read on the caller's thread, completed by
+    /// the rest when they filled the read: a long log, which may be millions
+    /// of lines, is read on, off this thread.
+    async fn rest_of_long_log(
+        &self,
+        organization_id: &str,
+        id: &str,
+        mut lines: Vec<LogLine>,
+    ) -> Result<Vec<LogLine>> {
+        if lines.len() == LOG_LINES_READ_TOGETHER {
+            let after = lines.last().map_or(0, |line| line.seq);
+            let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
+            let rest = self
+                .read_blocking(move |conn| select_logs(conn, &organization_id, &id, after, -1))
+                .await?;
+            lines.extend(rest);
+        }
+        Ok(lines)
+    }
+}
+
 #[async_trait]
 impl ExecutionStore for SqliteStore {
     async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued> {
@@ -261,19 +279,33 @@ impl ExecutionStore for SqliteStore {
     }
 
     async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>> {
-        let mut lines = self
+        let lines = self.readers.with(|conn| {
+            select_logs(conn, organization_id, id, 0, LOG_LINES_READ_TOGETHER as i64)
+        })?;
+        self.rest_of_long_log(organization_id, id, lines).await
+    }
+
+    async fn execution_with_logs(
+        &self,
+        organization_id: &str,
+        id: &str,
+    ) -> Result<(Execution, Vec<LogLine>)> {
+        let (execution, lines) = self
             .readers
-            .with(|conn| select_logs(conn, organization_id, id, 0, INLINE_LOG_LINES as i64))?;
-        if lines.len() == INLINE_LOG_LINES {
-            // A long log: the rest, which may be millions of lines, off this thread.
-            let after = lines.last().map_or(0, |line| line.seq);
-            let (organization_id, id) = (organization_id.to_owned(), id.to_owned());
-            let rest = self
-                .read_blocking(move |conn| select_logs(conn, &organization_id, &id, after, -1))
-                .await?;
-            lines.extend(rest);
-        }
-        Ok(lines)
+            .with(|conn| {
+                let Some(execution) = one(conn, &SELECT_EXECUTION, [organization_id, id], |row| {
+                    execution_from(row)
+                })?
+                else {
+                    return Ok(None);
+                };
+                let lines =
+                    select_logs(conn, organization_id, id, 0, LOG_LINES_READ_TOGETHER as i64)?;
+                Ok(Some((execution, lines)))
+            })?
+            .ok_or(Error::NotFound)?;
+        let lines = self.rest_of_long_log(organization_id, id, lines).await?;
+        Ok((execution, lines))
     }
 
     async fn execution_logs_after(

@@ -9,6 +9,7 @@ conformance! {
         concurrent_copies_of_one_report,
         a_long_batch_of_lines_is_stored_whole_and_in_order,
         the_log_is_read_by_pages_after_a_cursor,
+        an_execution_is_read_with_its_whole_log,
     ],
 }
 
@@ -309,4 +310,46 @@ async fn the_log_is_read_by_pages_after_a_cursor(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(theirs.is_empty(), "another organisation reads none of it");
+}
+
+/// An execution read with its log gives what the two reads apart give, for an
+/// empty log, a short one, one of exactly the lines read together and a longer
+/// one; another organisation's execution is not found.
+async fn an_execution_is_read_with_its_whole_log(store: Arc<dyn Store>) {
+    let w = world(store.clone()).await;
+    let (id, lease) = w.running(1).await;
+    let together = regente_store::LOG_LINES_READ_TOGETHER as u64;
+    let batch: Vec<EventRecord> = (1..=together + 101)
+        .map(|seq| log(seq, &format!("line {seq}")))
+        .collect();
+    let mut sent = 0;
+    for upto in [0, 3, together - 1, together, together + 1, together + 101] {
+        if upto > sent {
+            let report = &batch[sent as usize..upto as usize];
+            assert_eq!(w.report(&id, &lease, report).await, stored(upto, false));
+            sent = upto;
+        }
+        let (execution, lines) = store.execution_with_logs(&w.org.id, &id).await.unwrap();
+        assert_eq!(
+            execution,
+            store.get_execution(&w.org.id, &id).await.unwrap()
+        );
+        assert_eq!(lines, store.execution_logs(&w.org.id, &id).await.unwrap());
+        assert_eq!(
+            lines.iter().map(|line| line.seq).collect::<Vec<_>>(),
+            (1..=upto as i64).collect::<Vec<_>>(),
+            "{upto} lines"
+        );
+        for line in &lines {
+            assert_eq!(line.time, 5_000 + line.seq);
+            assert_eq!(line.message, format!("line {}", line.seq));
+        }
+    }
+    let other = other_organization(&store).await;
+    for (organization, execution) in [(&other.id, &id), (&w.org.id, &"f".repeat(16))] {
+        assert!(matches!(
+            store.execution_with_logs(organization, execution).await,
+            Err(Error::NotFound)
+        ));
+    }
 }
