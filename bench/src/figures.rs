@@ -424,7 +424,7 @@ command = ["printf", "one\ntwo\nthree\n::return::{\"done\": true}\n"]
             served,
             &runtime,
             &id,
-            "a FINISHED execution with three log lines",
+            "a FINISHED execution with three log lines (its answer kept after the first read)",
         )?;
         self.emit(
             Figure::new("results.reads", reads.0, "req/s")

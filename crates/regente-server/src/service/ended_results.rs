@@ -18,7 +18,7 @@ const MAX_ANSWER_BYTES: usize = 64 << 10;
 /// What an answer kept costs beside its body and ids: the map's and the
 /// queue's entries, the allocations' headers. Counted so that many tiny
 /// answers cannot hold much more than `MAX_BYTES`.
-const ENTRY_OVERHEAD: usize = 128;
+const ENTRY_OVERHEAD: usize = 256;
 
 /// One kept answer, with what a read must match to be given it.
 struct Kept {
@@ -85,6 +85,9 @@ impl EndedResults {
         }
         let id: Arc<str> = execution_id.into();
         answers.bytes += cost;
+        // An exact copy: a body rendered into a growing buffer may hold up to
+        // twice its length, which the count would not see.
+        let body = Bytes::copy_from_slice(&body);
         answers.order.push_back(id.clone());
         answers.by_execution.insert(
             id,

@@ -58,7 +58,6 @@ fn populate(server: &Api, admin: String, prefix: &str) -> Org {
     }
 }
 
-/// The message with the ids replaced, to compare answers about different ids.
 /// Organisation A (the root one) and a new organisation B, each populated.
 fn two_organizations(server: &Api) -> (Org, Org) {
     let root_admin = server.admin_token();
@@ -73,6 +72,7 @@ fn two_organizations(server: &Api) -> (Org, Org) {
     (a, b)
 }
 
+/// The message with the ids replaced, to compare answers about different ids.
 fn masked(body: &Value, ids: &[&str]) -> String {
     let mut text = message(body);
     for id in ids {
