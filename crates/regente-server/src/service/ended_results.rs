@@ -66,8 +66,11 @@ impl EndedResults {
         if body.len() > MAX_ANSWER_BYTES {
             return;
         }
+        // An exact copy, made before the lock: a body rendered into a growing
+        // buffer may hold up to twice its length, which the count would not see.
+        let body = Bytes::copy_from_slice(&body);
         let cost = body.len()
-            + 2 * execution_id.len()
+            + execution_id.len()
             + organization_id.len()
             + runtime_id.len()
             + ENTRY_OVERHEAD;
@@ -85,9 +88,6 @@ impl EndedResults {
         }
         let id: Arc<str> = execution_id.into();
         answers.bytes += cost;
-        // An exact copy: a body rendered into a growing buffer may hold up to
-        // twice its length, which the count would not see.
-        let body = Bytes::copy_from_slice(&body);
         answers.order.push_back(id.clone());
         answers.by_execution.insert(
             id,

@@ -514,7 +514,7 @@ fn run_each_alone(conn: &Connection, jobs: &mut [Box<dyn WriteJob>]) -> rusqlite
 /// would, for milliseconds, with every write waiting): they yield between, and
 /// a reader still on an old snapshot after them only defers the restart.
 fn restart_wal(conn: &Connection, readers: &Readers) -> rusqlite::Result<bool> {
-    readers.commits.fetch_add(1, Ordering::Release);
+    readers.let_go_of_snapshots();
     conn.busy_timeout(Duration::ZERO)?;
     let mut restarted = Ok(false);
     for _ in 0..RESTART_TRIES {
@@ -576,14 +576,15 @@ fn checkpoint_loop(conn: Connection, readers: &Readers, stop: mpsc::Receiver<()>
 pub(super) struct Readers {
     path: PathBuf,
     idle: Mutex<Vec<Reader>>,
-    /// Counts the writer's transactions twice, as each begins and as it has
-    /// committed (and each WAL restart once). A snapshot is current while the
-    /// count is what it was just before the snapshot began: then no commit has
-    /// landed since, nor was one landing as it began. (Counted only after the
-    /// commit, a snapshot begun between the commit and the count would hold the
-    /// commit under the old count, and an older snapshot of that count would
-    /// still pass as current after it: a second read could see less than the
-    /// first, an execution ended but not its last log lines.)
+    /// Counts the writer's transactions twice, as each begins and once it is
+    /// over (and each WAL restart by two), so the count is odd while one is
+    /// under way. A snapshot is current while the count is what it was, even,
+    /// just before the snapshot began: then no transaction was under way as it
+    /// began, and none has begun since. (Counted only after the commit, a
+    /// snapshot begun between the commit and the count held the commit under
+    /// the old count while an older snapshot of that count still passed as
+    /// current: a second read could see less than the first, an execution ended
+    /// but not its last log lines.)
     commits: Arc<AtomicU64>,
     /// How long the writer's transactions took, from BEGIN to COMMIT.
     pub(super) commit_times: Histogram,
@@ -608,15 +609,23 @@ impl Reader {
 const SNAPSHOT_MAX_AGE: Duration = Duration::from_millis(10);
 
 impl Readers {
-    /// The writer is about to begin a transaction: snapshots begun from now on
-    /// may hold it, so none counts as current after it (see `commits`).
+    /// The writer is about to begin a transaction: the count turns odd, and a
+    /// snapshot begun while it is odd may or may not hold the transaction, so
+    /// it is never kept (see `commits`).
     fn transaction_begins(&self) {
-        self.commits.fetch_add(1, Ordering::Release);
+        self.commits.fetch_add(1, Ordering::SeqCst);
     }
 
-    /// The writer's transaction is over, committed or not.
+    /// The writer's transaction is over, committed or not: the count is even
+    /// again, and higher than any snapshot's that may lack the transaction.
     fn transaction_ended(&self) {
-        self.commits.fetch_add(1, Ordering::Release);
+        self.commits.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// Every kept snapshot lets go at its next use (by two, so that the count
+    /// stays even between the writer's transactions).
+    fn let_go_of_snapshots(&self) {
+        self.commits.fetch_add(2, Ordering::SeqCst);
     }
 
     pub(super) fn with<T>(&self, read: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
@@ -628,9 +637,14 @@ impl Readers {
                 snapshot: None,
             },
         };
-        let commits = self.commits.load(Ordering::Acquire);
+        let commits = self.commits.load(Ordering::SeqCst);
+        // Odd: a transaction is under way, and a snapshot may hold it or not.
+        let keepable = commits.is_multiple_of(2);
         let current = reader.snapshot.is_some_and(|(counted, began)| {
-            counted == commits && began.elapsed() < SNAPSHOT_MAX_AGE && !reader.conn.is_autocommit()
+            keepable
+                && counted == commits
+                && began.elapsed() < SNAPSHOT_MAX_AGE
+                && !reader.conn.is_autocommit()
         });
         if !current {
             reader.end_snapshot();
@@ -640,7 +654,7 @@ impl Readers {
             }
         }
         let result = read(&reader.conn);
-        if result.is_err() || self.commits.load(Ordering::Acquire) != commits {
+        if result.is_err() || !keepable || self.commits.load(Ordering::SeqCst) != commits {
             // After an error the transaction may be over; after a commit the
             // snapshot is stale, and an idle one would hold checkpoints back.
             reader.end_snapshot();

@@ -387,19 +387,31 @@ fn a_read_never_sees_less_than_a_read_before_it() {
         conn.query_row("SELECT count(*) FROM marks", [], |row| row.get(0))
             .map_err(|e| Error::Other(e.into()))
     };
-    // A reader keeps a snapshot from before the commit.
-    assert_eq!(readers.with(marks).unwrap(), 0);
+    // Two reads just after the commit, before its second count: the kept
+    // reader is taken without reading while a new one beside it reads, then
+    // the kept reader is the next one taken.
+    let both_see = |marks_committed: i64| {
+        let first = readers.with(|_| readers.with(marks)).unwrap();
+        assert_eq!(first, marks_committed, "a new connection sees the commit");
+        let second = readers.with(marks).unwrap();
+        assert_eq!(
+            second, marks_committed,
+            "a later read saw less than an earlier one"
+        );
+    };
 
-    // The writer's transaction commits; its second count has not come yet.
+    // A reader keeps a snapshot from before the transaction.
+    assert_eq!(readers.with(marks).unwrap(), 0);
     readers.transaction_begins();
     writer.execute("INSERT INTO marks VALUES (1)", []).unwrap();
-
-    // The kept reader is taken without reading, and beside it a new one reads.
-    let first = readers.with(|_| readers.with(marks)).unwrap();
-    assert_eq!(first, 1, "a connection without a snapshot sees the commit");
-    // The reader that kept its snapshot is the next one taken.
-    let second = readers.with(marks).unwrap();
-    assert_eq!(second, 1, "a later read saw less than an earlier one");
+    both_see(1);
     readers.transaction_ended();
     assert_eq!(readers.with(marks).unwrap(), 1);
+
+    // A snapshot begun while the transaction is under way, before its commit.
+    readers.transaction_begins();
+    assert_eq!(readers.with(marks).unwrap(), 1);
+    writer.execute("INSERT INTO marks VALUES (2)", []).unwrap();
+    both_see(2);
+    readers.transaction_ended();
 }
