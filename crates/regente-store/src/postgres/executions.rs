@@ -66,10 +66,6 @@ fn execution_with_first_lines(row: &PgRow) -> Result<(Execution, Vec<LogLine>)> 
     Ok((execution, lines))
 }
 
-/// The lines of a log after `seq`, in order.
-const SELECT_LOGS_AFTER: &str = "SELECT seq, time, level, message FROM execution_logs \
-     WHERE organization_id = $1 AND execution_id = $2 AND seq > $3 ORDER BY seq";
-
 #[async_trait]
 impl ExecutionStore for PostgresStore {
     async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued> {
@@ -130,17 +126,12 @@ impl ExecutionStore for PostgresStore {
         .await?
         .ok_or(Error::NotFound)?;
         if lines.len() == LOG_LINES_READ_TOGETHER {
+            // The rest, unbounded in effect: no log holds 2^32 lines.
             let after = lines.last().map_or(0, |line| line.seq);
-            let rest = sqlx::query(SELECT_LOGS_AFTER)
-                .bind(organization_id)
-                .bind(id)
-                .bind(after)
-                .fetch_all(&self.pool)
-                .await
-                .map_err(other)?;
-            for row in &rest {
-                lines.push(log_line_from(row)?);
-            }
+            let rest = self
+                .execution_logs_after(organization_id, id, after, u32::MAX)
+                .await?;
+            lines.extend(rest);
         }
         Ok((execution, lines))
     }
