@@ -69,19 +69,21 @@ pub(crate) static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// nothing to do, and it is not started (its pool, connection thread and
 /// queries were about a sixth of a start's time). Anything else, including
 /// any doubt, answers false and leaves the verdict to the migrator.
+#[cfg(test)]
 fn migrated(path: &Path, migrator: &Migrator) -> bool {
+    migrated_connection(path, migrator).is_some()
+}
+
+/// A read-write connection to the database at `path` when it is migrated (see
+/// `migrated`): the writer's, so that a start parses the schema once less.
+fn migrated_connection(path: &Path, migrator: &Migrator) -> Option<Connection> {
     /// A recorded migration: its version, checksum and success.
     type Applied = (i64, Vec<u8>, bool);
     // `None`: not in WAL mode, which the migrator's connection sets.
-    let applied = || -> rusqlite::Result<Option<Vec<Applied>>> {
+    let applied = || -> rusqlite::Result<Option<(Connection, Vec<Applied>)>> {
         // Read-write (not created): a read-only connection cannot open a WAL
         // database whose shared-memory file is gone.
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE
-                | OpenFlags::SQLITE_OPEN_NO_MUTEX
-                | OpenFlags::SQLITE_OPEN_URI,
-        )?;
+        let conn = Connection::open_with_flags(path, connection_flags(false))?;
         conn.busy_timeout(BUSY_TIMEOUT)?;
         let journal_mode: String = conn.query_row("PRAGMA journal_mode", [], |row| row.get(0))?;
         if !journal_mode.eq_ignore_ascii_case("wal") {
@@ -92,22 +94,24 @@ fn migrated(path: &Path, migrator: &Migrator) -> bool {
         let applied = rows
             .query_map([], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
             .collect::<rusqlite::Result<_>>()?;
-        Ok(Some(applied))
+        drop(rows);
+        Ok(Some((conn, applied)))
     };
-    let Ok(Some(applied)) = applied() else {
-        return false;
+    let Ok(Some((conn, applied))) = applied() else {
+        return None;
     };
     let embedded: Vec<_> = migrator
         .iter()
         .filter(|m| !m.migration_type.is_down_migration())
         .collect();
-    applied.len() == embedded.len()
+    let migrated = applied.len() == embedded.len()
         && applied
             .iter()
             .zip(embedded)
             .all(|((version, checksum, success), m)| {
                 *success && *version == m.version && **checksum == *m.checksum
-            })
+            });
+    migrated.then_some(conn)
 }
 
 /// Upper bounds of the commit time buckets, in seconds.
@@ -134,7 +138,8 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT);
         let path = options.get_filename().to_owned();
         create_private(&path);
-        if !migrated(&path, &MIGRATIONS) {
+        let migrated = migrated_connection(&path, &MIGRATIONS);
+        if migrated.is_none() {
             // A pool of one connection, used for the migrations only and closed.
             let pool = SqlitePoolOptions::new()
                 .max_connections(1)
@@ -148,8 +153,11 @@ impl SqliteStore {
             pool.close().await;
         }
 
-        let writer = open_connection(&path, false)
-            .with_context(|| format!("cannot open the database {url:?} for writing"))?;
+        let writer = match migrated {
+            Some(conn) => configure_connection(conn),
+            None => open_connection(&path, false),
+        }
+        .with_context(|| format!("cannot open the database {url:?} for writing"))?;
         writer
             .pragma_update(None, "wal_autocheckpoint", 0)
             .and_then(|()| writer.pragma_update(None, "journal_size_limit", WAL_SIZE_LIMIT))
@@ -173,8 +181,6 @@ impl SqliteStore {
         readers
             .with(|_| Ok(()))
             .map_err(|e| anyhow::anyhow!("cannot open the database {url:?} for reading: {e}"))?;
-        let checkpoints = open_connection(&readers.path, false)
-            .with_context(|| format!("cannot open the database {url:?} for checkpoints"))?;
         let (jobs, queue) = mpsc::channel();
         let writer_readers = readers.clone();
         std::thread::Builder::new()
@@ -185,7 +191,7 @@ impl SqliteStore {
         let reading = readers.clone();
         std::thread::Builder::new()
             .name("sqlite-checkpoint".into())
-            .spawn(move || checkpoint_loop(checkpoints, &reading, stop))
+            .spawn(move || checkpoint_loop(&reading, stop))
             .context("cannot start the SQLite checkpoint thread")?;
         Ok(SqliteStore {
             writer: jobs,
@@ -260,14 +266,24 @@ fn store_closed() -> Error {
     Error::Other(anyhow::anyhow!("the store is closed"))
 }
 
-fn open_connection(path: &Path, read_only: bool) -> anyhow::Result<Connection> {
-    let flags = if read_only {
+fn connection_flags(read_only: bool) -> OpenFlags {
+    let access = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY
     } else {
         OpenFlags::SQLITE_OPEN_READ_WRITE
-    } | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
-    let conn = Connection::open_with_flags(path, flags)?;
+    };
+    access | OpenFlags::SQLITE_OPEN_NO_MUTEX | OpenFlags::SQLITE_OPEN_URI
+}
+
+fn open_connection(path: &Path, read_only: bool) -> anyhow::Result<Connection> {
+    configure_connection(Connection::open_with_flags(
+        path,
+        connection_flags(read_only),
+    )?)
+}
+
+/// Sets a new connection's pragmas and checks that it is durable.
+fn configure_connection(conn: Connection) -> anyhow::Result<Connection> {
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
     conn.execute_batch("PRAGMA foreign_keys = ON; PRAGMA synchronous = FULL;")?;
@@ -551,9 +567,32 @@ fn wal_path(path: &Path) -> PathBuf {
 ///
 /// Idle readers keep their snapshot (see [`Readers`]), which would keep the WAL
 /// from being copied past it: they let go of it first.
-fn checkpoint_loop(conn: Connection, readers: &Readers, stop: mpsc::Receiver<()>) {
+///
+/// Its connection is opened here, beside the start rather than in its way (each
+/// new connection parses the whole schema). Until it opens, the writer's own
+/// checkpoint still bounds the WAL.
+fn checkpoint_loop(readers: &Readers, stop: mpsc::Receiver<()>) {
+    let mut conn = None;
+    let mut warned = false;
     let mut checkpointed = 0;
-    while let Err(mpsc::RecvTimeoutError::Timeout) = stop.recv_timeout(CHECKPOINT_EVERY) {
+    loop {
+        if conn.is_none() {
+            match open_connection(&readers.path, false) {
+                Ok(opened) => conn = Some(opened),
+                Err(e) if !warned => {
+                    tracing::warn!(error = %e, "cannot open the database for checkpoints");
+                    warned = true;
+                }
+                Err(_) => {}
+            }
+        }
+        if !matches!(
+            stop.recv_timeout(CHECKPOINT_EVERY),
+            Err(mpsc::RecvTimeoutError::Timeout)
+        ) {
+            return;
+        }
+        let Some(conn) = &conn else { continue };
         let committed = readers.commits.load(Ordering::Acquire);
         if committed == checkpointed {
             continue;
