@@ -37,7 +37,7 @@ use crate::connection::{self, Inbound};
 use crate::executor::{self, Report, Stop};
 use crate::fence::Fence;
 use crate::guards::GuardPool;
-use crate::journal::{self, Journal};
+use crate::journal::{self, Journal, Journals};
 use crate::packages::PackageCache;
 use crate::robot_output::log;
 use crate::robot_user::Pool;
@@ -120,6 +120,8 @@ struct Agent {
     fence: Fence,
     /// The journal's id (see [`journal::instance_id`]).
     instance: String,
+    /// The journal directory's files.
+    journals: Arc<Journals>,
 }
 
 fn now_millis() -> i64 {
@@ -188,6 +190,7 @@ pub async fn run(
         users: Arc::new(Mutex::new(Pool::new(config.robot_users.clone()))),
         fence: Fence::default(),
         instance,
+        journals: Journals::new(&journal_dir),
         config,
         held: HashMap::new(),
         outbound: None,
@@ -200,7 +203,7 @@ pub async fn run(
         boot,
         deferred: Vec::new(),
     };
-    agent.recover(&journal_dir)?;
+    agent.recover()?;
     agent.balance_guards();
     let mut link = tokio::spawn(connection::maintain(
         agent.config.servers.clone(),
@@ -276,10 +279,10 @@ pub async fn run(
 impl Agent {
     /// Reads back the journals of a previous run of the agent. A robot that was
     /// running died with that agent: its end is recorded as an error.
-    fn recover(&mut self, journal_dir: &std::path::Path) -> anyhow::Result<()> {
+    fn recover(&mut self) -> anyhow::Result<()> {
         // No robot outlives its agent: what earlier robots left may hold credentials.
         clear_runs(&self.config.work_dir)?;
-        for recovered in Journal::recover_all(journal_dir, self.boot.as_deref())? {
+        for recovered in self.journals.recover_all(self.boot.as_deref())? {
             let assignment = recovered.assignment;
             let next_seq = recovered
                 .events
@@ -478,12 +481,10 @@ impl Agent {
         // and the next hand-out resolves them again.
         let secrets = RunSecrets::from_assignment(&assignment);
         let assignment = assignment.without_secrets();
-        let journal = Journal::create(
-            &self.config.work_dir.join("journal"),
-            &assignment,
-            self.boot.clone(),
-        )
-        .and_then(|journal| Ok((journal.sync_handle()?, journal)));
+        let journal = self
+            .journals
+            .create(&assignment, self.boot.clone())
+            .and_then(|journal| Ok((journal.sync_handle()?, journal)));
         let (sync_handle, journal) = match journal {
             Ok(journal) => journal,
             Err(e) => {

@@ -176,6 +176,19 @@ impl TestAgent {
         &self.work_dir
     }
 
+    /// The journal file that holds `execution_id`'s journal now, if any: a
+    /// file holds one journal after another, zeroed in between.
+    pub fn journal_file_of(&self, execution_id: &str) -> Option<PathBuf> {
+        let entries = std::fs::read_dir(self.work_dir.join("journal")).ok()?;
+        entries.flatten().map(|e| e.path()).find(|path| {
+            std::fs::read(path).is_ok_and(|bytes| {
+                bytes
+                    .windows(execution_id.len())
+                    .any(|w| w == execution_id.as_bytes())
+            })
+        })
+    }
+
     /// What the current process logged (printed on stderr) so far.
     pub fn stderr(&self) -> String {
         self.processes.stderr()

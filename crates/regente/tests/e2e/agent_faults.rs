@@ -713,9 +713,8 @@ fn an_agent_killed_between_a_granted_assignment_and_the_spawn_runs_the_robot_onc
     relay.hold_new();
     let id = rig.queue(&server, "0");
     wait_granted(&rig, &server, &id);
-    let journal = agent.work_dir().join("journal").join(format!("{id}.jsonl"));
     wait_until(RUN, "the assignment journaled", || {
-        journal.exists().then_some(())
+        agent.journal_file_of(&id)
     });
     agent.kill9();
     assert_eq!(ledger_count(&rig.ledger_path(), &id), 0, "never spawned");

@@ -115,7 +115,10 @@ fn the_database_journal_run_directory_and_variables_are_private() {
     let expected = [
         (work.to_path_buf(), 0o700),
         (work.join("journal"), 0o700),
-        (work.join("journal").join(format!("{id}.jsonl")), 0o600),
+        (
+            agent.journal_file_of(&id).expect("the run's journal"),
+            0o600,
+        ),
         (run_dir.clone(), 0o700),
         (variables.clone(), 0o600),
         (package.clone(), 0o500),

@@ -271,11 +271,11 @@ fn a_robot_signs_in_with_its_credential_and_the_value_shows_nowhere() {
         !Path::new(&credentials_file).exists(),
         "{credentials_file} left behind"
     );
-    // (The journal's id file stays: it holds no run.)
+    // (The journal's id file and its files, zeroed for the next runs, stay.)
     wait_until(RUN, "the journal trimmed", || {
         files_under(&dir.path().join("journal"))
             .iter()
-            .all(|(path, _)| path.extension().is_none_or(|ext| ext != "jsonl"))
+            .all(|(_, bytes)| !bytes.windows(run.len()).any(|w| w == run.as_bytes()))
             .then_some(())
     });
     for (path, bytes) in files_under(dir.path()) {
