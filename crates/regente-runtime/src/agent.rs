@@ -484,7 +484,13 @@ impl Agent {
         let journal = self
             .journals
             .create(&assignment, self.boot.clone())
-            .and_then(|journal| Ok((journal.sync_handle()?, journal)));
+            .and_then(|journal| match journal.sync_handle() {
+                Ok(handle) => Ok((handle, journal)),
+                Err(e) => {
+                    journal.remove();
+                    Err(e)
+                }
+            });
         let (sync_handle, journal) = match journal {
             Ok(journal) => journal,
             Err(e) => {

@@ -29,10 +29,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use regente_proto::{Assignment, Event};
+use regente_proto::{Assignment, Event, EventKind};
 use serde::{Deserialize, Serialize};
 
 #[derive(Serialize, Deserialize)]
@@ -112,27 +112,39 @@ pub fn boot_id() -> Option<String> {
 /// is written into a file that exists, synced and as large as it needs.
 pub struct Journals {
     dir: PathBuf,
-    free: Mutex<Vec<(PathBuf, File)>>,
+    free: Mutex<Vec<JournalFile>>,
     next_number: AtomicU64,
+}
+
+/// One of the directory's files.
+struct JournalFile {
+    path: PathBuf,
+    /// Whether the directory entry is known synced; until then each journal's
+    /// sync syncs the directory too (a file made by a crashed agent, or one
+    /// whose first journal ended before its sync ran, is not known synced).
+    named_durably: Arc<AtomicBool>,
 }
 
 /// What makes a new journal durable, for another thread.
 pub struct SyncHandle {
     file: File,
-    /// The directory, when the file is new: it must be synced too.
-    new_in: Option<PathBuf>,
+    /// The directory, with whether its entry for the file is known synced.
+    dir: Option<(PathBuf, Arc<AtomicBool>)>,
 }
 
 impl SyncHandle {
-    /// Syncs the file's content, then, for a new file, the directory that names
-    /// it: on some filesystems a synced new file may still be missing after a
-    /// power loss when its directory entry was not synced.
+    /// Syncs the file's content, then, until it is known done, the directory
+    /// that names it: on some filesystems a synced new file may still be
+    /// missing after a power loss when its directory entry was not synced.
     pub fn sync(&self) -> std::io::Result<()> {
         self.file.sync_data()?;
-        match &self.new_in {
-            Some(dir) => File::open(dir)?.sync_all(),
-            None => Ok(()),
+        if let Some((dir, named_durably)) = &self.dir {
+            if !named_durably.load(Ordering::Acquire) {
+                File::open(dir)?.sync_all()?;
+                named_durably.store(true, Ordering::Release);
+            }
         }
+        Ok(())
     }
 }
 
@@ -146,10 +158,9 @@ pub struct Journal {
 enum Place {
     /// A file of [`Journals`], its lines tagged with `tag`.
     Pooled {
-        path: PathBuf,
+        file: JournalFile,
         tag: u64,
         journals: Arc<Journals>,
-        new_file: bool,
     },
     /// A file per execution of earlier agents (`{execution}.jsonl`, lines
     /// without tags), read back after an upgrade and removed once done.
@@ -183,32 +194,48 @@ impl Journals {
         boot: Option<String>,
     ) -> std::io::Result<Journal> {
         let free = self.free.lock().unwrap_or_else(|e| e.into_inner()).pop();
-        let (path, file, new_file) = match free {
-            Some((path, file)) => (path, file, false),
-            None => {
-                let (path, file) = self.new_file()?;
-                (path, file, true)
+        let (journal_file, file) = match free {
+            // Opened anew: a sync still running for the file's previous journal
+            // (another open file) cannot take an error of this one's writes.
+            Some(journal_file) => {
+                let opened = OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .open(&journal_file.path);
+                match opened {
+                    Ok(file) => (journal_file, file),
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&journal_file.path);
+                        return Err(e);
+                    }
+                }
             }
+            None => self.new_file()?,
         };
         let mut journal = Journal {
             file,
             end: 0,
             place: Place::Pooled {
-                path,
+                file: journal_file,
                 tag: rand::random(),
                 journals: self.clone(),
-                new_file,
             },
         };
-        journal.append(
+        let written = journal.append(
             &[Entry::Assignment(assignment.clone()), Entry::Boot(boot)],
             false,
-        )?;
-        Ok(journal)
+        );
+        match written {
+            Ok(()) => Ok(journal),
+            Err(e) => {
+                journal.remove();
+                Err(e)
+            }
+        }
     }
 
     /// A new file of zeros, written, not synced (see [`SyncHandle::sync`]).
-    fn new_file(&self) -> std::io::Result<(PathBuf, File)> {
+    fn new_file(&self) -> std::io::Result<(JournalFile, File)> {
         std::fs::create_dir_all(&self.dir)?;
         loop {
             let number = self.next_number.fetch_add(1, Ordering::Relaxed);
@@ -225,23 +252,30 @@ impl Journals {
                 Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
                 Err(e) => return Err(e),
             };
-            file.write_all_at(&ZEROS, 0)?;
-            return Ok((path, file));
+            let journal_file = JournalFile {
+                path,
+                named_durably: Arc::new(AtomicBool::new(false)),
+            };
+            if let Err(e) = file.write_all_at(&ZEROS, 0) {
+                let _ = std::fs::remove_file(&journal_file.path);
+                return Err(e);
+            }
+            return Ok((journal_file, file));
         }
     }
 
     /// Takes a file back for the next journal, its content zeroed (it held
     /// the run's variables and logs); a file that grew is removed instead.
-    fn give_back(&self, path: PathBuf, file: File) {
+    fn give_back(&self, journal_file: JournalFile, file: File) {
         let reusable = file.metadata().is_ok_and(|m| m.len() == FILE_BYTES as u64)
             && file.write_all_at(&ZEROS, 0).is_ok();
         if reusable {
             self.free
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
-                .push((path, file));
+                .push(journal_file);
         } else {
-            let _ = std::fs::remove_file(&path);
+            let _ = std::fs::remove_file(&journal_file.path);
         }
     }
 
@@ -249,31 +283,53 @@ impl Journals {
     /// kept for new journals. A torn last line (a crash mid-write) is ignored:
     /// it was never sent, since sending follows the sync. `boot` is this
     /// boot's id ([`boot_id`]).
+    ///
+    /// Two journals of one execution (the first one's end zeroed in memory, the
+    /// machine lost before that reached the disk, the execution handed out
+    /// here again): the later attempt's is kept, the other removed.
     pub fn recover_all(self: &Arc<Self>, boot: Option<&str>) -> std::io::Result<Vec<Recovered>> {
-        let mut recovered = Vec::new();
+        let mut recovered: Vec<Recovered> = Vec::new();
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(recovered),
             Err(e) => return Err(e),
         };
         for entry in entries {
-            let path = entry?.path();
-            let extension = path.extension().and_then(|ext| ext.to_str());
-            let found = match extension {
+            let entry = entry?;
+            if !entry.file_type()?.is_file() {
+                continue;
+            }
+            let path = entry.path();
+            let found = match path.extension().and_then(|ext| ext.to_str()) {
                 Some("journal") => {
                     let number = path
                         .file_stem()
                         .and_then(|stem| stem.to_str()?.parse::<u64>().ok());
-                    if let Some(number) = number {
-                        self.next_number.fetch_max(number + 1, Ordering::Relaxed);
-                    }
+                    // Not one of ours: left alone.
+                    let Some(number) = number else { continue };
+                    self.next_number
+                        .fetch_max(number.saturating_add(1), Ordering::Relaxed);
                     self.recover_pooled(path)?
                 }
                 Some("jsonl") => recover_legacy(path)?,
                 _ => None,
             };
-            if let Some((journal, entries)) = found {
-                recovered.extend(Recovered::from_entries(journal, entries, boot));
+            let Some(found) = found
+                .and_then(|(journal, entries)| Recovered::from_entries(journal, entries, boot))
+            else {
+                continue;
+            };
+            let same = recovered
+                .iter()
+                .position(|r| r.assignment.execution_id == found.assignment.execution_id);
+            match same {
+                Some(at) if found.is_later_than(&recovered[at]) => {
+                    std::mem::replace(&mut recovered[at], found)
+                        .journal
+                        .remove();
+                }
+                Some(_) => found.journal.remove(),
+                None => recovered.push(found),
             }
         }
         Ok(recovered)
@@ -287,26 +343,33 @@ impl Journals {
         let mut bytes = Vec::new();
         std::io::Read::read_to_end(&mut &file, &mut bytes)?;
         let (tag, entries, intact_len) = read_tagged(&bytes);
+        let journal_file = JournalFile {
+            path,
+            named_durably: Arc::new(AtomicBool::new(false)),
+        };
         let holds_a_run = entries.iter().any(|e| matches!(e, Entry::Assignment(_)));
-        match tag {
-            Some(tag) if holds_a_run => Ok(Some((
-                Journal {
-                    file,
-                    end: intact_len as u64,
-                    place: Place::Pooled {
-                        path,
-                        tag,
-                        journals: self.clone(),
-                        new_file: false,
-                    },
-                },
-                entries,
-            ))),
-            _ => {
-                self.give_back(path, file);
-                Ok(None)
-            }
+        let Some(tag) = tag.filter(|_| holds_a_run) else {
+            self.give_back(journal_file, file);
+            return Ok(None);
+        };
+        // Past a torn line, a power loss may have left lines of this journal
+        // that reached the disk before it: zeroed, so that no later line
+        // written here ends exactly where one of them begins.
+        let rest = bytes.len().min(FILE_BYTES).saturating_sub(intact_len);
+        file.write_all_at(&ZEROS[..rest], intact_len as u64)?;
+        if bytes.len() > FILE_BYTES.max(intact_len) {
+            file.set_len(FILE_BYTES.max(intact_len) as u64)?;
         }
+        let journal = Journal {
+            file,
+            end: intact_len as u64,
+            place: Place::Pooled {
+                file: journal_file,
+                tag,
+                journals: self.clone(),
+            },
+        };
+        Ok(Some((journal, entries)))
     }
 }
 
@@ -382,6 +445,18 @@ fn recover_legacy(path: PathBuf) -> std::io::Result<Option<(Journal, Vec<Entry>)
 }
 
 impl Recovered {
+    /// Whether this journal is of a later hand-out of its execution than
+    /// `other`: a later attempt's events start further on, and of two with the
+    /// same start, an ended one was over before the other was handed out.
+    fn is_later_than(&self, other: &Recovered) -> bool {
+        let ended = |r: &Recovered| {
+            r.events
+                .iter()
+                .any(|e| matches!(e.kind, EventKind::Ended { .. } | EventKind::Lost { .. }))
+        };
+        (self.assignment.first_seq, !ended(self)) > (other.assignment.first_seq, !ended(other))
+    }
+
     fn from_entries(
         journal: Journal,
         entries: Vec<Entry>,
@@ -416,17 +491,16 @@ impl Recovered {
 impl Journal {
     /// What makes this new journal durable, for another thread.
     pub fn sync_handle(&self) -> std::io::Result<SyncHandle> {
-        let new_in = match &self.place {
-            Place::Pooled {
-                path,
-                new_file: true,
-                ..
-            } => Some(path.parent().map(Path::to_owned).unwrap_or_default()),
-            _ => None,
+        let dir = match &self.place {
+            Place::Pooled { file, .. } => Some((
+                file.path.parent().map(Path::to_owned).unwrap_or_default(),
+                file.named_durably.clone(),
+            )),
+            Place::Legacy { .. } => None,
         };
         Ok(SyncHandle {
             file: self.file.try_clone()?,
-            new_in,
+            dir,
         })
     }
 
@@ -473,7 +547,7 @@ impl Journal {
     /// server keeps each event once.
     pub fn remove(self) {
         match self.place {
-            Place::Pooled { path, journals, .. } => journals.give_back(path, self.file),
+            Place::Pooled { file, journals, .. } => journals.give_back(file, self.file),
             Place::Legacy { path } => {
                 let _ = std::fs::remove_file(&path);
             }
@@ -482,280 +556,5 @@ impl Journal {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn assignment(id: &str) -> Assignment {
-        Assignment {
-            execution_id: id.to_owned(),
-            lease: "lease".to_owned(),
-            robot_id: "robot".to_owned(),
-            robot_version: 1,
-            sha256: "00".to_owned(),
-            manifest: "name = \"r\"\ncommand = [\"true\"]\n".to_owned(),
-            variables: serde_json::json!({}),
-            first_seq: 1,
-            credentials: Default::default(),
-            secret_variables: Default::default(),
-        }
-    }
-
-    fn event(seq: u64, line: &str) -> Event {
-        Event {
-            seq,
-            time: 0,
-            kind: regente_proto::EventKind::Log {
-                level: regente_proto::LogLevel::Info,
-                message: line.to_owned(),
-            },
-        }
-    }
-
-    fn scratch(name: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!(
-            "regente-journal-{name}-{}-{:?}",
-            std::process::id(),
-            std::time::SystemTime::now()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        dir
-    }
-
-    /// The journals read back from `dir` as a restarted agent would, by
-    /// execution id: whether spawned, and the events' messages.
-    fn read_back(dir: &Path, boot: Option<&str>) -> Vec<(String, bool, Vec<String>)> {
-        let mut found: Vec<_> = Journals::new(dir)
-            .recover_all(boot)
-            .unwrap()
-            .into_iter()
-            .map(|r| {
-                let lines = r.events.iter().map(|e| format!("{:?}", e.kind)).collect();
-                (r.assignment.execution_id, r.spawned, lines)
-            })
-            .collect();
-        found.sort();
-        found
-    }
-
-    fn path_of(journal: &Journal) -> PathBuf {
-        match &journal.place {
-            Place::Pooled { path, .. } | Place::Legacy { path } => path.clone(),
-        }
-    }
-
-    fn files_in(dir: &Path) -> Vec<PathBuf> {
-        let mut files: Vec<_> = std::fs::read_dir(dir)
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .collect();
-        files.sort();
-        files
-    }
-
-    /// Whether the robot counts as spawned when the journal is read back in
-    /// boot `now`, after it was written in boot `written` and, when `mark`,
-    /// the spawn mark.
-    fn spawned_after(written: Option<&str>, mark: bool, now: Option<&str>) -> bool {
-        let dir = scratch("spawned");
-        let journals = Journals::new(&dir);
-        let mut journal = journals
-            .create(&assignment("e1"), written.map(str::to_owned))
-            .unwrap();
-        journal.sync_handle().unwrap().sync().unwrap();
-        if mark {
-            journal.mark_spawned().unwrap();
-        }
-        drop(journal);
-        let recovered = read_back(&dir, now);
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(recovered.len(), 1);
-        recovered[0].1
-    }
-
-    #[test]
-    fn a_journal_without_the_spawn_mark_counts_as_spawned_only_after_a_reboot() {
-        // Same boot: the written (unsynced) mark would be there had the robot been handed over.
-        assert!(!spawned_after(Some("boot-a"), false, Some("boot-a")));
-        assert!(spawned_after(Some("boot-a"), true, Some("boot-a")));
-        // Another boot, or a boot not known: the mark may have been lost.
-        assert!(spawned_after(Some("boot-a"), false, Some("boot-b")));
-        assert!(spawned_after(None, false, None));
-        assert!(spawned_after(Some("boot-a"), false, None));
-        assert!(spawned_after(None, false, Some("boot-a")));
-    }
-
-    #[test]
-    fn a_journal_reads_back_its_events_and_a_removed_one_leaves_its_file_zeroed_for_the_next() {
-        let dir = scratch("reuse");
-        let journals = Journals::new(&dir);
-        let mut first = journals.create(&assignment("e1"), None).unwrap();
-        first.sync_handle().unwrap().sync().unwrap();
-        first.mark_spawned().unwrap();
-        first
-            .append_events(&[event(1, "one"), event(2, "two")])
-            .unwrap();
-        let recovered = read_back(&dir, None);
-        assert_eq!(recovered.len(), 1);
-        assert_eq!(recovered[0].0, "e1");
-        assert!(recovered[0].1);
-        assert_eq!(recovered[0].2.len(), 2);
-        assert!(recovered[0].2[1].contains("two"));
-
-        let files = files_in(&dir);
-        first.remove();
-        assert_eq!(files_in(&dir), files, "kept for the next journal");
-        let bytes = std::fs::read(&files[0]).unwrap();
-        assert_eq!(bytes.len(), FILE_BYTES);
-        assert!(bytes.iter().all(|&b| b == 0), "the run's lines zeroed");
-        assert!(read_back(&dir, None).is_empty());
-
-        // The next journal goes into the same file, synced without its directory.
-        let second = journals.create(&assignment("e2"), None).unwrap();
-        assert!(second.sync_handle().unwrap().new_in.is_none());
-        assert_eq!(files_in(&dir), files);
-        assert_eq!(read_back(&dir, None)[0].0, "e2");
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn lines_an_earlier_journal_left_further_on_in_its_file_are_not_read() {
-        let dir = scratch("stale");
-        let journals = Journals::new(&dir);
-        let mut long = journals.create(&assignment("e1"), None).unwrap();
-        let lines: Vec<Event> = (1..=50)
-            .map(|i| event(i, "an earlier run's line"))
-            .collect();
-        long.append_events(&lines).unwrap();
-        // Given back as a crash would leave it: not zeroed.
-        journals
-            .free
-            .lock()
-            .unwrap()
-            .push((path_of(&long), long.file.try_clone().unwrap()));
-        drop(long);
-        let mut short = journals.create(&assignment("e2"), None).unwrap();
-        short.append_events(&[event(1, "its own")]).unwrap();
-        let recovered = read_back(&dir, None);
-        assert_eq!(recovered.len(), 1);
-        assert_eq!(recovered[0].0, "e2");
-        assert_eq!(recovered[0].2.len(), 1, "{:?}", recovered[0].2);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_torn_line_ends_the_journal_and_the_next_line_is_written_in_its_place() {
-        let dir = scratch("torn");
-        let journals = Journals::new(&dir);
-        let mut journal = journals.create(&assignment("e1"), None).unwrap();
-        journal
-            .append_events(&[event(1, "one"), event(2, "two")])
-            .unwrap();
-        // A crash mid-write: the second event's line half there.
-        let path = path_of(&journal);
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last_line_start = bytes[..journal.end as usize - 1]
-            .iter()
-            .rposition(|&b| b == b'\n')
-            .unwrap()
-            + 1;
-        let middle = (last_line_start + journal.end as usize) / 2;
-        bytes[middle..journal.end as usize].fill(0);
-        std::fs::write(&path, &bytes).unwrap();
-        drop(journal);
-
-        let journals = Journals::new(&dir);
-        let mut recovered = journals.recover_all(None).unwrap();
-        assert_eq!(recovered.len(), 1);
-        let mut journal = recovered.remove(0);
-        assert_eq!(journal.events.len(), 1, "the torn line is not read");
-        journal.journal.append_events(&[event(2, "again")]).unwrap();
-        drop(journal);
-        let back = read_back(&dir, None);
-        assert_eq!(back[0].2.len(), 2);
-        assert!(back[0].2[1].contains("again"));
-        // A flipped byte in a line ends the journal there too.
-        let mut bytes = std::fs::read(&path).unwrap();
-        let at = bytes.windows(5).position(|w| w == b"again").unwrap();
-        bytes[at] = b'A';
-        std::fs::write(&path, &bytes).unwrap();
-        assert_eq!(read_back(&dir, None)[0].2.len(), 1);
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_journal_that_outgrew_its_file_is_removed_with_it() {
-        let dir = scratch("grown");
-        let journals = Journals::new(&dir);
-        let mut journal = journals.create(&assignment("e1"), None).unwrap();
-        assert!(journal.sync_handle().unwrap().new_in.is_some());
-        let long = "x".repeat(1000);
-        let lines: Vec<Event> = (1..=100).map(|i| event(i, &long)).collect();
-        journal.append_events(&lines).unwrap();
-        assert_eq!(read_back(&dir, None)[0].2.len(), 100);
-        journal.remove();
-        assert!(files_in(&dir).is_empty());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn an_older_agents_journal_files_are_read_back_and_removed_when_done() {
-        let dir = scratch("older");
-        let write = |id: &str, entries: &[Entry]| {
-            let mut text = Vec::new();
-            for entry in entries {
-                serde_json::to_writer(&mut text, entry).unwrap();
-                text.push(b'\n');
-            }
-            std::fs::write(dir.join(format!("{id}.jsonl")), text).unwrap();
-        };
-        // Without a boot line (older still), the spawn mark alone counts.
-        write("e1", &[Entry::Assignment(assignment("e1"))]);
-        write("e2", &[Entry::Assignment(assignment("e2")), Entry::Spawned]);
-        write(
-            "e3",
-            &[
-                Entry::Assignment(assignment("e3")),
-                Entry::Boot(Some("boot".to_owned())),
-                Entry::Event(event(1, "one")),
-            ],
-        );
-        let journals = Journals::new(&dir);
-        let mut recovered = journals.recover_all(Some("boot")).unwrap();
-        recovered.sort_by(|a, b| a.assignment.execution_id.cmp(&b.assignment.execution_id));
-        let spawned: Vec<bool> = recovered.iter().map(|r| r.spawned).collect();
-        assert_eq!(spawned, [false, true, false]);
-        assert_eq!(recovered[2].events.len(), 1);
-        let mut e3 = recovered.pop().unwrap();
-        e3.journal.append_events(&[event(2, "two")]).unwrap();
-        assert_eq!(read_back(&dir, Some("boot"))[2].2.len(), 2);
-        e3.journal.remove();
-        assert!(!dir.join("e3.jsonl").exists());
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    #[test]
-    fn a_journal_keeps_its_id_within_a_boot_and_a_copy_or_a_reboot_gets_another() {
-        let dir = scratch("instance");
-        let id = instance_id(&dir, Some("boot-a")).unwrap();
-        assert_eq!(instance_id(&dir, Some("boot-a")).unwrap(), id);
-        // A copy of the directory, instance file and all.
-        let copy = scratch("instance-copy");
-        std::fs::copy(dir.join("instance"), copy.join("instance")).unwrap();
-        let copied = instance_id(&copy, Some("boot-a")).unwrap();
-        // The next boot.
-        let rebooted = instance_id(&dir, Some("boot-b")).unwrap();
-        assert_eq!(instance_id(&dir, Some("boot-b")).unwrap(), rebooted);
-        let _ = std::fs::remove_dir_all(&dir);
-        let _ = std::fs::remove_dir_all(&copy);
-        assert_ne!(copied, id);
-        assert_ne!(rebooted, id);
-    }
-
-    #[test]
-    fn the_boot_id_is_known_on_linux() {
-        if cfg!(target_os = "linux") {
-            let id = boot_id().expect("a boot id");
-            assert_eq!(boot_id(), Some(id));
-        }
-    }
-}
+#[path = "journal_tests.rs"]
+mod tests;

@@ -572,20 +572,26 @@ fn wal_path(path: &Path) -> PathBuf {
 /// new connection parses the whole schema). Until it opens, the writer's own
 /// checkpoint still bounds the WAL.
 fn checkpoint_loop(readers: &Readers, stop: mpsc::Receiver<()>) {
+    /// Turns waited after a failed open before the next try.
+    const TURNS_BEFORE_RETRY: u32 = 50;
     let mut conn = None;
     let mut warned = false;
+    let mut turns_to_wait = 0;
     let mut checkpointed = 0;
     loop {
-        if conn.is_none() {
+        if conn.is_none() && turns_to_wait == 0 {
             match open_connection(&readers.path, false) {
                 Ok(opened) => conn = Some(opened),
-                Err(e) if !warned => {
-                    tracing::warn!(error = %e, "cannot open the database for checkpoints");
-                    warned = true;
+                Err(e) => {
+                    if !warned {
+                        tracing::warn!(error = %e, "cannot open the database for checkpoints");
+                        warned = true;
+                    }
+                    turns_to_wait = TURNS_BEFORE_RETRY;
                 }
-                Err(_) => {}
             }
         }
+        turns_to_wait = turns_to_wait.saturating_sub(1);
         if !matches!(
             stop.recv_timeout(CHECKPOINT_EVERY),
             Err(mpsc::RecvTimeoutError::Timeout)
