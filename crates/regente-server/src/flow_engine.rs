@@ -5,7 +5,8 @@
 //! It reads `execution.ended` events; for one whose execution is a flow step it
 //! records the end and applies the engine's decisions in one store transaction
 //! that also saves its cursor (`service::flows::advance`). Other events only move
-//! the cursor, saved every [`SAVE_EVERY`] events or when idle. Killed anywhere,
+//! the cursor, saved every [`SAVE_EVERY`] events, or when idle as
+//! [`crate::cursor_saves`] says, and when the engine stops. Killed anywhere,
 //! it reads again from its saved cursor: an event whose change committed finds
 //! its step already recorded (no change), one whose change did not commit is
 //! handled as if for the first time, and the run's revision refuses a decision
@@ -21,6 +22,7 @@ use std::time::Duration;
 use regente_store::{EventCursor, EventKind, StoredEvent};
 use tracing::{debug, warn};
 
+use crate::cursor_saves::SavedCursor;
 use crate::service::{flows, Context};
 use crate::supervisor::StopSignal;
 
@@ -28,7 +30,7 @@ use crate::supervisor::StopSignal;
 pub const CONSUMER: &str = "flows";
 /// Events read at a time.
 const BATCH: u32 = 500;
-/// Events passed over before the cursor is saved (it is also saved when idle).
+/// Events passed over before the cursor is saved however recently it was.
 const SAVE_EVERY: usize = 1_000;
 /// How often the engine looks without being told.
 const SAFETY_NET: Duration = Duration::from_secs(1);
@@ -42,7 +44,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
     let mut engine = Engine {
         cursor: None,
         unsaved: 0,
-        saved: None,
+        saved: SavedCursor::default(),
     };
     while !stop.is_requested() {
         let pause = match engine.look(&ctx).await {
@@ -72,7 +74,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
             _ = timer => {}
         }
     }
-    engine.save(&ctx).await;
+    engine.save(&ctx, true).await;
 }
 
 enum Look {
@@ -88,8 +90,8 @@ struct Engine {
     cursor: Option<EventCursor>,
     /// Events passed over since the cursor was last saved.
     unsaved: usize,
-    /// The cursor as last saved (or loaded): not saved again.
-    saved: Option<EventCursor>,
+    /// The cursor as last saved (or loaded), and when.
+    saved: SavedCursor,
 }
 
 impl Engine {
@@ -102,7 +104,7 @@ impl Engine {
             Some(cursor) => cursor,
             None => {
                 let loaded = ctx.store.load_cursor(CONSUMER).await?;
-                self.saved = Some(loaded);
+                self.saved.saved(loaded, ctx.clock.now());
                 loaded
             }
         };
@@ -126,12 +128,10 @@ impl Engine {
             flows::advance(ctx, &run.organization_id, &run.run_id, None, None).await?;
         }
         if full {
-            if self.unsaved >= SAVE_EVERY {
-                self.save(ctx).await;
-            }
+            self.save(ctx, false).await;
             return Ok(Look::More);
         }
-        self.save(ctx).await;
+        self.save(ctx, false).await;
         let later = ctx.store.waking_flow_runs(WAKING_PER_LOOK).await?;
         Ok(Look::Idle {
             wake_at: flows::soonest(&later),
@@ -162,28 +162,29 @@ impl Engine {
         if changed {
             // Saved with the change.
             self.unsaved = 0;
-            self.saved = Some(event.cursor);
+            self.saved.saved(event.cursor, ctx.clock.now());
         }
         Ok(())
     }
 
-    /// Saves the cursor if events were passed over since it was saved.
-    async fn save(&mut self, ctx: &Context) {
+    /// Saves the cursor if events were passed over since it was saved: when
+    /// `now` (the engine stops), after [`SAVE_EVERY`] events, or when due.
+    async fn save(&mut self, ctx: &Context, now: bool) {
         let Some(cursor) = self.cursor.filter(|_| self.unsaved > 0) else {
             return;
         };
-        if self.saved == Some(cursor) {
+        if !self.saved.is_behind(cursor) {
             self.unsaved = 0;
             return;
         }
-        match ctx
-            .store
-            .save_cursor(CONSUMER, cursor, ctx.clock.now())
-            .await
-        {
+        let time = ctx.clock.now();
+        if !(now || self.unsaved >= SAVE_EVERY || self.saved.due(cursor, time)) {
+            return;
+        }
+        match ctx.store.save_cursor(CONSUMER, cursor, time).await {
             Ok(()) => {
                 self.unsaved = 0;
-                self.saved = Some(cursor);
+                self.saved.saved(cursor, time);
             }
             Err(e) => warn!(
                 error = format!("{e:#}"),

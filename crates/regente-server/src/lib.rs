@@ -22,6 +22,7 @@ pub mod api;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod cursor_saves;
 pub mod flow_engine;
 pub mod hub;
 pub mod retention;

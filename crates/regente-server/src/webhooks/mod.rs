@@ -6,7 +6,8 @@
 //! - **Never lost, never doubled when queued**: the deliveries of a batch of
 //!   events and the consumer's cursor after it are written in one transaction
 //!   (`WebhookStore::queue_webhook_deliveries`). Killed before, the batch is
-//!   read again; after, it is not.
+//!   read again; after, it is not. A batch that queues nothing only moves the
+//!   cursor, saved as [`crate::cursor_saves`] says.
 //! - **Sent at least once**: a delivery is claimed before its POST (its due
 //!   time moved past the POST's time bound), and its attempt recorded after.
 //!   A server killed in between sends it again once the claim ends: receivers
@@ -28,6 +29,7 @@ use regente_store::{
 use serde_json::{json, Map, Value};
 use tracing::warn;
 
+use crate::cursor_saves::SavedCursor;
 use crate::service::{new_id, Context};
 use crate::supervisor::StopSignal;
 
@@ -157,8 +159,9 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
         }
     };
     let mut cursor: Option<EventCursor> = None;
+    let mut saved = SavedCursor::default();
     while !stop.is_requested() {
-        let more = match look(&ctx, &mut cursor, &mut sender).await {
+        let more = match look(&ctx, &mut cursor, &mut saved, &mut sender).await {
             Ok(more) => more,
             Err(e) => {
                 warn!(
@@ -185,6 +188,15 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
             _ = tokio::time::sleep(pause) => {}
         }
     }
+    if let Some(cursor) = cursor.filter(|&c| saved.is_behind(c)) {
+        if let Err(e) = ctx
+            .store
+            .save_cursor(CONSUMER, cursor, ctx.clock.now())
+            .await
+        {
+            warn!(error = %e, "cannot save the webhooks' cursor");
+        }
+    }
 }
 
 /// One look: queue what new events call for, start due deliveries. True when
@@ -192,6 +204,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
 async fn look(
     ctx: &Arc<Context>,
     cursor: &mut Option<EventCursor>,
+    saved: &mut SavedCursor,
     sender: &mut sender::Sender,
 ) -> anyhow::Result<bool> {
     if !ctx.store.lead().await? {
@@ -200,7 +213,11 @@ async fn look(
     }
     let after = match *cursor {
         Some(cursor) => cursor,
-        None => ctx.store.load_cursor(CONSUMER).await?,
+        None => {
+            let loaded = ctx.store.load_cursor(CONSUMER).await?;
+            saved.saved(loaded, ctx.clock.now());
+            loaded
+        }
     };
     *cursor = Some(after);
     let kinds = kinds_wanted(&ctx.store.enabled_webhooks().await?);
@@ -219,10 +236,18 @@ async fn look(
             return Ok(true);
         }
         let deliveries = deliveries_for(ctx, &webhooks, &read.events).await?;
-        ctx.store
-            .queue_webhook_deliveries(&deliveries, CONSUMER, through, ctx.clock.now())
-            .await?;
+        let now = ctx.clock.now();
+        if !deliveries.is_empty() || saved.due(through, now) {
+            ctx.store
+                .queue_webhook_deliveries(&deliveries, CONSUMER, through, now)
+                .await?;
+            saved.saved(through, now);
+        }
         *cursor = Some(through);
+    } else if saved.due(after, ctx.clock.now()) {
+        let now = ctx.clock.now();
+        ctx.store.save_cursor(CONSUMER, after, now).await?;
+        saved.saved(after, now);
     }
     sender.start_due(ctx).await?;
     Ok(read.read == BATCH as usize)
