@@ -6,7 +6,10 @@
 //! on the store's single writer, queued before the run's claim. Such a cursor is
 //! now saved once it is [`SAVE_EVERY_MS`] older than the last save, and when the
 //! consumer stops. Unsaved, a crash has the consumer read those events again,
-//! and they again ask nothing of it.
+//! and they again ask nothing of it. (Unless something changed meanwhile: a
+//! webhook enabled again, or given another event type, gets deliveries for
+//! such events read again after a restart or a change of leader, which the
+//! look that first passed them over did not make. It cannot get one twice.)
 
 use regente_store::{EventCursor, Millis};
 
@@ -32,9 +35,13 @@ impl SavedCursor {
         self.cursor != Some(cursor)
     }
 
-    /// Whether `cursor`, having only moved, is to be saved at `now`.
+    /// Whether `cursor`, having only moved, is to be saved at `now` (also
+    /// when the clock went back past the last save).
     pub fn due(&self, cursor: EventCursor, now: Millis) -> bool {
-        self.is_behind(cursor) && self.at.is_none_or(|at| now - at >= SAVE_EVERY_MS)
+        self.is_behind(cursor)
+            && self
+                .at
+                .is_none_or(|at| now < at || now - at >= SAVE_EVERY_MS)
     }
 }
 
@@ -57,5 +64,6 @@ mod tests {
         assert!(saved.is_behind(at(5)));
         saved.saved(at(5), 12_000);
         assert!(!saved.is_behind(at(5)));
+        assert!(saved.due(at(6), 11_999), "the clock went back");
     }
 }
