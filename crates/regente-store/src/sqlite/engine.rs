@@ -68,14 +68,9 @@ pub(crate) static MIGRATIONS: Migrator = sqlx::migrate!("./migrations/sqlite");
 /// each with its checksum, and none other: then sqlx's migrator would find
 /// nothing to do, and it is not started (its pool, connection thread and
 /// queries were about a sixth of a start's time). Anything else, including
-/// any doubt, answers false and leaves the verdict to the migrator.
-#[cfg(test)]
-fn migrated(path: &Path, migrator: &Migrator) -> bool {
-    migrated_connection(path, migrator).is_some()
-}
-
-/// A read-write connection to the database at `path` when it is migrated (see
-/// `migrated`): the writer's, so that a start parses the schema once less.
+/// any doubt, answers `None` and leaves the verdict to the migrator. When it
+/// answers, the read-write connection it read with becomes the writer's: each
+/// connection parses the whole schema, so a start parses it once less.
 fn migrated_connection(path: &Path, migrator: &Migrator) -> Option<Connection> {
     /// A recorded migration: its version, checksum and success.
     type Applied = (i64, Vec<u8>, bool);

@@ -207,15 +207,21 @@ async fn the_migrator_is_skipped_only_when_every_migration_is_applied() {
     let dir = tempfile::tempdir().unwrap();
     let fresh = dir.path().join("fresh.db");
     create_private(&fresh);
-    assert!(!migrated(&fresh, &MIGRATIONS), "an empty file");
-    assert!(!migrated(&dir.path().join("absent.db"), &MIGRATIONS));
+    assert!(
+        migrated_connection(&fresh, &MIGRATIONS).is_none(),
+        "an empty file"
+    );
+    assert!(migrated_connection(&dir.path().join("absent.db"), &MIGRATIONS).is_none());
 
     let (url, path, conn) = migrated_store(&dir).await;
-    assert!(migrated(&path, &MIGRATIONS));
+    assert!(migrated_connection(&path, &MIGRATIONS).is_some());
     let last = MIGRATIONS.iter().map(|m| m.version).max().unwrap();
     conn.execute("DELETE FROM _sqlx_migrations WHERE version = ?1", [last])
         .unwrap();
-    assert!(!migrated(&path, &MIGRATIONS), "one migration not recorded");
+    assert!(
+        migrated_connection(&path, &MIGRATIONS).is_none(),
+        "one migration not recorded"
+    );
     // The migrator then applies it again: it records it, or fails on what it
     // creates being there already. Skipped, it would do neither.
     match SqliteStore::open(&url).await {
@@ -260,10 +266,10 @@ async fn a_migrated_store_out_of_wal_mode_is_put_back_by_the_migrator() {
         }
     }
     drop(conn);
-    assert!(!migrated(&path, &MIGRATIONS));
+    assert!(migrated_connection(&path, &MIGRATIONS).is_none());
     let store = SqliteStore::open(&url).await.unwrap();
     store.close().await;
-    assert!(migrated(&path, &MIGRATIONS));
+    assert!(migrated_connection(&path, &MIGRATIONS).is_some());
 }
 
 /// What sqlx's migrator refuses is still refused: a changed migration, one
@@ -280,7 +286,10 @@ async fn a_store_the_migrator_refuses_is_still_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (url, path, conn) = migrated_store(&dir).await;
         conn.execute(change, []).unwrap();
-        assert!(!migrated(&path, &MIGRATIONS), "{change}");
+        assert!(
+            migrated_connection(&path, &MIGRATIONS).is_none(),
+            "{change}"
+        );
         let refused = SqliteStore::open(&url).await.err();
         assert!(
             refused.is_some_and(|e| format!("{e:#}").contains("migrations")),
