@@ -11,7 +11,7 @@
 //! such events read again after a restart or a change of leader, which the
 //! look that first passed them over did not make. It cannot get one twice.)
 
-use regente_store::{EventCursor, Millis};
+use regente_store::{EventCursor, Millis, Store};
 
 /// The longest a cursor that only moved stays unsaved while its consumer looks.
 pub const SAVE_EVERY_MS: Millis = 1_000;
@@ -33,6 +33,23 @@ impl SavedCursor {
     /// Whether `cursor` differs from the one saved.
     pub fn is_behind(&self, cursor: EventCursor) -> bool {
         self.cursor != Some(cursor)
+    }
+
+    /// Saves `consumer`'s `cursor`, which only moved, when it is due at `now`
+    /// or `anyway` (the consumer stops, or passed many events over).
+    pub async fn save_when_due(
+        &mut self,
+        store: &dyn Store,
+        consumer: &str,
+        cursor: EventCursor,
+        now: Millis,
+        anyway: bool,
+    ) -> regente_store::Result<()> {
+        if self.is_behind(cursor) && (anyway || self.due(cursor, now)) {
+            store.save_cursor(consumer, cursor, now).await?;
+            self.saved(cursor, now);
+        }
+        Ok(())
     }
 
     /// Whether `cursor`, having only moved, is to be saved at `now` (also

@@ -168,24 +168,19 @@ impl Engine {
     }
 
     /// Saves the cursor if events were passed over since it was saved: when
-    /// `now` (the engine stops), after [`SAVE_EVERY`] events, or when due.
-    async fn save(&mut self, ctx: &Context, now: bool) {
+    /// `stopping`, after [`SAVE_EVERY`] events, or when due.
+    async fn save(&mut self, ctx: &Context, stopping: bool) {
         let Some(cursor) = self.cursor.filter(|_| self.unsaved > 0) else {
             return;
         };
-        if !self.saved.is_behind(cursor) {
-            self.unsaved = 0;
-            return;
-        }
-        let time = ctx.clock.now();
-        if !(now || self.unsaved >= SAVE_EVERY || self.saved.due(cursor, time)) {
-            return;
-        }
-        match ctx.store.save_cursor(CONSUMER, cursor, time).await {
-            Ok(()) => {
-                self.unsaved = 0;
-                self.saved.saved(cursor, time);
-            }
+        let anyway = stopping || self.unsaved >= SAVE_EVERY;
+        let saved = self
+            .saved
+            .save_when_due(&*ctx.store, CONSUMER, cursor, ctx.clock.now(), anyway)
+            .await;
+        match saved {
+            Ok(()) if !self.saved.is_behind(cursor) => self.unsaved = 0,
+            Ok(()) => {}
             Err(e) => warn!(
                 error = format!("{e:#}"),
                 "cannot save the flow engine's cursor"

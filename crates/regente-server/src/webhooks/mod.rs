@@ -188,10 +188,10 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
             _ = tokio::time::sleep(pause) => {}
         }
     }
-    if let Some(cursor) = cursor.filter(|&c| saved.is_behind(c)) {
-        if let Err(e) = ctx
-            .store
-            .save_cursor(CONSUMER, cursor, ctx.clock.now())
+    if let Some(cursor) = cursor {
+        let now = ctx.clock.now();
+        if let Err(e) = saved
+            .save_when_due(&*ctx.store, CONSUMER, cursor, now, true)
             .await
         {
             warn!(error = %e, "cannot save the webhooks' cursor");
@@ -244,10 +244,11 @@ async fn look(
             saved.saved(through, now);
         }
         *cursor = Some(through);
-    } else if saved.due(after, ctx.clock.now()) {
+    } else {
         let now = ctx.clock.now();
-        ctx.store.save_cursor(CONSUMER, after, now).await?;
-        saved.saved(after, now);
+        saved
+            .save_when_due(&*ctx.store, CONSUMER, after, now, false)
+            .await?;
     }
     sender.start_due(ctx).await?;
     Ok(read.read == BATCH as usize)
