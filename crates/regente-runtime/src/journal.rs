@@ -264,12 +264,10 @@ impl Journals {
         }
     }
 
-    /// Takes a file back for the next journal, its content zeroed (it held
-    /// the run's variables and logs); a file that grew is removed instead.
-    fn give_back(&self, journal_file: JournalFile, file: File) {
-        let reusable = file.metadata().is_ok_and(|m| m.len() == FILE_BYTES as u64)
-            && file.write_all_at(&ZEROS, 0).is_ok();
-        if reusable {
+    /// Takes a file back for the next journal once its first `written` bytes
+    /// are zeroed (they held a run's variables and logs; the rest is zeros).
+    fn give_back(&self, journal_file: JournalFile, file: File, written: usize) {
+        if file.write_all_at(&ZEROS[..written], 0).is_ok() {
             self.free
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
@@ -349,7 +347,11 @@ impl Journals {
         };
         let holds_a_run = entries.iter().any(|e| matches!(e, Entry::Assignment(_)));
         let Some(tag) = tag.filter(|_| holds_a_run) else {
-            self.give_back(journal_file, file);
+            if bytes.len() == FILE_BYTES {
+                self.give_back(journal_file, file, FILE_BYTES);
+            } else {
+                let _ = std::fs::remove_file(&journal_file.path);
+            }
             return Ok(None);
         };
         // Past a torn line, a power loss may have left lines of this journal
@@ -492,10 +494,9 @@ impl Journal {
     /// What makes this new journal durable, for another thread.
     pub fn sync_handle(&self) -> std::io::Result<SyncHandle> {
         let dir = match &self.place {
-            Place::Pooled { file, .. } => Some((
-                file.path.parent().map(Path::to_owned).unwrap_or_default(),
-                file.named_durably.clone(),
-            )),
+            Place::Pooled { file, journals, .. } => {
+                Some((journals.dir.clone(), file.named_durably.clone()))
+            }
             Place::Legacy { .. } => None,
         };
         Ok(SyncHandle {
@@ -544,10 +545,19 @@ impl Journal {
 
     /// Ends the journal once the server has stored everything in it. Not
     /// synced: a journal found again after a power loss is sent again, and the
-    /// server keeps each event once.
+    /// server keeps each event once. Its file is used again unless the journal
+    /// made it grow (a file is never longer than `max(FILE_BYTES, end)`: read
+    /// back, it is cut to that).
     pub fn remove(self) {
         match self.place {
-            Place::Pooled { file, journals, .. } => journals.give_back(file, self.file),
+            Place::Pooled { file, journals, .. } => match usize::try_from(self.end) {
+                Ok(written) if written <= FILE_BYTES => {
+                    journals.give_back(file, self.file, written)
+                }
+                _ => {
+                    let _ = std::fs::remove_file(&file.path);
+                }
+            },
             Place::Legacy { path } => {
                 let _ = std::fs::remove_file(&path);
             }

@@ -26,16 +26,6 @@ fn event(seq: u64, line: &str) -> Event {
     }
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "regente-journal-{name}-{}-{:?}",
-        std::process::id(),
-        std::time::SystemTime::now()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// The journals read back from `dir` as a restarted agent would, by
 /// execution id: whether spawned, and the events' messages.
 fn read_back(dir: &Path, boot: Option<&str>) -> Vec<(String, bool, Vec<String>)> {
@@ -78,8 +68,9 @@ fn files_in(dir: &Path) -> Vec<PathBuf> {
 /// boot `now`, after it was written in boot `written` and, when `mark`,
 /// the spawn mark.
 fn spawned_after(written: Option<&str>, mark: bool, now: Option<&str>) -> bool {
-    let dir = scratch("spawned");
-    let journals = Journals::new(&dir);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let journals = Journals::new(dir);
     let mut journal = journals
         .create(&assignment("e1"), written.map(str::to_owned))
         .unwrap();
@@ -88,8 +79,7 @@ fn spawned_after(written: Option<&str>, mark: bool, now: Option<&str>) -> bool {
         journal.mark_spawned().unwrap();
     }
     drop(journal);
-    let recovered = read_back(&dir, now);
-    let _ = std::fs::remove_dir_all(&dir);
+    let recovered = read_back(dir, now);
     assert_eq!(recovered.len(), 1);
     recovered[0].1
 }
@@ -108,41 +98,42 @@ fn a_journal_without_the_spawn_mark_counts_as_spawned_only_after_a_reboot() {
 
 #[test]
 fn a_journal_reads_back_its_events_and_a_removed_one_leaves_its_file_zeroed_for_the_next() {
-    let dir = scratch("reuse");
-    let journals = Journals::new(&dir);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let journals = Journals::new(dir);
     let mut first = journals.create(&assignment("e1"), None).unwrap();
     first.sync_handle().unwrap().sync().unwrap();
     first.mark_spawned().unwrap();
     first
         .append_events(&[event(1, "one"), event(2, "two")])
         .unwrap();
-    let recovered = read_back(&dir, None);
+    let recovered = read_back(dir, None);
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].0, "e1");
     assert!(recovered[0].1);
     assert_eq!(recovered[0].2.len(), 2);
     assert!(recovered[0].2[1].contains("two"));
 
-    let files = files_in(&dir);
+    let files = files_in(dir);
     first.remove();
-    assert_eq!(files_in(&dir), files, "kept for the next journal");
+    assert_eq!(files_in(dir), files, "kept for the next journal");
     let bytes = std::fs::read(&files[0]).unwrap();
     assert_eq!(bytes.len(), FILE_BYTES);
     assert!(bytes.iter().all(|&b| b == 0), "the run's lines zeroed");
-    assert!(read_back(&dir, None).is_empty());
+    assert!(read_back(dir, None).is_empty());
 
     // The next journal goes into the same file, synced without its directory.
     let second = journals.create(&assignment("e2"), None).unwrap();
     assert!(directory_synced(&second));
-    assert_eq!(files_in(&dir), files);
-    assert_eq!(read_back(&dir, None)[0].0, "e2");
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(files_in(dir), files);
+    assert_eq!(read_back(dir, None)[0].0, "e2");
 }
 
 #[test]
 fn lines_an_earlier_journal_left_further_on_in_its_file_are_not_read() {
-    let dir = scratch("stale");
-    let journals = Journals::new(&dir);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let journals = Journals::new(dir);
     let mut long = journals.create(&assignment("e1"), None).unwrap();
     let lines: Vec<Event> = (1..=50)
         .map(|i| event(i, "an earlier run's line"))
@@ -156,17 +147,17 @@ fn lines_an_earlier_journal_left_further_on_in_its_file_are_not_read() {
     drop(long);
     let mut short = journals.create(&assignment("e2"), None).unwrap();
     short.append_events(&[event(1, "its own")]).unwrap();
-    let recovered = read_back(&dir, None);
+    let recovered = read_back(dir, None);
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].0, "e2");
     assert_eq!(recovered[0].2.len(), 1, "{:?}", recovered[0].2);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_torn_line_ends_the_journal_and_the_next_line_is_written_in_its_place() {
-    let dir = scratch("torn");
-    let journals = Journals::new(&dir);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let journals = Journals::new(dir);
     let mut journal = journals.create(&assignment("e1"), None).unwrap();
     journal
         .append_events(&[event(1, "one"), event(2, "two")])
@@ -184,14 +175,14 @@ fn a_torn_line_ends_the_journal_and_the_next_line_is_written_in_its_place() {
     std::fs::write(&path, &bytes).unwrap();
     drop(journal);
 
-    let journals = Journals::new(&dir);
+    let journals = Journals::new(dir);
     let mut recovered = journals.recover_all(None).unwrap();
     assert_eq!(recovered.len(), 1);
     let mut journal = recovered.remove(0);
     assert_eq!(journal.events.len(), 1, "the torn line is not read");
     journal.journal.append_events(&[event(2, "again")]).unwrap();
     drop(journal);
-    let back = read_back(&dir, None);
+    let back = read_back(dir, None);
     assert_eq!(back[0].2.len(), 2);
     assert!(back[0].2[1].contains("again"));
     // A flipped byte in a line ends the journal there too.
@@ -199,28 +190,28 @@ fn a_torn_line_ends_the_journal_and_the_next_line_is_written_in_its_place() {
     let at = bytes.windows(5).position(|w| w == b"again").unwrap();
     bytes[at] = b'A';
     std::fs::write(&path, &bytes).unwrap();
-    assert_eq!(read_back(&dir, None)[0].2.len(), 1);
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(read_back(dir, None)[0].2.len(), 1);
 }
 
 #[test]
 fn a_journal_that_outgrew_its_file_is_removed_with_it() {
-    let dir = scratch("grown");
-    let journals = Journals::new(&dir);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let journals = Journals::new(dir);
     let mut journal = journals.create(&assignment("e1"), None).unwrap();
     assert!(!directory_synced(&journal));
     let long = "x".repeat(1000);
     let lines: Vec<Event> = (1..=100).map(|i| event(i, &long)).collect();
     journal.append_events(&lines).unwrap();
-    assert_eq!(read_back(&dir, None)[0].2.len(), 100);
+    assert_eq!(read_back(dir, None)[0].2.len(), 100);
     journal.remove();
-    assert!(files_in(&dir).is_empty());
-    let _ = std::fs::remove_dir_all(&dir);
+    assert!(files_in(dir).is_empty());
 }
 
 #[test]
 fn an_older_agents_journal_files_are_read_back_and_removed_when_done() {
-    let dir = scratch("older");
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
     let write = |id: &str, entries: &[Entry]| {
         let mut text = Vec::new();
         for entry in entries {
@@ -240,7 +231,7 @@ fn an_older_agents_journal_files_are_read_back_and_removed_when_done() {
             Entry::Event(event(1, "one")),
         ],
     );
-    let journals = Journals::new(&dir);
+    let journals = Journals::new(dir);
     let mut recovered = journals.recover_all(Some("boot")).unwrap();
     recovered.sort_by(|a, b| a.assignment.execution_id.cmp(&b.assignment.execution_id));
     let spawned: Vec<bool> = recovered.iter().map(|r| r.spawned).collect();
@@ -248,16 +239,16 @@ fn an_older_agents_journal_files_are_read_back_and_removed_when_done() {
     assert_eq!(recovered[2].events.len(), 1);
     let mut e3 = recovered.pop().unwrap();
     e3.journal.append_events(&[event(2, "two")]).unwrap();
-    assert_eq!(read_back(&dir, Some("boot"))[2].2.len(), 2);
+    assert_eq!(read_back(dir, Some("boot"))[2].2.len(), 2);
     e3.journal.remove();
     assert!(!dir.join("e3.jsonl").exists());
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_file_whose_first_journal_ended_before_its_sync_has_its_directory_synced_by_the_next() {
-    let dir = scratch("unnamed");
-    let journals = Journals::new(&dir);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let journals = Journals::new(dir);
     let first = journals.create(&assignment("e1"), None).unwrap();
     let first_sync = first.sync_handle().unwrap();
     first.remove();
@@ -267,13 +258,13 @@ fn a_file_whose_first_journal_ended_before_its_sync_has_its_directory_synced_by_
     assert!(directory_synced(&second));
     // The first journal's late sync changes nothing.
     first_sync.sync().unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn of_two_journals_of_one_execution_the_later_hand_out_is_kept_and_the_other_removed() {
-    let dir = scratch("twice");
-    let journals = Journals::new(&dir);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let journals = Journals::new(dir);
     // The first hand-out ended; its zeroing never reached the disk.
     let mut ended = journals.create(&assignment("e1"), None).unwrap();
     let end = Event {
@@ -294,19 +285,19 @@ fn of_two_journals_of_one_execution_the_later_hand_out_is_kept_and_the_other_rem
         .append_events(&[event(2, "the second attempt")])
         .unwrap();
     drop((ended, later));
-    let recovered = Journals::new(&dir).recover_all(None).unwrap();
+    let recovered = Journals::new(dir).recover_all(None).unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].assignment.lease, "lease-2");
     drop(recovered);
     // The other one is gone from its file: read back again, one journal.
-    assert_eq!(read_back(&dir, None).len(), 1);
-    let _ = std::fs::remove_dir_all(&dir);
+    assert_eq!(read_back(dir, None).len(), 1);
 }
 
 #[test]
 fn what_follows_a_torn_line_is_zeroed_when_read_back() {
-    let dir = scratch("tail");
-    let journals = Journals::new(&dir);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let journals = Journals::new(dir);
     let mut journal = journals.create(&assignment("e1"), None).unwrap();
     let lines: Vec<Event> = (1..=3).map(|i| event(i, "a line")).collect();
     journal.append_events(&lines).unwrap();
@@ -318,29 +309,28 @@ fn what_follows_a_torn_line_is_zeroed_when_read_back() {
     let second = bytes.windows(8).position(|w| w == b"\"seq\":2,").unwrap();
     bytes[second] = b'X';
     std::fs::write(&path, &bytes).unwrap();
-    let recovered = Journals::new(&dir).recover_all(None).unwrap();
+    let recovered = Journals::new(dir).recover_all(None).unwrap();
     assert_eq!(recovered[0].events.len(), 1);
     let bytes = std::fs::read(&path).unwrap();
     let intact = recovered[0].journal.end as usize;
     assert!(intact < end);
     assert!(bytes[intact..].iter().all(|&b| b == 0), "the rest zeroed");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
 fn a_journal_keeps_its_id_within_a_boot_and_a_copy_or_a_reboot_gets_another() {
-    let dir = scratch("instance");
-    let id = instance_id(&dir, Some("boot-a")).unwrap();
-    assert_eq!(instance_id(&dir, Some("boot-a")).unwrap(), id);
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let id = instance_id(dir, Some("boot-a")).unwrap();
+    assert_eq!(instance_id(dir, Some("boot-a")).unwrap(), id);
     // A copy of the directory, instance file and all.
-    let copy = scratch("instance-copy");
+    let copied_to = tempfile::tempdir().unwrap();
+    let copy = copied_to.path();
     std::fs::copy(dir.join("instance"), copy.join("instance")).unwrap();
-    let copied = instance_id(&copy, Some("boot-a")).unwrap();
+    let copied = instance_id(copy, Some("boot-a")).unwrap();
     // The next boot.
-    let rebooted = instance_id(&dir, Some("boot-b")).unwrap();
-    assert_eq!(instance_id(&dir, Some("boot-b")).unwrap(), rebooted);
-    let _ = std::fs::remove_dir_all(&dir);
-    let _ = std::fs::remove_dir_all(&copy);
+    let rebooted = instance_id(dir, Some("boot-b")).unwrap();
+    assert_eq!(instance_id(dir, Some("boot-b")).unwrap(), rebooted);
     assert_ne!(copied, id);
     assert_ne!(rebooted, id);
 }
