@@ -126,13 +126,16 @@ pub trait ExecutionStore: Send + Sync {
     async fn enqueue(&self, new: &NewExecution, key: Option<&IdempotencyKey>) -> Result<Enqueued>;
     async fn get_execution(&self, organization_id: &str, id: &str) -> Result<Execution>;
     async fn execution_logs(&self, organization_id: &str, id: &str) -> Result<Vec<LogLine>>;
-    /// An execution and its whole log, in order, read together: the
-    /// execution and the log's first [`LOG_LINES_READ_TOGETHER`] lines from
-    /// one snapshot (on PostgreSQL one statement, where a result read had made
-    /// two round trips), a longer log's rest after.
+    /// An execution on `runtime_id` and its whole log, in order, read
+    /// together: the execution and the log's first [`LOG_LINES_READ_TOGETHER`]
+    /// lines from one snapshot (on PostgreSQL one statement, where a result
+    /// read had made two round trips), a longer log's rest after.
+    /// [`Error::NotFound`] when the execution is on another runtime, before
+    /// its log is read.
     async fn execution_with_logs(
         &self,
         organization_id: &str,
+        runtime_id: &str,
         id: &str,
     ) -> Result<(Execution, Vec<LogLine>)>;
     /// At most `limit` log lines numbered after `after_seq`, in order: a page

@@ -212,7 +212,7 @@ pub async fn get_with_logs(
         |(execution, _)| execution,
         || {
             ctx.store
-                .execution_with_logs(&caller.organization_id, execution_id)
+                .execution_with_logs(&caller.organization_id, runtime_id, execution_id)
         },
     )
     .await

@@ -33,7 +33,7 @@ static SELECT_EXECUTION_WITH_LOGS: LazyLock<String> = LazyLock::new(|| {
                    WHERE organization_id = e.organization_id AND execution_id = e.id \
                    ORDER BY seq LIMIT {LOG_LINES_READ_TOGETHER}) l \
          ) log ON TRUE \
-         WHERE e.organization_id = $1 AND e.id = $2"
+         WHERE e.organization_id = $1 AND e.id = $2 AND e.runtime_id = $3"
     )
 });
 
@@ -115,12 +115,13 @@ impl ExecutionStore for PostgresStore {
     async fn execution_with_logs(
         &self,
         organization_id: &str,
+        runtime_id: &str,
         id: &str,
     ) -> Result<(Execution, Vec<LogLine>)> {
         let (execution, mut lines) = fetch_optional(
             &self.pool,
             &SELECT_EXECUTION_WITH_LOGS,
-            &[organization_id, id],
+            &[organization_id, id, runtime_id],
             execution_with_first_lines,
         )
         .await?

@@ -288,15 +288,16 @@ impl ExecutionStore for SqliteStore {
     async fn execution_with_logs(
         &self,
         organization_id: &str,
+        runtime_id: &str,
         id: &str,
     ) -> Result<(Execution, Vec<LogLine>)> {
         let (execution, lines) = self
             .readers
             .with(|conn| {
-                let Some(execution) = one(conn, &SELECT_EXECUTION, [organization_id, id], |row| {
+                let execution = one(conn, &SELECT_EXECUTION, [organization_id, id], |row| {
                     execution_from(row)
-                })?
-                else {
+                })?;
+                let Some(execution) = execution.filter(|e| e.runtime_id == runtime_id) else {
                     return Ok(None);
                 };
                 let lines =

@@ -329,7 +329,10 @@ async fn an_execution_is_read_with_its_whole_log(store: Arc<dyn Store>) {
             assert_eq!(w.report(&id, &lease, report).await, stored(upto, false));
             sent = upto;
         }
-        let (execution, lines) = store.execution_with_logs(&w.org.id, &id).await.unwrap();
+        let (execution, lines) = store
+            .execution_with_logs(&w.org.id, &w.runtime.id, &id)
+            .await
+            .unwrap();
         assert_eq!(
             execution,
             store.get_execution(&w.org.id, &id).await.unwrap()
@@ -346,9 +349,17 @@ async fn an_execution_is_read_with_its_whole_log(store: Arc<dyn Store>) {
         }
     }
     let other = other_organization(&store).await;
-    for (organization, execution) in [(&other.id, &id), (&w.org.id, &"f".repeat(16))] {
+    let other_runtime = add_runtime(&store, &w.org.id, "desk-2").await;
+    for (organization, runtime, execution) in [
+        (&other.id, &w.runtime.id, &id),
+        (&w.org.id, &w.runtime.id, &"f".repeat(16)),
+        // Its own organisation's, on another runtime: as if it did not exist.
+        (&w.org.id, &other_runtime.id, &id),
+    ] {
         assert!(matches!(
-            store.execution_with_logs(organization, execution).await,
+            store
+                .execution_with_logs(organization, runtime, execution)
+                .await,
             Err(Error::NotFound)
         ));
     }
