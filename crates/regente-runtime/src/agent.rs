@@ -159,7 +159,10 @@ pub async fn run(
             );
         }
     }
-    let tls = crate::tls::client_config(config.ca_file.as_deref())?;
+    let tls = crate::tls::client_config(
+        config.ca_file.as_deref(),
+        config.servers.iter().map(String::as_str),
+    )?;
     let journal_dir = config.work_dir.join("journal");
     let shared = !config.robot_users.is_empty();
     create_work_dirs(&config.work_dir, shared).with_context(|| {

@@ -12,15 +12,24 @@ use rustls::pki_types::CertificateDer;
 use rustls::RootCertStore;
 use tracing::{debug, warn};
 
-/// The client configuration for `https://` and `wss://` servers.
-pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+/// The client configuration for `https://` and `wss://` servers. The system's
+/// roots are read only when one of `servers` speaks TLS: reading and parsing
+/// them costs a plain-HTTP agent about a hundred files and their memory for
+/// nothing.
+pub fn client_config<'a>(
+    ca_file: Option<&Path>,
+    servers: impl IntoIterator<Item = &'a str>,
+) -> anyhow::Result<Arc<rustls::ClientConfig>> {
     let mut roots = RootCertStore::empty();
-    let native = rustls_native_certs::load_native_certs();
-    for error in &native.errors {
-        debug!(%error, "a system root certificate could not be read");
+    let tls_needed = servers.into_iter().any(speaks_tls);
+    if tls_needed {
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            debug!(%error, "a system root certificate could not be read");
+        }
+        let (added, _) = roots.add_parsable_certificates(native.certs);
+        debug!(added, "system root certificates");
     }
-    let (added, _) = roots.add_parsable_certificates(native.certs);
-    debug!(added, "system root certificates");
     if let Some(path) = ca_file {
         let what = || {
             format!(
@@ -41,7 +50,7 @@ pub fn client_config(ca_file: Option<&Path>) -> anyhow::Result<Arc<rustls::Clien
             path.display()
         );
     }
-    if roots.is_empty() {
+    if tls_needed && roots.is_empty() {
         warn!("no trusted root certificate: https:// servers will be refused (give --ca-file)");
     }
     // `ring`, as the server; deprecated in rustls only for lacking the
@@ -83,6 +92,12 @@ pub fn certificate_problem(error: &anyhow::Error) -> Option<String> {
             )
         })
     })
+}
+
+/// Whether a server URL is reached over TLS (`https://` or `wss://`).
+pub fn speaks_tls(server: &str) -> bool {
+    let scheme = server.split_once("://").map_or("", |(scheme, _)| scheme);
+    scheme.eq_ignore_ascii_case("https") || scheme.eq_ignore_ascii_case("wss")
 }
 
 /// Whether a server URL sends the runtime key unencrypted across a network:
@@ -144,14 +159,28 @@ mod tests {
     }
 
     #[test]
+    fn only_https_and_wss_speak_tls() {
+        for tls in [
+            "https://orchestrator.example.com",
+            "wss://10.0.0.5",
+            "HTTPS://x",
+        ] {
+            assert!(speaks_tls(tls), "{tls}");
+        }
+        for plain in ["http://127.0.0.1:8080", "ws://host", "orchestrator:443", ""] {
+            assert!(!speaks_tls(plain), "{plain}");
+        }
+    }
+
+    #[test]
     fn a_ca_file_without_certificates_is_refused_with_its_name() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("empty.pem");
         std::fs::write(&path, "not a certificate\n").unwrap();
-        let error = client_config(Some(&path)).unwrap_err();
+        let error = client_config(Some(&path), ["http://127.0.0.1:1"]).unwrap_err();
         assert!(format!("{error:#}").contains("empty.pem"), "{error:#}");
         let missing = dir.path().join("missing.pem");
-        let error = client_config(Some(&missing)).unwrap_err();
+        let error = client_config(Some(&missing), ["http://127.0.0.1:1"]).unwrap_err();
         assert!(format!("{error:#}").contains("missing.pem"), "{error:#}");
     }
 }

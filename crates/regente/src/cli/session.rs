@@ -97,7 +97,13 @@ pub fn client(common: &Common) -> anyhow::Result<Client> {
 
 /// A client of `server`, trusting the system's roots and `ca_file` for TLS.
 pub fn connect(server: &str, ca_file: Option<&std::path::Path>) -> anyhow::Result<Client> {
-    let tls = regente_runtime::tls::client_config(ca_file)?;
+    if regente_runtime::tls::sends_key_in_clear(server) {
+        eprintln!(
+            "warning: {server} is plain HTTP beyond this machine: passwords, tokens and API keys \
+             cross the network unencrypted; use https://"
+        );
+    }
+    let tls = regente_runtime::tls::client_config(ca_file, [server])?;
     Ok(Client::new(server, Some((*tls).clone()))?)
 }
 
