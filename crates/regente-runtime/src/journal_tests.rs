@@ -294,6 +294,40 @@ fn of_two_journals_of_one_execution_the_later_hand_out_is_kept_and_the_other_rem
 }
 
 #[test]
+fn of_two_hand_outs_with_the_same_first_seq_the_one_not_ended_is_kept() {
+    let ended_event = Event {
+        seq: 1,
+        time: 0,
+        kind: EventKind::Ended {
+            status: regente_proto::EndStatus::Finished,
+            exit_code: Some(0),
+            reason: String::new(),
+        },
+    };
+    // Whichever file the ended one is in: the rule decides, not the order.
+    for ended_first in [true, false] {
+        let temp = tempfile::tempdir().unwrap();
+        let dir = temp.path();
+        let journals = Journals::new(dir);
+        let mut again = assignment("e1");
+        again.lease = "lease-2".to_owned();
+        let (mut ended, running) = if ended_first {
+            let ended = journals.create(&assignment("e1"), None).unwrap();
+            (ended, journals.create(&again, None).unwrap())
+        } else {
+            let running = journals.create(&again, None).unwrap();
+            (journals.create(&assignment("e1"), None).unwrap(), running)
+        };
+        ended.append_events(&[ended_event.clone()]).unwrap();
+        drop((ended, running));
+        let recovered = Journals::new(dir).recover_all(None).unwrap();
+        assert_eq!(recovered.len(), 1, "ended first: {ended_first}");
+        assert_eq!(recovered[0].assignment.lease, "lease-2");
+        assert!(recovered[0].events.is_empty());
+    }
+}
+
+#[test]
 fn what_follows_a_torn_line_is_zeroed_when_read_back() {
     let temp = tempfile::tempdir().unwrap();
     let dir = temp.path();
