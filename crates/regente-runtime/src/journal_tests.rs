@@ -318,7 +318,9 @@ fn of_two_hand_outs_with_the_same_first_seq_the_one_not_ended_is_kept() {
             let running = journals.create(&again, None).unwrap();
             (journals.create(&assignment("e1"), None).unwrap(), running)
         };
-        ended.append_events(&[ended_event.clone()]).unwrap();
+        ended
+            .append_events(std::slice::from_ref(&ended_event))
+            .unwrap();
         drop((ended, running));
         let recovered = Journals::new(dir).recover_all(None).unwrap();
         assert_eq!(recovered.len(), 1, "ended first: {ended_first}");

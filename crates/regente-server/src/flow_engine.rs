@@ -188,3 +188,80 @@ impl Engine {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use regente_store::{Millis, NewRuntime, Runtime};
+
+    use super::*;
+    use crate::clock::ManualClock;
+
+    const START: Millis = 1_000_000;
+
+    #[tokio::test]
+    async fn a_cursor_that_only_moved_is_saved_once_due_and_at_the_stop() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let clock = Arc::new(ManualClock::new(START));
+        let ctx = Context::for_tests(dir.path(), clock.clone(), |_| {}).await;
+        crate::service::organizations::bootstrap(&ctx)
+            .await
+            .unwrap();
+        let organization_id = crate::service::organizations::root_id(&ctx)
+            .await
+            .unwrap()
+            .unwrap();
+        let runtime = Runtime {
+            id: "00000000000000a1".into(),
+            organization_id,
+            name: "desk".into(),
+            slots: 1,
+            last_seen: None,
+            created_at: START,
+        };
+        let new = NewRuntime {
+            runtime: runtime.clone(),
+            key_hash: "hash".into(),
+        };
+        ctx.store.create_runtime(&new, None).await.unwrap();
+        // Events the engine reads past: they ask nothing of it.
+        let online = |session: &'static str| {
+            let (store, id) = (ctx.store.clone(), runtime.id.clone());
+            async move {
+                assert!(store.runtime_connected(&id, session, START).await.unwrap());
+                assert!(store
+                    .runtime_disconnected(&id, session, "gone", START)
+                    .await
+                    .unwrap());
+            }
+        };
+        online("s1").await;
+        let mut engine = Engine {
+            cursor: None,
+            unsaved: 0,
+            saved: SavedCursor::default(),
+        };
+        let loaded = ctx.store.load_cursor(CONSUMER).await.unwrap();
+        engine.look(&ctx).await.unwrap();
+        let passed = engine.cursor.expect("a cursor");
+        assert!(passed > loaded, "the engine read past the events");
+        assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), loaded);
+
+        // Idle, once the last save is old enough: saved.
+        clock.advance(Duration::from_millis(
+            crate::cursor_saves::SAVE_EVERY_MS as u64,
+        ));
+        engine.look(&ctx).await.unwrap();
+        assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed);
+
+        // More events, then the stop: saved at once.
+        online("s2").await;
+        engine.look(&ctx).await.unwrap();
+        let passed_again = engine.cursor.expect("a cursor");
+        assert!(passed_again > passed);
+        assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed);
+        engine.save(&ctx, true).await;
+        assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed_again);
+    }
+}

@@ -36,21 +36,17 @@ mod tests {
 
     use super::*;
     use crate::clock::ManualClock;
-    use crate::service::auth::Auth;
-    use crate::ServerConfig;
 
     const DAY: i64 = 24 * 3600 * 1000;
 
     async fn audit_left(audit_retention: Option<Duration>) -> Vec<i64> {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let mut config = ServerConfig::new(dir.path().to_owned());
-        config.audit_retention = audit_retention;
-        let store = regente_store::open(&config.database_url())
-            .await
-            .expect("a store");
-        let auth = Auth::new(&[7; 64], config.token_lifetime, config.login_limits.clone());
-        let clock = ManualClock::new(100 * DAY);
-        let ctx = Arc::new(Context::new(store, auth, config, Arc::new(clock)));
+        let clock = Arc::new(ManualClock::new(100 * DAY));
+        let ctx = Context::for_tests(dir.path(), clock, |config| {
+            config.audit_retention = audit_retention;
+        })
+        .await;
+        let ctx = Arc::new(ctx);
         for time in [10 * DAY, 99 * DAY] {
             let entry = AuditEntry {
                 organization_id: "0000000000000001".into(),

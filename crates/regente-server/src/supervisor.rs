@@ -155,17 +155,10 @@ mod tests {
 
     use super::*;
     use crate::clock::SystemClock;
-    use crate::service::auth::Auth;
-    use crate::ServerConfig;
 
     async fn context() -> (tempfile::TempDir, Arc<Context>) {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let config = ServerConfig::new(dir.path().to_owned());
-        let store = regente_store::open(&config.database_url())
-            .await
-            .expect("a store");
-        let auth = Auth::new(&[7; 64], config.token_lifetime, config.login_limits.clone());
-        let ctx = Context::new(store, auth, config, Arc::new(SystemClock));
+        let ctx = Context::for_tests(dir.path(), Arc::new(SystemClock), |_| {}).await;
         (dir, Arc::new(ctx))
     }
 

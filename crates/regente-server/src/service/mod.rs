@@ -93,6 +93,23 @@ impl Context {
         self.vault = vault;
         self
     }
+
+    /// For unit tests: a context on a new SQLite store in `dir`, with `clock`
+    /// and a fixed signing secret; `configure` changes the config first.
+    #[cfg(test)]
+    pub async fn for_tests(
+        dir: &std::path::Path,
+        clock: Arc<dyn Clock>,
+        configure: impl FnOnce(&mut ServerConfig),
+    ) -> Context {
+        let mut config = ServerConfig::new(dir.to_owned());
+        configure(&mut config);
+        let store = regente_store::open(&config.database_url())
+            .await
+            .expect("a store");
+        let auth = Auth::new(&[7; 64], config.token_lifetime, config.login_limits.clone());
+        Context::new(store, auth, config, clock)
+    }
 }
 
 /// Who is calling, as established from a valid token, or the server itself
