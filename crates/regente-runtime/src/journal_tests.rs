@@ -15,6 +15,19 @@ fn assignment(id: &str) -> Assignment {
     }
 }
 
+/// The run's end, finished.
+fn ended(seq: u64) -> Event {
+    Event {
+        seq,
+        time: 0,
+        kind: EventKind::Ended {
+            status: regente_proto::EndStatus::Finished,
+            exit_code: Some(0),
+            reason: String::new(),
+        },
+    }
+}
+
 fn event(seq: u64, line: &str) -> Event {
     Event {
         seq,
@@ -266,17 +279,8 @@ fn of_two_journals_of_one_execution_the_later_hand_out_is_kept_and_the_other_rem
     let dir = temp.path();
     let journals = Journals::new(dir);
     // The first hand-out ended; its zeroing never reached the disk.
-    let mut ended = journals.create(&assignment("e1"), None).unwrap();
-    let end = Event {
-        seq: 1,
-        time: 0,
-        kind: EventKind::Ended {
-            status: regente_proto::EndStatus::Finished,
-            exit_code: Some(0),
-            reason: String::new(),
-        },
-    };
-    ended.append_events(&[end]).unwrap();
+    let mut first = journals.create(&assignment("e1"), None).unwrap();
+    first.append_events(&[ended(1)]).unwrap();
     let mut again = assignment("e1");
     again.lease = "lease-2".to_owned();
     again.first_seq = 2;
@@ -284,7 +288,7 @@ fn of_two_journals_of_one_execution_the_later_hand_out_is_kept_and_the_other_rem
     later
         .append_events(&[event(2, "the second attempt")])
         .unwrap();
-    drop((ended, later));
+    drop((first, later));
     let recovered = Journals::new(dir).recover_all(None).unwrap();
     assert_eq!(recovered.len(), 1);
     assert_eq!(recovered[0].assignment.lease, "lease-2");
@@ -295,15 +299,6 @@ fn of_two_journals_of_one_execution_the_later_hand_out_is_kept_and_the_other_rem
 
 #[test]
 fn of_two_hand_outs_with_the_same_first_seq_the_one_not_ended_is_kept() {
-    let ended_event = Event {
-        seq: 1,
-        time: 0,
-        kind: EventKind::Ended {
-            status: regente_proto::EndStatus::Finished,
-            exit_code: Some(0),
-            reason: String::new(),
-        },
-    };
     // Whichever file the ended one is in: the rule decides, not the order.
     for ended_first in [true, false] {
         let temp = tempfile::tempdir().unwrap();
@@ -311,17 +306,15 @@ fn of_two_hand_outs_with_the_same_first_seq_the_one_not_ended_is_kept() {
         let journals = Journals::new(dir);
         let mut again = assignment("e1");
         again.lease = "lease-2".to_owned();
-        let (mut ended, running) = if ended_first {
-            let ended = journals.create(&assignment("e1"), None).unwrap();
-            (ended, journals.create(&again, None).unwrap())
+        let (mut over, running) = if ended_first {
+            let over = journals.create(&assignment("e1"), None).unwrap();
+            (over, journals.create(&again, None).unwrap())
         } else {
             let running = journals.create(&again, None).unwrap();
             (journals.create(&assignment("e1"), None).unwrap(), running)
         };
-        ended
-            .append_events(std::slice::from_ref(&ended_event))
-            .unwrap();
-        drop((ended, running));
+        over.append_events(&[ended(1)]).unwrap();
+        drop((over, running));
         let recovered = Journals::new(dir).recover_all(None).unwrap();
         assert_eq!(recovered.len(), 1, "ended first: {ended_first}");
         assert_eq!(recovered[0].assignment.lease, "lease-2");
