@@ -41,11 +41,7 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
     if !ctx.config.flow_engine {
         return;
     }
-    let mut engine = Engine {
-        cursor: None,
-        unsaved: 0,
-        saved: SavedCursor::default(),
-    };
+    let mut engine = Engine::default();
     while !stop.is_requested() {
         let pause = match engine.look(&ctx).await {
             Ok(Look::More) => continue,
@@ -84,6 +80,7 @@ enum Look {
     Idle { wake_at: Option<i64> },
 }
 
+#[derive(Default)]
 struct Engine {
     /// Where the engine is; `None` until loaded (and after a failure or a lost
     /// leadership, when the saved one is what counts).
@@ -237,11 +234,7 @@ mod tests {
             }
         };
         online("s1").await;
-        let mut engine = Engine {
-            cursor: None,
-            unsaved: 0,
-            saved: SavedCursor::default(),
-        };
+        let mut engine = Engine::default();
         let loaded = ctx.store.load_cursor(CONSUMER).await.unwrap();
         engine.look(&ctx).await.unwrap();
         let passed = engine.cursor.expect("a cursor");
