@@ -124,7 +124,7 @@ async fn hand_over_long(
         _ = tokio::time::sleep(START_GRACE) => Ok(()),
         stopped = &mut *stop => Err(stopped.unwrap_or(Stop::Revoke)),
     };
-    taken.guard.kill_robot_from_here(None);
+    taken.guard.kill_robot_from_here(None).await;
     taken.guard.kill_now();
     // The guard's end closes its socket, which ends the send; a guard that
     // cannot die (uninterruptible sleep) is not waited for longer.
@@ -265,12 +265,12 @@ impl Robot {
     }
 
     /// Kills the robot's whole process group.
-    fn kill(&mut self) {
+    async fn kill(&mut self) {
         match self {
             Robot::Direct(_, group) => kill_group(*group),
             Robot::Guarded { taken, leader, .. } => {
                 if taken.guard.kill().is_err() {
-                    taken.guard.kill_robot_from_here(leader.as_ref());
+                    taken.guard.kill_robot_from_here(leader.as_ref()).await;
                 }
             }
         }
@@ -287,7 +287,7 @@ impl Robot {
         } = self
         {
             // The robot first: while it runs, the guard still holds its pid.
-            taken.guard.kill_robot_from_here(leader.as_ref());
+            taken.guard.kill_robot_from_here(leader.as_ref()).await;
             taken.guard.kill_now();
             exited.get_or_insert(128 + libc::SIGKILL);
         }
@@ -390,7 +390,7 @@ async fn run(
         // with the robot.
         Outcome::Exited(Err(_)) => robot.force_end().await,
         Outcome::TimedOut | Outcome::Stopped(_) => {
-            robot.kill();
+            robot.kill().await;
             let ended = tokio::time::timeout(KILL_GRACE, robot.exited()).await;
             if !matches!(ended, Ok(Ok(_))) {
                 robot.force_end().await;
@@ -400,7 +400,7 @@ async fn run(
     // Every line the robot wrote is forwarded before the end is reported.
     for reader in [stdout, stderr].into_iter().flatten() {
         if tokio::time::timeout(DRAIN_GRACE, reader).await.is_err() {
-            robot.kill();
+            robot.kill().await;
         }
     }
     // Nothing the robot left behind in its group outlives the run, nor, with a

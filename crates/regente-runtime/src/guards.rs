@@ -142,20 +142,27 @@ impl Guard {
     /// guard did not report is found among its children, once the guard is
     /// stopped so that none is forked after the look; then the guard's own
     /// group goes, the guard with it, and a child not yet in a group of its own.
-    pub fn kill_robot_from_here(&mut self, leader: Option<&Leader>) {
+    pub async fn kill_robot_from_here(&mut self, leader: Option<&Leader>) {
         let alive = self.is_alive();
         match (leader, self.child.id()) {
             (Some(leader), _) if alive => kill_group(leader.pid),
             (Some(leader), _) => leader.kill_group_if_alive(),
             (None, Some(pid)) if alive => {
-                stop_and_wait(pid);
-                for child in children_of(pid) {
-                    kill_group(child as i32);
-                    unsafe {
-                        libc::kill(child as i32, libc::SIGKILL);
+                // Waiting for the stop and reading /proc block: not on a
+                // worker of the runtime, whose other tasks would wait.
+                let unreported = move || {
+                    stop_and_wait(pid);
+                    for child in children_of(pid) {
+                        kill_group(child as i32);
+                        unsafe {
+                            libc::kill(child as i32, libc::SIGKILL);
+                        }
                     }
+                    kill_group(pid as i32);
+                };
+                if tokio::task::spawn_blocking(unreported).await.is_err() {
+                    kill_group(pid as i32);
                 }
-                kill_group(pid as i32);
             }
             (None, _) => {}
         }
@@ -254,7 +261,7 @@ fn stop_and_wait(pid: u32) {
         if !matches!(state, Some('R' | 'S' | 'D')) {
             return;
         }
-        std::thread::yield_now();
+        std::thread::sleep(Duration::from_millis(1));
     }
 }
 
