@@ -337,8 +337,9 @@ fn main() -> ExitCode {
     if let Command::Guard { agent_pid } = &cli.command {
         return run_guard(*agent_pid);
     }
-    // The commands for people and scripts log nothing unless asked (REGENTE_LOG).
-    let quiet = matches!(
+    // The commands for people and scripts log nothing unless asked (REGENTE_LOG),
+    // and run on this thread alone: a command is one request or a few in turn.
+    let for_people = matches!(
         cli.command,
         Command::Login(_)
             | Command::Robots(_)
@@ -352,7 +353,7 @@ fn main() -> ExitCode {
             | Command::Flows(_)
             | Command::Audit(_)
     );
-    let default_filter = if quiet { "warn" } else { "info" };
+    let default_filter = if for_people { "warn" } else { "info" };
     tracing_subscriber::fmt()
         .with_env_filter(
             EnvFilter::try_from_env("REGENTE_LOG")
@@ -361,7 +362,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = if for_people {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Runtime::new()
+    };
+    let runtime = match runtime {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
