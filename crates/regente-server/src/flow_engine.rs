@@ -190,7 +190,7 @@ impl Engine {
 mod tests {
     use std::time::Duration;
 
-    use regente_store::{Millis, NewRuntime, Runtime};
+    use regente_store::Millis;
 
     use super::*;
     use crate::clock::ManualClock;
@@ -202,37 +202,8 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let clock = Arc::new(ManualClock::new(START));
         let ctx = Context::for_tests(dir.path(), clock.clone(), |_| {}).await;
-        crate::service::organizations::bootstrap(&ctx)
-            .await
-            .unwrap();
-        let organization_id = crate::service::organizations::root_id(&ctx)
-            .await
-            .unwrap()
-            .unwrap();
-        let runtime = Runtime {
-            id: "00000000000000a1".into(),
-            organization_id,
-            name: "desk".into(),
-            slots: 1,
-            last_seen: None,
-            created_at: START,
-        };
-        let new = NewRuntime {
-            runtime: runtime.clone(),
-            key_hash: "hash".into(),
-        };
-        ctx.store.create_runtime(&new, None).await.unwrap();
         // Events the engine reads past: they ask nothing of it.
-        let online = |session: &'static str| {
-            let (store, id) = (ctx.store.clone(), runtime.id.clone());
-            async move {
-                assert!(store.runtime_connected(&id, session, START).await.unwrap());
-                assert!(store
-                    .runtime_disconnected(&id, session, "gone", START)
-                    .await
-                    .unwrap());
-            }
-        };
+        let online = ctx.runtime_coming_and_going().await;
         online("s1").await;
         let mut engine = Engine::default();
         let loaded = ctx.store.load_cursor(CONSUMER).await.unwrap();

@@ -110,6 +110,42 @@ impl Context {
         let auth = Auth::new(&[7; 64], config.token_lifetime, config.login_limits.clone());
         Context::new(store, auth, config, clock)
     }
+
+    /// For unit tests: the root organisation and a runtime in it; each call of
+    /// the answer then writes two events (the runtime came and went), events
+    /// that ask nothing of the event stream's consumers.
+    #[cfg(test)]
+    pub async fn runtime_coming_and_going(
+        &self,
+    ) -> impl Fn(&'static str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+        organizations::bootstrap(self).await.unwrap();
+        let organization_id = organizations::root_id(self).await.unwrap().unwrap();
+        let at = self.clock.now();
+        let runtime = regente_store::Runtime {
+            id: "00000000000000a1".into(),
+            organization_id,
+            name: "desk".into(),
+            slots: 1,
+            last_seen: None,
+            created_at: at,
+        };
+        let new = regente_store::NewRuntime {
+            runtime,
+            key_hash: "hash".into(),
+        };
+        self.store.create_runtime(&new, None).await.unwrap();
+        let store = self.store.clone();
+        move |session| {
+            let (store, id) = (store.clone(), new.runtime.id.clone());
+            Box::pin(async move {
+                assert!(store.runtime_connected(&id, session, at).await.unwrap());
+                assert!(store
+                    .runtime_disconnected(&id, session, "gone", at)
+                    .await
+                    .unwrap());
+            })
+        }
+    }
 }
 
 /// Who is calling, as established from a valid token, or the server itself

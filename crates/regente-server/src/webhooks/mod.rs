@@ -188,6 +188,11 @@ pub async fn run(ctx: Arc<Context>, mut stop: StopSignal) {
             _ = tokio::time::sleep(pause) => {}
         }
     }
+    save_at_stop(&ctx, cursor, &mut saved).await;
+}
+
+/// Saves where the webhooks read to, if it moved since the last save.
+async fn save_at_stop(ctx: &Context, cursor: Option<EventCursor>, saved: &mut SavedCursor) {
     if let Some(cursor) = cursor {
         let now = ctx.clock.now();
         if let Err(e) = saved
@@ -362,7 +367,51 @@ pub fn parse_retry_delays(text: &str) -> anyhow::Result<Vec<Duration>> {
 
 #[cfg(test)]
 mod tests {
+    use regente_store::Millis;
+
     use super::*;
+    use crate::clock::ManualClock;
+
+    const START: Millis = 1_000_000;
+
+    #[tokio::test]
+    async fn a_cursor_that_only_moved_is_saved_once_due_and_at_the_stop() {
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let clock = Arc::new(ManualClock::new(START));
+        let ctx = Arc::new(Context::for_tests(dir.path(), clock.clone(), |_| {}).await);
+        // Events no webhook asks for: read past, nothing queued.
+        let online = ctx.runtime_coming_and_going().await;
+        online("s1").await;
+        let mut sender = sender::Sender::new(&ctx.config).unwrap();
+        let (mut cursor, mut saved) = (None, SavedCursor::default());
+        let loaded = ctx.store.load_cursor(CONSUMER).await.unwrap();
+        look(&ctx, &mut cursor, &mut saved, &mut sender)
+            .await
+            .unwrap();
+        let passed = cursor.expect("a cursor");
+        assert!(passed > loaded, "the webhooks read past the events");
+        assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), loaded);
+
+        // Idle, once the last save is old enough: saved.
+        clock.advance(std::time::Duration::from_millis(
+            crate::cursor_saves::SAVE_EVERY_MS as u64,
+        ));
+        look(&ctx, &mut cursor, &mut saved, &mut sender)
+            .await
+            .unwrap();
+        assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed);
+
+        // More events, then the stop: saved at once.
+        online("s2").await;
+        look(&ctx, &mut cursor, &mut saved, &mut sender)
+            .await
+            .unwrap();
+        let passed_again = cursor.expect("a cursor");
+        assert!(passed_again > passed);
+        assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed);
+        save_at_stop(&ctx, cursor, &mut saved).await;
+        assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed_again);
+    }
 
     fn event(kind: EventKind, data: Value) -> StoredEvent {
         StoredEvent {
