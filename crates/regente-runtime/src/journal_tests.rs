@@ -371,3 +371,24 @@ fn the_boot_id_is_known_on_linux() {
         assert_eq!(boot_id(), Some(id));
     }
 }
+
+#[test]
+fn a_free_file_that_cannot_be_opened_is_given_up_and_the_next_journal_gets_a_new_one() {
+    let temp = tempfile::tempdir().unwrap();
+    let dir = temp.path();
+    let journals = Journals::new(dir);
+    let first = journals.create(&assignment("e1"), None).unwrap();
+    let freed = path_of(&first);
+    first.remove();
+    // Removed behind the agent's back (an operator, a cleaner): it cannot be opened.
+    std::fs::remove_file(&freed).unwrap();
+    assert!(journals.create(&assignment("e2"), None).is_err());
+
+    // Given up with its error, not offered again.
+    let next = journals.create(&assignment("e3"), None).unwrap();
+    assert_ne!(path_of(&next), freed);
+    next.sync_handle().unwrap().sync().unwrap();
+    let recovered = read_back(dir, None);
+    assert_eq!(recovered.len(), 1);
+    assert_eq!(recovered[0].0, "e3");
+}
