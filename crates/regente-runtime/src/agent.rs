@@ -6,9 +6,11 @@
 //! answers, the run is prepared (run directory, variables file, program looked
 //! up) -> `Started` received and the journal sync done -> journal marks it
 //! spawned, the command goes to an idle guard from the pool, which starts the
-//! robot -> its reports become numbered events, journaled (synced) before they
-//! are sent -> `Ack`s trim them -> once the `Ended` event is acknowledged the
-//! journal is removed. As this agent names its journal in its hello, the
+//! robot -> its reports become numbered events, journaled and synced (on a
+//! blocking thread, one sync at a time per journal: the loop goes on
+//! meanwhile) before they are sent -> `Ack`s trim them -> once the `Ended`
+//! event is acknowledged the journal is removed. As this agent names its
+//! journal in its hello, the
 //! server commits each start as it hands the run out: the `Start` is answered
 //! at once.
 //!
@@ -20,7 +22,6 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
 use regente_core::RobotManifest;
@@ -37,7 +38,8 @@ use crate::connection::{self, Inbound};
 use crate::executor::{self, Report, Stop};
 use crate::fence::Fence;
 use crate::guards::GuardPool;
-use crate::journal::{self, Journal, Journals};
+use crate::held::{Held, JournalSync, SyncOf, Synced};
+use crate::journal::{self, Journals};
 use crate::packages::PackageCache;
 use crate::robot_output::log;
 use crate::robot_user::Pool;
@@ -45,43 +47,6 @@ use crate::run_setup::{HeldUser, RobotRun, RunParts, RunSecrets};
 
 /// Events per message, so that a chatty robot's backlog goes in bounded pieces.
 const MAX_EVENTS_PER_MESSAGE: usize = 1000;
-
-/// One execution the agent holds.
-struct Held {
-    /// As journaled: without what the vault handed out.
-    assignment: Assignment,
-    /// What the vault handed out, in memory only (see `run_setup::RunSecrets`).
-    secrets: RunSecrets,
-    journal: Journal,
-    next_seq: u64,
-    /// Sent (or to send) and not acknowledged yet, in order.
-    unacked: Vec<Event>,
-    /// The server granted the start: the robot runs, or is about to.
-    spawned: bool,
-    ended: bool,
-    /// Set when `Start` is sent: the run to launch on `Started` (or why it
-    /// cannot start). Taken at the launch.
-    ready: Option<Result<RobotRun, String>>,
-    /// The sync of the journal as created (see `journal`).
-    journal_synced: JournalSync,
-    /// A cancel came between `Started` and the launch.
-    cancel_before_launch: bool,
-    stop: Option<oneshot::Sender<Stop>>,
-}
-
-/// The sync of a journal as created.
-enum JournalSync {
-    Pending,
-    Done,
-    Failed(String),
-}
-
-/// A sync of a new journal that finished.
-struct Synced {
-    execution_id: String,
-    lease: String,
-    outcome: std::io::Result<()>,
-}
 
 /// A run to prepare once its `Start` is out.
 struct Deferred {
@@ -122,13 +87,6 @@ struct Agent {
     instance: String,
     /// The journal directory's files.
     journals: Arc<Journals>,
-}
-
-fn now_millis() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// Runs the agent until `shutdown` completes.
@@ -296,19 +254,18 @@ impl Agent {
                 .iter()
                 .any(|e| matches!(e.kind, EventKind::Ended { .. } | EventKind::Lost { .. }));
             let execution_id = assignment.execution_id.clone();
-            let mut held = Held {
+            let sync_handle = recovered.journal.sync_handle()?;
+            let mut held = Held::new(
                 assignment,
-                secrets: RunSecrets::default(),
-                journal: recovered.journal,
-                next_seq,
-                unacked: recovered.events,
-                spawned: recovered.spawned,
-                ended,
-                ready: None,
-                journal_synced: JournalSync::Done,
-                cancel_before_launch: false,
-                stop: None,
-            };
+                RunSecrets::default(),
+                recovered.journal,
+                sync_handle,
+            );
+            held.next_seq = next_seq;
+            held.unacked = recovered.events;
+            held.spawned = recovered.spawned;
+            held.ended = ended;
+            held.journal_synced = JournalSync::Done;
             if held.spawned && !held.ended {
                 let reason = "the runtime agent stopped while the robot was running; the robot was stopped with it".to_owned();
                 let event = held.number(EventKind::Lost { reason });
@@ -430,7 +387,7 @@ impl Agent {
                     return;
                 };
                 held.unacked.retain(|e| e.seq > seq);
-                if held.ended && held.unacked.is_empty() {
+                if held.delivered() {
                     if let Some(held) = self.held.remove(&execution_id) {
                         held.journal.remove();
                     }
@@ -514,33 +471,11 @@ impl Agent {
             assignment.sha256.clone(),
             assignment.manifest.clone(),
         );
-        self.held.insert(
-            execution_id.clone(),
-            Held {
-                next_seq: assignment.first_seq,
-                assignment,
-                secrets,
-                journal,
-                unacked: Vec::new(),
-                spawned: false,
-                ended: false,
-                ready: None,
-                journal_synced: JournalSync::Pending,
-                cancel_before_launch: false,
-                stop: None,
-            },
-        );
+        let held = Held::new(assignment, secrets, journal, sync_handle);
         // Synced while the package is prepared and the start asked for: the
         // hand-over of the robot waits for it (see `journal`).
-        let synced = self.synced.clone();
-        let (id, held_lease) = (execution_id.clone(), lease.clone());
-        tokio::task::spawn_blocking(move || {
-            let _ = synced.send(Synced {
-                execution_id: id,
-                lease: held_lease,
-                outcome: sync_handle.sync(),
-            });
-        });
+        self.sync_journal(&held, held.sync_handle.clone(), SyncOf::Creation);
+        self.held.insert(execution_id.clone(), held);
         let parse = |manifest: &str| {
             RobotManifest::parse(manifest)
                 .map_err(|e| format!("the robot's manifest is not valid on this runtime: {e}"))
@@ -625,7 +560,26 @@ impl Agent {
         self.balance_guards();
     }
 
+    /// Syncs a journal on a blocking thread; [`Agent::on_synced`] hears the outcome.
+    fn sync_journal(&self, held: &Held, handle: Arc<journal::SyncHandle>, of: SyncOf) {
+        let synced = self.synced.clone();
+        let execution_id = held.assignment.execution_id.clone();
+        let lease = held.assignment.lease.clone();
+        tokio::task::spawn_blocking(move || {
+            let outcome = handle.sync();
+            let _ = synced.send(Synced {
+                execution_id,
+                lease,
+                of,
+                outcome,
+            });
+        });
+    }
+
     fn on_synced(&mut self, done: Synced) {
+        if let SyncOf::Events = done.of {
+            return self.on_events_synced(done);
+        }
         let Some(held) = self.holding(&done.execution_id, &done.lease) else {
             return;
         };
@@ -738,6 +692,24 @@ impl Agent {
         );
     }
 
+    /// Sends the events a journal sync made durable, and syncs those written
+    /// meanwhile.
+    fn on_events_synced(&mut self, done: Synced) {
+        let Some(held) = self.holding(&done.execution_id, &done.lease) else {
+            return;
+        };
+        if let Err(e) = &done.outcome {
+            warn!(execution = %done.execution_id, error = %e, "cannot journal events; they are sent unjournaled");
+        }
+        let events = held.events_synced();
+        let next = held.start_events_sync();
+        let held = &self.held[&done.execution_id];
+        self.send_events(held, &events);
+        if let Some(handle) = next {
+            self.sync_journal(held, handle, SyncOf::Events);
+        }
+    }
+
     fn on_reports(&mut self, batch: Vec<Report>) {
         let mut touched: Vec<(String, Vec<Event>)> = Vec::new();
         let mut any_ended = false;
@@ -769,27 +741,17 @@ impl Agent {
             let Some(held) = self.held.get_mut(&execution_id) else {
                 continue;
             };
-            if let Err(e) = held.journal.append_events(&events) {
+            if let Err(e) = held.journal.write_events(&events) {
                 warn!(execution = %execution_id, error = %e, "cannot journal events; they are sent unjournaled");
             }
-            held.unacked.extend(events.iter().cloned());
-            let held = &self.held[&execution_id];
-            self.send_events(held, &events);
+            held.unsynced.extend(events);
+            if let Some(handle) = held.start_events_sync() {
+                let held = &self.held[&execution_id];
+                self.sync_journal(held, handle, SyncOf::Events);
+            }
         }
         if any_ended {
             self.balance_guards();
         }
-    }
-}
-
-impl Held {
-    fn number(&mut self, kind: EventKind) -> Event {
-        let event = Event {
-            seq: self.next_seq,
-            time: now_millis(),
-            kind,
-        };
-        self.next_seq += 1;
-        event
     }
 }

@@ -221,10 +221,7 @@ impl Journals {
                 journals: self.clone(),
             },
         };
-        let written = journal.append(
-            &[Entry::Assignment(assignment.clone()), Entry::Boot(boot)],
-            false,
-        );
+        let written = journal.append(&[Entry::Assignment(assignment.clone()), Entry::Boot(boot)]);
         match written {
             Ok(()) => Ok(journal),
             Err(e) => {
@@ -508,15 +505,23 @@ impl Journal {
     /// Written, not synced, just before the robot is handed over: see the
     /// module's documentation.
     pub fn mark_spawned(&mut self) -> std::io::Result<()> {
-        self.append(&[Entry::Spawned], false)
+        self.append(&[Entry::Spawned])
     }
 
+    /// Written and synced.
     pub fn append_events(&mut self, events: &[Event]) -> std::io::Result<()> {
-        let entries: Vec<Entry> = events.iter().cloned().map(Entry::Event).collect();
-        self.append(&entries, true)
+        self.write_events(events)?;
+        self.file.sync_data()
     }
 
-    fn append(&mut self, entries: &[Entry], sync: bool) -> std::io::Result<()> {
+    /// Written, not synced: a [`SyncHandle::sync`] begun after this makes
+    /// the events durable; they are sent only then.
+    pub fn write_events(&mut self, events: &[Event]) -> std::io::Result<()> {
+        let entries: Vec<Entry> = events.iter().cloned().map(Entry::Event).collect();
+        self.append(&entries)
+    }
+
+    fn append(&mut self, entries: &[Entry]) -> std::io::Result<()> {
         let tag = match &self.place {
             Place::Pooled { tag, .. } => Some(*tag),
             Place::Legacy { .. } => None,
@@ -537,9 +542,6 @@ impl Journal {
         }
         self.file.write_all_at(&buffer, self.end)?;
         self.end += buffer.len() as u64;
-        if sync {
-            self.file.sync_data()?;
-        }
         Ok(())
     }
 
@@ -567,4 +569,4 @@ impl Journal {
 
 #[cfg(test)]
 #[path = "journal_tests.rs"]
-mod tests;
+pub(crate) mod tests;

@@ -1,6 +1,6 @@
 use super::*;
 
-fn assignment(id: &str) -> Assignment {
+pub(crate) fn assignment(id: &str) -> Assignment {
     Assignment {
         execution_id: id.to_owned(),
         lease: "lease".to_owned(),
@@ -28,7 +28,7 @@ fn ended(seq: u64) -> Event {
     }
 }
 
-fn event(seq: u64, line: &str) -> Event {
+pub(crate) fn event(seq: u64, line: &str) -> Event {
     Event {
         seq,
         time: 0,

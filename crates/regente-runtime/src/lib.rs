@@ -26,6 +26,7 @@ pub mod fence;
 pub mod guard;
 pub mod guards;
 pub mod hardening;
+mod held;
 pub mod journal;
 pub mod masking;
 pub mod packages;
