@@ -211,6 +211,21 @@ fn list_executions(
     organization_id: &str,
     filter: &ExecutionFilter,
 ) -> Result<Vec<Execution>> {
+    let (sql, values) = list_query(organization_id, filter);
+    all(conn, &sql, rusqlite::params_from_iter(values), |row| {
+        execution_from(row)
+    })
+}
+
+/// The statement listing executions, and its values.
+///
+/// Executions of a live status (pending, running) are few beside the history:
+/// they are found through the status index, not by walking a robot's or a
+/// runtime's whole history for them (SQLite keeps no statistics to tell, and
+/// picks the robot's or runtime's index). A `+` before a column keeps SQLite
+/// from using an index on it.
+fn list_query(organization_id: &str, filter: &ExecutionFilter) -> (String, Vec<SqlValue>) {
+    let live = filter.status.is_some_and(|status| !status.is_ended());
     let mut sql = format!("SELECT {EXECUTION_COLUMNS} FROM executions WHERE ");
     let mut values = Vec::new();
     for (index, (condition, value)) in execution_conditions(organization_id, filter)
@@ -219,6 +234,9 @@ fn list_executions(
     {
         if index > 0 {
             sql.push_str(" AND ");
+        }
+        if live && matches!(condition, "robot_id =" | "runtime_id =") {
+            sql.push('+');
         }
         sql.push_str(condition);
         sql.push_str(" ?");
@@ -229,9 +247,7 @@ fn list_executions(
     }
     sql.push_str(" ORDER BY seq DESC LIMIT ?");
     values.push(SqlValue::Integer(filter.limit as i64));
-    all(conn, &sql, rusqlite::params_from_iter(values), |row| {
-        execution_from(row)
-    })
+    (sql, values)
 }
 
 impl SqliteStore {
@@ -372,5 +388,53 @@ impl ExecutionStore for SqliteStore {
             )
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ClusterStore;
+
+    /// The index SQLite picks for the listing under `filter`.
+    fn index_for(conn: &Connection, filter: &ExecutionFilter) -> String {
+        let (sql, values) = list_query("o", filter);
+        let mut plan = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        let details: Vec<String> = plan
+            .query_map(rusqlite::params_from_iter(values), |row| row.get(3))
+            .unwrap()
+            .map(|detail| detail.unwrap())
+            .collect();
+        details.join("; ")
+    }
+
+    #[tokio::test]
+    async fn live_executions_of_a_robot_or_runtime_are_listed_through_the_status_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("plans.db");
+        let store = SqliteStore::open(&format!("sqlite://{}", path.display()))
+            .await
+            .unwrap();
+        store.close().await;
+        let conn = Connection::open(&path).unwrap();
+        let of = |status: ExecutionStatus, robot: bool, runtime: bool| ExecutionFilter {
+            status: Some(status),
+            robot_id: robot.then(|| "r".to_owned()),
+            runtime_id: runtime.then(|| "t".to_owned()),
+            limit: 1,
+            ..ExecutionFilter::default()
+        };
+        for status in [ExecutionStatus::Pendent, ExecutionStatus::Running] {
+            for (robot, runtime) in [(true, false), (false, true), (true, true)] {
+                let index = index_for(&conn, &of(status, robot, runtime));
+                assert!(
+                    index.contains("executions_by_status"),
+                    "{status:?}, robot {robot}, runtime {runtime}: {index}"
+                );
+            }
+        }
+        // Ended ones are the history: the robot's own index walks only its own.
+        let index = index_for(&conn, &of(ExecutionStatus::Finished, true, false));
+        assert!(index.contains("executions_by_robot"), "{index}");
     }
 }
