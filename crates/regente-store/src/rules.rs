@@ -110,8 +110,13 @@ pub(crate) fn started_event(
         kind: EventKind::ExecutionStarted,
         subject_id: execution_id.to_owned(),
         time: now,
-        data: json!({ "runtime_id": runtime_id }),
+        data: started_event_data(runtime_id),
     }
+}
+
+/// What `execution.started` says.
+pub(crate) fn started_event_data(runtime_id: &str) -> serde_json::Value {
+    json!({ "runtime_id": runtime_id })
 }
 
 fn ended_event(

@@ -8,11 +8,12 @@ use super::events::insert_events;
 use super::{fetch_all, fetch_optional, other, storable, PostgresStore};
 use crate::rows::{json_column, lease_from, status_of};
 use crate::rules::{
-    apply_events, event_target_from, live_lease_from, plan_lease_end, started_event, Ending,
+    apply_events, event_target_from, live_lease_from, plan_lease_end, started_event_data, Ending,
     EVENT_TARGET_COLUMNS, LIVE_LEASE_COLUMNS,
 };
 use crate::{
-    Claimed, Error, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome, Millis, Result,
+    Claimed, Error, EventKind, EventRecord, EventsOutcome, Lease, LeaseStore, LostOutcome, Millis,
+    Result,
 };
 
 #[async_trait]
@@ -70,28 +71,30 @@ impl LeaseStore for PostgresStore {
         lease: &str,
         now: Millis,
     ) -> Result<bool> {
-        let mut tx = self.pool.begin().await.map_err(other)?;
-        // One statement: it locks the row and re-checks lease and status on the
-        // newest version, so a cancel committed first wins.
-        let organization_id: Option<String> = sqlx::query_scalar(
-            "UPDATE executions SET status = 'RUNNING', started = $1 \
-             WHERE id = $2 AND runtime_id = $3 AND lease = $4 AND status = 'PENDENT' \
-             RETURNING organization_id",
+        // One statement, one round trip: the UPDATE locks the row and re-checks
+        // lease and status on its newest version (a cancel committed first
+        // wins), and its event is written only when it changed the row.
+        let started: Option<String> = sqlx::query_scalar(
+            "WITH started AS ( \
+                 UPDATE executions SET status = 'RUNNING', started = $1 \
+                 WHERE id = $2 AND runtime_id = $3 AND lease = $4 AND status = 'PENDENT' \
+                 RETURNING organization_id \
+             ), event AS ( \
+                 INSERT INTO events (organization_id, kind, subject_id, time, data) \
+                 SELECT organization_id, $5, $2, $1, $6 FROM started \
+             ) \
+             SELECT organization_id FROM started",
         )
         .bind(now)
         .bind(execution_id)
         .bind(runtime_id)
         .bind(lease)
-        .fetch_optional(&mut *tx)
+        .bind(EventKind::ExecutionStarted.as_str())
+        .bind(started_event_data(runtime_id).to_string())
+        .fetch_optional(&self.pool)
         .await
         .map_err(other)?;
-        let Some(organization_id) = organization_id else {
-            return Ok(false);
-        };
-        let started = started_event(&organization_id, execution_id, runtime_id, now);
-        insert_events(&mut tx, &[started]).await?;
-        tx.commit().await.map_err(other)?;
-        Ok(true)
+        Ok(started.is_some())
     }
 
     async fn record_events(
