@@ -48,6 +48,11 @@ use crate::run_setup::{HeldUser, RobotRun, RunParts, RunSecrets};
 /// Events per message, so that a chatty robot's backlog goes in bounded pieces.
 const MAX_EVENTS_PER_MESSAGE: usize = 1000;
 
+/// Events written and waiting for their journal's sync, at most: past it, the
+/// robots' reports wait (and, their channel full, the robots' output), as
+/// when a slow disk's sync held the loop.
+const MAX_UNSYNCED_EVENTS: usize = 10 * MAX_EVENTS_PER_MESSAGE;
+
 /// A run to prepare once its `Start` is out.
 struct Deferred {
     execution_id: String,
@@ -189,7 +194,7 @@ pub async fn run(
                     fence_check.as_mut().reset(agent.fence.next_check());
                 }
                 Some(message) = inbound.recv() => agent.on_inbound(message),
-                Some(report) = reports.recv() => {
+                Some(report) = reports.recv(), if agent.unsynced_events() < MAX_UNSYNCED_EVENTS => {
                     let mut batch = vec![report];
                     while batch.len() < MAX_EVENTS_PER_MESSAGE {
                         match reports.try_recv() {
@@ -690,6 +695,11 @@ impl Agent {
                 })
                 .collect(),
         );
+    }
+
+    /// Events written to the journals and not synced yet.
+    fn unsynced_events(&self) -> usize {
+        self.held.values().map(|held| held.unsynced.len()).sum()
     }
 
     /// Sends the events a journal sync made durable, and syncs those written
