@@ -24,6 +24,8 @@ pub(crate) struct Held {
     /// Written to the journal and not synced yet: sent once synced, in order.
     pub unsynced: Vec<Event>,
     /// How many of `unsynced` the sync under way covers (one at a time).
+    /// Whenever events wait, a sync is under way: the agent starts the next
+    /// as each ends, and its reports wait on that when too many do.
     pub syncing: Option<usize>,
     /// Sent (or to send) and not acknowledged yet, in order.
     pub unacked: Vec<Event>,
