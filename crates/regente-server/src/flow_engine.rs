@@ -203,8 +203,8 @@ mod tests {
         let clock = Arc::new(ManualClock::new(START));
         let ctx = Context::for_tests(dir.path(), clock.clone(), |_| {}).await;
         // Events the engine reads past: they ask nothing of it.
-        let online = ctx.runtime_coming_and_going().await;
-        online("s1").await;
+        let runtime = ctx.runtime_for_tests().await;
+        ctx.runtime_came_and_went(&runtime, "s1").await;
         let mut engine = Engine::default();
         let loaded = ctx.store.load_cursor(CONSUMER).await.unwrap();
         engine.look(&ctx).await.unwrap();
@@ -220,7 +220,7 @@ mod tests {
         assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed);
 
         // More events, then the stop: saved at once.
-        online("s2").await;
+        ctx.runtime_came_and_went(&runtime, "s2").await;
         engine.look(&ctx).await.unwrap();
         let passed_again = engine.cursor.expect("a cursor");
         assert!(passed_again > passed);

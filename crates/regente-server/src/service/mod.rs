@@ -111,40 +111,40 @@ impl Context {
         Context::new(store, auth, config, clock)
     }
 
-    /// For unit tests: the root organisation and a runtime in it; each call of
-    /// the answer then writes two events (the runtime came and went), events
-    /// that ask nothing of the event stream's consumers.
+    /// For unit tests: a runtime in the root organisation; its id.
     #[cfg(test)]
-    pub async fn runtime_coming_and_going(
-        &self,
-    ) -> impl Fn(&'static str) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()>>> {
+    pub async fn runtime_for_tests(&self) -> String {
         organizations::bootstrap(self).await.unwrap();
         let organization_id = organizations::root_id(self).await.unwrap().unwrap();
-        let at = self.clock.now();
-        let runtime = regente_store::Runtime {
-            id: "00000000000000a1".into(),
-            organization_id,
-            name: "desk".into(),
-            slots: 1,
-            last_seen: None,
-            created_at: at,
-        };
         let new = regente_store::NewRuntime {
-            runtime,
+            runtime: regente_store::Runtime {
+                id: "00000000000000a1".into(),
+                organization_id,
+                name: "desk".into(),
+                slots: 1,
+                last_seen: None,
+                created_at: self.clock.now(),
+            },
             key_hash: "hash".into(),
         };
         self.store.create_runtime(&new, None).await.unwrap();
-        let store = self.store.clone();
-        move |session| {
-            let (store, id) = (store.clone(), new.runtime.id.clone());
-            Box::pin(async move {
-                assert!(store.runtime_connected(&id, session, at).await.unwrap());
-                assert!(store
-                    .runtime_disconnected(&id, session, "gone", at)
-                    .await
-                    .unwrap());
-            })
-        }
+        new.runtime.id
+    }
+
+    /// For unit tests: two events that ask nothing of the event stream's
+    /// consumers (the runtime came and went).
+    #[cfg(test)]
+    pub async fn runtime_came_and_went(&self, runtime_id: &str, session: &str) {
+        let now = self.clock.now();
+        let store = &self.store;
+        assert!(store
+            .runtime_connected(runtime_id, session, now)
+            .await
+            .unwrap());
+        assert!(store
+            .runtime_disconnected(runtime_id, session, "gone", now)
+            .await
+            .unwrap());
     }
 }
 

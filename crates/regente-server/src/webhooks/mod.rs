@@ -380,8 +380,8 @@ mod tests {
         let clock = Arc::new(ManualClock::new(START));
         let ctx = Arc::new(Context::for_tests(dir.path(), clock.clone(), |_| {}).await);
         // Events no webhook asks for: read past, nothing queued.
-        let online = ctx.runtime_coming_and_going().await;
-        online("s1").await;
+        let runtime = ctx.runtime_for_tests().await;
+        ctx.runtime_came_and_went(&runtime, "s1").await;
         let mut sender = sender::Sender::new(&ctx.config).unwrap();
         let (mut cursor, mut saved) = (None, SavedCursor::default());
         let loaded = ctx.store.load_cursor(CONSUMER).await.unwrap();
@@ -402,7 +402,7 @@ mod tests {
         assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed);
 
         // More events, then the stop: saved at once.
-        online("s2").await;
+        ctx.runtime_came_and_went(&runtime, "s2").await;
         look(&ctx, &mut cursor, &mut saved, &mut sender)
             .await
             .unwrap();
