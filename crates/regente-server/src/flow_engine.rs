@@ -136,6 +136,9 @@ impl Engine {
     }
 
     async fn handle(&mut self, ctx: &Context, event: &StoredEvent) -> anyhow::Result<()> {
+        if !may_end_a_step(event) {
+            return Ok(());
+        }
         let execution = match ctx
             .store
             .get_execution(&event.organization_id, &event.subject_id)
@@ -186,6 +189,15 @@ impl Engine {
     }
 }
 
+/// Whether an `execution.ended` event may be a flow step's: it names its flow
+/// run, null for none (events of earlier versions do not say: maybe).
+fn may_end_a_step(event: &StoredEvent) -> bool {
+    event
+        .data
+        .get("flow_run_id")
+        .is_none_or(|flow_run_id| !flow_run_id.is_null())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -227,5 +239,43 @@ mod tests {
         assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed);
         engine.save(&ctx, true).await;
         assert_eq!(ctx.store.load_cursor(CONSUMER).await.unwrap(), passed_again);
+    }
+
+    #[tokio::test]
+    async fn only_ends_that_may_be_a_steps_wake_the_engine() {
+        use futures_util::FutureExt;
+        use regente_store::Notice;
+
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let ctx = Context::for_tests(dir.path(), Arc::new(ManualClock::new(START)), |_| {}).await;
+        let ended = |flow_step| Notice::ExecutionEnded {
+            execution_id: "e".into(),
+            flow_step,
+        };
+        crate::service::apply(&ctx, &ended(false));
+        assert!(ctx.flows.wake.notified().now_or_never().is_none());
+        crate::service::apply(&ctx, &ended(true));
+        assert!(ctx.flows.wake.notified().now_or_never().is_some());
+    }
+
+    #[test]
+    fn an_end_naming_no_flow_run_is_passed_over_unread() {
+        let ended = |data| StoredEvent {
+            cursor: EventCursor::START,
+            organization_id: "o".into(),
+            kind: EventKind::ExecutionEnded,
+            subject_id: "e".into(),
+            time: START,
+            data,
+        };
+        let status = serde_json::json!("FINISHED");
+        let of_no_flow = ended(serde_json::json!({"status": status, "flow_run_id": null}));
+        assert!(!may_end_a_step(&of_no_flow));
+        let of_a_flow = ended(serde_json::json!({"status": status, "flow_run_id": "r"}));
+        assert!(may_end_a_step(&of_a_flow));
+        // Written by an earlier version: it does not say.
+        assert!(may_end_a_step(&ended(
+            serde_json::json!({"status": status})
+        )));
     }
 }

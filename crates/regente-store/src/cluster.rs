@@ -25,10 +25,13 @@ pub enum Notice {
         lease: String,
         reason: String,
     },
-    /// An execution ended: the flow engine (on the leader) reads the event
-    /// stream at once instead of at its next look, and whoever waits for that
-    /// execution's end reads it again.
-    ExecutionEnded { execution_id: String },
+    /// An execution ended: whoever waits for its end reads it again and, when
+    /// it is (or may be) a step of a flow, the flow engine (on the leader) reads
+    /// the event stream at once instead of at its next look.
+    ExecutionEnded {
+        execution_id: String,
+        flow_step: bool,
+    },
     /// A user was deleted: forget the tokens of theirs known valid.
     UserDeleted { user_id: String },
     /// An API key was revoked: forget it if it is known valid.

@@ -19,6 +19,8 @@ pub struct Claimed {
     pub variables: Value,
     /// Sequence number the attempt's first event takes.
     pub first_seq: u64,
+    /// A step of a flow run: its end is the flow engine's business.
+    pub flow_step: bool,
 }
 
 /// A live lease: an execution handed to a runtime and not ended.

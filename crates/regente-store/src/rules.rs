@@ -119,37 +119,52 @@ pub(crate) fn started_event_data(runtime_id: &str) -> serde_json::Value {
     json!({ "runtime_id": runtime_id })
 }
 
+/// An execution's end. `flow_run_id` is written even when null: the flow engine
+/// then knows the execution is no step of a flow without reading it (events of
+/// earlier versions lack the key).
 fn ended_event(
-    organization_id: &str,
-    execution_id: &str,
+    execution: ExecutionRef<'_>,
     status: ExecutionStatus,
     reason: &str,
     exit_code: Option<i32>,
     time: Millis,
 ) -> NewEvent {
     NewEvent {
-        organization_id: organization_id.to_owned(),
+        organization_id: execution.organization_id.to_owned(),
         kind: EventKind::ExecutionEnded,
-        subject_id: execution_id.to_owned(),
+        subject_id: execution.execution_id.to_owned(),
         time,
-        data: json!({ "status": status.as_str(), "reason": reason, "exit_code": exit_code }),
+        data: json!({
+            "status": status.as_str(),
+            "reason": reason,
+            "exit_code": exit_code,
+            "flow_run_id": execution.flow_run_id,
+        }),
     }
+}
+
+/// The execution an event is about.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ExecutionRef<'a> {
+    pub organization_id: &'a str,
+    pub execution_id: &'a str,
+    /// The flow run it is a step of.
+    pub flow_run_id: Option<&'a str>,
 }
 
 /// What a user's cancel writes: `execution.canceled`, and for a PENDENT
 /// execution, which ends at once, `execution.ended`. A RUNNING one ends when its
 /// runtime reports it stopped. A cancel already requested writes nothing again.
 pub(crate) fn cancel_events(
-    organization_id: &str,
-    execution_id: &str,
+    execution: ExecutionRef<'_>,
     canceled_by: &str,
     was_running: bool,
     now: Millis,
 ) -> Vec<NewEvent> {
     let canceled = NewEvent {
-        organization_id: organization_id.to_owned(),
+        organization_id: execution.organization_id.to_owned(),
         kind: EventKind::ExecutionCanceled,
-        subject_id: execution_id.to_owned(),
+        subject_id: execution.execution_id.to_owned(),
         time: now,
         data: json!({ "canceled_by": canceled_by, "was_running": was_running }),
     };
@@ -157,8 +172,7 @@ pub(crate) fn cancel_events(
         return vec![canceled];
     }
     let ended = ended_event(
-        organization_id,
-        execution_id,
+        execution,
         ExecutionStatus::Canceled,
         CANCELED_BEFORE_START,
         None,
@@ -202,7 +216,7 @@ pub(crate) fn runtime_offline_event(
 
 /// The columns [`event_target_from`] reads.
 pub(crate) const EVENT_TARGET_COLUMNS: &str =
-    "id, organization_id, status, progress, return_value, last_event_seq, init";
+    "id, organization_id, status, progress, return_value, last_event_seq, init, flow_run_id";
 
 /// What an execution's row says before a batch of events is applied.
 #[derive(Debug, Clone)]
@@ -215,6 +229,7 @@ pub(crate) struct EventTarget {
     pub return_value: Option<String>,
     pub last_event_seq: u64,
     pub init: Millis,
+    pub flow_run_id: Option<String>,
 }
 
 /// A batch of events applied to an [`EventTarget`]: what to write.
@@ -273,8 +288,11 @@ pub(crate) fn apply_events(
         .iter()
         .map(|&(end, exit_code, reason)| {
             ended_event(
-                &target.organization_id,
-                &target.execution_id,
+                ExecutionRef {
+                    organization_id: &target.organization_id,
+                    execution_id: &target.execution_id,
+                    flow_run_id: target.flow_run_id.as_deref(),
+                },
                 target.status,
                 reason,
                 exit_code,
@@ -301,12 +319,13 @@ pub(crate) fn event_target_from(row: &impl RecordRow) -> Result<EventTarget> {
         return_value: row.text_opt("return_value")?,
         last_event_seq: row.int("last_event_seq")? as u64,
         init: row.int("init")?,
+        flow_run_id: row.text_opt("flow_run_id")?,
     })
 }
 
 /// The columns [`live_lease_from`] reads.
 pub(crate) const LIVE_LEASE_COLUMNS: &str = "id, organization_id, status, attempt, \
-     max_attempts, last_event_seq, cancel_requested, progress";
+     max_attempts, last_event_seq, cancel_requested, progress, flow_run_id";
 
 /// An execution under a live lease, as [`plan_lease_end`] needs it.
 #[derive(Debug, Clone)]
@@ -319,6 +338,7 @@ pub(crate) struct LiveLease {
     pub last_event_seq: i64,
     pub cancel_requested: bool,
     pub progress: f64,
+    pub flow_run_id: Option<String>,
 }
 
 pub(crate) fn live_lease_from(row: &impl RecordRow) -> Result<LiveLease> {
@@ -331,6 +351,7 @@ pub(crate) fn live_lease_from(row: &impl RecordRow) -> Result<LiveLease> {
         last_event_seq: row.int("last_event_seq")?,
         cancel_requested: row.flag("cancel_requested")?,
         progress: row.real("progress")?,
+        flow_run_id: row.text_opt("flow_run_id")?,
     })
 }
 
@@ -381,8 +402,11 @@ pub(crate) fn plan_lease_end(
         progress: live.progress,
         last_event_seq: seq,
         events: vec![ended_event(
-            organization_id,
-            execution_id,
+            ExecutionRef {
+                organization_id,
+                execution_id,
+                flow_run_id: live.flow_run_id.as_deref(),
+            },
             status,
             &message,
             None,

@@ -125,7 +125,7 @@ impl Hub {
             } => self.revoke(runtime_id, execution_id, lease, reason),
             Notice::Resync => self.resync_all(),
             Notice::RuntimeKeyChanged { runtime_id } => self.send(runtime_id, Command::KeyChanged),
-            Notice::ExecutionEnded { execution_id } => {
+            Notice::ExecutionEnded { execution_id, .. } => {
                 self.changed(Changed::Execution(execution_id.clone()))
             }
             Notice::UserDeleted { .. }

@@ -50,6 +50,9 @@ struct Handed {
     /// Canceled before the agent asked to start it: its `Start` ends it
     /// CANCELED instead (see `note_cancel`).
     cancel_requested: bool,
+    /// A step of a flow run (or, when not known, maybe one): its end wakes the
+    /// flow engine.
+    flow_step: bool,
 }
 
 /// Serves one agent connection, made with the key whose hash is `key_hash`,
@@ -292,6 +295,7 @@ impl Session {
                             spawned: true,
                             start_committed: true,
                             cancel_requested: false,
+                            flow_step: true,
                         },
                     );
                     if lease.cancel_requested {
@@ -444,6 +448,7 @@ impl Session {
                     spawned: false,
                     start_committed: false,
                     cancel_requested: false,
+                    flow_step: claimed.flow_step,
                 },
             );
             if self.granting_to.is_some() {
@@ -496,6 +501,7 @@ impl Session {
             .await?;
             return Ok(false);
         }
+        let flow_step = self.is_flow_step(&execution_id);
         self.busy.insert(
             execution_id.clone(),
             Handed {
@@ -503,6 +509,7 @@ impl Session {
                 spawned: true,
                 start_committed: true,
                 cancel_requested: false,
+                flow_step,
             },
         );
         self.ctx
@@ -514,6 +521,12 @@ impl Session {
         })
         .await?;
         Ok(true)
+    }
+
+    /// Whether a run's end concerns the flow engine: when this session did not
+    /// hand it out, maybe.
+    fn is_flow_step(&self, execution_id: &str) -> bool {
+        self.busy.get(execution_id).is_none_or(|h| h.flow_step)
     }
 
     /// Ends a handed-out run ERROR before its robot starts.
@@ -530,7 +543,8 @@ impl Session {
             )
             .await?;
         if matches!(outcome, regente_store::LostOutcome::Ended(_)) {
-            crate::service::execution_ended(&self.ctx, &claimed.execution_id).await;
+            let flow_step = claimed.flow_step;
+            crate::service::execution_ended(&self.ctx, &claimed.execution_id, flow_step).await;
         }
         Ok(())
     }
@@ -598,7 +612,8 @@ impl Session {
                         .end_lease(&execution_id, &lease, false, reason, now)
                         .await?;
                     if matches!(outcome, regente_store::LostOutcome::Ended(_)) {
-                        crate::service::execution_ended(&self.ctx, &execution_id).await;
+                        let flow_step = self.is_flow_step(&execution_id);
+                        crate::service::execution_ended(&self.ctx, &execution_id, flow_step).await;
                     }
                     self.revoke(&execution_id, &lease, reason).await?;
                     return self.dispatch().await;
@@ -661,7 +676,9 @@ impl Session {
                         })
                         .await?;
                         if ended {
-                            crate::service::execution_ended(&self.ctx, &execution_id).await;
+                            let flow_step = self.is_flow_step(&execution_id);
+                            crate::service::execution_ended(&self.ctx, &execution_id, flow_step)
+                                .await;
                             self.busy.remove(&execution_id);
                             self.dispatch().await?;
                         }

@@ -92,7 +92,8 @@ async fn sweep(ctx: &Context, timeout: Duration, grace_from: Millis) -> anyhow::
             warn!(execution = %lease.execution_id, runtime = %lease.runtime_id, ?outcome, "runtime lost");
         }
         if let LostOutcome::Ended(_) = outcome {
-            crate::service::execution_ended(ctx, &lease.execution_id).await;
+            // The lease does not say whether it is a flow step: maybe.
+            crate::service::execution_ended(ctx, &lease.execution_id, true).await;
         }
     }
     // Given up: offline, unless a connection of it came back meanwhile.

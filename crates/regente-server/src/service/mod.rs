@@ -260,7 +260,9 @@ pub(crate) fn apply(ctx: &Context, notice: &Notice) {
             ctx.flows.wake.notify_one();
             ctx.schedules_changed.notify_one();
         }
-        Notice::ExecutionEnded { .. } => ctx.flows.wake.notify_one(),
+        Notice::ExecutionEnded {
+            flow_step: true, ..
+        } => ctx.flows.wake.notify_one(),
         Notice::SchedulesChanged => ctx.schedules_changed.notify_one(),
         _ => {}
     }
@@ -279,15 +281,23 @@ pub(crate) async fn announce(ctx: &Context, notice: Notice) {
     }
 }
 
-/// An execution ended here: the flow engine, here or on the leader, looks at
-/// the event stream now, and whoever waits for its end, here or elsewhere,
-/// reads it again.
-pub(crate) async fn execution_ended(ctx: &Context, execution_id: &str) {
+/// An execution ended here: whoever waits for its end, here or elsewhere, reads
+/// it again, and for a `flow_step` (true when not known) the flow engine, here
+/// or on the leader, looks at the event stream now. Other ends it reads at its
+/// next look: waking it for each would cost a read of the stream per run.
+pub(crate) async fn execution_ended(ctx: &Context, execution_id: &str, flow_step: bool) {
     // This server's waiters and live pages here; the notice wakes the others'.
     ctx.hub
         .changed(crate::hub::Changed::Execution(execution_id.to_owned()));
     let execution_id = execution_id.to_owned();
-    announce(ctx, Notice::ExecutionEnded { execution_id }).await;
+    announce(
+        ctx,
+        Notice::ExecutionEnded {
+            execution_id,
+            flow_step,
+        },
+    )
+    .await;
 }
 
 /// The machine's time, for what is not a decision by time: ids and error

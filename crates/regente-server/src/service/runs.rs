@@ -355,7 +355,7 @@ pub async fn cancel(
     ctx.hub
         .changed(crate::hub::Changed::Execution(execution.id.clone()));
     if let CancelOutcome::Canceled { .. } = outcome {
-        super::execution_ended(ctx, &execution.id).await;
+        super::execution_ended(ctx, &execution.id, execution.flow_run_id.is_some()).await;
     }
     match outcome {
         CancelOutcome::Canceled { lease: None } => Ok(()),

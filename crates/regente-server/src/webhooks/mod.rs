@@ -110,6 +110,11 @@ fn event_data(event: &StoredEvent, execution: Option<&Execution>) -> Value {
         Value::Object(object) => object.clone(),
         _ => Map::new(),
     };
+    // An end says `flow_run_id` null when the execution is no flow step; the
+    // body names the flow run only when there is one.
+    if data.get("flow_run_id").is_some_and(Value::is_null) {
+        data.remove("flow_run_id");
+    }
     let subject = Value::from(event.subject_id.clone());
     let subject_key = match event.kind.as_str().split('.').next() {
         Some("execution") => "execution_id",

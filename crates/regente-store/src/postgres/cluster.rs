@@ -79,8 +79,11 @@ fn encode_notice(notice: &Notice) -> String {
         }
         Notice::SchedulesChanged => json!({"kind": "schedules_changed"}),
         Notice::Resync => json!({"kind": "resync"}),
-        Notice::ExecutionEnded { execution_id } => {
-            json!({"kind": "execution_ended", "execution_id": execution_id})
+        Notice::ExecutionEnded {
+            execution_id,
+            flow_step,
+        } => {
+            json!({"kind": "execution_ended", "execution_id": execution_id, "flow_step": flow_step})
         }
     };
     value.to_string()
@@ -106,6 +109,11 @@ fn decode_notice(payload: &str) -> Option<Notice> {
         },
         "execution_ended" => Notice::ExecutionEnded {
             execution_id: field("execution_id")?,
+            // A server of an earlier version does not say: maybe.
+            flow_step: value
+                .get("flow_step")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(true),
         },
         "user_deleted" => Notice::UserDeleted {
             user_id: field("user_id")?,
@@ -237,12 +245,25 @@ mod tests {
             Notice::SchedulesChanged,
             Notice::ExecutionEnded {
                 execution_id: "e".into(),
+                flow_step: false,
+            },
+            Notice::ExecutionEnded {
+                execution_id: "e".into(),
+                flow_step: true,
             },
             Notice::Resync,
         ];
         for notice in notices {
             assert_eq!(decode_notice(&encode_notice(&notice)), Some(notice));
         }
+        assert_eq!(
+            decode_notice(r#"{"kind": "execution_ended", "execution_id": "e"}"#),
+            Some(Notice::ExecutionEnded {
+                execution_id: "e".into(),
+                flow_step: true,
+            }),
+            "a server of an earlier version may have ended a flow step"
+        );
         assert_eq!(decode_notice(r#"{"kind": "unknown"}"#), None);
     }
 }

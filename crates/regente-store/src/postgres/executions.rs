@@ -14,7 +14,7 @@ use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
 use crate::rows::{
     execution_conditions, execution_from, log_line_from, status_of, FilterValue, EXECUTION_COLUMNS,
 };
-use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
+use crate::rules::{cancel_events, queued_event, ExecutionRef, CANCELED_BEFORE_START};
 use crate::{
     AuditEntry, CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore,
     IdempotencyKey, LogLine, Millis, NewExecution, Result, LOG_LINES_READ_TOGETHER,
@@ -192,7 +192,7 @@ impl ExecutionStore for PostgresStore {
         let mut tx = self.pool.begin().await.map_err(other)?;
         // Locked: a claim skips it, a start or a report waits for this decision.
         let row = sqlx::query(
-            "SELECT status, lease, cancel_requested FROM executions \
+            "SELECT status, lease, cancel_requested, flow_run_id FROM executions \
              WHERE organization_id = $1 AND id = $2 FOR UPDATE",
         )
         .bind(organization_id)
@@ -203,6 +203,12 @@ impl ExecutionStore for PostgresStore {
         .ok_or(Error::NotFound)?;
         let lease: Option<String> = row.try_get("lease").map_err(other)?;
         let cancel_requested: bool = row.try_get("cancel_requested").map_err(other)?;
+        let flow_run_id: Option<String> = row.try_get("flow_run_id").map_err(other)?;
+        let execution = ExecutionRef {
+            organization_id,
+            execution_id: id,
+            flow_run_id: flow_run_id.as_deref(),
+        };
         let outcome = match status_of(&row)? {
             ExecutionStatus::Pendent => {
                 sqlx::query(
@@ -217,11 +223,7 @@ impl ExecutionStore for PostgresStore {
                 .execute(&mut *tx)
                 .await
                 .map_err(other)?;
-                insert_events(
-                    &mut tx,
-                    &cancel_events(organization_id, id, canceled_by, false, now),
-                )
-                .await?;
+                insert_events(&mut tx, &cancel_events(execution, canceled_by, false, now)).await?;
                 insert_audit(&mut tx, audit).await?;
                 CancelOutcome::Canceled { lease }
             }
@@ -237,11 +239,8 @@ impl ExecutionStore for PostgresStore {
                     .execute(&mut *tx)
                     .await
                     .map_err(other)?;
-                    insert_events(
-                        &mut tx,
-                        &cancel_events(organization_id, id, canceled_by, true, now),
-                    )
-                    .await?;
+                    insert_events(&mut tx, &cancel_events(execution, canceled_by, true, now))
+                        .await?;
                     insert_audit(&mut tx, audit).await?;
                 }
                 CancelOutcome::Running {

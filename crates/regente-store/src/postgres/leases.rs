@@ -30,10 +30,11 @@ impl LeaseStore for PostgresStore {
              ), claimed AS ( \
                  UPDATE executions e SET lease = $1, attempt = e.attempt + 1 \
                  FROM next WHERE e.seq = next.seq \
-                 RETURNING e.id, e.robot_id, e.robot_version, e.variables, e.last_event_seq \
+                 RETURNING e.id, e.robot_id, e.robot_version, e.variables, e.last_event_seq, \
+                           e.flow_run_id \
              ) \
              SELECT c.id, c.robot_id, c.robot_version, c.variables, c.last_event_seq, \
-                    v.sha256, v.manifest \
+                    c.flow_run_id, v.sha256, v.manifest \
              FROM claimed c LEFT JOIN robot_versions v \
                  ON v.robot_id = c.robot_id AND v.version = c.robot_version",
         )
@@ -61,6 +62,10 @@ impl LeaseStore for PostgresStore {
             manifest,
             variables: json_column(&row, "variables")?.unwrap_or_default(),
             first_seq: row.try_get::<i64, _>("last_event_seq").map_err(other)? as u64 + 1,
+            flow_step: row
+                .try_get::<Option<String>, _>("flow_run_id")
+                .map_err(other)?
+                .is_some(),
         }))
     }
 

@@ -14,7 +14,7 @@ use crate::rows::{
     execution_conditions, execution_from, log_line_from, status_of, FilterValue, RecordRow,
     EXECUTION_COLUMNS,
 };
-use crate::rules::{cancel_events, queued_event, CANCELED_BEFORE_START};
+use crate::rules::{cancel_events, queued_event, ExecutionRef, CANCELED_BEFORE_START};
 use crate::{
     AuditEntry, CancelOutcome, Enqueued, Error, Execution, ExecutionFilter, ExecutionStore,
     IdempotencyKey, LogLine, Millis, NewExecution, Result, LOG_LINES_READ_TOGETHER,
@@ -155,9 +155,9 @@ fn cancel(
     now: Millis,
     audit: Option<&AuditEntry>,
 ) -> Result<CancelOutcome> {
-    let (status, lease, cancel_requested) = one(
+    let (status, lease, cancel_requested, flow_run_id) = one(
         conn,
-        "SELECT status, lease, cancel_requested FROM executions \
+        "SELECT status, lease, cancel_requested, flow_run_id FROM executions \
          WHERE organization_id = ?1 AND id = ?2",
         params![organization_id, id],
         |row| {
@@ -165,10 +165,16 @@ fn cancel(
                 status_of(row)?,
                 row.text_opt("lease")?,
                 row.flag("cancel_requested")?,
+                row.text_opt("flow_run_id")?,
             ))
         },
     )?
     .ok_or(Error::NotFound)?;
+    let execution = ExecutionRef {
+        organization_id,
+        execution_id: id,
+        flow_run_id: flow_run_id.as_deref(),
+    };
     Ok(match status {
         ExecutionStatus::Pendent => {
             change(
@@ -177,10 +183,7 @@ fn cancel(
                  end_reason = ?3, lease = NULL WHERE organization_id = ?4 AND id = ?5",
                 params![now, canceled_by, CANCELED_BEFORE_START, organization_id, id],
             )?;
-            insert_events(
-                conn,
-                &cancel_events(organization_id, id, canceled_by, false, now),
-            )?;
+            insert_events(conn, &cancel_events(execution, canceled_by, false, now))?;
             insert_audit(conn, audit)?;
             CancelOutcome::Canceled { lease }
         }
@@ -192,10 +195,7 @@ fn cancel(
                      WHERE organization_id = ?2 AND id = ?3",
                     params![canceled_by, organization_id, id],
                 )?;
-                insert_events(
-                    conn,
-                    &cancel_events(organization_id, id, canceled_by, true, now),
-                )?;
+                insert_events(conn, &cancel_events(execution, canceled_by, true, now))?;
                 insert_audit(conn, audit)?;
             }
             CancelOutcome::Running {

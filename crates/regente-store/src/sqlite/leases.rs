@@ -89,7 +89,7 @@ fn claim_next(conn: &Connection, runtime_id: &str, lease: &str) -> Result<Option
          WHERE seq = (SELECT seq FROM executions \
                       WHERE runtime_id = ?2 AND status = 'PENDENT' AND lease IS NULL \
                       ORDER BY seq LIMIT 1) \
-         RETURNING id, robot_id, robot_version, variables, last_event_seq",
+         RETURNING id, robot_id, robot_version, variables, last_event_seq, flow_run_id",
         params![lease, runtime_id],
         |row| {
             Ok((
@@ -98,10 +98,13 @@ fn claim_next(conn: &Connection, runtime_id: &str, lease: &str) -> Result<Option
                 row.int("robot_version")?,
                 row.text("variables")?,
                 row.int("last_event_seq")?,
+                row.text_opt("flow_run_id")?.is_some(),
             ))
         },
     )?;
-    let Some((execution_id, robot_id, robot_version, variables, last_event_seq)) = claimed else {
+    let Some((execution_id, robot_id, robot_version, variables, last_event_seq, flow_step)) =
+        claimed
+    else {
         return Ok(None);
     };
     let (sha256, manifest) = one(
@@ -125,6 +128,7 @@ fn claim_next(conn: &Connection, runtime_id: &str, lease: &str) -> Result<Option
         variables: serde_json::from_str(&variables)
             .map_err(|e| Error::Other(anyhow::anyhow!("stored variables are not JSON: {e}")))?,
         first_seq: last_event_seq as u64 + 1,
+        flow_step,
     }))
 }
 

@@ -44,7 +44,7 @@ async fn stream(store: &Arc<dyn Store>, organization_id: &str, count: usize) -> 
 }
 
 fn ended_data(status: ExecutionStatus, reason: &str, exit_code: Option<i32>) -> Value {
-    json!({"status": status.as_str(), "reason": reason, "exit_code": exit_code})
+    json!({"status": status.as_str(), "reason": reason, "exit_code": exit_code, "flow_run_id": null})
 }
 
 async fn each_change_writes_exactly_its_events(store: Arc<dyn Store>) {

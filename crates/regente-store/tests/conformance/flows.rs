@@ -4,8 +4,8 @@
 
 use crate::fixtures::*;
 use regente_store::{
-    Enqueued, EventCursor, EventKind, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStep,
-    IdempotencyKey, NewFlowRun, NewFlowVersion,
+    CancelOutcome, Enqueued, EventCursor, EventKind, FlowAdvance, FlowCancelOutcome, FlowRun,
+    FlowStep, IdempotencyKey, LostOutcome, NewFlowRun, NewFlowVersion, StoredEvent,
 };
 
 conformance!(store: [
@@ -17,6 +17,7 @@ conformance!(store: [
     a_cancel_ends_the_run_once_and_names_the_running_execution,
     runs_waiting_for_a_time_are_listed_for_the_engine,
     a_flows_recent_runs_are_listed_newest_first_in_its_organisation,
+    a_steps_claim_and_each_way_it_ends_name_its_run,
 ]);
 
 fn new_flow(w: &World, organization_id: &str, name: &str, n: i64) -> NewFlowVersion {
@@ -121,9 +122,26 @@ fn next_step(w: &World, run: &FlowRun, revision: i64) -> (FlowAdvance, String) {
     (advance, id)
 }
 
-/// The run's flow events, once at least `count` show (on PostgreSQL an event
-/// shows once every older transaction has ended), and never more.
+/// The run's flow events, once at least `count` show, and never more.
 async fn flow_events(w: &World, run_id: &str, count: usize) -> Vec<(EventKind, serde_json::Value)> {
+    let flow_kinds = [EventKind::FlowRunStarted, EventKind::FlowRunEnded];
+    events_where(w, count, |event| {
+        flow_kinds.contains(&event.kind) && event.subject_id == run_id
+    })
+    .await
+    .into_iter()
+    .map(|event| (event.kind, event.data))
+    .collect()
+}
+
+/// The stream's events that `wanted`, once at least `count` show (on
+/// PostgreSQL an event shows once every older transaction has ended), and
+/// never more.
+async fn events_where(
+    w: &World,
+    count: usize,
+    wanted: impl Fn(&StoredEvent) -> bool,
+) -> Vec<StoredEvent> {
     let mut seen = 0;
     let mut after = EventCursor::START;
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
@@ -132,12 +150,8 @@ async fn flow_events(w: &World, run_id: &str, count: usize) -> Vec<(EventKind, s
         for event in w.store.events_after(after, 1_000).await.unwrap() {
             after = event.cursor;
             seen += 1;
-            let flow_kind = matches!(
-                event.kind,
-                EventKind::FlowRunStarted | EventKind::FlowRunEnded
-            );
-            if flow_kind && event.subject_id == run_id {
-                found.push((event.kind, event.data));
+            if wanted(&event) {
+                found.push(event);
             }
         }
         if found.len() >= count {
@@ -462,4 +476,64 @@ async fn a_flows_recent_runs_are_listed_newest_first_in_its_organisation(store: 
         .await
         .unwrap()
         .is_empty());
+}
+
+/// The session learns from the claim whether a run is a flow step, and each end
+/// says which flow run it ends a step of (null for none), so that the flow engine
+/// neither wakes nor reads for the other runs.
+async fn a_steps_claim_and_each_way_it_ends_name_its_run(store: Arc<dyn Store>) {
+    let w = world(store).await;
+    let (run, reported) = started_run(&w).await;
+    let plain = w.enqueue(5_001).await;
+    let claimed = w.store.claim_next(&w.runtime.id, "l1").await.unwrap();
+    let claimed = claimed.expect("the step");
+    assert_eq!(
+        (claimed.execution_id.as_str(), claimed.flow_step),
+        (reported.as_str(), true)
+    );
+    let claimed = w.store.claim_next(&w.runtime.id, "l2").await.unwrap();
+    let claimed = claimed.expect("the plain run");
+    assert_eq!(
+        (claimed.execution_id.as_str(), claimed.flow_step),
+        (plain.as_str(), false)
+    );
+    // Ended by its report, by its lost lease, and by a cancel before its start.
+    let finished = ended(1, 6_000, ExecutionStatus::Finished, Some(0));
+    assert_eq!(
+        w.report(&reported, "l1", &[finished]).await,
+        stored(1, true)
+    );
+    assert!(w
+        .store
+        .start(&w.runtime.id, &plain, "l2", 6_000)
+        .await
+        .unwrap());
+    let lost = w
+        .store
+        .end_lease(&plain, "l2", true, "lost", 6_500)
+        .await
+        .unwrap();
+    assert!(matches!(lost, LostOutcome::Ended(ExecutionStatus::Error)));
+    let (second_run, canceled) = started_run(&w).await;
+    let outcome = w
+        .store
+        .cancel(&w.org.id, &canceled, &w.admin.id, 7_000, None)
+        .await;
+    assert!(matches!(outcome.unwrap(), CancelOutcome::Canceled { .. }));
+
+    let ends: Vec<(String, serde_json::Value)> = events_where(&w, 3, |event| {
+        event.kind == EventKind::ExecutionEnded && event.organization_id == w.org.id
+    })
+    .await
+    .into_iter()
+    .map(|event| (event.subject_id, event.data["flow_run_id"].clone()))
+    .collect();
+    assert_eq!(
+        ends,
+        [
+            (reported, json!(run.id)),
+            (plain, json!(null)),
+            (canceled, json!(second_run.id)),
+        ]
+    );
 }
