@@ -420,7 +420,11 @@ async fn clean_up(user: Option<HeldUser>, run_dir: &Path) {
         })
         .await;
     }
-    let _ = tokio::fs::remove_dir_all(run_dir).await;
+    // Most runs leave only what the agent wrote: removed here, without a
+    // blocking thread; a directory the robot wrote in is walked on one.
+    if !crate::run_setup::remove_as_written(run_dir) {
+        let _ = tokio::fs::remove_dir_all(run_dir).await;
+    }
 }
 
 /// How a run ended, as the run reports it.
