@@ -99,6 +99,27 @@ pub trait LeaseStore: Send + Sync {
         lease: &str,
         events: &[EventRecord],
     ) -> Result<EventsOutcome>;
+    /// [`LeaseStore::record_events`], and when the batch ends the execution,
+    /// [`LeaseStore::claim_next`] under `next_lease` in the same transaction: a
+    /// slot freed and filled again with one commit. Nothing is claimed when the
+    /// batch does not end the execution.
+    async fn record_events_and_claim(
+        &self,
+        runtime_id: &str,
+        execution_id: &str,
+        lease: &str,
+        events: &[EventRecord],
+        next_lease: &str,
+    ) -> Result<(EventsOutcome, Option<Claimed>)> {
+        let outcome = self
+            .record_events(runtime_id, execution_id, lease, events)
+            .await?;
+        if !matches!(outcome, EventsOutcome::Stored { ended: true, .. }) {
+            return Ok((outcome, None));
+        }
+        let claimed = self.claim_next(runtime_id, next_lease).await?;
+        Ok((outcome, claimed))
+    }
     /// The runtime's live leases.
     async fn leases_of_runtime(&self, runtime_id: &str) -> Result<Vec<Lease>>;
     /// The status under `lease`, or `None` when it is not the execution's lease.

@@ -15,6 +15,9 @@ use super::{Command, LeaseOrder};
 use crate::service::credentials::{self, shown_variables, Handout, RunToHand};
 use crate::service::{new_id, Context};
 
+#[path = "reconcile.rs"]
+mod reconcile;
+
 /// How long an agent has to say hello after connecting.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -276,83 +279,6 @@ impl Session {
         Ok(())
     }
 
-    /// Settles what the agent holds against what the store says it holds, after
-    /// a reconnect or an agent restart.
-    async fn reconcile(&mut self, held: Vec<HeldLease>) -> anyhow::Result<()> {
-        let store = self.ctx.store.clone();
-        let now = self.ctx.clock.now();
-        let leases = store.leases_of_runtime(&self.runtime.id).await?;
-        for lease in &leases {
-            let holding = held
-                .iter()
-                .find(|h| h.execution_id == lease.execution_id && h.lease == lease.lease);
-            match (lease.status, holding) {
-                (ExecutionStatus::Running, Some(h)) if h.spawned => {
-                    self.busy.insert(
-                        lease.execution_id.clone(),
-                        Handed {
-                            lease: lease.lease.clone(),
-                            spawned: true,
-                            start_committed: true,
-                            cancel_requested: false,
-                            flow_step: true,
-                        },
-                    );
-                    if lease.cancel_requested {
-                        self.send(&ServerMessage::Cancel {
-                            execution_id: lease.execution_id.clone(),
-                            lease: lease.lease.clone(),
-                        })
-                        .await?;
-                    }
-                }
-                (status, holding) => {
-                    // Handed out but never spawned (the agent says so, or it never
-                    // asked to start, or it never journaled a start granted to
-                    // this very journal), or spawned and forgotten by the agent.
-                    let spawned = status == ExecutionStatus::Running
-                        && holding.is_none()
-                        && !self.granted_to_this_journal(&lease.lease);
-                    let reason = "the runtime no longer holds this execution: its agent restarted without it";
-                    store
-                        .end_lease(&lease.execution_id, &lease.lease, spawned, reason, now)
-                        .await?;
-                    if holding.is_some() {
-                        self.revoke(
-                            &lease.execution_id,
-                            &lease.lease,
-                            "handed out again after a reconnect",
-                        )
-                        .await?;
-                    }
-                }
-            }
-        }
-        for h in &held {
-            let known = leases
-                .iter()
-                .any(|l| l.execution_id == h.execution_id && l.lease == h.lease);
-            if known {
-                continue;
-            }
-            // An ended execution under the same lease: the agent resends its last
-            // events and gets them acknowledged. Any other lease is over.
-            if store
-                .lease_status(&h.execution_id, &h.lease)
-                .await?
-                .is_none()
-            {
-                self.revoke(
-                    &h.execution_id,
-                    &h.lease,
-                    "the server ended this lease while the runtime was away",
-                )
-                .await?;
-            }
-        }
-        Ok(())
-    }
-
     async fn revoke(
         &mut self,
         execution_id: &str,
@@ -382,8 +308,14 @@ impl Session {
     /// answered without a commit on the way; the agent still spawns nothing
     /// before that answer.
     async fn dispatch(&mut self) -> anyhow::Result<()> {
+        self.dispatch_with(None).await
+    }
+
+    /// [`Session::dispatch`], handing out `claimed` first: a run claimed for
+    /// this runtime with the end that freed its slot.
+    async fn dispatch_with(&mut self, mut claimed: Option<Claimed>) -> anyhow::Result<()> {
         loop {
-            let to_start = self.hand_out().await?;
+            let to_start = self.hand_out(claimed.take()).await?;
             if to_start.is_empty() {
                 return Ok(());
             }
@@ -419,15 +351,20 @@ impl Session {
 
     /// Claims and assigns queued executions while slots are free; the runs the
     /// server is to start itself (execution and lease).
-    async fn hand_out(&mut self) -> anyhow::Result<Vec<(String, String)>> {
+    async fn hand_out(&mut self, first: Option<Claimed>) -> anyhow::Result<Vec<(String, String)>> {
         let mut to_start = Vec::new();
-        while self.busy.len() < self.slots {
-            let lease = match &self.granting_to {
-                Some(instance) => format!("{instance}.{}", new_id()),
-                None => new_id(),
-            };
-            let Some(claimed) = self.ctx.store.claim_next(&self.runtime.id, &lease).await? else {
-                break;
+        let mut first = first;
+        // A run claimed already is handed out whatever the count: its slot was
+        // freed for it.
+        while first.is_some() || self.busy.len() < self.slots {
+            let claimed = match first.take() {
+                Some(claimed) => claimed,
+                None => {
+                    let lease = self.new_lease();
+                    let claimed = self.ctx.store.claim_next(&self.runtime.id, &lease).await?;
+                    let Some(claimed) = claimed else { break };
+                    claimed
+                }
             };
             debug!(execution = %claimed.execution_id, runtime = %self.runtime.id, "assigned");
             let (credentials, secret_variables) =
@@ -521,6 +458,15 @@ impl Session {
         })
         .await?;
         Ok(true)
+    }
+
+    /// A lease for a hand-out: to an agent that names its journal, one that
+    /// says so (see [`Session::granted_to_this_journal`]).
+    fn new_lease(&self) -> String {
+        match &self.granting_to {
+            Some(instance) => format!("{instance}.{}", new_id()),
+            None => new_id(),
+        }
     }
 
     /// Whether a run's end concerns the flow engine: when this session did not
@@ -641,10 +587,30 @@ impl Session {
                     .position(|e| matches!(e.kind, EventKind::Lost { .. }))
                     .map(|at| events.drain(at..).next().expect("the lost event"));
                 let records: Vec<EventRecord> = events.into_iter().filter_map(record_of).collect();
-                match store
-                    .record_events(&self.runtime.id, &execution_id, &lease, &records)
-                    .await?
-                {
+                // Should the batch end a run this session handed out, its slot
+                // is filled in the same commit, unless a `lost` event has more
+                // to do first. (A claim whose hand-out a broken connection
+                // stops goes back to the queue when the runtime reconnects or
+                // is given up, unstarted.)
+                let fill_slot = lost.is_none() && self.busy.contains_key(&execution_id);
+                let (outcome, claimed) = if fill_slot {
+                    let next_lease = self.new_lease();
+                    store
+                        .record_events_and_claim(
+                            &self.runtime.id,
+                            &execution_id,
+                            &lease,
+                            &records,
+                            &next_lease,
+                        )
+                        .await?
+                } else {
+                    let stored = store
+                        .record_events(&self.runtime.id, &execution_id, &lease, &records)
+                        .await?;
+                    (stored, None)
+                };
+                match outcome {
                     EventsOutcome::Stored {
                         mut acked,
                         mut ended,
@@ -680,7 +646,7 @@ impl Session {
                             crate::service::execution_ended(&self.ctx, &execution_id, flow_step)
                                 .await;
                             self.busy.remove(&execution_id);
-                            self.dispatch().await?;
+                            self.dispatch_with(claimed).await?;
                         }
                     }
                     EventsOutcome::Revoked => {

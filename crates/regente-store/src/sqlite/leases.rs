@@ -318,6 +318,40 @@ impl LeaseStore for SqliteStore {
             .await
     }
 
+    async fn record_events_and_claim(
+        &self,
+        runtime_id: &str,
+        execution_id: &str,
+        lease: &str,
+        events: &[EventRecord],
+        next_lease: &str,
+    ) -> Result<(EventsOutcome, Option<Claimed>)> {
+        let (runtime_id, execution_id, lease, next_lease) = (
+            runtime_id.to_owned(),
+            execution_id.to_owned(),
+            lease.to_owned(),
+            next_lease.to_owned(),
+        );
+        let events = events.to_vec();
+        self.write(move |conn| {
+            let outcome = record_events(conn, &runtime_id, &execution_id, &lease, &events)?;
+            if !matches!(outcome, EventsOutcome::Stored { ended: true, .. }) {
+                return Ok((outcome, None));
+            }
+            // The end stays stored should the claim fail: it is tried again
+            // on its own at the next dispatch.
+            let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
+            run("SAVEPOINT claim").map_err(other)?;
+            let claimed = claim_next(conn, &runtime_id, &next_lease);
+            if claimed.is_err() {
+                run("ROLLBACK TO SAVEPOINT claim").map_err(other)?;
+            }
+            run("RELEASE SAVEPOINT claim").map_err(other)?;
+            Ok((outcome, claimed.ok().flatten()))
+        })
+        .await
+    }
+
     async fn leases_of_runtime(&self, runtime_id: &str) -> Result<Vec<Lease>> {
         self.readers.with(|conn| {
             all(

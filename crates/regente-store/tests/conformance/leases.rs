@@ -13,6 +13,7 @@ conformance! {
         end_lease_is_stale_once_the_lease_changed,
         concurrent_claims_hand_out_each_run_once,
         cancel_racing_start,
+        an_ending_report_fills_the_slot_in_its_commit,
     ],
 }
 
@@ -665,4 +666,41 @@ async fn cancel_racing_start(store: Arc<dyn Store>) {
         }
         assert!(w.get(&id).await.status.is_ended());
     }
+}
+
+/// A report that ends a run claims the runtime's next under the lease given, in
+/// its commit; one that does not end it, or is refused, claims nothing.
+async fn an_ending_report_fills_the_slot_in_its_commit(store: Arc<dyn Store>) {
+    let w = world(store).await;
+    let (running, lease) = w.running(1).await;
+    let next = w.enqueue(3_000).await;
+    let report = |lease: String, events: Vec<EventRecord>| {
+        let (store, runtime, running) = (w.store.clone(), w.runtime.id.clone(), running.clone());
+        async move {
+            store
+                .record_events_and_claim(&runtime, &running, &lease, &events, "next-lease")
+                .await
+                .unwrap()
+        }
+    };
+    let next_lease = || w.store.lease_status(&next, "next-lease");
+
+    let working = report(lease.clone(), vec![log(1, "working")]).await;
+    assert_eq!(working, (stored(1, false), None));
+    let refused = report("another-lease".into(), vec![log(2, "done")]).await;
+    assert_eq!(refused, (EventsOutcome::Revoked, None));
+    assert_eq!(next_lease().await.unwrap(), None, "nothing claimed yet");
+
+    let end = || vec![ended(2, 6_000, ExecutionStatus::Finished, Some(0))];
+    let (outcome, claimed) = report(lease.clone(), end()).await;
+    assert_eq!(outcome, stored(2, true));
+    let claimed = claimed.expect("the next run claimed");
+    assert_eq!(
+        (claimed.execution_id.as_str(), claimed.lease.as_str()),
+        (next.as_str(), "next-lease")
+    );
+    assert_eq!(w.get(&running).await.status, ExecutionStatus::Finished);
+    assert_eq!(next_lease().await.unwrap(), Some(ExecutionStatus::Pendent));
+    // Sent again (after a reconnect), the end claims nothing more.
+    assert_eq!(report(lease, end()).await, (stored(2, false), None));
 }
