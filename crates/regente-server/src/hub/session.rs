@@ -58,6 +58,19 @@ struct Handed {
     flow_step: bool,
 }
 
+impl Handed {
+    /// A run just claimed: nothing granted yet.
+    fn claimed(claimed: &Claimed) -> Handed {
+        Handed {
+            lease: claimed.lease.clone(),
+            spawned: false,
+            start_committed: false,
+            cancel_requested: false,
+            flow_step: claimed.flow_step,
+        }
+    }
+}
+
 /// Serves one agent connection, made with the key whose hash is `key_hash`,
 /// until it closes.
 pub async fn serve(ctx: Arc<Context>, runtime: Runtime, key_hash: String, mut socket: WebSocket) {
@@ -374,20 +387,13 @@ impl Session {
                         secret_variables,
                     } => (credentials, secret_variables),
                     Handout::Refused(why) => {
+                        self.busy.remove(&claimed.execution_id);
                         self.refuse(&claimed, &why).await?;
                         continue;
                     }
                 };
-            self.busy.insert(
-                claimed.execution_id.clone(),
-                Handed {
-                    lease: claimed.lease.clone(),
-                    spawned: false,
-                    start_committed: false,
-                    cancel_requested: false,
-                    flow_step: claimed.flow_step,
-                },
-            );
+            self.busy
+                .insert(claimed.execution_id.clone(), Handed::claimed(&claimed));
             if self.granting_to.is_some() {
                 to_start.push((claimed.execution_id.clone(), claimed.lease.clone()));
             }
@@ -610,6 +616,12 @@ impl Session {
                         .await?;
                     (stored, None)
                 };
+                if let Some(claimed) = &claimed {
+                    // Held from now on: should the connection break before its
+                    // hand-out, the session's end puts it back in the queue.
+                    let handed = Handed::claimed(claimed);
+                    self.busy.insert(claimed.execution_id.clone(), handed);
+                }
                 match outcome {
                     EventsOutcome::Stored {
                         mut acked,
