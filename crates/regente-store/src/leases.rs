@@ -66,6 +66,13 @@ pub enum EventsOutcome {
     Revoked,
 }
 
+impl EventsOutcome {
+    /// Whether this batch ended the execution (not an end sent again).
+    pub fn ended_it(&self) -> bool {
+        matches!(self, EventsOutcome::Stored { ended: true, .. })
+    }
+}
+
 /// What happened to an execution whose runtime was lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LostOutcome {
@@ -114,7 +121,7 @@ pub trait LeaseStore: Send + Sync {
         let outcome = self
             .record_events(runtime_id, execution_id, lease, events)
             .await?;
-        if !matches!(outcome, EventsOutcome::Stored { ended: true, .. }) {
+        if !outcome.ended_it() {
             return Ok((outcome, None));
         }
         let claimed = self.claim_next(runtime_id, next_lease).await?;

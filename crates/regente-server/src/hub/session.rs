@@ -364,9 +364,11 @@ impl Session {
 
     /// Claims and assigns queued executions while slots are free; the runs the
     /// server is to start itself (execution and lease).
-    async fn hand_out(&mut self, first: Option<Claimed>) -> anyhow::Result<Vec<(String, String)>> {
+    async fn hand_out(
+        &mut self,
+        mut first: Option<Claimed>,
+    ) -> anyhow::Result<Vec<(String, String)>> {
         let mut to_start = Vec::new();
-        let mut first = first;
         // A run claimed already is handed out whatever the count: its slot was
         // freed for it.
         while first.is_some() || self.busy.len() < self.slots {
@@ -495,8 +497,8 @@ impl Session {
             )
             .await?;
         if matches!(outcome, regente_store::LostOutcome::Ended(_)) {
-            let flow_step = claimed.flow_step;
-            crate::service::execution_ended(&self.ctx, &claimed.execution_id, flow_step).await;
+            let execution_id = &claimed.execution_id;
+            crate::service::execution_ended(&self.ctx, execution_id, claimed.flow_step).await;
         }
         Ok(())
     }
@@ -595,9 +597,7 @@ impl Session {
                 let records: Vec<EventRecord> = events.into_iter().filter_map(record_of).collect();
                 // Should the batch end a run this session handed out, its slot
                 // is filled in the same commit, unless a `lost` event has more
-                // to do first. (A claim whose hand-out a broken connection
-                // stops goes back to the queue when the runtime reconnects or
-                // is given up, unstarted.)
+                // to do first.
                 let fill_slot = lost.is_none() && self.busy.contains_key(&execution_id);
                 let (outcome, claimed) = if fill_slot {
                     let next_lease = self.new_lease();

@@ -335,7 +335,7 @@ impl LeaseStore for SqliteStore {
         let events = events.to_vec();
         self.write(move |conn| {
             let outcome = record_events(conn, &runtime_id, &execution_id, &lease, &events)?;
-            if !matches!(outcome, EventsOutcome::Stored { ended: true, .. }) {
+            if !outcome.ended_it() {
                 return Ok((outcome, None));
             }
             // The end stays stored should the claim fail: it is tried again
