@@ -395,6 +395,10 @@ fn unknown_and_mismatched_ids_answer_404() {
         (f.runtime.as_str(), upper.as_str()),
         (f.runtime.as_str(), f.robot.as_str()),
     ] {
+        // An id of digits only has no other case: its upper case names it.
+        if runtime == f.runtime && execution == id {
+            continue;
+        }
         cases.push(("GET", result_path(runtime, execution)));
         cases.push(("DELETE", delete_path(runtime, execution)));
     }

@@ -280,9 +280,18 @@ fn metrics_count_what_was_done_and_the_store_s_counters_survive_a_restart() {
     // A runtime that goes silent mid-run: the sweeper ends its lease, once.
     drop(agent);
     let mut agent = TestAgent::start(&server, &key, 1);
-    let sleeps = upload_shell_robot(&server, &admin, "sleeps", "sleep 300\n", "");
+    let sleeps = upload_shell_robot(&server, &admin, "sleeps", "echo asleep\nsleep 300\n", "");
     let sleeping = server.queue(&admin, &runtime, &sleeps, None);
-    wait_for_status(&server, &admin, &runtime, &sleeping, &["RUNNING"], RUN);
+    // RUNNING alone may precede the agent's own start (a start committed at
+    // the hand-out): a robot's line says it was spawned.
+    wait_for(RUN, "the robot's first line", || {
+        let body = result_of(&server, &admin, &runtime, &sleeping);
+        if messages(&body).iter().any(|m| m == "asleep") {
+            Ok(())
+        } else {
+            Err(summary(&body))
+        }
+    });
     agent.kill9();
     ended(&server, &admin, &runtime, &sleeping);
     let lost = scrape_metrics(&server);
