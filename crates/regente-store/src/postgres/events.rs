@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::{fetch_optional, other, PgQuery, PostgresStore};
+use super::{fetch_optional, other, PgQuery, PostgresStore, UNSYNCED};
 use crate::events::{NewEvent, PRUNE_BATCH};
 use crate::rows::{event_row_from, events_read, stored_event_from, EVENT_COLUMNS};
 use crate::{
@@ -185,14 +185,12 @@ impl EventStore for PostgresStore {
     }
 
     async fn save_cursor(&self, consumer: &str, cursor: EventCursor, now: Millis) -> Result<()> {
-        // One statement, its own transaction, committed without waiting for
-        // the WAL flush (only the cursor moves; see the trait): the setting is
-        // local to that transaction, so it is made in the statement itself.
+        // Committed without waiting for the WAL flush: only the cursor moves
+        // (see the trait).
         static UNSYNCED_UPSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-            upsert_cursor(
-                "SELECT $1::text, $2::bigint, $3::bigint, $4::bigint \
-                 FROM (SELECT set_config('synchronous_commit', 'off', true)) AS unsynced",
-            )
+            upsert_cursor(&format!(
+                "SELECT $1::text, $2::bigint, $3::bigint, $4::bigint FROM {UNSYNCED}"
+            ))
         });
         sqlx::query(&UNSYNCED_UPSERT)
             .bind(consumer)

@@ -5,7 +5,7 @@ use regente_core::ExecutionStatus;
 use sqlx::Row;
 
 use super::events::insert_events;
-use super::{fetch_all, fetch_optional, other, storable, PostgresStore};
+use super::{fetch_all, fetch_optional, other, storable, PostgresStore, UNSYNCED};
 use crate::rows::{json_column, lease_from, status_of};
 use crate::rules::{
     apply_events, event_target_from, live_lease_from, plan_lease_end, started_event_data, Ending,
@@ -22,8 +22,15 @@ impl LeaseStore for PostgresStore {
         // SKIP LOCKED: a row another server is claiming (or canceling) right now is
         // passed over instead of waited for; once that claim commits, the row no
         // longer matches, so no execution is ever handed out twice.
-        let row = sqlx::query(
-            "WITH next AS ( \
+        //
+        // Committed without waiting for the WAL flush, as on SQLite: a claim lost
+        // to a crash of the database leaves the run PENDENT without a lease, to be
+        // handed out again, and its robot cannot have started, since `start`
+        // (synced, so flushing the claim too: the WAL is flushed in order) needs
+        // the lease. The claim is on the dispatch path: one flush less there.
+        static CLAIM: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "WITH next AS ( \
                  SELECT seq FROM executions \
                  WHERE runtime_id = $2 AND status = 'PENDENT' AND lease IS NULL \
                  ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED \
@@ -35,14 +42,16 @@ impl LeaseStore for PostgresStore {
              ) \
              SELECT c.id, c.robot_id, c.robot_version, c.variables, c.last_event_seq, \
                     c.flow_run_id, v.sha256, v.manifest \
-             FROM claimed c LEFT JOIN robot_versions v \
-                 ON v.robot_id = c.robot_id AND v.version = c.robot_version",
-        )
-        .bind(lease)
-        .bind(runtime_id)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(other)?;
+             FROM claimed c CROSS JOIN {UNSYNCED} LEFT JOIN robot_versions v \
+                 ON v.robot_id = c.robot_id AND v.version = c.robot_version"
+            )
+        });
+        let row = sqlx::query(&CLAIM)
+            .bind(lease)
+            .bind(runtime_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(other)?;
         let Some(row) = row else { return Ok(None) };
         let robot_id: String = row.try_get("robot_id").map_err(other)?;
         let robot_version: i64 = row.try_get("robot_version").map_err(other)?;

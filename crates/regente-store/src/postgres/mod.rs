@@ -126,6 +126,12 @@ async fn check_durability(conn: &mut sqlx::PgConnection) -> sqlx::Result<()> {
     Ok(())
 }
 
+/// A `FROM` item that has the statement's own transaction commit without
+/// waiting for its WAL to reach the disk, for a write made in one statement
+/// outside a transaction (the setting is local to the transaction, so it is
+/// made in the statement itself). The same rule as [`unsynced_commit`].
+const UNSYNCED: &str = "(SELECT set_config('synchronous_commit', 'off', true)) AS unsynced";
+
 /// Has the transaction on `conn` commit without waiting for its WAL to reach
 /// the disk (PostgreSQL's asynchronous commit). Only for a write whose loss
 /// undoes nothing anyone relied on: a later synced commit syncs it too, since

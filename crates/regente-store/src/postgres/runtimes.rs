@@ -6,7 +6,7 @@ use sqlx::Row;
 
 use super::audit::{audit_one, insert_audit, set_audited};
 use super::events::insert_events;
-use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore};
+use super::{conflict_as, fetch_all, fetch_optional, other, PostgresStore, UNSYNCED};
 use crate::rows::{runtime_from, runtime_session_from};
 use crate::rules::{runtime_offline_event, runtime_online_event};
 use crate::{
@@ -191,16 +191,21 @@ impl RuntimeStore for PostgresStore {
     }
 
     async fn touch_runtime(&self, id: &str, seen: Millis) -> Result<()> {
-        // Only when it moves forward: no dead row for a heartbeat that changes nothing.
-        sqlx::query(
-            "UPDATE runtimes SET last_seen = $1 \
-             WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)",
-        )
-        .bind(seen)
-        .bind(id)
-        .execute(&self.pool)
-        .await
-        .map_err(other)?;
+        // Only when it moves forward: no dead row for a heartbeat that changes
+        // nothing. Not flushed on its own, as on SQLite: a last sight lost to a
+        // crash of the database only makes the runtime's silence look longer.
+        static TOUCH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+            format!(
+                "UPDATE runtimes SET last_seen = $1 FROM {UNSYNCED} \
+                 WHERE id = $2 AND (last_seen IS NULL OR last_seen < $1)"
+            )
+        });
+        sqlx::query(&TOUCH)
+            .bind(seen)
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(other)?;
         Ok(())
     }
 
