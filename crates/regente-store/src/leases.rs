@@ -21,6 +21,9 @@ pub struct Claimed {
     pub first_seq: u64,
     /// A step of a flow run: its end is the flow engine's business.
     pub flow_step: bool,
+    /// Started in the claim's own transaction (see
+    /// [`LeaseStore::record_events_and_claim`]): RUNNING already.
+    pub started: bool,
 }
 
 /// A live lease: an execution handed to a runtime and not ended.
@@ -109,7 +112,9 @@ pub trait LeaseStore: Send + Sync {
     /// [`LeaseStore::record_events`], and when the batch ends the execution,
     /// [`LeaseStore::claim_next`] under `next_lease` in the same transaction: a
     /// slot freed and filled again with one commit. Nothing is claimed when the
-    /// batch does not end the execution.
+    /// batch does not end the execution. With `start_at`, the run claimed is
+    /// also started then ([`LeaseStore::start`]), in the same commit where the
+    /// backend can (`Claimed::started`).
     async fn record_events_and_claim(
         &self,
         runtime_id: &str,
@@ -117,6 +122,7 @@ pub trait LeaseStore: Send + Sync {
         lease: &str,
         events: &[EventRecord],
         next_lease: &str,
+        start_at: Option<Millis>,
     ) -> Result<(EventsOutcome, Option<Claimed>)> {
         let outcome = self
             .record_events(runtime_id, execution_id, lease, events)
@@ -124,7 +130,12 @@ pub trait LeaseStore: Send + Sync {
         if !outcome.ended_it() {
             return Ok((outcome, None));
         }
-        let claimed = self.claim_next(runtime_id, next_lease).await?;
+        let mut claimed = self.claim_next(runtime_id, next_lease).await?;
+        if let (Some(claimed), Some(now)) = (claimed.as_mut(), start_at) {
+            claimed.started = self
+                .start(runtime_id, &claimed.execution_id, next_lease, now)
+                .await?;
+        }
         Ok((outcome, claimed))
     }
     /// The runtime's live leases.

@@ -59,12 +59,12 @@ struct Handed {
 }
 
 impl Handed {
-    /// A run just claimed: nothing granted yet.
+    /// A run just claimed: nothing granted yet, its start maybe committed.
     fn claimed(claimed: &Claimed) -> Handed {
         Handed {
             lease: claimed.lease.clone(),
             spawned: false,
-            start_committed: false,
+            start_committed: claimed.started,
             cancel_requested: false,
             flow_step: claimed.flow_step,
         }
@@ -317,9 +317,9 @@ impl Session {
 
     /// Hands out queued executions while slots are free. To an agent that
     /// names its journal, each start is then committed at once, while the agent
-    /// journals the assignment and prepares the run, so that its `Start` is
-    /// answered without a commit on the way; the agent still spawns nothing
-    /// before that answer.
+    /// journals the assignment and prepares the run (or was already, with the
+    /// end that freed its slot), so that its `Start` is answered without a
+    /// commit on the way; the agent still spawns nothing before that answer.
     async fn dispatch(&mut self) -> anyhow::Result<()> {
         self.dispatch_with(None).await
     }
@@ -396,7 +396,7 @@ impl Session {
                 };
             self.busy
                 .insert(claimed.execution_id.clone(), Handed::claimed(&claimed));
-            if self.granting_to.is_some() {
+            if self.granting_to.is_some() && !claimed.started {
                 to_start.push((claimed.execution_id.clone(), claimed.lease.clone()));
             }
             self.send(&ServerMessage::Assign(regente_proto::Assignment {
@@ -598,9 +598,12 @@ impl Session {
                 // Should the batch end a run this session handed out, its slot
                 // is filled in the same commit, unless a `lost` event has more
                 // to do first.
+                // To an agent that names its journal, the run claimed is
+                // started in that commit too (see `dispatch`).
                 let fill_slot = lost.is_none() && self.busy.contains_key(&execution_id);
                 let (outcome, claimed) = if fill_slot {
                     let next_lease = self.new_lease();
+                    let start_at = self.granting_to.is_some().then(|| self.ctx.clock.now());
                     store
                         .record_events_and_claim(
                             &self.runtime.id,
@@ -608,6 +611,7 @@ impl Session {
                             &lease,
                             &records,
                             &next_lease,
+                            start_at,
                         )
                         .await?
                 } else {
@@ -621,6 +625,10 @@ impl Session {
                     // hand-out, the session's end puts it back in the queue.
                     let handed = Handed::claimed(claimed);
                     self.busy.insert(claimed.execution_id.clone(), handed);
+                    if claimed.started {
+                        let id = claimed.execution_id.clone();
+                        self.ctx.hub.changed(super::Changed::Execution(id));
+                    }
                 }
                 match outcome {
                     EventsOutcome::Stored {

@@ -75,6 +75,7 @@ impl LeaseStore for PostgresStore {
                 .try_get::<Option<String>, _>("flow_run_id")
                 .map_err(other)?
                 .is_some(),
+            started: false,
         }))
     }
 

@@ -129,7 +129,40 @@ fn claim_next(conn: &Connection, runtime_id: &str, lease: &str) -> Result<Option
             .map_err(|e| Error::Other(anyhow::anyhow!("stored variables are not JSON: {e}")))?,
         first_seq: last_event_seq as u64 + 1,
         flow_step,
+        started: false,
     }))
+}
+
+/// Starts a run handed out under `lease` and not ended nor started (a cancel
+/// committed first wins); whether it did.
+fn start(
+    conn: &Connection,
+    runtime_id: &str,
+    execution_id: &str,
+    lease: &str,
+    now: Millis,
+) -> Result<bool> {
+    let started = one(
+        conn,
+        "UPDATE executions SET status = 'RUNNING', started = ?1 \
+         WHERE id = ?2 AND runtime_id = ?3 AND lease = ?4 AND status = 'PENDENT' \
+         RETURNING organization_id",
+        params![now, execution_id, runtime_id, lease],
+        |row| row.text("organization_id"),
+    )?;
+    let Some(organization_id) = started else {
+        return Ok(false);
+    };
+    insert_events(
+        conn,
+        &[started_event(
+            &organization_id,
+            execution_id,
+            runtime_id,
+            now,
+        )],
+    )?;
+    Ok(true)
 }
 
 fn record_events(
@@ -275,30 +308,8 @@ impl LeaseStore for SqliteStore {
             execution_id.to_owned(),
             lease.to_owned(),
         );
-        self.write(move |conn| {
-            let started = one(
-                conn,
-                "UPDATE executions SET status = 'RUNNING', started = ?1 \
-                 WHERE id = ?2 AND runtime_id = ?3 AND lease = ?4 AND status = 'PENDENT' \
-                 RETURNING organization_id",
-                params![now, execution_id, runtime_id, lease],
-                |row| row.text("organization_id"),
-            )?;
-            let Some(organization_id) = started else {
-                return Ok(false);
-            };
-            insert_events(
-                conn,
-                &[started_event(
-                    &organization_id,
-                    &execution_id,
-                    &runtime_id,
-                    now,
-                )],
-            )?;
-            Ok(true)
-        })
-        .await
+        self.write(move |conn| start(conn, &runtime_id, &execution_id, &lease, now))
+            .await
     }
 
     async fn record_events(
@@ -325,6 +336,7 @@ impl LeaseStore for SqliteStore {
         lease: &str,
         events: &[EventRecord],
         next_lease: &str,
+        start_at: Option<Millis>,
     ) -> Result<(EventsOutcome, Option<Claimed>)> {
         let (runtime_id, execution_id, lease, next_lease) = (
             runtime_id.to_owned(),
@@ -342,7 +354,16 @@ impl LeaseStore for SqliteStore {
             // on its own at the next dispatch.
             let run = |sql: &str| conn.prepare_cached(sql).and_then(|mut s| s.execute([]));
             run("SAVEPOINT claim").map_err(other)?;
-            let claimed = claim_next(conn, &runtime_id, &next_lease);
+            let claimed = claim_next(conn, &runtime_id, &next_lease).and_then(|claimed| {
+                match (claimed, start_at) {
+                    (Some(mut claimed), Some(now)) => {
+                        let id = &claimed.execution_id;
+                        claimed.started = start(conn, &runtime_id, id, &next_lease, now)?;
+                        Ok(Some(claimed))
+                    }
+                    (claimed, _) => Ok(claimed),
+                }
+            });
             if claimed.is_err() {
                 run("ROLLBACK TO SAVEPOINT claim").map_err(other)?;
             }

@@ -8,9 +8,10 @@ pub use std::sync::Arc;
 pub use regente_core::{ExecutionStatus, Role};
 pub use regente_store::prelude::*;
 pub use regente_store::{
-    CancelOutcome, Change, Enqueued, Error, EventRecord, EventsOutcome, Execution, ExecutionFilter,
-    IdempotencyKey, LostOutcome, Millis, NewExecution, NewRobotVersion, NewRuntime, Notice,
-    Organization, Robot, RunTarget, Runtime, RuntimeDeletion, User,
+    CancelOutcome, Change, Enqueued, Error, EventCursor, EventRecord, EventsOutcome, Execution,
+    ExecutionFilter, IdempotencyKey, LostOutcome, Millis, NewExecution, NewRobotVersion,
+    NewRuntime, Notice, Organization, Robot, RunTarget, Runtime, RuntimeDeletion, StoredEvent,
+    User,
 };
 pub use serde_json::json;
 
@@ -144,6 +145,38 @@ impl World {
 
     pub async fn enqueue(&self, init: Millis) -> String {
         self.enqueue_on(&self.runtime.id, init, 1).await
+    }
+
+    /// The stream's events that `wanted`, once at least `count` show (on
+    /// PostgreSQL an event shows once every older transaction has ended), and
+    /// never more.
+    pub async fn events_where(
+        &self,
+        count: usize,
+        wanted: impl Fn(&StoredEvent) -> bool,
+    ) -> Vec<StoredEvent> {
+        let mut seen = 0;
+        let mut after = EventCursor::START;
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut found = Vec::new();
+        loop {
+            for event in self.store.events_after(after, 1_000).await.unwrap() {
+                after = event.cursor;
+                seen += 1;
+                if wanted(&event) {
+                    found.push(event);
+                }
+            }
+            if found.len() >= count {
+                assert_eq!(found.len(), count, "{found:?} ({seen} events)");
+                return found;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "only {found:?} showed"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
     }
 
     pub async fn get(&self, id: &str) -> Execution {

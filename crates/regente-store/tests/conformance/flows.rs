@@ -4,8 +4,8 @@
 
 use crate::fixtures::*;
 use regente_store::{
-    CancelOutcome, Enqueued, EventCursor, EventKind, FlowAdvance, FlowCancelOutcome, FlowRun,
-    FlowStep, IdempotencyKey, LostOutcome, NewFlowRun, NewFlowVersion, StoredEvent,
+    CancelOutcome, Enqueued, EventKind, FlowAdvance, FlowCancelOutcome, FlowRun, FlowStep,
+    IdempotencyKey, LostOutcome, NewFlowRun, NewFlowVersion,
 };
 
 conformance!(store: [
@@ -125,45 +125,13 @@ fn next_step(w: &World, run: &FlowRun, revision: i64) -> (FlowAdvance, String) {
 /// The run's flow events, once at least `count` show, and never more.
 async fn flow_events(w: &World, run_id: &str, count: usize) -> Vec<(EventKind, serde_json::Value)> {
     let flow_kinds = [EventKind::FlowRunStarted, EventKind::FlowRunEnded];
-    events_where(w, count, |event| {
+    w.events_where(count, |event| {
         flow_kinds.contains(&event.kind) && event.subject_id == run_id
     })
     .await
     .into_iter()
     .map(|event| (event.kind, event.data))
     .collect()
-}
-
-/// The stream's events that `wanted`, once at least `count` show (on
-/// PostgreSQL an event shows once every older transaction has ended), and
-/// never more.
-async fn events_where(
-    w: &World,
-    count: usize,
-    wanted: impl Fn(&StoredEvent) -> bool,
-) -> Vec<StoredEvent> {
-    let mut seen = 0;
-    let mut after = EventCursor::START;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    let mut found = Vec::new();
-    loop {
-        for event in w.store.events_after(after, 1_000).await.unwrap() {
-            after = event.cursor;
-            seen += 1;
-            if wanted(&event) {
-                found.push(event);
-            }
-        }
-        if found.len() >= count {
-            assert_eq!(found.len(), count, "{found:?} ({seen} events)");
-            return found;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "only {found:?} showed"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
 }
 
 async fn flows_are_saved_in_versions_under_their_name(store: Arc<dyn Store>) {
@@ -521,13 +489,14 @@ async fn a_steps_claim_and_each_way_it_ends_name_its_run(store: Arc<dyn Store>) 
         .await;
     assert!(matches!(outcome.unwrap(), CancelOutcome::Canceled { .. }));
 
-    let ends: Vec<(String, serde_json::Value)> = events_where(&w, 3, |event| {
-        event.kind == EventKind::ExecutionEnded && event.organization_id == w.org.id
-    })
-    .await
-    .into_iter()
-    .map(|event| (event.subject_id, event.data["flow_run_id"].clone()))
-    .collect();
+    let ends: Vec<(String, serde_json::Value)> = w
+        .events_where(3, |event| {
+            event.kind == EventKind::ExecutionEnded && event.organization_id == w.org.id
+        })
+        .await
+        .into_iter()
+        .map(|event| (event.subject_id, event.data["flow_run_id"].clone()))
+        .collect();
     assert_eq!(
         ends,
         [

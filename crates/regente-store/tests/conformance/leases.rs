@@ -1,6 +1,7 @@
 //! Leases: claims, starts, live leases, lease ends, and their races.
 
 use crate::fixtures::*;
+use regente_store::EventKind;
 
 conformance! {
     store: [
@@ -669,7 +670,8 @@ async fn cancel_racing_start(store: Arc<dyn Store>) {
 }
 
 /// A report that ends a run claims the runtime's next under the lease given, in
-/// its commit; one that does not end it, or is refused, claims nothing.
+/// its commit, and starts it when asked; one that does not end it, or is
+/// refused, claims nothing.
 async fn an_ending_report_fills_the_slot_in_its_commit(store: Arc<dyn Store>) {
     let w = world(store).await;
     let (running, lease) = w.running(1).await;
@@ -678,7 +680,7 @@ async fn an_ending_report_fills_the_slot_in_its_commit(store: Arc<dyn Store>) {
         let (store, runtime, running) = (w.store.clone(), w.runtime.id.clone(), running.clone());
         async move {
             store
-                .record_events_and_claim(&runtime, &running, &lease, &events, "next-lease")
+                .record_events_and_claim(&runtime, &running, &lease, &events, "next-lease", None)
                 .await
                 .unwrap()
         }
@@ -699,8 +701,41 @@ async fn an_ending_report_fills_the_slot_in_its_commit(store: Arc<dyn Store>) {
         (claimed.execution_id.as_str(), claimed.lease.as_str()),
         (next.as_str(), "next-lease")
     );
+    assert!(!claimed.started);
     assert_eq!(w.get(&running).await.status, ExecutionStatus::Finished);
     assert_eq!(next_lease().await.unwrap(), Some(ExecutionStatus::Pendent));
     // Sent again (after a reconnect), the end claims nothing more.
     assert_eq!(report(lease, end()).await, (stored(2, false), None));
+
+    // Asked to, the end starts the run it claims: RUNNING with its event.
+    assert!(w
+        .store
+        .start(&w.runtime.id, &next, "next-lease", 7_000)
+        .await
+        .unwrap());
+    let third = w.enqueue(7_500).await;
+    let ends = vec![ended(1, 8_000, ExecutionStatus::Finished, Some(0))];
+    let (outcome, claimed) = w
+        .store
+        .record_events_and_claim(
+            &w.runtime.id,
+            &next,
+            "next-lease",
+            &ends,
+            "third-lease",
+            Some(9_000),
+        )
+        .await
+        .unwrap();
+    assert_eq!(outcome, stored(1, true));
+    let claimed = claimed.expect("the third run claimed");
+    assert_eq!(claimed.execution_id, third);
+    assert!(claimed.started);
+    let started = w.get(&third).await;
+    assert_eq!(started.status, ExecutionStatus::Running);
+    assert_eq!(started.started, Some(9_000));
+    let events = w.events_where(1, |e| {
+        e.kind == EventKind::ExecutionStarted && e.subject_id == third
+    });
+    assert_eq!(events.await[0].time, 9_000);
 }
