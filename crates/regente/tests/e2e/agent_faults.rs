@@ -79,12 +79,17 @@ impl Rig {
     }
 
     pub(crate) fn queue(&self, server: &TestServer, sleep: &str) -> String {
+        self.queue_robot(server, &self.robot, sleep)
+    }
+
+    /// [`Rig::queue`] of another robot of the rig's runtime.
+    pub(crate) fn queue_robot(&self, server: &TestServer, robot: &str, sleep: &str) -> String {
         let vars = text_vars(&[
             ("LEDGER", &path_text(&self.ledger_path())),
             ("DIR", &path_text(self.out.path())),
             ("SLEEP", sleep),
         ]);
-        server.queue(&self.admin, &self.runtime, &self.robot, Some(&vars))
+        server.queue(&self.admin, &self.runtime, robot, Some(&vars))
     }
 
     pub(crate) fn result(&self, server: &TestServer, id: &str) -> Value {
@@ -724,6 +729,38 @@ fn an_agent_killed_between_a_granted_assignment_and_the_spawn_runs_the_robot_onc
     agent.restart();
     wait_running_with_lines(&rig, &server, &id, 3);
     rig.finish_and_check(&server, &id);
+}
+
+#[test]
+fn an_agent_killed_between_an_assignment_granted_with_an_end_and_the_spawn_runs_the_robot_once() {
+    let server = TestServer::start();
+    let (rig, relay, mut agent) = relayed_idle(&server, LINES, "");
+    let first = rig.queue(&server, "0");
+    wait_running_with_lines(&rig, &server, &first, 3);
+    // The connection the first package came over, kept for the next, is cut.
+    relay.cut();
+    relay.restore();
+    agent.wait_welcomed(2, RUN);
+
+    // Queued behind the first, the next run is claimed and started in the
+    // commit of the first one's end; its robot's package (another robot's,
+    // a new connection) hangs: the agent holds it, journaled, unspawned.
+    let other = upload_shell_robot(&server, &rig.admin, "other-robot", LINES, "");
+    let next = rig.queue_robot(&server, &other, "0");
+    relay.hold_new();
+    rig.finish_and_check(&server, &first);
+    wait_granted(&rig, &server, &next);
+    wait_until(RUN, "the assignment journaled", || {
+        agent.journal_file_of(&next)
+    });
+    agent.kill9();
+    assert_eq!(ledger_count(&rig.ledger_path(), &next), 0, "never spawned");
+
+    // Back on its journal, the agent reports it unspawned: queued again, run once.
+    relay.release_new();
+    agent.restart();
+    wait_running_with_lines(&rig, &server, &next, 3);
+    rig.finish_and_check(&server, &next);
 }
 
 #[test]
