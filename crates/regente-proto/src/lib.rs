@@ -11,7 +11,9 @@
 //! names this one hand-out. The agent asks to start it ([`AgentMessage::Start`]) and
 //! spawns the robot only after [`ServerMessage::Started`] (answered at once when
 //! the server committed the start as it handed the execution out, which it does
-//! for agents that name their journal in the hello); everything it reports
+//! for agents that name their journal in the hello), or without asking when the
+//! assignment says the start was committed before it was sent
+//! ([`Assignment::start_granted`]); everything it reports
 //! afterwards is an [`Event`] numbered from the assignment's `first_seq`, kept on
 //! disk until the server acknowledges it ([`ServerMessage::Ack`], cumulative), and
 //! sent again after a reconnect. Reports under a lease the server has ended are
@@ -142,6 +144,16 @@ pub struct Assignment {
     /// hand-out (in `variables` they stay `"***"`); kept like `credentials`.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub secret_variables: BTreeMap<String, Value>,
+    /// The server committed the start before sending this (only to an agent
+    /// that names its journal, under a lease granted to it): the agent starts
+    /// the robot once the assignment is journaled, without a `Start`. Absent
+    /// when false: agents that predate it ask, and are answered at once.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub start_granted: bool,
+}
+
+fn is_false(value: &bool) -> bool {
+    !value
 }
 
 impl Assignment {
@@ -269,6 +281,38 @@ mod tests {
         assert_eq!(
             serde_json::to_value(&ack).unwrap(),
             json!({"type": "ack", "execution_id": "e", "lease": "l", "seq": 9})
+        );
+    }
+
+    /// A granted start is said only when true, and an assignment without the
+    /// key (from a server that predates it) asks for its start.
+    #[test]
+    fn a_granted_start_is_named_only_when_granted() {
+        let mut assignment = Assignment {
+            execution_id: "e".into(),
+            lease: "l".into(),
+            robot_id: "r".into(),
+            robot_version: 1,
+            sha256: "00".into(),
+            manifest: String::new(),
+            variables: json!({}),
+            first_seq: 1,
+            credentials: BTreeMap::new(),
+            secret_variables: BTreeMap::new(),
+            start_granted: false,
+        };
+        let asking = serde_json::to_value(ServerMessage::Assign(assignment.clone())).unwrap();
+        assert_eq!(asking.get("start_granted"), None, "{asking}");
+        assert_eq!(
+            serde_json::from_value::<ServerMessage>(asking).unwrap(),
+            ServerMessage::Assign(assignment.clone())
+        );
+        assignment.start_granted = true;
+        let granted = serde_json::to_value(ServerMessage::Assign(assignment.clone())).unwrap();
+        assert_eq!(granted["start_granted"], true);
+        assert_eq!(
+            serde_json::from_value::<ServerMessage>(granted).unwrap(),
+            ServerMessage::Assign(assignment)
         );
     }
 }

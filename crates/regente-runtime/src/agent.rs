@@ -12,7 +12,9 @@
 //! event is acknowledged the journal is removed. As this agent names its
 //! journal in its hello, the
 //! server commits each start as it hands the run out: the `Start` is answered
-//! at once.
+//! at once. A run the server claimed and started in the commit of the end that
+//! freed its slot comes with its start granted: no `Start`, no `Started`; it is
+//! launched once prepared and journaled.
 //!
 //! The guard pool holds guards already exec'd (see [`crate::guard`]): one, or
 //! one per run being prepared when more. They are no robots: the server
@@ -476,7 +478,11 @@ impl Agent {
             assignment.sha256.clone(),
             assignment.manifest.clone(),
         );
-        let held = Held::new(assignment, secrets, journal, sync_handle);
+        let mut held = Held::new(assignment, secrets, journal, sync_handle);
+        // Granted with the assignment: launched once prepared and journaled,
+        // without a `Start` (a restart before the launch finds no spawn mark in
+        // the journal, and the server then hands the run out again).
+        held.spawned = held.assignment.start_granted;
         // Synced while the package is prepared and the start asked for: the
         // hand-over of the robot waits for it (see `journal`).
         self.sync_journal(&held, held.sync_handle.clone(), SyncOf::Creation);
@@ -519,10 +525,16 @@ impl Agent {
             Ok(prepared) => prepared,
             Err(why) => return self.fail(&done.execution_id, why),
         };
-        self.send(AgentMessage::Start {
-            execution_id: done.execution_id.clone(),
-            lease: done.lease.clone(),
-        });
+        let granted = self
+            .held
+            .get(&done.execution_id)
+            .is_some_and(|held| held.assignment.start_granted);
+        if !granted {
+            self.send(AgentMessage::Start {
+                execution_id: done.execution_id.clone(),
+                lease: done.lease.clone(),
+            });
+        }
         self.deferred.push(Deferred {
             execution_id: done.execution_id,
             package_dir,
@@ -532,9 +544,11 @@ impl Agent {
     }
 
     /// Prepares the runs whose start was just asked for, while the server
-    /// answers. The loop calls it after letting the connection's task send the
-    /// `Start`s: that task waits for this one's turn on the worker thread.
+    /// answers, and launches those granted with their assignment. The loop
+    /// calls it after letting the connection's task send the `Start`s: that
+    /// task waits for this one's turn on the worker thread.
     fn prepare_deferred(&mut self) {
+        let mut granted = Vec::new();
         for run in std::mem::take(&mut self.deferred) {
             let Some(held) = self.held.get_mut(&run.execution_id) else {
                 continue;
@@ -561,8 +575,15 @@ impl Agent {
                     user,
                 )
             }));
+            if held.spawned {
+                granted.push(run.execution_id);
+            }
         }
         self.balance_guards();
+        // Granted already: launched now, or once the journal is synced.
+        for execution_id in granted {
+            self.launch(&execution_id);
+        }
     }
 
     /// Syncs a journal on a blocking thread; [`Agent::on_synced`] hears the outcome.

@@ -12,6 +12,7 @@ pub(crate) fn assignment(id: &str) -> Assignment {
         first_seq: 1,
         credentials: Default::default(),
         secret_variables: Default::default(),
+        start_granted: false,
     }
 }
 

@@ -59,11 +59,13 @@ struct Handed {
 }
 
 impl Handed {
-    /// A run just claimed: nothing granted yet, its start maybe committed.
+    /// A run just claimed: nothing granted yet, unless its start was committed
+    /// with the claim. Its assignment then grants the start, and the robot may
+    /// run from the moment that assignment may have left.
     fn claimed(claimed: &Claimed) -> Handed {
         Handed {
             lease: claimed.lease.clone(),
-            spawned: false,
+            spawned: claimed.started,
             start_committed: claimed.started,
             cancel_requested: false,
             flow_step: claimed.flow_step,
@@ -410,6 +412,7 @@ impl Session {
                 first_seq: claimed.first_seq,
                 credentials,
                 secret_variables,
+                start_granted: claimed.started,
             }))
             .await?;
         }
