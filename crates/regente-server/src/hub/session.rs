@@ -59,13 +59,12 @@ struct Handed {
 }
 
 impl Handed {
-    /// A run just claimed: nothing granted yet, unless its start was committed
-    /// with the claim. Its assignment then grants the start, and the robot may
-    /// run from the moment that assignment may have left.
+    /// A run just claimed: nothing granted yet, its start maybe committed (its
+    /// assignment then grants it: see `hand_out`).
     fn claimed(claimed: &Claimed) -> Handed {
         Handed {
             lease: claimed.lease.clone(),
-            spawned: claimed.started,
+            spawned: false,
             start_committed: claimed.started,
             cancel_requested: false,
             flow_step: claimed.flow_step,
@@ -396,8 +395,12 @@ impl Session {
                         continue;
                     }
                 };
-            self.busy
-                .insert(claimed.execution_id.clone(), Handed::claimed(&claimed));
+            let mut handed = Handed::claimed(&claimed);
+            // An assignment that grants the start may start the robot from the
+            // moment it may have left: from then on only the agent's journal
+            // (at a reconnect) or the lost-runtime sweep ends the run.
+            handed.spawned = claimed.started;
+            self.busy.insert(claimed.execution_id.clone(), handed);
             if self.granting_to.is_some() && !claimed.started {
                 to_start.push((claimed.execution_id.clone(), claimed.lease.clone()));
             }
