@@ -25,6 +25,7 @@ impl Session {
                             spawned: true,
                             start_committed: true,
                             cancel_requested: false,
+                            start_granted: false,
                             flow_step: true,
                         },
                     );

@@ -53,6 +53,10 @@ struct Handed {
     /// Canceled before the agent asked to start it: its `Start` ends it
     /// CANCELED instead (see `note_cancel`).
     cancel_requested: bool,
+    /// Its assignment granted the start (`spawned` from its send on). An agent
+    /// that predates that field asks anyway, and is answered as for a start
+    /// committed at the hand-out: a cancel before that `Start` ends it.
+    start_granted: bool,
     /// A step of a flow run (or, when not known, maybe one): its end wakes the
     /// flow engine.
     flow_step: bool,
@@ -67,6 +71,7 @@ impl Handed {
             spawned: false,
             start_committed: claimed.started,
             cancel_requested: false,
+            start_granted: false,
             flow_step: claimed.flow_step,
         }
     }
@@ -318,9 +323,10 @@ impl Session {
 
     /// Hands out queued executions while slots are free. To an agent that
     /// names its journal, each start is then committed at once, while the agent
-    /// journals the assignment and prepares the run (or was already, with the
-    /// end that freed its slot), so that its `Start` is answered without a
-    /// commit on the way; the agent still spawns nothing before that answer.
+    /// journals the assignment and prepares the run, so that its `Start` is
+    /// answered without a commit on the way; the agent still spawns nothing
+    /// before that answer. A run started with the end that freed its slot
+    /// comes with its start granted instead: the agent asks nothing.
     async fn dispatch(&mut self) -> anyhow::Result<()> {
         self.dispatch_with(None).await
     }
@@ -400,6 +406,7 @@ impl Session {
             // moment it may have left: from then on only the agent's journal
             // (at a reconnect) or the lost-runtime sweep ends the run.
             handed.spawned = claimed.started;
+            handed.start_granted = claimed.started;
             self.busy.insert(claimed.execution_id.clone(), handed);
             if self.granting_to.is_some() && !claimed.started {
                 to_start.push((claimed.execution_id.clone(), claimed.lease.clone()));
@@ -422,13 +429,14 @@ impl Session {
         Ok(to_start)
     }
 
-    /// Notes a cancel of a run whose start was committed at the hand-out and
-    /// not asked for yet: the agent's `Start` then ends it instead of starting it.
+    /// Notes a cancel of a run whose start was committed at the hand-out (or
+    /// granted with it) and not asked for yet: should the agent ask, its
+    /// `Start` then ends the run instead of starting it.
     fn note_cancel(&mut self, execution_id: &str, lease: &str) {
         if let Some(handed) = self
             .busy
             .get_mut(execution_id)
-            .filter(|h| h.lease == lease && !h.spawned)
+            .filter(|h| h.lease == lease && (!h.spawned || h.start_granted))
         {
             handed.cancel_requested = true;
         }
@@ -460,6 +468,7 @@ impl Session {
                 spawned: true,
                 start_committed: true,
                 cancel_requested: false,
+                start_granted: false,
                 flow_step,
             },
         );
