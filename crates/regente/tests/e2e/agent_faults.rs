@@ -731,28 +731,33 @@ fn an_agent_killed_between_a_granted_assignment_and_the_spawn_runs_the_robot_onc
     rig.finish_and_check(&server, &id);
 }
 
-#[test]
-fn an_agent_killed_between_an_assignment_granted_with_an_end_and_the_spawn_runs_the_robot_once() {
-    let server = TestServer::start();
-    let (rig, relay, mut agent) = relayed_idle(&server, LINES, "");
-    let first = rig.queue(&server, "0");
-    wait_running_with_lines(&rig, &server, &first, 3);
+/// A rig whose next run was claimed and started in the commit of the end of
+/// the one before, and assigned with its start granted; its robot's package
+/// (another robot's, over a new connection) hangs: the agent holds it,
+/// journaled, unspawned. Answers the rig, its relay, its agent and that run.
+fn granted_with_an_end_and_held(server: &TestServer) -> (Rig, Relay, TestAgent, String) {
+    let (rig, relay, agent) = relayed_idle(server, LINES, "");
+    let first = rig.queue(server, "0");
+    wait_running_with_lines(&rig, server, &first, 3);
     // The connection the first package came over, kept for the next, is cut.
     relay.cut();
     relay.restore();
     agent.wait_welcomed(2, RUN);
-
-    // Queued behind the first, the next run is claimed and started in the
-    // commit of the first one's end; its robot's package (another robot's,
-    // a new connection) hangs: the agent holds it, journaled, unspawned.
-    let other = upload_shell_robot(&server, &rig.admin, "other-robot", LINES, "");
-    let next = rig.queue_robot(&server, &other, "0");
+    let other = upload_shell_robot(server, &rig.admin, "other-robot", LINES, "");
+    let next = rig.queue_robot(server, &other, "0");
     relay.hold_new();
-    rig.finish_and_check(&server, &first);
-    wait_granted(&rig, &server, &next);
+    rig.finish_and_check(server, &first);
+    wait_granted(&rig, server, &next);
     wait_until(RUN, "the assignment journaled", || {
         agent.journal_file_of(&next)
     });
+    (rig, relay, agent, next)
+}
+
+#[test]
+fn an_agent_killed_between_an_assignment_granted_with_an_end_and_the_spawn_runs_the_robot_once() {
+    let server = TestServer::start();
+    let (rig, relay, mut agent, next) = granted_with_an_end_and_held(&server);
     agent.kill9();
     assert_eq!(ledger_count(&rig.ledger_path(), &next), 0, "never spawned");
 
@@ -761,6 +766,30 @@ fn an_agent_killed_between_an_assignment_granted_with_an_end_and_the_spawn_runs_
     agent.restart();
     wait_running_with_lines(&rig, &server, &next, 3);
     rig.finish_and_check(&server, &next);
+}
+
+#[test]
+fn a_run_granted_with_an_end_and_canceled_before_its_launch_never_starts() {
+    let server = TestServer::start();
+    let (rig, relay, _agent, next) = granted_with_an_end_and_held(&server);
+    server.delete(&rig.admin, &rig.runtime, &next).expect(200);
+
+    // Once the package is in, the agent ends it instead of launching it.
+    relay.release_new();
+    let body = rig.wait_status(&server, &next, RUN);
+    assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
+    assert!(
+        messages(&body)
+            .iter()
+            .any(|m| m.contains("canceled before the robot started")),
+        "{}",
+        summary(&body)
+    );
+    assert_eq!(ledger_count(&rig.ledger_path(), &next), 0, "never started");
+    // The runtime goes on with the next run.
+    let after = rig.queue(&server, "0");
+    wait_running_with_lines(&rig, &server, &after, 3);
+    rig.finish_and_check(&server, &after);
 }
 
 #[test]
