@@ -612,9 +612,8 @@ impl Session {
                 let records: Vec<EventRecord> = events.into_iter().filter_map(record_of).collect();
                 // Should the batch end a run this session handed out, its slot
                 // is filled in the same commit, unless a `lost` event has more
-                // to do first.
-                // To an agent that names its journal, the run claimed is
-                // started in that commit too (see `dispatch`).
+                // to do first; to an agent that names its journal, the run
+                // claimed is started in that commit too (see `dispatch`).
                 let fill_slot = lost.is_none() && self.busy.contains_key(&execution_id);
                 let (outcome, claimed) = if fill_slot {
                     let next_lease = self.new_lease();

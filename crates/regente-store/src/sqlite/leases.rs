@@ -364,7 +364,8 @@ impl LeaseStore for SqliteStore {
                     (claimed, _) => Ok(claimed),
                 }
             });
-            if claimed.is_err() {
+            if let Err(e) = &claimed {
+                tracing::warn!(runtime = %runtime_id, error = %e, "cannot claim the next run with an end; tried again alone");
                 run("ROLLBACK TO SAVEPOINT claim").map_err(other)?;
             }
             run("RELEASE SAVEPOINT claim").map_err(other)?;
