@@ -55,6 +55,23 @@ macro_rules! conformance {
     };
 }
 
+/// Declares tests that only PostgreSQL can put to the test, as
+/// `postgres::name`: each an `async fn name(store: Arc<dyn Store>, url: String)`
+/// of the module, run on a fresh database.
+macro_rules! postgres_only {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                #[cfg_attr(not(regente_pg), ignore = "SKIPPED: needs PostgreSQL (set REGENTE_TEST_PG_URL)")]
+                async fn $name() {
+                    crate::on_postgres(stringify!($name), super::$name).await;
+                }
+            )*
+        }
+    };
+}
+
 mod api_keys;
 mod audit;
 mod cluster;
@@ -66,6 +83,7 @@ mod executions;
 mod fixtures;
 mod flows;
 mod leases;
+mod leases_postgres;
 mod organizations;
 mod reports;
 mod robots;
