@@ -319,6 +319,46 @@ fn without_a_session_or_with_a_wrong_password_commands_say_so() {
     assert!(!Path::new(&config.path().join("session.json")).exists());
 }
 
+/// A password sent over plain HTTP to an address other than this machine's
+/// loopback is warned of (and still sent: the warning is not a refusal); over
+/// the loopback it is not. `0.0.0.0` reaches the local server on Linux without
+/// being a loopback address.
+#[test]
+fn a_login_over_plain_http_beyond_the_loopback_is_warned_of() {
+    let server = TestServer::start();
+    let warning = "is plain HTTP beyond this machine";
+    let login = |base: &str| -> Output {
+        let config = tempfile::tempdir().expect("a config folder");
+        let mut child = regente_command(&regente_binary())
+            .args(["login", "--server", base, "--username", ADMIN_USER])
+            .env("REGENTE_CONFIG_DIR", config.path())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("regente runs");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
+            .unwrap();
+        drop(stdin);
+        child.wait_with_output().expect("regente ends")
+    };
+    let local = login(&server.base);
+    assert_success(&local);
+    assert!(!stderr(&local).contains(warning), "{}", stderr(&local));
+    let beyond = login(&server.base.replace("127.0.0.1", "0.0.0.0"));
+    assert_success(&beyond);
+    assert!(
+        stderr(&beyond).contains(&format!(
+            "warning: {} {warning}",
+            server.base.replace("127.0.0.1", "0.0.0.0")
+        )),
+        "{}",
+        stderr(&beyond)
+    );
+}
+
 #[test]
 fn credentials_are_set_from_standard_input_and_listed_without_their_values() {
     let world = World::start();
