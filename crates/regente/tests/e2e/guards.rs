@@ -144,6 +144,11 @@ impl StoppedGuard {
         ended(&self.server, &self.admin, &self.runtime, id)
     }
 
+    /// Its end, which comes once the agent's start grace (30 s) has passed.
+    fn given_up(&self, id: &str) -> Value {
+        wait_for_status(&self.server, &self.admin, &self.runtime, id, ENDED, 2 * RUN)
+    }
+
     /// The stopped guard is gone, and the robot queued again runs to its end
     /// on a guard that works.
     fn next_run_finishes(&self, vars: Option<&Value>) {
@@ -189,6 +194,44 @@ fn a_run_handed_to_a_stopped_guard_is_still_canceled_and_the_next_run_gets_a_new
     let body = rig.ended(&id);
     assert_eq!(body["status"], "CANCELED", "{}", summary(&body));
     rig.next_run_finishes(None);
+}
+
+/// A guard that takes the command and never says the robot started is given
+/// up on after the agent's start grace (30 s): the run ends saying so, the guard
+/// is killed, and the next run gets a new one.
+#[test]
+fn a_guard_that_never_reports_the_start_is_given_up_on() {
+    let rig = StoppedGuard::new();
+    let id = rig.hand_over(None);
+    let body = rig.given_up(&id);
+    assert_eq!(body["status"], "ERROR", "{}", summary(&body));
+    assert!(
+        messages(&body)
+            .iter()
+            .any(|m| m.contains("did not report it started within 30 s")),
+        "{}",
+        summary(&body)
+    );
+    rig.next_run_finishes(None);
+}
+
+/// The same for a command the stopped guard never reads: its send is given
+/// up on after the grace, which kills the guard to end the send.
+#[test]
+fn a_long_command_a_stopped_guard_never_reads_is_given_up_on() {
+    let rig = StoppedGuard::new();
+    let vars = over_a_send_buffer();
+    let id = rig.hand_over(Some(&vars));
+    let body = rig.given_up(&id);
+    assert_eq!(body["status"], "ERROR", "{}", summary(&body));
+    assert!(
+        messages(&body)
+            .iter()
+            .any(|m| m.contains("did not read the command within 30 s")),
+        "{}",
+        summary(&body)
+    );
+    rig.next_run_finishes(Some(&vars));
 }
 
 #[test]
