@@ -144,9 +144,16 @@ impl StoppedGuard {
         ended(&self.server, &self.admin, &self.runtime, id)
     }
 
-    /// Its end, which comes once the agent's start grace (30 s) has passed.
-    fn given_up(&self, id: &str) -> Value {
-        wait_for_status(&self.server, &self.admin, &self.runtime, id, ENDED, 2 * RUN)
+    /// Waits for its end, which comes once the agent's start grace (30 s) has
+    /// passed: in error, saying `why`.
+    fn given_up(&self, id: &str, why: &str) {
+        let body = wait_for_status(&self.server, &self.admin, &self.runtime, id, ENDED, 2 * RUN);
+        assert_eq!(body["status"], "ERROR", "{}", summary(&body));
+        assert!(
+            messages(&body).iter().any(|m| m.contains(why)),
+            "{}",
+            summary(&body)
+        );
     }
 
     /// The stopped guard is gone, and the robot queued again runs to its end
@@ -203,15 +210,7 @@ fn a_run_handed_to_a_stopped_guard_is_still_canceled_and_the_next_run_gets_a_new
 fn a_guard_that_never_reports_the_start_is_given_up_on() {
     let rig = StoppedGuard::new();
     let id = rig.hand_over(None);
-    let body = rig.given_up(&id);
-    assert_eq!(body["status"], "ERROR", "{}", summary(&body));
-    assert!(
-        messages(&body)
-            .iter()
-            .any(|m| m.contains("did not report it started within 30 s")),
-        "{}",
-        summary(&body)
-    );
+    rig.given_up(&id, "did not report it started within 30 s");
     rig.next_run_finishes(None);
 }
 
@@ -222,15 +221,7 @@ fn a_long_command_a_stopped_guard_never_reads_is_given_up_on() {
     let rig = StoppedGuard::new();
     let vars = over_a_send_buffer();
     let id = rig.hand_over(Some(&vars));
-    let body = rig.given_up(&id);
-    assert_eq!(body["status"], "ERROR", "{}", summary(&body));
-    assert!(
-        messages(&body)
-            .iter()
-            .any(|m| m.contains("did not read the command within 30 s")),
-        "{}",
-        summary(&body)
-    );
+    rig.given_up(&id, "did not read the command within 30 s");
     rig.next_run_finishes(Some(&vars));
 }
 
