@@ -113,8 +113,9 @@ pub trait LeaseStore: Send + Sync {
     /// [`LeaseStore::claim_next`] under `next_lease` in the same transaction: a
     /// slot freed and filled again with one commit. Nothing is claimed when the
     /// batch does not end the execution. With `start_at`, the run claimed is
-    /// also started then ([`LeaseStore::start`]), in the same commit where the
-    /// backend can (`Claimed::started`).
+    /// also started then ([`LeaseStore::start`], `Claimed::started`). A claim or
+    /// start that fails is undone alone (a savepoint): the end stays stored and
+    /// no run is claimed, to be tried again alone.
     async fn record_events_and_claim(
         &self,
         runtime_id: &str,
@@ -123,21 +124,7 @@ pub trait LeaseStore: Send + Sync {
         events: &[EventRecord],
         next_lease: &str,
         start_at: Option<Millis>,
-    ) -> Result<(EventsOutcome, Option<Claimed>)> {
-        let outcome = self
-            .record_events(runtime_id, execution_id, lease, events)
-            .await?;
-        if !outcome.ended_it() {
-            return Ok((outcome, None));
-        }
-        let mut claimed = self.claim_next(runtime_id, next_lease).await?;
-        if let (Some(claimed), Some(now)) = (claimed.as_mut(), start_at) {
-            claimed.started = self
-                .start(runtime_id, &claimed.execution_id, next_lease, now)
-                .await?;
-        }
-        Ok((outcome, claimed))
-    }
+    ) -> Result<(EventsOutcome, Option<Claimed>)>;
     /// The runtime's live leases.
     async fn leases_of_runtime(&self, runtime_id: &str) -> Result<Vec<Lease>>;
     /// The status under `lease`, or `None` when it is not the execution's lease.

@@ -16,6 +16,7 @@ conformance! {
         cancel_racing_start,
         an_ending_report_fills_the_slot_in_its_commit,
     ],
+    url: [a_claim_that_fails_with_an_end_is_undone_alone],
 }
 
 async fn claim_is_fifo_under_leases(store: Arc<dyn Store>) {
@@ -738,4 +739,40 @@ async fn an_ending_report_fills_the_slot_in_its_commit(store: Arc<dyn Store>) {
         e.kind == EventKind::ExecutionStarted && e.subject_id == third
     });
     assert_eq!(events.await[0].time, 9_000);
+}
+
+/// The run next in line names a robot version that is not stored (written
+/// behind the store's back), so its claim fails: the end is still stored, and
+/// the broken run is left as it was, without a lease.
+async fn a_claim_that_fails_with_an_end_is_undone_alone(store: Arc<dyn Store>, url: String) {
+    let w = world(store).await;
+    let (running, lease) = w.running(1).await;
+    let insert = format!(
+        "INSERT INTO executions (id, organization_id, runtime_id, robot_id, robot_version, \
+         variables, status, init) VALUES ('broken', '{}', '{}', '{}', 99, '{{}}', 'PENDENT', 2)",
+        w.org.id, w.runtime.id, w.robot_id
+    );
+    match url.strip_prefix("sqlite://") {
+        Some(path) => {
+            let conn = rusqlite::Connection::open(path).unwrap();
+            conn.busy_timeout(std::time::Duration::from_secs(10))
+                .unwrap();
+            conn.execute_batch(&insert).unwrap();
+        }
+        None => {
+            use sqlx::{Connection, Executor};
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            conn.execute(insert.as_str()).await.unwrap();
+        }
+    }
+    let ends = vec![ended(1, 5_000, ExecutionStatus::Finished, Some(0))];
+    let done = w
+        .store
+        .record_events_and_claim(&w.runtime.id, &running, &lease, &ends, "next", Some(6_000))
+        .await
+        .unwrap();
+    assert_eq!(done, (stored(1, true), None));
+    assert_eq!(w.get(&running).await.status, ExecutionStatus::Finished);
+    assert_eq!(w.get("broken").await.status, ExecutionStatus::Pendent);
+    assert_eq!(w.store.lease_status("broken", "next").await.unwrap(), None);
 }
