@@ -69,7 +69,8 @@ async fn a_deep_queue_on_one_runtime_is_not_walked_by_the_claims_of_another(
         assert!(claimed.is_none(), "{claimed:?}");
     }
     // The claims' statistics reach the shared counters when their backend
-    // flushes them: at once when busy, up to ten seconds later when idle.
+    // flushes them: at most once a second while busy, up to ten seconds
+    // after its last transaction once idle.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let primary = loop {
         let (primary, all) = index_scans(&mut conn).await;
