@@ -282,27 +282,30 @@ fn the_exit_status_says_how_a_waited_run_ended() {
     assert!(stderr(&not_a_robot).contains("has no robot.toml"));
 }
 
+/// The CLI with its session kept in `config`, `stdin` on its standard input.
+fn cli_in(config: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = regente_command(&regente_binary())
+        .args(args)
+        .env("REGENTE_CONFIG_DIR", config)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("regente runs");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().expect("regente ends")
+}
+
 #[test]
 fn without_a_session_or_with_a_wrong_password_commands_say_so() {
     let server = TestServer::start();
     let config = tempfile::tempdir().expect("a config folder");
-    let run = |args: &[&str], stdin: &str| -> Output {
-        let mut child = regente_command(&regente_binary())
-            .args(args)
-            .env("REGENTE_CONFIG_DIR", config.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("regente runs");
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(stdin.as_bytes())
-            .unwrap();
-        child.wait_with_output().expect("regente ends")
-    };
+    let run = |args: &[&str], stdin: &str| cli_in(config.path(), args, stdin);
     let listed = run(&["robots", "list"], "");
     assert_eq!(listed.status.code(), Some(2));
     assert!(
@@ -327,22 +330,13 @@ fn without_a_session_or_with_a_wrong_password_commands_say_so() {
 fn a_login_over_plain_http_beyond_the_loopback_is_warned_of() {
     let server = TestServer::start();
     let warning = "is plain HTTP beyond this machine";
-    let login = |base: &str| -> Output {
+    let login = |base: &str| {
         let config = tempfile::tempdir().expect("a config folder");
-        let mut child = regente_command(&regente_binary())
-            .args(["login", "--server", base, "--username", ADMIN_USER])
-            .env("REGENTE_CONFIG_DIR", config.path())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("regente runs");
-        let mut stdin = child.stdin.take().unwrap();
-        stdin
-            .write_all(format!("{ADMIN_PASSWORD}\n").as_bytes())
-            .unwrap();
-        drop(stdin);
-        child.wait_with_output().expect("regente ends")
+        cli_in(
+            config.path(),
+            &["login", "--server", base, "--username", ADMIN_USER],
+            &format!("{ADMIN_PASSWORD}\n"),
+        )
     };
     let local = login(&server.base);
     assert_success(&local);
